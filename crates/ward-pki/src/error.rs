@@ -1,0 +1,71 @@
+//! The one error type of the PKI crate.
+
+/// What can go wrong while parsing identities, keys or certificates, or while
+/// building and signing certificates.
+///
+/// Messages are written for a human operator and never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A SPIFFE ID or trust domain did not follow the SPIFFE ID specification.
+    #[error("invalid SPIFFE ID {input:?}: {reason}")]
+    InvalidSpiffeId {
+        /// The rejected input, as given.
+        input: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A trust domain name did not follow the SPIFFE ID specification.
+    #[error("invalid trust domain {input:?}: {reason}")]
+    InvalidTrustDomain {
+        /// The rejected input, as given.
+        input: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A hex value (serial number, fingerprint) could not be parsed.
+    #[error("invalid {what} {input:?}: {reason}")]
+    InvalidHex {
+        /// What was being parsed ("serial number", "fingerprint").
+        what: &'static str,
+        /// The rejected input, as given.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// An unknown key type name.
+    #[error(
+        "unknown key type {0:?} (expected ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072 or rsa-4096)"
+    )]
+    UnknownKeyType(String),
+    /// A duration could not be parsed.
+    #[error("invalid duration {input:?}: {reason}")]
+    InvalidDuration {
+        /// The rejected input, as given.
+        input: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A private key could not be parsed or is of an unsupported kind.
+    /// The message never includes the key's bytes.
+    #[error("invalid private key: {0}")]
+    InvalidKey(String),
+    /// A certificate could not be parsed.
+    #[error("invalid certificate: {0}")]
+    InvalidCertificate(String),
+    /// PEM input held nothing usable.
+    #[error("invalid PEM: {0}")]
+    InvalidPem(String),
+    /// A request to build a certificate broke Ward's issuance policy.
+    #[error("{0}")]
+    Policy(String),
+    /// Signing or key generation failed inside the crypto library.
+    #[error("crypto operation failed: {0}")]
+    Crypto(String),
+}
+
+impl From<rcgen::Error> for Error {
+    fn from(err: rcgen::Error) -> Self {
+        Error::Crypto(err.to_string())
+    }
+}

@@ -1,0 +1,290 @@
+//! Path validation with rustls-webpki, and the precise reason when it fails.
+//!
+//! The EKU for the requested purpose is required to be present (webpki's
+//! `server_auth()`/`client_auth()` accept a leaf with no EKU at all;
+//! ARCHITECTURE.md, trap 7).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::Serialize;
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::inspect::spiffe_id_of;
+use crate::issue::rfc3339;
+use crate::{Error, SpiffeId, SpiffeIdPattern};
+
+/// DER content of id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
+const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// DER content of id-kp-clientAuth (1.3.6.1.5.5.7.3.2).
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// What the certificate must be good for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// TLS server authentication (EKU serverAuth required).
+    Server,
+    /// TLS client authentication (EKU clientAuth required).
+    Client,
+}
+
+impl Purpose {
+    /// webpki applies the EKU rule to every certificate in the path, and CA
+    /// certificates rarely carry EKUs, so the path is checked with
+    /// "required if present" and the leaf separately with "required".
+    fn key_usage(self) -> KeyUsage {
+        match self {
+            Purpose::Server => KeyUsage::required_if_present(EKU_SERVER_AUTH),
+            Purpose::Client => KeyUsage::required_if_present(EKU_CLIENT_AUTH),
+        }
+    }
+
+    fn leaf_has_eku(self, leaf_der: &[u8]) -> bool {
+        let Ok((_, cert)) = X509Certificate::from_der(leaf_der) else {
+            return false;
+        };
+        match cert.extended_key_usage() {
+            Ok(Some(eku)) => match self {
+                Purpose::Server => eku.value.server_auth,
+                Purpose::Client => eku.value.client_auth,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Purpose {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "server" => Ok(Purpose::Server),
+            "client" => Ok(Purpose::Client),
+            _ => Err(Error::Policy(format!(
+                "unknown purpose {s:?} (expected server or client)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Purpose::Server => "server",
+            Purpose::Client => "client",
+        })
+    }
+}
+
+/// What to check besides the path itself.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions<'a> {
+    /// Required EKU; with `None` either serverAuth or clientAuth will do.
+    pub purpose: Option<Purpose>,
+    /// A DNS name or IP address the leaf must be valid for.
+    pub name: Option<&'a str>,
+    /// A SPIFFE ID (or `prefix/*`) the leaf's SPIFFE ID must match.
+    pub spiffe_id: Option<&'a SpiffeIdPattern>,
+    /// The time of validation.
+    pub now: UnixTime,
+}
+
+/// A successful validation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    /// The purposes the path is valid for.
+    pub purposes: Vec<Purpose>,
+    /// Number of certificates in the built path, trust anchor included.
+    pub path_len: usize,
+    /// The leaf's SPIFFE ID, if it has one.
+    pub spiffe_id: Option<SpiffeId>,
+}
+
+/// Why a certificate did not validate. Each variant is one precise reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// A certificate in the path is past its notAfter.
+    #[error("expired: a certificate in the chain expired at {not_after}")]
+    Expired {
+        /// When it expired (RFC 3339).
+        not_after: String,
+    },
+    /// A certificate in the path is before its notBefore.
+    #[error("not yet valid: a certificate in the chain is valid from {not_before}")]
+    NotYetValid {
+        /// When it becomes valid (RFC 3339).
+        not_before: String,
+    },
+    /// No path to a trusted root (missing intermediate, wrong CA, a CA with
+    /// the same name but another key).
+    #[error("unknown issuer: no path from the certificate to a trusted root")]
+    UnknownIssuer,
+    /// The leaf lacks the extended key usage for the purpose.
+    #[error("wrong EKU: the certificate is not valid for {purpose} authentication")]
+    WrongEku {
+        /// The purpose asked for ("server", "client" or "server or client").
+        purpose: String,
+    },
+    /// The leaf is not valid for the DNS name or IP address.
+    #[error("name mismatch: the certificate is not valid for {name}")]
+    NameMismatch {
+        /// The name asked for.
+        name: String,
+    },
+    /// The leaf's SPIFFE ID does not match.
+    #[error("SPIFFE ID mismatch: expected {expected}, found {found}")]
+    SpiffeIdMismatch {
+        /// The pattern asked for.
+        expected: String,
+        /// What the certificate carries ("none" if nothing).
+        found: String,
+    },
+    /// A CA with the issuer's name is trusted, but its key did not sign the
+    /// certificate: a different CA that uses the same name, or a forgery.
+    /// Reported under the code `unknown_issuer`.
+    #[error(
+        "unknown issuer: a trusted CA has the issuer's name, but its key did not sign this chain (a different CA with the same name?)"
+    )]
+    IssuerKeyMismatch,
+    /// The leaf is a CA certificate.
+    #[error("not an end-entity certificate: the leaf is a CA")]
+    CaAsLeaf,
+    /// Anything else webpki rejects (malformed extension, unsupported algorithm, …).
+    #[error("invalid: {0}")]
+    Other(String),
+}
+
+impl VerifyError {
+    /// A stable snake_case code for JSON output and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Expired { .. } => "expired",
+            VerifyError::NotYetValid { .. } => "not_yet_valid",
+            VerifyError::UnknownIssuer => "unknown_issuer",
+            VerifyError::WrongEku { .. } => "wrong_eku",
+            VerifyError::NameMismatch { .. } => "name_mismatch",
+            VerifyError::SpiffeIdMismatch { .. } => "spiffe_id_mismatch",
+            VerifyError::IssuerKeyMismatch => "unknown_issuer",
+            VerifyError::CaAsLeaf => "ca_as_leaf",
+            VerifyError::Other(_) => "invalid",
+        }
+    }
+
+    fn from_webpki(err: webpki::Error) -> Self {
+        use webpki::Error as W;
+        let time = |t: UnixTime| {
+            time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64)
+                .map_or_else(|_| t.as_secs().to_string(), rfc3339)
+        };
+        match err {
+            W::CertExpired { not_after, .. } => VerifyError::Expired {
+                not_after: time(not_after),
+            },
+            W::CertNotValidYet { not_before, .. } => VerifyError::NotYetValid {
+                not_before: time(not_before),
+            },
+            W::UnknownIssuer => VerifyError::UnknownIssuer,
+            W::InvalidSignatureForPublicKey => VerifyError::IssuerKeyMismatch,
+            W::CaUsedAsEndEntity => VerifyError::CaAsLeaf,
+            other => VerifyError::Other(format!("{other:?}")),
+        }
+    }
+}
+
+fn eku_missing() -> webpki::Error {
+    #[allow(deprecated)] // a context-free marker; only `is_eku_error` reads it
+    webpki::Error::RequiredEkuNotFound
+}
+
+fn is_eku_error(err: &webpki::Error) -> bool {
+    #[allow(deprecated)] // older webpki versions still report the plain variant
+    let plain = matches!(err, webpki::Error::RequiredEkuNotFound);
+    plain || matches!(err, webpki::Error::RequiredEkuNotFoundContext(_))
+}
+
+/// Validates `chain` (leaf first, then any intermediates the holder sent)
+/// against `roots` (every certificate there is a trust anchor).
+pub fn verify(
+    chain: &[CertificateDer<'_>],
+    roots: &[CertificateDer<'_>],
+    opts: &VerifyOptions<'_>,
+) -> Result<Verified, VerifyError> {
+    let (leaf_der, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| VerifyError::Other("the certificate file is empty".into()))?;
+    let anchors = roots
+        .iter()
+        .map(|r| webpki::anchor_from_trusted_cert(r).map(|a| a.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| VerifyError::Other(format!("unusable root: {e:?}")))?;
+    let leaf = EndEntityCert::try_from(leaf_der)
+        .map_err(|e| VerifyError::Other(format!("unusable certificate: {e:?}")))?;
+    let algs = webpki::ALL_VERIFICATION_ALGS;
+
+    let candidates: &[Purpose] = match opts.purpose {
+        Some(Purpose::Server) => &[Purpose::Server],
+        Some(Purpose::Client) => &[Purpose::Client],
+        None => &[Purpose::Server, Purpose::Client],
+    };
+    let mut purposes = Vec::new();
+    let mut path_len = 0;
+    let mut last_err = None;
+    for purpose in candidates {
+        match leaf.verify_for_usage(
+            algs,
+            &anchors,
+            intermediates,
+            opts.now,
+            purpose.key_usage(),
+            None,
+            None,
+        ) {
+            Ok(path) if purpose.leaf_has_eku(leaf_der) => {
+                path_len = path.intermediate_certificates().count() + 2;
+                purposes.push(*purpose);
+            }
+            Ok(_) => last_err = Some(eku_missing()),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    if purposes.is_empty() {
+        return Err(match last_err {
+            Some(err) if is_eku_error(&err) => VerifyError::WrongEku {
+                purpose: opts
+                    .purpose
+                    .map_or_else(|| "server or client".to_owned(), |p| p.to_string()),
+            },
+            Some(err) => VerifyError::from_webpki(err),
+            None => VerifyError::Other("no purpose to check".into()),
+        });
+    }
+
+    if let Some(name) = opts.name {
+        let server_name = ServerName::try_from(name)
+            .map_err(|_| VerifyError::Other(format!("{name:?} is not a DNS name or IP address")))?;
+        leaf.verify_is_valid_for_subject_name(&server_name)
+            .map_err(|_| VerifyError::NameMismatch {
+                name: name.to_owned(),
+            })?;
+    }
+
+    let spiffe_id = spiffe_id_of(leaf_der).map_err(|e| VerifyError::Other(e.to_string()))?;
+    if let Some(pattern) = opts.spiffe_id {
+        let ok = spiffe_id.as_ref().is_some_and(|id| pattern.matches(id));
+        if !ok {
+            return Err(VerifyError::SpiffeIdMismatch {
+                expected: pattern.to_string(),
+                found: spiffe_id.map_or_else(|| "none".to_owned(), |id| id.to_string()),
+            });
+        }
+    }
+    Ok(Verified {
+        purposes,
+        path_len,
+        spiffe_id,
+    })
+}
