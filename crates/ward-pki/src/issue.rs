@@ -414,7 +414,9 @@ pub fn check_dns_name(name: &str) -> Result<String, Error> {
 
 /// RFC 3339 form of a timestamp, for messages and JSON.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }
 

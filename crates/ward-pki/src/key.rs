@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use rcgen::{KeyPair, PublicKeyData, RsaKeySize};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -16,8 +16,8 @@ use zeroize::Zeroizing;
 use crate::Error;
 
 /// The key algorithms Ward generates and signs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(into = "String")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum KeyType {
     /// ECDSA on P-256 with SHA-256 (the default).
     #[default]
@@ -94,6 +94,14 @@ impl FromStr for KeyType {
 impl fmt::Display for KeyType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for KeyType {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
     }
 }
 

@@ -1,0 +1,207 @@
+//! `ca.toml`: the CA's documented configuration.
+//!
+//! `ward ca init` writes it with a comment on every field; every command
+//! that uses the CA reads it. Unknown fields are errors, so a typo never
+//! silently falls back to a default.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ward_pki::{KeyType, TrustDomain, parse_duration};
+
+use crate::Error;
+
+/// The whole `ca.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Identity of the CA.
+    pub ca: CaSection,
+    /// Issuance policy.
+    #[serde(default)]
+    pub issuance: IssuanceSection,
+}
+
+/// `[ca]`: who this CA is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaSection {
+    /// The SPIFFE trust domain every issued identity must belong to.
+    pub trust_domain: TrustDomain,
+    /// Organisation name in the CA certificates' subjects.
+    pub name: String,
+    /// Key type of the CA keys (root, intermediate, admin).
+    pub key_type: KeyType,
+    /// Whether the root key was written outside this directory.
+    #[serde(default)]
+    pub offline_root: bool,
+}
+
+/// `[issuance]`: lifetimes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceSection {
+    /// Default lifetime of certificates issued online (`ward ca serve`).
+    pub default_ttl: String,
+    /// Longest lifetime the CA issues online, whatever a token asks for.
+    pub max_ttl: String,
+    /// Default lifetime for `ward cert create` (offline issuance).
+    pub offline_default_ttl: String,
+}
+
+impl Default for IssuanceSection {
+    fn default() -> Self {
+        IssuanceSection {
+            default_ttl: "1h".into(),
+            max_ttl: "24h".into(),
+            offline_default_ttl: "24h".into(),
+        }
+    }
+}
+
+impl IssuanceSection {
+    /// Parsed `default_ttl`.
+    pub fn default_ttl(&self) -> Result<Duration, Error> {
+        duration("issuance.default_ttl", &self.default_ttl)
+    }
+
+    /// Parsed `max_ttl`.
+    pub fn max_ttl(&self) -> Result<Duration, Error> {
+        duration("issuance.max_ttl", &self.max_ttl)
+    }
+
+    /// Parsed `offline_default_ttl`.
+    pub fn offline_default_ttl(&self) -> Result<Duration, Error> {
+        duration("issuance.offline_default_ttl", &self.offline_default_ttl)
+    }
+}
+
+fn duration(field: &str, value: &str) -> Result<Duration, Error> {
+    parse_duration(value).map_err(|e| Error::Config(format!("ca.toml: {field}: {e}")))
+}
+
+impl CaConfig {
+    /// Parses and validates `ca.toml` text.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        let config: CaConfig =
+            toml::from_str(text).map_err(|e| Error::Config(format!("ca.toml: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        let default = self.issuance.default_ttl()?;
+        let max = self.issuance.max_ttl()?;
+        self.issuance.offline_default_ttl()?;
+        if default > max {
+            return Err(Error::Config(format!(
+                "ca.toml: issuance.default_ttl ({}) exceeds issuance.max_ttl ({})",
+                self.issuance.default_ttl, self.issuance.max_ttl
+            )));
+        }
+        if self.ca.name.trim().is_empty() {
+            return Err(Error::Config("ca.toml: ca.name is empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The file as `ward ca init` writes it: every field with its meaning.
+    pub fn to_documented_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        format!(
+            r#"# Ward CA configuration, written by `ward ca init`.
+# Every command that uses this CA directory reads it. Durations use human
+# units: 90s, 15m, 1h, 30d.
+
+[ca]
+# SPIFFE trust domain. Every identity this CA issues is spiffe://<trust_domain>/...
+trust_domain = {td}
+# Organisation name shown in the CA certificates' subjects.
+name = {name}
+# Key type of the CA keys: ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096.
+key_type = {kt}
+# true when the root key was written outside this directory (--offline-root);
+# the root is then needed only to sign a new intermediate.
+offline_root = {offline}
+
+[issuance]
+# Default lifetime of certificates issued online (ward ca serve) when a token
+# does not say otherwise.
+default_ttl = {default_ttl}
+# Longest lifetime issued online, whatever a token asks for. Nothing ever
+# outlives the intermediate certificate.
+max_ttl = {max_ttl}
+# Default lifetime for `ward cert create` (offline issuance).
+offline_default_ttl = {offline_ttl}
+"#,
+            td = q(self.ca.trust_domain.as_str()),
+            name = q(&self.ca.name),
+            kt = q(self.ca.key_type.as_str()),
+            offline = self.ca.offline_root,
+            default_ttl = q(&self.issuance.default_ttl),
+            max_ttl = q(&self.issuance.max_ttl),
+            offline_ttl = q(&self.issuance.offline_default_ttl),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CaConfig {
+        CaConfig {
+            ca: CaSection {
+                trust_domain: "example.org".parse().unwrap(),
+                name: "Acme \"Ops\"".into(),
+                key_type: KeyType::Ed25519,
+                offline_root: true,
+            },
+            issuance: IssuanceSection::default(),
+        }
+    }
+
+    #[test]
+    fn documented_toml_round_trips() {
+        let text = sample().to_documented_toml();
+        assert!(text.contains("# SPIFFE trust domain"));
+        let back = CaConfig::parse(&text).unwrap();
+        assert_eq!(back.ca.trust_domain.as_str(), "example.org");
+        assert_eq!(back.ca.name, "Acme \"Ops\"");
+        assert_eq!(back.ca.key_type, KeyType::Ed25519);
+        assert!(back.ca.offline_root);
+        assert_eq!(
+            back.issuance.max_ttl().unwrap(),
+            Duration::from_secs(86_400)
+        );
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let text = sample().to_documented_toml();
+        let typo = text.replace("max_ttl =", "max_tll =");
+        assert!(
+            CaConfig::parse(&typo)
+                .unwrap_err()
+                .to_string()
+                .contains("max_tll")
+        );
+        let bad = text.replace("max_ttl = \"24h\"", "max_ttl = \"soon\"");
+        assert!(
+            CaConfig::parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("max_ttl")
+        );
+        let inverted = text.replace("max_ttl = \"24h\"", "max_ttl = \"30m\"");
+        assert!(
+            CaConfig::parse(&inverted)
+                .unwrap_err()
+                .to_string()
+                .contains("exceeds")
+        );
+        let td = text.replace("\"example.org\"", "\"Example.org\"");
+        assert!(CaConfig::parse(&td).is_err());
+    }
+}

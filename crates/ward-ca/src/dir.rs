@@ -1,0 +1,343 @@
+//! The CA directory: what `ward ca init` writes and every other command reads.
+//!
+//! ```text
+//! DIR/ca.toml            documented configuration
+//! DIR/root.crt           self-signed root (trust anchor to distribute)
+//! DIR/root.key           root key (absent with --offline-root)
+//! DIR/intermediate.crt   online intermediate, signed by the root
+//! DIR/intermediate.key   its key (0600)
+//! DIR/admin.crt          admin client identity spiffe://<TD>/ward/admin (+ intermediate)
+//! DIR/admin.key          its key (0600)
+//! ```
+//!
+//! Initialisation is all-or-nothing: every key and certificate is made in
+//! memory first, files are created without ever replacing one, and a failure
+//! part-way removes what was written.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use ward_pki::issue::{CaSpec, Issuer, LeafRequest, Profile, new_root};
+use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, TrustDomain, pem};
+
+use crate::config::{CaSection, IssuanceSection};
+use crate::files::{self, PUBLIC_MODE, Replace, SECRET_MODE};
+use crate::{CaConfig, Error};
+
+/// Path of the admin identity inside the trust domain.
+pub const ADMIN_PATH: &str = "/ward/admin";
+
+const CONFIG: &str = "ca.toml";
+const ROOT_CRT: &str = "root.crt";
+const ROOT_KEY: &str = "root.key";
+const INTERMEDIATE_CRT: &str = "intermediate.crt";
+const INTERMEDIATE_KEY: &str = "intermediate.key";
+const ADMIN_CRT: &str = "admin.crt";
+const ADMIN_KEY: &str = "admin.key";
+/// Files whose presence means "a CA lives here".
+const CA_FILES: [&str; 7] = [
+    CONFIG,
+    ROOT_CRT,
+    ROOT_KEY,
+    INTERMEDIATE_CRT,
+    INTERMEDIATE_KEY,
+    ADMIN_CRT,
+    ADMIN_KEY,
+];
+
+/// What `ward ca init` needs to know.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// The trust domain the CA issues for.
+    pub trust_domain: TrustDomain,
+    /// Organisation name in the CA subjects.
+    pub name: String,
+    /// Key type for the root, intermediate and admin keys.
+    pub key_type: KeyType,
+    /// Root lifetime (10 years by default).
+    pub root_validity: Duration,
+    /// Intermediate lifetime (1 year by default).
+    pub intermediate_validity: Duration,
+    /// Write the root key here instead of into the directory.
+    pub offline_root: Option<PathBuf>,
+    /// Optional DNS name constraints on the intermediate.
+    pub permitted_dns: Vec<String>,
+}
+
+/// The outcome of a successful `init`.
+#[derive(Clone, Debug)]
+pub struct InitReport {
+    /// SHA-256 of the root certificate (what agents pin).
+    pub root_fingerprint: Fingerprint,
+    /// The admin identity.
+    pub admin_spiffe_id: String,
+    /// Every file written.
+    pub files: Vec<PathBuf>,
+}
+
+/// A CA directory on disk.
+#[derive(Clone, Debug)]
+pub struct CaDir {
+    path: PathBuf,
+}
+
+impl CaDir {
+    /// The CA directory at `path` (nothing is read yet).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        CaDir { path: path.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// `DIR/root.crt`.
+    pub fn root_cert_path(&self) -> PathBuf {
+        self.file(ROOT_CRT)
+    }
+
+    /// `DIR/intermediate.crt`.
+    pub fn intermediate_cert_path(&self) -> PathBuf {
+        self.file(INTERMEDIATE_CRT)
+    }
+
+    /// `DIR/admin.crt`.
+    pub fn admin_cert_path(&self) -> PathBuf {
+        self.file(ADMIN_CRT)
+    }
+
+    /// `DIR/admin.key`.
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.file(ADMIN_KEY)
+    }
+
+    /// The first CA file found in the directory, if any.
+    fn existing_ca_file(&self) -> Option<PathBuf> {
+        CA_FILES
+            .iter()
+            .map(|f| self.file(f))
+            .find(|p| p.symlink_metadata().is_ok())
+    }
+
+    /// Creates a new CA hierarchy here. Refuses if the directory already
+    /// holds any CA file; leaves nothing behind on failure.
+    pub fn init(&self, opts: &InitOptions, now: OffsetDateTime) -> Result<InitReport, Error> {
+        if let Some(found) = self.existing_ca_file() {
+            return Err(Error::AlreadyExists(format!(
+                "{} already holds a CA (found {}); refusing to touch it",
+                self.path.display(),
+                found.display()
+            )));
+        }
+        if let Some(offline) = &opts.offline_root {
+            if offline.symlink_metadata().is_ok() {
+                return Err(Error::AlreadyExists(format!(
+                    "{} already exists; refusing to overwrite a key",
+                    offline.display()
+                )));
+            }
+        }
+        if opts.name.trim().is_empty() {
+            return Err(Error::Config("the CA name must not be empty".into()));
+        }
+
+        // Everything in memory first: nothing below can fail half-way on disk.
+        let spec = CaSpec {
+            name: opts.name.clone(),
+            root_validity: opts.root_validity,
+            intermediate_validity: opts.intermediate_validity,
+            permitted_dns: opts.permitted_dns.clone(),
+        };
+        let keygen = |what: &str| {
+            opts.key_type
+                .generate()
+                .map_err(Error::pki(format!("generating the {what} key")))
+        };
+        let root_key = keygen("root")?;
+        let root = new_root(&spec, &root_key, now).map_err(Error::pki("building the root"))?;
+        let root_key_pem = root_key.to_pkcs8_pem();
+        let root_issuer =
+            Issuer::new(root.der.clone(), root_key).map_err(Error::pki("loading the root"))?;
+        let int_key = keygen("intermediate")?;
+        let int = root_issuer
+            .sign_intermediate(&spec, &int_key, now)
+            .map_err(Error::pki("signing the intermediate"))?;
+        let int_key_pem = int_key.to_pkcs8_pem();
+        let int_issuer = Issuer::new(int.der.clone(), int_key)
+            .map_err(Error::pki("loading the intermediate"))?;
+        let admin_id = opts
+            .trust_domain
+            .id(ADMIN_PATH)
+            .map_err(Error::pki("naming the admin identity"))?;
+        let admin_key = keygen("admin")?;
+        let admin = int_issuer
+            .sign_leaf(
+                &admin_key.public_key_der(),
+                &LeafRequest {
+                    profile: Profile::Client,
+                    spiffe_id: Some(admin_id.clone()),
+                    dns_names: Vec::new(),
+                    ip_addresses: Vec::new(),
+                    common_name: None,
+                    ttl: opts.intermediate_validity,
+                    clamp_to_issuer: true,
+                    serial: Serial::random().map_err(Error::pki("drawing a serial"))?,
+                },
+                now,
+            )
+            .map_err(Error::pki("signing the admin certificate"))?;
+        let config = CaConfig {
+            ca: CaSection {
+                trust_domain: opts.trust_domain.clone(),
+                name: opts.name.clone(),
+                key_type: opts.key_type,
+                offline_root: opts.offline_root.is_some(),
+            },
+            issuance: IssuanceSection::default(),
+        };
+
+        let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = vec![
+            // ca.toml first: it claims the directory.
+            (
+                self.file(CONFIG),
+                config.to_documented_toml().into_bytes(),
+                PUBLIC_MODE,
+            ),
+            (
+                self.file(ROOT_CRT),
+                pem::cert_to_pem(&root.der).into_bytes(),
+                PUBLIC_MODE,
+            ),
+            (
+                self.file(INTERMEDIATE_CRT),
+                pem::cert_to_pem(&int.der).into_bytes(),
+                PUBLIC_MODE,
+            ),
+            (
+                self.file(INTERMEDIATE_KEY),
+                int_key_pem.as_bytes().to_vec(),
+                SECRET_MODE,
+            ),
+            (
+                self.file(ADMIN_CRT),
+                pem::certs_to_pem([admin.der.as_ref(), int.der.as_ref()]).into_bytes(),
+                PUBLIC_MODE,
+            ),
+            (
+                self.file(ADMIN_KEY),
+                admin_key.to_pkcs8_pem().as_bytes().to_vec(),
+                SECRET_MODE,
+            ),
+        ];
+        let root_key_path = opts
+            .offline_root
+            .clone()
+            .unwrap_or_else(|| self.file(ROOT_KEY));
+        plan.push((root_key_path, root_key_pem.as_bytes().to_vec(), SECRET_MODE));
+
+        let created_dir = !self.path.exists();
+        if created_dir {
+            create_private_dir(&self.path)?;
+        }
+        let mut written = Vec::new();
+        for (path, contents, mode) in &plan {
+            if let Err(err) = files::write_atomic(path, contents, *mode, Replace::Never) {
+                for done in &written {
+                    let _ = fs::remove_file(done);
+                }
+                if created_dir {
+                    let _ = fs::remove_dir(&self.path);
+                }
+                return Err(err);
+            }
+            written.push(path.clone());
+        }
+        // Key bytes in `plan` are not wrapped; wipe them before returning.
+        for (_, contents, mode) in &mut plan {
+            if *mode == SECRET_MODE {
+                zero(contents);
+            }
+        }
+        Ok(InitReport {
+            root_fingerprint: Fingerprint::of_der(&root.der),
+            admin_spiffe_id: admin_id.to_string(),
+            files: written,
+        })
+    }
+
+    /// Reads and validates `ca.toml`.
+    pub fn config(&self) -> Result<CaConfig, Error> {
+        let path = self.file(CONFIG);
+        if !path.exists() {
+            return Err(Error::Config(format!(
+                "{} does not hold a Ward CA (no {CONFIG}); create one with `ward ca init`",
+                self.path.display()
+            )));
+        }
+        CaConfig::parse(&files::read_to_string(&path)?)
+    }
+
+    /// The root certificate(s) as DER.
+    pub fn roots(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        read_certs(&self.file(ROOT_CRT))
+    }
+
+    /// The intermediate certificate as DER.
+    pub fn intermediate_cert(&self) -> Result<CertificateDer<'static>, Error> {
+        let path = self.file(INTERMEDIATE_CRT);
+        read_certs(&path)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Config(format!("{} holds no certificate", path.display())))
+    }
+
+    /// The intermediate with its key, ready to sign. Fails clearly when the
+    /// key is unreadable, garbled, or not the intermediate's.
+    pub fn intermediate_issuer(&self) -> Result<Issuer, Error> {
+        let cert = self.intermediate_cert()?;
+        let key_path = self.file(INTERMEDIATE_KEY);
+        let key_pem = zeroize::Zeroizing::new(files::read_to_string(&key_path)?);
+        let key = PrivateKey::from_pem(&key_pem)
+            .map_err(Error::pki(format!("reading {}", key_path.display())))?;
+        Issuer::new(cert, key).map_err(Error::pki(format!(
+            "pairing {} with {}",
+            self.file(INTERMEDIATE_CRT).display(),
+            key_path.display()
+        )))
+    }
+}
+
+fn zero(bytes: &mut [u8]) {
+    use zeroize::Zeroize;
+    bytes.zeroize();
+}
+
+fn create_private_dir(path: &Path) -> Result<(), Error> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .map_err(Error::io(format!("creating {}", path.display())))
+}
+
+/// Reads every certificate of a PEM (or single DER) file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let bytes = fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    pem::parse_certs_any(&bytes).map_err(Error::pki(format!("reading {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,98 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+
+fn opts() -> InitOptions {
+    InitOptions {
+        trust_domain: "example.org".parse().unwrap(),
+        name: "Test".into(),
+        key_type: KeyType::EcdsaP256,
+        root_validity: Duration::from_secs(10 * 365 * 86_400),
+        intermediate_validity: Duration::from_secs(365 * 86_400),
+        offline_root: None,
+        permitted_dns: Vec::new(),
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_writes_every_file_with_the_right_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    let report = ca.init(&opts(), OffsetDateTime::now_utc()).unwrap();
+    assert_eq!(report.files.len(), 7);
+    for name in CA_FILES {
+        let p = ca.file(name);
+        let want = if name.ends_with(".key") { 0o600 } else { 0o644 };
+        assert_eq!(mode(&p), want, "{name}");
+    }
+    assert_eq!(mode(ca.path()), 0o700);
+    assert_eq!(report.admin_spiffe_id, "spiffe://example.org/ward/admin");
+    assert_eq!(ca.config().unwrap().ca.trust_domain.as_str(), "example.org");
+    ca.intermediate_issuer().unwrap();
+    assert_eq!(
+        Fingerprint::of_der(&ca.roots().unwrap()[0]),
+        report.root_fingerprint
+    );
+}
+
+#[test]
+fn init_refuses_an_existing_ca_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path());
+    ca.init(&opts(), OffsetDateTime::now_utc()).unwrap();
+    let before = fs::read(ca.file(INTERMEDIATE_KEY)).unwrap();
+    let err = ca.init(&opts(), OffsetDateTime::now_utc()).unwrap_err();
+    assert!(err.to_string().contains("already holds a CA"), "{err}");
+    assert_eq!(fs::read(ca.file(INTERMEDIATE_KEY)).unwrap(), before);
+}
+
+#[test]
+fn offline_root_goes_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    let offline = tmp.path().join("offline-root.key");
+    let o = InitOptions {
+        offline_root: Some(offline.clone()),
+        ..opts()
+    };
+    ca.init(&o, OffsetDateTime::now_utc()).unwrap();
+    assert!(!ca.file(ROOT_KEY).exists());
+    assert_eq!(mode(&offline), 0o600);
+    assert!(ca.config().unwrap().ca.offline_root);
+}
+
+#[test]
+fn failure_part_way_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    // The offline root's directory does not exist: the last write fails.
+    let o = InitOptions {
+        offline_root: Some(tmp.path().join("missing-dir/root.key")),
+        ..opts()
+    };
+    assert!(ca.init(&o, OffsetDateTime::now_utc()).is_err());
+    assert!(!ca.path().exists(), "the CA directory was left behind");
+}
+
+#[test]
+fn garbled_or_foreign_intermediate_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path());
+    ca.init(&opts(), OffsetDateTime::now_utc()).unwrap();
+    let key_path = ca.file(INTERMEDIATE_KEY);
+    fs::write(
+        &key_path,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = ca.intermediate_issuer().unwrap_err().to_string();
+    assert!(err.contains("intermediate.key"), "{err}");
+    let foreign = KeyType::EcdsaP256.generate().unwrap();
+    fs::write(&key_path, foreign.to_pkcs8_pem().as_bytes()).unwrap();
+    let err = ca.intermediate_issuer().unwrap_err().to_string();
+    assert!(err.contains("does not belong"), "{err}");
+}

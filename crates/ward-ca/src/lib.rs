@@ -1,0 +1,54 @@
+//! Ward's certificate authority.
+//!
+//! [`dir`] owns the on-disk layout of a CA (`ward ca init` writes it, every
+//! other command reads it), [`config`] the documented `ca.toml`, and
+//! [`files`] the atomic, permission-aware file writes they share.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dir;
+pub mod files;
+
+pub use config::CaConfig;
+pub use dir::{CaDir, InitOptions};
+
+/// Errors of the CA layer. Messages name files and reasons, never secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The directory already holds a CA.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// PKI-level failure (bad key, bad certificate, policy).
+    #[error("{context}: {source}")]
+    Pki {
+        /// What was being done, with the path when there is one.
+        context: String,
+        /// The underlying error.
+        source: ward_pki::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+
+    pub(crate) fn pki(context: impl Into<String>) -> impl FnOnce(ward_pki::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Pki { context, source }
+    }
+}

@@ -1,0 +1,60 @@
+//! The only crate that builds rustls configurations.
+//!
+//! Everything Ward speaks TLS with comes from here, so the protocol versions,
+//! key-exchange groups and crypto provider are decided once: TLS 1.3, groups
+//! X25519MLKEM768 → X25519 → P-256, aws-lc-rs. Anything that weakens
+//! verification lives in [`danger`].
+
+#![forbid(unsafe_code)]
+
+pub mod danger;
+pub mod probe;
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::crypto::aws_lc_rs::{self, kx_group};
+
+/// TLS 1.3 only: Ward's default everywhere.
+pub static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// Ward's crypto provider: aws-lc-rs with the key-exchange groups in Ward's
+/// order of preference (hybrid post-quantum first).
+pub fn provider() -> Arc<CryptoProvider> {
+    let mut provider = aws_lc_rs::default_provider();
+    provider.kx_groups = vec![
+        kx_group::X25519MLKEM768,
+        kx_group::X25519,
+        kx_group::SECP256R1,
+    ];
+    Arc::new(provider)
+}
+
+/// Installs [`provider`] as the process default. Harmless when one is
+/// already installed.
+pub fn install_default_provider() {
+    let _ = Arc::unwrap_or_clone(provider()).install_default();
+}
+
+/// Errors from building TLS configurations or talking to an endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// rustls refused the configuration or the handshake.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The operation did not finish in time.
+    #[error("{0} timed out")]
+    Timeout(String),
+    /// The input was not usable (bad name, bad address).
+    #[error("{0}")]
+    Input(String),
+}

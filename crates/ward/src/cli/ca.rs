@@ -1,0 +1,79 @@
+//! `ward ca …`: create a CA directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use time::OffsetDateTime;
+use ward_ca::{CaDir, InitOptions};
+use ward_pki::{KeyType, TrustDomain};
+
+use super::{Outcome, duration_arg};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CaCommand {
+    /// Create a root, an online intermediate, an admin identity and ca.toml in DIR.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Directory to create the CA in (created if missing; must not hold a CA).
+    #[arg(long)]
+    dir: PathBuf,
+    /// SPIFFE trust domain, e.g. example.org.
+    #[arg(long)]
+    trust_domain: TrustDomain,
+    /// Organisation name in the CA subjects.
+    #[arg(long, default_value = "Ward")]
+    name: String,
+    /// Key type for the CA keys.
+    #[arg(long, default_value = "ecdsa-p256")]
+    key_type: KeyType,
+    /// Root lifetime.
+    #[arg(long, default_value = "3650d", value_parser = duration_arg)]
+    root_validity: Duration,
+    /// Intermediate lifetime (capped at the root's).
+    #[arg(long, default_value = "365d", value_parser = duration_arg)]
+    intermediate_validity: Duration,
+    /// Write the root key to FILE instead of DIR/root.key, to keep it offline.
+    #[arg(long, value_name = "FILE")]
+    offline_root: Option<PathBuf>,
+    /// Constrain the intermediate to these DNS subtrees (repeatable).
+    #[arg(long, value_name = "DOMAIN")]
+    permit_dns: Vec<String>,
+}
+
+pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        CaCommand::Init(args) => init(args),
+    }
+}
+
+fn init(args: InitArgs) -> anyhow::Result<Outcome> {
+    let dir = CaDir::new(&args.dir);
+    let opts = InitOptions {
+        trust_domain: args.trust_domain,
+        name: args.name,
+        key_type: args.key_type,
+        root_validity: args.root_validity,
+        intermediate_validity: args.intermediate_validity,
+        offline_root: args.offline_root,
+        permitted_dns: args.permit_dns,
+    };
+    let report = dir
+        .init(&opts, OffsetDateTime::now_utc())
+        .with_context(|| format!("cannot create a CA in {}", args.dir.display()))?;
+    println!("Created a Ward CA in {}", args.dir.display());
+    for file in &report.files {
+        println!("  {}", file.display());
+    }
+    println!("Trust domain:     {}", opts.trust_domain);
+    println!("Admin identity:   {}", report.admin_spiffe_id);
+    println!("Root fingerprint: {}", report.root_fingerprint);
+    if opts.offline_root.is_some() {
+        println!("The root key is outside the CA directory: move it offline.");
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,376 @@
+//! `ward cert …`: offline certificate operations.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde::Serialize;
+use time::OffsetDateTime;
+use ward_ca::CaDir;
+use ward_ca::files::{PUBLIC_MODE, Replace, SECRET_MODE, Staged};
+use ward_pki::inspect::CertInfo;
+use ward_pki::issue::{LeafRequest, Profile, humanize, rfc3339};
+use ward_pki::verify::{Purpose, VerifyOptions, verify};
+use ward_pki::{KeyType, Serial, SpiffeId, SpiffeIdPattern, pem};
+
+use super::{Format, Outcome, duration_arg};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Issue a certificate from a local CA directory.
+    Create(CreateArgs),
+    /// Show a certificate file, or the chain an endpoint presents.
+    Inspect(InspectArgs),
+    /// Validate a certificate chain against trusted roots.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// What the certificate is for: server, client or peer (both).
+    #[arg(long)]
+    profile: Profile,
+    /// The SPIFFE ID (the one URI SAN); must be in the CA's trust domain.
+    #[arg(long)]
+    spiffe_id: Option<SpiffeId>,
+    /// DNS SAN (repeatable).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// IP SAN (repeatable).
+    #[arg(long)]
+    ip: Vec<IpAddr>,
+    /// Subject common name (optional; verifiers use the SANs).
+    #[arg(long)]
+    cn: Option<String>,
+    /// Lifetime (default: ca.toml's offline_default_ttl, 24h).
+    #[arg(long, value_parser = duration_arg)]
+    ttl: Option<Duration>,
+    /// Key type of the new key.
+    #[arg(long, default_value = "ecdsa-p256")]
+    key_type: KeyType,
+    /// Output prefix: writes PREFIX.crt (leaf + intermediate) and PREFIX.key (0600).
+    #[arg(long, value_name = "PREFIX")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// A PEM/DER file, HOST:PORT, or https://HOST[:PORT].
+    target: String,
+    /// Server name to send when connecting (default: the host).
+    #[arg(long)]
+    sni: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// Certificate file: the leaf first, then any intermediates.
+    cert: PathBuf,
+    /// Trusted roots (PEM bundle).
+    #[arg(long)]
+    roots: PathBuf,
+    /// Required purpose; without it, server or client will do.
+    #[arg(long)]
+    purpose: Option<Purpose>,
+    /// A DNS name or IP address the certificate must be valid for.
+    #[arg(long)]
+    dns: Option<String>,
+    /// Required SPIFFE ID, or a prefix ending in /* .
+    #[arg(long)]
+    spiffe_id: Option<SpiffeIdPattern>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+pub(crate) async fn run(cmd: CertCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        CertCommand::Create(args) => create(args),
+        CertCommand::Inspect(args) => inspect(args).await,
+        CertCommand::Verify(args) => verify_cmd(args),
+    }
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
+    let ca = CaDir::new(&args.ca_dir);
+    let config = ca.config()?;
+    if let Some(id) = &args.spiffe_id {
+        if !id.is_member_of(&config.ca.trust_domain) {
+            bail!(
+                "SPIFFE ID {id} is outside this CA's trust domain {}",
+                config.ca.trust_domain
+            );
+        }
+    }
+    let issuer = ca.intermediate_issuer()?;
+    let (ttl, clamp_to_issuer) = match args.ttl {
+        Some(ttl) => (ttl, false),
+        None => (config.issuance.offline_default_ttl()?, true),
+    };
+    let key = args.key_type.generate()?;
+    let request = LeafRequest {
+        profile: args.profile,
+        spiffe_id: args.spiffe_id,
+        dns_names: args.dns,
+        ip_addresses: args.ip,
+        common_name: args.cn,
+        ttl,
+        clamp_to_issuer,
+        serial: Serial::random()?,
+    };
+    let issued = issuer
+        .sign_leaf(&key.public_key_der(), &request, OffsetDateTime::now_utc())
+        .context("cannot issue the certificate")?;
+
+    let crt_path = with_suffix(&args.out, ".crt");
+    let key_path = with_suffix(&args.out, ".key");
+    let chain = pem::certs_to_pem([issued.der.as_ref(), issuer.cert_der().as_ref()]);
+    // Stage both files before either takes its name, so a failure leaves
+    // neither a new key without its certificate nor the reverse.
+    let staged_key = Staged::new(&key_path, key.to_pkcs8_pem().as_bytes(), SECRET_MODE)?;
+    let staged_crt = Staged::new(&crt_path, chain.as_bytes(), PUBLIC_MODE)?;
+    staged_key.commit(Replace::Allow)?;
+    staged_crt.commit(Replace::Allow)?;
+
+    eprintln!(
+        "Wrote {} (leaf + intermediate) and {} (0600)",
+        crt_path.display(),
+        key_path.display()
+    );
+    eprintln!(
+        "  profile {}, serial {}, valid until {} ({})",
+        args.profile,
+        issued.serial,
+        rfc3339(issued.not_after),
+        humanize(Duration::from_secs(
+            (issued.not_after - OffsetDateTime::now_utc())
+                .whole_seconds()
+                .max(0)
+                .unsigned_abs()
+        ))
+    );
+    Ok(Outcome::Success)
+}
+
+#[derive(Debug, Serialize)]
+struct InspectReport {
+    source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsSummary>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private_key_present: bool,
+    certificates: Vec<CertInfo>,
+}
+
+#[derive(Debug, Serialize)]
+struct TlsSummary {
+    version: Option<String>,
+    cipher: Option<String>,
+    group: Option<String>,
+    handshake_error: Option<String>,
+}
+
+/// Where `inspect` reads from.
+enum Target {
+    File(PathBuf),
+    Endpoint { addr: String, host: String },
+}
+
+fn parse_target(raw: &str) -> anyhow::Result<Target> {
+    let path = Path::new(raw);
+    if path.exists() {
+        return Ok(Target::File(path.to_owned()));
+    }
+    let (rest, default_port) = match raw.strip_prefix("https://") {
+        Some(rest) => (rest, Some(443)),
+        None => (raw, None),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    // [v6]:port, host:port, or host alone for https://.
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6.split_once(']').context("unterminated '[' in address")?;
+        (h.to_owned(), p.strip_prefix(':').map(str::to_owned))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p.to_owned())),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let port: u16 = match (port, default_port) {
+        (Some(p), _) => p
+            .parse()
+            .with_context(|| format!("invalid port in {raw:?}"))?,
+        (None, Some(d)) => d,
+        (None, None) => bail!("{raw}: no such file, and not HOST:PORT or https://HOST[:PORT]"),
+    };
+    if host.is_empty() {
+        bail!("{raw}: missing host");
+    }
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(Target::Endpoint { addr, host })
+}
+
+async fn inspect(args: InspectArgs) -> anyhow::Result<Outcome> {
+    let now = OffsetDateTime::now_utc();
+    let report = match parse_target(&args.target)? {
+        Target::File(path) => {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let certs = pem::parse_certs_any(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let private_key_present = String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----");
+            InspectReport {
+                source: path.display().to_string(),
+                tls: None,
+                private_key_present,
+                certificates: describe(&certs, now)?,
+            }
+        }
+        Target::Endpoint { addr, host } => {
+            let sni = args.sni.unwrap_or(host);
+            let seen = ward_tls::probe::fetch_chain(&addr, &sni, None, Duration::from_secs(10))
+                .await
+                .with_context(|| format!("cannot read the chain {addr} presents"))?;
+            InspectReport {
+                source: addr,
+                tls: Some(TlsSummary {
+                    version: seen.version,
+                    cipher: seen.cipher,
+                    group: seen.group,
+                    handshake_error: seen.handshake_error,
+                }),
+                private_key_present: false,
+                certificates: describe(&seen.chain, now)?,
+            }
+        }
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", render_text(&report)),
+    }
+    Ok(Outcome::Success)
+}
+
+fn describe(certs: &[CertificateDer<'_>], now: OffsetDateTime) -> anyhow::Result<Vec<CertInfo>> {
+    certs
+        .iter()
+        .enumerate()
+        .map(|(i, der)| {
+            CertInfo::from_der(der, now).with_context(|| format!("certificate {i} is unreadable"))
+        })
+        .collect()
+}
+
+fn render_text(report: &InspectReport) -> String {
+    let mut out = format!("Source: {}\n", report.source);
+    if let Some(tls) = &report.tls {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "TLS: {} {} {}\n",
+            show(&tls.version),
+            show(&tls.cipher),
+            show(&tls.group)
+        ));
+        if let Some(err) = &tls.handshake_error {
+            out.push_str(&format!("Handshake: {err}\n"));
+        }
+    }
+    if report.private_key_present {
+        out.push_str("(the file also holds a private key; it is not shown)\n");
+    }
+    let n = report.certificates.len();
+    for (i, info) in report.certificates.iter().enumerate() {
+        let role = match (i, info.is_ca, info.self_issued) {
+            (0, false, _) => "leaf",
+            (_, true, true) => "root",
+            (_, true, false) => "intermediate",
+            _ => "certificate",
+        };
+        out.push_str(&format!("\nCertificate {}/{n} ({role})\n", i + 1));
+        out.push_str(&info.to_text());
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+struct VerifyReport {
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    message: String,
+    purposes: Vec<Purpose>,
+    spiffe_id: Option<String>,
+}
+
+fn read_chain(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    pem::parse_certs_any(&bytes).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn verify_cmd(args: VerifyArgs) -> anyhow::Result<Outcome> {
+    let chain = read_chain(&args.cert, "certificate")?;
+    let roots = read_chain(&args.roots, "roots")?;
+    let opts = VerifyOptions {
+        purpose: args.purpose,
+        name: args.dns.as_deref(),
+        spiffe_id: args.spiffe_id.as_ref(),
+        now: UnixTime::now(),
+    };
+    let (report, outcome) = match verify(&chain, &roots, &opts) {
+        Ok(ok) => {
+            let purposes: Vec<String> = ok.purposes.iter().map(ToString::to_string).collect();
+            let mut message = format!(
+                "valid for {} authentication, path of {} certificates",
+                purposes.join(" and "),
+                ok.path_len
+            );
+            if let Some(id) = &ok.spiffe_id {
+                message.push_str(&format!(", SPIFFE ID {id}"));
+            }
+            let report = VerifyReport {
+                valid: true,
+                code: None,
+                message,
+                purposes: ok.purposes,
+                spiffe_id: ok.spiffe_id.map(|id| id.to_string()),
+            };
+            (report, Outcome::Success)
+        }
+        Err(err) => {
+            let report = VerifyReport {
+                valid: false,
+                code: Some(err.code()),
+                message: err.to_string(),
+                purposes: Vec::new(),
+                spiffe_id: None,
+            };
+            (report, Outcome::Problem)
+        }
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text if report.valid => println!("OK: {}", report.message),
+        Format::Text => println!("FAIL: {}", report.message),
+    }
+    Ok(outcome)
+}
