@@ -14,7 +14,7 @@ use crate::issue::{humanize, rfc3339};
 use crate::{Error, Fingerprint, PublicKeyKind, Serial, SpiffeId};
 
 /// What a certificate says, in plain terms.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CertInfo {
     /// Subject distinguished name (RFC 4514 order as x509-parser prints it).
     pub subject: String,
@@ -53,7 +53,7 @@ pub struct CertInfo {
 }
 
 /// Subject alternative names, grouped by kind.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Sans {
     /// dNSName entries.
     pub dns: Vec<String>,

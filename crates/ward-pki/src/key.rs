@@ -131,12 +131,34 @@ impl PrivateKey {
 
     /// The key as PKCS#8 PEM; the returned buffer is wiped on drop.
     pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(self.pair.serialize_pem())
+        use base64::Engine as _;
+        let der = self.to_pkcs8_der();
+        let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*der));
+        let mut pem = String::with_capacity(b64.len() + 64);
+        pem.push_str("-----BEGIN PRIVATE KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Zeroizing::new(pem)
     }
 
     /// The key as PKCS#8 DER; the returned buffer is wiped on drop.
+    ///
+    /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 without the optional
+    /// public key): aws-lc produces v2, which OpenSSL 3.0 cannot read.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(self.pair.serialize_der())
+        let der = Zeroizing::new(self.pair.serialize_der());
+        if self.pair.algorithm() == &rcgen::PKCS_ED25519 {
+            let v1 = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+                .ok()
+                .and_then(|pair| pair.to_pkcs8v1().ok());
+            if let Some(v1) = v1 {
+                return Zeroizing::new(v1.as_ref().to_vec());
+            }
+        }
+        der
     }
 
     /// The DER SubjectPublicKeyInfo of the public half.

@@ -14,7 +14,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::inspect::spiffe_id_of;
 use crate::issue::rfc3339;
-use crate::{Error, SpiffeId, SpiffeIdPattern};
+use crate::{Error, PublicKeyKind, SpiffeId, SpiffeIdPattern};
 
 /// DER content of id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
 const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
@@ -143,13 +143,33 @@ pub enum VerifyError {
         /// What the certificate carries ("none" if nothing).
         found: String,
     },
-    /// A CA with the issuer's name is trusted, but its key did not sign the
-    /// certificate: a different CA that uses the same name, or a forgery.
-    /// Reported under the code `unknown_issuer`.
+    /// A CA with the issuer's name is trusted, but its key does not verify
+    /// the signature: a different CA that uses the same name, or a corrupted
+    /// or forged certificate. Reported under the code `unknown_issuer`.
     #[error(
-        "unknown issuer: a trusted CA has the issuer's name, but its key did not sign this chain (a different CA with the same name?)"
+        "unknown issuer: a trusted CA has the issuer's name, but its key does not verify the signature (a different CA with the same name, or a corrupted certificate)"
     )]
-    IssuerKeyMismatch,
+    SignatureMismatch,
+    /// A certificate in the chain is signed with an algorithm Ward does not
+    /// accept (SHA-1, MD5, or unknown).
+    #[error(
+        "weak signature: a certificate in the chain is signed with {algorithm}, which is not accepted"
+    )]
+    WeakSignature {
+        /// The signature algorithm's name or OID.
+        algorithm: String,
+    },
+    /// A key in the chain is too weak or of an unsupported kind (RSA below
+    /// 2048 bits, an unknown curve).
+    #[error("weak key: {detail}")]
+    WeakKey {
+        /// Which certificate and which key.
+        detail: String,
+    },
+    /// A SPIFFE ID was required but the certificate is not a valid X509-SVID
+    /// (several URI SANs, or one that is not a SPIFFE ID).
+    #[error("not an X509-SVID: {0}")]
+    NotAnSvid(String),
     /// The leaf is a CA certificate.
     #[error("not an end-entity certificate: the leaf is a CA")]
     CaAsLeaf,
@@ -168,13 +188,16 @@ impl VerifyError {
             VerifyError::WrongEku { .. } => "wrong_eku",
             VerifyError::NameMismatch { .. } => "name_mismatch",
             VerifyError::SpiffeIdMismatch { .. } => "spiffe_id_mismatch",
-            VerifyError::IssuerKeyMismatch => "unknown_issuer",
+            VerifyError::SignatureMismatch => "unknown_issuer",
+            VerifyError::WeakSignature { .. } => "weak_signature",
+            VerifyError::WeakKey { .. } => "weak_key",
+            VerifyError::NotAnSvid(_) => "not_an_svid",
             VerifyError::CaAsLeaf => "ca_as_leaf",
             VerifyError::Other(_) => "invalid",
         }
     }
 
-    fn from_webpki(err: webpki::Error) -> Self {
+    fn from_webpki(err: webpki::Error, chain: &[CertificateDer<'_>]) -> Self {
         use webpki::Error as W;
         let time = |t: UnixTime| {
             time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64)
@@ -188,11 +211,66 @@ impl VerifyError {
                 not_before: time(not_before),
             },
             W::UnknownIssuer => VerifyError::UnknownIssuer,
-            W::InvalidSignatureForPublicKey => VerifyError::IssuerKeyMismatch,
+            W::InvalidSignatureForPublicKey => VerifyError::SignatureMismatch,
             W::CaUsedAsEndEntity => VerifyError::CaAsLeaf,
+            W::UnsupportedSignatureAlgorithmContext(_)
+            | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                VerifyError::WeakSignature {
+                    algorithm: weakest_signature(chain),
+                }
+            }
             other => VerifyError::Other(format!("{other:?}")),
         }
     }
+}
+
+/// Every key in the presented chain must be one Ward would issue for:
+/// RSA of at least 2048 bits, ECDSA P-256/P-384, Ed25519.
+fn check_key_strength(chain: &[CertificateDer<'_>]) -> Result<(), VerifyError> {
+    for (i, der) in chain.iter().enumerate() {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            continue; // webpki reports the parse error with more context
+        };
+        let kind = PublicKeyKind::from_spki(cert.public_key());
+        let weak = match kind {
+            PublicKeyKind::Rsa { bits } => bits < 2048,
+            PublicKeyKind::Ecdsa { bits } => bits != 256 && bits != 384,
+            PublicKeyKind::Ed25519 => false,
+            PublicKeyKind::Other => true,
+        };
+        if weak {
+            let which = if i == 0 {
+                "the leaf"
+            } else {
+                "an intermediate"
+            };
+            return Err(VerifyError::WeakKey {
+                detail: format!(
+                    "{which} has a {kind} key (RSA needs 2048 bits or more; ECDSA P-256 or P-384; Ed25519)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The name of the first signature algorithm in the chain that webpki does
+/// not accept, for the error message.
+fn weakest_signature(chain: &[CertificateDer<'_>]) -> String {
+    for der in chain {
+        if let Ok((_, cert)) = X509Certificate::from_der(der) {
+            match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+                // sha1WithRSAEncryption, ecdsa-with-SHA1, dsa-with-sha1
+                "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" | "1.2.840.10040.4.3" => {
+                    return "SHA-1".into();
+                }
+                // md5WithRSAEncryption, md2WithRSAEncryption
+                "1.2.840.113549.1.1.4" | "1.2.840.113549.1.1.2" => return "MD5".into(),
+                _ => {}
+            }
+        }
+    }
+    "an unsupported algorithm".into()
 }
 
 fn eku_missing() -> webpki::Error {
@@ -224,17 +302,22 @@ pub fn verify(
     let leaf = EndEntityCert::try_from(leaf_der)
         .map_err(|e| VerifyError::Other(format!("unusable certificate: {e:?}")))?;
     let algs = webpki::ALL_VERIFICATION_ALGS;
+    check_key_strength(chain)?;
 
-    let candidates: &[Purpose] = match opts.purpose {
-        Some(Purpose::Server) => &[Purpose::Server],
-        Some(Purpose::Client) => &[Purpose::Client],
-        None => &[Purpose::Server, Purpose::Client],
+    // Without an explicit purpose, try the purposes the leaf claims; a leaf
+    // that claims neither is a wrong-EKU failure, whatever else is wrong.
+    let candidates: Vec<Purpose> = match opts.purpose {
+        Some(p) => vec![p],
+        None => [Purpose::Server, Purpose::Client]
+            .into_iter()
+            .filter(|p| p.leaf_has_eku(leaf_der))
+            .collect(),
     };
     let mut purposes = Vec::new();
     let mut path_len = 0;
-    let mut last_err = None;
-    for purpose in candidates {
-        match leaf.verify_for_usage(
+    let mut first_err = None;
+    for purpose in &candidates {
+        let result = leaf.verify_for_usage(
             algs,
             &anchors,
             intermediates,
@@ -242,24 +325,30 @@ pub fn verify(
             purpose.key_usage(),
             None,
             None,
-        ) {
+        );
+        match result {
             Ok(path) if purpose.leaf_has_eku(leaf_der) => {
                 path_len = path.intermediate_certificates().count() + 2;
                 purposes.push(*purpose);
             }
-            Ok(_) => last_err = Some(eku_missing()),
-            Err(err) => last_err = Some(err),
+            Ok(_) => {
+                first_err.get_or_insert_with(eku_missing);
+            }
+            Err(err) => {
+                first_err.get_or_insert(err);
+            }
         }
     }
     if purposes.is_empty() {
-        return Err(match last_err {
-            Some(err) if is_eku_error(&err) => VerifyError::WrongEku {
-                purpose: opts
-                    .purpose
-                    .map_or_else(|| "server or client".to_owned(), |p| p.to_string()),
-            },
-            Some(err) => VerifyError::from_webpki(err),
-            None => VerifyError::Other("no purpose to check".into()),
+        let wrong_eku = || VerifyError::WrongEku {
+            purpose: opts
+                .purpose
+                .map_or_else(|| "server or client".to_owned(), |p| p.to_string()),
+        };
+        return Err(match first_err {
+            Some(err) if is_eku_error(&err) => wrong_eku(),
+            Some(err) => VerifyError::from_webpki(err, chain),
+            None => wrong_eku(),
         });
     }
 
@@ -272,7 +361,13 @@ pub fn verify(
             })?;
     }
 
-    let spiffe_id = spiffe_id_of(leaf_der).map_err(|e| VerifyError::Other(e.to_string()))?;
+    // An identity is reported only for a valid X509-SVID; it is an error
+    // only when the caller asked for one.
+    let svid = spiffe_id_of(leaf_der);
+    let spiffe_id = svid.as_ref().ok().cloned().flatten();
+    if let (Some(_), Err(e)) = (opts.spiffe_id, &svid) {
+        return Err(VerifyError::NotAnSvid(e.to_string()));
+    }
     if let Some(pattern) = opts.spiffe_id {
         let ok = spiffe_id.as_ref().is_some_and(|id| pattern.matches(id));
         if !ok {

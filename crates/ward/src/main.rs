@@ -15,7 +15,22 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     ward_tls::install_default_provider();
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // One line, like every other error: clap's first line carries
+            // the reason; the rest is a pointer to --help.
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("ward: {first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
     match cli::run(args).await {
         Ok(cli::Outcome::Success) => ExitCode::SUCCESS,
         Ok(cli::Outcome::Problem) => ExitCode::from(1),
