@@ -137,13 +137,13 @@ impl CaDir {
                 found.display()
             )));
         }
-        if let Some(offline) = &opts.offline_root {
-            if offline.symlink_metadata().is_ok() {
-                return Err(Error::AlreadyExists(format!(
-                    "{} already exists; refusing to overwrite a key",
-                    offline.display()
-                )));
-            }
+        if let Some(offline) = &opts.offline_root
+            && offline.symlink_metadata().is_ok()
+        {
+            return Err(Error::AlreadyExists(format!(
+                "{} already exists; refusing to overwrite a key",
+                offline.display()
+            )));
         }
         if opts.name.trim().is_empty() {
             return Err(Error::Config("the CA name must not be empty".into()));

@@ -530,3 +530,47 @@ fn verify_names_the_precise_reason() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn verify_reports_hostile_fixtures_by_reason() {
+    use ward_testkit::fixture;
+    let root = fixture("root.crt");
+    let root = root.to_str().unwrap();
+    for (name, purpose, code) in [
+        ("expired", None, "expired"),
+        ("not-yet-valid", None, "not_yet_valid"),
+        ("server-only", Some("client"), "wrong_eku"),
+        ("no-eku", None, "wrong_eku"),
+        ("missing-intermediate", None, "unknown_issuer"),
+        ("imposter", None, "unknown_issuer"),
+        ("ca-leaf", None, "ca_as_leaf"),
+        ("rsa-1024", None, "weak_key"),
+        ("sha1", None, "weak_signature"),
+    ] {
+        let crt = fixture(&format!("{name}.crt"));
+        let mut args = vec![
+            "cert",
+            "verify",
+            crt.to_str().unwrap(),
+            "--roots",
+            root,
+            "--format",
+            "json",
+        ];
+        if let Some(p) = purpose {
+            args.extend(["--purpose", p]);
+        }
+        let out = ward(&args);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", out.stdout_text());
+        let json: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+        assert_eq!(json["code"], code, "{name}: {json}");
+        assert_eq!(json["valid"], false);
+    }
+    let crt = fixture("peer.crt");
+    let out = ward(&["cert", "verify", crt.to_str().unwrap(), "--roots", root]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stdout_text());
+    assert!(
+        out.stdout_text()
+            .starts_with("OK: valid for server and client")
+    );
+}

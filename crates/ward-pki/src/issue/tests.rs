@@ -126,8 +126,12 @@ fn every_key_type_signs_and_validates() {
             )
             .unwrap();
         let chain = [leaf.der, ca.intermediate.cert_der().clone()];
-        verify(&chain, &[ca.root.der.clone()], &opts(Some(Purpose::Client)))
-            .unwrap_or_else(|e| panic!("{kt}: {e}"));
+        verify(
+            &chain,
+            std::slice::from_ref(&ca.root.der),
+            &opts(Some(Purpose::Client)),
+        )
+        .unwrap_or_else(|e| panic!("{kt}: {e}"));
     }
 }
 
@@ -183,11 +187,11 @@ fn missing_intermediate_and_foreign_root_are_unknown_issuer() {
         .unwrap();
     let alone = [leaf.der.clone()];
     assert_eq!(
-        verify(&alone, &[ca1.root.der.clone()], &opts(None)).unwrap_err(),
+        verify(&alone, std::slice::from_ref(&ca1.root.der), &opts(None)).unwrap_err(),
         VerifyError::UnknownIssuer
     );
     let chain = [leaf.der, ca1.intermediate.cert_der().clone()];
-    let err = verify(&chain, &[ca2.root.der.clone()], &opts(None)).unwrap_err();
+    let err = verify(&chain, std::slice::from_ref(&ca2.root.der), &opts(None)).unwrap_err();
     assert_eq!(err, VerifyError::SignatureMismatch);
     assert_eq!(err.code(), "unknown_issuer");
 }

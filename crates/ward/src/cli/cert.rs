@@ -109,13 +109,13 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
 fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
     let ca = CaDir::new(&args.ca_dir);
     let config = ca.config()?;
-    if let Some(id) = &args.spiffe_id {
-        if !id.is_member_of(&config.ca.trust_domain) {
-            bail!(
-                "SPIFFE ID {id} is outside this CA's trust domain {}",
-                config.ca.trust_domain
-            );
-        }
+    if let Some(id) = &args.spiffe_id
+        && !id.is_member_of(&config.ca.trust_domain)
+    {
+        bail!(
+            "SPIFFE ID {id} is outside this CA's trust domain {}",
+            config.ca.trust_domain
+        );
     }
     let issuer = ca.intermediate_issuer()?;
     let (ttl, clamp_to_issuer) = match args.ttl {
