@@ -2,6 +2,8 @@
 //! files, and tools nobody here wrote (openssl, Python's `cryptography`,
 //! rustls over TCP, the `spiffe` crate) judging the output.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
+
 mod common;
 
 use std::fs;

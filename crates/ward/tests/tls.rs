@@ -3,6 +3,8 @@
 //! `spiffe` crate accepts the client certificate as an X509-SVID, and
 //! `ward cert inspect HOST:PORT` reports the chain a live server presents.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: run `ward`, make a CA, ask openssl.
 
 #![allow(dead_code)] // each test binary uses a different subset
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers: a failure is a broken test
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
