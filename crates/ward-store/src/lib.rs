@@ -1,0 +1,318 @@
+//! Storage for the Ward CA: bootstrap tokens, issued certificates,
+//! revocations and the CRL number, behind one object-safe async trait.
+//!
+//! Two implementations share one set of SQL statements: SQLite (the embedded
+//! default, one file in WAL mode) and PostgreSQL (several CA replicas share
+//! one database). [`connect`] picks one from a URL and runs the migrations.
+//! The CA's domain logic takes an `Arc<dyn Store>` and never sees SQL.
+//!
+//! Storage choices, identical on both backends unless noted:
+//! - string lists (`dns_names`, `allowed_cidrs`) are JSON text;
+//! - times keep microseconds (SQLite: INTEGER µs since the epoch, PostgreSQL:
+//!   `timestamptz`) and come back in UTC;
+//! - serials and fingerprints are stored as lowercase hex;
+//! - the secret of a token is never stored, only its SHA-256.
+//!
+//! This crate must never log or return a secret: no token, no password.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod model;
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub use error::{BoxError, StoreError};
+pub use model::{
+    Certificate, NewCertificate, NewToken, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
+    RevokeTokenOutcome, RevokedCertificate, Token, truncate_to_storage_precision,
+};
+
+/// Everything the CA stores. Every method is atomic: on error nothing changed.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a token with zero uses; [`StoreError::DuplicateToken`] if its id or hash exists.
+    async fn create_token(&self, token: &NewToken) -> Result<(), StoreError>;
+
+    /// Finds a token by the SHA-256 of its secret.
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError>;
+
+    /// Finds a token by its public id.
+    async fn token(&self, id: &str) -> Result<Option<Token>, StoreError>;
+
+    /// Lists every token, newest first.
+    async fn list_tokens(&self) -> Result<Vec<Token>, StoreError>;
+
+    /// Revokes a token (idempotent, keeps the first time); with `with_certificates`, also revokes its unrevoked, unexpired certificates with [`REASON_PRIVILEGE_WITHDRAWN`].
+    async fn revoke_token(
+        &self,
+        id: &str,
+        with_certificates: bool,
+        at: OffsetDateTime,
+    ) -> Result<RevokeTokenOutcome, StoreError>;
+
+    /// In one transaction, consumes one use of a usable token and records the certificate; on any error the use is not consumed.
+    ///
+    /// `certificate.token_id` is set to `token_id` (a different non-empty
+    /// value is [`StoreError::Invalid`]). Refusals are
+    /// [`StoreError::TokenNotFound`], [`StoreError::TokenRevoked`],
+    /// [`StoreError::TokenExpired`] (`expires_at <= now`) and
+    /// [`StoreError::TokenExhausted`]; a reused serial is
+    /// [`StoreError::DuplicateSerial`].
+    async fn issue_with_token(
+        &self,
+        token_id: &str,
+        now: OffsetDateTime,
+        certificate: &NewCertificate,
+    ) -> Result<(), StoreError>;
+
+    /// Records a certificate issued without a token use (renewals); never overwrites a serial.
+    async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError>;
+
+    /// Finds a certificate by serial (hex, any case).
+    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError>;
+
+    /// Lists certificates, newest first, `limit` from `offset`.
+    async fn list_certificates(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Certificate>, StoreError>;
+
+    /// Counts recorded certificates.
+    async fn count_certificates(&self) -> Result<u64, StoreError>;
+
+    /// Revokes a certificate with an RFC 5280 reason code; idempotent, keeps the first time and reason.
+    async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: Option<i16>,
+        at: OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Lists revoked certificates that have not expired at `now` (a CRL's entries).
+    async fn revoked_certificates(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedCertificate>, StoreError>;
+
+    /// Takes the next CRL number: 1, 2, 3, … strictly increasing across all processes sharing the database.
+    async fn next_crl_number(&self) -> Result<u64, StoreError>;
+
+    /// Checks that the database answers (for readiness probes).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// Closes the pool, waiting for in-flight work (for graceful shutdown).
+    async fn close(&self);
+}
+
+/// The kind of database behind a [`Store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A shared PostgreSQL database.
+    Postgres,
+}
+
+/// Tuning for [`connect_with`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Most connections the pool opens (default 10).
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before [`StoreError::Unavailable`] (default 10 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Opens the store named by `url` with default options and runs its migrations.
+///
+/// `postgres://…` or `postgresql://…` selects PostgreSQL; `sqlite://PATH`,
+/// `sqlite:PATH` or a plain file path selects SQLite (the file is created
+/// with mode 0600 if missing).
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    connect_with(url, &StoreOptions::default()).await
+}
+
+/// Like [`connect`], with explicit pool options.
+pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if options.max_connections == 0 {
+        return Err(StoreError::Invalid("max_connections must be at least 1"));
+    }
+    match parse_url(url)? {
+        Target::Postgres => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
+        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?)),
+    }
+}
+
+/// Where a URL points.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// A PostgreSQL server.
+    Postgres,
+    /// A SQLite file.
+    Sqlite(&'a Path),
+}
+
+/// Chooses a backend from a URL without echoing it (it may hold a password).
+fn parse_url(url: &str) -> Result<Target<'_>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Target::Postgres);
+    }
+    let path = if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.contains('?') {
+            return Err(StoreError::InvalidUrl(
+                "sqlite URLs take no query parameters; Ward sets the options itself".into(),
+            ));
+        }
+        path
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        return Err(StoreError::InvalidUrl(format!(
+            "unsupported scheme {scheme:?}: use postgres://, sqlite:// or a file path"
+        )));
+    } else {
+        url
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::InvalidUrl("SQLite needs a file path".into()));
+    }
+    Ok(Target::Sqlite(Path::new(path)))
+}
+
+/// Replaces the URL's password, wherever it appears in `message`, with `***`.
+fn redact(message: &str, url: &str) -> String {
+    let mut secrets = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+        {
+            secrets.push(password);
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some(password) = pair.strip_prefix("password=") {
+                secrets.push(password);
+            }
+        }
+    }
+    secrets
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .fold(message.to_owned(), |m, s| m.replace(s, "***"))
+}
+
+/// An error message that has been through [`redact`].
+#[derive(Debug)]
+struct Redacted(String);
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
+/// Maps a migration failure, keeping connection problems retryable.
+fn migrate_error(context: String, err: sqlx::migrate::MigrateError) -> StoreError {
+    match err {
+        sqlx::migrate::MigrateError::Execute(e) => StoreError::db(context, e),
+        other => StoreError::other(context, other),
+    }
+}
+
+/// Ties a certificate to the token it is issued from.
+fn bind_to_token(mut c: NewCertificate, token_id: &str) -> Result<NewCertificate, StoreError> {
+    match c.token_id.as_deref() {
+        None => c.token_id = Some(token_id.to_owned()),
+        Some(id) if id == token_id => {}
+        Some(_) => {
+            return Err(StoreError::Invalid(
+                "certificate.token_id differs from token_id",
+            ));
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_choose_the_backend() {
+        assert_eq!(parse_url("postgres://u:p@h/db").unwrap(), Target::Postgres);
+        assert_eq!(parse_url("postgresql://h/db").unwrap(), Target::Postgres);
+        let abs = Target::Sqlite(Path::new("/var/lib/ward/ca.db"));
+        assert_eq!(parse_url("sqlite:///var/lib/ward/ca.db").unwrap(), abs);
+        assert_eq!(parse_url("sqlite:/var/lib/ward/ca.db").unwrap(), abs);
+        assert_eq!(parse_url("/var/lib/ward/ca.db").unwrap(), abs);
+        let rel = Target::Sqlite(Path::new("ca.db"));
+        assert_eq!(parse_url("sqlite://ca.db").unwrap(), rel);
+        assert_eq!(parse_url("ca.db").unwrap(), rel);
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_echoing_them() {
+        for url in [
+            "mysql://u:hunter2@h/db",
+            "sqlite://",
+            "sqlite::memory:",
+            "sqlite://x?mode=rwc",
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(matches!(e, StoreError::InvalidUrl(_)), "{url}");
+            assert!(!e.to_string().contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn redact_hides_passwords() {
+        let url = "postgres://ward:s3cr%21t@db:5432/ward?password=other&sslmode=require";
+        let msg = "failed for ward:s3cr%21t and other";
+        assert_eq!(redact(msg, url), "failed for ward:*** and ***");
+        assert_eq!(redact("x", "postgres://db/ward"), "x");
+    }
+
+    #[test]
+    fn certificates_are_bound_to_their_token() {
+        let c = NewCertificate {
+            serial: "01".into(),
+            spiffe_id: "spiffe://t/a".into(),
+            token_id: None,
+            not_before: OffsetDateTime::UNIX_EPOCH,
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            der: vec![],
+            fingerprint: "00".repeat(32),
+            issued_at: OffsetDateTime::UNIX_EPOCH,
+            renewed_from: None,
+        };
+        let bound = bind_to_token(c.clone(), "tok_a").unwrap();
+        assert_eq!(bound.token_id.as_deref(), Some("tok_a"));
+        assert!(bind_to_token(bound.clone(), "tok_a").is_ok());
+        assert!(bind_to_token(bound, "tok_b").is_err());
+    }
+}

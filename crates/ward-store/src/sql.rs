@@ -1,0 +1,101 @@
+//! SQL text shared by both backends.
+//!
+//! SQLite and PostgreSQL agree on everything the store needs (`$n`
+//! parameters, `RETURNING`, `COALESCE`, partial indexes); only column types
+//! differ, and those live in the two migration folders. Keeping one copy of
+//! each statement means the two backends cannot drift apart in semantics.
+//! Time parameters are bound as microseconds on SQLite and as `timestamptz` on
+//! PostgreSQL; the SQL is the same.
+
+/// Columns of `tokens`, in the order the row decoders read them.
+macro_rules! token_columns {
+    () => {
+        "id, hash, spiffe_id, dns_names, profile, cert_ttl_secs, expires_at, max_uses, uses, \
+         allowed_cidrs, created_at, revoked_at, revoked_with_certs"
+    };
+}
+
+/// Columns of `certificates`, in the order the row decoders read them.
+macro_rules! certificate_columns {
+    () => {
+        "serial, spiffe_id, token_id, not_before, not_after, der, fingerprint, issued_at, \
+         renewed_from, revoked_at, revocation_reason"
+    };
+}
+
+/// Inserts a token with zero uses and no revocation.
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, spiffe_id, dns_names, \
+     profile, cert_ttl_secs, expires_at, max_uses, uses, allowed_cidrs, created_at, revoked_at, \
+     revoked_with_certs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, NULL, FALSE)";
+
+/// One token by id.
+pub(crate) const TOKEN_BY_ID: &str =
+    concat!("SELECT ", token_columns!(), " FROM tokens WHERE id = $1");
+
+/// One token by the hash of its secret.
+pub(crate) const TOKEN_BY_HASH: &str =
+    concat!("SELECT ", token_columns!(), " FROM tokens WHERE hash = $1");
+
+/// Every token, newest first.
+pub(crate) const LIST_TOKENS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens ORDER BY created_at DESC, id"
+);
+
+/// Consumes one use, only if the token is unrevoked, unexpired at `$2` and
+/// not exhausted. A single statement, so concurrent callers cannot both take
+/// the last use: PostgreSQL re-checks the WHERE clause on the row version it
+/// locked, SQLite runs it under the database write lock.
+pub(crate) const CONSUME_TOKEN_USE: &str = "UPDATE tokens SET uses = uses + 1 \
+     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+     AND (max_uses = 0 OR uses < max_uses)";
+
+/// Marks a token revoked, keeping the first revocation time.
+pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2), \
+     revoked_with_certs = (revoked_with_certs OR $3) WHERE id = $1";
+
+/// Revokes every unrevoked, unexpired certificate issued from a token.
+pub(crate) const REVOKE_TOKEN_CERTIFICATES: &str = "UPDATE certificates SET revoked_at = $2, \
+     revocation_reason = $3 WHERE token_id = $1 AND revoked_at IS NULL AND not_after > $2";
+
+/// Inserts a certificate; the serial primary key refuses duplicates.
+pub(crate) const INSERT_CERTIFICATE: &str = "INSERT INTO certificates (serial, spiffe_id, \
+     token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from, revoked_at, \
+     revocation_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
+
+/// One certificate by serial.
+pub(crate) const CERTIFICATE_BY_SERIAL: &str = concat!(
+    "SELECT ",
+    certificate_columns!(),
+    " FROM certificates WHERE serial = $1"
+);
+
+/// A page of certificates, newest first.
+pub(crate) const LIST_CERTIFICATES: &str = concat!(
+    "SELECT ",
+    certificate_columns!(),
+    " FROM certificates ORDER BY issued_at DESC, serial LIMIT $1 OFFSET $2"
+);
+
+/// How many certificates are recorded.
+pub(crate) const COUNT_CERTIFICATES: &str = "SELECT COUNT(*) FROM certificates";
+
+/// Revokes one certificate unless it is already revoked.
+pub(crate) const REVOKE_CERTIFICATE: &str = "UPDATE certificates SET revoked_at = $2, \
+     revocation_reason = $3 WHERE serial = $1 AND revoked_at IS NULL";
+
+/// Whether a certificate exists.
+pub(crate) const CERTIFICATE_EXISTS: &str = "SELECT COUNT(*) FROM certificates WHERE serial = $1";
+
+/// Unexpired revoked certificates, the content of a CRL.
+pub(crate) const REVOKED_CERTIFICATES: &str = "SELECT serial, revoked_at, revocation_reason \
+     FROM certificates WHERE revoked_at IS NOT NULL AND not_after > $1 \
+     ORDER BY revoked_at, serial";
+
+/// Atomically takes the next CRL number (the row lock serialises replicas).
+pub(crate) const NEXT_CRL_NUMBER: &str =
+    "UPDATE crl_counter SET value = value + 1 WHERE id = 1 RETURNING value";
+
+/// Readiness probe.
+pub(crate) const PING: &str = "SELECT 1";

@@ -1,0 +1,416 @@
+//! The embedded backend: one SQLite file in the CA directory, in WAL mode.
+//!
+//! Durability: `synchronous=FULL`, so a committed certificate survives a
+//! power cut. Concurrency: SQLite has one writer at a time; writers in this
+//! process queue on an async mutex (FIFO, no busy polling), and writers in
+//! other processes are waited for by SQLite's busy timeout. Every write
+//! transaction starts with `BEGIN IMMEDIATE` so it holds the write lock from
+//! its first statement and can never fail half-way on a lock upgrade.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use time::OffsetDateTime;
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::error::{Violation, violation};
+use crate::model::{
+    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, encode_list, from_micros,
+    normalize_certificate, normalize_serial, refusal, to_micros, validate_reason, validate_token,
+};
+use crate::{
+    Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
+    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql,
+};
+
+/// Migrations for this backend, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A SQLite database file behind a connection pool.
+pub(crate) struct SqliteStore {
+    /// The pool; WAL lets readers run beside the one writer.
+    pool: SqlitePool,
+    /// Serialises this process's writers so they queue instead of polling.
+    writer: Mutex<()>,
+}
+
+/// A write transaction together with the in-process writer turn it holds.
+type WriteTx<'a> = (MutexGuard<'a, ()>, sqlx::Transaction<'static, sqlx::Sqlite>);
+
+impl SqliteStore {
+    /// Opens (creating it with mode 0600 if missing) and migrates a database file.
+    pub(crate) async fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let shown = path.display();
+        create_private_file(path)
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                context: format!("creating SQLite file {shown}"),
+                source: Box::new(e),
+            })?;
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| migrate_error(format!("migrating SQLite database {shown}"), e))?;
+        Ok(Self {
+            pool,
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// Takes this process's writer turn, then the database write lock.
+    async fn write_tx(&self) -> Result<WriteTx<'_>, StoreError> {
+        let turn = self.writer.lock().await;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| StoreError::db("starting a write transaction", e))?;
+        Ok((turn, tx))
+    }
+}
+
+/// Creates the database file readable by its owner only, if it is missing.
+async fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut open = tokio::fs::OpenOptions::new();
+    open.write(true).create(true);
+    #[cfg(unix)]
+    open.mode(0o600);
+    open.open(path).await.map(drop)
+}
+
+/// Decodes a row selected with the `tokens` column list.
+fn token_from_row(row: &SqliteRow) -> Result<Token, StoreError> {
+    let d = |e| StoreError::other("decoding a token row", e);
+    let revoked_at: Option<i64> = row.try_get(11).map_err(d)?;
+    Ok(Token {
+        id: row.try_get(0).map_err(d)?,
+        hash: decode_hash(row.try_get::<&[u8], _>(1).map_err(d)?)?,
+        spiffe_id: row.try_get(2).map_err(d)?,
+        dns_names: decode_list("tokens.dns_names", row.try_get(3).map_err(d)?)?,
+        profile: row.try_get(4).map_err(d)?,
+        cert_ttl_secs: row.try_get(5).map_err(d)?,
+        expires_at: from_micros(row.try_get(6).map_err(d)?)?,
+        max_uses: row.try_get(7).map_err(d)?,
+        uses: row.try_get(8).map_err(d)?,
+        allowed_cidrs: decode_list("tokens.allowed_cidrs", row.try_get(9).map_err(d)?)?,
+        created_at: from_micros(row.try_get(10).map_err(d)?)?,
+        revoked_at: revoked_at.map(from_micros).transpose()?,
+        revoked_with_certs: row.try_get(12).map_err(d)?,
+    })
+}
+
+/// Decodes a row selected with the `certificates` column list.
+fn certificate_from_row(row: &SqliteRow) -> Result<Certificate, StoreError> {
+    let d = |e| StoreError::other("decoding a certificate row", e);
+    let revoked_at: Option<i64> = row.try_get(9).map_err(d)?;
+    Ok(Certificate {
+        serial: row.try_get(0).map_err(d)?,
+        spiffe_id: row.try_get(1).map_err(d)?,
+        token_id: row.try_get(2).map_err(d)?,
+        not_before: from_micros(row.try_get(3).map_err(d)?)?,
+        not_after: from_micros(row.try_get(4).map_err(d)?)?,
+        der: row.try_get(5).map_err(d)?,
+        fingerprint: row.try_get(6).map_err(d)?,
+        issued_at: from_micros(row.try_get(7).map_err(d)?)?,
+        renewed_from: row.try_get(8).map_err(d)?,
+        revoked_at: revoked_at.map(from_micros).transpose()?,
+        revocation_reason: row.try_get(10).map_err(d)?,
+    })
+}
+
+/// Inserts a (normalised) certificate on `conn`, mapping constraint errors.
+async fn insert_certificate(
+    conn: &mut sqlx::SqliteConnection,
+    c: &NewCertificate,
+) -> Result<(), StoreError> {
+    sqlx::query(sql::INSERT_CERTIFICATE)
+        .bind(&c.serial)
+        .bind(&c.spiffe_id)
+        .bind(&c.token_id)
+        .bind(to_micros(c.not_before))
+        .bind(to_micros(c.not_after))
+        .bind(&c.der)
+        .bind(&c.fingerprint)
+        .bind(to_micros(c.issued_at))
+        .bind(&c.renewed_from)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|e| match violation(&e) {
+            Some(Violation::Unique) => StoreError::DuplicateSerial,
+            Some(Violation::ForeignKey) => StoreError::TokenNotFound,
+            None => StoreError::db("recording a certificate", e),
+        })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
+        validate_token(t)?;
+        let _turn = self.writer.lock().await;
+        sqlx::query(sql::INSERT_TOKEN)
+            .bind(&t.id)
+            .bind(&t.hash[..])
+            .bind(&t.spiffe_id)
+            .bind(encode_list(&t.dns_names))
+            .bind(&t.profile)
+            .bind(t.cert_ttl_secs)
+            .bind(to_micros(t.expires_at))
+            .bind(t.max_uses)
+            .bind(encode_list(&t.allowed_cidrs))
+            .bind(to_micros(t.created_at))
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| match violation(&e) {
+                Some(Violation::Unique) => StoreError::DuplicateToken,
+                _ => StoreError::db("creating a token", e),
+            })
+    }
+
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
+        let row = sqlx::query(sql::TOKEN_BY_HASH)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("looking up a token", e))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
+        let row = sqlx::query(sql::TOKEN_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("reading a token", e))?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
+        let rows = sqlx::query(sql::LIST_TOKENS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("listing tokens", e))?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &str,
+        with_certificates: bool,
+        at: OffsetDateTime,
+    ) -> Result<RevokeTokenOutcome, StoreError> {
+        let ctx = "revoking a token";
+        let (_turn, mut tx) = self.write_tx().await?;
+        let marked = sqlx::query(sql::REVOKE_TOKEN)
+            .bind(id)
+            .bind(to_micros(at))
+            .bind(with_certificates)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        if marked.rows_affected() == 0 {
+            return Ok(RevokeTokenOutcome::NotFound);
+        }
+        let mut certificates_revoked = 0;
+        if with_certificates {
+            certificates_revoked = sqlx::query(sql::REVOKE_TOKEN_CERTIFICATES)
+                .bind(id)
+                .bind(to_micros(at))
+                .bind(REASON_PRIVILEGE_WITHDRAWN)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
+        Ok(RevokeTokenOutcome::Revoked {
+            certificates_revoked,
+        })
+    }
+
+    async fn issue_with_token(
+        &self,
+        token_id: &str,
+        now: OffsetDateTime,
+        certificate: &NewCertificate,
+    ) -> Result<(), StoreError> {
+        let c = crate::bind_to_token(normalize_certificate(certificate)?, token_id)?;
+        let ctx = "issuing with a token";
+        let (_turn, mut tx) = self.write_tx().await?;
+        let consumed = sqlx::query(sql::CONSUME_TOKEN_USE)
+            .bind(token_id)
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        if consumed.rows_affected() == 0 {
+            let row = sqlx::query(sql::TOKEN_BY_ID)
+                .bind(token_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            let token = row.as_ref().map(token_from_row).transpose()?;
+            // Dropping `tx` rolls back (nothing was changed anyway).
+            return Err(refusal(token.as_ref(), now));
+        }
+        // On a duplicate serial `tx` is dropped and the use is given back.
+        insert_certificate(&mut tx, &c).await?;
+        tx.commit().await.map_err(|e| StoreError::db(ctx, e))
+    }
+
+    async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError> {
+        let c = normalize_certificate(certificate)?;
+        let _turn = self.writer.lock().await;
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| StoreError::db("recording a certificate", e))?;
+        insert_certificate(&mut conn, &c).await
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
+        let Some(serial) = normalize_serial(serial) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(sql::CERTIFICATE_BY_SERIAL)
+            .bind(serial)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("reading a certificate", e))?;
+        row.as_ref().map(certificate_from_row).transpose()
+    }
+
+    async fn list_certificates(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Certificate>, StoreError> {
+        let offset = i64::try_from(offset).map_err(|_| StoreError::Invalid("offset too large"))?;
+        let rows = sqlx::query(sql::LIST_CERTIFICATES)
+            .bind(i64::from(limit))
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("listing certificates", e))?;
+        rows.iter().map(certificate_from_row).collect()
+    }
+
+    async fn count_certificates(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(sql::COUNT_CERTIFICATES)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StoreError::db("counting certificates", e))?;
+        u64::try_from(n).map_err(|e| StoreError::other("counting certificates", e))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: Option<i16>,
+        at: OffsetDateTime,
+    ) -> Result<RevokeOutcome, StoreError> {
+        validate_reason(reason)?;
+        let Some(serial) = normalize_serial(serial) else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        let ctx = "revoking a certificate";
+        let (_turn, mut tx) = self.write_tx().await?;
+        let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
+            .bind(&serial)
+            .bind(to_micros(at))
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        if revoked.rows_affected() == 1 {
+            tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
+            return Ok(RevokeOutcome::Revoked);
+        }
+        let n: i64 = sqlx::query_scalar(sql::CERTIFICATE_EXISTS)
+            .bind(&serial)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        Ok(if n == 0 {
+            RevokeOutcome::NotFound
+        } else {
+            RevokeOutcome::AlreadyRevoked
+        })
+    }
+
+    async fn revoked_certificates(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<RevokedCertificate>, StoreError> {
+        let d = |e| StoreError::db("listing revoked certificates", e);
+        let rows = sqlx::query(sql::REVOKED_CERTIFICATES)
+            .bind(to_micros(now))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(d)?;
+        rows.iter()
+            .map(|row| {
+                Ok(RevokedCertificate {
+                    serial: row.try_get(0).map_err(d)?,
+                    revoked_at: from_micros(row.try_get(1).map_err(d)?)?,
+                    reason: row.try_get(2).map_err(d)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_crl_number(&self) -> Result<u64, StoreError> {
+        let ctx = "taking a CRL number";
+        let (_turn, mut tx) = self.write_tx().await?;
+        let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
+        u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query(sql::PING)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| StoreError::db("pinging the database", e))
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
