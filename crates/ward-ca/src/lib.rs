@@ -6,9 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
+pub mod cidr;
 pub mod config;
+pub mod csr;
 pub mod dir;
 pub mod files;
+pub mod token;
 
 pub use config::CaConfig;
 pub use dir::{CaDir, InitOptions};
