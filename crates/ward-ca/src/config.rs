@@ -20,6 +20,9 @@ pub struct CaConfig {
     /// Issuance policy.
     #[serde(default)]
     pub issuance: IssuanceSection,
+    /// Rate limits on issuance.
+    #[serde(default)]
+    pub limits: crate::http::LimitsConfig,
 }
 
 /// `[ca]`: who this CA is.
@@ -134,6 +137,14 @@ default_ttl = {default_ttl}
 max_ttl = {max_ttl}
 # Default lifetime for `ward cert create` (offline issuance).
 offline_default_ttl = {offline_ttl}
+
+[limits]
+# Issuance requests per second (and burst) from one source address.
+per_address_per_second = {pa}
+per_address_burst = {pab}
+# Issuance requests per second (and burst) presenting one token.
+per_token_per_second = {pt}
+per_token_burst = {ptb}
 "#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
@@ -142,6 +153,10 @@ offline_default_ttl = {offline_ttl}
             default_ttl = q(&self.issuance.default_ttl),
             max_ttl = q(&self.issuance.max_ttl),
             offline_ttl = q(&self.issuance.offline_default_ttl),
+            pa = self.limits.per_address_per_second,
+            pab = self.limits.per_address_burst,
+            pt = self.limits.per_token_per_second,
+            ptb = self.limits.per_token_burst,
         )
     }
 }
@@ -159,6 +174,7 @@ mod tests {
                 offline_root: true,
             },
             issuance: IssuanceSection::default(),
+            limits: Default::default(),
         }
     }
 

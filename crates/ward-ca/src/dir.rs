@@ -202,6 +202,7 @@ impl CaDir {
                 offline_root: opts.offline_root.is_some(),
             },
             issuance: IssuanceSection::default(),
+            limits: Default::default(),
         };
 
         let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = vec![

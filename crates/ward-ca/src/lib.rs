@@ -12,6 +12,8 @@ pub mod config;
 pub mod csr;
 pub mod dir;
 pub mod files;
+pub mod http;
+pub mod serve;
 pub mod token;
 
 pub use config::CaConfig;

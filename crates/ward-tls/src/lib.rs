@@ -3,12 +3,16 @@
 //! Everything Ward speaks TLS with comes from here, so the protocol versions,
 //! key-exchange groups and crypto provider are decided once: TLS 1.3, groups
 //! X25519MLKEM768 → X25519 → P-256, aws-lc-rs. Anything that weakens
-//! verification lives in [`danger`].
+//! verification lives in [`danger`]. [`rotating`] holds a server certificate
+//! that can be replaced without a restart, and [`server`] serves HTTP(S) on
+//! top of these configurations.
 
 #![forbid(unsafe_code)]
 
 pub mod danger;
 pub mod probe;
+pub mod rotating;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -57,4 +61,12 @@ pub enum Error {
     /// The input was not usable (bad name, bad address).
     #[error("{0}")]
     Input(String),
+    /// A certificate chain or private key was unusable (empty chain, key
+    /// in an unknown format, key that does not belong to the leaf).
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// The client-certificate verifier could not be built (for example, no
+    /// trust anchors).
+    #[error("client verifier: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }

@@ -1,0 +1,82 @@
+//! The CA's HTTP API (SPEC §5): parse → authenticate → authorize → call the
+//! [`Authority`] → render. Handlers hold no policy; the authority holds no
+//! HTTP. [`app`] returns the router so tests can drive it without a socket.
+
+pub mod admin;
+mod body;
+mod error;
+mod limits;
+mod metrics;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+use ward_pki::SpiffeId;
+use ward_telemetry::{AuditLog, Registry};
+
+pub use body::MAX_BODY;
+pub use error::ApiError;
+pub use limits::{Limits, LimitsConfig};
+pub use metrics::CaMetrics;
+
+use crate::authority::Authority;
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    /// The authority.
+    pub authority: Arc<Authority>,
+    /// The admin identity (`spiffe://TD/ward/admin`).
+    pub admin_id: SpiffeId,
+    /// Issuance rate limits.
+    pub limits: Limits,
+    /// Metrics of this CA instance.
+    pub metrics: Arc<CaMetrics>,
+    /// The registry the metrics live in (rendered on /metrics).
+    pub registry: Registry,
+    /// One JSON line per issuance attempt and admin action.
+    pub audit: Arc<AuditLog>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("admin_id", &self.admin_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The full API, served on the HTTPS listener.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/sign", post(routes::sign))
+        .route("/v1/issue", post(routes::issue))
+        .route("/internal/pki/issue-certificate", post(routes::seed_issue))
+        .route("/v1/renew", post(routes::renew))
+        .route(
+            "/v1/admin/tokens",
+            post(admin::create_token).get(admin::list_tokens),
+        )
+        .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/v1/admin/certificates", get(admin::list_certificates))
+        .merge(public_routes())
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// Only the self-authenticating objects, for the plain-HTTP listener.
+pub fn public_app(state: AppState) -> Router {
+    public_routes()
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+fn public_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/roots", get(routes::roots))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+}

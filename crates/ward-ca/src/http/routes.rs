@@ -1,0 +1,435 @@
+//! Issuance, renewal and public routes.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use ward_pki::KeyType;
+use ward_pki::issue::rfc3339;
+use ward_tls::server::PeerInfo;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::body::{bearer, parse_json, read_limited};
+use super::error::ApiError;
+use crate::authority::Issuance;
+use crate::csr::parse_csr;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SignRequest {
+    token: Option<String>,
+    csr: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IssueRequest {
+    token: Option<String>,
+    key_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct SeedRequest {
+    bootstrap_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RenewRequest {
+    csr: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Issued {
+    certificate: String,
+    chain: String,
+    ca_bundle: String,
+    serial: String,
+    spiffe_id: String,
+    not_after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key: Option<String>,
+}
+
+impl Issued {
+    fn from(i: &Issuance, private_key: Option<String>) -> Self {
+        Issued {
+            certificate: i.certificate_pem.clone(),
+            chain: i.chain_pem.clone(),
+            ca_bundle: i.ca_bundle_pem.clone(),
+            serial: i.serial.to_string(),
+            spiffe_id: i.spiffe_id.to_string(),
+            not_after: rfc3339(i.not_after),
+            private_key,
+        }
+    }
+}
+
+/// One audit line per issuance attempt. Never the token itself.
+#[derive(Serialize)]
+struct IssuanceEvent<'a> {
+    event: &'static str,
+    route: &'static str,
+    source: String,
+    token_id: Option<&'a str>,
+    spiffe_id: Option<String>,
+    serial: Option<String>,
+    result: &'static str,
+    reason: Option<&'a str>,
+    status: u16,
+    duration_ms: f64,
+}
+
+/// Shared bookkeeping of an issuance request: rate limit by address,
+/// audit line, metrics.
+struct Attempt<'a> {
+    state: &'a AppState,
+    route: &'static str,
+    peer: &'a PeerInfo,
+    started: Instant,
+    token_id: Option<String>,
+}
+
+impl<'a> Attempt<'a> {
+    fn start(
+        state: &'a AppState,
+        route: &'static str,
+        peer: &'a PeerInfo,
+    ) -> Result<Self, ApiError> {
+        let attempt = Attempt {
+            state,
+            route,
+            peer,
+            started: Instant::now(),
+            token_id: None,
+        };
+        if !state.limits.allow_address(peer.remote_addr.ip()) {
+            state.metrics.rate_limited.with(&["address"]).inc();
+            let err = rate_limited("too many requests from this address");
+            attempt.finish_err(&err);
+            return Err(err);
+        }
+        Ok(attempt)
+    }
+
+    fn check_token_rate(&mut self, token_id: &str) -> Result<(), ApiError> {
+        self.token_id = Some(token_id.to_owned());
+        if self.state.limits.allow_token(token_id) {
+            Ok(())
+        } else {
+            self.state.metrics.rate_limited.with(&["token"]).inc();
+            Err(rate_limited("too many requests with this token"))
+        }
+    }
+
+    fn record(
+        &self,
+        result: &'static str,
+        reason: Option<&str>,
+        status: StatusCode,
+        issued: Option<&Issuance>,
+    ) {
+        let elapsed = self.started.elapsed();
+        self.state
+            .metrics
+            .issuance
+            .with(&[self.route, result])
+            .inc();
+        self.state
+            .metrics
+            .issuance_seconds
+            .with(&[self.route])
+            .observe(elapsed.as_secs_f64());
+        self.state.audit.record(&IssuanceEvent {
+            event: "issuance",
+            route: self.route,
+            source: self.peer.remote_addr.ip().to_string(),
+            token_id: self
+                .token_id
+                .as_deref()
+                .or(issued.and_then(|i| i.token_id.as_deref())),
+            spiffe_id: issued.map(|i| i.spiffe_id.to_string()),
+            serial: issued.map(|i| i.serial.to_string()),
+            result,
+            reason,
+            status: status.as_u16(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+        });
+    }
+
+    fn finish_ok(&self, issued: &Issuance) {
+        if issued.token_id.is_some() && self.route != "renew" {
+            self.state.metrics.token_uses.with(&[]).inc();
+        }
+        self.record("issued", None, StatusCode::CREATED, Some(issued));
+    }
+
+    fn finish_err(&self, err: &ApiError) {
+        self.record("refused", Some(err.code), err.status, None);
+    }
+
+    /// Records the outcome of the request.
+    fn finish<T>(&self, result: &Result<(Issuance, T), ApiError>) {
+        match result {
+            Ok((issued, _)) => self.finish_ok(issued),
+            Err(err) => self.finish_err(err),
+        }
+    }
+}
+
+fn rate_limited(message: &str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+}
+
+fn missing_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing_token",
+        "a bootstrap token is required (\"token\" field or Authorization: Bearer)",
+    )
+}
+
+pub(super) async fn sign(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut attempt = Attempt::start(&state, "sign", &peer)?;
+    let result = sign_inner(&state, &peer, &headers, body, &mut attempt).await;
+    attempt.finish(&result);
+    let (issued, ()) = result?;
+    Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
+}
+
+async fn sign_inner(
+    state: &AppState,
+    peer: &PeerInfo,
+    headers: &HeaderMap,
+    body: Body,
+    a: &mut Attempt<'_>,
+) -> Result<(Issuance, ()), ApiError> {
+    let bytes = read_limited(headers, body).await?;
+    let req: SignRequest = parse_json(&bytes)?;
+    let presented = req
+        .token
+        .or_else(|| bearer(headers))
+        .ok_or_else(missing_token)?;
+    let csr_pem = req
+        .csr
+        .ok_or_else(|| ApiError::bad_request("missing_csr", "the \"csr\" field is required"))?;
+    let csr = parse_csr(&csr_pem).map_err(|e| ApiError::bad_request("bad_csr", e.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    let token = state
+        .authority
+        .authenticate(&presented, peer.remote_addr.ip(), now)
+        .await?;
+    a.check_token_rate(&token.id)?;
+    let issued = state.authority.sign_for_token(&token, &csr, now).await?;
+    Ok((issued, ()))
+}
+
+fn key_type(name: Option<&str>) -> Result<KeyType, ApiError> {
+    match name {
+        None => Ok(KeyType::EcdsaP256),
+        Some(n) => n
+            .parse()
+            .map_err(|e: ward_pki::Error| ApiError::bad_request("bad_key_type", e.to_string())),
+    }
+}
+
+pub(super) async fn issue(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut attempt = Attempt::start(&state, "issue", &peer)?;
+    let result = issue_inner(&state, &peer, &headers, body, &mut attempt).await;
+    attempt.finish(&result);
+    let (issued, key_pem) = result?;
+    let body = Issued::from(&issued, Some(key_pem.to_string()));
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn issue_inner(
+    state: &AppState,
+    peer: &PeerInfo,
+    headers: &HeaderMap,
+    body: Body,
+    a: &mut Attempt<'_>,
+) -> Result<(Issuance, Zeroizing<String>), ApiError> {
+    let bytes = read_limited(headers, body).await?;
+    let req: IssueRequest = parse_json(&bytes)?;
+    let presented = req
+        .token
+        .or_else(|| bearer(headers))
+        .ok_or_else(missing_token)?;
+    let key_type = key_type(req.key_type.as_deref())?;
+    let now = OffsetDateTime::now_utc();
+    let token = state
+        .authority
+        .authenticate(&presented, peer.remote_addr.ip(), now)
+        .await?;
+    a.check_token_rate(&token.id)?;
+    let (issued, key) = state
+        .authority
+        .issue_keypair_for_token(&token, key_type, now)
+        .await?;
+    Ok((issued, key.to_pkcs8_pem()))
+}
+
+#[derive(Serialize)]
+pub(super) struct SeedResponse {
+    certificate: String,
+    private_key: String,
+    ca_chain: String,
+}
+
+/// The Phoenix CA wire format: `{"bootstrap_token"}` → 200
+/// `{certificate, private_key, ca_chain}`; 400 `missing_bootstrap_token`;
+/// 401 `invalid_bootstrap_token` for any token refusal.
+pub(super) async fn seed_issue(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut attempt = Attempt::start(&state, "seed_issue", &peer)?;
+    let result = seed_inner(&state, &peer, &headers, body, &mut attempt).await;
+    attempt.finish(&result);
+    let (issued, key_pem) = result?;
+    let body = SeedResponse {
+        certificate: issued.chain_pem.clone(),
+        private_key: key_pem.to_string(),
+        ca_chain: issued.ca_chain_pem.clone(),
+    };
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+async fn seed_inner(
+    state: &AppState,
+    peer: &PeerInfo,
+    headers: &HeaderMap,
+    body: Body,
+    a: &mut Attempt<'_>,
+) -> Result<(Issuance, Zeroizing<String>), ApiError> {
+    let bytes = read_limited(headers, body).await?;
+    let req: SeedRequest = parse_json(&bytes)?;
+    let presented = req
+        .bootstrap_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request("missing_bootstrap_token", "bootstrap_token is required")
+        })?;
+    let now = OffsetDateTime::now_utc();
+    let invalid = |e: crate::authority::AuthorityError| match e {
+        crate::authority::AuthorityError::Unauthenticated { .. }
+        | crate::authority::AuthorityError::Forbidden(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_bootstrap_token",
+            "the bootstrap token is invalid, expired or used",
+        ),
+        other => other.into(),
+    };
+    let token = state
+        .authority
+        .authenticate(&presented, peer.remote_addr.ip(), now)
+        .await
+        .map_err(invalid)?;
+    a.check_token_rate(&token.id)?;
+    let (issued, key) = state
+        .authority
+        .issue_keypair_for_token(&token, KeyType::EcdsaP256, now)
+        .await
+        .map_err(invalid)?;
+    Ok((issued, key.to_pkcs8_pem()))
+}
+
+pub(super) async fn renew(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let attempt = Attempt::start(&state, "renew", &peer)?;
+    let result = renew_inner(&state, &peer, &headers, body).await;
+    attempt.finish(&result);
+    let (issued, ()) = result?;
+    Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
+}
+
+async fn renew_inner(
+    state: &AppState,
+    peer: &PeerInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Issuance, ()), ApiError> {
+    let chain = peer.peer_chain.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_client_certificate",
+            "renewal requires a client certificate from this CA",
+        )
+    })?;
+    let bytes = read_limited(headers, body).await?;
+    let req: RenewRequest = parse_json(&bytes)?;
+    let csr = req
+        .csr
+        .map(|pem| parse_csr(&pem))
+        .transpose()
+        .map_err(|e| ApiError::bad_request("bad_csr", e.to_string()))?;
+    let issued = state
+        .authority
+        .renew(&chain, csr.as_ref(), OffsetDateTime::now_utc())
+        .await?;
+    Ok((issued, ()))
+}
+
+pub(super) async fn roots(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.authority.roots_pem().to_owned(),
+    )
+        .into_response()
+}
+
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    match state.authority.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: storage unreachable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "storage is unreachable",
+            )
+            .into_response()
+        }
+    }
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            ward_telemetry::Registry::content_type(),
+        )],
+        state.registry.render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

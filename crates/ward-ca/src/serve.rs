@@ -1,0 +1,289 @@
+//! `ward ca serve`: wires the authority, its storage, its own rotating
+//! server certificate and the HTTP API onto listeners, and drains them on
+//! shutdown.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls_pki_types::PrivateKeyDer;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use ward_pki::pem;
+use ward_telemetry::{AuditLog, Registry};
+use ward_tls::rotating::{ClientAuth, RotatingCert, server_config};
+use ward_tls::server::{ServeOptions, serve_http, serve_https, set_http_alpn};
+
+use crate::authority::{Authority, Policy};
+use crate::dir::{ADMIN_PATH, CaDir};
+use crate::http::{AppState, CaMetrics, Limits, app, public_app};
+
+/// Lifetime of the CA's own TLS server certificate; renewed at two thirds.
+pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How `ward ca serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The CA directory.
+    pub dir: PathBuf,
+    /// HTTPS listen address.
+    pub listen: String,
+    /// Optional plain-HTTP listener for the public objects.
+    pub http_listen: Option<String>,
+    /// Extra names (DNS or IP) for the server certificate.
+    pub sans: Vec<String>,
+    /// Database URL; `DIR/ward.db` when absent.
+    pub database: Option<String>,
+    /// Where audit lines go: `stdout`, `stderr` or a file path.
+    pub audit: String,
+}
+
+/// Addresses the listeners are bound to, reported once they accept.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The HTTPS listener.
+    pub https: SocketAddr,
+    /// The plain-HTTP listener, if any.
+    pub http: Option<SocketAddr>,
+}
+
+/// Errors starting the CA server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The CA directory, configuration or keys are unusable.
+    #[error(transparent)]
+    Ca(#[from] crate::Error),
+    /// The database is unusable.
+    #[error("database: {0}")]
+    Store(#[from] ward_store::StoreError),
+    /// A listener or the server failed.
+    #[error("{0}")]
+    Server(String),
+}
+
+fn server_err(context: &str) -> impl FnOnce(String) -> ServeError + '_ {
+    move |e| ServeError::Server(format!("{context}: {e}"))
+}
+
+/// Runs the CA until `shutdown` resolves; `on_ready` is called once the
+/// listeners accept connections.
+pub async fn run(
+    config: ServeConfig,
+    on_ready: impl FnOnce(&Bound),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let dir = CaDir::new(&config.dir);
+    let ca = dir.config()?;
+    let issuer = dir.intermediate_issuer()?;
+    let roots = dir.roots()?;
+    let url = config
+        .database
+        .clone()
+        .unwrap_or_else(|| dir.path().join("ward.db").display().to_string());
+    let store = ward_store::connect(&url).await?;
+    let policy = Policy {
+        trust_domain: ca.ca.trust_domain.clone(),
+        default_ttl: ca.issuance.default_ttl()?,
+        max_ttl: ca.issuance.max_ttl()?,
+    };
+    let authority = Arc::new(Authority::new(policy, issuer, &roots, store));
+    let registry = Registry::new();
+    let metrics =
+        CaMetrics::register(&registry).map_err(|e| server_err("metrics")(e.to_string()))?;
+    let audit =
+        AuditLog::from_spec(&config.audit).map_err(|e| server_err("audit log")(e.to_string()))?;
+    let state = AppState {
+        admin_id: ca
+            .ca
+            .trust_domain
+            .id(ADMIN_PATH)
+            .map_err(|e| server_err("admin identity")(e.to_string()))?,
+        limits: Limits::new(&ca.limits),
+        metrics: Arc::new(metrics),
+        registry,
+        audit: Arc::new(audit),
+        authority: authority.clone(),
+    };
+
+    // The CA's own server identity, renewed by the CA itself.
+    let (dns, ips) = server_names(&config.sans);
+    let (resolver, renews_at) = {
+        let (chain, key, renew) = server_identity(&authority, &dns, &ips).await?;
+        let resolver = RotatingCert::new(chain, key)
+            .map_err(|e| server_err("server certificate")(e.to_string()))?;
+        (Arc::new(resolver), renew)
+    };
+    let mut store_roots = RootCertStore::empty();
+    for root in &roots {
+        store_roots
+            .add(root.clone())
+            .map_err(|e| server_err("root certificate")(e.to_string()))?;
+    }
+    let mut tls = server_config(
+        resolver.clone(),
+        ClientAuth::Optional(Arc::new(store_roots)),
+    )
+    .map_err(|e| server_err("TLS configuration")(e.to_string()))?;
+    set_http_alpn(&mut tls);
+    let tls = Arc::new(tls);
+
+    let https = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| server_err(&format!("binding {}", config.listen))(e.to_string()))?;
+    let http = match &config.http_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| server_err(&format!("binding {addr}"))(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let bound = Bound {
+        https: https
+            .local_addr()
+            .map_err(|e| server_err("listener")(e.to_string()))?,
+        http: http.as_ref().and_then(|l| l.local_addr().ok()),
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let background = tokio::spawn(background_tasks(
+        authority.clone(),
+        resolver,
+        dns,
+        ips,
+        renews_at,
+        state.limits.clone(),
+        stop_rx.clone(),
+    ));
+    let https_task = tokio::spawn(serve_https(
+        https,
+        tls,
+        app(state.clone()),
+        ServeOptions::default(),
+        stopped(stop_rx.clone()),
+    ));
+    let http_task = http.map(|listener| {
+        tokio::spawn(serve_http(
+            listener,
+            public_app(state.clone()),
+            ServeOptions::default(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    on_ready(&bound);
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    if let Ok(Err(e)) = https_task.await {
+        result = Err(server_err("https listener")(e.to_string()));
+    }
+    if let Some(task) = http_task {
+        if let Ok(Err(e)) = task.await {
+            result = Err(server_err("http listener")(e.to_string()));
+        }
+    }
+    background.abort();
+    authority.store().close().await;
+    result
+}
+
+/// DNS names and IPs for the CA's certificate: localhost, the host name,
+/// the loopback addresses, and every `--san`.
+fn server_names(sans: &[String]) -> (Vec<String>, Vec<IpAddr>) {
+    let mut dns = vec!["localhost".to_owned()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim().to_ascii_lowercase();
+        if !host.is_empty()
+            && ward_pki::issue::check_dns_name(&host).is_ok()
+            && !dns.contains(&host)
+        {
+            dns.push(host);
+        }
+    }
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    for san in sans {
+        match san.parse::<IpAddr>() {
+            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !dns.contains(san) => dns.push(san.to_ascii_lowercase()),
+            Err(_) => {}
+        }
+    }
+    (dns, ips)
+}
+
+type Identity = (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    OffsetDateTime,
+);
+
+async fn server_identity(
+    authority: &Authority,
+    dns: &[String],
+    ips: &[IpAddr],
+) -> Result<Identity, ServeError> {
+    let now = OffsetDateTime::now_utc();
+    let (issued, key) = authority
+        .issue_server_identity(dns, ips, SERVER_CERT_TTL, now)
+        .await
+        .map_err(|e| server_err("issuing the CA's server certificate")(e.to_string()))?;
+    let chain = pem::parse_certs(issued.chain_pem.as_bytes())
+        .map_err(|e| server_err("server certificate")(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(key.to_pkcs8_der().to_vec())
+        .map_err(|e| server_err("server key")(e.to_string()))?;
+    let lifetime = issued.not_after - now;
+    Ok((chain, key, now + lifetime * 2 / 3))
+}
+
+/// Renews the server certificate at two thirds of its life and prunes rate
+/// limiter state, until asked to stop.
+async fn background_tasks(
+    authority: Arc<Authority>,
+    resolver: Arc<RotatingCert>,
+    dns: Vec<String>,
+    ips: Vec<IpAddr>,
+    mut renews_at: OffsetDateTime,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut prune = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        let until_renewal = (renews_at - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = prune.tick() => limits.prune(),
+            () = tokio::time::sleep(until_renewal) => {
+                match server_identity(&authority, &dns, &ips).await {
+                    Ok((chain, key, next)) => match resolver.update(chain, key) {
+                        Ok(()) => {
+                            tracing::info!("renewed the CA's server certificate");
+                            renews_at = next;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "new server certificate refused; retrying in 60s");
+                            renews_at = OffsetDateTime::now_utc() + Duration::from_secs(60);
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, "renewing the CA's server certificate failed; retrying in 60s");
+                        renews_at = OffsetDateTime::now_utc() + Duration::from_secs(60);
+                    }
+                }
+            }
+        }
+    }
+}
