@@ -34,6 +34,16 @@ pub enum AuthorityError {
         /// Human text.
         message: String,
     },
+    /// A known token that may not be used now: expired, revoked or used up (401).
+    #[error("{message}")]
+    TokenRefused {
+        /// The token's public id.
+        token_id: String,
+        /// Stable reason code.
+        reason: &'static str,
+        /// Human text.
+        message: String,
+    },
     /// The request asks for more than the token or policy allows (403).
     #[error("{0}")]
     Forbidden(String),
@@ -59,10 +69,32 @@ impl AuthorityError {
         }
     }
 
+    /// Marks an authentication failure with the token it concerns, so audit
+    /// lines can name the token (never the secret).
+    fn for_token(self, id: &str) -> Self {
+        match self {
+            AuthorityError::Unauthenticated { reason, message } => AuthorityError::TokenRefused {
+                token_id: id.to_owned(),
+                reason,
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// The token a refusal concerns, when it was identified.
+    pub fn token_id(&self) -> Option<&str> {
+        match self {
+            AuthorityError::TokenRefused { token_id, .. } => Some(token_id),
+            _ => None,
+        }
+    }
+
     /// A stable snake_case reason for audit lines and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            AuthorityError::Unauthenticated { reason, .. } => reason,
+            AuthorityError::Unauthenticated { reason, .. }
+            | AuthorityError::TokenRefused { reason, .. } => reason,
             AuthorityError::Forbidden(_) => "forbidden",
             AuthorityError::BadRequest(_) => "bad_request",
             AuthorityError::NotFound(_) => "not_found",
@@ -393,7 +425,7 @@ impl Authority {
         self.store
             .issue_with_token(&token.id, now, &record)
             .await
-            .map_err(store_err)?;
+            .map_err(|e| store_err(e).for_token(&token.id))?;
         Ok(issuance)
     }
 

@@ -185,10 +185,10 @@ pub async fn run(
     if let Ok(Err(e)) = https_task.await {
         result = Err(server_err("https listener")(e.to_string()));
     }
-    if let Some(task) = http_task {
-        if let Ok(Err(e)) = task.await {
-            result = Err(server_err("http listener")(e.to_string()));
-        }
+    if let Some(task) = http_task
+        && let Ok(Err(e)) = task.await
+    {
+        result = Err(server_err("http listener")(e.to_string()));
     }
     background.abort();
     authority.store().close().await;

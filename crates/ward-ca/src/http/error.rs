@@ -44,9 +44,10 @@ impl ApiError {
 impl From<AuthorityError> for ApiError {
     fn from(err: AuthorityError) -> Self {
         match &err {
-            AuthorityError::Unauthenticated { reason, message } => {
-                ApiError::new(StatusCode::UNAUTHORIZED, reason, message.clone())
-            }
+            AuthorityError::Unauthenticated { reason, message }
+            | AuthorityError::TokenRefused {
+                reason, message, ..
+            } => ApiError::new(StatusCode::UNAUTHORIZED, reason, message.clone()),
             AuthorityError::Forbidden(m) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", m.clone())
             }

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::AppState;
 use super::body::{bearer, parse_json, read_limited};
 use super::error::ApiError;
-use crate::authority::Issuance;
+use crate::authority::{AuthorityError, Issuance};
 use crate::csr::parse_csr;
 
 #[derive(Deserialize)]
@@ -116,6 +116,14 @@ impl<'a> Attempt<'a> {
             return Err(err);
         }
         Ok(attempt)
+    }
+
+    /// Notes the token an authority refusal concerns, for the audit line.
+    fn refused(&mut self, err: AuthorityError) -> AuthorityError {
+        if let Some(id) = err.token_id() {
+            self.token_id = Some(id.to_owned());
+        }
+        err
     }
 
     fn check_token_rate(&mut self, token_id: &str) -> Result<(), ApiError> {
@@ -229,9 +237,14 @@ async fn sign_inner(
     let token = state
         .authority
         .authenticate(&presented, peer.remote_addr.ip(), now)
-        .await?;
+        .await
+        .map_err(|e| a.refused(e))?;
     a.check_token_rate(&token.id)?;
-    let issued = state.authority.sign_for_token(&token, &csr, now).await?;
+    let issued = state
+        .authority
+        .sign_for_token(&token, &csr, now)
+        .await
+        .map_err(|e| a.refused(e))?;
     Ok((issued, ()))
 }
 
@@ -276,12 +289,14 @@ async fn issue_inner(
     let token = state
         .authority
         .authenticate(&presented, peer.remote_addr.ip(), now)
-        .await?;
+        .await
+        .map_err(|e| a.refused(e))?;
     a.check_token_rate(&token.id)?;
     let (issued, key) = state
         .authority
         .issue_keypair_for_token(&token, key_type, now)
-        .await?;
+        .await
+        .map_err(|e| a.refused(e))?;
     Ok((issued, key.to_pkcs8_pem()))
 }
 
@@ -329,9 +344,8 @@ async fn seed_inner(
             ApiError::bad_request("missing_bootstrap_token", "bootstrap_token is required")
         })?;
     let now = OffsetDateTime::now_utc();
-    let invalid = |e: crate::authority::AuthorityError| match e {
-        crate::authority::AuthorityError::Unauthenticated { .. }
-        | crate::authority::AuthorityError::Forbidden(_) => ApiError::new(
+    let invalid = |e: AuthorityError| match e {
+        AuthorityError::Unauthenticated { .. } | AuthorityError::Forbidden(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_bootstrap_token",
             "the bootstrap token is invalid, expired or used",
@@ -342,13 +356,13 @@ async fn seed_inner(
         .authority
         .authenticate(&presented, peer.remote_addr.ip(), now)
         .await
-        .map_err(invalid)?;
+        .map_err(|e| invalid(a.refused(e)))?;
     a.check_token_rate(&token.id)?;
     let (issued, key) = state
         .authority
         .issue_keypair_for_token(&token, KeyType::EcdsaP256, now)
         .await
-        .map_err(invalid)?;
+        .map_err(|e| invalid(a.refused(e)))?;
     Ok((issued, key.to_pkcs8_pem()))
 }
 

@@ -15,6 +15,33 @@ use super::{Outcome, duration_arg};
 pub(crate) enum CaCommand {
     /// Create a root, an online intermediate, an admin identity and ca.toml in DIR.
     Init(InitArgs),
+    /// Run the CA's HTTPS API (SPEC §5) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// HTTPS listen address (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: String,
+    /// Also serve the public objects (roots, CRL, OCSP) over plain HTTP here.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Extra DNS name or IP address for the CA's server certificate (repeatable).
+    #[arg(long)]
+    san: Vec<String>,
+    /// Database: a SQLite file path (default DIR/ward.db) or postgres://…
+    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Where audit lines go: stdout, stderr or a file path.
+    #[arg(long, default_value = "stdout")]
+    audit_log: String,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text")]
+    log_format: ward_telemetry::LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +75,7 @@ pub(crate) struct InitArgs {
 pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
     match cmd {
         CaCommand::Init(args) => init(args),
+        CaCommand::Serve(args) => serve(args).await,
     }
 }
 
@@ -75,5 +103,31 @@ fn init(args: InitArgs) -> anyhow::Result<Outcome> {
     if opts.offline_root.is_some() {
         println!("The root key is outside the CA directory: move it offline.");
     }
+    Ok(Outcome::Success)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
+    ward_telemetry::init_tracing(args.log_format, "info")?;
+    let config = ward_ca::serve::ServeConfig {
+        dir: args.dir,
+        listen: args.listen,
+        http_listen: args.http_listen,
+        sans: args.san,
+        database: args.database,
+        audit: args.audit_log,
+    };
+    ward_ca::serve::run(
+        config,
+        |bound| {
+            // Scripts and tests wait for these lines.
+            eprintln!("ward ca: listening on https://{}", bound.https);
+            if let Some(http) = bound.http {
+                eprintln!("ward ca: listening on http://{http}");
+            }
+        },
+        super::shutdown_signal(),
+    )
+    .await
+    .context("the CA server failed")?;
     Ok(Outcome::Success)
 }

@@ -2,6 +2,7 @@
 
 mod ca;
 mod cert;
+mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -30,6 +31,9 @@ enum Command {
     /// Offline certificate operations: create, inspect, verify.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// Bootstrap tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Output format of reporting commands.
@@ -47,10 +51,33 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Ca(cmd) => ca::run(cmd).await,
         Command::Cert(cmd) => cert::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd).await,
     }
 }
 
 /// Parses a human duration for clap.
 pub(crate) fn duration_arg(s: &str) -> Result<std::time::Duration, String> {
     ward_pki::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

@@ -1,0 +1,206 @@
+//! `ward token …`: bootstrap token administration on a local CA directory.
+//!
+//! Works while `ward ca serve` runs: both open the same database, and every
+//! write is a transaction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use time::OffsetDateTime;
+use ward_ca::CaDir;
+use ward_ca::authority::{Authority, Policy};
+use ward_ca::http::admin::{CreateTokenRequest, CreatedTokenView, TokenView};
+
+use super::{Format, Outcome};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token; it is printed once and never retrievable again.
+    Create(CreateArgs),
+    /// List tokens (never their secrets).
+    List(ListArgs),
+    /// Revoke a token, optionally with every certificate issued from it.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct Local {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Database URL, if not DIR/ward.db.
+    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    #[command(flatten)]
+    local: Local,
+    /// The SPIFFE ID certificates from this token carry.
+    #[arg(long)]
+    spiffe_id: String,
+    /// DNS SAN to bind (repeatable).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Certificate lifetime (default: ca.toml's default_ttl).
+    #[arg(long)]
+    cert_ttl: Option<String>,
+    /// How long the token stays usable.
+    #[arg(long, default_value = "24h")]
+    expires_in: String,
+    /// Certificates it may issue; 0 = unlimited until it expires.
+    #[arg(long, default_value_t = 1)]
+    uses: u32,
+    /// Certificate profile: server, client or peer.
+    #[arg(long, default_value = "peer")]
+    profile: String,
+    /// Source network allowed to use the token (repeatable; default any).
+    #[arg(long = "allow-cidr")]
+    allow_cidr: Vec<String>,
+    /// Output format (text prints the token alone on stdout).
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    local: Local,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    local: Local,
+    /// The token id (tok_…).
+    id: String,
+    /// Also revoke every certificate issued from the token.
+    #[arg(long)]
+    with_certificates: bool,
+}
+
+async fn authority(local: &Local) -> anyhow::Result<Authority> {
+    let dir = CaDir::new(&local.dir);
+    let config = dir.config()?;
+    let url = local
+        .database
+        .clone()
+        .unwrap_or_else(|| dir.path().join("ward.db").display().to_string());
+    let store = ward_store::connect(&url)
+        .await
+        .context("opening the CA database")?;
+    Ok(Authority::new(
+        Policy {
+            trust_domain: config.ca.trust_domain.clone(),
+            default_ttl: config.issuance.default_ttl()?,
+            max_ttl: config.issuance.max_ttl()?,
+        },
+        dir.intermediate_issuer()?,
+        &dir.roots()?,
+        Arc::clone(&store),
+    ))
+}
+
+pub(crate) async fn run(cmd: TokenCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        TokenCommand::Create(args) => create(args).await,
+        TokenCommand::List(args) => list(args).await,
+        TokenCommand::Revoke(args) => revoke(args).await,
+    }
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
+    let spec = CreateTokenRequest {
+        spiffe_id: args.spiffe_id,
+        dns: args.dns,
+        cert_ttl: args.cert_ttl,
+        expires_in: Some(args.expires_in),
+        uses: Some(args.uses),
+        profile: Some(args.profile),
+        allowed_cidrs: args.allow_cidr,
+    }
+    .into_spec()
+    .map_err(anyhow::Error::msg)?;
+    let authority = authority(&args.local).await?;
+    let created = authority
+        .create_token(&spec, OffsetDateTime::now_utc())
+        .await
+        .context("cannot create the token")?;
+    let view = CreatedTokenView {
+        token: created.secret.expose().to_owned(),
+        info: TokenView::from(&created.token),
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Format::Text => {
+            println!("{}", view.token);
+            let uses = match view.info.max_uses {
+                0 => "unlimited uses".to_owned(),
+                1 => "1 use".to_owned(),
+                n => format!("{n} uses"),
+            };
+            eprintln!(
+                "token {} for {} ({}, certificates {}s, {uses}, expires {})",
+                view.info.id,
+                view.info.spiffe_id,
+                view.info.profile,
+                view.info.cert_ttl_seconds,
+                view.info.expires_at
+            );
+            eprintln!("This is the only time the token is shown.");
+        }
+    }
+    authority.store().close().await;
+    Ok(Outcome::Success)
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<Outcome> {
+    let authority = authority(&args.local).await?;
+    let tokens: Vec<TokenView> = authority
+        .list_tokens()
+        .await?
+        .iter()
+        .map(TokenView::from)
+        .collect();
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tokens": tokens }))?),
+        Format::Text => {
+            println!("{:<21} {:<8} {:<9} {:<21} SPIFFE ID", "ID", "PROFILE", "USES", "EXPIRES");
+            for t in &tokens {
+                let uses = if t.max_uses == 0 {
+                    format!("{}/∞", t.uses)
+                } else {
+                    format!("{}/{}", t.uses, t.max_uses)
+                };
+                let state = if t.revoked_at.is_some() { " (revoked)" } else { "" };
+                println!(
+                    "{:<21} {:<8} {:<9} {:<21} {}{state}",
+                    t.id, t.profile, uses, t.expires_at, t.spiffe_id
+                );
+            }
+        }
+    }
+    authority.store().close().await;
+    Ok(Outcome::Success)
+}
+
+async fn revoke(args: RevokeArgs) -> anyhow::Result<Outcome> {
+    let authority = authority(&args.local).await?;
+    let n = authority
+        .revoke_token(&args.id, args.with_certificates, OffsetDateTime::now_utc())
+        .await
+        .with_context(|| format!("cannot revoke {}", args.id))?;
+    if args.with_certificates {
+        println!("revoked {} and {n} certificate(s) issued from it", args.id);
+    } else {
+        println!("revoked {}", args.id);
+    }
+    authority.store().close().await;
+    Ok(Outcome::Success)
+}
