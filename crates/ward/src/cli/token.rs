@@ -1,17 +1,25 @@
-//! `ward token …`: bootstrap token administration on a local CA directory.
+//! `ward token …`: bootstrap token administration, on a local CA directory
+//! (`--dir`) or through a running CA's admin API (`--ca URL` with the admin
+//! client certificate).
 //!
-//! Works while `ward ca serve` runs: both open the same database, and every
-//! write is a transaction.
+//! The local form works while `ward ca serve` runs: both open the same
+//! database, and every write is a transaction.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use hyper::Method;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use ward_ca::CaDir;
 use ward_ca::authority::{Authority, Policy};
-use ward_ca::http::admin::{CreateTokenRequest, CreatedTokenView, TokenView};
+use ward_ca::http::admin::{
+    CreateTokenRequest, CreatedTokenView, RevokedToken, TokenList, TokenView,
+};
+use ward_client::{CaClient, Identity};
 
 use super::{Format, Outcome};
 
@@ -27,12 +35,66 @@ pub(crate) enum TokenCommand {
 
 #[derive(Debug, Args)]
 struct Local {
-    /// CA directory made by `ward ca init`.
-    #[arg(long)]
-    dir: PathBuf,
-    /// Database URL, if not DIR/ward.db.
+    /// CA directory made by `ward ca init` (local mode).
+    #[arg(long, required_unless_present = "ca", conflicts_with = "ca")]
+    dir: Option<PathBuf>,
+    /// Database URL, if not DIR/ward.db (local mode).
     #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
+    /// URL of a running CA, https://HOST:PORT (remote mode, admin mTLS).
+    #[arg(long, requires_all = ["admin_cert", "admin_key"])]
+    ca: Option<String>,
+    /// Admin client certificate (DIR/admin.crt).
+    #[arg(long)]
+    admin_cert: Option<PathBuf>,
+    /// Admin private key (DIR/admin.key).
+    #[arg(long)]
+    admin_key: Option<PathBuf>,
+    /// Roots to verify the CA with (default: root.crt beside the admin certificate).
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+}
+
+/// Where token operations go.
+enum Backend {
+    Local(Authority),
+    Remote(CaClient),
+}
+
+impl Local {
+    async fn open(&self) -> anyhow::Result<Backend> {
+        match (&self.dir, &self.ca) {
+            (Some(_), _) => Ok(Backend::Local(authority(self).await?)),
+            (None, Some(url)) => {
+                let cert = self
+                    .admin_cert
+                    .as_deref()
+                    .context("--admin-cert is required with --ca")?;
+                let key = self
+                    .admin_key
+                    .as_deref()
+                    .context("--admin-key is required with --ca")?;
+                let bundle = match &self.ca_bundle {
+                    Some(b) => b.clone(),
+                    None => cert.with_file_name("root.crt"),
+                };
+                let roots = ward_ca::dir::read_certs(&bundle)?;
+                let chain = ward_ca::dir::read_certs(cert)?;
+                let key_pem = zeroize::Zeroizing::new(
+                    std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+                );
+                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
+                    anyhow::anyhow!("{} holds no usable private key", key.display())
+                })?;
+                Ok(Backend::Remote(CaClient::new(
+                    url,
+                    &roots,
+                    Some(Identity { chain, key }),
+                )?))
+            }
+            (None, None) => anyhow::bail!("either --dir or --ca is required"),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -86,7 +148,7 @@ pub(crate) struct RevokeArgs {
 }
 
 async fn authority(local: &Local) -> anyhow::Result<Authority> {
-    let dir = CaDir::new(&local.dir);
+    let dir = CaDir::new(local.dir.as_deref().context("--dir is required")?);
     let config = dir.config()?;
     let url = local
         .database
@@ -116,7 +178,7 @@ pub(crate) async fn run(cmd: TokenCommand) -> anyhow::Result<Outcome> {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
-    let spec = CreateTokenRequest {
+    let request = CreateTokenRequest {
         spiffe_id: args.spiffe_id,
         dns: args.dns,
         cert_ttl: args.cert_ttl,
@@ -124,17 +186,24 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         uses: Some(args.uses),
         profile: Some(args.profile),
         allowed_cidrs: args.allow_cidr,
-    }
-    .into_spec()
-    .map_err(anyhow::Error::msg)?;
-    let authority = authority(&args.local).await?;
-    let created = authority
-        .create_token(&spec, OffsetDateTime::now_utc())
-        .await
-        .context("cannot create the token")?;
-    let view = CreatedTokenView {
-        token: created.secret.expose().to_owned(),
-        info: TokenView::from(&created.token),
+    };
+    let view = match args.local.open().await? {
+        Backend::Local(authority) => {
+            let spec = request.into_spec().map_err(anyhow::Error::msg)?;
+            let created = authority
+                .create_token(&spec, OffsetDateTime::now_utc())
+                .await
+                .context("cannot create the token")?;
+            authority.store().close().await;
+            CreatedTokenView {
+                token: created.secret.expose().to_owned(),
+                info: TokenView::from(&created.token),
+            }
+        }
+        Backend::Remote(client) => client
+            .json(Method::POST, "/v1/admin/tokens", Some(&request))
+            .await
+            .context("cannot create the token")?,
     };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
@@ -156,29 +225,49 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
             eprintln!("This is the only time the token is shown.");
         }
     }
-    authority.store().close().await;
     Ok(Outcome::Success)
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<Outcome> {
-    let authority = authority(&args.local).await?;
-    let tokens: Vec<TokenView> = authority
-        .list_tokens()
-        .await?
-        .iter()
-        .map(TokenView::from)
-        .collect();
+    let tokens: Vec<TokenView> = match args.local.open().await? {
+        Backend::Local(authority) => {
+            let tokens = authority
+                .list_tokens()
+                .await?
+                .iter()
+                .map(TokenView::from)
+                .collect();
+            authority.store().close().await;
+            tokens
+        }
+        Backend::Remote(client) => {
+            client
+                .json::<TokenList>(Method::GET, "/v1/admin/tokens", None::<&()>)
+                .await?
+                .tokens
+        }
+    };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tokens": tokens }))?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "tokens": tokens }))?
+        ),
         Format::Text => {
-            println!("{:<21} {:<8} {:<9} {:<21} SPIFFE ID", "ID", "PROFILE", "USES", "EXPIRES");
+            println!(
+                "{:<21} {:<8} {:<9} {:<21} SPIFFE ID",
+                "ID", "PROFILE", "USES", "EXPIRES"
+            );
             for t in &tokens {
                 let uses = if t.max_uses == 0 {
                     format!("{}/∞", t.uses)
                 } else {
                     format!("{}/{}", t.uses, t.max_uses)
                 };
-                let state = if t.revoked_at.is_some() { " (revoked)" } else { "" };
+                let state = if t.revoked_at.is_some() {
+                    " (revoked)"
+                } else {
+                    ""
+                };
                 println!(
                     "{:<21} {:<8} {:<9} {:<21} {}{state}",
                     t.id, t.profile, uses, t.expires_at, t.spiffe_id
@@ -186,21 +275,35 @@ async fn list(args: ListArgs) -> anyhow::Result<Outcome> {
             }
         }
     }
-    authority.store().close().await;
     Ok(Outcome::Success)
 }
 
 async fn revoke(args: RevokeArgs) -> anyhow::Result<Outcome> {
-    let authority = authority(&args.local).await?;
-    let n = authority
-        .revoke_token(&args.id, args.with_certificates, OffsetDateTime::now_utc())
-        .await
-        .with_context(|| format!("cannot revoke {}", args.id))?;
+    let n = match args.local.open().await? {
+        Backend::Local(authority) => {
+            let n = authority
+                .revoke_token(&args.id, args.with_certificates, OffsetDateTime::now_utc())
+                .await
+                .with_context(|| format!("cannot revoke {}", args.id))?;
+            authority.store().close().await;
+            n
+        }
+        Backend::Remote(client) => {
+            let path = format!(
+                "/v1/admin/tokens/{}?with_certificates={}",
+                args.id, args.with_certificates
+            );
+            client
+                .json::<RevokedToken>(Method::DELETE, &path, None::<&()>)
+                .await
+                .with_context(|| format!("cannot revoke {}", args.id))?
+                .certificates_revoked
+        }
+    };
     if args.with_certificates {
         println!("revoked {} and {n} certificate(s) issued from it", args.id);
     } else {
         println!("revoked {}", args.id);
     }
-    authority.store().close().await;
     Ok(Outcome::Success)
 }
