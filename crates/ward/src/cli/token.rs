@@ -57,14 +57,14 @@ struct Local {
 
 /// Where token operations go.
 enum Backend {
-    Local(Authority),
+    Local(Box<Authority>),
     Remote(CaClient),
 }
 
 impl Local {
     async fn open(&self) -> anyhow::Result<Backend> {
         match (&self.dir, &self.ca) {
-            (Some(_), _) => Ok(Backend::Local(authority(self).await?)),
+            (Some(_), _) => Ok(Backend::Local(Box::new(authority(self).await?))),
             (None, Some(url)) => {
                 let cert = self
                     .admin_cert
