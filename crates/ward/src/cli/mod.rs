@@ -2,6 +2,7 @@
 
 mod ca;
 mod cert;
+mod gate;
 mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -31,6 +32,9 @@ enum Command {
     /// Offline certificate operations: create, inspect, verify.
     #[command(subcommand)]
     Cert(cert::CertCommand),
+    /// The mTLS-enforcing proxy.
+    #[command(subcommand)]
+    Gate(gate::GateCommand),
     /// Bootstrap tokens: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -52,6 +56,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ca(cmd) => ca::run(cmd).await,
         Command::Cert(cmd) => cert::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Gate(cmd) => gate::run(cmd).await,
     }
 }
 

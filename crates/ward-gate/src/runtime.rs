@@ -1,0 +1,293 @@
+//! The gate's live state, built from a [`GateConfig`] by reading every file
+//! it names. A reload builds a whole new [`Runtime`] and swaps it in; a
+//! failed build leaves the old one in force.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+use ward_pki::inspect::CertInfo;
+
+use crate::Error;
+use crate::authz::Allow;
+use crate::config::{GateConfig, IdentityHeaders, Upstream};
+
+/// The pooled HTTP(S) client for upstreams.
+pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>;
+
+/// What a tenant does with a connection.
+#[derive(Debug)]
+pub enum TenantKind {
+    /// Serve HTTP and route requests.
+    Http(Vec<Route>),
+    /// Proxy raw bytes to `upstream` for identities `allow` admits.
+    Tcp {
+        /// host:port.
+        upstream: String,
+        /// Who may connect.
+        allow: Allow,
+    },
+}
+
+/// One tenant, ready to serve.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Name.
+    pub name: String,
+    /// Its TLS configuration.
+    pub tls: Arc<ServerConfig>,
+    /// HTTP or TCP.
+    pub kind: TenantKind,
+    /// The gate's own URI SAN for this tenant (XFCC `By=`).
+    pub by: Option<String>,
+    /// When the tenant's server certificate expires.
+    pub cert_not_after: OffsetDateTime,
+}
+
+/// One HTTP route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name.
+    pub name: String,
+    /// Host to match (lowercase, no port).
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub prefix: String,
+    /// Methods to match; any when empty.
+    pub methods: Vec<Method>,
+    /// Where to send it.
+    pub upstream: Upstream,
+    /// Who may use it.
+    pub allow: Allow,
+    /// Identity headers for the upstream.
+    pub headers: IdentityHeaders,
+}
+
+impl Route {
+    /// Whether the request matches this route.
+    pub fn matches(&self, host: Option<&str>, path: &str, method: &Method) -> bool {
+        if let Some(want) = &self.host
+            && host != Some(want.as_str()) {
+                return false;
+            }
+        if !self.methods.is_empty() && !self.methods.contains(method) {
+            return false;
+        }
+        path_has_prefix(path, &self.prefix)
+    }
+}
+
+/// `/api` matches `/api` and `/api/x`, not `/apix`.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix.trim_end_matches('/')) {
+        Some(rest) => {
+            rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/') && !rest.is_empty()
+        }
+        None => false,
+    }
+}
+
+/// The whole live state.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The configuration it was built from.
+    pub config: GateConfig,
+    /// Tenants in configuration order.
+    pub tenants: Vec<Arc<Tenant>>,
+    by_sni: HashMap<String, usize>,
+    default: Option<usize>,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Config(format!(
+            "{} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| Error::Config(format!("reading the private key {}: {e}", path.display())))
+}
+
+fn root_store(path: &Path) -> Result<RootCertStore, Error> {
+    let mut store = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        store.add(cert).map_err(|e| {
+            Error::Config(format!("{}: unusable CA certificate: {e}", path.display()))
+        })?;
+    }
+    Ok(store)
+}
+
+impl Runtime {
+    /// Reads every file and builds the state.
+    pub fn build(config: GateConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let mut tenants = Vec::new();
+        let mut by_sni = HashMap::new();
+        let mut default = None;
+        for (i, t) in config.tenants.iter().enumerate() {
+            let ctx = |e: Error| Error::Config(format!("tenant {:?}: {e}", t.name));
+            let chain = read_certs(&t.cert).map_err(ctx)?;
+            let leaf = CertInfo::from_der(&chain[0], OffsetDateTime::now_utc())
+                .map_err(|e| ctx(Error::Config(e.to_string())))?;
+            let cert_not_after = OffsetDateTime::parse(
+                &leaf.not_after,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let tls = crate::tls::server_config(
+                chain,
+                read_key(&t.key).map_err(ctx)?,
+                root_store(&t.client_ca).map_err(ctx)?,
+                config.tls.allow_tls12,
+                config.tls.disable_resumption,
+            )
+            .map_err(ctx)?;
+            let kind = match &t.tcp_upstream {
+                Some(up) => match Upstream::parse(up).map_err(Error::Config)? {
+                    Upstream::Tcp(addr) => TenantKind::Tcp {
+                        upstream: addr,
+                        allow: Allow::compile(&t.allow).map_err(Error::Config)?,
+                    },
+                    _ => return Err(ctx(Error::Config("tcp_upstream must be tcp://".into()))),
+                },
+                None => TenantKind::Http(
+                    t.routes
+                        .iter()
+                        .map(|r| {
+                            Ok(Route {
+                                name: r.name.clone(),
+                                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                                prefix: r.path_prefix.clone(),
+                                methods: r
+                                    .methods
+                                    .iter()
+                                    .map(|m| {
+                                        Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                                            .map_err(|_| Error::Config(format!("bad method {m:?}")))
+                                    })
+                                    .collect::<Result<_, _>>()?,
+                                upstream: Upstream::parse(&r.upstream).map_err(Error::Config)?,
+                                allow: Allow::compile(&r.allow).map_err(Error::Config)?,
+                                headers: r.identity_headers,
+                            })
+                        })
+                        .collect::<Result<_, Error>>()
+                        .map_err(ctx)?,
+                ),
+            };
+            for name in &t.sni {
+                if by_sni.insert(name.to_ascii_lowercase(), i).is_some() {
+                    return Err(Error::Config(format!(
+                        "server name {name:?} belongs to two tenants"
+                    )));
+                }
+            }
+            if t.default || (config.tenants.len() == 1) || (t.sni.is_empty() && default.is_none()) {
+                default = default.or(Some(i));
+            }
+            let by = match leaf.sans.uri.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            };
+            tenants.push(Arc::new(Tenant {
+                name: t.name.clone(),
+                tls: Arc::new(tls),
+                kind,
+                by,
+                cert_not_after,
+            }));
+        }
+        let client = upstream_client(&config)?;
+        Ok(Runtime {
+            config,
+            tenants,
+            by_sni,
+            default,
+            client,
+        })
+    }
+
+    /// The tenant for a ClientHello's server name.
+    pub fn tenant_for(&self, sni: Option<&str>) -> Option<Arc<Tenant>> {
+        let by_name = sni.and_then(|s| self.by_sni.get(&s.to_ascii_lowercase()).copied());
+        let index = match (by_name, self.config.unknown_sni) {
+            (Some(i), _) => Some(i),
+            (None, crate::config::UnknownSni::Default) => self.default,
+            (None, crate::config::UnknownSni::Reject) => None,
+        }?;
+        self.tenants.get(index).cloned()
+    }
+}
+
+fn upstream_client(config: &GateConfig) -> Result<UpstreamClient, Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(config.timeouts.upstream_connect.0));
+    http.set_nodelay(true);
+    let tls = match &config.upstream_tls {
+        Some(u) => {
+            let builder = ClientConfig::builder_with_provider(ward_tls::provider())
+                .with_protocol_versions(ward_tls::TLS13_ONLY)
+                .map_err(|e| Error::Config(e.to_string()))?
+                .with_root_certificates(root_store(&u.ca)?);
+            match (&u.cert, &u.key) {
+                (Some(c), Some(k)) => builder
+                    .with_client_auth_cert(read_certs(c)?, read_key(k)?)
+                    .map_err(|e| Error::Config(format!("upstream_tls: {e}")))?,
+                _ => builder.with_no_client_auth(),
+            }
+        }
+        None => ClientConfig::builder_with_provider(ward_tls::provider())
+            .with_protocol_versions(ward_tls::TLS13_ONLY)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth(),
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_respect_segments() {
+        assert!(path_has_prefix("/anything", "/"));
+        assert!(path_has_prefix("/api", "/api"));
+        assert!(path_has_prefix("/api/x", "/api"));
+        assert!(path_has_prefix("/api/x", "/api/"));
+        assert!(!path_has_prefix("/apix", "/api"));
+        assert!(!path_has_prefix("/ap", "/api"));
+    }
+}

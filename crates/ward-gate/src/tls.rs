@@ -1,0 +1,162 @@
+//! Per-tenant TLS: the server configuration, a client verifier that demands
+//! the clientAuth EKU, and the classification of handshake failures.
+
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::Error;
+
+/// webpki's `client_auth()` accepts a leaf with no EKU at all
+/// (ARCHITECTURE.md, trap 7); this verifier also requires clientAuth to be
+/// present.
+#[derive(Debug)]
+pub struct RequireClientAuthEku {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for RequireClientAuthEku {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let has_client_auth = X509Certificate::from_der(end_entity)
+            .ok()
+            .and_then(|(_, c)| {
+                c.extended_key_usage()
+                    .ok()
+                    .flatten()
+                    .map(|e| e.value.client_auth)
+            })
+            .unwrap_or(false);
+        if !has_client_auth {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose,
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// TLS 1.2 suites allowed when TLS 1.2 is opted into: ECDHE with AEAD only.
+fn tls12_aead_suites(provider: &mut rustls::crypto::CryptoProvider) {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    provider.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+}
+
+/// Builds a tenant's server configuration.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: RootCertStore,
+    allow_tls12: bool,
+    disable_resumption: bool,
+) -> Result<ServerConfig, Error> {
+    let mut provider = Arc::unwrap_or_clone(ward_tls::provider());
+    if allow_tls12 {
+        tls12_aead_suites(&mut provider);
+    }
+    let provider = Arc::new(provider);
+    let versions: &[&rustls::SupportedProtocolVersion] = if allow_tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        ward_tls::TLS13_ONLY
+    };
+    let inner =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
+            .build()
+            .map_err(|e| Error::Config(format!("client CA: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(RequireClientAuthEku { inner }))
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::Config(format!("server certificate: {e}")))?;
+    ward_tls::server::set_http_alpn(&mut config);
+    if disable_resumption {
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
+    Ok(config)
+}
+
+/// Why a handshake failed, as counted in metrics and audit lines.
+pub fn classify(err: &std::io::Error) -> &'static str {
+    use rustls::Error as E;
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return match err.kind() {
+            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                "client_closed"
+            }
+            _ => "other",
+        };
+    };
+    match tls {
+        E::NoCertificatesPresented => "no_certificate",
+        E::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "bad_eku"
+            }
+            CertificateError::Revoked => "revoked",
+            _ => "bad_certificate",
+        },
+        E::PeerIncompatible(_) => "protocol_version",
+        _ => "other",
+    }
+}

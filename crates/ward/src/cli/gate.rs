@@ -1,0 +1,180 @@
+//! `ward gate …`: the mTLS-enforcing proxy.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ward_gate::config::{
+    AllowRules, GateConfig, IdentityHeaders, ListenConfig, RouteConfig, TenantConfig, TlsConfig,
+    UnknownSni, UpstreamTls,
+};
+use ward_gate::{Source, runtime::Runtime};
+
+use super::Outcome;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GateCommand {
+    /// Enforce mTLS and identity-based authorization in front of a service.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration (routes, tenants, policies); see docs/gate.example.toml.
+    #[arg(long, conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream"])]
+    config: Option<PathBuf>,
+    /// Validate the configuration and every file it names, then exit.
+    #[arg(long)]
+    check_config: bool,
+    /// mTLS listen address (flag form).
+    #[arg(long, required_unless_present = "config")]
+    listen: Option<String>,
+    /// Server certificate chain (flag form).
+    #[arg(long, required_unless_present = "config")]
+    cert: Option<PathBuf>,
+    /// Server private key (flag form).
+    #[arg(long, required_unless_present = "config")]
+    key: Option<PathBuf>,
+    /// Roots client certificates must chain to (flag form).
+    #[arg(long, required_unless_present = "config")]
+    client_ca: Option<PathBuf>,
+    /// http://, https:// or tcp:// upstream (flag form).
+    #[arg(long, required_unless_present = "config")]
+    upstream: Option<String>,
+    /// Allowed SPIFFE ID, exact or prefix/* (repeatable; none allows nobody).
+    #[arg(long)]
+    allow_spiffe_id: Vec<String>,
+    /// Admin listener for /healthz, /readyz, /metrics.
+    #[arg(long)]
+    admin: Option<String>,
+    /// CA bundle for https:// upstreams.
+    #[arg(long)]
+    upstream_ca: Option<PathBuf>,
+    /// Client certificate the gate presents to https:// upstreams.
+    #[arg(long, requires = "upstream_key")]
+    upstream_cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, requires = "upstream_cert")]
+    upstream_key: Option<PathBuf>,
+    /// Also accept TLS 1.2 (ECDHE + AEAD only).
+    #[arg(long)]
+    allow_tls12: bool,
+    /// Where audit lines go: stdout, stderr, off, or a file path.
+    #[arg(long, default_value = "stdout")]
+    audit_log: String,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text")]
+    log_format: ward_telemetry::LogFormat,
+}
+
+pub(crate) async fn run(cmd: GateCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        GateCommand::Serve(args) => serve(args).await,
+    }
+}
+
+fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
+    let need = |v: &Option<PathBuf>, name: &str| {
+        v.clone().with_context(|| format!("--{name} is required"))
+    };
+    let upstream = args.upstream.clone().context("--upstream is required")?;
+    let allow = AllowRules {
+        spiffe_ids: args.allow_spiffe_id.clone(),
+        ..AllowRules::default()
+    };
+    let tcp = upstream.starts_with("tcp://");
+    let tenant = TenantConfig {
+        name: "default".into(),
+        sni: Vec::new(),
+        default: true,
+        cert: need(&args.cert, "cert")?,
+        key: need(&args.key, "key")?,
+        client_ca: need(&args.client_ca, "client-ca")?,
+        tcp_upstream: tcp.then(|| upstream.clone()),
+        allow: if tcp {
+            allow.clone()
+        } else {
+            AllowRules::default()
+        },
+        routes: if tcp {
+            Vec::new()
+        } else {
+            vec![RouteConfig {
+                name: "default".into(),
+                host: None,
+                path_prefix: "/".into(),
+                methods: Vec::new(),
+                upstream,
+                allow,
+                identity_headers: IdentityHeaders::Xfcc,
+            }]
+        },
+    };
+    let config = GateConfig {
+        listen: ListenConfig {
+            address: args.listen.clone().context("--listen is required")?,
+            admin: args.admin.clone(),
+            max_connections: 10_000,
+        },
+        tls: TlsConfig {
+            allow_tls12: args.allow_tls12,
+            disable_resumption: false,
+        },
+        timeouts: Default::default(),
+        upstream_tls: args.upstream_ca.clone().map(|ca| UpstreamTls {
+            ca,
+            cert: args.upstream_cert.clone(),
+            key: args.upstream_key.clone(),
+        }),
+        unknown_sni: UnknownSni::Default,
+        tenants: vec![tenant],
+        audit_log: args.audit_log.clone(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
+    let source = match &args.config {
+        Some(path) => Source::File(path.clone()),
+        None => Source::Fixed(Box::new(flag_config(&args)?)),
+    };
+    if args.check_config {
+        let config = source.load()?;
+        let runtime = Runtime::build(config).context("the configuration does not load")?;
+        println!(
+            "configuration OK: {} tenant(s), listening on {}",
+            runtime.tenants.len(),
+            runtime.config.listen.address
+        );
+        return Ok(Outcome::Success);
+    }
+    ward_telemetry::init_tracing(args.log_format, "info")?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = reload_tx.send(()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(reload_tx);
+    ward_gate::run(
+        source,
+        |bound| {
+            eprintln!("ward gate: listening on {}", bound.listen);
+            if let Some(admin) = bound.admin {
+                eprintln!("ward gate: admin on http://{admin}");
+            }
+        },
+        reload_rx,
+        super::shutdown_signal(),
+    )
+    .await
+    .context("the gate failed")?;
+    Ok(Outcome::Success)
+}
