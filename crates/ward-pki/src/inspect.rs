@@ -13,6 +13,15 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::issue::{humanize, rfc3339};
 use crate::{Error, Fingerprint, PublicKeyKind, Serial, SpiffeId};
 
+/// Names of signature algorithms; built once (it is a map of every known
+/// OID, and the CA's hot path inspects each certificate it signs).
+static OID_NAMES: std::sync::LazyLock<x509_parser::oid_registry::OidRegistry<'static>> =
+    std::sync::LazyLock::new(|| {
+        x509_parser::oid_registry::OidRegistry::default()
+            .with_crypto()
+            .with_x509()
+    });
+
 /// What a certificate says, in plain terms.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CertInfo {
@@ -117,9 +126,7 @@ impl CertInfo {
             }
         }
         let sig_oid = &cert.signature_algorithm.algorithm;
-        let signature_algorithm = x509_parser::oid_registry::OidRegistry::default()
-            .with_crypto()
-            .with_x509()
+        let signature_algorithm = OID_NAMES
             .get(sig_oid)
             .map_or_else(|| sig_oid.to_id_string(), |e| e.sn().to_owned());
         Ok(CertInfo {
