@@ -16,6 +16,7 @@ mod id;
 pub mod inspect;
 pub mod issue;
 mod key;
+pub mod lint;
 pub mod pem;
 mod serial;
 mod ttl;

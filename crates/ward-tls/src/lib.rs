@@ -11,6 +11,7 @@
 
 pub mod danger;
 pub mod probe;
+pub mod probe_legacy;
 pub mod rotating;
 pub mod server;
 

@@ -26,6 +26,8 @@ pub(crate) enum CertCommand {
     Inspect(InspectArgs),
     /// Validate a certificate chain against trusted roots.
     Verify(VerifyArgs),
+    /// Check certificates against Ward's lint rules and a policy.
+    Lint(super::lint::LintArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +99,7 @@ pub(crate) async fn run(cmd: CertCommand) -> anyhow::Result<Outcome> {
         CertCommand::Create(args) => create(args),
         CertCommand::Inspect(args) => inspect(args).await,
         CertCommand::Verify(args) => verify_cmd(args),
+        CertCommand::Lint(args) => super::lint::run(args),
     }
 }
 

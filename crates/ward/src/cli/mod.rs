@@ -2,7 +2,9 @@
 
 mod ca;
 mod cert;
+mod check;
 mod gate;
+mod lint;
 mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -38,6 +40,8 @@ enum Command {
     /// Bootstrap tokens: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Check a TLS endpoint: chain, names, lint rules, revocation, protocols.
+    Check(check::CheckArgs),
 }
 
 /// Output format of reporting commands.
@@ -56,6 +60,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ca(cmd) => ca::run(cmd).await,
         Command::Cert(cmd) => cert::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Check(args) => check::run(args).await,
         Command::Gate(cmd) => gate::run(cmd).await,
     }
 }
