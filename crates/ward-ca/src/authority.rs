@@ -347,23 +347,25 @@ impl Authority {
             .await
             .map_err(store_err)?
             .ok_or_else(|| AuthorityError::unauthenticated("unknown_token", "invalid token"))?;
+        // From here on the token is known: refusals name it (by id) for the
+        // audit line.
         if token.revoked_at.is_some() {
-            return Err(AuthorityError::unauthenticated(
-                "token_revoked",
-                "token revoked",
-            ));
+            return Err(
+                AuthorityError::unauthenticated("token_revoked", "token revoked")
+                    .for_token(&token.id),
+            );
         }
         if token.expires_at <= now {
-            return Err(AuthorityError::unauthenticated(
-                "token_expired",
-                "token expired",
-            ));
+            return Err(
+                AuthorityError::unauthenticated("token_expired", "token expired")
+                    .for_token(&token.id),
+            );
         }
         if token.max_uses != 0 && token.uses >= token.max_uses {
-            return Err(AuthorityError::unauthenticated(
-                "token_used",
-                "token has no uses left",
-            ));
+            return Err(
+                AuthorityError::unauthenticated("token_used", "token has no uses left")
+                    .for_token(&token.id),
+            );
         }
         if !token.allowed_cidrs.is_empty() {
             let allowed = token
@@ -572,6 +574,15 @@ impl Authority {
             .issuer
             .sign_leaf(spki_der, &request, now)
             .map_err(pki_err("signing"))?;
+        // Pre-issuance lint, the rules of `ward cert lint`: a CA bug must never
+        // reach a client. Online paths cap `ttl` at max_ttl; the CA's own
+        // server certificate may ask for more.
+        let lint = ward_pki::lint::LintPolicy {
+            max_workload_lifetime: ttl.max(self.policy.max_ttl),
+            ..Default::default()
+        };
+        ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), &lint, now)
+            .map_err(AuthorityError::Internal)?;
         let certificate_pem = pem::cert_to_pem(&issued.der);
         let record = NewCertificate {
             serial: serial.to_string(),

@@ -144,10 +144,12 @@ impl<'a> Attempt<'a> {
         issued: Option<&Issuance>,
     ) {
         let elapsed = self.started.elapsed();
+        // The metric's result label is `issued` or the refusal reason, so
+        // dashboards can tell replayed tokens from bad CSRs.
         self.state
             .metrics
             .issuance
-            .with(&[self.route, result])
+            .with(&[self.route, reason.unwrap_or(result)])
             .inc();
         self.state
             .metrics
@@ -345,7 +347,9 @@ async fn seed_inner(
         })?;
     let now = OffsetDateTime::now_utc();
     let invalid = |e: AuthorityError| match e {
-        AuthorityError::Unauthenticated { .. } | AuthorityError::Forbidden(_) => ApiError::new(
+        AuthorityError::Unauthenticated { .. }
+        | AuthorityError::TokenRefused { .. }
+        | AuthorityError::Forbidden(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_bootstrap_token",
             "the bootstrap token is invalid, expired or used",
