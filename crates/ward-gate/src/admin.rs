@@ -57,6 +57,8 @@ fn watched_files(shared: &Shared) -> HashSet<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
     for t in &runtime.config.tenants {
         files.extend([t.cert.clone(), t.key.clone(), t.client_ca.clone()]);
+        files.extend(t.policy.clone());
+        files.extend(t.routes.iter().filter_map(|r| r.policy.clone()));
     }
     if let Some(u) = &runtime.config.upstream_tls {
         files.push(u.ca.clone());

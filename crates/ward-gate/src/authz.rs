@@ -33,9 +33,10 @@ impl Allow {
             .spiffe_id
             .as_deref()
             .and_then(|s| s.parse::<SpiffeId>().ok())
-            && self.spiffe.iter().any(|p| p.matches(&spiffe)) {
-                return true;
-            }
+            && self.spiffe.iter().any(|p| p.matches(&spiffe))
+        {
+            return true;
+        }
         if id
             .dns
             .iter()

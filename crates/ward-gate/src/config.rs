@@ -170,6 +170,9 @@ pub struct TenantConfig {
     /// Who may open a TCP connection (TCP tenants only).
     #[serde(default)]
     pub allow: AllowRules,
+    /// A Rego policy deciding who may connect (TCP tenants only).
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// HTTP routes, first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -207,6 +210,9 @@ pub struct RouteConfig {
     /// Who may use the route.
     #[serde(default)]
     pub allow: AllowRules,
+    /// A Rego policy the request must also satisfy (see `crate::policy`).
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
     /// Client certificate headers for the upstream: `xfcc` (default) or
     /// `rfc9440` (adds `Client-Cert`/`Client-Cert-Chain`).
     #[serde(default)]
@@ -256,6 +262,10 @@ impl GateConfig {
             fix(&mut t.cert);
             fix(&mut t.key);
             fix(&mut t.client_ca);
+            t.policy.iter_mut().for_each(fix);
+            t.routes
+                .iter_mut()
+                .for_each(|r| r.policy.iter_mut().for_each(fix));
         }
         if let Some(u) = &mut self.upstream_tls {
             fix(&mut u.ca);
@@ -298,6 +308,12 @@ impl GateConfig {
                 (None, true) => return bad(format!("tenant {:?} has no routes", t.name)),
                 _ => {}
             }
+            if t.policy.is_some() && t.tcp_upstream.is_none() {
+                return bad(format!(
+                    "tenant {:?}: a tenant-level policy applies to TCP tenants; put it on the routes",
+                    t.name
+                ));
+            }
             if let Some(up) = &t.tcp_upstream {
                 Upstream::parse(up)
                     .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
@@ -325,9 +341,10 @@ impl GateConfig {
             }
         }
         if let Some(u) = &self.upstream_tls
-            && u.cert.is_some() != u.key.is_some() {
-                return bad("upstream_tls: cert and key go together".into());
-            }
+            && u.cert.is_some() != u.key.is_some()
+        {
+            return bad("upstream_tls: cert and key go together".into());
+        }
         Ok(())
     }
 }

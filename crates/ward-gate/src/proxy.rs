@@ -1,6 +1,7 @@
 //! HTTP forwarding: route, authorize, sanitize identity headers, forward
 //! with streamed bodies, and account for it.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,8 @@ use serde::Serialize;
 use crate::Shared;
 use crate::config::{IdentityHeaders, Upstream};
 use crate::identity::Identity;
-use crate::runtime::{Runtime, Tenant, TenantKind};
+use crate::policy::{IdentityInput, PolicyInput, RequestInput, Verdict};
+use crate::runtime::{Route, Runtime, Tenant, TenantKind};
 
 /// The response body type: upstream bodies stream through; errors are small JSON.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -155,34 +157,35 @@ pub async fn handle(
     let route = routes
         .iter()
         .find(|r| r.matches(host.as_deref(), &path, &method));
+    // Policies see the headers the upstream would see, never spoofed identity.
+    strip_identity_headers(req.headers_mut());
     let (route_name, outcome) = match route {
         None => (
             "-",
             Err((
                 StatusCode::NOT_FOUND,
                 "no_route",
-                "no route matches this request",
+                Cow::Borrowed("no route matches this request"),
             )),
         ),
-        Some(r) if !r.allow.allows(&ctx.identity) => {
-            shared
-                .metrics
-                .denied
-                .with(&[&ctx.tenant.name, &r.name])
-                .inc();
-            (
-                r.name.as_str(),
-                Err((
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "this identity may not use this route",
-                )),
-            )
-        }
-        Some(r) => (r.name.as_str(), Ok(r)),
+        Some(r) => match authorize(r, &ctx, &req, host.as_deref()) {
+            Ok(()) => (r.name.as_str(), Ok(r)),
+            Err(message) => {
+                shared
+                    .metrics
+                    .denied
+                    .with(&[&ctx.tenant.name, &r.name])
+                    .inc();
+                (
+                    r.name.as_str(),
+                    Err((StatusCode::FORBIDDEN, "forbidden", message)),
+                )
+            }
+        },
     };
     let response = match outcome {
-        Err((status, code, message)) => Ok(json_error(status, code, message)),
+        // Refusals (no route, forbidden) are audited with their reason below.
+        Err(refusal) => Err(refusal),
         Ok(route) => {
             prepare(&mut req, &ctx, route.headers, &route.upstream);
             let upstream_started = Instant::now();
@@ -206,13 +209,13 @@ pub async fn handle(
                         (
                             StatusCode::GATEWAY_TIMEOUT,
                             "upstream_timeout",
-                            "the upstream did not answer in time",
+                            Cow::Borrowed("the upstream did not answer in time"),
                         )
                     } else {
                         (
                             StatusCode::BAD_GATEWAY,
                             "bad_gateway",
-                            "the upstream could not be reached",
+                            Cow::Borrowed("the upstream could not be reached"),
                         )
                     })
                 }
@@ -221,7 +224,7 @@ pub async fn handle(
     };
     let (response, reason) = match response {
         Ok(r) => (r, None),
-        Err((status, code, message)) => (json_error(status, code, message), Some(code)),
+        Err((status, code, message)) => (json_error(status, code, &message), Some(code)),
     };
     let status = response.status();
     shared
@@ -253,6 +256,64 @@ pub async fn handle(
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
     Ok(response)
+}
+
+/// Applies the route's allow rules and policy; the error is the 403
+/// message. Policy failures are logged here and never shown to the client.
+fn authorize(
+    route: &Route,
+    ctx: &ConnContext,
+    req: &Request<Incoming>,
+    host: Option<&str>,
+) -> Result<(), Cow<'static, str>> {
+    let input = || PolicyInput {
+        identity: IdentityInput::of(&ctx.identity),
+        request: Some(RequestInput {
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path().to_owned(),
+            host: host.map(str::to_owned),
+            headers: headers_for_policy(req.headers()),
+        }),
+        route: Some(&route.name),
+        tenant: &ctx.tenant.name,
+    };
+    match route.access.decide(&ctx.identity, input) {
+        Verdict::Allowed => Ok(()),
+        Verdict::DeniedByRules => Err(Cow::Borrowed("this identity may not use this route")),
+        Verdict::DeniedByPolicy(messages) if messages.is_empty() => {
+            Err(Cow::Borrowed("denied by policy"))
+        }
+        Verdict::DeniedByPolicy(messages) => Err(Cow::Owned(format!(
+            "denied by policy: {}",
+            messages.join("; ")
+        ))),
+        Verdict::PolicyError(reason) => {
+            tracing::warn!(
+                route = %route.name,
+                tenant = %ctx.tenant.name,
+                policy = route.access.policy().map_or("-", |p| p.name()),
+                spiffe_id = ctx.identity.spiffe_id.as_deref().unwrap_or("-"),
+                error = %reason,
+                "policy evaluation failed; request denied"
+            );
+            Err(Cow::Borrowed("denied by policy"))
+        }
+    }
+}
+
+/// Lowercase header names → values; repeated headers joined with ", ".
+fn headers_for_policy(headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (name, value) in headers {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        out.entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    out
 }
 
 /// Rewrites the request for the upstream.
@@ -287,9 +348,10 @@ fn prepare(
     strip_hop_by_hop(headers);
     strip_identity_headers(headers);
     if !headers.contains_key(header::HOST)
-        && let Some(a) = original_authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            headers.insert(header::HOST, a);
-        }
+        && let Some(a) = original_authority.and_then(|a| HeaderValue::from_str(&a).ok())
+    {
+        headers.insert(header::HOST, a);
+    }
     let client_ip = ctx.remote.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {client_ip}"),

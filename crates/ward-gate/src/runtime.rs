@@ -19,8 +19,8 @@ use time::OffsetDateTime;
 use ward_pki::inspect::CertInfo;
 
 use crate::Error;
-use crate::authz::Allow;
 use crate::config::{GateConfig, IdentityHeaders, Upstream};
+use crate::policy::{Access, Policy};
 
 /// The pooled HTTP(S) client for upstreams.
 pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>;
@@ -30,12 +30,12 @@ pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, In
 pub enum TenantKind {
     /// Serve HTTP and route requests.
     Http(Vec<Route>),
-    /// Proxy raw bytes to `upstream` for identities `allow` admits.
+    /// Proxy raw bytes to `upstream` for identities `access` admits.
     Tcp {
         /// host:port.
         upstream: String,
-        /// Who may connect.
-        allow: Allow,
+        /// Who may connect (allow rules and/or a policy).
+        access: Access,
     },
 }
 
@@ -67,8 +67,8 @@ pub struct Route {
     pub methods: Vec<Method>,
     /// Where to send it.
     pub upstream: Upstream,
-    /// Who may use it.
-    pub allow: Allow,
+    /// Who may use it (allow rules and/or a policy).
+    pub access: Access,
     /// Identity headers for the upstream.
     pub headers: IdentityHeaders,
 }
@@ -77,9 +77,10 @@ impl Route {
     /// Whether the request matches this route.
     pub fn matches(&self, host: Option<&str>, path: &str, method: &Method) -> bool {
         if let Some(want) = &self.host
-            && host != Some(want.as_str()) {
-                return false;
-            }
+            && host != Some(want.as_str())
+        {
+            return false;
+        }
         if !self.methods.is_empty() && !self.methods.contains(method) {
             return false;
         }
@@ -113,7 +114,7 @@ pub struct Runtime {
     pub client: UpstreamClient,
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
@@ -126,12 +127,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::from_pem_file(path)
         .map_err(|e| Error::Config(format!("reading the private key {}: {e}", path.display())))
 }
 
-fn root_store(path: &Path) -> Result<RootCertStore, Error> {
+pub(crate) fn root_store(path: &Path) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::empty();
     for cert in read_certs(path)? {
         store.add(cert).map_err(|e| {
@@ -148,6 +149,17 @@ impl Runtime {
         let mut tenants = Vec::new();
         let mut by_sni = HashMap::new();
         let mut default = None;
+        // Each policy file is compiled once per build, however many routes name it.
+        let mut policies: HashMap<std::path::PathBuf, Arc<Policy>> = HashMap::new();
+        let mut policy = |path: &Option<std::path::PathBuf>| -> Result<Option<Arc<Policy>>, Error> {
+            let Some(path) = path else { return Ok(None) };
+            if let Some(p) = policies.get(path) {
+                return Ok(Some(p.clone()));
+            }
+            let p = Arc::new(Policy::load(path)?);
+            policies.insert(path.clone(), p.clone());
+            Ok(Some(p))
+        };
         for (i, t) in config.tenants.iter().enumerate() {
             let ctx = |e: Error| Error::Config(format!("tenant {:?}: {e}", t.name));
             let chain = read_certs(&t.cert).map_err(ctx)?;
@@ -170,7 +182,8 @@ impl Runtime {
                 Some(up) => match Upstream::parse(up).map_err(Error::Config)? {
                     Upstream::Tcp(addr) => TenantKind::Tcp {
                         upstream: addr,
-                        allow: Allow::compile(&t.allow).map_err(Error::Config)?,
+                        access: Access::new(&t.allow, policy(&t.policy).map_err(ctx)?)
+                            .map_err(Error::Config)?,
                     },
                     _ => return Err(ctx(Error::Config("tcp_upstream must be tcp://".into()))),
                 },
@@ -178,6 +191,8 @@ impl Runtime {
                     t.routes
                         .iter()
                         .map(|r| {
+                            let route_policy = policy(&r.policy)
+                                .map_err(|e| Error::Config(format!("route {:?}: {e}", r.name)))?;
                             Ok(Route {
                                 name: r.name.clone(),
                                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
@@ -191,7 +206,8 @@ impl Runtime {
                                     })
                                     .collect::<Result<_, _>>()?,
                                 upstream: Upstream::parse(&r.upstream).map_err(Error::Config)?,
-                                allow: Allow::compile(&r.allow).map_err(Error::Config)?,
+                                access: Access::new(&r.allow, route_policy)
+                                    .map_err(Error::Config)?,
                                 headers: r.identity_headers,
                             })
                         })

@@ -16,6 +16,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::Shared;
 use crate::identity::Identity;
+use crate::policy::{Access, IdentityInput, PolicyInput, Verdict};
 use crate::proxy::{ConnContext, handle};
 use crate::runtime::TenantKind;
 
@@ -250,9 +251,9 @@ async fn connection(
         TenantKind::Http(_) => {
             serve_http(tls, ctx, shared, alpn.as_deref() == Some("h2"), stop).await
         }
-        TenantKind::Tcp { upstream, allow } => {
+        TenantKind::Tcp { upstream, access } => {
             let upstream = upstream.clone();
-            let allowed = allow.allows(&ctx.identity);
+            let allowed = tcp_allowed(access, &ctx);
             tcp_proxy(tls, ctx, shared, &upstream, allowed, stop).await;
         }
     }
@@ -293,6 +294,30 @@ async fn serve_http(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Allow rules and policy for a TCP tenant (the policy sees `request: null`).
+fn tcp_allowed(access: &Access, ctx: &ConnContext) -> bool {
+    let input = || PolicyInput {
+        identity: IdentityInput::of(&ctx.identity),
+        request: None,
+        route: None,
+        tenant: &ctx.tenant.name,
+    };
+    match access.decide(&ctx.identity, input) {
+        Verdict::Allowed => true,
+        Verdict::PolicyError(reason) => {
+            tracing::warn!(
+                tenant = %ctx.tenant.name,
+                policy = access.policy().map_or("-", |p| p.name()),
+                spiffe_id = ctx.identity.spiffe_id.as_deref().unwrap_or("-"),
+                error = %reason,
+                "policy evaluation failed; connection refused"
+            );
+            false
+        }
+        Verdict::DeniedByRules | Verdict::DeniedByPolicy(_) => false,
     }
 }
 
@@ -338,8 +363,13 @@ async fn tcp_proxy(
         }
     };
     record("forwarded", None);
+    let idle = ctx.runtime.config.timeouts.idle.0;
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut tls, &mut up) => {}
+        end = crate::pipe::pipe(&mut tls, &mut up, idle) => {
+            if let Ok(crate::pipe::PipeEnd::Idle) = end {
+                tracing::debug!(peer = %ctx.remote, ?idle, "TCP proxy idle: closed");
+            }
+        }
         () = stopped(&mut stop) => {}
     }
 }

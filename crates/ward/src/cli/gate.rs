@@ -16,6 +16,8 @@ use super::Outcome;
 pub(crate) enum GateCommand {
     /// Enforce mTLS and identity-based authorization in front of a service.
     Serve(ServeArgs),
+    /// Outbound mode: plaintext TCP in, mTLS out to one target.
+    Client(ClientArgs),
 }
 
 #[derive(Debug, Args)]
@@ -41,9 +43,13 @@ pub(crate) struct ServeArgs {
     /// http://, https:// or tcp:// upstream (flag form).
     #[arg(long, required_unless_present = "config")]
     upstream: Option<String>,
-    /// Allowed SPIFFE ID, exact or prefix/* (repeatable; none allows nobody).
+    /// Allowed SPIFFE ID, exact or prefix/* (repeatable; none allows nobody
+    /// unless --policy is given).
     #[arg(long)]
     allow_spiffe_id: Vec<String>,
+    /// Rego policy (package ward.gate) the upstream's requests must satisfy (flag form).
+    #[arg(long, conflicts_with = "config")]
+    policy: Option<PathBuf>,
     /// Admin listener for /healthz, /readyz, /metrics.
     #[arg(long)]
     admin: Option<String>,
@@ -67,10 +73,87 @@ pub(crate) struct ServeArgs {
     log_format: ward_telemetry::LogFormat,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// Plaintext listen address, e.g. 127.0.0.1:7000 (port 0 picks one).
+    #[arg(long)]
+    listen: String,
+    /// The mTLS target, HOST:PORT.
+    #[arg(long)]
+    target: String,
+    /// Client certificate chain presented to the target.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Roots the target's certificate must chain to.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Server name to send and verify (default: the target's host).
+    #[arg(long)]
+    sni: Option<String>,
+    /// SPIFFE ID the target must present, exact or prefix/*.
+    #[arg(long)]
+    verify_spiffe_id: Option<String>,
+    /// Close a connection after this long with no bytes either way.
+    #[arg(long, default_value = "5m", value_parser = super::duration_arg)]
+    idle_timeout: std::time::Duration,
+    /// Time allowed to connect to the target and finish the handshake.
+    #[arg(long, default_value = "10s", value_parser = super::duration_arg)]
+    connect_timeout: std::time::Duration,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text")]
+    log_format: ward_telemetry::LogFormat,
+}
+
 pub(crate) async fn run(cmd: GateCommand) -> anyhow::Result<Outcome> {
     match cmd {
         GateCommand::Serve(args) => serve(args).await,
+        GateCommand::Client(args) => client(args).await,
     }
+}
+
+/// SIGHUP → a message on the returned channel (never fires elsewhere).
+fn hangups() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = tx.send(()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    Ok(rx)
+}
+
+async fn client(args: ClientArgs) -> anyhow::Result<Outcome> {
+    let mut options = ward_gate::outbound::ClientOptions::new(
+        args.listen,
+        args.target,
+        args.cert,
+        args.key,
+        args.ca,
+    );
+    options.sni = args.sni;
+    options.verify_spiffe_id = args.verify_spiffe_id;
+    options.idle = args.idle_timeout;
+    options.connect_timeout = args.connect_timeout;
+    ward_telemetry::init_tracing(args.log_format, "info")?;
+    ward_gate::outbound::run(
+        options,
+        |addr| eprintln!("ward gate client: listening on {addr}"),
+        hangups()?,
+        super::shutdown_signal(),
+    )
+    .await
+    .context("the gate client failed")?;
+    Ok(Outcome::Success)
 }
 
 fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
@@ -96,6 +179,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
         } else {
             AllowRules::default()
         },
+        policy: if tcp { args.policy.clone() } else { None },
         routes: if tcp {
             Vec::new()
         } else {
@@ -106,6 +190,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
                 methods: Vec::new(),
                 upstream,
                 allow,
+                policy: args.policy.clone(),
                 identity_headers: IdentityHeaders::Xfcc,
             }]
         },
@@ -150,19 +235,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     }
     ward_telemetry::init_tracing(args.log_format, "info")?;
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-    #[cfg(unix)]
-    {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                let _ = reload_tx.send(()).await;
-            }
-        });
-    }
-    #[cfg(not(unix))]
-    drop(reload_tx);
+    let reload_rx = hangups()?;
     ward_gate::run(
         source,
         |bound| {
