@@ -73,6 +73,7 @@ mod tests {
             common_name: cn.map(str::to_owned),
             dns: dns.iter().map(|s| (*s).to_owned()).collect(),
             uris: Vec::new(),
+            ips: Vec::new(),
             serial: String::new(),
             fingerprint: String::new(),
             chain: Vec::new(),

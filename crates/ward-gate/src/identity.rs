@@ -24,6 +24,8 @@ pub struct Identity {
     pub dns: Vec<String>,
     /// URI SANs.
     pub uris: Vec<String>,
+    /// IP address SANs.
+    pub ips: Vec<String>,
     /// Serial, lowercase hex.
     pub serial: String,
     /// SHA-256 of the leaf DER, lowercase hex.
@@ -49,6 +51,7 @@ impl Identity {
             common_name,
             dns: info.sans.dns,
             uris: info.sans.uri,
+            ips: info.sans.ip,
             serial: info.serial,
             fingerprint: Fingerprint::of_der(leaf).to_string(),
             chain: chain.to_vec(),
@@ -72,6 +75,16 @@ impl Identity {
             let _ = write!(out, ";DNS={dns}");
         }
         out
+    }
+
+    /// Every SAN for audit lines: URIs, then DNS names, then IP addresses.
+    pub fn sans(&self) -> Vec<&str> {
+        self.uris
+            .iter()
+            .chain(&self.dns)
+            .chain(&self.ips)
+            .map(String::as_str)
+            .collect()
     }
 
     /// RFC 9440 `Client-Cert` (the leaf) value: `:base64(DER):`.

@@ -56,7 +56,7 @@ impl<'a> IdentityInput<'a> {
     pub fn of(id: &'a Identity) -> Self {
         IdentityInput {
             spiffe_id: id.spiffe_id.as_deref(),
-            sans: id.uris.iter().chain(&id.dns).map(String::as_str).collect(),
+            sans: id.sans(),
             subject: &id.subject,
             serial: &id.serial,
             fingerprint: &id.fingerprint,

@@ -36,6 +36,21 @@ pub struct ConnContext {
     pub identity: Arc<Identity>,
     /// The runtime in force when the connection was accepted.
     pub runtime: Arc<Runtime>,
+    /// What the handshake negotiated.
+    pub tls: Arc<Negotiated>,
+}
+
+/// The negotiated TLS parameters of a connection, for request audit lines.
+#[derive(Debug, Clone, Default)]
+pub struct Negotiated {
+    /// Protocol version (`TLSv1.3`).
+    pub version: Option<String>,
+    /// Cipher suite.
+    pub cipher: Option<String>,
+    /// Key-exchange group.
+    pub group: Option<String>,
+    /// ALPN protocol.
+    pub alpn: Option<String>,
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -106,8 +121,13 @@ struct RequestEvent<'a> {
     remote: String,
     sni: Option<&'a str>,
     tenant: &'a str,
+    tls_version: Option<&'a str>,
+    cipher: Option<&'a str>,
+    group: Option<&'a str>,
+    alpn: Option<&'a str>,
     spiffe_id: Option<&'a str>,
     subject: &'a str,
+    sans: Vec<&'a str>,
     serial: &'a str,
     fingerprint: &'a str,
     method: &'a str,
@@ -238,8 +258,13 @@ pub async fn handle(
         remote: ctx.remote.to_string(),
         sni: ctx.sni.as_deref(),
         tenant: &ctx.tenant.name,
+        tls_version: ctx.tls.version.as_deref(),
+        cipher: ctx.tls.cipher.as_deref(),
+        group: ctx.tls.group.as_deref(),
+        alpn: ctx.tls.alpn.as_deref(),
         spiffe_id: id.spiffe_id.as_deref(),
         subject: &id.subject,
+        sans: id.sans(),
         serial: &id.serial,
         fingerprint: &id.fingerprint,
         method: method.as_str(),

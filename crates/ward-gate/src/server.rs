@@ -216,20 +216,15 @@ async fn connection(
             &s(&alpn),
         ])
         .inc();
-    let sans: Vec<&str> = identity
-        .uris
-        .iter()
-        .chain(identity.dns.iter())
-        .map(String::as_str)
-        .collect();
+    let sans = identity.sans();
     shared.audit.record(&HandshakeEvent {
         event: "handshake",
         remote: remote.to_string(),
         sni: sni.as_deref(),
         tenant: Some(&tenant.name),
-        tls_version: version,
-        cipher,
-        group,
+        tls_version: version.clone(),
+        cipher: cipher.clone(),
+        group: group.clone(),
         alpn: alpn.clone(),
         subject: Some(&identity.subject),
         spiffe_id: identity.spiffe_id.as_deref(),
@@ -240,12 +235,19 @@ async fn connection(
         reason: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
+    let negotiated = Arc::new(crate::proxy::Negotiated {
+        version,
+        cipher,
+        group,
+        alpn: alpn.clone(),
+    });
     let ctx = ConnContext {
         remote,
         sni,
         tenant: tenant.clone(),
         identity: Arc::new(identity),
         runtime: runtime.clone(),
+        tls: negotiated,
     };
     match &tenant.kind {
         TenantKind::Http(_) => {

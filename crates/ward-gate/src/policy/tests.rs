@@ -188,6 +188,7 @@ fn identity(spiffe: &str) -> Identity {
         common_name: None,
         dns: Vec::new(),
         uris: vec![spiffe.to_owned()],
+        ips: Vec::new(),
         serial: "01".into(),
         fingerprint: "ab".into(),
         chain: Vec::new(),
