@@ -3,15 +3,21 @@
 //! `ward-bench issue` drives the CA's issuance routes (`/v1/sign`,
 //! `/v1/issue`) with N keep-alive HTTPS connections for a bounded time and
 //! prints one JSON line with throughput, latency percentiles and errors.
-//! `bench/README.md` in the repository explains the fields and the scripts
-//! that use this binary.
+//! `ward-bench handshake` and `ward-bench keepalive` do the same with GETs
+//! through an mTLS proxy (a full handshake per request, or N persistent
+//! connections), or straight to a plain-HTTP upstream; `ward-bench upstream`
+//! is that upstream. `bench/README.md` in the repository explains the fields
+//! and the scripts that use this binary.
 
 #![forbid(unsafe_code)]
 
 mod conn;
 mod issue;
+mod load;
 mod stats;
+mod upstream;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,6 +36,92 @@ struct Cli {
 enum Command {
     /// Load a CA's issuance route and print one JSON line of results.
     Issue(IssueArgs),
+    /// Full handshakes: a new TCP + TLS 1.3 connection per GET (no
+    /// resumption, `Connection: close`); one JSON line of results.
+    Handshake(HttpArgs),
+    /// Keep-alive: `--concurrency` persistent HTTP/1.1 connections sending
+    /// GETs back to back (or at `--rate`); one JSON line of results.
+    Keepalive(HttpArgs),
+    /// A fixed plain-HTTP upstream answering 200 with a small body to every
+    /// request; prints `ward-bench upstream: listening on http://ADDR` on
+    /// stderr and serves until killed.
+    Upstream(UpstreamArgs),
+}
+
+/// Options shared by the HTTP load modes.
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Number of workers, each with its own connection at a time.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Length of the measurement window (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Load sent before the window and not counted.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Fixed total request rate per second across all workers (open loop);
+    /// without it each worker sends as fast as answers come back.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Longest wait for one connection or one answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Runtime worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl LoadArgs {
+    fn load(&self) -> load::Load {
+        load::Load {
+            concurrency: self.concurrency,
+            duration: self.duration,
+            warmup: self.warmup,
+            rate: self.rate,
+            request_timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct HttpArgs {
+    /// URL to GET: https://HOST:PORT/PATH through an mTLS proxy, or
+    /// http://HOST:PORT/PATH straight to a plain upstream (the baseline).
+    #[arg(long)]
+    url: String,
+    /// PEM root(s) the server's certificate chains to (https only).
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// PEM client certificate chain to present, leaf then intermediate.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key of `--cert`.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Key-exchange group(s) the client offers.
+    #[arg(long, value_enum, default_value = "default")]
+    kx_group: conn::KxGroup,
+    /// Name to verify in the server certificate (default: the URL's host).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Do not verify the server's certificate chain (its handshake
+    /// signature is still checked): saves the client two ECDSA verifies per
+    /// handshake so one core of load can saturate one core of server.
+    #[arg(long)]
+    skip_chain_verify: bool,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct UpstreamArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Runtime worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,20 +194,82 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Issue(args) => run_issue(args),
+        Command::Handshake(args) => run_http(args, true),
+        Command::Keepalive(args) => run_http(args, false),
+        Command::Upstream(args) => {
+            let runtime = runtime(args.threads)?;
+            runtime.block_on(upstream::serve(args.listen))
+        }
     }
 }
 
-fn run_issue(args: IssueArgs) -> anyhow::Result<()> {
-    let threads = match args.threads {
+/// A multi-threaded runtime with `threads` workers (default: the CPUs this
+/// process may run on, 1 when pinned with `taskset -c N`).
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()
-        .context("starting the runtime")?;
+        .context("starting the runtime")
+}
+
+fn run_http(args: HttpArgs, fresh_connection: bool) -> anyhow::Result<()> {
+    let runtime = runtime(args.load.threads)?;
+    let summary = runtime.block_on(async {
+        let client_cert = match (&args.cert, &args.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let target = conn::Target::with_options(
+            &args.url,
+            &conn::TlsOptions {
+                ca_bundle: args.ca_bundle.as_deref(),
+                server_name: args.server_name.as_deref(),
+                client_cert,
+                // Every new connection is a full handshake.
+                resumption: false,
+                kx_group: Some(args.kx_group),
+                skip_chain_verify: args.skip_chain_verify,
+            },
+        )
+        .await?;
+        let path = args
+            .url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
+        load::run(
+            target,
+            load::Workload {
+                mode: if fresh_connection {
+                    "handshake"
+                } else {
+                    "keepalive"
+                },
+                method: http::Method::GET,
+                path,
+                body: bytes::Bytes::new(),
+                content_type: None,
+                fresh_connection,
+            },
+            args.load.load(),
+        )
+        .await
+    })?;
+    runtime.shutdown_background();
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn run_issue(args: IssueArgs) -> anyhow::Result<()> {
+    let runtime = runtime(args.threads)?;
     let summary = runtime.block_on(async {
         let token = match (&args.token_file, args.mode.needs_token()) {
             (Some(path), true) => {
@@ -188,9 +342,55 @@ mod tests {
             "100",
         ])
         .unwrap();
-        let Command::Issue(a) = cli.command;
+        let Command::Issue(a) = cli.command else {
+            panic!("not issue");
+        };
         assert_eq!(a.mode, issue::Mode::Sign);
         assert_eq!(a.concurrency, 4);
         assert_eq!(a.rate, Some(100.0));
+    }
+
+    #[test]
+    fn http_modes_parse() {
+        let cli = Cli::try_parse_from([
+            "ward-bench",
+            "handshake",
+            "--url",
+            "https://127.0.0.1:8443/",
+            "--ca-bundle",
+            "root.crt",
+            "--cert",
+            "c.crt",
+            "--key",
+            "c.key",
+            "--kx-group",
+            "x25519",
+            "--rate",
+            "1000",
+        ])
+        .unwrap();
+        let Command::Handshake(a) = cli.command else {
+            panic!("not handshake");
+        };
+        assert_eq!(a.kx_group, conn::KxGroup::X25519);
+        assert_eq!(a.load.rate, Some(1000.0));
+        assert_eq!(a.load.concurrency, 32);
+        // --cert without --key is refused.
+        assert!(
+            Cli::try_parse_from([
+                "ward-bench",
+                "keepalive",
+                "--url",
+                "http://127.0.0.1:1/",
+                "--cert",
+                "c.crt"
+            ])
+            .is_err()
+        );
+        let cli = Cli::try_parse_from(["ward-bench", "upstream"]).unwrap();
+        let Command::Upstream(u) = cli.command else {
+            panic!("not upstream");
+        };
+        assert_eq!(u.listen.port(), 0);
     }
 }
