@@ -147,7 +147,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let config = source.load()?;
     let audit = match config.audit_log.as_str() {
-        "off" => AuditLog::to_writer(Box::new(std::io::sink())),
+        "off" => AuditLog::disabled(),
         spec => AuditLog::from_spec(spec).map_err(|e| Error::Config(format!("audit log: {e}")))?,
     };
     let runtime = Runtime::build(config)?;

@@ -27,7 +27,8 @@ pub struct AuditLog {
 }
 
 struct Inner {
-    sink: Mutex<Box<dyn Write + Send>>,
+    /// `None` when auditing is off: events are not even serialized.
+    sink: Option<Mutex<Box<dyn Write + Send>>>,
     failures: AtomicU64,
 }
 
@@ -36,7 +37,17 @@ impl AuditLog {
     pub fn to_writer(writer: Box<dyn Write + Send>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                sink: Mutex::new(writer),
+                sink: Some(Mutex::new(writer)),
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// An audit log that drops every event without serializing it.
+    pub fn disabled() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sink: None,
                 failures: AtomicU64::new(0),
             }),
         }
@@ -69,6 +80,9 @@ impl AuditLog {
     /// other JSON value is wrapped as `{"time": ..., "event": value}`.
     /// Failures are counted in [`AuditLog::failures`], never returned.
     pub fn record<T: Serialize + ?Sized>(&self, event: &T) {
+        if self.inner.sink.is_none() {
+            return;
+        }
         match serde_json::to_vec(event) {
             Ok(body) => self.write_line(&stamp(body, &now_rfc3339_millis())),
             Err(error) => self.fail("serialization", &error),
@@ -81,11 +95,10 @@ impl AuditLog {
     }
 
     fn write_line(&self, line: &[u8]) {
-        let mut sink = self
-            .inner
-            .sink
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let Some(sink) = &self.inner.sink else {
+            return;
+        };
+        let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
         let result = sink.write_all(line).and_then(|()| sink.flush());
         drop(sink);
         if let Err(error) = result {
