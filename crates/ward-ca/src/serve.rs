@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
 use rustls_pki_types::PrivateKeyDer;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -17,6 +16,7 @@ use ward_pki::pem;
 use ward_telemetry::{AuditLog, Registry};
 use ward_tls::rotating::{ClientAuth, RotatingCert, server_config};
 use ward_tls::server::{ServeOptions, serve_http, serve_https, set_http_alpn};
+use ward_tls::verifier::AnyTlsEkuVerifier;
 
 use crate::authority::{Authority, Policy};
 use crate::dir::{ADMIN_PATH, CaDir};
@@ -117,17 +117,13 @@ pub async fn run(
             .map_err(|e| server_err("server certificate")(e.to_string()))?;
         (Arc::new(resolver), renew)
     };
-    let mut store_roots = RootCertStore::empty();
-    for root in &roots {
-        store_roots
-            .add(root.clone())
-            .map_err(|e| server_err("root certificate")(e.to_string()))?;
-    }
-    let mut tls = server_config(
-        resolver.clone(),
-        ClientAuth::Optional(Arc::new(store_roots)),
-    )
-    .map_err(|e| server_err("TLS configuration")(e.to_string()))?;
+    // Client certificates are optional (token routes need none) and may
+    // carry either TLS EKU: a workload holding a `server`-profile
+    // certificate renews with it. The authority decides what each may do.
+    let verifier = AnyTlsEkuVerifier::new(&roots)
+        .map_err(|e| server_err("root certificate")(e.to_string()))?;
+    let mut tls = server_config(resolver.clone(), ClientAuth::Custom(Arc::new(verifier)))
+        .map_err(|e| server_err("TLS configuration")(e.to_string()))?;
     set_http_alpn(&mut tls);
     let tls = Arc::new(tls);
 

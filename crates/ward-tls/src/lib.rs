@@ -14,6 +14,7 @@ pub mod probe;
 pub mod probe_legacy;
 pub mod rotating;
 pub mod server;
+pub mod verifier;
 
 use std::sync::Arc;
 

@@ -15,8 +15,40 @@ use crate::sign::check_issued;
 
 on_both_backends!(
     issue_and_renew,
+    server_profile_certificates_renew_too,
     admin_api_public_routes_tls_audit_and_sigterm,
 );
+
+/// Regression: a `server`-profile certificate (serverAuth only) used to be
+/// refused in the CA's TLS handshake, so it could never renew.
+async fn server_profile_certificates_renew_too(backend: Backend) {
+    let Some(ca) = Ca::new(backend) else { return };
+    let server = ca.serve();
+    let client = ca.client(&server);
+    let id = "spiffe://example.org/svc/api";
+    let token = ca.token(id, &["--profile", "server", "--dns", "api.example.org"]);
+    let issued = client
+        .post("/v1/issue", &json!({ "token": token.secret }))
+        .await
+        .expect(201);
+    let (chain, key) = save(&ca, &issued);
+    let text = x509(&chain, &["-text"]);
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("TLS Web Client Authentication"), "{text}");
+    let workload = client.with_identity(&ca.root(), &chain, &key.unwrap());
+    let renewed = workload.post("/v1/renew", &json!({})).await.expect(201);
+    assert_eq!(renewed["spiffe_id"], id);
+    let (renewed_chain, _) = save(&ca, &renewed);
+    let text = x509(&renewed_chain, &["-text"]);
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("TLS Web Client Authentication"), "{text}");
+    assert!(text.contains("DNS:api.example.org"), "{text}");
+    // Still no way in without a certificate from this CA.
+    client
+        .post("/v1/renew", &json!({}))
+        .await
+        .expect_error(401, "missing_client_certificate");
+}
 
 /// Writes an `/v1/issue` or `/v1/renew` answer's chain (and key) to files.
 fn save(ca: &Ca, json: &Value) -> (std::path::PathBuf, Option<std::path::PathBuf>) {
