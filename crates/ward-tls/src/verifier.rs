@@ -65,7 +65,7 @@ impl AnyTlsEkuVerifier {
         }
         let subjects = anchors
             .iter()
-            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
         Ok(AnyTlsEkuVerifier {
             roots: anchors,
