@@ -104,7 +104,7 @@ impl AuthorityError {
     }
 }
 
-fn store_err(err: StoreError) -> AuthorityError {
+pub(crate) fn store_err(err: StoreError) -> AuthorityError {
     match err {
         StoreError::TokenNotFound => {
             AuthorityError::unauthenticated("unknown_token", "invalid token")
@@ -199,6 +199,8 @@ pub struct Authority {
     intermediate_pem: String,
     roots_pem: String,
     store: Arc<dyn Store>,
+    crl_url: Option<String>,
+    pub(crate) crl: crate::revocation::CrlState,
 }
 
 impl std::fmt::Debug for Authority {
@@ -223,7 +225,26 @@ impl Authority {
             policy,
             issuer,
             store,
+            crl_url: None,
+            crl: crate::revocation::CrlState::default(),
         }
+    }
+
+    /// Sets how the CRL is published and the CRL Distribution Point URL
+    /// written into certificates issued from now on.
+    pub fn with_revocation(
+        mut self,
+        settings: crate::revocation::CrlSettings,
+        crl_url: Option<String>,
+    ) -> Self {
+        self.crl = crate::revocation::CrlState::new(settings);
+        self.crl_url = crl_url;
+        self
+    }
+
+    /// The signing intermediate.
+    pub(crate) fn issuer(&self) -> &Issuer {
+        &self.issuer
     }
 
     /// The policy in force.
@@ -327,7 +348,12 @@ impl Authority {
             RevokeTokenOutcome::NotFound => Err(AuthorityError::NotFound(format!("no token {id}"))),
             RevokeTokenOutcome::Revoked {
                 certificates_revoked,
-            } => Ok(certificates_revoked),
+            } => {
+                if certificates_revoked > 0 {
+                    self.after_revocation(now).await;
+                }
+                Ok(certificates_revoked)
+            }
         }
     }
 
@@ -569,6 +595,7 @@ impl Authority {
             ttl,
             clamp_to_issuer: true,
             serial: serial.clone(),
+            crl_url: self.crl_url.clone(),
         };
         let issued = self
             .issuer

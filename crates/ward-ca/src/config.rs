@@ -23,6 +23,45 @@ pub struct CaConfig {
     /// Rate limits on issuance.
     #[serde(default)]
     pub limits: crate::http::LimitsConfig,
+    /// CRL publication and the URLs written into issued certificates.
+    #[serde(default)]
+    pub revocation: RevocationSection,
+}
+
+/// `[revocation]`: how the CRL is published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationSection {
+    /// How long a CRL is valid: nextUpdate = thisUpdate + this.
+    pub crl_validity: String,
+    /// How often the CA re-reads the revoked set (picking up revocations made
+    /// by other replicas or `ward revoke --dir`) and re-signs the CRL when it
+    /// changed or half of its validity has passed.
+    pub crl_refresh: String,
+    /// URL written as the CRL Distribution Point of issued certificates.
+    pub crl_url: Option<String>,
+}
+
+impl Default for RevocationSection {
+    fn default() -> Self {
+        RevocationSection {
+            crl_validity: "1h".into(),
+            crl_refresh: "1m".into(),
+            crl_url: None,
+        }
+    }
+}
+
+impl RevocationSection {
+    /// Parsed `crl_validity`.
+    pub fn crl_validity(&self) -> Result<Duration, Error> {
+        duration("revocation.crl_validity", &self.crl_validity)
+    }
+
+    /// Parsed `crl_refresh`.
+    pub fn crl_refresh(&self) -> Result<Duration, Error> {
+        duration("revocation.crl_refresh", &self.crl_refresh)
+    }
 }
 
 /// `[ca]`: who this CA is.
@@ -103,6 +142,23 @@ impl CaConfig {
                 self.issuance.default_ttl, self.issuance.max_ttl
             )));
         }
+        let validity = self.revocation.crl_validity()?;
+        let refresh = self.revocation.crl_refresh()?;
+        if refresh.is_zero() || refresh * 2 > validity {
+            return Err(Error::Config(format!(
+                "ca.toml: revocation.crl_refresh ({}) must be positive and at most half of revocation.crl_validity ({})",
+                self.revocation.crl_refresh, self.revocation.crl_validity
+            )));
+        }
+        if let Some(url) = &self.revocation.crl_url
+            && !(url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("ldap://"))
+        {
+            return Err(Error::Config(format!(
+                "ca.toml: revocation.crl_url {url:?} must be an http://, https:// or ldap:// URL"
+            )));
+        }
         if self.ca.name.trim().is_empty() {
             return Err(Error::Config("ca.toml: ca.name is empty".into()));
         }
@@ -145,6 +201,18 @@ per_address_burst = {pab}
 # Issuance requests per second (and burst) presenting one token.
 per_token_per_second = {pt}
 per_token_burst = {ptb}
+
+[revocation]
+# How long each CRL is valid (nextUpdate = thisUpdate + crl_validity).
+crl_validity = {crlv}
+# How often the CA re-reads the revoked set and re-signs the CRL when it
+# changed (revocations by other replicas or `ward revoke --dir`) or half of
+# crl_validity has passed. Revocations made through this server's API re-sign
+# at once. At most half of crl_validity.
+crl_refresh = {crlr}
+# URL written as the CRL Distribution Point of every certificate issued online,
+# e.g. "http://ca.example.org/v1/crl" (served by --http-listen). Unset: none.
+{crlurl}
 "#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
@@ -157,6 +225,12 @@ per_token_burst = {ptb}
             pab = self.limits.per_address_burst,
             pt = self.limits.per_token_per_second,
             ptb = self.limits.per_token_burst,
+            crlv = q(&self.revocation.crl_validity),
+            crlr = q(&self.revocation.crl_refresh),
+            crlurl = match &self.revocation.crl_url {
+                Some(u) => format!("crl_url = {}", q(u)),
+                None => "# crl_url = \"http://ca.example.org/v1/crl\"".to_owned(),
+            },
         )
     }
 }
@@ -175,6 +249,7 @@ mod tests {
             },
             issuance: IssuanceSection::default(),
             limits: Default::default(),
+            revocation: RevocationSection::default(),
         }
     }
 
@@ -191,6 +266,43 @@ mod tests {
             back.issuance.max_ttl().unwrap(),
             Duration::from_secs(86_400)
         );
+    }
+
+    #[test]
+    fn revocation_section_defaults_and_round_trips() {
+        let text = sample().to_documented_toml();
+        let without: String = text.split("[revocation]").next().unwrap().to_owned();
+        let old = CaConfig::parse(&without).unwrap();
+        assert_eq!(
+            old.revocation.crl_validity().unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            old.revocation.crl_refresh().unwrap(),
+            Duration::from_secs(60)
+        );
+        assert!(old.revocation.crl_url.is_none());
+        let with = text.replace(
+            "# crl_url = \"http://ca.example.org/v1/crl\"",
+            "crl_url = \"http://ca.test/v1/crl\"",
+        );
+        let back = CaConfig::parse(&with).unwrap();
+        assert_eq!(
+            back.revocation.crl_url.as_deref(),
+            Some("http://ca.test/v1/crl")
+        );
+        assert_eq!(
+            CaConfig::parse(&back.to_documented_toml())
+                .unwrap()
+                .revocation
+                .crl_url,
+            back.revocation.crl_url
+        );
+        assert!(
+            CaConfig::parse(&text.replace("crl_refresh = \"1m\"", "crl_refresh = \"45m\""))
+                .is_err()
+        );
+        assert!(CaConfig::parse(&with.replace("http://ca.test", "ftp://ca.test")).is_err());
     }
 
     #[test]

@@ -190,6 +190,7 @@ impl CaDir {
                     ttl: opts.intermediate_validity,
                     clamp_to_issuer: true,
                     serial: Serial::random().map_err(Error::pki("drawing a serial"))?,
+                    crl_url: None,
                 },
                 now,
             )
@@ -203,6 +204,7 @@ impl CaDir {
             },
             issuance: IssuanceSection::default(),
             limits: Default::default(),
+            revocation: Default::default(),
         };
 
         let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = vec![

@@ -21,6 +21,7 @@ use ward_tls::verifier::AnyTlsEkuVerifier;
 use crate::authority::{Authority, Policy};
 use crate::dir::{ADMIN_PATH, CaDir};
 use crate::http::{AppState, CaMetrics, Limits, app, public_app};
+use crate::revocation::CrlSettings;
 
 /// Lifetime of the CA's own TLS server certificate; renewed at two thirds.
 pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -90,7 +91,18 @@ pub async fn run(
         default_ttl: ca.issuance.default_ttl()?,
         max_ttl: ca.issuance.max_ttl()?,
     };
-    let authority = Arc::new(Authority::new(policy, issuer, &roots, store));
+    let crl_settings = CrlSettings {
+        validity: ca.revocation.crl_validity()?,
+        refresh: ca.revocation.crl_refresh()?,
+    };
+    let authority = Arc::new(
+        Authority::new(policy, issuer, &roots, store)
+            .with_revocation(crl_settings, ca.revocation.crl_url.clone()),
+    );
+    authority
+        .refresh_crl(OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| server_err("signing the first CRL")(e.to_string()))?;
     let registry = Registry::new();
     let metrics =
         CaMetrics::register(&registry).map_err(|e| server_err("metrics")(e.to_string()))?;
@@ -243,8 +255,8 @@ async fn server_identity(
     Ok((chain, key, now + lifetime * 2 / 3))
 }
 
-/// Renews the server certificate at two thirds of its life and prunes rate
-/// limiter state, until asked to stop.
+/// Renews the server certificate at two thirds of its life, refreshes the
+/// CRL every `crl_refresh` and prunes rate limiter state, until asked to stop.
 async fn background_tasks(
     authority: Arc<Authority>,
     resolver: Arc<RotatingCert>,
@@ -255,6 +267,8 @@ async fn background_tasks(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut prune = tokio::time::interval(Duration::from_secs(60));
+    let mut crl = tokio::time::interval(authority.crl_settings().refresh);
+    crl.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let until_renewal = (renews_at - OffsetDateTime::now_utc())
             .try_into()
@@ -262,6 +276,11 @@ async fn background_tasks(
         tokio::select! {
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
             _ = prune.tick() => limits.prune(),
+            _ = crl.tick() => {
+                if let Err(e) = authority.refresh_crl(OffsetDateTime::now_utc()).await {
+                    tracing::error!(error = %e, "refreshing the CRL failed; retrying at the next refresh");
+                }
+            }
             () = tokio::time::sleep(until_renewal) => {
                 match server_identity(&authority, &dns, &ips).await {
                     Ok((chain, key, next)) => match resolver.update(chain, key) {

@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
                     ttl: Duration::from_secs(3600),
                     clamp_to_issuer: false,
                     serial: Serial::random().unwrap(),
+                    crl_url: None,
                 };
                 black_box(
                     ca.sign_leaf(&subject, &req, OffsetDateTime::now_utc())

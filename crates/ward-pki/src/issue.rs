@@ -208,6 +208,11 @@ impl Issuer {
         })
     }
 
+    /// The rcgen issuer, for signing CRLs in [`crate::crl`].
+    pub(crate) fn rcgen_issuer(&self) -> &rcgen::Issuer<'static, KeyPair> {
+        &self.inner
+    }
+
     /// The issuer's own certificate.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
@@ -296,6 +301,11 @@ impl Issuer {
             vec![KeyUsagePurpose::DigitalSignature]
         };
         params.extended_key_usages = req.profile.ekus();
+        if let Some(url) = &req.crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            }];
+        }
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -362,6 +372,8 @@ pub struct LeafRequest {
     pub clamp_to_issuer: bool,
     /// The serial to use; callers pick it so they can record it first.
     pub serial: Serial,
+    /// URL written as the CRL Distribution Point, if any.
+    pub crl_url: Option<String>,
 }
 
 impl LeafRequest {

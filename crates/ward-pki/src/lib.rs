@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crl;
 mod error;
 mod hex;
 mod id;

@@ -25,7 +25,11 @@ use crate::cidr::Cidr;
 pub const DEFAULT_TOKEN_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 /// Checks the caller is the admin identity.
-fn require_admin(state: &AppState, peer: &PeerInfo, action: &'static str) -> Result<(), ApiError> {
+pub(super) fn require_admin(
+    state: &AppState,
+    peer: &PeerInfo,
+    action: &'static str,
+) -> Result<(), ApiError> {
     let result = match peer.leaf() {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -47,7 +51,7 @@ fn require_admin(state: &AppState, peer: &PeerInfo, action: &'static str) -> Res
     result
 }
 
-fn done(state: &AppState, action: &'static str, detail: serde_json::Value) {
+pub(super) fn done(state: &AppState, action: &'static str, detail: serde_json::Value) {
     state.metrics.admin.with(&[action, "ok"]).inc();
     state.audit.record(&serde_json::json!({
         "event": "admin",

@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod body;
+pub mod crl;
 mod error;
 mod limits;
 mod metrics;
@@ -61,6 +62,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route("/v1/admin/certificates", get(admin::list_certificates))
+        .route("/v1/revoke", post(crl::revoke))
         .merge(public_routes())
         .fallback(routes::not_found)
         .with_state(state)
@@ -76,6 +78,8 @@ pub fn public_app(state: AppState) -> Router {
 fn public_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/roots", get(routes::roots))
+        .route("/v1/crl", get(crl::crl_der))
+        .route("/v1/crl.pem", get(crl::crl_pem))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

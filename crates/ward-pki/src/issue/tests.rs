@@ -49,6 +49,7 @@ fn request(profile: Profile, id: &str) -> LeafRequest {
         ttl: HOUR,
         clamp_to_issuer: false,
         serial: Serial::random().unwrap(),
+        crl_url: None,
     }
 }
 

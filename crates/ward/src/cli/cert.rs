@@ -135,6 +135,7 @@ fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         ttl,
         clamp_to_issuer,
         serial: Serial::random()?,
+        crl_url: None,
     };
     let issued = issuer
         .sign_leaf(&key.public_key_der(), &request, OffsetDateTime::now_utc())

@@ -5,6 +5,7 @@ mod cert;
 mod check;
 mod gate;
 mod lint;
+mod revoke;
 mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +41,8 @@ enum Command {
     /// Bootstrap tokens: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Revoke a certificate this CA issued (RFC 5280 reason codes).
+    Revoke(revoke::RevokeArgs),
     /// Check a TLS endpoint: chain, names, lint rules, revocation, protocols.
     Check(check::CheckArgs),
 }
@@ -62,6 +65,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Token(cmd) => token::run(cmd).await,
         Command::Check(args) => check::run(args).await,
         Command::Gate(cmd) => gate::run(cmd).await,
+        Command::Revoke(args) => revoke::run(args).await,
     }
 }
 

@@ -84,6 +84,7 @@ fn everything_wards_issuance_builds_passes_every_lint() {
                 ttl: Duration::from_secs(60 + rng.next() % max),
                 clamp_to_issuer: true,
                 serial: Serial::random().unwrap(),
+                crl_url: None,
             };
             let leaf = issuer
                 .sign_leaf(&key.public_key_der(), &request, now)

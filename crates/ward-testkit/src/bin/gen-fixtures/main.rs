@@ -248,6 +248,7 @@ fn issue(
         ttl: std::time::Duration::try_from(lifetime)?,
         clamp_to_issuer: false,
         serial: Serial::random()?,
+        crl_url: None,
     };
     let issued = ca
         .intermediate

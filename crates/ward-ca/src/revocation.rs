@@ -1,0 +1,223 @@
+//! Revocation on the CA side: recording a revocation and publishing the CRL.
+//!
+//! The current CRL lives in memory ([`PublishedCrl`] behind an `ArcSwap`) and
+//! is re-signed on every revocation made through this CA and, periodically,
+//! whenever the revoked set changed (other replicas, `ward revoke --dir`) or
+//! half of its validity passed. CRL numbers come from the store, so they
+//! increase across restarts and across replicas sharing a database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use aws_lc_rs::digest;
+use time::OffsetDateTime;
+use ward_pki::Serial;
+use ward_pki::crl::{CrlEntry, crl_to_pem, sign_crl};
+use ward_store::RevokeOutcome;
+
+use crate::authority::{Authority, AuthorityError};
+
+/// How the CRL is published.
+#[derive(Clone, Copy, Debug)]
+pub struct CrlSettings {
+    /// nextUpdate = thisUpdate + validity.
+    pub validity: Duration,
+    /// How often the background task re-reads the revoked set.
+    pub refresh: Duration,
+}
+
+impl Default for CrlSettings {
+    fn default() -> Self {
+        CrlSettings {
+            validity: Duration::from_secs(3600),
+            refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A signed CRL as served.
+#[derive(Clone, Debug)]
+pub struct PublishedCrl {
+    /// The DER CRL.
+    pub der: Vec<u8>,
+    /// The same in PEM (`X509 CRL`).
+    pub pem: String,
+    /// Strong ETag of the DER (quoted SHA-256 prefix).
+    pub etag: String,
+    /// The CRL number.
+    pub number: u64,
+    /// thisUpdate.
+    pub this_update: OffsetDateTime,
+    /// nextUpdate.
+    pub next_update: OffsetDateTime,
+    /// How many certificates it lists.
+    pub entries: usize,
+    digest: Vec<u8>,
+}
+
+/// The CA's CRL state (held by the [`Authority`]).
+#[derive(Debug, Default)]
+pub(crate) struct CrlState {
+    current: ArcSwapOption<PublishedCrl>,
+    settings: CrlSettings,
+    /// Whether this authority publishes a CRL (`ward ca serve`); command-line
+    /// tools that only record revocations leave it off.
+    publishing: bool,
+    signing: tokio::sync::Mutex<()>,
+}
+
+impl CrlState {
+    pub(crate) fn new(settings: CrlSettings) -> Self {
+        CrlState {
+            settings,
+            publishing: true,
+            ..CrlState::default()
+        }
+    }
+}
+
+/// What a revocation left recorded.
+#[derive(Clone, Debug)]
+pub struct Revoked {
+    /// The serial.
+    pub serial: Serial,
+    /// When it was revoked (the first time).
+    pub revoked_at: OffsetDateTime,
+    /// The RFC 5280 reason code recorded (the first one).
+    pub reason: Option<i16>,
+    /// Whether this call revoked it (false: it already was).
+    pub newly_revoked: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Authority {
+    /// Re-signs the CRL after a revocation, when this authority publishes one.
+    pub(crate) async fn after_revocation(&self, now: OffsetDateTime) {
+        if !self.crl.publishing {
+            return;
+        }
+        if let Err(e) = self.refresh_crl(now).await {
+            tracing::error!(error = %e, "re-signing the CRL after a revocation failed; the periodic refresh will retry");
+        }
+    }
+
+    /// The CRL settings in force.
+    pub fn crl_settings(&self) -> CrlSettings {
+        self.crl.settings
+    }
+
+    /// The CRL currently served, if one was signed.
+    pub fn current_crl(&self) -> Option<Arc<PublishedCrl>> {
+        self.crl.current.load_full()
+    }
+
+    /// Revokes the certificate `serial` with an RFC 5280 reason code;
+    /// idempotent (the first time and reason are kept). Re-signs the CRL when
+    /// this authority publishes one; when that fails the revocation stands
+    /// and the periodic refresh retries.
+    pub async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        reason: Option<i16>,
+        now: OffsetDateTime,
+    ) -> Result<Revoked, AuthorityError> {
+        let key = serial.to_string();
+        let outcome = self
+            .store()
+            .revoke_certificate(&key, reason, now)
+            .await
+            .map_err(crate::authority::store_err)?;
+        let newly_revoked = match outcome {
+            RevokeOutcome::NotFound => {
+                return Err(AuthorityError::NotFound(format!(
+                    "no certificate with serial {key} was issued by this CA"
+                )));
+            }
+            RevokeOutcome::Revoked => true,
+            RevokeOutcome::AlreadyRevoked => false,
+        };
+        let record = self
+            .store()
+            .certificate(&key)
+            .await
+            .map_err(crate::authority::store_err)?
+            .ok_or_else(|| AuthorityError::Internal("revoked certificate vanished".into()))?;
+        self.after_revocation(now).await;
+        Ok(Revoked {
+            serial: serial.clone(),
+            revoked_at: record.revoked_at.unwrap_or(now),
+            reason: record.revocation_reason,
+            newly_revoked,
+        })
+    }
+
+    /// Re-reads the revoked set and signs a new CRL when it changed, when
+    /// half of the current CRL's validity has passed, or when there is none.
+    pub async fn refresh_crl(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Arc<PublishedCrl>, AuthorityError> {
+        let _turn = self.crl.signing.lock().await;
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let rows = self
+            .store()
+            .revoked_certificates(now)
+            .await
+            .map_err(crate::authority::store_err)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        for row in &rows {
+            let serial: Serial = row.serial.parse().map_err(|e| {
+                AuthorityError::Internal(format!("stored serial {:?}: {e}", row.serial))
+            })?;
+            ctx.update(serial.as_bytes());
+            ctx.update(&row.revoked_at.unix_timestamp().to_be_bytes());
+            ctx.update(&row.reason.unwrap_or(-1).to_be_bytes());
+            entries.push(CrlEntry {
+                serial,
+                revoked_at: row.revoked_at,
+                reason: row.reason,
+            });
+        }
+        let set_digest = ctx.finish().as_ref().to_vec();
+        let settings = self.crl.settings;
+        if let Some(current) = self.crl.current.load_full() {
+            let half = (current.next_update - current.this_update) / 2;
+            if current.digest == set_digest && now < current.this_update + half {
+                return Ok(current);
+            }
+        }
+        let number = self
+            .store()
+            .next_crl_number()
+            .await
+            .map_err(crate::authority::store_err)?;
+        let next_update = now + settings.validity;
+        let der = sign_crl(self.issuer(), &entries, number, now, next_update)
+            .map_err(|e| AuthorityError::Internal(format!("signing the CRL: {e}")))?;
+        let etag = format!(
+            "\"{}\"",
+            hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])
+        );
+        let published = Arc::new(PublishedCrl {
+            pem: crl_to_pem(&der),
+            der,
+            etag,
+            number,
+            this_update: now,
+            next_update,
+            entries: entries.len(),
+            digest: set_digest,
+        });
+        self.crl.current.store(Some(published.clone()));
+        tracing::info!(number, entries = published.entries, "signed a new CRL");
+        Ok(published)
+    }
+}
+
+#[cfg(test)]
+mod tests;
