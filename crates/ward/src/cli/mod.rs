@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch; one file per command group.
 
+mod admin;
 mod ca;
 mod cert;
 mod check;

@@ -7,24 +7,17 @@
 //! server picks the revocation up at its next CRL refresh (`[revocation]
 //! crl_refresh`), while the remote form re-signs the CRL at once.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::Args;
 use hyper::Method;
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
-use ward_ca::CaDir;
-use ward_ca::authority::{Authority, Policy};
 use ward_ca::http::crl::{RevokeRequest, RevokeResponse};
-use ward_client::{CaClient, Identity};
 use ward_pki::Serial;
 use ward_pki::crl::{parse_reason, reason_name};
 use ward_pki::issue::rfc3339;
 
 use super::Outcome;
+use super::admin::{AdminTarget, Backend};
 
 /// `ward revoke` arguments.
 #[derive(Debug, Args)]
@@ -37,71 +30,8 @@ pub(crate) struct RevokeArgs {
     /// privilegeWithdrawn, aACompromise.
     #[arg(long)]
     reason: Option<String>,
-    /// CA directory made by `ward ca init` (local mode).
-    #[arg(long, required_unless_present = "ca", conflicts_with = "ca")]
-    dir: Option<PathBuf>,
-    /// Database URL, if not DIR/ward.db (local mode).
-    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
-    database: Option<String>,
-    /// URL of a running CA, https://HOST:PORT (remote mode, admin mTLS).
-    #[arg(long, requires_all = ["admin_cert", "admin_key"])]
-    ca: Option<String>,
-    /// Admin client certificate (DIR/admin.crt).
-    #[arg(long)]
-    admin_cert: Option<PathBuf>,
-    /// Admin private key (DIR/admin.key).
-    #[arg(long)]
-    admin_key: Option<PathBuf>,
-    /// Roots to verify the CA with (default: root.crt beside the admin certificate).
-    #[arg(long)]
-    ca_bundle: Option<PathBuf>,
-}
-
-async fn local_authority(
-    dir: &std::path::Path,
-    database: Option<&str>,
-) -> anyhow::Result<Authority> {
-    let dir = CaDir::new(dir);
-    let config = dir.config()?;
-    let url = database
-        .map(str::to_owned)
-        .unwrap_or_else(|| dir.path().join("ward.db").display().to_string());
-    let store = ward_store::connect(&url)
-        .await
-        .context("opening the CA database")?;
-    Ok(Authority::new(
-        Policy {
-            trust_domain: config.ca.trust_domain.clone(),
-            default_ttl: config.issuance.default_ttl()?,
-            max_ttl: config.issuance.max_ttl()?,
-        },
-        dir.intermediate_issuer()?,
-        &dir.roots()?,
-        Arc::clone(&store),
-    ))
-}
-
-fn remote_client(args: &RevokeArgs, url: &str) -> anyhow::Result<CaClient> {
-    let cert = args
-        .admin_cert
-        .as_deref()
-        .context("--admin-cert is required with --ca")?;
-    let key = args
-        .admin_key
-        .as_deref()
-        .context("--admin-key is required with --ca")?;
-    let bundle = match &args.ca_bundle {
-        Some(b) => b.clone(),
-        None => cert.with_file_name("root.crt"),
-    };
-    let roots = ward_ca::dir::read_certs(&bundle)?;
-    let chain = ward_ca::dir::read_certs(cert)?;
-    let key_pem = zeroize::Zeroizing::new(
-        std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-    );
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| anyhow::anyhow!("{} holds no usable private key", key.display()))?;
-    Ok(CaClient::new(url, &roots, Some(Identity { chain, key }))?)
+    #[command(flatten)]
+    target: AdminTarget,
 }
 
 /// Runs `ward revoke`.
@@ -113,9 +43,8 @@ pub(crate) async fn run(args: RevokeArgs) -> anyhow::Result<Outcome> {
         .map(parse_reason)
         .transpose()
         .context("--reason")?;
-    let answer = match (&args.dir, &args.ca) {
-        (Some(dir), _) => {
-            let authority = local_authority(dir, args.database.as_deref()).await?;
+    let answer = match args.target.open().await? {
+        Backend::Local(authority) => {
             let result = authority
                 .revoke_certificate(&serial, reason, OffsetDateTime::now_utc())
                 .await
@@ -131,8 +60,7 @@ pub(crate) async fn run(args: RevokeArgs) -> anyhow::Result<Outcome> {
                 newly_revoked: r.newly_revoked,
             }
         }
-        (None, Some(url)) => {
-            let client = remote_client(&args, url)?;
+        Backend::Remote(client) => {
             let request = RevokeRequest {
                 serial: serial.to_string(),
                 reason: reason.and_then(reason_name).map(str::to_owned),
@@ -142,7 +70,6 @@ pub(crate) async fn run(args: RevokeArgs) -> anyhow::Result<Outcome> {
                 .await
                 .with_context(|| format!("cannot revoke {serial}"))?
         }
-        (None, None) => anyhow::bail!("either --dir or --ca is required"),
     };
     if answer.newly_revoked {
         println!(

@@ -5,22 +5,15 @@
 //! The local form works while `ward ca serve` runs: both open the same
 //! database, and every write is a transaction.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hyper::Method;
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
-use ward_ca::CaDir;
-use ward_ca::authority::{Authority, Policy};
 use ward_ca::http::admin::{
     CreateTokenRequest, CreatedTokenView, RevokedToken, TokenList, TokenView,
 };
-use ward_client::{CaClient, Identity};
 
+use super::admin::{AdminTarget, Backend};
 use super::{Format, Outcome};
 
 #[derive(Debug, Subcommand)]
@@ -34,73 +27,9 @@ pub(crate) enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-struct Local {
-    /// CA directory made by `ward ca init` (local mode).
-    #[arg(long, required_unless_present = "ca", conflicts_with = "ca")]
-    dir: Option<PathBuf>,
-    /// Database URL, if not DIR/ward.db (local mode).
-    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
-    database: Option<String>,
-    /// URL of a running CA, https://HOST:PORT (remote mode, admin mTLS).
-    #[arg(long, requires_all = ["admin_cert", "admin_key"])]
-    ca: Option<String>,
-    /// Admin client certificate (DIR/admin.crt).
-    #[arg(long)]
-    admin_cert: Option<PathBuf>,
-    /// Admin private key (DIR/admin.key).
-    #[arg(long)]
-    admin_key: Option<PathBuf>,
-    /// Roots to verify the CA with (default: root.crt beside the admin certificate).
-    #[arg(long)]
-    ca_bundle: Option<PathBuf>,
-}
-
-/// Where token operations go.
-enum Backend {
-    Local(Box<Authority>),
-    Remote(CaClient),
-}
-
-impl Local {
-    async fn open(&self) -> anyhow::Result<Backend> {
-        match (&self.dir, &self.ca) {
-            (Some(_), _) => Ok(Backend::Local(Box::new(authority(self).await?))),
-            (None, Some(url)) => {
-                let cert = self
-                    .admin_cert
-                    .as_deref()
-                    .context("--admin-cert is required with --ca")?;
-                let key = self
-                    .admin_key
-                    .as_deref()
-                    .context("--admin-key is required with --ca")?;
-                let bundle = match &self.ca_bundle {
-                    Some(b) => b.clone(),
-                    None => cert.with_file_name("root.crt"),
-                };
-                let roots = ward_ca::dir::read_certs(&bundle)?;
-                let chain = ward_ca::dir::read_certs(cert)?;
-                let key_pem = zeroize::Zeroizing::new(
-                    std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-                );
-                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-                    anyhow::anyhow!("{} holds no usable private key", key.display())
-                })?;
-                Ok(Backend::Remote(CaClient::new(
-                    url,
-                    &roots,
-                    Some(Identity { chain, key }),
-                )?))
-            }
-            (None, None) => anyhow::bail!("either --dir or --ca is required"),
-        }
-    }
-}
-
-#[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
     #[command(flatten)]
-    local: Local,
+    local: AdminTarget,
     /// The SPIFFE ID certificates from this token carry.
     #[arg(long)]
     spiffe_id: String,
@@ -130,7 +59,7 @@ pub(crate) struct CreateArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     #[command(flatten)]
-    local: Local,
+    local: AdminTarget,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -139,34 +68,12 @@ pub(crate) struct ListArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RevokeArgs {
     #[command(flatten)]
-    local: Local,
+    local: AdminTarget,
     /// The token id (tok_…).
     id: String,
     /// Also revoke every certificate issued from the token.
     #[arg(long)]
     with_certificates: bool,
-}
-
-async fn authority(local: &Local) -> anyhow::Result<Authority> {
-    let dir = CaDir::new(local.dir.as_deref().context("--dir is required")?);
-    let config = dir.config()?;
-    let url = local
-        .database
-        .clone()
-        .unwrap_or_else(|| dir.path().join("ward.db").display().to_string());
-    let store = ward_store::connect(&url)
-        .await
-        .context("opening the CA database")?;
-    Ok(Authority::new(
-        Policy {
-            trust_domain: config.ca.trust_domain.clone(),
-            default_ttl: config.issuance.default_ttl()?,
-            max_ttl: config.issuance.max_ttl()?,
-        },
-        dir.intermediate_issuer()?,
-        &dir.roots()?,
-        Arc::clone(&store),
-    ))
 }
 
 pub(crate) async fn run(cmd: TokenCommand) -> anyhow::Result<Outcome> {
