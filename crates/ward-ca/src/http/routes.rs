@@ -126,6 +126,21 @@ impl<'a> Attempt<'a> {
         err
     }
 
+    /// Finds the presented token (consuming nothing), naming it in the
+    /// audit line when it is refused.
+    async fn authenticate(
+        &mut self,
+        presented: &str,
+        now: OffsetDateTime,
+    ) -> Result<ward_store::Token, AuthorityError> {
+        let result = self
+            .state
+            .authority
+            .authenticate(presented, self.peer.remote_addr.ip(), now)
+            .await;
+        result.map_err(|e| self.refused(e))
+    }
+
     fn check_token_rate(&mut self, token_id: &str) -> Result<(), ApiError> {
         self.token_id = Some(token_id.to_owned());
         if self.state.limits.allow_token(token_id) {
@@ -212,7 +227,7 @@ pub(super) async fn sign(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut attempt = Attempt::start(&state, "sign", &peer)?;
-    let result = sign_inner(&state, &peer, &headers, body, &mut attempt).await;
+    let result = sign_inner(&state, &headers, body, &mut attempt).await;
     attempt.finish(&result);
     let (issued, ()) = result?;
     Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
@@ -220,7 +235,6 @@ pub(super) async fn sign(
 
 async fn sign_inner(
     state: &AppState,
-    peer: &PeerInfo,
     headers: &HeaderMap,
     body: Body,
     a: &mut Attempt<'_>,
@@ -236,11 +250,7 @@ async fn sign_inner(
         .ok_or_else(|| ApiError::bad_request("missing_csr", "the \"csr\" field is required"))?;
     let csr = parse_csr(&csr_pem).map_err(|e| ApiError::bad_request("bad_csr", e.to_string()))?;
     let now = OffsetDateTime::now_utc();
-    let token = state
-        .authority
-        .authenticate(&presented, peer.remote_addr.ip(), now)
-        .await
-        .map_err(|e| a.refused(e))?;
+    let token = a.authenticate(&presented, now).await?;
     a.check_token_rate(&token.id)?;
     let issued = state
         .authority
@@ -266,7 +276,7 @@ pub(super) async fn issue(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut attempt = Attempt::start(&state, "issue", &peer)?;
-    let result = issue_inner(&state, &peer, &headers, body, &mut attempt).await;
+    let result = issue_inner(&state, &headers, body, &mut attempt).await;
     attempt.finish(&result);
     let (issued, key_pem) = result?;
     let body = Issued::from(&issued, Some(key_pem.to_string()));
@@ -275,7 +285,6 @@ pub(super) async fn issue(
 
 async fn issue_inner(
     state: &AppState,
-    peer: &PeerInfo,
     headers: &HeaderMap,
     body: Body,
     a: &mut Attempt<'_>,
@@ -288,11 +297,7 @@ async fn issue_inner(
         .ok_or_else(missing_token)?;
     let key_type = key_type(req.key_type.as_deref())?;
     let now = OffsetDateTime::now_utc();
-    let token = state
-        .authority
-        .authenticate(&presented, peer.remote_addr.ip(), now)
-        .await
-        .map_err(|e| a.refused(e))?;
+    let token = a.authenticate(&presented, now).await?;
     a.check_token_rate(&token.id)?;
     let (issued, key) = state
         .authority
@@ -319,7 +324,7 @@ pub(super) async fn seed_issue(
     body: Body,
 ) -> Result<Response, ApiError> {
     let mut attempt = Attempt::start(&state, "seed_issue", &peer)?;
-    let result = seed_inner(&state, &peer, &headers, body, &mut attempt).await;
+    let result = seed_inner(&state, &headers, body, &mut attempt).await;
     attempt.finish(&result);
     let (issued, key_pem) = result?;
     let body = SeedResponse {
@@ -332,7 +337,6 @@ pub(super) async fn seed_issue(
 
 async fn seed_inner(
     state: &AppState,
-    peer: &PeerInfo,
     headers: &HeaderMap,
     body: Body,
     a: &mut Attempt<'_>,
@@ -356,11 +360,7 @@ async fn seed_inner(
         ),
         other => other.into(),
     };
-    let token = state
-        .authority
-        .authenticate(&presented, peer.remote_addr.ip(), now)
-        .await
-        .map_err(|e| invalid(a.refused(e)))?;
+    let token = a.authenticate(&presented, now).await.map_err(invalid)?;
     a.check_token_rate(&token.id)?;
     let (issued, key) = state
         .authority
