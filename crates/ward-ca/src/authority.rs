@@ -200,6 +200,12 @@ pub struct Authority {
     roots_pem: String,
     store: Arc<dyn Store>,
     crl_url: Option<String>,
+    ocsp_url: Option<String>,
+    /// The pre-issuance lint bound to `issuer` (parsed once; `None` only if
+    /// the issuer certificate could not be read, then the full lint runs).
+    pre_issuance: Option<ward_pki::lint::PreIssuance>,
+    /// Tokens recently found by secret hash (see [`token_cache`]).
+    tokens: token_cache::TokenCache,
     pub(crate) crl: crate::revocation::CrlState,
 }
 
@@ -222,10 +228,13 @@ impl Authority {
         Authority {
             intermediate_pem: pem::cert_to_pem(issuer.cert_der()),
             roots_pem: pem::certs_to_pem(roots.iter().map(|r| r.as_ref())),
+            pre_issuance: ward_pki::lint::PreIssuance::new(&issuer).ok(),
+            tokens: token_cache::TokenCache::default(),
             policy,
             issuer,
             store,
             crl_url: None,
+            ocsp_url: None,
             crl: crate::revocation::CrlState::default(),
         }
     }
@@ -239,6 +248,13 @@ impl Authority {
     ) -> Self {
         self.crl = crate::revocation::CrlState::new(settings);
         self.crl_url = crl_url;
+        self
+    }
+
+    /// Sets the OCSP responder URL written (as Authority Information Access)
+    /// into certificates issued from now on.
+    pub fn with_ocsp_url(mut self, ocsp_url: Option<String>) -> Self {
+        self.ocsp_url = ocsp_url;
         self
     }
 
@@ -339,12 +355,13 @@ impl Authority {
         with_certificates: bool,
         now: OffsetDateTime,
     ) -> Result<u64, AuthorityError> {
-        match self
+        let outcome = self
             .store
             .revoke_token(id, with_certificates, now)
             .await
-            .map_err(store_err)?
-        {
+            .map_err(store_err)?;
+        self.tokens.evict(id);
+        match outcome {
             RevokeTokenOutcome::NotFound => Err(AuthorityError::NotFound(format!("no token {id}"))),
             RevokeTokenOutcome::Revoked {
                 certificates_revoked,
@@ -367,12 +384,23 @@ impl Authority {
     ) -> Result<Token, AuthorityError> {
         let secret = TokenSecret::parse(presented)
             .ok_or_else(|| AuthorityError::unauthenticated("malformed_token", "invalid token"))?;
-        let token = self
-            .store
-            .token_by_hash(&secret.hash())
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| AuthorityError::unauthenticated("unknown_token", "invalid token"))?;
+        let hash = secret.hash();
+        let read_at = std::time::Instant::now();
+        let token = match self.tokens.get(&hash, read_at) {
+            Some(token) => token,
+            None => {
+                let token = self
+                    .store
+                    .token_by_hash(&hash)
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(|| {
+                        AuthorityError::unauthenticated("unknown_token", "invalid token")
+                    })?;
+                self.tokens.put(&token, read_at);
+                token
+            }
+        };
         // From here on the token is known: refusals name it (by id) for the
         // audit line.
         if token.revoked_at.is_some() {
@@ -453,7 +481,23 @@ impl Authority {
         self.store
             .issue_with_token(&token.id, now, &record)
             .await
-            .map_err(|e| store_err(e).for_token(&token.id))?;
+            .map_err(|e| {
+                if matches!(
+                    e,
+                    StoreError::TokenNotFound
+                        | StoreError::TokenRevoked
+                        | StoreError::TokenExpired
+                        | StoreError::TokenExhausted
+                ) {
+                    // The cached copy was stale: read it afresh next time.
+                    self.tokens.evict(&token.id);
+                }
+                store_err(e).for_token(&token.id)
+            })?;
+        if token.max_uses != 0 {
+            // Its use count matters: later requests must see this use.
+            self.tokens.evict(&token.id);
+        }
         Ok(issuance)
     }
 
@@ -596,6 +640,7 @@ impl Authority {
             clamp_to_issuer: true,
             serial: serial.clone(),
             crl_url: self.crl_url.clone(),
+            ocsp_url: self.ocsp_url.clone(),
         };
         let issued = self
             .issuer
@@ -608,8 +653,11 @@ impl Authority {
             max_workload_lifetime: ttl.max(self.policy.max_ttl),
             ..Default::default()
         };
-        ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), &lint, now)
-            .map_err(AuthorityError::Internal)?;
+        match &self.pre_issuance {
+            Some(bound) => bound.check(&issued.der, &lint, now),
+            None => ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), &lint, now),
+        }
+        .map_err(AuthorityError::Internal)?;
         let certificate_pem = pem::cert_to_pem(&issued.der);
         let record = NewCertificate {
             serial: serial.to_string(),
@@ -742,6 +790,8 @@ impl Binding {
         }
     }
 }
+
+mod token_cache;
 
 #[cfg(test)]
 mod tests;

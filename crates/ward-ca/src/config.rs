@@ -40,6 +40,12 @@ pub struct RevocationSection {
     pub crl_refresh: String,
     /// URL written as the CRL Distribution Point of issued certificates.
     pub crl_url: Option<String>,
+    /// OCSP responder URL written (Authority Information Access, id-ad-ocsp)
+    /// into issued certificates.
+    pub ocsp_url: Option<String>,
+    /// How long an OCSP answer is valid: nextUpdate = thisUpdate + this.
+    /// Clients such as nginx cache answers until nextUpdate, so keep it short.
+    pub ocsp_validity: String,
 }
 
 impl Default for RevocationSection {
@@ -48,6 +54,8 @@ impl Default for RevocationSection {
             crl_validity: "1h".into(),
             crl_refresh: "1m".into(),
             crl_url: None,
+            ocsp_url: None,
+            ocsp_validity: "5m".into(),
         }
     }
 }
@@ -61,6 +69,11 @@ impl RevocationSection {
     /// Parsed `crl_refresh`.
     pub fn crl_refresh(&self) -> Result<Duration, Error> {
         duration("revocation.crl_refresh", &self.crl_refresh)
+    }
+
+    /// Parsed `ocsp_validity`.
+    pub fn ocsp_validity(&self) -> Result<Duration, Error> {
+        duration("revocation.ocsp_validity", &self.ocsp_validity)
     }
 }
 
@@ -159,6 +172,20 @@ impl CaConfig {
                 "ca.toml: revocation.crl_url {url:?} must be an http://, https:// or ldap:// URL"
             )));
         }
+        if let Some(url) = &self.revocation.ocsp_url
+            && !((url.starts_with("http://") || url.starts_with("https://")) && url.is_ascii())
+        {
+            return Err(Error::Config(format!(
+                "ca.toml: revocation.ocsp_url {url:?} must be an ASCII http:// or https:// URL"
+            )));
+        }
+        let ocsp = self.revocation.ocsp_validity()?;
+        if ocsp < Duration::from_secs(10) || ocsp > Duration::from_secs(7 * 86_400) {
+            return Err(Error::Config(format!(
+                "ca.toml: revocation.ocsp_validity ({}) must be between 10s and 7d",
+                self.revocation.ocsp_validity
+            )));
+        }
         if self.ca.name.trim().is_empty() {
             return Err(Error::Config("ca.toml: ca.name is empty".into()));
         }
@@ -213,6 +240,15 @@ crl_refresh = {crlr}
 # URL written as the CRL Distribution Point of every certificate issued online,
 # e.g. "http://ca.example.org/v1/crl" (served by --http-listen). Unset: none.
 {crlurl}
+# OCSP responder URL written (Authority Information Access) into every
+# certificate issued online, e.g. "http://ca.example.org/ocsp" (GET /ocsp/...
+# and POST /ocsp are served on both listeners). Unset: none. Clients that
+# verify with OCSP (nginx ssl_ocsp on) need it, or their own responder setting.
+{ocspurl}
+# How long each OCSP answer is valid (nextUpdate = thisUpdate + ocsp_validity).
+# Answers are signed on request from the current revocation state, but clients
+# such as nginx cache them until nextUpdate: keep this short. 10s to 7d.
+ocsp_validity = {ocspv}
 "#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
@@ -231,6 +267,11 @@ crl_refresh = {crlr}
                 Some(u) => format!("crl_url = {}", q(u)),
                 None => "# crl_url = \"http://ca.example.org/v1/crl\"".to_owned(),
             },
+            ocspurl = match &self.revocation.ocsp_url {
+                Some(u) => format!("ocsp_url = {}", q(u)),
+                None => "# ocsp_url = \"http://ca.example.org/ocsp\"".to_owned(),
+            },
+            ocspv = q(&self.revocation.ocsp_validity),
         )
     }
 }
@@ -303,6 +344,42 @@ mod tests {
                 .is_err()
         );
         assert!(CaConfig::parse(&with.replace("http://ca.test", "ftp://ca.test")).is_err());
+    }
+
+    #[test]
+    fn ocsp_settings_default_and_round_trip() {
+        let text = sample().to_documented_toml();
+        let old: String = text
+            .split("# OCSP responder URL")
+            .next()
+            .unwrap()
+            .to_owned();
+        let parsed = CaConfig::parse(&old).unwrap();
+        assert!(parsed.revocation.ocsp_url.is_none());
+        assert_eq!(
+            parsed.revocation.ocsp_validity().unwrap(),
+            Duration::from_secs(300)
+        );
+        let with = text.replace(
+            "# ocsp_url = \"http://ca.example.org/ocsp\"",
+            "ocsp_url = \"http://127.0.0.1:8080/ocsp\"",
+        );
+        let back = CaConfig::parse(&with).unwrap();
+        assert_eq!(
+            back.revocation.ocsp_url.as_deref(),
+            Some("http://127.0.0.1:8080/ocsp")
+        );
+        let again = CaConfig::parse(&back.to_documented_toml()).unwrap();
+        assert_eq!(again.revocation.ocsp_url, back.revocation.ocsp_url);
+        assert!(CaConfig::parse(&with.replace("http://127", "ldap://127")).is_err());
+        for bad in ["1s", "8d", "soon"] {
+            let t = text.replace(
+                "ocsp_validity = \"5m\"",
+                &format!("ocsp_validity = \"{bad}\""),
+            );
+            let err = CaConfig::parse(&t).unwrap_err().to_string();
+            assert!(err.contains("ocsp_validity"), "{err}");
+        }
     }
 
     #[test]

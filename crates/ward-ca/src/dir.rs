@@ -8,7 +8,15 @@
 //! DIR/intermediate.key   its key (0600)
 //! DIR/admin.crt          admin client identity spiffe://<TD>/ward/admin (+ intermediate)
 //! DIR/admin.key          its key (0600)
+//! DIR/root-ocsp.crt      root-issued delegated OCSP responder (id-kp-OCSPSigning,
+//!                        ocsp-nocheck) that signs answers about the intermediate
+//! DIR/root-ocsp.key      its key (0600)
 //! ```
+//!
+//! CA directories made before the OCSP responder existed lack the two
+//! `root-ocsp.*` files; `ward ca serve` then signs answers about the
+//! intermediate with `root.key` when it is in the directory, and refuses
+//! them (`unauthorized`) with an offline root.
 //!
 //! Initialisation is all-or-nothing: every key and certificate is made in
 //! memory first, files are created without ever replacing one, and a failure
@@ -21,6 +29,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use ward_pki::issue::{CaSpec, Issuer, LeafRequest, Profile, new_root};
+use ward_pki::ocsp::Signer;
 use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, TrustDomain, pem};
 
 use crate::config::{CaSection, IssuanceSection};
@@ -37,8 +46,10 @@ const INTERMEDIATE_CRT: &str = "intermediate.crt";
 const INTERMEDIATE_KEY: &str = "intermediate.key";
 const ADMIN_CRT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
+const ROOT_OCSP_CRT: &str = "root-ocsp.crt";
+const ROOT_OCSP_KEY: &str = "root-ocsp.key";
 /// Files whose presence means "a CA lives here".
-const CA_FILES: [&str; 7] = [
+const CA_FILES: [&str; 9] = [
     CONFIG,
     ROOT_CRT,
     ROOT_KEY,
@@ -46,7 +57,20 @@ const CA_FILES: [&str; 7] = [
     INTERMEDIATE_KEY,
     ADMIN_CRT,
     ADMIN_KEY,
+    ROOT_OCSP_CRT,
+    ROOT_OCSP_KEY,
 ];
+
+/// Who signs OCSP answers about the intermediate (whose issuer is the root).
+#[derive(Debug)]
+pub enum RootOcspSigner {
+    /// The root-issued delegated responder written by `ward ca init`.
+    Delegated(Signer),
+    /// The root key itself (a directory made before `root-ocsp.crt` existed).
+    RootKey(Signer),
+    /// Nobody: offline root and no (valid) delegated responder.
+    None,
+}
 
 /// What `ward ca init` needs to know.
 #[derive(Clone, Debug)]
@@ -171,6 +195,20 @@ impl CaDir {
             .sign_intermediate(&spec, &int_key, now)
             .map_err(Error::pki("signing the intermediate"))?;
         let int_key_pem = int_key.to_pkcs8_pem();
+        // nginx (`ssl_ocsp on`) also asks about the intermediate, and OpenSSL
+        // accepts that answer only from the root or a root-issued responder
+        // (ARCHITECTURE.md, trap 13): issue one now, while the root key is
+        // at hand, so the online CA never needs the root key.
+        let ocsp_key = keygen("root OCSP responder")?;
+        let root_ocsp = ward_pki::ocsp::issue_responder(
+            &root_issuer,
+            &ocsp_key,
+            &opts.name,
+            "Root OCSP Responder",
+            opts.intermediate_validity,
+            now,
+        )
+        .map_err(Error::pki("signing the root's OCSP responder certificate"))?;
         let int_issuer = Issuer::new(int.der.clone(), int_key)
             .map_err(Error::pki("loading the intermediate"))?;
         let admin_id = opts
@@ -191,6 +229,7 @@ impl CaDir {
                     clamp_to_issuer: true,
                     serial: Serial::random().map_err(Error::pki("drawing a serial"))?,
                     crl_url: None,
+                    ocsp_url: None,
                 },
                 now,
             )
@@ -237,6 +276,16 @@ impl CaDir {
             (
                 self.file(ADMIN_KEY),
                 admin_key.to_pkcs8_pem().as_bytes().to_vec(),
+                SECRET_MODE,
+            ),
+            (
+                self.file(ROOT_OCSP_CRT),
+                pem::cert_to_pem(&root_ocsp.der).into_bytes(),
+                PUBLIC_MODE,
+            ),
+            (
+                self.file(ROOT_OCSP_KEY),
+                ocsp_key.to_pkcs8_pem().as_bytes().to_vec(),
                 SECRET_MODE,
             ),
         ];
@@ -315,6 +364,50 @@ impl CaDir {
             self.file(INTERMEDIATE_CRT).display(),
             key_path.display()
         )))
+    }
+}
+
+impl CaDir {
+    /// `DIR/root-ocsp.crt`.
+    pub fn root_ocsp_cert_path(&self) -> PathBuf {
+        self.file(ROOT_OCSP_CRT)
+    }
+
+    /// The signer for OCSP answers about the intermediate: the delegated
+    /// responder of `ward ca init` while it is valid at `now`, else the root
+    /// key when it is in the directory, else none.
+    pub fn root_ocsp_signer(&self, now: OffsetDateTime) -> Result<RootOcspSigner, Error> {
+        let crt = self.file(ROOT_OCSP_CRT);
+        if crt.exists() {
+            let cert = read_certs(&crt)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Config(format!("{} holds no certificate", crt.display())))?;
+            let key = self.read_key(&self.file(ROOT_OCSP_KEY))?;
+            let signer = Signer::new(&cert, key, std::slice::from_ref(&cert))
+                .map_err(Error::pki(format!("loading {}", crt.display())))?;
+            if signer.not_after() > now {
+                return Ok(RootOcspSigner::Delegated(signer));
+            }
+        }
+        let root_key = self.file(ROOT_KEY);
+        if root_key.exists() {
+            let root = self
+                .roots()?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Config(format!("{ROOT_CRT} holds no certificate")))?;
+            let key = self.read_key(&root_key)?;
+            let signer = Signer::new(&root, key, &[])
+                .map_err(Error::pki(format!("pairing {ROOT_CRT} with {ROOT_KEY}")))?;
+            return Ok(RootOcspSigner::RootKey(signer));
+        }
+        Ok(RootOcspSigner::None)
+    }
+
+    fn read_key(&self, path: &Path) -> Result<PrivateKey, Error> {
+        let pem = zeroize::Zeroizing::new(files::read_to_string(path)?);
+        PrivateKey::from_pem(&pem).map_err(Error::pki(format!("reading {}", path.display())))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod csr;
 pub mod dir;
 pub mod files;
 pub mod http;
+pub mod ocsp;
 pub mod revocation;
 pub mod serve;
 pub mod token;

@@ -21,6 +21,7 @@ use ward_tls::verifier::AnyTlsEkuVerifier;
 use crate::authority::{Authority, Policy};
 use crate::dir::{ADMIN_PATH, CaDir};
 use crate::http::{AppState, CaMetrics, Limits, app, public_app};
+use crate::ocsp::{OcspSettings, Responder};
 use crate::revocation::CrlSettings;
 
 /// Lifetime of the CA's own TLS server certificate; renewed at two thirds.
@@ -97,8 +98,18 @@ pub async fn run(
     };
     let authority = Arc::new(
         Authority::new(policy, issuer, &roots, store)
-            .with_revocation(crl_settings, ca.revocation.crl_url.clone()),
+            .with_revocation(crl_settings, ca.revocation.crl_url.clone())
+            .with_ocsp_url(ca.revocation.ocsp_url.clone()),
     );
+    let ocsp = Arc::new(Responder::new(
+        authority.clone(),
+        dir.root_ocsp_signer(OffsetDateTime::now_utc())?,
+        &ca.ca.name,
+        OcspSettings {
+            validity: ca.revocation.ocsp_validity()?,
+        },
+        OffsetDateTime::now_utc(),
+    )?);
     authority
         .refresh_crl(OffsetDateTime::now_utc())
         .await
@@ -119,6 +130,7 @@ pub async fn run(
         registry,
         audit: Arc::new(audit),
         authority: authority.clone(),
+        ocsp: ocsp.clone(),
     };
 
     // The CA's own server identity, renewed by the CA itself.
@@ -170,6 +182,7 @@ pub async fn run(
         state.limits.clone(),
         stop_rx.clone(),
     ));
+    let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
     let https_task = tokio::spawn(serve_https(
         https,
         tls,
@@ -199,6 +212,7 @@ pub async fn run(
         result = Err(server_err("http listener")(e.to_string()));
     }
     background.abort();
+    ocsp_rotation.abort();
     authority.store().close().await;
     result
 }

@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
                     clamp_to_issuer: false,
                     serial: Serial::random().unwrap(),
                     crl_url: None,
+                    ocsp_url: None,
                 };
                 black_box(
                     ca.sign_leaf(&subject, &req, OffsetDateTime::now_utc())

@@ -306,6 +306,11 @@ impl Issuer {
                 uris: vec![url.clone()],
             }];
         }
+        if let Some(url) = &req.ocsp_url {
+            params
+                .custom_extensions
+                .push(crate::ocsp::aia_extension(url)?);
+        }
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -374,6 +379,9 @@ pub struct LeafRequest {
     pub serial: Serial,
     /// URL written as the CRL Distribution Point, if any.
     pub crl_url: Option<String>,
+    /// OCSP responder URL written into an Authority Information Access
+    /// extension (id-ad-ocsp), if any.
+    pub ocsp_url: Option<String>,
 }
 
 impl LeafRequest {

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod issue;
 mod key;
 pub mod lint;
+pub mod ocsp;
 pub mod pem;
 mod serial;
 mod ttl;

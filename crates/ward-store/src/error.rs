@@ -5,6 +5,8 @@
 //! must be exact. Messages never contain a secret: no token, no password.
 
 use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
 
 use sqlx::error::DatabaseError;
 
@@ -97,6 +99,73 @@ impl StoreError {
                 source: Box::new(err),
             }
         }
+    }
+}
+
+/// One failure to be handed to several callers (every waiter of a batch
+/// whose transaction failed), keeping its variant and its source chain.
+pub(crate) enum SharedError {
+    /// A variant without a boxed source, kept as is.
+    Plain(StoreError),
+    /// [`StoreError::Unavailable`] with a shareable source.
+    Unavailable(String, Arc<dyn StdError + Send + Sync>),
+    /// [`StoreError::Other`] with a shareable source.
+    Other(String, Arc<dyn StdError + Send + Sync>),
+}
+
+impl StoreError {
+    /// Turns this error into one that can be copied for many callers.
+    pub(crate) fn into_shared(self) -> SharedError {
+        match self {
+            Self::Unavailable { context, source } => {
+                SharedError::Unavailable(context, Arc::from(source))
+            }
+            Self::Other { context, source } => SharedError::Other(context, Arc::from(source)),
+            plain => SharedError::Plain(plain),
+        }
+    }
+}
+
+impl SharedError {
+    /// A copy of the error for one caller.
+    pub(crate) fn to_error(&self) -> StoreError {
+        match self {
+            SharedError::Unavailable(context, source) => StoreError::Unavailable {
+                context: context.clone(),
+                source: Box::new(SharedSource(source.clone())),
+            },
+            SharedError::Other(context, source) => StoreError::Other {
+                context: context.clone(),
+                source: Box::new(SharedSource(source.clone())),
+            },
+            SharedError::Plain(e) => match e {
+                StoreError::TokenNotFound => StoreError::TokenNotFound,
+                StoreError::TokenRevoked => StoreError::TokenRevoked,
+                StoreError::TokenExpired => StoreError::TokenExpired,
+                StoreError::TokenExhausted => StoreError::TokenExhausted,
+                StoreError::DuplicateSerial => StoreError::DuplicateSerial,
+                StoreError::DuplicateToken => StoreError::DuplicateToken,
+                StoreError::Invalid(m) => StoreError::Invalid(m),
+                StoreError::InvalidUrl(m) => StoreError::InvalidUrl(m.clone()),
+                other => StoreError::other("committing a batch", other.to_string()),
+            },
+        }
+    }
+}
+
+/// A source error shared by several [`StoreError`]s; shows as the original.
+#[derive(Debug)]
+struct SharedSource(Arc<dyn StdError + Send + Sync>);
+
+impl fmt::Display for SharedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for SharedSource {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
     }
 }
 

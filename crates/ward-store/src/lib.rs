@@ -6,6 +6,10 @@
 //! one database). [`connect`] picks one from a URL and runs the migrations.
 //! The CA's domain logic takes an `Arc<dyn Store>` and never sees SQL.
 //!
+//! Certificate records are group-committed (`batch`): concurrent issuances
+//! share one transaction, and so one fsync or one set of round trips, and
+//! each caller is answered once the transaction holding its record commits.
+//!
 //! Storage choices, identical on both backends unless noted:
 //! - string lists (`dns_names`, `allowed_cidrs`) are JSON text;
 //! - times keep microseconds (SQLite: INTEGER µs since the epoch, PostgreSQL:
@@ -17,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 mod error;
 mod model;
 mod postgres;
@@ -62,6 +67,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// In one transaction, consumes one use of a usable token and records the certificate; on any error the use is not consumed.
     ///
+    /// The transaction may be shared with other calls' records (group
+    /// commit); the call returns once that transaction has committed, and
+    /// its outcome is what the call would have had alone. If the shared
+    /// transaction fails, every call in it gets the error and none of them
+    /// wrote anything.
+    ///
     /// `certificate.token_id` is set to `token_id` (a different non-empty
     /// value is [`StoreError::Invalid`]). Refusals are
     /// [`StoreError::TokenNotFound`], [`StoreError::TokenRevoked`],
@@ -76,6 +87,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Records a certificate issued without a token use (renewals); never overwrites a serial.
+    ///
+    /// Group-committed like [`Store::issue_with_token`]; a `token_id` that
+    /// names no token is [`StoreError::TokenNotFound`], a reused serial
+    /// [`StoreError::DuplicateSerial`].
     async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError>;
 
     /// Finds a certificate by serial (hex, any case).
@@ -134,6 +149,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long a call waits for a free connection before [`StoreError::Unavailable`] (default 10 s).
     pub acquire_timeout: Duration,
+    /// Most certificate records committed in one transaction by group commit (default 256).
+    pub max_batch: usize,
 }
 
 impl Default for StoreOptions {
@@ -141,6 +158,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
+            max_batch: 256,
         }
     }
 }

@@ -162,8 +162,8 @@ pub enum RevokeOutcome {
     AlreadyRevoked,
 }
 
-/// Explains why the conditional "consume one use" update matched no row,
-/// from a fresh read of the token.
+/// Explains why a token cannot give one more use at `now`, from its
+/// current row (`None`: no such token).
 pub(crate) fn refusal(token: Option<&Token>, now: OffsetDateTime) -> StoreError {
     match token {
         None => StoreError::TokenNotFound,

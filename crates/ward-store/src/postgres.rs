@@ -1,13 +1,21 @@
 //! The scale-out backend: several CA replicas share one PostgreSQL database.
 //!
-//! Correctness across replicas rests on single statements, never on
-//! read-then-write in application code: a token use is consumed by one
-//! conditional `UPDATE` (PostgreSQL re-checks its `WHERE` on the row version it
-//! locked, so two replicas cannot take the same last use), CRL numbers come
-//! from one `UPDATE … RETURNING` on a single row, and the migrator holds an
-//! advisory lock so replicas starting together do not race. Transactions run
-//! at the default READ COMMITTED level.
+//! Correctness across replicas rests on row locks and single statements,
+//! never on unlocked read-then-write in application code: token uses are
+//! decided from token rows read with `SELECT … FOR UPDATE` (a replica's
+//! batch waits for the lock and then reads the latest version, so two
+//! replicas cannot take the same last use) and added by an `UPDATE` that
+//! re-checks the limit; CRL numbers come from one `UPDATE … RETURNING` on a
+//! single row, and the migrator holds an advisory lock so replicas starting
+//! together do not race. Transactions run at the default READ COMMITTED level.
+//!
+//! Certificate records go through the store's group commit
+//! ([`crate::batch`]): a batch locks the token rows it names
+//! (`SELECT … FOR UPDATE`, in id order), decides every item from them, then
+//! writes all certificates with one multi-row `INSERT` and all token uses with
+//! one `UPDATE`: five round trips per batch, whatever its size.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -16,11 +24,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
 
+use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::error::{Violation, violation};
 use crate::model::{
     REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, encode_list, normalize_certificate,
-    normalize_serial, refusal, truncate_to_storage_precision as micros, validate_reason,
-    validate_token,
+    normalize_serial, truncate_to_storage_precision as micros, validate_reason, validate_token,
 };
 use crate::{
     Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
@@ -33,6 +41,14 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// A PostgreSQL database behind a connection pool.
 pub(crate) struct PgStore {
     /// The pool; every replica has its own.
+    pool: PgPool,
+    /// Group commit of certificate records.
+    committer: Committer,
+}
+
+/// The PostgreSQL half of group commit.
+struct PgBatch {
+    /// The store's pool.
     pool: PgPool,
 }
 
@@ -67,7 +83,108 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| migrate_error(format!("migrating PostgreSQL database {shown}"), e))?;
-        Ok(Self { pool })
+        let committer = Committer::spawn(PgBatch { pool: pool.clone() }, options.max_batch);
+        Ok(Self { pool, committer })
+    }
+}
+
+#[async_trait]
+impl BatchWriter for PgBatch {
+    async fn write_batch(&self, items: &[Item]) -> BatchResult {
+        let ctx = "committing certificates";
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        // Locked until commit: a replica's batch or a revocation touching
+        // these tokens waits, then sees what this batch did.
+        let rows = sqlx::query(sql::PG_LOCK_TOKENS)
+            .bind(token_ids(items))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        let mut tokens = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let token = token_from_row(row)?;
+            tokens.insert(token.id.clone(), token);
+        }
+        let plan = plan(items, &tokens);
+        if plan.is_empty() {
+            // Dropping `tx` rolls back; nothing was written.
+            return Ok(plan.finish(items, &HashSet::new()).0);
+        }
+        let mut columns = Columns::default();
+        let mut index_of = HashMap::new();
+        for (i, c) in plan.inserts(items) {
+            columns.push(c);
+            index_of.insert(c.serial.as_str(), i);
+        }
+        let written: Vec<String> = sqlx::query_scalar(sql::PG_INSERT_CERTIFICATES)
+            .bind(columns.serial)
+            .bind(columns.spiffe_id)
+            .bind(columns.token_id)
+            .bind(columns.not_before)
+            .bind(columns.not_after)
+            .bind(columns.der)
+            .bind(columns.fingerprint)
+            .bind(columns.issued_at)
+            .bind(columns.renewed_from)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        let inserted: HashSet<usize> = written
+            .iter()
+            .filter_map(|serial| index_of.get(serial.as_str()).copied())
+            .collect();
+        let (outcomes, uses) = plan.finish(items, &inserted);
+        if !uses.is_empty() {
+            let expected = uses.len() as u64;
+            let (ids, counts): (Vec<String>, Vec<i64>) = uses.into_iter().unzip();
+            let added = sqlx::query(sql::PG_ADD_TOKEN_USES)
+                .bind(ids)
+                .bind(counts)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            if added.rows_affected() != expected {
+                return Err(StoreError::other(
+                    ctx,
+                    "a token's uses changed under its row lock",
+                ));
+            }
+        }
+        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
+        Ok(outcomes)
+    }
+}
+
+/// A batch of certificates as one array per column (for `UNNEST`).
+#[derive(Default)]
+struct Columns {
+    serial: Vec<String>,
+    spiffe_id: Vec<String>,
+    token_id: Vec<Option<String>>,
+    not_before: Vec<OffsetDateTime>,
+    not_after: Vec<OffsetDateTime>,
+    der: Vec<Vec<u8>>,
+    fingerprint: Vec<String>,
+    issued_at: Vec<OffsetDateTime>,
+    renewed_from: Vec<Option<String>>,
+}
+
+impl Columns {
+    /// Appends one (normalised) certificate.
+    fn push(&mut self, c: &NewCertificate) {
+        self.serial.push(c.serial.clone());
+        self.spiffe_id.push(c.spiffe_id.clone());
+        self.token_id.push(c.token_id.clone());
+        self.not_before.push(micros(c.not_before));
+        self.not_after.push(micros(c.not_after));
+        self.der.push(c.der.clone());
+        self.fingerprint.push(c.fingerprint.clone());
+        self.issued_at.push(micros(c.issued_at));
+        self.renewed_from.push(c.renewed_from.clone());
     }
 }
 
@@ -107,31 +224,6 @@ fn certificate_from_row(row: &PgRow) -> Result<Certificate, StoreError> {
         revoked_at: row.try_get(9).map_err(d)?,
         revocation_reason: row.try_get(10).map_err(d)?,
     })
-}
-
-/// Inserts a (normalised) certificate on `conn`, mapping constraint errors.
-async fn insert_certificate(
-    conn: &mut sqlx::PgConnection,
-    c: &NewCertificate,
-) -> Result<(), StoreError> {
-    sqlx::query(sql::INSERT_CERTIFICATE)
-        .bind(&c.serial)
-        .bind(&c.spiffe_id)
-        .bind(&c.token_id)
-        .bind(micros(c.not_before))
-        .bind(micros(c.not_after))
-        .bind(&c.der)
-        .bind(&c.fingerprint)
-        .bind(micros(c.issued_at))
-        .bind(&c.renewed_from)
-        .execute(conn)
-        .await
-        .map(drop)
-        .map_err(|e| match violation(&e) {
-            Some(Violation::Unique) => StoreError::DuplicateSerial,
-            Some(Violation::ForeignKey) => StoreError::TokenNotFound,
-            None => StoreError::db("recording a certificate", e),
-        })
 }
 
 #[async_trait]
@@ -232,41 +324,14 @@ impl Store for PgStore {
         certificate: &NewCertificate,
     ) -> Result<(), StoreError> {
         let c = crate::bind_to_token(normalize_certificate(certificate)?, token_id)?;
-        let ctx = "issuing with a token";
-        let mut tx = self
-            .pool
-            .begin()
+        self.committer
+            .submit(Item::with_token(token_id, now, c))
             .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        let consumed = sqlx::query(sql::CONSUME_TOKEN_USE)
-            .bind(token_id)
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if consumed.rows_affected() == 0 {
-            let row = sqlx::query(sql::TOKEN_BY_ID)
-                .bind(token_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?;
-            let token = row.as_ref().map(token_from_row).transpose()?;
-            // Dropping `tx` rolls back (nothing was changed anyway).
-            return Err(refusal(token.as_ref(), now));
-        }
-        // On a duplicate serial `tx` is dropped and the use is given back.
-        insert_certificate(&mut tx, &c).await?;
-        tx.commit().await.map_err(|e| StoreError::db(ctx, e))
     }
 
     async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError> {
         let c = normalize_certificate(certificate)?;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| StoreError::db("recording a certificate", e))?;
-        insert_certificate(&mut conn, &c).await
+        self.committer.submit(Item::record(c)).await
     }
 
     async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
@@ -382,6 +447,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        self.committer.flush().await;
         self.pool.close().await;
     }
 }

@@ -43,14 +43,6 @@ pub(crate) const LIST_TOKENS: &str = concat!(
     " FROM tokens ORDER BY created_at DESC, id"
 );
 
-/// Consumes one use, only if the token is unrevoked, unexpired at `$2` and
-/// not exhausted. A single statement, so concurrent callers cannot both take
-/// the last use: PostgreSQL re-checks the WHERE clause on the row version it
-/// locked, SQLite runs it under the database write lock.
-pub(crate) const CONSUME_TOKEN_USE: &str = "UPDATE tokens SET uses = uses + 1 \
-     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-     AND (max_uses = 0 OR uses < max_uses)";
-
 /// Marks a token revoked, keeping the first revocation time.
 pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2), \
      revoked_with_certs = (revoked_with_certs OR $3) WHERE id = $1";
@@ -59,10 +51,40 @@ pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = COALESCE(r
 pub(crate) const REVOKE_TOKEN_CERTIFICATES: &str = "UPDATE certificates SET revoked_at = $2, \
      revocation_reason = $3 WHERE token_id = $1 AND revoked_at IS NULL AND not_after > $2";
 
-/// Inserts a certificate; the serial primary key refuses duplicates.
-pub(crate) const INSERT_CERTIFICATE: &str = "INSERT INTO certificates (serial, spiffe_id, \
-     token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from, revoked_at, \
-     revocation_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
+/// Inserts a certificate unless its serial exists (group commit: a
+/// duplicate must not abort the batch's transaction); zero rows affected
+/// means a duplicate serial.
+pub(crate) const INSERT_CERTIFICATE_IF_NEW: &str = "INSERT INTO certificates (serial, \
+     spiffe_id, token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from, \
+     revoked_at, revocation_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) \
+     ON CONFLICT (serial) DO NOTHING";
+
+/// Adds the uses a committed batch took from one token. The batch decided
+/// them from the token row it holds locked; the condition is a second check
+/// that no use is ever overspent (zero rows affected fails the batch).
+pub(crate) const ADD_TOKEN_USES: &str = "UPDATE tokens SET uses = uses + $2 \
+     WHERE id = $1 AND (max_uses = 0 OR uses + $2 <= max_uses)";
+
+/// PostgreSQL only: reads and row-locks the tokens a batch names, in id
+/// order so that replicas lock in one order.
+pub(crate) const PG_LOCK_TOKENS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM tokens WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+);
+
+/// PostgreSQL only: a whole batch of certificates in one statement (one
+/// array per column); returns the serials actually inserted.
+pub(crate) const PG_INSERT_CERTIFICATES: &str = "INSERT INTO certificates (serial, spiffe_id, \
+     token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
+     $5::timestamptz[], $6::bytea[], $7::text[], $8::timestamptz[], $9::text[]) \
+     ON CONFLICT (serial) DO NOTHING RETURNING serial";
+
+/// PostgreSQL only: [`ADD_TOKEN_USES`] for every token of a batch at once.
+pub(crate) const PG_ADD_TOKEN_USES: &str = "UPDATE tokens SET uses = tokens.uses + v.n \
+     FROM UNNEST($1::text[], $2::int8[]) AS v(id, n) \
+     WHERE tokens.id = v.id AND (tokens.max_uses = 0 OR tokens.uses + v.n <= tokens.max_uses)";
 
 /// One certificate by serial.
 pub(crate) const CERTIFICATE_BY_SERIAL: &str = concat!(

@@ -6,8 +6,12 @@
 //! other processes are waited for by SQLite's busy timeout. Every write
 //! transaction starts with `BEGIN IMMEDIATE` so it holds the write lock from
 //! its first statement and can never fail half-way on a lock upgrade.
+//! Certificate records go through the store's group commit
+//! ([`crate::batch`]): many records, one transaction, one fsync.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,10 +24,11 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::error::{Violation, violation};
 use crate::model::{
     REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, encode_list, from_micros,
-    normalize_certificate, normalize_serial, refusal, to_micros, validate_reason, validate_token,
+    normalize_certificate, normalize_serial, to_micros, validate_reason, validate_token,
 };
 use crate::{
     Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
@@ -41,7 +46,17 @@ pub(crate) struct SqliteStore {
     /// The pool; WAL lets readers run beside the one writer.
     pool: SqlitePool,
     /// Serialises this process's writers so they queue instead of polling.
-    writer: Mutex<()>,
+    writer: Arc<Mutex<()>>,
+    /// Group commit of certificate records.
+    committer: Committer,
+}
+
+/// The SQLite half of group commit: one `BEGIN IMMEDIATE` transaction per batch.
+struct SqliteBatch {
+    /// The store's pool.
+    pool: SqlitePool,
+    /// The store's writer turn.
+    writer: Arc<Mutex<()>>,
 }
 
 /// A write transaction together with the in-process writer turn it holds.
@@ -74,21 +89,92 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| migrate_error(format!("migrating SQLite database {shown}"), e))?;
+        let writer = Arc::new(Mutex::new(()));
+        let batch = SqliteBatch {
+            pool: pool.clone(),
+            writer: writer.clone(),
+        };
         Ok(Self {
             pool,
-            writer: Mutex::new(()),
+            writer,
+            committer: Committer::spawn(batch, options.max_batch),
         })
     }
 
     /// Takes this process's writer turn, then the database write lock.
     async fn write_tx(&self) -> Result<WriteTx<'_>, StoreError> {
-        let turn = self.writer.lock().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| StoreError::db("starting a write transaction", e))?;
-        Ok((turn, tx))
+        write_tx(&self.pool, &self.writer).await
+    }
+}
+
+/// Takes this process's writer turn, then the database write lock.
+async fn write_tx<'a>(pool: &SqlitePool, writer: &'a Mutex<()>) -> Result<WriteTx<'a>, StoreError> {
+    let turn = writer.lock().await;
+    let tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| StoreError::db("starting a write transaction", e))?;
+    Ok((turn, tx))
+}
+
+#[async_trait]
+impl BatchWriter for SqliteBatch {
+    async fn write_batch(&self, items: &[Item]) -> BatchResult {
+        let ctx = "committing certificates";
+        let (_turn, mut tx) = write_tx(&self.pool, &self.writer).await?;
+        // The write lock is held: nobody changes these rows until commit.
+        let mut tokens = HashMap::new();
+        for id in token_ids(items) {
+            let row = sqlx::query(sql::TOKEN_BY_ID)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            if let Some(token) = row.as_ref().map(token_from_row).transpose()? {
+                tokens.insert(id, token);
+            }
+        }
+        let plan = plan(items, &tokens);
+        if plan.is_empty() {
+            // Dropping `tx` rolls back; nothing was written.
+            return Ok(plan.finish(items, &HashSet::new()).0);
+        }
+        let mut inserted = HashSet::new();
+        for (i, c) in plan.inserts(items) {
+            let done = sqlx::query(sql::INSERT_CERTIFICATE_IF_NEW)
+                .bind(&c.serial)
+                .bind(&c.spiffe_id)
+                .bind(&c.token_id)
+                .bind(to_micros(c.not_before))
+                .bind(to_micros(c.not_after))
+                .bind(&c.der)
+                .bind(&c.fingerprint)
+                .bind(to_micros(c.issued_at))
+                .bind(&c.renewed_from)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            if done.rows_affected() == 1 {
+                inserted.insert(i);
+            }
+        }
+        let (outcomes, uses) = plan.finish(items, &inserted);
+        for (id, n) in uses {
+            let added = sqlx::query(sql::ADD_TOKEN_USES)
+                .bind(&id)
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            if added.rows_affected() != 1 {
+                return Err(StoreError::other(
+                    ctx,
+                    "a token's uses changed under the write lock",
+                ));
+            }
+        }
+        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
+        Ok(outcomes)
     }
 }
 
@@ -139,31 +225,6 @@ fn certificate_from_row(row: &SqliteRow) -> Result<Certificate, StoreError> {
         revoked_at: revoked_at.map(from_micros).transpose()?,
         revocation_reason: row.try_get(10).map_err(d)?,
     })
-}
-
-/// Inserts a (normalised) certificate on `conn`, mapping constraint errors.
-async fn insert_certificate(
-    conn: &mut sqlx::SqliteConnection,
-    c: &NewCertificate,
-) -> Result<(), StoreError> {
-    sqlx::query(sql::INSERT_CERTIFICATE)
-        .bind(&c.serial)
-        .bind(&c.spiffe_id)
-        .bind(&c.token_id)
-        .bind(to_micros(c.not_before))
-        .bind(to_micros(c.not_after))
-        .bind(&c.der)
-        .bind(&c.fingerprint)
-        .bind(to_micros(c.issued_at))
-        .bind(&c.renewed_from)
-        .execute(conn)
-        .await
-        .map(drop)
-        .map_err(|e| match violation(&e) {
-            Some(Violation::Unique) => StoreError::DuplicateSerial,
-            Some(Violation::ForeignKey) => StoreError::TokenNotFound,
-            None => StoreError::db("recording a certificate", e),
-        })
 }
 
 #[async_trait]
@@ -259,38 +320,14 @@ impl Store for SqliteStore {
         certificate: &NewCertificate,
     ) -> Result<(), StoreError> {
         let c = crate::bind_to_token(normalize_certificate(certificate)?, token_id)?;
-        let ctx = "issuing with a token";
-        let (_turn, mut tx) = self.write_tx().await?;
-        let consumed = sqlx::query(sql::CONSUME_TOKEN_USE)
-            .bind(token_id)
-            .bind(to_micros(now))
-            .execute(&mut *tx)
+        self.committer
+            .submit(Item::with_token(token_id, now, c))
             .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if consumed.rows_affected() == 0 {
-            let row = sqlx::query(sql::TOKEN_BY_ID)
-                .bind(token_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?;
-            let token = row.as_ref().map(token_from_row).transpose()?;
-            // Dropping `tx` rolls back (nothing was changed anyway).
-            return Err(refusal(token.as_ref(), now));
-        }
-        // On a duplicate serial `tx` is dropped and the use is given back.
-        insert_certificate(&mut tx, &c).await?;
-        tx.commit().await.map_err(|e| StoreError::db(ctx, e))
     }
 
     async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError> {
         let c = normalize_certificate(certificate)?;
-        let _turn = self.writer.lock().await;
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| StoreError::db("recording a certificate", e))?;
-        insert_certificate(&mut conn, &c).await
+        self.committer.submit(Item::record(c)).await
     }
 
     async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
@@ -408,6 +445,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.committer.flush().await;
         self.pool.close().await;
     }
 }

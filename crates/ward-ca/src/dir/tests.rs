@@ -23,7 +23,7 @@ fn init_writes_every_file_with_the_right_modes() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = CaDir::new(tmp.path().join("ca"));
     let report = ca.init(&opts(), OffsetDateTime::now_utc()).unwrap();
-    assert_eq!(report.files.len(), 7);
+    assert_eq!(report.files.len(), 9);
     for name in CA_FILES {
         let p = ca.file(name);
         let want = if name.ends_with(".key") { 0o600 } else { 0o644 };
@@ -95,4 +95,45 @@ fn garbled_or_foreign_intermediate_key_is_refused() {
     fs::write(&key_path, foreign.to_pkcs8_pem().as_bytes()).unwrap();
     let err = ca.intermediate_issuer().unwrap_err().to_string();
     assert!(err.contains("does not belong"), "{err}");
+}
+
+#[test]
+fn root_ocsp_signer_prefers_the_delegated_responder_and_falls_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    ca.init(&opts(), now).unwrap();
+    assert_eq!(mode(&ca.file(ROOT_OCSP_KEY)), 0o600);
+    assert!(matches!(
+        ca.root_ocsp_signer(now).unwrap(),
+        RootOcspSigner::Delegated(_)
+    ));
+    // A directory from before the OCSP responder: the root key signs.
+    fs::remove_file(ca.file(ROOT_OCSP_CRT)).unwrap();
+    fs::remove_file(ca.file(ROOT_OCSP_KEY)).unwrap();
+    assert!(matches!(
+        ca.root_ocsp_signer(now).unwrap(),
+        RootOcspSigner::RootKey(_)
+    ));
+    // Offline root and no responder: nobody may answer about the intermediate.
+    let off = CaDir::new(tmp.path().join("off"));
+    let o = InitOptions {
+        offline_root: Some(tmp.path().join("offline-root.key")),
+        ..opts()
+    };
+    off.init(&o, now).unwrap();
+    assert!(matches!(
+        off.root_ocsp_signer(now).unwrap(),
+        RootOcspSigner::Delegated(_)
+    ));
+    let later = now + Duration::from_secs(2 * 365 * 86_400);
+    assert!(matches!(
+        off.root_ocsp_signer(later).unwrap(),
+        RootOcspSigner::None
+    ));
+    fs::remove_file(off.file(ROOT_OCSP_CRT)).unwrap();
+    assert!(matches!(
+        off.root_ocsp_signer(now).unwrap(),
+        RootOcspSigner::None
+    ));
 }

@@ -8,6 +8,7 @@ pub mod crl;
 mod error;
 mod limits;
 mod metrics;
+pub mod ocsp;
 mod routes;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub registry: Registry,
     /// One JSON line per issuance attempt and admin action.
     pub audit: Arc<AuditLog>,
+    /// The OCSP responder.
+    pub ocsp: Arc<crate::ocsp::Responder>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -80,6 +83,9 @@ fn public_routes() -> Router<AppState> {
         .route("/v1/roots", get(routes::roots))
         .route("/v1/crl", get(crl::crl_der))
         .route("/v1/crl.pem", get(crl::crl_pem))
+        .route("/ocsp", get(ocsp::get_empty).post(ocsp::post))
+        .route("/ocsp/", get(ocsp::get_empty))
+        .route("/ocsp/{*request}", get(ocsp::get))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

@@ -50,6 +50,7 @@ fn request(profile: Profile, id: &str) -> LeafRequest {
         clamp_to_issuer: false,
         serial: Serial::random().unwrap(),
         crl_url: None,
+        ocsp_url: None,
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) fn check(
     facts: &Facts,
     ctx: &Context<'_>,
     issuer: Option<&Facts>,
+    verify_signature: bool,
     policy: &LintPolicy,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -51,7 +52,7 @@ pub(super) fn check(
         }
     };
     key_rules(facts, &mut flag);
-    signature_rules(der, facts, ctx, &mut flag);
+    signature_rules(der, facts, ctx, verify_signature, &mut flag);
     lifetime_rules(facts, ctx, issuer, policy, &mut flag);
     if ctx.role == Role::Leaf {
         svid_rules(facts, &mut flag);
@@ -85,6 +86,7 @@ fn signature_rules(
     der: &[u8],
     facts: &Facts,
     ctx: &Context<'_>,
+    verify_signature: bool,
     flag: &mut impl FnMut(Rule, bool, String),
 ) {
     let oid = facts.signature_algorithm_oid.as_str();
@@ -108,7 +110,7 @@ fn signature_rules(
             facts.signature_algorithm
         ),
     );
-    let Some(issuer_der) = ctx.issuer else {
+    let Some(issuer_der) = ctx.issuer.filter(|_| verify_signature) else {
         return;
     };
     // x509-parser cannot check every algorithm; only a definite "does not

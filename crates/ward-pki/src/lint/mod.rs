@@ -134,14 +134,35 @@ pub struct Context<'a> {
 /// Runs the built-in rules on one DER certificate. Findings come back in
 /// catalog order, after the policy's `disable` and `severity` settings.
 pub fn lint(der: &[u8], ctx: &Context<'_>, policy: &LintPolicy) -> Vec<Finding> {
+    let issuer = ctx.issuer.and_then(|d| Facts::from_der(d).ok());
+    lint_with(der, ctx, issuer.as_ref(), Signature::Verify, policy)
+}
+
+/// Whether the issuer-signature rule verifies the signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signature {
+    /// Verify it with the issuer's key (an ECDSA/RSA/EdDSA verify).
+    Verify,
+    /// The caller just made it with the issuer's own key: skip the verify.
+    MadeByIssuerKey,
+}
+
+/// [`lint`] with the issuer's facts already computed.
+fn lint_with(
+    der: &[u8],
+    ctx: &Context<'_>,
+    issuer: Option<&Facts>,
+    signature: Signature,
+    policy: &LintPolicy,
+) -> Vec<Finding> {
     let mut findings = match Facts::from_der(der) {
         Err(reason) => {
             vec![rules::PARSE.finding(format!("cannot parse the certificate: {reason}"))]
         }
         Ok(facts) => {
-            let issuer = ctx.issuer.and_then(|d| Facts::from_der(d).ok());
-            let mut out = structure::check(&facts, ctx.role, issuer.as_ref());
-            out.extend(checks::check(der, &facts, ctx, issuer.as_ref(), policy));
+            let verify = signature == Signature::Verify;
+            let mut out = structure::check(&facts, ctx.role, issuer);
+            out.extend(checks::check(der, &facts, ctx, issuer, verify, policy));
             out
         }
     };
@@ -162,7 +183,63 @@ pub fn pre_issuance(
         issuer: Some(issuer_der),
         now,
     };
-    let errors: Vec<String> = lint(der, &ctx, policy)
+    refusal(lint(der, &ctx, policy))
+}
+
+/// Pre-issuance linting bound to one [`Issuer`](crate::issue::Issuer), for
+/// a CA that lints every certificate it signs: the same rules as
+/// [`pre_issuance`], with the issuer certificate parsed once instead of per
+/// certificate, and without verifying the leaf's signature again.
+///
+/// Skipping that verify (one public-key operation per certificate, as costly
+/// as the CSR's) is sound because an `Issuer` only exists for a private key
+/// that matches its certificate (`Issuer::new` checks the pair), and the
+/// leaf was signed by that key a moment ago; the signature *algorithm* is
+/// still checked (weak, unknown), as is everything else.
+#[derive(Clone, Debug)]
+pub struct PreIssuance {
+    /// The issuing CA certificate, DER.
+    issuer_der: Vec<u8>,
+    /// What the rules need of it.
+    issuer: Facts,
+}
+
+impl PreIssuance {
+    /// Prepares linting for certificates `issuer` signs.
+    pub fn new(issuer: &crate::issue::Issuer) -> Result<Self, String> {
+        let issuer_der = issuer.cert_der().to_vec();
+        let facts = Facts::from_der(&issuer_der)?;
+        Ok(PreIssuance {
+            issuer_der,
+            issuer: facts,
+        })
+    }
+
+    /// Lints a leaf the issuer has just signed; `Err` as [`pre_issuance`].
+    pub fn check(
+        &self,
+        der: &[u8],
+        policy: &LintPolicy,
+        now: OffsetDateTime,
+    ) -> Result<(), String> {
+        let ctx = Context {
+            role: Role::Leaf,
+            issuer: Some(&self.issuer_der),
+            now,
+        };
+        refusal(lint_with(
+            der,
+            &ctx,
+            Some(&self.issuer),
+            Signature::MadeByIssuerKey,
+            policy,
+        ))
+    }
+}
+
+/// `Err` naming every error-level finding, for a pre-issuance refusal.
+fn refusal(findings: Vec<Finding>) -> Result<(), String> {
+    let errors: Vec<String> = findings
         .into_iter()
         .filter(|f| f.severity == Severity::Error)
         .map(|f| format!("{} ({})", f.id, f.message))

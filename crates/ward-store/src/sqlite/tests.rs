@@ -22,3 +22,96 @@ async fn connections_use_wal_full_sync_busy_timeout_and_foreign_keys() {
     assert_eq!(pragma("PRAGMA foreign_keys").await, "1");
     assert_eq!(pragma("PRAGMA busy_timeout").await, "10000");
 }
+
+/// Another process holds the write lock past the busy timeout: every caller
+/// of the batch gets `Unavailable` (503 at the CA), nothing is written, and
+/// the next batch commits once the lock is free.
+#[tokio::test]
+async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.db");
+    let store = SqliteStore::open(&path, &StoreOptions::default())
+        .await
+        .unwrap();
+    let t = NewToken {
+        id: "tok_1".into(),
+        hash: [1; 32],
+        spiffe_id: "spiffe://t/a".into(),
+        dns_names: vec![],
+        profile: "peer".into(),
+        cert_ttl_secs: 60,
+        expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
+        max_uses: 0,
+        allowed_cidrs: vec![],
+        created_at: OffsetDateTime::now_utc(),
+    };
+    store.create_token(&t).await.unwrap();
+    // The same file through a pool that gives up on a busy lock at once.
+    let impatient = SqlitePoolOptions::new()
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    let committer = Arc::new(Committer::spawn(
+        SqliteBatch {
+            pool: impatient,
+            writer: Arc::new(Mutex::new(())),
+        },
+        64,
+    ));
+    let cert = |serial: &str| NewCertificate {
+        serial: serial.into(),
+        spiffe_id: t.spiffe_id.clone(),
+        token_id: Some(t.id.clone()),
+        not_before: t.created_at,
+        not_after: t.expires_at,
+        der: vec![1],
+        fingerprint: "00".repeat(32),
+        issued_at: t.created_at,
+        renewed_from: None,
+    };
+    let item = |serial: &str| Item::with_token(&t.id, OffsetDateTime::now_utc(), cert(serial));
+
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let results = submit_all(&committer, (0..8).map(|i| item(&format!("a{i}")))).await;
+    for r in &results {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+    }
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(store.count_certificates().await.unwrap(), 0);
+    assert_eq!(store.token(&t.id).await.unwrap().unwrap().uses, 0);
+
+    committer.submit(item("b0")).await.unwrap();
+    assert_eq!(store.count_certificates().await.unwrap(), 1);
+    assert_eq!(store.token(&t.id).await.unwrap().unwrap().uses, 1);
+}
+
+/// Submits every item at once and collects the outcomes in order.
+async fn submit_all(
+    committer: &Arc<Committer>,
+    items: impl Iterator<Item = Item>,
+) -> Vec<Result<(), StoreError>> {
+    let tasks: Vec<_> = items
+        .map(|item| {
+            let committer = committer.clone();
+            tokio::spawn(async move { committer.submit(item).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}

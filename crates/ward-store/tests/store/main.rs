@@ -1,5 +1,5 @@
-//! The store contract, run against both backends: every test in `basic` and
-//! `concurrency` exists twice, as `sqlite::NAME` (temporary file) and
+//! The store contract, run against both backends: every test in `basic`,
+//! `batch` and `concurrency` exists twice, as `sqlite::NAME` (temporary file) and
 //! `postgres::NAME` (a fresh schema in `WARD_TEST_DATABASE_URL`, skipped with a
 //! message when that is unset). The CA relies on exactly these guarantees.
 
@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod basic;
+mod batch;
 mod concurrency;
 mod harness;
 
@@ -50,6 +51,9 @@ on_both_backends!(
     concurrency::two_replicas_never_double_spend,
     concurrency::crl_numbers_unique_across_replicas,
     concurrency::revocation_races_issuance_cleanly,
+    batch::mixed_good_and_refused_items_share_batches,
+    batch::a_failing_transaction_fails_every_caller_and_writes_nothing,
+    batch::storage_lost_mid_batch_is_unavailable_for_its_callers,
 );
 
 /// Checks that only the SQLite backend does: file mode and journal mode.

@@ -136,6 +136,7 @@ fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         clamp_to_issuer,
         serial: Serial::random()?,
         crl_url: None,
+        ocsp_url: None,
     };
     let issued = issuer
         .sign_leaf(&key.public_key_der(), &request, OffsetDateTime::now_utc())

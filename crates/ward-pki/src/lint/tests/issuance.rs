@@ -7,7 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::issue::{CaSpec, Issuer, LeafRequest, Profile, new_root};
-use crate::lint::{LintPolicy, Linter};
+use crate::lint::{LintPolicy, Linter, PreIssuance, pre_issuance};
 use crate::{KeyType, Serial};
 
 /// splitmix64: a seeded generator, so a failure replays exactly.
@@ -58,6 +58,7 @@ fn everything_wards_issuance_builds_passes_every_lint() {
         let int_key = ca_type.generate().unwrap();
         let int = root_issuer.sign_intermediate(&spec, &int_key, now).unwrap();
         let issuer = Issuer::new(int.der.clone(), int_key).unwrap();
+        let pre = PreIssuance::new(&issuer).unwrap();
         for case in 0..40 {
             let (key_type, key) = &keys[rng.below(keys.len())];
             let profile = [Profile::Server, Profile::Client, Profile::Peer][rng.below(3)];
@@ -85,11 +86,13 @@ fn everything_wards_issuance_builds_passes_every_lint() {
                 clamp_to_issuer: true,
                 serial: Serial::random().unwrap(),
                 crl_url: None,
+                ocsp_url: None,
             };
             let leaf = issuer
                 .sign_leaf(&key.public_key_der(), &request, now)
                 .unwrap();
             let chain = [leaf.der.clone(), int.der.clone(), root.der.clone()];
+            pre.check(&leaf.der, &LintPolicy::default(), now).unwrap();
             for report in linter.lint_chain(&chain, now) {
                 assert!(
                     report.findings.is_empty(),
@@ -98,4 +101,60 @@ fn everything_wards_issuance_builds_passes_every_lint() {
             }
         }
     }
+}
+
+/// The CA's bound pre-issuance lint refuses exactly what `pre_issuance`
+/// refuses, with the same message, except that it does not verify again a
+/// signature its own issuer key has just made.
+#[test]
+fn bound_pre_issuance_matches_pre_issuance_but_trusts_its_own_signature() {
+    let now = OffsetDateTime::now_utc();
+    let spec = CaSpec {
+        name: "Bound".into(),
+        root_validity: Duration::from_secs(10 * 365 * 86_400),
+        intermediate_validity: Duration::from_secs(365 * 86_400),
+        permitted_dns: Vec::new(),
+    };
+    let root_key = KeyType::EcdsaP256.generate().unwrap();
+    let root = new_root(&spec, &root_key, now).unwrap();
+    let issuer = Issuer::new(root.der.clone(), root_key).unwrap();
+    let pre = PreIssuance::new(&issuer).unwrap();
+    let leaf_key = KeyType::EcdsaP256.generate().unwrap();
+    let request = LeafRequest {
+        profile: Profile::Peer,
+        spiffe_id: Some("spiffe://example.org/a".parse().unwrap()),
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        common_name: None,
+        ttl: Duration::from_secs(2 * 3600),
+        clamp_to_issuer: true,
+        serial: Serial::random().unwrap(),
+        crl_url: None,
+        ocsp_url: None,
+    };
+    let leaf = issuer
+        .sign_leaf(&leaf_key.public_key_der(), &request, now)
+        .unwrap();
+    let ok = LintPolicy::default();
+    assert_eq!(pre.check(&leaf.der, &ok, now), Ok(()));
+    assert_eq!(pre_issuance(&leaf.der, issuer.cert_der(), &ok, now), Ok(()));
+
+    // A policy the certificate breaks: both refuse, with the same words.
+    let strict = LintPolicy {
+        max_workload_lifetime: Duration::from_secs(3600),
+        ..LintPolicy::default()
+    };
+    let bound = pre.check(&leaf.der, &strict, now).unwrap_err();
+    assert_eq!(
+        Err(bound.clone()),
+        pre_issuance(&leaf.der, issuer.cert_der(), &strict, now)
+    );
+    assert!(bound.contains("pre-issuance lint refused"), "{bound}");
+
+    // The one difference: a broken signature is caught only by the full check.
+    let mut tampered = leaf.der.to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    assert!(pre_issuance(&tampered, issuer.cert_der(), &ok, now).is_err());
+    assert_eq!(pre.check(&tampered, &ok, now), Ok(()));
 }

@@ -249,6 +249,7 @@ fn issue(
         clamp_to_issuer: false,
         serial: Serial::random()?,
         crl_url: None,
+        ocsp_url: None,
     };
     let issued = ca
         .intermediate

@@ -1,0 +1,320 @@
+//! The CA's OCSP responder (RFC 6960), behind `GET /ocsp/{base64}` and
+//! `POST /ocsp` on both listeners.
+//!
+//! Who signs what (ARCHITECTURE.md, traps 9, 13, 14):
+//!
+//! - Answers about certificates the intermediate issued are signed by a
+//!   delegated responder certificate (id-kp-OCSPSigning, ocsp-nocheck) that
+//!   `ward ca serve` issues itself from the intermediate, keeps only in
+//!   memory and replaces at two thirds of its life ([`RESPONDER_TTL`]).
+//!   Each replica has its own; any of them verifies.
+//! - Answers about the intermediate (nginx `ssl_ocsp on` asks) must come from
+//!   the root or a root-issued responder, or OpenSSL rejects them: the
+//!   root-issued responder `ward ca init` writes (`root-ocsp.crt`), else the
+//!   root key when it is in the directory, else `unauthorized`.
+//! - A CertID naming neither CA gets the certStatus `unknown` (RFC 6960
+//!   §2.2: "the responder doesn't know about the certificate"), in a signed
+//!   answer, so a client asking about several certificates learns which
+//!   ones this responder serves. An unknown serial under a known issuer is
+//!   also `unknown`.
+//!
+//! Every answer is built from the store on request, so a revocation is
+//! visible at once, on every replica; nothing is cached here. The answer is
+//! signed by the issuer of the *first* certificate asked about; clients ask
+//! about one issuer per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use ward_pki::ocsp::{self, IssuerId, Query, Refusal, Signer, Status};
+use ward_pki::{KeyType, PublicKeyKind, Serial};
+
+use crate::authority::Authority;
+use crate::dir::RootOcspSigner;
+
+/// Lifetime of the delegated responder certificate for leaves; renewed at
+/// two thirds.
+pub const RESPONDER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long to wait before retrying a failed responder renewal.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// How OCSP answers are made.
+#[derive(Clone, Copy, Debug)]
+pub struct OcspSettings {
+    /// nextUpdate = thisUpdate + validity.
+    pub validity: Duration,
+}
+
+impl Default for OcspSettings {
+    fn default() -> Self {
+        OcspSettings {
+            validity: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The delegated responder currently signing answers about leaves.
+#[derive(Debug)]
+struct LeafSigner {
+    signer: Signer,
+    cert: CertificateDer<'static>,
+    renews_at: OffsetDateTime,
+}
+
+/// The OCSP responder of one CA instance.
+pub struct Responder {
+    authority: Arc<Authority>,
+    settings: OcspSettings,
+    org: String,
+    intermediate: IssuerId,
+    intermediate_serial: Serial,
+    roots: Vec<IssuerId>,
+    leaf: ArcSwap<LeafSigner>,
+    root_signer: Option<Signer>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer to one OCSP request: DER and how long it may be cached.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The DER OCSPResponse.
+    pub der: Vec<u8>,
+    /// Seconds until nextUpdate (0 for refusals).
+    pub max_age: u64,
+    /// Whether the answer is a signed, successful response.
+    pub successful: bool,
+}
+
+impl Answer {
+    fn refused(status: Refusal) -> Self {
+        Answer {
+            der: ocsp::refusal(status),
+            max_age: 0,
+            successful: false,
+        }
+    }
+}
+
+impl Responder {
+    /// A responder for `authority`: issues the first delegated responder
+    /// certificate. `root_signer` answers about the intermediate.
+    pub fn new(
+        authority: Arc<Authority>,
+        root_signer: RootOcspSigner,
+        org: &str,
+        settings: OcspSettings,
+        now: OffsetDateTime,
+    ) -> Result<Self, crate::Error> {
+        let int_der = authority.intermediate_der().clone();
+        let intermediate = IssuerId::from_cert_der(&int_der)
+            .map_err(crate::Error::pki("reading the intermediate"))?;
+        let intermediate_serial = {
+            let (_, cert) = x509_parser::parse_x509_certificate(&int_der)
+                .map_err(|e| crate::Error::Config(format!("reading the intermediate: {e}")))?;
+            Serial::from_be_bytes(cert.raw_serial())
+                .map_err(crate::Error::pki("reading the intermediate's serial"))?
+        };
+        let roots = ward_pki::pem::parse_certs_any(authority.roots_pem().as_bytes())
+            .map_err(crate::Error::pki("reading the roots"))?
+            .iter()
+            .map(|r| IssuerId::from_cert_der(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::Error::pki("reading the roots"))?;
+        let root_signer = match root_signer {
+            RootOcspSigner::Delegated(s) => Some(s),
+            RootOcspSigner::RootKey(s) => {
+                tracing::warn!(
+                    "no root-ocsp.crt in the CA directory: OCSP answers about the intermediate are signed with the root key"
+                );
+                Some(s)
+            }
+            RootOcspSigner::None => {
+                tracing::warn!(
+                    "no valid root-issued OCSP responder and the root is offline: OCSP requests about the intermediate are refused (unauthorized)"
+                );
+                None
+            }
+        };
+        let leaf = leaf_signer(&authority, org, now)
+            .map_err(crate::Error::pki("issuing the OCSP responder certificate"))?;
+        Ok(Responder {
+            authority,
+            settings,
+            org: org.to_owned(),
+            intermediate,
+            intermediate_serial,
+            roots,
+            leaf: ArcSwap::from_pointee(leaf),
+            root_signer,
+        })
+    }
+
+    /// When the delegated responder for leaves is due for renewal.
+    pub fn renews_at(&self) -> OffsetDateTime {
+        self.leaf.load().renews_at
+    }
+
+    /// The delegated responder certificate signing answers about leaves now.
+    pub fn responder_cert(&self) -> CertificateDer<'static> {
+        self.leaf.load().cert.clone()
+    }
+
+    /// Issues a fresh delegated responder certificate and key and starts
+    /// signing with them.
+    pub fn rotate(&self, now: OffsetDateTime) -> Result<(), ward_pki::Error> {
+        let next = leaf_signer(&self.authority, &self.org, now)?;
+        self.leaf.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Answers a DER OCSPRequest. Always yields an OCSPResponse: a refusal
+    /// status when the request is malformed, storage is unreachable, or
+    /// signing fails.
+    pub async fn answer(&self, request_der: &[u8], now: OffsetDateTime) -> Answer {
+        let request = match ocsp::parse_request(request_der) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed OCSP request");
+                return Answer::refused(Refusal::MalformedRequest);
+            }
+        };
+        let mut answers = Vec::with_capacity(request.queries.len());
+        for q in &request.queries {
+            match self.status(q).await {
+                Ok(status) => answers.push((q.clone(), status)),
+                Err(e) => {
+                    tracing::error!(error = %e, "OCSP: storage unavailable");
+                    return Answer::refused(Refusal::TryLater);
+                }
+            }
+        }
+        let about_root = request
+            .queries
+            .first()
+            .is_some_and(|q| self.roots.iter().any(|r| q.is_about(r)));
+        let leaf = self.leaf.load();
+        let signer = if about_root {
+            match &self.root_signer {
+                Some(s) => s,
+                None => return Answer::refused(Refusal::Unauthorized),
+            }
+        } else {
+            &leaf.signer
+        };
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let next = now + self.settings.validity;
+        match signer.respond(&request, &answers, now, next) {
+            Ok(der) => Answer {
+                der,
+                max_age: self.settings.validity.as_secs(),
+                successful: true,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "signing an OCSP response failed");
+                Answer::refused(Refusal::InternalError)
+            }
+        }
+    }
+
+    async fn status(&self, q: &Query) -> Result<Status, ward_store::StoreError> {
+        let Some(serial) = q.serial() else {
+            return Ok(Status::Unknown);
+        };
+        if q.is_about(&self.intermediate) {
+            let record = self
+                .authority
+                .store()
+                .certificate(&serial.to_string())
+                .await?;
+            return Ok(match record {
+                None => Status::Unknown,
+                Some(c) => match c.revoked_at {
+                    Some(at) => Status::Revoked {
+                        at,
+                        reason: c.revocation_reason,
+                    },
+                    None => Status::Good,
+                },
+            });
+        }
+        if self.roots.iter().any(|r| q.is_about(r)) && serial == self.intermediate_serial {
+            return Ok(Status::Good);
+        }
+        Ok(Status::Unknown)
+    }
+}
+
+fn leaf_signer(
+    authority: &Authority,
+    org: &str,
+    now: OffsetDateTime,
+) -> Result<LeafSigner, ward_pki::Error> {
+    // Same algorithm as the intermediate, so clients that accept the CA
+    // accept its responder.
+    let key_type = x509_parser::parse_x509_certificate(authority.intermediate_der())
+        .ok()
+        .and_then(|(_, c)| PublicKeyKind::from_spki(c.public_key()).key_type().ok())
+        .unwrap_or(KeyType::EcdsaP256);
+    let key = key_type.generate()?;
+    let issued = ocsp::issue_responder(
+        authority.issuer(),
+        &key,
+        org,
+        "OCSP Responder",
+        RESPONDER_TTL,
+        now,
+    )?;
+    let signer = Signer::new(
+        &issued.der,
+        key,
+        &[issued.der.clone(), authority.intermediate_der().clone()],
+    )?;
+    let life = issued.not_after - now;
+    Ok(LeafSigner {
+        signer,
+        cert: issued.der,
+        renews_at: now + life * 2 / 3,
+    })
+}
+
+/// Renews the delegated responder at two thirds of its life until `stop`
+/// turns true (run by `ward ca serve`).
+pub async fn rotate_loop(responder: Arc<Responder>, mut stop: watch::Receiver<bool>) {
+    let mut due = responder.renews_at();
+    loop {
+        let wait = (due - OffsetDateTime::now_utc())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            () = tokio::time::sleep(wait) => {
+                let now = OffsetDateTime::now_utc();
+                match responder.rotate(now) {
+                    Ok(()) => {
+                        tracing::info!("renewed the OCSP responder certificate");
+                        due = responder.renews_at();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "renewing the OCSP responder certificate failed; retrying in 60s");
+                        due = now + RETRY;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

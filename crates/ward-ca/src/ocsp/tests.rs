@@ -1,0 +1,218 @@
+//! The responder against a real SQLite store, checked with the hand-written
+//! OCSP reader of `ward check` (`ward_pki::lint::revocation`).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ward_pki::lint::revocation::{Status as Seen, ocsp_request, ocsp_status};
+
+use super::*;
+use crate::authority::Policy;
+use crate::dir::{CaDir, InitOptions};
+use crate::revocation::CrlSettings;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    ca: CaDir,
+    authority: Arc<Authority>,
+}
+
+async fn fixture(offline_root: bool) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    ca.init(
+        &InitOptions {
+            trust_domain: "example.org".parse().unwrap(),
+            name: "Test".into(),
+            key_type: KeyType::EcdsaP256,
+            root_validity: Duration::from_secs(10 * 365 * 86_400),
+            intermediate_validity: Duration::from_secs(365 * 86_400),
+            offline_root: offline_root.then(|| tmp.path().join("root.key")),
+            permitted_dns: Vec::new(),
+        },
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let store = ward_store::connect(tmp.path().join("ward.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let authority = Authority::new(
+        Policy {
+            trust_domain: "example.org".parse().unwrap(),
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(86_400),
+        },
+        ca.intermediate_issuer().unwrap(),
+        &ca.roots().unwrap(),
+        store,
+    )
+    .with_revocation(CrlSettings::default(), None);
+    Fixture {
+        _tmp: tmp,
+        ca,
+        authority: Arc::new(authority),
+    }
+}
+
+fn responder(f: &Fixture, now: OffsetDateTime) -> Responder {
+    Responder::new(
+        f.authority.clone(),
+        f.ca.root_ocsp_signer(now).unwrap(),
+        "Test",
+        OcspSettings::default(),
+        now,
+    )
+    .unwrap()
+}
+
+async fn leaf(f: &Fixture, now: OffsetDateTime) -> (Vec<u8>, Serial) {
+    let (issued, _) = f
+        .authority
+        .issue_server_identity(
+            &["svc.example.org".to_owned()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            Duration::from_secs(3600),
+            now,
+        )
+        .await
+        .unwrap();
+    (issued.leaf_der.to_vec(), issued.serial)
+}
+
+#[tokio::test]
+async fn good_then_revoked_at_once_with_reason() {
+    let f = fixture(false).await;
+    let now = OffsetDateTime::now_utc();
+    let r = responder(&f, now);
+    let (leaf, serial) = leaf(&f, now).await;
+    let int = f.authority.intermediate_der().to_vec();
+    let req = ocsp_request(&leaf, &int).unwrap();
+    let answer = r.answer(&req, now).await;
+    assert!(answer.successful);
+    assert_eq!(answer.max_age, 300);
+    let seen = ocsp_status(&answer.der, &leaf, &int, now).unwrap();
+    assert_eq!(seen.status, Seen::Good);
+    assert!(!seen.stale);
+
+    f.authority
+        .revoke_certificate(&serial, Some(1), now)
+        .await
+        .unwrap();
+    let answer = r.answer(&req, now).await;
+    let seen = ocsp_status(&answer.der, &leaf, &int, now).unwrap();
+    assert!(matches!(seen.status, Seen::Revoked { .. }), "{seen:?}");
+}
+
+#[tokio::test]
+async fn unknown_serials_and_foreign_issuers_are_unknown() {
+    let f = fixture(false).await;
+    let now = OffsetDateTime::now_utc();
+    let r = responder(&f, now);
+    let int_der = f.authority.intermediate_der().clone();
+    let int = IssuerId::from_cert_der(&int_der).unwrap();
+    let other = fixture(false).await;
+    let foreign = IssuerId::from_cert_der(other.authority.intermediate_der()).unwrap();
+    let (_, serial) = leaf(&f, now).await;
+    let queries = [
+        Query::new(&int, &Serial::random().unwrap(), false).unwrap(),
+        Query::new(&foreign, &serial, true).unwrap(),
+        Query::new(&int, &serial, true).unwrap(),
+    ];
+    let der = ocsp::build_request(&queries, Some(&[5u8; 16])).unwrap();
+    let answer = r.answer(&der, now).await;
+    assert!(answer.successful);
+    // The hand-written reader needs a certificate; read the status tags of
+    // one-query answers instead.
+    let reader_view = |q: usize| {
+        let one = ocsp::build_request(&queries[q..=q], None).unwrap();
+        status_tag(&r, one, now)
+    };
+    assert_eq!(reader_view(0).await, 0x82); // unknown
+    assert_eq!(reader_view(1).await, 0x82); // unknown
+    assert_eq!(reader_view(2).await, 0x80); // good
+}
+
+/// The certStatus tag of the only SingleResponse in the answer.
+async fn status_tag(r: &Responder, req: Vec<u8>, now: OffsetDateTime) -> u8 {
+    let answer = r.answer(&req, now).await;
+    assert!(answer.successful);
+    let parsed = ocsp::parse_request(&req).unwrap();
+    let serial = parsed.queries[0].serial().unwrap();
+    // CertID ends with the serial INTEGER; the certStatus tag follows it.
+    let mut int = vec![0x02];
+    let mut bytes = serial.as_bytes().to_vec();
+    if bytes[0] & 0x80 != 0 {
+        bytes.insert(0, 0);
+    }
+    int.push(bytes.len() as u8);
+    int.extend_from_slice(&bytes);
+    let at = answer
+        .der
+        .windows(int.len())
+        .position(|w| w == int.as_slice())
+        .unwrap();
+    answer.der[at + int.len()]
+}
+
+#[tokio::test]
+async fn the_intermediate_is_answered_by_the_root_side() {
+    let f = fixture(false).await;
+    let now = OffsetDateTime::now_utc();
+    let r = responder(&f, now);
+    let int = f.authority.intermediate_der().to_vec();
+    let root = f.ca.roots().unwrap()[0].to_vec();
+    let req = ocsp_request(&int, &root).unwrap();
+    let answer = r.answer(&req, now).await;
+    // Signed by the root-issued delegated responder: verifies against the root.
+    let seen = ocsp_status(&answer.der, &int, &root, now).unwrap();
+    assert_eq!(seen.status, Seen::Good);
+    // The leaf responder (issued by the intermediate) is not what signed it.
+    assert!(ocsp_status(&answer.der, &int, &int, now).is_err());
+}
+
+#[tokio::test]
+async fn offline_root_without_a_responder_refuses_intermediate_questions() {
+    let f = fixture(true).await;
+    std::fs::remove_file(f.ca.root_ocsp_cert_path()).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let r = responder(&f, now);
+    let int = f.authority.intermediate_der().to_vec();
+    let root = f.ca.roots().unwrap()[0].to_vec();
+    let answer = r.answer(&ocsp_request(&int, &root).unwrap(), now).await;
+    assert!(!answer.successful);
+    assert_eq!(answer.der, ocsp::refusal(Refusal::Unauthorized));
+    // Leaves are still answered.
+    let (leaf, _) = leaf(&f, now).await;
+    let answer = r.answer(&ocsp_request(&leaf, &int).unwrap(), now).await;
+    assert!(answer.successful);
+}
+
+#[tokio::test]
+async fn garbage_is_malformed_and_rotation_changes_the_signer() {
+    let f = fixture(false).await;
+    let now = OffsetDateTime::now_utc();
+    let r = responder(&f, now);
+    let answer = r.answer(b"\x30\x03garbage", now).await;
+    assert_eq!(answer.der, ocsp::refusal(Refusal::MalformedRequest));
+    assert!(r.renews_at() > now + Duration::from_secs(15 * 3600));
+    assert!(r.renews_at() < now + Duration::from_secs(17 * 3600));
+
+    let (leaf, _) = leaf(&f, now).await;
+    let int = f.authority.intermediate_der().to_vec();
+    let req = ocsp_request(&leaf, &int).unwrap();
+    let old = r.responder_cert().to_vec();
+    let contains = |der: &[u8], cert: &[u8]| der.windows(cert.len()).any(|w| w == cert);
+    assert!(contains(&r.answer(&req, now).await.der, &old));
+    let later = now + Duration::from_secs(17 * 3600);
+    r.rotate(later).unwrap();
+    assert!(r.renews_at() > later);
+    let new = r.responder_cert().to_vec();
+    assert_ne!(old, new);
+    let after = r.answer(&req, later).await.der;
+    // The new responder certificate is embedded, and the answer verifies.
+    assert!(contains(&after, &new));
+    assert!(!contains(&after, &old));
+    assert_eq!(
+        ocsp_status(&after, &leaf, &int, later).unwrap().status,
+        Seen::Good
+    );
+}

@@ -1,0 +1,216 @@
+//! nginx (`ssl_verify_client on; ssl_ocsp on;`) trusting the Ward root and
+//! asking Ward's responder: a good Ward client certificate gets in, a
+//! revoked one is refused. nginx checks the leaf *and* the intermediate
+//! (ARCHITECTURE.md, trap 13), so this also proves the root-side answers.
+//!
+//! The intermediate is made by `ward ca init`, before any responder URL is
+//! known, so it carries no AIA: nginx is pointed at the responder with
+//! `ssl_ocsp_responder` (an IP URL, so no `resolver` is needed). No
+//! `ssl_ocsp_cache` is configured, so nginx asks on every handshake.
+//!
+//! Skipped with a notice when nginx is not installed, unless `CI` is set.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::setup::{configure, issue};
+use crate::common::OutputText;
+use crate::dual::DualServer;
+use crate::harness::{Backend, Ca, Client};
+
+/// How long nginx may take to accept connections.
+const NGINX_DEADLINE: Duration = Duration::from_secs(30);
+
+fn nginx_binary() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = Command::new("sh")
+                .args(["-c", "command -v nginx"])
+                .output()
+                .ok()?;
+            let path = out.stdout_text().trim().to_owned();
+            (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+        })
+}
+
+/// A running nginx, stopped (by its PID) when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    /// Starts nginx on a free port; retries on the rare port collision.
+    fn start(bin: &Path, dir: &Path, conf_for: impl Fn(u16) -> String) -> Nginx {
+        for attempt in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let conf = dir.join("nginx.conf");
+            std::fs::write(&conf, conf_for(port)).unwrap();
+            let _ = std::fs::remove_file(dir.join("error.log"));
+            let mut child = Command::new(bin)
+                .arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(&conf)
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("nginx starts");
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let deadline = Instant::now() + NGINX_DEADLINE;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    if let Some(pipe) = child.stderr.take() {
+                        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                            err.push_str(&line);
+                            err.push('\n');
+                        }
+                    }
+                    if err.contains("Address already in use") && attempt < 4 {
+                        break; // another process took the port: pick another
+                    }
+                    panic!("nginx exited ({status}): {err}");
+                }
+                if TcpStream::connect(addr).is_ok() {
+                    return Nginx {
+                        child,
+                        addr,
+                        dir: dir.to_owned(),
+                    };
+                }
+                assert!(Instant::now() < deadline, "nginx never accepted on {addr}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+}
+
+fn config(dir: &Path, port: u16, server: &Path, root: &Path, responder: &str) -> String {
+    let d = dir.display();
+    let crt = server.with_extension("crt");
+    let key = server.with_extension("key");
+    format!(
+        r#"worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {crt};
+        ssl_certificate_key {key};
+        ssl_client_certificate {root};
+        ssl_verify_client on;
+        ssl_verify_depth 2;
+        ssl_ocsp on;
+        ssl_ocsp_responder {responder};
+        location / {{
+            return 200 "hello $ssl_client_verify\n";
+        }}
+    }}
+}}
+"#,
+        crt = crt.display(),
+        key = key.display(),
+        root = root.display(),
+    )
+}
+
+/// `curl` through nginx with a client certificate: (status, body).
+fn get_through(nginx: &Nginx, root: &Path, chain: &Path, key: &Path) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+        .arg(root)
+        .arg("--cert")
+        .arg(chain)
+        .arg("--key")
+        .arg(key)
+        .arg(format!("https://{}/", nginx.addr))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl: {}", out.stderr_text());
+    let text = out.stdout_text();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_ssl_ocsp_accepts_good_and_refuses_revoked_client_certificates() {
+    let Some(bin) = nginx_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx is required under CI (apt-get install nginx)"
+        );
+        println!("skipped: nginx is not installed (apt-get install nginx)");
+        return;
+    };
+    let ca = Ca::new(Backend::Sqlite).unwrap();
+    configure(&ca);
+    let server = DualServer::start(&ca);
+    let client = Client::new(server.https, &ca.root(), None);
+    let good = issue(&ca, &client, "good").await;
+    let bad = issue(&ca, &client, "bad").await;
+    // nginx's own server certificate, from the same CA (offline issuance).
+    let tls = ca.pki().issue(
+        "server",
+        "spiffe://example.org/nginx",
+        &["--ip", "127.0.0.1", "--dns", "localhost"],
+    );
+    let dir = ca.pki().path("nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = ca.root();
+    let responder = format!("http://{}/ocsp", server.http);
+    let nginx = Nginx::start(&bin, &dir, |port| {
+        config(&dir, port, &tls, &root, &responder)
+    });
+
+    let (status, body) = get_through(&nginx, &root, &good.chain, &good.key);
+    assert_eq!(status, 200, "{body}\n{}", nginx.error_log());
+    assert!(body.contains("hello SUCCESS"), "{body}");
+    let (status, _) = get_through(&nginx, &root, &bad.chain, &bad.key);
+    assert_eq!(status, 200, "{}", nginx.error_log());
+
+    let out = ca.ward(&["revoke", &bad.serial, "--reason", "keyCompromise"]);
+    assert!(out.status.success(), "ward revoke: {}", out.stderr_text());
+    // nginx completes the handshake and answers 400 for a failed client
+    // verification; its log names the OCSP verdict.
+    let (status, body) = get_through(&nginx, &root, &bad.chain, &bad.key);
+    assert_eq!(status, 400, "{body}\n{}", nginx.error_log());
+    let log = nginx.error_log();
+    assert!(log.contains("revoked"), "{log}");
+    // The good certificate is still accepted.
+    let (status, _) = get_through(&nginx, &root, &good.chain, &good.key);
+    assert_eq!(status, 200, "{}", nginx.error_log());
+}
