@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Gate benchmark: full mTLS handshakes/s and keep-alive requests/s through
-# `ward gate serve` (and nginx, when available, as a peer), keep-alive
-# requests/s straight to the plain upstream, and the latency the gate adds
-# at a fixed rate.
+# Gate benchmark: full and resumed mTLS handshakes/s and keep-alive
+# requests/s through `ward gate serve` and, as peers when available, nginx
+# and HAProxy (same certificates, same upstream); keep-alive requests/s
+# straight to the plain upstream; the latency the gate adds at a fixed
+# rate; each proxy's memory per idle mTLS connection; and the public-key
+# ceiling of a full mTLS handshake on this machine (`ward-bench ceiling`).
 #
 # Proxy pinned to one core, load generator (ward-bench) to the other; the
 # upstream (`ward-bench upstream`) shares the proxy's core for keep-alive
@@ -16,11 +18,21 @@
 #   SERVER_CPU=0 LOAD_CPU=1
 #   KX_GROUP=x25519      group the client offers in the main handshake runs
 #   SKIP_CHAIN_VERIFY=1  client skips verifying the server chain (0 = verify)
-#   SKIP_NGINX=1 SKIP_PQ=1   skip the nginx / X25519MLKEM768 configurations
-#   INSTALL_NGINX=0      do not try `apt-get install nginx-light`
+#   SKIP_NGINX=1 SKIP_HAPROXY=1 SKIP_PQ=1 SKIP_RESUME=1 SKIP_LAT=1
+#                        skip nginx / HAProxy / X25519MLKEM768 / resumed
+#                        handshakes / fixed-rate latency configurations
+#   SKIP_MEM=1           skip the idle-connection memory runs
+#   MEM_CONNS=10000      idle mTLS connections held for the memory runs
+#   MEM_VARIANTS="hs req"  hs: idle right after the handshake; req: idle
+#                        after one request each (empty = no memory runs)
+#   INSTALL_NGINX=0 INSTALL_HAPROXY=0   do not try `apt-get install`
+#   CONFIGS="ward-hs nginx-hs …"  run exactly these configurations
+#   RAW_OUT=path         also copy the raw JSON lines of every run there
 #   RESULTS=path         where to append the table ("" = don't)
 #   PERF_DIR=dir         perf-record the proxy during the first repeat of
 #                        each proxied configuration; reports there
+#   PERF_CALLGRAPH=dwarf perf's call-graph mode (default fp; dwarf gives
+#                        Rust stacks for the by-class breakdown)
 #   KEEP=1               keep the temporary directory
 #   BUILD=0              use the release binaries already built
 set -euo pipefail
@@ -36,10 +48,20 @@ LOAD_CPU=${LOAD_CPU:-1}
 KX_GROUP=${KX_GROUP:-x25519}
 SKIP_CHAIN_VERIFY=${SKIP_CHAIN_VERIFY:-1}
 SKIP_NGINX=${SKIP_NGINX:-0}
+SKIP_HAPROXY=${SKIP_HAPROXY:-0}
 SKIP_PQ=${SKIP_PQ:-0}
+SKIP_RESUME=${SKIP_RESUME:-0}
+SKIP_LAT=${SKIP_LAT:-0}
+SKIP_MEM=${SKIP_MEM:-0}
+MEM_CONNS=${MEM_CONNS:-10000}
+MEM_VARIANTS=${MEM_VARIANTS-hs req}
 INSTALL_NGINX=${INSTALL_NGINX:-1}
+INSTALL_HAPROXY=${INSTALL_HAPROXY:-1}
+CONFIGS_ENV=${CONFIGS:-}
+RAW_OUT=${RAW_OUT:-}
 RESULTS=${RESULTS-$ROOT/bench/RESULTS.md}
 PERF_DIR=${PERF_DIR:-}
+PERF_CALLGRAPH=${PERF_CALLGRAPH:-fp}
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-1}
 
@@ -89,7 +111,8 @@ if [[ $BUILD == 1 ]]; then
     (cd "$ROOT" && cargo build --release -q -p ward -p ward-bench)
 fi
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
+    echo "${CARGO_TARGET_DIR:-$ROOT/target}")
 WARD=$TARGET_DIR/release/ward
 BENCH=$TARGET_DIR/release/ward-bench
 
@@ -103,24 +126,59 @@ CA=$WORK/ca
 "$WARD" cert create --ca-dir "$CA" --profile client \
     --spiffe-id spiffe://example.org/bench --out "$WORK/client" >/dev/null
 
-# ---------------------------------------------------------------- nginx
+# ---------------------------------------------------------------- peers
+# have_peer CMD PACKAGE SKIP INSTALL: 0 when CMD is (or, as root, could be
+# made) available.
+have_peer() {
+    local cmd=$1 pkg=$2 skip=$3 install=$4
+    if [[ $skip == 1 ]]; then
+        log "$cmd skipped (SKIP)"
+        return 1
+    fi
+    if ! command -v "$cmd" >/dev/null && [[ $install == 1 ]] && [[ $(id -u) == 0 ]]; then
+        log "installing $pkg"
+        apt-get install -y -q "$pkg" >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$pkg" >/dev/null 2>&1; } ||
+            log "apt-get install $pkg failed"
+    fi
+    if command -v "$cmd" >/dev/null; then
+        return 0
+    fi
+    log "$cmd skipped: not installed"
+    return 1
+}
 HAVE_NGINX=0
 NGINX_VERSION=""
-if [[ $SKIP_NGINX == 1 ]]; then
-    log "nginx skipped (SKIP_NGINX=1)"
-else
-    if ! command -v nginx >/dev/null && [[ $INSTALL_NGINX == 1 ]] && [[ $(id -u) == 0 ]]; then
-        log "installing nginx-light"
-        apt-get install -y -q nginx-light >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nginx-light >/dev/null 2>&1; } ||
-            log "apt-get install nginx-light failed"
+if have_peer nginx nginx-light "$SKIP_NGINX" "$INSTALL_NGINX"; then
+    HAVE_NGINX=1
+    NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')
+fi
+HAVE_HAPROXY=0
+HAPROXY_VERSION=""
+if have_peer haproxy haproxy "$SKIP_HAPROXY" "$INSTALL_HAPROXY"; then
+    HAVE_HAPROXY=1
+    HAPROXY_VERSION=$(haproxy -v 2>&1 | awk 'NR == 1 { sub(/-.*/, "", $3); print $3 }')
+fi
+# HAProxy wants the certificate chain and its key in one file.
+cat "$WORK/server.crt" "$WORK/server.key" >"$WORK/server.pem"
+
+# Memory runs hold MEM_CONNS connections: the load generator and the
+# proxy each need that many descriptors.
+if [[ $SKIP_MEM != 1 && -n $MEM_VARIANTS ]]; then
+    NOFILE=$((MEM_CONNS + 1000))
+    if (($(ulimit -n) < NOFILE)); then
+        ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
     fi
-    if command -v nginx >/dev/null; then
-        HAVE_NGINX=1
-        NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')
-    else
-        log "nginx skipped: not installed"
+    if (($(ulimit -n) < NOFILE)); then
+        log "open-file limit $(ulimit -n) is below $NOFILE: memory runs may fall short of $MEM_CONNS"
     fi
+fi
+# HAProxy refuses to start unless 2 × maxconn (a client and a server side
+# per connection) fits the open-file limit, so with the common hard limit
+# of 20,000 it holds a few less than 10,000 idle connections.
+HAPROXY_MAXCONN=$((MEM_CONNS + 1000))
+if (((($(ulimit -n) - 100) / 2) < HAPROXY_MAXCONN)); then
+    HAPROXY_MAXCONN=$((($(ulimit -n) - 100) / 2))
 fi
 
 # ---------------------------------------------------------------- servers
@@ -146,13 +204,38 @@ start_upstream() { # cpu
     exit 1
 }
 
-start_gate() {
-    local err=$WORK/gate.err addr i
+# The gate from flags (as in SPEC §4); with `mem`, from an equivalent
+# config file that raises max_connections and the header-read timeout so
+# neither cuts a memory run short.
+start_gate() { # [mem]
+    local err=$WORK/gate.err addr i args
     : >"$err"
-    taskset -c "$SERVER_CPU" "$WARD" gate serve --listen 127.0.0.1:0 \
-        --cert "$WORK/server.crt" --key "$WORK/server.key" --client-ca "$CA/root.crt" \
-        --upstream "$UP_URL" --allow-spiffe-id 'spiffe://example.org/*' --audit-log off \
-        >/dev/null 2>"$err" &
+    args=(--listen 127.0.0.1:0 --cert "$WORK/server.crt" --key "$WORK/server.key"
+        --client-ca "$CA/root.crt" --upstream "$UP_URL"
+        --allow-spiffe-id 'spiffe://example.org/*' --audit-log off)
+    if [[ ${1:-} == mem ]]; then
+        cat >"$WORK/gate.toml" <<EOF
+audit_log = "off"
+[listen]
+address = "127.0.0.1:0"
+max_connections = $((MEM_CONNS + 1000))
+[timeouts]
+header_read = "300s"
+[[tenants]]
+name = "bench"
+default = true
+cert = "$WORK/server.crt"
+key = "$WORK/server.key"
+client_ca = "$CA/root.crt"
+[[tenants.routes]]
+name = "all"
+upstream = "$UP_URL"
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/*"]
+EOF
+        args=(--config "$WORK/gate.toml")
+    fi
+    taskset -c "$SERVER_CPU" "$WARD" gate serve "${args[@]}" >/dev/null 2>"$err" &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     for ((i = 0; i < 200; i++)); do
@@ -169,6 +252,23 @@ start_gate() {
     exit 1
 }
 
+# Waits until PROXY_URL answers an mTLS GET with 2xx (curl, OpenSSL).
+wait_proxy() { # name logfiles...
+    local name=$1 i
+    shift
+    for ((i = 0; i < 200; i++)); do
+        if curl -sf -o /dev/null --cacert "$CA/root.crt" --cert "$WORK/client.crt" \
+            --key "$WORK/client.key" "$PROXY_URL"; then
+            return 0
+        fi
+        kill -0 "$PROXY_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "$name did not start:"
+    cat "$@" >&2 2>/dev/null || true
+    exit 1
+}
+
 # nginx 1.22 (Debian nginx-light, OpenSSL 3.0): one worker, TLS 1.3 only,
 # client certificate required and verified against the same root, the same
 # server certificate, proxy_pass with pooled keep-alive to the same upstream.
@@ -182,9 +282,11 @@ $user
 worker_processes 1;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 8192; }
+worker_rlimit_nofile $((MEM_CONNS + 1000));
+events { worker_connections $((MEM_CONNS + 1000)); }
 http {
     access_log off;
+    client_header_timeout 300s;
     client_body_temp_path $dir/tmp/body;
     proxy_temp_path $dir/tmp/proxy;
     keepalive_requests 100000000;
@@ -211,17 +313,43 @@ EOF
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     PROXY_URL=https://127.0.0.1:$port/
-    for ((i = 0; i < 200; i++)); do
-        if curl -sf -o /dev/null --cacert "$CA/root.crt" --cert "$WORK/client.crt" \
-            --key "$WORK/client.key" "$PROXY_URL"; then
-            return 0
-        fi
-        kill -0 "$PROXY_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    log "nginx did not start:"
-    cat "$dir/stdout" "$dir/error.log" >&2 2>/dev/null || true
-    exit 1
+    wait_proxy nginx "$dir/stdout" "$dir/error.log"
+}
+
+# HAProxy 2.6 (Debian, OpenSSL 3.0): one thread, TLS 1.3 only, client
+# certificate required and verified against the same root, the same server
+# certificate, HTTP keep-alive on both sides with connection reuse to the
+# same upstream. TLS session tickets and the session cache at their
+# defaults (on), as for nginx and the gate.
+start_haproxy() {
+    local dir=$WORK/haproxy port
+    mkdir -p "$dir"
+    port=$(free_port)
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 300s
+    timeout server 30s
+    timeout http-request 300s
+    timeout http-keep-alive 300s
+frontend bench
+    bind 127.0.0.1:$port ssl crt $WORK/server.pem ca-file $CA/root.crt verify required alpn http/1.1
+    default_backend upstream
+backend upstream
+    http-reuse always
+    server up ${UP_URL#http://}
+EOF
+    taskset -c "$SERVER_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout" 2>&1 &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    PROXY_URL=https://127.0.0.1:$port/
+    wait_proxy haproxy "$dir/stdout"
 }
 
 # utime + stime (clock ticks) of the given processes and their children
@@ -245,27 +373,39 @@ HZ=$(getconf CLK_TCK)
 TLS_ARGS=(--ca-bundle "$CA/root.crt" --cert "$WORK/client.crt" --key "$WORK/client.key")
 [[ $SKIP_CHAIN_VERIFY == 1 ]] && TLS_ARGS+=(--skip-chain-verify)
 
+start_proxy() { # ward|nginx|haproxy [mem]
+    case $1 in
+        ward) start_gate "${2:-}" ;;
+        nginx) start_nginx ;;
+        haproxy) start_haproxy ;;
+    esac
+}
+
+# One throughput/latency run: label = SERVER-WORKLOAD[-pq], SERVER one of
+# ward, nginx, haproxy, direct; WORKLOAD hs (full handshakes), rs (resumed
+# handshakes), ka (keep-alive, closed loop), lat (keep-alive at RATE/s).
 run_one() { # label rep
     local label=$1 rep=$2 mode url kx=$KX_GROUP rate=() tls=() up_cpu=$SERVER_CPU
-    local measured perf_pid="" bench_pid line
+    local measured perf_pid="" bench_pid line server=${1%%-*}
     case $label in
         *-hs | *-hs-pq) mode=handshake; up_cpu=$LOAD_CPU ;;
+        *-rs) mode=resume; up_cpu=$LOAD_CPU ;;
         *-ka) mode=keepalive ;;
         *-lat) mode=keepalive; rate=(--rate "$RATE") ;;
     esac
     [[ $label == *-pq ]] && kx=default
     start_upstream "$up_cpu"
-    case $label in
-        ward-*) start_gate; url=$PROXY_URL; tls=("${TLS_ARGS[@]}" --kx-group "$kx") ;;
-        nginx-*) start_nginx; url=$PROXY_URL; tls=("${TLS_ARGS[@]}" --kx-group "$kx") ;;
-        direct-*) PROXY_PID=$UP_PID; url=$UP_URL/ ;;
+    case $server in
+        direct) PROXY_PID=$UP_PID; url=$UP_URL/ ;;
+        *) start_proxy "$server"; url=$PROXY_URL; tls=("${TLS_ARGS[@]}" --kx-group "$kx") ;;
     esac
-    if [[ -n $PERF_DIR && $rep == 1 && $label != direct-* ]]; then
+    if [[ -n $PERF_DIR && $rep == 1 && $server != direct ]]; then
         mkdir -p "$PERF_DIR"
         local perf_pids=$PROXY_PID
-        [[ $label == nginx-* ]] && perf_pids=$(pgrep -P "$PROXY_PID" | paste -sd,)
-        (sleep "$(to_secs "$WARMUP")" && exec perf record -q -e cpu-clock -F 999 -g \
-            -p "$perf_pids" -o "$WORK/perf.$label.data" -- sleep "$(to_secs "$DURATION")") >/dev/null 2>&1 &
+        [[ $server == nginx ]] && perf_pids=$(pgrep -P "$PROXY_PID" | paste -sd,)
+        (sleep "$(to_secs "$WARMUP")" && exec perf record -q -e cpu-clock -F 999 \
+            --call-graph "$PERF_CALLGRAPH" -p "$perf_pids" -o "$WORK/perf.$label.data" \
+            -- sleep "$(to_secs "$DURATION")") >/dev/null 2>&1 &
         perf_pid=$!
         PIDS+=("$perf_pid")
     fi
@@ -295,9 +435,13 @@ run_one() { # label rep
                 2>/dev/null | grep -v '^$' | head -n 25
             perf report -i "$WORK/perf.$label.data" --no-children --sort dso,symbol --stdio -g none \
                 --percent-limit 0.4 2>/dev/null | grep -v '^#' | grep -v '^$' | head -n 70
+            echo
+            echo "# $label: samples by class (bench/perf_classify.py)"
+            perf script -i "$WORK/perf.$label.data" 2>/dev/null | python3 "$ROOT/bench/perf_classify.py"
         } >"$PERF_DIR/perf-$label.txt" || true
+        [[ $KEEP == 1 ]] && cp "$WORK/perf.$label.data" "$PERF_DIR/" 2>/dev/null
     fi
-    [[ $label == direct-* ]] || stop_pid "$PROXY_PID"
+    [[ $server == direct ]] || stop_pid "$PROXY_PID"
     stop_pid "$UP_PID"
     measured=$(awk -v p=$((p1 - p0)) -v b=$((b1 - b0)) -v u=$((u1 - u0)) -v hz="$HZ" -v d="$cpu_window" \
         'BEGIN { printf "{\"proxy_cpu_s\":%.2f,\"upstream_cpu_s\":%.2f,\"load_cpu_s\":%.2f,\"window_s\":%s}", p / hz, u / hz, b / hz, d }')
@@ -305,20 +449,101 @@ run_one() { # label rep
     printf '{"label":"%s","rep":%s,"result":%s,"cpu":%s}\n' "$label" "$rep" "$line" "$measured" >>"$RAW"
 }
 
-CONFIGS=(ward-hs)
-[[ $HAVE_NGINX == 1 ]] && CONFIGS+=(nginx-hs)
-[[ $SKIP_PQ == 1 ]] || CONFIGS+=(ward-hs-pq)
-CONFIGS+=(ward-ka)
-[[ $HAVE_NGINX == 1 ]] && CONFIGS+=(nginx-ka)
-CONFIGS+=(direct-ka ward-lat direct-lat)
+# Resident memory (VmRSS, KiB) of a process and its children (nginx's
+# worker), summed.
+rss_kb() {
+    local p c total=0 v
+    for p in "$@"; do
+        for c in "$p" $(pgrep -P "$p" 2>/dev/null || true); do
+            v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$c/status" 2>/dev/null || true)
+            total=$((total + ${v:-0}))
+        done
+    done
+    echo "$total"
+}
+
+# One memory run: label = SERVER-mem-VARIANT. The proxy starts, answers one
+# request (its readiness check), settles; its RSS is read; `ward-bench idle`
+# opens MEM_CONNS mTLS connections (VARIANT req: with one GET each) and
+# holds them; once it says it holds them and a second has passed, the RSS
+# is read again. Per connection = (after − before) ÷ connections held.
+run_mem() { # label
+    local label=$1 server=${1%%-*} variant=${1##*-} req=() before after err=$WORK/idle.err bench_pid i
+    local conns=$MEM_CONNS
+    [[ $variant == req ]] && req=(--request)
+    [[ $server == haproxy ]] && ((conns > HAPROXY_MAXCONN - 50)) && conns=$((HAPROXY_MAXCONN - 50))
+    start_upstream "$LOAD_CPU"
+    start_proxy "$server" mem
+    sleep 1
+    before=$(rss_kb "$PROXY_PID")
+    : >"$err"
+    taskset -c "$LOAD_CPU" "$BENCH" idle --url "$PROXY_URL" "${TLS_ARGS[@]}" --kx-group "$KX_GROUP" \
+        --connections "$conns" "${req[@]}" --hold 5s --setup-timeout 120s \
+        >"$WORK/idle.out" 2>"$err" &
+    bench_pid=$!
+    PIDS+=("$bench_pid")
+    for ((i = 0; i < 2600; i++)); do
+        grep -q 'ward-bench idle: holding' "$err" && break
+        kill -0 "$bench_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    sleep 1
+    after=$(rss_kb "$PROXY_PID")
+    wait "$bench_pid" || { log "ward-bench idle failed:"; cat "$err" >&2; exit 1; }
+    stop_pid "$bench_pid"
+    stop_pid "$PROXY_PID"
+    stop_pid "$UP_PID"
+    [[ -s $err ]] && log "$label: $(head -c 300 "$err")"
+    log "$label: RSS $before KiB → $after KiB; $(cat "$WORK/idle.out")"
+    printf '{"label":"%s","rep":1,"result":%s,"rss_before_kb":%s,"rss_after_kb":%s}\n' \
+        "$label" "$(cat "$WORK/idle.out")" "$before" "$after" >>"$RAW"
+}
+
+PEERS=()
+[[ $HAVE_NGINX == 1 ]] && PEERS+=(nginx)
+[[ $HAVE_HAPROXY == 1 ]] && PEERS+=(haproxy)
+if [[ -n $CONFIGS_ENV ]]; then
+    read -ra CONFIGS <<<"$CONFIGS_ENV"
+else
+    # Ward and each peer alternate within every workload (A B C A B C …
+    # across repeats), so drift on a shared machine hits all of them.
+    CONFIGS=(ward-hs)
+    for p in "${PEERS[@]}"; do CONFIGS+=("$p-hs"); done
+    [[ $SKIP_PQ == 1 ]] || CONFIGS+=(ward-hs-pq)
+    if [[ $SKIP_RESUME != 1 ]]; then
+        CONFIGS+=(ward-rs)
+        for p in "${PEERS[@]}"; do CONFIGS+=("$p-rs"); done
+    fi
+    CONFIGS+=(ward-ka)
+    for p in "${PEERS[@]}"; do CONFIGS+=("$p-ka"); done
+    CONFIGS+=(direct-ka)
+    [[ $SKIP_LAT == 1 ]] || CONFIGS+=(ward-lat direct-lat)
+    if [[ $SKIP_MEM != 1 ]]; then
+        for v in $MEM_VARIANTS; do
+            CONFIGS+=("ward-mem-$v")
+            for p in "${PEERS[@]}"; do CONFIGS+=("$p-mem-$v"); done
+        done
+    fi
+fi
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# The public-key ceiling, timed on the proxy's core before the runs.
+CEILING=$(taskset -c "$SERVER_CPU" "$BENCH" ceiling)
+log "ceiling: $CEILING"
+printf '{"label":"ceiling","rep":1,"result":%s}\n' "$CEILING" >>"$RAW"
 
 for ((rep = 1; rep <= REPEATS; rep++)); do
     for label in "${CONFIGS[@]}"; do
-        run_one "$label" "$rep"
+        if [[ $label == *-mem-* ]]; then
+            # Memory is not a rate: one run is enough.
+            [[ $rep == 1 ]] && run_mem "$label"
+        else
+            run_one "$label" "$rep"
+        fi
     done
 done
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+[[ -n $RAW_OUT ]] && cp "$RAW" "$RAW_OUT"
 
 # ---------------------------------------------------------------- table
 CPU_MODEL=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -327,85 +552,15 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null) ]] && COMMIT="$COMMIT (+uncommitted changes)"
 NOTES=""
 [[ $HAVE_NGINX == 1 ]] || NOTES+=" nginx skipped (not installed or SKIP_NGINX)."
+[[ $HAVE_HAPROXY == 1 ]] || NOTES+=" HAProxy skipped (not installed or SKIP_HAPROXY)."
 
 TABLE=$(
     DATE_UTC=$(date -u +%Y-%m-%dT%H:%MZ) COMMIT=$COMMIT CPU_MODEL=$CPU_MODEL CORES=$CORES \
         LOADAVG=$LOADAVG LOADAVG_END=$LOADAVG_END CONCURRENCY=$CONCURRENCY DURATION=$DURATION \
         WARMUP=$WARMUP REPEATS=$REPEATS RATE=$RATE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU \
         KX_GROUP=$KX_GROUP SKIP_CHAIN_VERIFY=$SKIP_CHAIN_VERIFY NGINX_VERSION=$NGINX_VERSION \
-        NOTES=$NOTES python3 - "$RAW" <<'EOF'
-import json, os, statistics, sys
-e = os.environ
-runs = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    res = r["result"]
-    cpu = r["cpu"]
-    w = cpu["window_s"]
-    direct = r["label"].startswith("direct-")
-    res["proxy_pct"] = 100 * cpu["proxy_cpu_s"] / w
-    res["up_pct"] = 0.0 if direct else 100 * cpu["upstream_cpu_s"] / w
-    res["load_pct"] = 100 * cpu["load_cpu_s"] / w
-    # CPU per successful request, from the CPU rate and the request rate.
-    res["proxy_us"] = 1e6 * (cpu["proxy_cpu_s"] / w) / max(res["rps"], 1e-9)
-    runs.setdefault(r["label"], []).append(res)
-kx = e["KX_GROUP"]
-nginx = f"nginx {e['NGINX_VERSION']}"
-names = {
-    "ward-hs": ("full mTLS handshakes", "Ward gate", kx),
-    "nginx-hs": ("full mTLS handshakes", nginx, kx),
-    "ward-hs-pq": ("full mTLS handshakes", "Ward gate", "default (X25519MLKEM768)"),
-    "ward-ka": (f"keep-alive, c={e['CONCURRENCY']}", "Ward gate", kx),
-    "nginx-ka": (f"keep-alive, c={e['CONCURRENCY']}", nginx, kx),
-    "direct-ka": (f"keep-alive, c={e['CONCURRENCY']}", "direct (plain HTTP)", "–"),
-    "ward-lat": (f"keep-alive at {e['RATE']}/s", "Ward gate", kx),
-    "direct-lat": (f"keep-alive at {e['RATE']}/s", "direct (plain HTTP)", "–"),
-}
-med = lambda rs, k: statistics.median(r[k] for r in rs)
-print(f"### Gate, {e['DATE_UTC']}, commit {e['COMMIT']}")
-print()
-print(f"{e['CPU_MODEL']}, {e['CORES']} cores; proxy pinned to core {e['SERVER_CPU']}, "
-      f"ward-bench to core {e['LOAD_CPU']}; upstream (`ward-bench upstream`, 1 thread) on the "
-      f"proxy's core for keep-alive and latency rows, on the load's core for handshake rows; "
-      f"TLS 1.3, ECDSA P-256, client chain leaf + intermediate, no resumption; "
-      f"client {'skips the server chain check' if e['SKIP_CHAIN_VERIFY'] == '1' else 'verifies the server chain'}; "
-      f"{e['DURATION']} windows after {e['WARMUP']} warmup; median of {e['REPEATS']} interleaved runs; "
-      f"load average {e['LOADAVG']} at start, {e['LOADAVG_END']} at end.{e['NOTES']}")
-print()
-print("| workload | server | kx group | req/s | p50 ms | p90 ms | p99 ms | max ms | errors "
-      "| proxy CPU % | proxy µs/req | upstream CPU % | load CPU % | req/s per run |")
-print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-for label, (work, srv, group) in names.items():
-    rs = runs.get(label)
-    if not rs:
-        continue
-    per_run = ", ".join(f"{r['rps']:.0f}" for r in rs)
-    errors = sum(r["errors"] for r in rs)
-    print(f"| {work} | {srv} | {group} | {med(rs, 'rps'):.0f} | {med(rs, 'p50_ms'):.3f} | "
-          f"{med(rs, 'p90_ms'):.3f} | {med(rs, 'p99_ms'):.3f} | {med(rs, 'max_ms'):.2f} | "
-          f"{errors} | {med(rs, 'proxy_pct'):.0f} | {med(rs, 'proxy_us'):.0f} | "
-          f"{med(rs, 'up_pct'):.0f} | {med(rs, 'load_pct'):.0f} | {per_run} |")
-print()
-def ratio(a, b, k="rps"):
-    return med(runs[a], k) / max(med(runs[b], k), 1e-9)
-if "ward-hs" in runs:
-    hs = runs["ward-hs"]
-    full = 1e6 / med(hs, "proxy_us")
-    print(f"- Gate handshakes per second of gate CPU (1e6 ÷ proxy µs/req): {full:.0f}/s "
-          f"({100 * full / 4360:.0f} % of issue 7's public-key ceiling of 4,360/s; target ≥ 55 %).")
-if "ward-hs" in runs and "nginx-hs" in runs:
-    print(f"- Handshakes, Ward ÷ nginx: {ratio('ward-hs', 'nginx-hs'):.2f}× measured, "
-          f"{ratio('nginx-hs', 'ward-hs', 'proxy_us'):.2f}× per CPU second (target ≥ 4×).")
-if "ward-ka" in runs and "nginx-ka" in runs:
-    print(f"- Keep-alive, Ward ÷ nginx: {ratio('ward-ka', 'nginx-ka'):.2f}×.")
-if "ward-ka" in runs and "direct-ka" in runs:
-    print(f"- Keep-alive through the gate ÷ direct: {ratio('ward-ka', 'direct-ka'):.2f}×.")
-if "ward-lat" in runs and "direct-lat" in runs:
-    d50 = med(runs["ward-lat"], "p50_ms") - med(runs["direct-lat"], "p50_ms")
-    d99 = med(runs["ward-lat"], "p99_ms") - med(runs["direct-lat"], "p99_ms")
-    print(f"- Added latency at {e['RATE']}/s (gate − direct): p50 {d50:+.3f} ms, p99 {d99:+.3f} ms "
-          f"(target p99 ≤ 1 ms).")
-EOF
+        HAPROXY_VERSION=$HAPROXY_VERSION MEM_CONNS=$MEM_CONNS NOTES=$NOTES \
+        python3 "$ROOT/bench/gate_table.py" "$RAW"
 )
 
 printf '%s\n' "$TABLE"

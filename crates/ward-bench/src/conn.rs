@@ -4,8 +4,10 @@
 //! TLS is rustls with Ward's own provider (`ward_tls::provider()`, aws-lc-rs),
 //! TLS 1.3 only, trusting only the given CA bundle, offering ALPN
 //! `http/1.1`; optionally presenting a client certificate chain (mTLS),
-//! restricted to one key-exchange group, and with session resumption off so
-//! every connection is a full handshake. An `http://` URL means plain TCP,
+//! restricted to one key-exchange group, and with session resumption off
+//! (every connection a full handshake) or on (TLS 1.3 tickets kept in
+//! rustls' in-memory cache; [`Connected`] says whether a handshake
+//! resumed). An `http://` URL means plain TCP,
 //! no TLS (the baseline straight to an upstream). HTTP is hyper's low-level
 //! client connection: no pool, no retries, so each worker owns exactly one
 //! connection and sees every error.
@@ -20,6 +22,7 @@ use http::Uri;
 use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls::HandshakeKind;
 use rustls::RootCertStore;
 use rustls::client::Resumption;
 use rustls::crypto::aws_lc_rs::kx_group;
@@ -75,6 +78,11 @@ pub(crate) struct Target {
     pub(crate) base_path: String,
     /// `None` for `http://` (plain TCP).
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The TLS client configuration behind the connector, kept to make
+    /// per-worker copies with their own session cache.
+    config: Option<Arc<rustls::ClientConfig>>,
+    /// Whether connections resume TLS sessions.
+    resumption: bool,
 }
 
 impl Target {
@@ -138,6 +146,8 @@ impl Target {
                 authority,
                 base_path,
                 tls: None,
+                config: None,
+                resumption: false,
             });
         }
         let name = opts.server_name.unwrap_or(&host).to_owned();
@@ -186,34 +196,77 @@ impl Target {
             config.resumption = Resumption::disabled();
         }
 
+        let config = Arc::new(config);
         Ok(Self {
             addr,
             authority,
             base_path,
-            tls: Some((TlsConnector::from(Arc::new(config)), server_name)),
+            tls: Some((TlsConnector::from(Arc::clone(&config)), server_name)),
+            config: Some(config),
+            resumption: opts.resumption,
         })
     }
 
-    /// Opens a fresh TCP (+ TLS: a full handshake unless resumption is on)
-    /// connection and an HTTP/1.1 client on it. The connection's driver runs
-    /// as its own task and ends when the returned sender is dropped or the
-    /// peer closes.
-    pub(crate) async fn connect(&self) -> anyhow::Result<Sender> {
+    /// A copy of this target for one worker. With resumption on, the copy
+    /// has its own session cache, as separate clients would: with one cache
+    /// shared by every worker (rustls keeps at most 8 TLS 1.3 tickets per
+    /// server, and each is used once), concurrent workers would find it
+    /// empty and fall back to full handshakes.
+    pub(crate) fn for_worker(&self) -> Self {
+        let tls = match (&self.tls, &self.config) {
+            (Some((_, name)), Some(config)) if self.resumption => {
+                let mut own = (**config).clone();
+                own.resumption = Resumption::in_memory_sessions(64);
+                Some((TlsConnector::from(Arc::new(own)), name.clone()))
+            }
+            (tls, _) => tls.clone(),
+        };
+        Self {
+            addr: self.addr,
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
+            tls,
+            config: self.config.clone(),
+            resumption: self.resumption,
+        }
+    }
+
+    /// Opens a fresh TCP (+ TLS: a full handshake unless resumption is on
+    /// and a ticket is cached) connection and an HTTP/1.1 client on it. The
+    /// connection's driver runs as its own task and ends when the returned
+    /// sender is dropped or the peer closes.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Connected> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connecting to {}", self.addr))?;
         tcp.set_nodelay(true).context("TCP_NODELAY")?;
         match &self.tls {
-            None => http1(tcp).await,
+            None => Ok(Connected {
+                sender: http1(tcp).await?,
+                resumed: None,
+            }),
             Some((connector, server_name)) => {
                 let tls = connector
                     .connect(server_name.clone(), tcp)
                     .await
                     .context("TLS handshake")?;
-                http1(tls).await
+                let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                Ok(Connected {
+                    sender: http1(tls).await?,
+                    resumed: Some(resumed),
+                })
             }
         }
     }
+}
+
+/// A new connection: its HTTP sender and how its TLS handshake went.
+pub(crate) struct Connected {
+    /// Sends requests on the connection.
+    pub(crate) sender: Sender,
+    /// `Some(true)` if the TLS handshake resumed a session, `Some(false)` if
+    /// it was a full one, `None` for plain TCP.
+    pub(crate) resumed: Option<bool>,
 }
 
 /// Loads the trust anchors from the PEM file `ca_bundle`.

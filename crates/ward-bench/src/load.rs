@@ -5,17 +5,20 @@
 //! Without a rate the load is closed-loop: a worker sends its next request
 //! as soon as the previous answer is read. With a rate the load is
 //! open-loop: request slots are handed out at fixed intervals from one
-//! shared counter and a worker waits for its slot. A worker that takes a
-//! slot already past (busy with earlier requests) measures latency from the
-//! slot's scheduled time, so queueing behind a slow server is counted (no
-//! coordinated omission); a worker that was idle until its slot measures
-//! from when it woke, because tokio's timer wakes up to ~1 ms late and that
-//! delay is the client's. If all workers are busy, slots fall behind and the
-//! achieved rate is lower than asked; `rps` reports what was achieved.
+//! shared counter, a worker waits for its slot and latency is measured
+//! from the slot's scheduled time, whether the worker was idle until then
+//! or busy with earlier requests (no coordinated omission: queueing behind
+//! a slow server counts). Waiting for a slot sleeps to shortly before it and
+//! then yields until it passes, because tokio's timer wakes up to ~1 ms late
+//! and that delay would otherwise be counted as the server's. If all
+//! workers are busy, slots fall behind and the achieved rate is lower than
+//! asked; `rps` reports what was achieved.
 //!
 //! With [`Workload::fresh_connection`] every request opens a new connection
 //! (TCP + full TLS handshake), sends `Connection: close` and drops it after
 //! the answer; its latency then includes connecting and the handshake.
+//! TLS handshakes completed inside the window are counted, and whether
+//! each resumed a session.
 //!
 //! A request counts when it completes inside the measurement window
 //! `[start + warmup, start + warmup + duration]`. Every wait is bounded by
@@ -147,6 +150,8 @@ enum Outcome {
 
 async fn worker(s: Arc<Shared>) -> Tally {
     let mut tally = Tally::default();
+    // Each worker is its own client: its own TLS session cache.
+    let target = s.target.for_worker();
     let mut sender: Option<Sender> = None;
     let fresh = s.work.fresh_connection;
     loop {
@@ -160,17 +165,10 @@ async fn worker(s: Arc<Shared>) -> Tally {
                 if at >= s.end {
                     break;
                 }
-                if now < at {
-                    // Idle until the slot: tokio's timer wakes up to ~1 ms
-                    // late, which is the client's delay, not the server's,
-                    // so time from the wake-up.
-                    sleep_until(at).await;
-                    Some(Instant::now())
-                } else {
-                    // Behind schedule (busy with earlier requests): time
-                    // from the slot, so queueing counts.
-                    Some(at)
-                }
+                // Late (busy with earlier requests) or on time, the request
+                // is timed from its slot, so queueing counts.
+                wait_until(at).await;
+                Some(at)
             }
             None => None,
         };
@@ -183,8 +181,17 @@ async fn worker(s: Arc<Shared>) -> Tally {
         if sender.as_ref().is_none_or(|c| c.is_closed()) {
             sender = None;
             let deadline = s.end.min(Instant::now() + s.request_timeout);
-            match timeout_at(deadline, s.target.connect()).await {
-                Ok(Ok(c)) => sender = Some(c),
+            match timeout_at(deadline, target.connect()).await {
+                Ok(Ok(c)) => {
+                    let now = Instant::now();
+                    if let Some(resumed) = c.resumed
+                        && now >= s.measure_from
+                        && now < s.end
+                    {
+                        tally.handshake(resumed);
+                    }
+                    sender = Some(c.sender);
+                }
                 outcome => {
                     if let Ok(Err(e)) = outcome {
                         s.report_once(&e);
@@ -235,6 +242,23 @@ async fn worker(s: Arc<Shared>) -> Tally {
         }
     }
     tally
+}
+
+/// Waits until `at`, precisely. tokio's timer has millisecond granularity
+/// and wakes up to ~1 ms late, which would be the client's delay counted
+/// as the server's; so sleep until shortly before `at`, then yield to the
+/// runtime (which keeps polling sockets) until it passes. Costs client CPU
+/// for the last stretch only.
+async fn wait_until(at: Instant) {
+    const SPIN: Duration = Duration::from_micros(1500);
+    if let Some(early) = at.checked_sub(SPIN)
+        && Instant::now() < early
+    {
+        sleep_until(early).await;
+    }
+    while Instant::now() < at {
+        tokio::task::yield_now().await;
+    }
 }
 
 async fn send_one(s: &Shared, conn: &mut Sender, started: Instant) -> Outcome {

@@ -6,13 +6,20 @@
 //! `ward-bench handshake` and `ward-bench keepalive` do the same with GETs
 //! through an mTLS proxy (a full handshake per request, or N persistent
 //! connections), or straight to a plain-HTTP upstream; `ward-bench upstream`
-//! is that upstream. `bench/README.md` in the repository explains the fields
+//! is that upstream. `ward-bench resume` is `handshake` with TLS session
+//! resumption; `ward-bench idle` holds many idle mTLS connections open (for
+//! a server's memory per connection); `ward-bench ceiling` times the
+//! public-key operations of a full mTLS handshake. `bench/README.md` in the repository explains the fields
 //! and the scripts that use this binary.
 
 #![forbid(unsafe_code)]
 
+mod ceiling;
 mod conn;
+mod idle;
 mod issue;
+#[cfg(test)]
+mod live_tests;
 mod load;
 mod stats;
 mod upstream;
@@ -42,6 +49,18 @@ enum Command {
     /// Keep-alive: `--concurrency` persistent HTTP/1.1 connections sending
     /// GETs back to back (or at `--rate`); one JSON line of results.
     Keepalive(HttpArgs),
+    /// Resumed handshakes: like `handshake`, but the client keeps TLS 1.3
+    /// session tickets and resumes (PSK with ECDHE) whenever it holds one;
+    /// the JSON line counts how many handshakes resumed.
+    Resume(HttpArgs),
+    /// Opens `--connections` mTLS connections, prints `ward-bench idle:
+    /// holding N connections` on stderr, keeps them idle for `--hold`, then
+    /// prints one JSON line.
+    Idle(IdleArgs),
+    /// Times X25519, ECDSA P-256 signing and verification with Ward's
+    /// crypto provider and prints the full-mTLS-handshake ceiling of one
+    /// core as one JSON line.
+    Ceiling(CeilingArgs),
     /// A fixed plain-HTTP upstream answering 200 with a small body to every
     /// request; prints `ward-bench upstream: listening on http://ADDR` on
     /// stderr and serves until killed.
@@ -112,6 +131,53 @@ struct HttpArgs {
     skip_chain_verify: bool,
     #[command(flatten)]
     load: LoadArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct IdleArgs {
+    /// URL of the mTLS server: https://HOST:PORT/PATH.
+    #[arg(long)]
+    url: String,
+    /// PEM root(s) the server's certificate chains to.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// PEM client certificate chain to present, leaf then intermediate.
+    #[arg(long)]
+    cert: PathBuf,
+    /// PEM private key of `--cert`.
+    #[arg(long)]
+    key: PathBuf,
+    /// Key-exchange group(s) the client offers.
+    #[arg(long, value_enum, default_value = "default")]
+    kx_group: conn::KxGroup,
+    /// Do not verify the server's certificate chain.
+    #[arg(long)]
+    skip_chain_verify: bool,
+    /// Connections to establish and hold.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Connection attempts in flight at once while setting up.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
+    /// Send one GET on each connection (and read the answer) before idling.
+    #[arg(long)]
+    request: bool,
+    /// Longest time for setting up all connections.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    setup_timeout: Duration,
+    /// How long to hold the connections once established.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    hold: Duration,
+    /// Runtime worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CeilingArgs {
+    /// Time spent timing each of the three operations.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    per_op: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,8 +260,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Issue(args) => run_issue(args),
-        Command::Handshake(args) => run_http(args, true),
-        Command::Keepalive(args) => run_http(args, false),
+        Command::Handshake(args) => run_http(args, HttpMode::Handshake),
+        Command::Resume(args) => run_http(args, HttpMode::Resume),
+        Command::Keepalive(args) => run_http(args, HttpMode::Keepalive),
+        Command::Idle(args) => run_idle(args),
+        Command::Ceiling(args) => {
+            let c = ceiling::measure(args.per_op)?;
+            println!("{}", serde_json::to_string(&c)?);
+            Ok(())
+        }
         Command::Upstream(args) => {
             let runtime = runtime(args.threads)?;
             runtime.block_on(upstream::serve(args.listen))
@@ -218,7 +291,28 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-fn run_http(args: HttpArgs, fresh_connection: bool) -> anyhow::Result<()> {
+/// The three HTTP load shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HttpMode {
+    /// A new connection and a full handshake per request.
+    Handshake,
+    /// A new connection per request, resuming a TLS session when possible.
+    Resume,
+    /// Persistent connections.
+    Keepalive,
+}
+
+/// The path and query of `url`, `/` when it has none.
+fn url_path(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+fn run_http(args: HttpArgs, mode: HttpMode) -> anyhow::Result<()> {
+    let fresh_connection = mode != HttpMode::Keepalive;
     let runtime = runtime(args.load.threads)?;
     let summary = runtime.block_on(async {
         let client_cert = match (&args.cert, &args.key) {
@@ -231,27 +325,22 @@ fn run_http(args: HttpArgs, fresh_connection: bool) -> anyhow::Result<()> {
                 ca_bundle: args.ca_bundle.as_deref(),
                 server_name: args.server_name.as_deref(),
                 client_cert,
-                // Every new connection is a full handshake.
-                resumption: false,
+                // Only `resume` keeps sessions: elsewhere every new
+                // connection is a full handshake.
+                resumption: mode == HttpMode::Resume,
                 kx_group: Some(args.kx_group),
                 skip_chain_verify: args.skip_chain_verify,
             },
         )
         .await?;
-        let path = args
-            .url
-            .parse::<http::Uri>()
-            .ok()
-            .and_then(|u| u.path_and_query().map(|p| p.as_str().to_owned()))
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".to_owned());
+        let path = url_path(&args.url);
         load::run(
             target,
             load::Workload {
-                mode: if fresh_connection {
-                    "handshake"
-                } else {
-                    "keepalive"
+                mode: match mode {
+                    HttpMode::Handshake => "handshake",
+                    HttpMode::Resume => "resume",
+                    HttpMode::Keepalive => "keepalive",
                 },
                 method: http::Method::GET,
                 path,
@@ -265,6 +354,40 @@ fn run_http(args: HttpArgs, fresh_connection: bool) -> anyhow::Result<()> {
     })?;
     runtime.shutdown_background();
     println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+fn run_idle(args: IdleArgs) -> anyhow::Result<()> {
+    let runtime = runtime(args.threads)?;
+    let summary = runtime.block_on(async {
+        let target = conn::Target::with_options(
+            &args.url,
+            &conn::TlsOptions {
+                ca_bundle: args.ca_bundle.as_deref(),
+                server_name: None,
+                client_cert: Some((args.cert.as_path(), args.key.as_path())),
+                resumption: false,
+                kx_group: Some(args.kx_group),
+                skip_chain_verify: args.skip_chain_verify,
+            },
+        )
+        .await?;
+        idle::run(
+            target,
+            idle::Plan {
+                connections: args.connections,
+                parallel: args.parallel,
+                request: args.request,
+                path: url_path(&args.url),
+                setup_timeout: args.setup_timeout,
+                hold: args.hold,
+            },
+        )
+        .await
+    })?;
+    println!("{}", serde_json::to_string(&summary)?);
+    // Closing thousands of connections one by one is not worth waiting for.
+    runtime.shutdown_background();
     Ok(())
 }
 
@@ -387,6 +510,32 @@ mod tests {
             ])
             .is_err()
         );
+        let cli = Cli::try_parse_from([
+            "ward-bench",
+            "idle",
+            "--url",
+            "https://127.0.0.1:1/",
+            "--cert",
+            "c.crt",
+            "--key",
+            "c.key",
+            "--connections",
+            "5",
+            "--request",
+        ])
+        .unwrap();
+        let Command::Idle(i) = cli.command else {
+            panic!("not idle");
+        };
+        assert_eq!((i.connections, i.parallel, i.request), (5, 64, true));
+        assert!(matches!(
+            Cli::try_parse_from(["ward-bench", "resume", "--url", "https://h/"])
+                .unwrap()
+                .command,
+            Command::Resume(_)
+        ));
+        assert_eq!(url_path("https://h:1"), "/");
+        assert_eq!(url_path("https://h:1/a?b"), "/a?b");
         let cli = Cli::try_parse_from(["ward-bench", "upstream"]).unwrap();
         let Command::Upstream(u) = cli.command else {
             panic!("not upstream");

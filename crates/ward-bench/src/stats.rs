@@ -25,6 +25,10 @@ pub(crate) struct Tally {
     ok: u64,
     /// Everything else: non-2xx answers and failures.
     errors: u64,
+    /// TLS handshakes completed (full or resumed).
+    handshakes: u64,
+    /// Of those, the resumed ones.
+    resumed: u64,
 }
 
 impl Tally {
@@ -46,6 +50,14 @@ impl Tally {
         self.errors += 1;
     }
 
+    /// Records a completed TLS handshake.
+    pub(crate) fn handshake(&mut self, resumed: bool) {
+        self.handshakes += 1;
+        if resumed {
+            self.resumed += 1;
+        }
+    }
+
     /// Adds another worker's tally to this one.
     pub(crate) fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
@@ -54,6 +66,8 @@ impl Tally {
         }
         self.ok += other.ok;
         self.errors += other.errors;
+        self.handshakes += other.handshakes;
+        self.resumed += other.resumed;
     }
 
     /// Turns the merged tally into the run's summary.
@@ -62,6 +76,13 @@ impl Tally {
         let secs = window.as_secs_f64();
         let ms = |us: u64| round3(us as f64 / 1000.0);
         let lat = &self.latencies_us;
+        let per_s = |n: u64| {
+            if secs > 0.0 {
+                round3(n as f64 / secs)
+            } else {
+                0.0
+            }
+        };
         Summary {
             mode: mode.to_owned(),
             concurrency,
@@ -70,11 +91,10 @@ impl Tally {
             ok: self.ok,
             errors: self.errors,
             status_counts: self.counts,
-            rps: if secs > 0.0 {
-                round3(self.ok as f64 / secs)
-            } else {
-                0.0
-            },
+            rps: per_s(self.ok),
+            handshakes: self.handshakes,
+            resumed: self.resumed,
+            hps: per_s(self.handshakes),
             p50_ms: ms(percentile(lat, 0.50)),
             p90_ms: ms(percentile(lat, 0.90)),
             p99_ms: ms(percentile(lat, 0.99)),
@@ -86,7 +106,8 @@ impl Tally {
 /// The JSON line printed at the end of a run. Field order is the output order.
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
-    /// `sign` or `issue`.
+    /// The workload: `sign`, `issue`, `cfssl-sign`, `handshake`, `resume`
+    /// or `keepalive`.
     pub(crate) mode: String,
     /// Number of workers (one keep-alive connection each).
     pub(crate) concurrency: usize,
@@ -102,6 +123,13 @@ pub(crate) struct Summary {
     pub(crate) status_counts: BTreeMap<String, u64>,
     /// Successful requests per second (`ok / duration_s`).
     pub(crate) rps: f64,
+    /// TLS handshakes completed inside the window (0 for plain HTTP; for
+    /// keep-alive only reconnections).
+    pub(crate) handshakes: u64,
+    /// Of `handshakes`, those that resumed a session (TLS 1.3 PSK).
+    pub(crate) resumed: u64,
+    /// Handshakes per second (`handshakes / duration_s`).
+    pub(crate) hps: f64,
     /// Median latency of successful requests, milliseconds.
     pub(crate) p50_ms: f64,
     /// 90th percentile, milliseconds.
@@ -149,6 +177,8 @@ mod tests {
         let mut b = Tally::default();
         b.answer(201, Duration::from_millis(4));
         b.failure("transport");
+        b.handshake(true);
+        b.handshake(false);
         a.merge(b);
         let s = a.summarize("sign", 2, Duration::from_secs(2));
         assert_eq!(s.requests, 4);
@@ -160,6 +190,8 @@ mod tests {
         assert!((s.rps - 1.0).abs() < 1e-9);
         assert!((s.p50_ms - 2.0).abs() < 1e-9);
         assert!((s.max_ms - 4.0).abs() < 1e-9);
+        assert_eq!((s.handshakes, s.resumed), (2, 1));
+        assert!((s.hps - 1.0).abs() < 1e-9);
         let line = serde_json::to_string(&s).unwrap_or_default();
         assert!(line.starts_with(r#"{"mode":"sign","concurrency":2,"duration_s":2.0"#));
     }
