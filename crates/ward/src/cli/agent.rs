@@ -1,0 +1,203 @@
+//! `ward agent run`: obtain and rotate this workload's identity (SPEC §4, §7).
+//!
+//! The bootstrap token comes from `--token-file` or the `WARD_TOKEN`
+//! environment variable. Removing a variable from the running process's
+//! environment needs `unsafe` in Rust 2024 (`std::env::remove_var`), which
+//! the workspace forbids; instead the token is read once into a redacting,
+//! zeroizing [`Token`], and the only child the agent starts (`--on-rotate`)
+//! runs with `WARD_TOKEN` removed from its environment. Prefer
+//! `--token-file`: a file can be deleted after start-up.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use ward_agent::{AgentConfig, Event};
+use ward_client::schedule::Backoff;
+use ward_client::{BootstrapConfig, CaTrust, Token};
+use ward_pki::KeyType;
+
+use super::{Outcome, duration_arg};
+
+/// The environment variable holding the bootstrap token.
+const TOKEN_ENV: &str = "WARD_TOKEN";
+
+/// Largest token file read.
+const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Obtain an identity from the CA, keep it renewed, and hand it to the
+    /// workload as files and/or over the SPIFFE Workload API.
+    Run(RunArgs),
+    /// Fetch the identity once from a SPIFFE Workload API socket (this
+    /// agent's, or SPIRE's) and print it or write it as files.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FetchArgs {
+    /// The Workload API socket (default: SPIFFE_ENDPOINT_SOCKET, as
+    /// unix:///path).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Write svid.pem, svid_key.pem (0600) and svid_bundle.pem here.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// How long to wait for an identity.
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["ca_fingerprint", "ca_bundle"])))]
+#[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["out_dir", "socket"])))]
+pub(crate) struct RunArgs {
+    /// The CA, https://HOST[:PORT].
+    #[arg(long)]
+    ca: String,
+    /// SHA-256 fingerprint of the CA's root certificate (hex, colons optional).
+    #[arg(long)]
+    ca_fingerprint: Option<String>,
+    /// PEM file of roots the CA's certificate must chain to.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// File holding the bootstrap token (otherwise the WARD_TOKEN variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Write svid.pem, svid_key.pem (0600) and svid_bundle.pem here.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Serve the SPIFFE Workload API on this Unix socket (mode 0600).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Shell command run (sh -c) after each new identity was written.
+    #[arg(long)]
+    on_rotate: Option<String>,
+    /// Longest the --on-rotate command may run before it is killed.
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
+    on_rotate_timeout: Duration,
+    /// Admin listener for /healthz, /readyz, /metrics (e.g. 127.0.0.1:9090).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Type of the keys generated here (a new one at every renewal).
+    #[arg(long, default_value = "ecdsa-p256")]
+    key_type: KeyType,
+    /// First retry delay after a failed renewal (doubles each time).
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    retry_min: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    retry_max: Duration,
+    /// How long to keep trying to reach the CA for the first identity.
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    bootstrap_timeout: Duration,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text")]
+    log_format: ward_telemetry::LogFormat,
+}
+
+pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        AgentCommand::Run(args) => run_agent(args).await,
+        AgentCommand::Fetch(args) => fetch(args).await,
+    }
+}
+
+fn read_token(file: Option<&PathBuf>) -> anyhow::Result<Token> {
+    let text = match file {
+        Some(path) => {
+            let len = std::fs::metadata(path)
+                .with_context(|| format!("cannot read the token file {}", path.display()))?
+                .len();
+            anyhow::ensure!(
+                len <= MAX_TOKEN_FILE,
+                "the token file {} is larger than {MAX_TOKEN_FILE} bytes",
+                path.display()
+            );
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the token file {}", path.display()))?,
+            )
+        }
+        None => zeroize::Zeroizing::new(std::env::var(TOKEN_ENV).map_err(|_| {
+            anyhow::anyhow!("no bootstrap token: give --token-file FILE or set {TOKEN_ENV}")
+        })?),
+    };
+    Ok(Token::new(&text)?)
+}
+
+async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(
+        args.retry_min > Duration::ZERO && args.retry_min <= args.retry_max,
+        "--retry-min must be positive and at most --retry-max"
+    );
+    let trust = match (&args.ca_fingerprint, &args.ca_bundle) {
+        (Some(fp), _) => CaTrust::fingerprint(fp)?,
+        (None, Some(path)) => CaTrust::bundle_file(path)?,
+        (None, None) => anyhow::bail!("give --ca-fingerprint or --ca-bundle"),
+    };
+    let token = read_token(args.token_file.as_ref())?;
+    ward_telemetry::init_tracing(args.log_format, "info")?;
+    let mut bootstrap = BootstrapConfig::new(args.ca.clone(), trust, token);
+    bootstrap.key_type = args.key_type;
+    bootstrap.backoff = Backoff {
+        base: args.retry_min,
+        cap: args.retry_max,
+    };
+    bootstrap.bootstrap_timeout = args.bootstrap_timeout;
+    let config = AgentConfig {
+        bootstrap,
+        out_dir: args.out_dir,
+        socket: args.socket,
+        on_rotate: args.on_rotate,
+        on_rotate_timeout: args.on_rotate_timeout,
+        admin: args.admin,
+    };
+    let notify = |event: Event<'_>| match event {
+        Event::WorkloadApi(path) => {
+            eprintln!(
+                "ward agent: workload API listening on unix://{}",
+                path.display()
+            );
+        }
+        Event::Admin(addr) => eprintln!("ward agent: admin listening on {addr}"),
+        Event::Delivered { svid, first } => eprintln!(
+            "ward agent: {} {} serial {} expires {}",
+            if first {
+                "identity ready:"
+            } else {
+                "identity rotated:"
+            },
+            svid.spiffe_id(),
+            svid.serial(),
+            ward_pki::issue::rfc3339(svid.not_after().into()),
+        ),
+        _ => {}
+    };
+    ward_agent::run(config, notify, super::shutdown_signal()).await?;
+    Ok(Outcome::Success)
+}
+
+async fn fetch(args: FetchArgs) -> anyhow::Result<Outcome> {
+    let config = ward_client::WorkloadApiConfig {
+        socket: args.socket,
+        first_timeout: args.timeout,
+        ..Default::default()
+    };
+    let rotator = ward_client::Rotator::from_workload_api(config).await?;
+    let svid = rotator.current();
+    if let Some(dir) = &args.out_dir {
+        ward_agent::files::prepare_dir(dir)?;
+        ward_agent::files::write_svid(dir, &svid)?;
+    }
+    println!("spiffe_id: {}", svid.spiffe_id());
+    println!("serial: {}", svid.serial());
+    println!(
+        "not_after: {}",
+        ward_pki::issue::rfc3339(svid.not_after().into())
+    );
+    println!("sha256: {}", svid.fingerprint());
+    Ok(Outcome::Success)
+}
