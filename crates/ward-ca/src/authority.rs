@@ -550,14 +550,21 @@ impl Authority {
                 "certificate expired",
             ));
         }
+        // The lifetime the token granted; without a token, the presented
+        // certificate's own (notBefore may have been clamped to the
+        // issuer's start, so this can come out shorter than asked).
+        let mut granted = None;
         if let Some(token_id) = &record.token_id {
             let token = self.store.token(token_id).await.map_err(store_err)?;
-            if token.is_some_and(|t| t.revoked_with_certs) {
+            if token.as_ref().is_some_and(|t| t.revoked_with_certs) {
                 return Err(AuthorityError::unauthenticated(
                     "token_revoked",
                     "the token this certificate came from was revoked with its certificates",
                 ));
             }
+            granted = token
+                .and_then(|t| u64::try_from(t.cert_ttl_secs).ok())
+                .map(Duration::from_secs);
         }
         let binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
         let spki = match csr {
@@ -571,8 +578,10 @@ impl Authority {
             .whole_seconds()
             .max(0)
             .unsigned_abs();
-        let ttl = Duration::from_secs(lifetime)
-            .saturating_sub(ward_pki::issue::NOT_BEFORE_SKEW)
+        let ttl = granted
+            .unwrap_or_else(|| {
+                Duration::from_secs(lifetime).saturating_sub(ward_pki::issue::NOT_BEFORE_SKEW)
+            })
             .max(MIN_TTL)
             .min(self.policy.max_ttl);
         let (issuance, new) = self.sign(

@@ -312,6 +312,14 @@ async fn server_side_keys_and_renewal() {
         rec.renewed_from.as_deref(),
         Some(issued.serial.to_string().as_str())
     );
+    // The renewal gets the lifetime the token granted, even though the
+    // first certificate's notBefore was clamped to the young intermediate.
+    let granted = f.authority.list_tokens().await.unwrap()[0].cert_ttl_secs;
+    assert!(
+        (rec.not_after - now).whole_seconds() >= granted - 1,
+        "renewed for {}s, granted {granted}s",
+        (rec.not_after - now).whole_seconds()
+    );
     let csr = openssl_csr(&f.dir, "/", Some("URI:spiffe://example.org/fn"));
     f.authority.renew(&leaf, Some(&csr), now).await.unwrap();
     let bad = openssl_csr(&f.dir, "/", Some("URI:spiffe://example.org/other"));
