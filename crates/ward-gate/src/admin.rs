@@ -56,12 +56,17 @@ fn watched_files(shared: &Shared) -> HashSet<PathBuf> {
     let runtime = shared.runtime.load();
     let mut files: Vec<PathBuf> = Vec::new();
     for t in &runtime.config.tenants {
-        files.extend([t.cert.clone(), t.key.clone(), t.client_ca.clone()]);
+        files.extend(
+            [&t.cert, &t.key, &t.client_ca]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         files.extend(t.policy.clone());
         files.extend(t.routes.iter().filter_map(|r| r.policy.clone()));
     }
     if let Some(u) = &runtime.config.upstream_tls {
-        files.push(u.ca.clone());
+        files.extend(u.ca.clone());
         files.extend(u.cert.clone());
         files.extend(u.key.clone());
     }

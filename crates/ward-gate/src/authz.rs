@@ -1,6 +1,6 @@
 //! Authorization: compiled allow rules. Default deny.
 
-use ward_pki::{SpiffeId, SpiffeIdPattern};
+use ward_pki::SpiffeIdPattern;
 
 use crate::config::AllowRules;
 use crate::identity::Identity;
@@ -29,11 +29,8 @@ impl Allow {
 
     /// Whether any rule admits `id`. No rules admit nobody.
     pub fn allows(&self, id: &Identity) -> bool {
-        if let Some(spiffe) = id
-            .spiffe_id
-            .as_deref()
-            .and_then(|s| s.parse::<SpiffeId>().ok())
-            && self.spiffe.iter().any(|p| p.matches(&spiffe))
+        if let Some(spiffe) = &id.spiffe_id
+            && self.spiffe.iter().any(|p| p.matches(spiffe))
         {
             return true;
         }
@@ -68,7 +65,7 @@ mod tests {
 
     fn id(spiffe: Option<&str>, dns: &[&str], cn: Option<&str>) -> Identity {
         Identity {
-            spiffe_id: spiffe.map(str::to_owned),
+            spiffe_id: spiffe.map(|s| s.parse().unwrap()),
             subject: String::new(),
             common_name: cn.map(str::to_owned),
             dns: dns.iter().map(|s| (*s).to_owned()).collect(),
@@ -76,7 +73,7 @@ mod tests {
             ips: Vec::new(),
             serial: String::new(),
             fingerprint: String::new(),
-            chain: Vec::new(),
+            chain: Vec::new().into(),
         }
     }
 

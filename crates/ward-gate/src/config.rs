@@ -55,6 +55,118 @@ pub struct GateConfig {
     /// Where audit lines go: `stdout`, `stderr`, a path, or `off`.
     #[serde(default = "default_audit")]
     pub audit_log: String,
+    /// Client certificate revocation (CRLs) and OCSP stapling.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+    /// The gate's own identity from a Ward CA, for tenants and upstreams
+    /// that name no certificate files.
+    #[serde(default)]
+    pub identity: Option<IdentityConfig>,
+}
+
+/// `[identity]`: the gate obtains its certificate from a Ward CA with a
+/// bootstrap token (key made here, CSR to `/v1/sign`) and renews it over
+/// mTLS at two thirds of its lifetime; every renewal rebuilds the runtime,
+/// so new handshakes use the new certificate and open connections keep
+/// theirs. Read once at start (a reload does not re-bootstrap).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `https://host:port` of the CA.
+    pub ca: String,
+    /// SHA-256 fingerprint of the CA's root certificate (hex, colons
+    /// optional). One of this and `ca_bundle`.
+    #[serde(default)]
+    pub ca_fingerprint: Option<String>,
+    /// PEM file with the CA's roots. One of this and `ca_fingerprint`.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// File holding the bootstrap token; the `WARD_TOKEN` environment
+    /// variable when absent. A gate that may restart needs a token with
+    /// uses left (`ward token create --uses 0 --expires-in …`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[revocation]`: CRLs for client certificates, OCSP stapling for the
+/// gate's own certificates.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// CRL sources: `http://` or `https://` URLs (fetched with conditional
+    /// GET) or files (DER or PEM, re-read when they change). None: no
+    /// revocation checks.
+    pub crl: Vec<String>,
+    /// How often each source is polled.
+    pub crl_refresh: Dur,
+    /// When a CRL is past its nextUpdate and cannot be refreshed, accept the
+    /// client certificates of its issuer (true) or refuse them (false).
+    pub crl_fail_open: bool,
+    /// Largest CRL accepted, in bytes.
+    pub crl_max_bytes: u64,
+    /// Time allowed for one CRL fetch.
+    pub crl_fetch_timeout: Dur,
+    /// Staple OCSP responses to the gate's server certificates that name an
+    /// OCSP responder (AIA).
+    pub ocsp_stapling: bool,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            crl: Vec::new(),
+            crl_refresh: Dur(Duration::from_secs(60)),
+            crl_fail_open: false,
+            crl_max_bytes: 10 * 1024 * 1024,
+            crl_fetch_timeout: Dur(Duration::from_secs(10)),
+            ocsp_stapling: true,
+        }
+    }
+}
+
+/// Where a CRL comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrlSource {
+    /// An `http://` or `https://` URL.
+    Url(String),
+    /// A file (DER or PEM).
+    File(PathBuf),
+}
+
+impl CrlSource {
+    /// Parses a source: a URL when it has a scheme, else a path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Err("an empty CRL source".into());
+        }
+        match s.split_once("://") {
+            Some((scheme, rest)) => {
+                if !matches!(scheme, "http" | "https") {
+                    return Err(format!(
+                        "CRL source {s:?}: only http:// and https:// URLs (or a file path) are supported"
+                    ));
+                }
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Err(format!("CRL source {s:?} has no host"));
+                }
+                let uri: hyper::Uri = s.parse().map_err(|e| format!("CRL source {s:?}: {e}"))?;
+                if uri.host().is_none_or(str::is_empty) {
+                    return Err(format!("CRL source {s:?} has no host"));
+                }
+                Ok(CrlSource::Url(s.to_owned()))
+            }
+            None => Ok(CrlSource::File(PathBuf::from(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for CrlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CrlSource::Url(u) => f.write_str(u),
+            CrlSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 fn default_audit() -> String {
@@ -124,9 +236,12 @@ impl Default for Timeouts {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
-    /// Roots that upstream server certificates must chain to.
-    pub ca: PathBuf,
-    /// The gate's client certificate chain (mTLS to the upstream).
+    /// Roots that upstream server certificates must chain to; the
+    /// `[identity]` trust bundle when absent.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The gate's client certificate chain (mTLS to the upstream); the
+    /// `[identity]` certificate when absent and `[identity]` is set.
     #[serde(default)]
     pub cert: Option<PathBuf>,
     /// Its key.
@@ -157,12 +272,17 @@ pub struct TenantConfig {
     /// Whether unknown SNI goes here.
     #[serde(default)]
     pub default: bool,
-    /// Server certificate chain (PEM, leaf first).
-    pub cert: PathBuf,
-    /// Server private key (PEM).
-    pub key: PathBuf,
-    /// Roots client certificates must chain to.
-    pub client_ca: PathBuf,
+    /// Server certificate chain (PEM, leaf first); the `[identity]`
+    /// certificate when absent.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM); with `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Roots client certificates must chain to; the `[identity]` trust
+    /// bundle when absent.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
     /// A raw TCP upstream (`tcp://host:port`): the tenant proxies bytes
     /// instead of HTTP, and `allow` decides who may connect.
     #[serde(default)]
@@ -259,21 +379,32 @@ impl GateConfig {
             }
         };
         for t in &mut self.tenants {
-            fix(&mut t.cert);
-            fix(&mut t.key);
-            fix(&mut t.client_ca);
+            t.cert.iter_mut().for_each(fix);
+            t.key.iter_mut().for_each(fix);
+            t.client_ca.iter_mut().for_each(fix);
             t.policy.iter_mut().for_each(fix);
             t.routes
                 .iter_mut()
                 .for_each(|r| r.policy.iter_mut().for_each(fix));
         }
+        if let Some(id) = &mut self.identity {
+            id.ca_bundle.iter_mut().for_each(fix);
+            id.token_file.iter_mut().for_each(fix);
+        }
         if let Some(u) = &mut self.upstream_tls {
-            fix(&mut u.ca);
+            u.ca.iter_mut().for_each(fix);
             if let Some(c) = &mut u.cert {
                 fix(c);
             }
             if let Some(k) = &mut u.key {
                 fix(k);
+            }
+        }
+        for source in &mut self.revocation.crl {
+            if !source.contains("://") && !source.is_empty() {
+                let mut p = PathBuf::from(&*source);
+                fix(&mut p);
+                *source = p.display().to_string();
             }
         }
         if !matches!(self.audit_log.as_str(), "stdout" | "stderr" | "off") {
@@ -307,6 +438,24 @@ impl GateConfig {
                 }
                 (None, true) => return bad(format!("tenant {:?} has no routes", t.name)),
                 _ => {}
+            }
+            match (&t.cert, &t.key) {
+                (Some(_), None) | (None, Some(_)) => {
+                    return bad(format!("tenant {:?}: cert and key go together", t.name));
+                }
+                (None, None) if self.identity.is_none() => {
+                    return bad(format!(
+                        "tenant {:?}: cert and key are required without [identity]",
+                        t.name
+                    ));
+                }
+                _ => {}
+            }
+            if t.client_ca.is_none() && self.identity.is_none() {
+                return bad(format!(
+                    "tenant {:?}: client_ca is required without [identity]",
+                    t.name
+                ));
             }
             if t.policy.is_some() && t.tcp_upstream.is_none() {
                 return bad(format!(
@@ -345,7 +494,63 @@ impl GateConfig {
         {
             return bad("upstream_tls: cert and key go together".into());
         }
+        if let Some(u) = &self.upstream_tls
+            && u.ca.is_none()
+            && self.identity.is_none()
+        {
+            return bad("upstream_tls: ca is required without [identity]".into());
+        }
+        if let Some(id) = &self.identity {
+            id.validate()?;
+        }
+        self.revocation.validate()
+    }
+}
+
+impl IdentityConfig {
+    /// Checks the CA URL and that exactly one way of trusting it is given.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(format!("identity: {m}")));
+        if !self.ca.starts_with("https://") {
+            return bad("ca must be an https:// URL");
+        }
+        match (&self.ca_fingerprint, &self.ca_bundle) {
+            (Some(_), Some(_)) => bad("ca_fingerprint and ca_bundle exclude each other"),
+            (None, None) => bad("one of ca_fingerprint and ca_bundle is required"),
+            (Some(fp), None) => fp
+                .parse::<ward_pki::Fingerprint>()
+                .map(|_| ())
+                .map_err(|e| Error::Config(format!("identity: ca_fingerprint: {e}"))),
+            (None, Some(_)) => Ok(()),
+        }
+    }
+}
+
+impl RevocationConfig {
+    /// Checks the sources parse and the numbers are sane.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(format!("revocation: {m}")));
+        for s in &self.crl {
+            CrlSource::parse(s).map_err(|e| Error::Config(format!("revocation: {e}")))?;
+        }
+        if self.crl_refresh.0 < Duration::from_millis(100) {
+            return bad("crl_refresh must be at least 100ms".into());
+        }
+        if self.crl_fetch_timeout.0.is_zero() {
+            return bad("crl_fetch_timeout must be positive".into());
+        }
+        if self.crl_max_bytes < 1024 {
+            return bad("crl_max_bytes must be at least 1024".into());
+        }
         Ok(())
+    }
+
+    /// The parsed sources (valid after `validate`).
+    pub fn sources(&self) -> Vec<CrlSource> {
+        self.crl
+            .iter()
+            .filter_map(|s| CrlSource::parse(s).ok())
+            .collect()
     }
 }
 

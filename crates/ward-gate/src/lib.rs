@@ -1,7 +1,7 @@
 //! Ward's gate: an mTLS-enforcing proxy (SPEC §6).
 //!
 //! Flow: accept → ClientHello (SNI → tenant) → handshake (chain, EKU,
-//! validity) → identity → route → authorize (default deny) → sanitize and
+//! validity, CRL) → revocation re-check (resumed sessions) → identity → route → authorize (default deny) → sanitize and
 //! set identity headers → upstream (HTTP or TCP) → audit + metrics.
 //! Configuration lives in one [`runtime::Runtime`] behind an `ArcSwap`: a
 //! reload builds a new one and swaps it; connections keep the one they
@@ -14,10 +14,12 @@ pub mod authz;
 pub mod config;
 pub mod identity;
 pub mod metrics;
+pub mod ocsp;
 pub mod outbound;
 pub mod pipe;
 pub mod policy;
 pub mod proxy;
+pub mod revocation;
 pub mod runtime;
 pub mod server;
 pub mod tls;
@@ -25,6 +27,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use time::OffsetDateTime;
@@ -34,7 +37,10 @@ use ward_telemetry::{AuditLog, Registry};
 
 use crate::config::GateConfig;
 use crate::metrics::GateMetrics;
+use crate::ocsp::Stapler;
+use crate::revocation::Revocation;
 use crate::runtime::Runtime;
+use crate::runtime::Services;
 
 /// Errors of the gate.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +90,12 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Where the configuration comes from.
     pub source: Source,
+    /// CRLs and the registry of open connections they may close.
+    pub revocation: Arc<Revocation>,
+    /// OCSP stapling for the tenants' server certificates.
+    pub stapler: Arc<Stapler>,
+    /// The gate's own identity from the CA, when `[identity]` is set.
+    pub identity: Option<ward_client::Rotator>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -98,11 +110,18 @@ impl Shared {
     /// Rebuilds the runtime from the source; on failure the old one stays,
     /// and the failure is logged and counted.
     pub fn reload(&self) -> Result<(), Error> {
-        let result = self.source.load().and_then(Runtime::build);
+        let result = self
+            .source
+            .load()
+            .and_then(|config| Runtime::build_with(config, &self.services()));
         match result {
             Ok(runtime) => {
+                self.revocation
+                    .configure(&runtime.config.revocation, runtime.client_roots.clone());
                 self.update_expiry(&runtime);
+                let staples = runtime.staples.clone();
                 self.runtime.store(Arc::new(runtime));
+                self.stapler.retain(&staples);
                 self.metrics.reloads.with(&["success"]).inc();
                 tracing::info!("configuration reloaded");
                 Ok(())
@@ -112,6 +131,15 @@ impl Shared {
                 tracing::error!(error = %e, "reload rejected; the previous configuration stays in force");
                 Err(e)
             }
+        }
+    }
+
+    /// What runtimes are built against.
+    pub fn services(&self) -> Services {
+        Services {
+            revocation: Some(self.revocation.clone()),
+            stapler: Some(self.stapler.clone()),
+            identity: self.identity.as_ref().map(ward_client::Rotator::current),
         }
     }
 
@@ -150,9 +178,22 @@ pub async fn run(
         "off" => AuditLog::disabled(),
         spec => AuditLog::from_spec(spec).map_err(|e| Error::Config(format!("audit log: {e}")))?,
     };
-    let runtime = Runtime::build(config)?;
     let registry = Registry::new();
     let metrics = GateMetrics::register(&registry).map_err(|e| Error::Config(e.to_string()))?;
+    let revocation = Revocation::new(metrics.clone());
+    let stapler = Stapler::new(metrics.clone());
+    let identity = match &config.identity {
+        Some(settings) => Some(obtain_identity(settings).await?),
+        None => None,
+    };
+    let runtime = Runtime::build_with(
+        config,
+        &Services {
+            revocation: Some(revocation.clone()),
+            stapler: Some(stapler.clone()),
+            identity: identity.as_ref().map(ward_client::Rotator::current),
+        },
+    )?;
     let listen_addr = runtime.config.listen.address.clone();
     let admin_addr = runtime.config.listen.admin.clone();
     let shared = Arc::new(Shared {
@@ -161,8 +202,12 @@ pub async fn run(
         registry,
         audit,
         source,
+        revocation,
+        stapler,
+        identity,
     });
     shared.update_expiry(&shared.runtime.load());
+    let rotations = follow_identity(&shared);
 
     let listener = TcpListener::bind(&listen_addr)
         .await
@@ -184,6 +229,16 @@ pub async fn run(
         })?,
         admin: admin.as_ref().and_then(|l| l.local_addr().ok()),
     };
+    {
+        let runtime = shared.runtime.load();
+        shared
+            .revocation
+            .configure(&runtime.config.revocation, runtime.client_roots.clone());
+        // Ready means the first CRLs are in (or failed): no handshake is
+        // refused for a CRL that was merely still on its way.
+        let limit = runtime.config.revocation.crl_fetch_timeout.0 + Duration::from_secs(1);
+        shared.revocation.first_round(limit).await;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = admin::watch_files(shared.clone());
     let server = tokio::spawn(server::run(listener, shared.clone(), stop_rx.clone()));
@@ -203,5 +258,66 @@ pub async fn run(
         let _ = t.await;
     }
     drop(watcher);
+    if let Some(task) = rotations {
+        task.abort();
+    }
+    shared.revocation.shutdown();
+    shared.stapler.shutdown();
     Ok(())
+}
+
+/// Bootstraps the gate's own identity from the CA named by `[identity]`.
+async fn obtain_identity(settings: &config::IdentityConfig) -> Result<ward_client::Rotator, Error> {
+    let cfg = |e: ward_client::ClientError| Error::Config(format!("identity: {e}"));
+    let trust = match (&settings.ca_fingerprint, &settings.ca_bundle) {
+        (Some(fp), _) => ward_client::CaTrust::fingerprint(fp).map_err(cfg)?,
+        (None, Some(bundle)) => ward_client::CaTrust::bundle_file(bundle).map_err(cfg)?,
+        (None, None) => {
+            return Err(Error::Config(
+                "identity: one of ca_fingerprint and ca_bundle is required".into(),
+            ));
+        }
+    };
+    let text = match &settings.token_file {
+        Some(path) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("identity: reading {}: {e}", path.display())))?,
+        ),
+        None => zeroize::Zeroizing::new(std::env::var("WARD_TOKEN").map_err(|_| {
+            Error::Config("identity: no token_file and no WARD_TOKEN in the environment".into())
+        })?),
+    };
+    let token = ward_client::Token::new(text.trim()).map_err(cfg)?;
+    let rotator = ward_client::Rotator::bootstrap(ward_client::BootstrapConfig::new(
+        settings.ca.clone(),
+        trust,
+        token,
+    ))
+    .await
+    .map_err(|e| {
+        Error::Config(format!(
+            "identity: cannot obtain a certificate from {}: {e}",
+            settings.ca
+        ))
+    })?;
+    let svid = rotator.current();
+    tracing::info!(spiffe_id = %svid.spiffe_id(), serial = %svid.serial(), "identity obtained from the CA");
+    Ok(rotator)
+}
+
+/// Rebuilds the runtime on every new identity: new handshakes (and new
+/// upstream connections) use it, open connections keep what they had.
+fn follow_identity(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
+    let mut updates = shared.identity.as_ref()?.subscribe();
+    let shared = Arc::downgrade(shared);
+    Some(tokio::spawn(async move {
+        while updates.changed().await.is_ok() {
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            let svid = updates.borrow_and_update().clone();
+            tracing::info!(serial = %svid.serial(), "identity renewed; rebuilding the TLS configuration");
+            let _ = shared.reload();
+        }
+    }))
 }

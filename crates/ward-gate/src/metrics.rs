@@ -1,6 +1,8 @@
 //! The gate's metric families (SPEC §6).
 
-use ward_telemetry::{CounterVec, DEFAULT_LATENCY_BUCKETS, GaugeVec, HistogramVec, Registry};
+use ward_telemetry::{
+    CounterVec, DEFAULT_LATENCY_BUCKETS, Gauge, GaugeVec, Histogram, HistogramVec, Registry,
+};
 
 /// Handles to every gate metric.
 #[derive(Debug, Clone)]
@@ -15,28 +17,64 @@ pub struct GateMetrics {
     pub upstream_seconds: HistogramVec,
     /// `ward_gate_connections_active`.
     pub connections_active: GaugeVec,
+    /// Its one series, resolved once (it has no labels).
+    pub connections_active_all: Gauge,
+    /// `ward_gate_handshake_seconds`, its one series resolved once.
+    pub handshake_seconds_all: Histogram,
     /// `ward_gate_cert_expiry_seconds{tenant}`.
     pub cert_expiry: GaugeVec,
     /// `ward_gate_reloads_total{result}`.
     pub reloads: CounterVec,
     /// `ward_gate_denied_total{tenant,route}`: authorization refusals.
     pub denied: CounterVec,
+    /// `ward_gate_crl_refresh_total{source,result}`.
+    pub crl_refresh: CounterVec,
+    /// `ward_gate_crl_next_update_seconds{source}`: negative once past.
+    pub crl_next_update: GaugeVec,
+    /// `ward_gate_crl_age_seconds{source}`: since the CRL's thisUpdate.
+    pub crl_age: GaugeVec,
+    /// `ward_gate_crl_stale{source}`: 1 while no current CRL is in force.
+    pub crl_stale: GaugeVec,
+    /// `ward_gate_crl_entries{source}`: revoked serials listed.
+    pub crl_entries: GaugeVec,
+    /// `ward_gate_crl_stale_accepts_total`: certificates accepted on a
+    /// stale CRL (fail-open).
+    pub crl_stale_accepts: CounterVec,
+    /// `ward_gate_revocation_closed_total{reason}`: open connections closed
+    /// because a CRL update refused their certificate.
+    pub revocation_closed: CounterVec,
+    /// `ward_gate_ocsp_staple_total{tenant,result}`: OCSP fetches for the
+    /// gate's own certificates.
+    pub ocsp_staple: CounterVec,
+    /// `ward_gate_ocsp_stapled{tenant}`: 1 while a response is stapled.
+    pub ocsp_stapled: GaugeVec,
+    /// `ward_gate_ocsp_next_update_seconds{tenant}`: of the stapled response.
+    pub ocsp_next_update: GaugeVec,
 }
 
 impl GateMetrics {
     /// Registers the families.
     pub fn register(r: &Registry) -> Result<Self, ward_telemetry::Error> {
+        let handshake_seconds = r.histogram(
+            "ward_gate_handshake_seconds",
+            "Time from accepting a connection to the end of its TLS handshake.",
+            &[],
+            DEFAULT_LATENCY_BUCKETS,
+        )?;
+        let connections_active = r.gauge(
+            "ward_gate_connections_active",
+            "Client connections open now.",
+            &[],
+        )?;
         Ok(GateMetrics {
+            connections_active_all: connections_active.try_with(&[])?,
+            handshake_seconds_all: handshake_seconds.try_with(&[])?,
+            handshake_seconds,
+            connections_active,
             handshakes: r.counter(
                 "ward_gate_handshakes_total",
                 "TLS handshakes by result and reason, with the negotiated parameters.",
                 &["result", "reason", "tls_version", "cipher", "group", "alpn"],
-            )?,
-            handshake_seconds: r.histogram(
-                "ward_gate_handshake_seconds",
-                "Time from accepting a connection to the end of its TLS handshake.",
-                &[],
-                DEFAULT_LATENCY_BUCKETS,
             )?,
             requests: r.counter(
                 "ward_gate_requests_total",
@@ -48,11 +86,6 @@ impl GateMetrics {
                 "Time until the upstream's response headers, by route.",
                 &["route"],
                 DEFAULT_LATENCY_BUCKETS,
-            )?,
-            connections_active: r.gauge(
-                "ward_gate_connections_active",
-                "Client connections open now.",
-                &[],
             )?,
             cert_expiry: r.gauge(
                 "ward_gate_cert_expiry_seconds",
@@ -68,6 +101,56 @@ impl GateMetrics {
                 "ward_gate_denied_total",
                 "Requests and connections refused by authorization.",
                 &["tenant", "route"],
+            )?,
+            crl_refresh: r.counter(
+                "ward_gate_crl_refresh_total",
+                "CRL fetches by source and result (updated, not_modified, unchanged, fetch_failed, malformed, pending, untrusted, unsupported, rollback, not_yet_valid).",
+                &["source", "result"],
+            )?,
+            crl_next_update: r.gauge(
+                "ward_gate_crl_next_update_seconds",
+                "Seconds until the nextUpdate of each source's CRL in force (negative once past).",
+                &["source"],
+            )?,
+            crl_age: r.gauge(
+                "ward_gate_crl_age_seconds",
+                "Seconds since the thisUpdate of each source's CRL in force.",
+                &["source"],
+            )?,
+            crl_stale: r.gauge(
+                "ward_gate_crl_stale",
+                "1 while a source has no CRL in force or its CRL is past nextUpdate.",
+                &["source"],
+            )?,
+            crl_entries: r.gauge(
+                "ward_gate_crl_entries",
+                "Revoked serials listed in each source's CRL in force.",
+                &["source"],
+            )?,
+            crl_stale_accepts: r.counter(
+                "ward_gate_crl_stale_accepts_total",
+                "Client certificates accepted although their issuer's CRL is past nextUpdate (fail-open).",
+                &[],
+            )?,
+            revocation_closed: r.counter(
+                "ward_gate_revocation_closed_total",
+                "Open connections closed because a CRL update refused their certificate.",
+                &["reason"],
+            )?,
+            ocsp_staple: r.counter(
+                "ward_gate_ocsp_staple_total",
+                "OCSP fetches for the gate's own certificates by tenant and result.",
+                &["tenant", "result"],
+            )?,
+            ocsp_stapled: r.gauge(
+                "ward_gate_ocsp_stapled",
+                "1 while a tenant's certificate has an OCSP response stapled.",
+                &["tenant"],
+            )?,
+            ocsp_next_update: r.gauge(
+                "ward_gate_ocsp_next_update_seconds",
+                "Seconds until the nextUpdate of the stapled OCSP response.",
+                &["tenant"],
             )?,
         })
     }

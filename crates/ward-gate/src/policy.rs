@@ -55,7 +55,7 @@ impl<'a> IdentityInput<'a> {
     /// The input view of a verified identity.
     pub fn of(id: &'a Identity) -> Self {
         IdentityInput {
-            spiffe_id: id.spiffe_id.as_deref(),
+            spiffe_id: id.spiffe_str(),
             sans: id.sans(),
             subject: &id.subject,
             serial: &id.serial,

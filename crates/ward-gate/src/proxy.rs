@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use serde::Serialize;
 
@@ -20,11 +21,16 @@ use crate::identity::Identity;
 use crate::policy::{IdentityInput, PolicyInput, RequestInput, Verdict};
 use crate::runtime::{Route, Runtime, Tenant, TenantKind};
 
+mod upstream;
+
+use upstream::UpstreamError;
+pub use upstream::Upstreams;
+
 /// The response body type: upstream bodies stream through; errors are small JSON.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Per-connection facts every request of the connection shares.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnContext {
     /// Client address.
     pub remote: SocketAddr,
@@ -37,62 +43,143 @@ pub struct ConnContext {
     /// The runtime in force when the connection was accepted.
     pub runtime: Arc<Runtime>,
     /// What the handshake negotiated.
-    pub tls: Arc<Negotiated>,
+    pub tls: Negotiated,
+    /// The identity headers, built once for all requests of the connection.
+    pub headers: ConnHeaders,
+    /// The connection's own upstream connection for `http://` routes
+    /// (HTTP/1.1 clients); `None`: every request uses the pooled client.
+    pub upstreams: Option<Upstreams>,
 }
 
-/// The negotiated TLS parameters of a connection, for request audit lines.
-#[derive(Debug, Clone, Default)]
+impl ConnContext {
+    /// The context of a connection; `own_upstream` for HTTP/1.1 clients.
+    pub fn new(
+        remote: SocketAddr,
+        sni: Option<String>,
+        tenant: Arc<Tenant>,
+        identity: Arc<Identity>,
+        runtime: Arc<Runtime>,
+        tls: Negotiated,
+        own_upstream: bool,
+    ) -> Self {
+        let headers = ConnHeaders::new(&identity, &tenant, remote);
+        ConnContext {
+            remote,
+            sni,
+            tenant,
+            identity,
+            runtime,
+            tls,
+            headers,
+            upstreams: own_upstream.then(Upstreams::default),
+        }
+    }
+}
+
+/// Header values that depend only on the connection.
+#[derive(Debug)]
+pub struct ConnHeaders {
+    /// `x-forwarded-client-cert`.
+    xfcc: Option<HeaderValue>,
+    /// `x-ward-spiffe-id`.
+    spiffe: Option<HeaderValue>,
+    /// The client's IP address for `x-forwarded-for`.
+    client_ip: String,
+    /// Its header value, when there is no earlier `x-forwarded-for`.
+    client_ip_value: Option<HeaderValue>,
+    /// RFC 9440 `client-cert` and `client-cert-chain`, built on first use.
+    rfc9440: OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
+}
+
+impl ConnHeaders {
+    fn new(id: &Identity, tenant: &Tenant, remote: SocketAddr) -> Self {
+        let client_ip = remote.ip().to_string();
+        ConnHeaders {
+            xfcc: shared_value(id.xfcc(tenant.by.as_deref())),
+            spiffe: id.spiffe_str().and_then(|s| shared_value(s.to_owned())),
+            client_ip_value: shared_value(client_ip.clone()),
+            client_ip,
+            rfc9440: OnceLock::new(),
+        }
+    }
+}
+
+/// A header value backed by shared bytes, so cloning it per request is a
+/// reference count; `None` when `s` is not a valid value.
+fn shared_value(s: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
+}
+
+/// The negotiated TLS parameters of a connection, for metrics and audit lines.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Negotiated {
     /// Protocol version (`TLSv1.3`).
-    pub version: Option<String>,
+    pub version: Option<&'static str>,
     /// Cipher suite.
-    pub cipher: Option<String>,
+    pub cipher: Option<&'static str>,
     /// Key-exchange group.
-    pub group: Option<String>,
+    pub group: Option<&'static str>,
     /// ALPN protocol.
-    pub alpn: Option<String>,
+    pub alpn: Option<&'static str>,
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XF_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const WARD_SPIFFE_ID: HeaderName = HeaderName::from_static("x-ward-spiffe-id");
+const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
 ];
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Whether a client could use this header to spoof an identity.
+fn is_identity_header(name: &HeaderName) -> bool {
+    let k = name.as_str();
+    k == "x-forwarded-client-cert"
+        || k.starts_with("x-ward-")
+        || k == "client-cert"
+        || k == "client-cert-chain"
 }
 
 /// Removes every header a client could use to spoof an identity.
 fn strip_identity_headers(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_identity_header) {
+        return;
+    }
     let spoofable: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            k == "x-forwarded-client-cert"
-                || k.starts_with("x-ward-")
-                || k == "client-cert"
-                || k == "client-cert-chain"
-        })
+        .filter(|k| is_identity_header(k))
         .cloned()
         .collect();
     for k in spoofable {
@@ -121,10 +208,10 @@ struct RequestEvent<'a> {
     remote: String,
     sni: Option<&'a str>,
     tenant: &'a str,
-    tls_version: Option<&'a str>,
-    cipher: Option<&'a str>,
-    group: Option<&'a str>,
-    alpn: Option<&'a str>,
+    tls_version: Option<&'static str>,
+    cipher: Option<&'static str>,
+    group: Option<&'static str>,
+    alpn: Option<&'static str>,
     spiffe_id: Option<&'a str>,
     subject: &'a str,
     sans: Vec<&'a str>,
@@ -140,33 +227,21 @@ struct RequestEvent<'a> {
     duration_ms: f64,
 }
 
+/// What a request audit line needs from the request, kept only when the
+/// audit log is on.
+struct AuditFacts {
+    started: Instant,
+    method: hyper::Method,
+    path: String,
+    host: Option<String>,
+}
+
 /// Handles one request on a connection.
 pub async fn handle(
     shared: Arc<Shared>,
-    ctx: ConnContext,
-    mut req: Request<Incoming>,
+    ctx: Arc<ConnContext>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
-    let started = Instant::now();
-    let host = req
-        .uri()
-        .host()
-        .map(str::to_owned)
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| {
-                    h.rsplit_once(':')
-                        .map_or(
-                            h,
-                            |(name, port)| if port.parse::<u16>().is_ok() { name } else { h },
-                        )
-                        .to_owned()
-                })
-        })
-        .map(|h| h.to_ascii_lowercase());
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
     let TenantKind::Http(routes) = &ctx.tenant.kind else {
         return Ok(json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -174,11 +249,16 @@ pub async fn handle(
             "not an HTTP tenant",
         ));
     };
+    let host = request_host(&req);
     let route = routes
         .iter()
-        .find(|r| r.matches(host.as_deref(), &path, &method));
-    // Policies see the headers the upstream would see, never spoofed identity.
-    strip_identity_headers(req.headers_mut());
+        .find(|r| r.matches(host.as_deref(), req.uri().path(), req.method()));
+    let audit = shared.audit.is_enabled().then(|| AuditFacts {
+        started: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        host: host.as_deref().map(str::to_owned),
+    });
     let (route_name, outcome) = match route {
         None => (
             "-",
@@ -203,44 +283,11 @@ pub async fn handle(
             }
         },
     };
+    drop(host);
     let response = match outcome {
         // Refusals (no route, forbidden) are audited with their reason below.
         Err(refusal) => Err(refusal),
-        Ok(route) => {
-            prepare(&mut req, &ctx, route.headers, &route.upstream);
-            let upstream_started = Instant::now();
-            let result = ctx.runtime.client.request(req).await;
-            shared
-                .metrics
-                .upstream_seconds
-                .with(&[route_name])
-                .observe(upstream_started.elapsed().as_secs_f64());
-            match result {
-                Ok(resp) => {
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    Ok(Response::from_parts(parts, body.boxed()))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, route = route_name, "upstream request failed");
-                    let timeout = format!("{e:?}").contains("ConnectTimeout")
-                        || format!("{e:?}").contains("timed out");
-                    Err(if timeout {
-                        (
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "upstream_timeout",
-                            Cow::Borrowed("the upstream did not answer in time"),
-                        )
-                    } else {
-                        (
-                            StatusCode::BAD_GATEWAY,
-                            "bad_gateway",
-                            Cow::Borrowed("the upstream could not be reached"),
-                        )
-                    })
-                }
-            }
-        }
+        Ok(route) => forward(&shared, &ctx, route, req).await,
     };
     let (response, reason) = match response {
         Ok(r) => (r, None),
@@ -252,35 +299,118 @@ pub async fn handle(
         .requests
         .with(&[route_name, status.as_str()])
         .inc();
-    let id = &ctx.identity;
-    shared.audit.record(&RequestEvent {
-        event: "request",
-        remote: ctx.remote.to_string(),
-        sni: ctx.sni.as_deref(),
-        tenant: &ctx.tenant.name,
-        tls_version: ctx.tls.version.as_deref(),
-        cipher: ctx.tls.cipher.as_deref(),
-        group: ctx.tls.group.as_deref(),
-        alpn: ctx.tls.alpn.as_deref(),
-        spiffe_id: id.spiffe_id.as_deref(),
-        subject: &id.subject,
-        sans: id.sans(),
-        serial: &id.serial,
-        fingerprint: &id.fingerprint,
-        method: method.as_str(),
-        path: &path,
-        host: host.as_deref(),
-        route: route_name,
-        result: if reason.is_none() {
-            "forwarded"
-        } else {
-            "refused"
-        },
-        reason,
-        status: status.as_u16(),
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
+    if let Some(facts) = audit {
+        let id = &ctx.identity;
+        shared.audit.record(&RequestEvent {
+            event: "request",
+            remote: ctx.remote.to_string(),
+            sni: ctx.sni.as_deref(),
+            tenant: &ctx.tenant.name,
+            tls_version: ctx.tls.version,
+            cipher: ctx.tls.cipher,
+            group: ctx.tls.group,
+            alpn: ctx.tls.alpn,
+            spiffe_id: id.spiffe_str(),
+            subject: &id.subject,
+            sans: id.sans(),
+            serial: &id.serial,
+            fingerprint: &id.fingerprint,
+            method: facts.method.as_str(),
+            path: &facts.path,
+            host: facts.host.as_deref(),
+            route: route_name,
+            result: if reason.is_none() {
+                "forwarded"
+            } else {
+                "refused"
+            },
+            reason,
+            status: status.as_u16(),
+            duration_ms: facts.started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
     Ok(response)
+}
+
+/// Host from the URI (HTTP/2 `:authority`) or the `Host` header,
+/// lowercase, without a port.
+fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
+    let host = req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| {
+                h.rsplit_once(':').map_or(
+                    h,
+                    |(name, port)| if port.parse::<u16>().is_ok() { name } else { h },
+                )
+            })
+    })?;
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
+}
+
+type Refusal = (StatusCode, &'static str, Cow<'static, str>);
+
+/// Sends an authorized request to its route's upstream.
+async fn forward(
+    shared: &Shared,
+    ctx: &ConnContext,
+    route: &Route,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let own = match (&route.upstream, &ctx.upstreams) {
+        (Upstream::Http(authority), Some(upstreams)) => {
+            upstreams.lease().map(|lease| (lease, authority.as_str()))
+        }
+        _ => None,
+    };
+    prepare(&mut req, ctx, route.headers, &route.upstream, own.is_some());
+    let started = Instant::now();
+    let result = match own {
+        Some((mut lease, authority)) => {
+            let connect = ctx.runtime.config.timeouts.upstream_connect.0;
+            lease.send(authority, req, connect).await
+        }
+        None => ctx.runtime.client.request(req).await.map_err(|e| {
+            let debug = format!("{e:?}");
+            if debug.contains("ConnectTimeout") || debug.contains("timed out") {
+                UpstreamError::ConnectTimeout
+            } else {
+                UpstreamError::Failed(e.to_string())
+            }
+        }),
+    };
+    shared
+        .metrics
+        .upstream_seconds
+        .with(&[&route.name])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, route = %route.name, "upstream request failed");
+            Err(match e {
+                UpstreamError::ConnectTimeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    Cow::Borrowed("the upstream did not answer in time"),
+                ),
+                UpstreamError::Failed(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    Cow::Borrowed("the upstream could not be reached"),
+                ),
+            })
+        }
+    }
 }
 
 /// Applies the route's allow rules and policy; the error is the 403
@@ -317,7 +447,7 @@ fn authorize(
                 route = %route.name,
                 tenant = %ctx.tenant.name,
                 policy = route.access.policy().map_or("-", |p| p.name()),
-                spiffe_id = ctx.identity.spiffe_id.as_deref().unwrap_or("-"),
+                spiffe_id = ctx.identity.spiffe_str().unwrap_or("-"),
                 error = %reason,
                 "policy evaluation failed; request denied"
             );
@@ -327,9 +457,14 @@ fn authorize(
 }
 
 /// Lowercase header names → values; repeated headers joined with ", ".
+/// Policies see the headers the upstream would see: never a spoofed
+/// identity header.
 fn headers_for_policy(headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::<String, String>::new();
     for (name, value) in headers {
+        if is_identity_header(name) {
+            continue;
+        }
         let value = String::from_utf8_lossy(value.as_bytes());
         out.entry(name.as_str().to_owned())
             .and_modify(|v| {
@@ -341,30 +476,33 @@ fn headers_for_policy(headers: &HeaderMap) -> std::collections::BTreeMap<String,
     out
 }
 
-/// Rewrites the request for the upstream.
+/// Rewrites the request for the upstream: origin-form URI for the
+/// connection's own upstream connection (`own`), absolute URI for the
+/// pooled client; HTTP/1.1; hop-by-hop and spoofable identity headers
+/// removed; the connection's identity headers set.
 fn prepare(
     req: &mut Request<Incoming>,
     ctx: &ConnContext,
     mode: IdentityHeaders,
     upstream: &Upstream,
+    own: bool,
 ) {
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let original_authority = parts.authority.take();
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
     let (scheme, authority) = match upstream {
-        Upstream::Http(a) => ("http", a.as_str()),
-        Upstream::Https { authority, .. } => ("https", authority.as_str()),
-        Upstream::Tcp(a) => ("http", a.as_str()),
+        Upstream::Http(a) | Upstream::Tcp(a) => (Scheme::HTTP, a.as_str()),
+        Upstream::Https { authority, .. } => (Scheme::HTTPS, authority.as_str()),
     };
-    let original_authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
-    if let Ok(uri) = Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-    {
+    if own {
+        parts.scheme = None;
+    } else {
+        parts.scheme = Some(scheme);
+        parts.authority = authority.parse::<Authority>().ok();
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
     // HTTP/2 in, HTTP/1.1 out (ARCHITECTURE.md, trap 8).
@@ -372,43 +510,50 @@ fn prepare(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     strip_identity_headers(headers);
-    if !headers.contains_key(header::HOST)
-        && let Some(a) = original_authority.and_then(|a| HeaderValue::from_str(&a).ok())
-    {
-        headers.insert(header::HOST, a);
+    if !headers.contains_key(header::HOST) {
+        let host = match original_authority {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            // What the pooled client would send.
+            None if own => HeaderValue::from_str(authority).ok(),
+            None => None,
+        };
+        if let Some(host) = host {
+            headers.insert(header::HOST, host);
+        }
     }
-    let client_ip = ctx.remote.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    let conn = &ctx.headers;
+    match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", conn.client_ip)) {
+                headers.insert(XFF, v);
+            }
+        }
+        None => {
+            if let Some(v) = &conn.client_ip_value {
+                headers.insert(XFF, v.clone());
+            }
+        }
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    let id = &ctx.identity;
-    if let Ok(v) = HeaderValue::from_str(&id.xfcc(ctx.tenant.by.as_deref())) {
-        headers.insert("x-forwarded-client-cert", v);
+    headers.insert(XF_PROTO, HeaderValue::from_static("https"));
+    if let Some(v) = &conn.xfcc {
+        headers.insert(XFCC, v.clone());
     }
-    if let Some(spiffe) = id
-        .spiffe_id
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
-        headers.insert("x-ward-spiffe-id", spiffe);
+    if let Some(v) = &conn.spiffe {
+        headers.insert(WARD_SPIFFE_ID, v.clone());
     }
     if mode == IdentityHeaders::Rfc9440 {
-        if let Some(v) = id
-            .rfc9440_cert()
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            headers.insert("client-cert", v);
+        let (cert, chain) = conn.rfc9440.get_or_init(|| {
+            let id = &ctx.identity;
+            (
+                id.rfc9440_cert().and_then(shared_value),
+                id.rfc9440_chain().and_then(shared_value),
+            )
+        });
+        if let Some(v) = cert {
+            headers.insert(CLIENT_CERT, v.clone());
         }
-        if let Some(v) = id
-            .rfc9440_chain()
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            headers.insert("client-cert-chain", v);
+        if let Some(v) = chain {
+            headers.insert(CLIENT_CERT_CHAIN, v.clone());
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Tenant {
     pub kind: TenantKind,
     /// The gate's own URI SAN for this tenant (XFCC `By=`).
     pub by: Option<String>,
+    /// Its server certificate and stapled OCSP response.
+    pub staple: Arc<crate::ocsp::Staple>,
     /// When the tenant's server certificate expires.
     pub cert_not_after: OffsetDateTime,
 }
@@ -112,6 +114,34 @@ pub struct Runtime {
     default: Option<usize>,
     /// The pooled upstream client.
     pub client: UpstreamClient,
+    /// Every certificate of every tenant's client CA bundle (DER, no
+    /// duplicates): the issuers CRLs may be verified against.
+    pub client_roots: Vec<Vec<u8>>,
+    /// The staples this runtime's tenants use.
+    pub staples: std::collections::HashSet<crate::ocsp::StapleId>,
+}
+
+/// The long-lived services a runtime is built against (none for
+/// `--check-config`).
+#[derive(Debug, Default, Clone)]
+pub struct Services {
+    /// Client certificate revocation.
+    pub revocation: Option<Arc<crate::revocation::Revocation>>,
+    /// OCSP stapling.
+    pub stapler: Option<Arc<crate::ocsp::Stapler>>,
+    /// The gate's own identity from the CA (`[identity]`), as it is now.
+    pub identity: Option<Arc<ward_client::Svid>>,
+}
+
+impl Services {
+    /// The `[identity]` certificate, for what names no certificate file.
+    fn identity(&self, what: &str) -> Result<&ward_client::Svid, Error> {
+        self.identity.as_deref().ok_or_else(|| {
+            Error::Config(format!(
+                "{what}: no certificate file is configured and the [identity] certificate is not available"
+            ))
+        })
+    }
 }
 
 pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
@@ -133,8 +163,12 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
 }
 
 pub(crate) fn root_store(path: &Path) -> Result<RootCertStore, Error> {
+    root_store_of(read_certs(path)?, path)
+}
+
+fn root_store_of(certs: Vec<CertificateDer<'static>>, path: &Path) -> Result<RootCertStore, Error> {
     let mut store = RootCertStore::empty();
-    for cert in read_certs(path)? {
+    for cert in certs {
         store.add(cert).map_err(|e| {
             Error::Config(format!("{}: unusable CA certificate: {e}", path.display()))
         })?;
@@ -143,9 +177,18 @@ pub(crate) fn root_store(path: &Path) -> Result<RootCertStore, Error> {
 }
 
 impl Runtime {
-    /// Reads every file and builds the state.
+    /// Reads every file and builds the state (no revocation checks, no
+    /// stapling: for `--check-config`).
     pub fn build(config: GateConfig) -> Result<Self, Error> {
+        Self::build_with(config, &Services::default())
+    }
+
+    /// Reads every file and builds the state; client verifiers consult the
+    /// revocation state and server certificates get their staples.
+    pub fn build_with(config: GateConfig, services: &Services) -> Result<Self, Error> {
         config.validate()?;
+        let mut client_roots: Vec<Vec<u8>> = Vec::new();
+        let mut staples = std::collections::HashSet::new();
         let mut tenants = Vec::new();
         let mut by_sni = HashMap::new();
         let mut default = None;
@@ -162,7 +205,15 @@ impl Runtime {
         };
         for (i, t) in config.tenants.iter().enumerate() {
             let ctx = |e: Error| Error::Config(format!("tenant {:?}: {e}", t.name));
-            let chain = read_certs(&t.cert).map_err(ctx)?;
+            let (chain, key) = match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => {
+                    (read_certs(cert).map_err(ctx)?, read_key(key).map_err(ctx)?)
+                }
+                _ => {
+                    let svid = services.identity("server certificate").map_err(ctx)?;
+                    (svid.chain().to_vec(), svid.private_key())
+                }
+            };
             let leaf = CertInfo::from_der(&chain[0], OffsetDateTime::now_utc())
                 .map_err(|e| ctx(Error::Config(e.to_string())))?;
             let cert_not_after = OffsetDateTime::parse(
@@ -170,12 +221,38 @@ impl Runtime {
                 &time::format_description::well_known::Rfc3339,
             )
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let (client_ca, client_ca_name) = match &t.client_ca {
+                Some(path) => (read_certs(path).map_err(ctx)?, path.clone()),
+                None => (
+                    services
+                        .identity("client_ca")
+                        .map_err(ctx)?
+                        .bundle()
+                        .to_vec(),
+                    std::path::PathBuf::from("[identity] trust bundle"),
+                ),
+            };
+            for c in &client_ca {
+                if !client_roots.iter().any(|r| r.as_slice() == c.as_ref()) {
+                    client_roots.push(c.to_vec());
+                }
+            }
+            let certified = crate::tls::certified_key(chain, key).map_err(ctx)?;
+            let staple = match &services.stapler {
+                Some(stapler) => {
+                    let (id, staple) =
+                        stapler.staple(&t.name, certified, config.revocation.ocsp_stapling);
+                    staples.insert(id);
+                    staple
+                }
+                None => crate::ocsp::Staple::fixed(certified),
+            };
             let tls = crate::tls::server_config(
-                chain,
-                read_key(&t.key).map_err(ctx)?,
-                root_store(&t.client_ca).map_err(ctx)?,
+                staple.clone(),
+                root_store_of(client_ca, &client_ca_name).map_err(ctx)?,
                 config.tls.allow_tls12,
                 config.tls.disable_resumption,
+                services.revocation.clone(),
             )
             .map_err(ctx)?;
             let kind = match &t.tcp_upstream {
@@ -231,19 +308,22 @@ impl Runtime {
             };
             tenants.push(Arc::new(Tenant {
                 name: t.name.clone(),
+                staple,
                 tls: Arc::new(tls),
                 kind,
                 by,
                 cert_not_after,
             }));
         }
-        let client = upstream_client(&config)?;
+        let client = upstream_client(&config, services)?;
         Ok(Runtime {
             config,
             tenants,
             by_sni,
             default,
             client,
+            client_roots,
+            staples,
         })
     }
 
@@ -259,21 +339,32 @@ impl Runtime {
     }
 }
 
-fn upstream_client(config: &GateConfig) -> Result<UpstreamClient, Error> {
+fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamClient, Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.timeouts.upstream_connect.0));
     http.set_nodelay(true);
     let tls = match &config.upstream_tls {
         Some(u) => {
+            let roots = match &u.ca {
+                Some(path) => root_store(path)?,
+                None => root_store_of(
+                    services.identity("upstream_tls.ca")?.bundle().to_vec(),
+                    Path::new("[identity] trust bundle"),
+                )?,
+            };
             let builder = ClientConfig::builder_with_provider(ward_tls::provider())
                 .with_protocol_versions(ward_tls::TLS13_ONLY)
                 .map_err(|e| Error::Config(e.to_string()))?
-                .with_root_certificates(root_store(&u.ca)?);
-            match (&u.cert, &u.key) {
-                (Some(c), Some(k)) => builder
+                .with_root_certificates(roots);
+            let auth_err = |e: rustls::Error| Error::Config(format!("upstream_tls: {e}"));
+            match (&u.cert, &u.key, &services.identity) {
+                (Some(c), Some(k), _) => builder
                     .with_client_auth_cert(read_certs(c)?, read_key(k)?)
-                    .map_err(|e| Error::Config(format!("upstream_tls: {e}")))?,
+                    .map_err(auth_err)?,
+                (_, _, Some(svid)) if config.identity.is_some() => builder
+                    .with_client_auth_cert(svid.chain().to_vec(), svid.private_key())
+                    .map_err(auth_err)?,
                 _ => builder.with_no_client_auth(),
             }
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
 };
@@ -13,13 +14,17 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::Error;
+use crate::ocsp::{Staple, StapleResolver};
+use crate::revocation::Revocation;
+use crate::revocation::crl::LeafRef;
 
 /// webpki's `client_auth()` accepts a leaf with no EKU at all
 /// (ARCHITECTURE.md, trap 7); this verifier also requires clientAuth to be
-/// present.
+/// present, and checks the leaf against the gate's current CRLs.
 #[derive(Debug)]
 pub struct RequireClientAuthEku {
     inner: Arc<dyn ClientCertVerifier>,
+    revocation: Option<Arc<Revocation>>,
 }
 
 impl ClientCertVerifier for RequireClientAuthEku {
@@ -36,19 +41,28 @@ impl ClientCertVerifier for RequireClientAuthEku {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        let has_client_auth = X509Certificate::from_der(end_entity)
+        let bad_purpose = || rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose);
+        let Ok((_, leaf)) = X509Certificate::from_der(end_entity) else {
+            return Err(bad_purpose());
+        };
+        let has_client_auth = leaf
+            .extended_key_usage()
             .ok()
-            .and_then(|(_, c)| {
-                c.extended_key_usage()
-                    .ok()
-                    .flatten()
-                    .map(|e| e.value.client_auth)
-            })
-            .unwrap_or(false);
+            .flatten()
+            .is_some_and(|e| e.value.client_auth);
         if !has_client_auth {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::InvalidPurpose,
-            ));
+            return Err(bad_purpose());
+        }
+        if let Some(revocation) = &self.revocation
+            && revocation.snapshot().enabled()
+        {
+            // The chain passed path validation: its intermediates may sign CRLs.
+            revocation.learn(intermediates);
+            let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            let status = revocation.check(&LeafRef::of(&leaf, end_entity), now);
+            if let Some(e) = status.error() {
+                return Err(e);
+            }
         }
         Ok(verified)
     }
@@ -92,18 +106,37 @@ fn tls12_aead_suites(provider: &mut rustls::crypto::CryptoProvider) {
     ];
 }
 
-/// Builds a tenant's server configuration.
-pub fn server_config(
+/// Puts TLS13_AES_128_GCM_SHA256 first (clients such as rustls and
+/// OpenSSL list AES-256-GCM first), keeping the rest in their order.
+fn prefer_aes128(provider: &mut rustls::crypto::CryptoProvider) {
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+}
+
+/// Loads a server chain and key as rustls' `CertifiedKey`, checking they match.
+pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, Error> {
+    CertifiedKey::from_der(chain, key, &ward_tls::provider())
+        .map_err(|e| Error::Config(format!("server certificate: {e}")))
+}
+
+/// Builds a tenant's server configuration; handshakes are answered with
+/// the staple's current key (and OCSP response).
+pub fn server_config(
+    staple: Arc<Staple>,
     client_roots: RootCertStore,
     allow_tls12: bool,
     disable_resumption: bool,
+    revocation: Option<Arc<Revocation>>,
 ) -> Result<ServerConfig, Error> {
     let mut provider = Arc::unwrap_or_clone(ward_tls::provider());
     if allow_tls12 {
         tls12_aead_suites(&mut provider);
     }
+    prefer_aes128(&mut provider);
     let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = if allow_tls12 {
         &[&rustls::version::TLS13, &rustls::version::TLS12]
@@ -117,10 +150,12 @@ pub fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| Error::Config(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(RequireClientAuthEku { inner }))
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::Config(format!("server certificate: {e}")))?;
+        .with_client_cert_verifier(Arc::new(RequireClientAuthEku { inner, revocation }))
+        .with_cert_resolver(Arc::new(StapleResolver(staple)));
     ward_tls::server::set_http_alpn(&mut config);
+    // The server's order wins: AES-128-GCM with SHA-256 is the cheapest
+    // suite every TLS 1.3 client offers (SHA-256 runs on SHA-NI).
+    config.ignore_client_order = true;
     if disable_resumption {
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -154,6 +189,9 @@ pub fn classify(err: &std::io::Error) -> &'static str {
                 "bad_eku"
             }
             CertificateError::Revoked => "revoked",
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => "crl_stale",
+            CertificateError::UnknownRevocationStatus => "revocation_unknown",
             _ => "bad_certificate",
         },
         E::PeerIncompatible(_) => "protocol_version",

@@ -89,6 +89,12 @@ impl AuditLog {
         }
     }
 
+    /// Whether events are written at all; callers skip building events
+    /// when not.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.sink.is_some()
+    }
+
     /// How many events were lost to serialization or write errors.
     pub fn failures(&self) -> u64 {
         self.inner.failures.load(Ordering::Relaxed)

@@ -5,7 +5,10 @@ fn the_example_config_parses() {
     let text = include_str!("../../../../docs/gate.example.toml");
     let config = GateConfig::from_toml(text, Path::new("/etc/ward")).unwrap();
     assert_eq!(config.tenants.len(), 2);
-    assert_eq!(config.tenants[0].cert, Path::new("/etc/ward/api.crt"));
+    assert_eq!(
+        config.tenants[0].cert.as_deref(),
+        Some(Path::new("/etc/ward/api.crt"))
+    );
     assert_eq!(config.timeouts.idle.0, Duration::from_secs(300));
     assert_eq!(config.tenants[0].routes[0].methods, vec!["GET"]);
     assert!(config.tenants[1].tcp_upstream.is_some());
@@ -73,4 +76,97 @@ fn upstreams_parse() {
     );
     assert!(Upstream::parse("http://a/path").is_err());
     assert!(Upstream::parse("a:1").is_err());
+}
+
+#[test]
+fn revocation_sources_parse_and_files_resolve() {
+    let base = include_str!("../../../../docs/gate.example.toml");
+    let text = base.replace(
+        "crl = []",
+        "crl = [\"http://ca.example.org:8080/v1/crl\", \"crls/ca.crl\", \"/abs/other.crl\"]",
+    );
+    let config = GateConfig::from_toml(&text, Path::new("/etc/ward")).unwrap();
+    assert_eq!(
+        config.revocation.sources(),
+        vec![
+            CrlSource::Url("http://ca.example.org:8080/v1/crl".into()),
+            CrlSource::File(PathBuf::from("/etc/ward/crls/ca.crl")),
+            CrlSource::File(PathBuf::from("/abs/other.crl")),
+        ]
+    );
+    assert_eq!(config.revocation.crl_refresh.0, Duration::from_secs(60));
+    assert!(!config.revocation.crl_fail_open);
+    assert!(config.revocation.ocsp_stapling);
+    for (to, why) in [
+        ("crl = [\"ldap://x/crl\"]", "only http:// and https://"),
+        ("crl = [\"http:///v1/crl\"]", "no host"),
+        ("crl = [\"\"]", "empty CRL source"),
+        ("crl_refresh = \"0s\"", "crl_refresh"),
+    ] {
+        let from = if to.starts_with("crl =") {
+            "crl = []"
+        } else {
+            "crl_refresh = \"1m\""
+        };
+        let err = GateConfig::from_toml(&base.replace(from, to), Path::new("/")).unwrap_err();
+        assert!(err.to_string().contains(why), "{to}: {err}");
+    }
+}
+
+#[test]
+fn identity_from_the_ca_replaces_certificate_files() {
+    let base = include_str!("../../../../docs/gate.example.toml");
+    let config = GateConfig::from_toml(base, Path::new("/etc/ward")).unwrap();
+    let identity = config.identity.as_ref().unwrap();
+    assert_eq!(
+        identity.token_file.as_deref(),
+        Some(Path::new("/run/secrets/ward-gate-token"))
+    );
+
+    // A tenant may drop its files when [identity] is there…
+    let no_files = base
+        .replacen("cert = \"api.crt\"", "", 1)
+        .replacen("key = \"api.key\"", "", 1)
+        .replacen("client_ca = \"clients-ca.crt\"", "", 1);
+    let config = GateConfig::from_toml(&no_files, Path::new("/etc/ward")).unwrap();
+    assert!(config.tenants[0].cert.is_none());
+    assert!(config.tenants[0].client_ca.is_none());
+
+    // …not without it, and half a pair is always wrong.
+    let start = no_files.find("[identity]").unwrap();
+    let end = no_files.find("# Credentials for https://").unwrap();
+    let without = format!("{}{}", &no_files[..start], &no_files[end..]);
+    let err = GateConfig::from_toml(&without, Path::new("/etc/ward"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cert and key are required without [identity]"),
+        "{err}"
+    );
+    let half = base.replacen("key = \"api.key\"", "", 1);
+    let err = GateConfig::from_toml(&half, Path::new("/etc/ward"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cert and key go together"), "{err}");
+
+    for (from, to, why) in [
+        (
+            "ca = \"https://ca.example.org:8443\"",
+            "ca = \"http://ca:1\"",
+            "https:// URL",
+        ),
+        (
+            "ca_fingerprint = \"5f1c",
+            "ca_fingerprint = \"zz5f1c",
+            "ca_fingerprint",
+        ),
+        ("# ca_bundle = ", "ca_bundle = ", "exclude each other"),
+    ] {
+        let text = base.replacen(from, to, 1);
+        assert_ne!(text, base, "{from}");
+        let err = GateConfig::from_toml(&text, Path::new("/etc/ward"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{from} → {err}");
+    }
 }

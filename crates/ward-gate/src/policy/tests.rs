@@ -183,7 +183,7 @@ fn parse_errors_say_what_first() {
 
 fn identity(spiffe: &str) -> Identity {
     Identity {
-        spiffe_id: Some(spiffe.to_owned()),
+        spiffe_id: Some(spiffe.parse().unwrap()),
         subject: String::new(),
         common_name: None,
         dns: Vec::new(),
@@ -191,7 +191,7 @@ fn identity(spiffe: &str) -> Identity {
         ips: Vec::new(),
         serial: "01".into(),
         fingerprint: "ab".into(),
-        chain: Vec::new(),
+        chain: Vec::new().into(),
     }
 }
 
@@ -214,7 +214,7 @@ fn access_combines_rules_and_policy() {
         identity("spiffe://td/x"),
     );
     let decide = |access: &Access, id: &Identity| {
-        let spiffe = id.spiffe_id.as_deref().unwrap();
+        let spiffe = id.spiffe_str().unwrap();
         access.decide(id, || input(spiffe, None))
     };
     // Rules only; no rules admit nobody.

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ward_gate::config::{
-    AllowRules, GateConfig, IdentityHeaders, ListenConfig, RouteConfig, TenantConfig, TlsConfig,
-    UnknownSni, UpstreamTls,
+    AllowRules, Dur, GateConfig, IdentityConfig, IdentityHeaders, ListenConfig, RevocationConfig,
+    RouteConfig, TenantConfig, TlsConfig, UnknownSni, UpstreamTls,
 };
 use ward_gate::{Source, runtime::Runtime};
 
@@ -15,7 +15,7 @@ use super::Outcome;
 #[derive(Debug, Subcommand)]
 pub(crate) enum GateCommand {
     /// Enforce mTLS and identity-based authorization in front of a service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Outbound mode: plaintext TCP in, mTLS out to one target.
     Client(ClientArgs),
 }
@@ -23,7 +23,7 @@ pub(crate) enum GateCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// TOML configuration (routes, tenants, policies); see docs/gate.example.toml.
-    #[arg(long, conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream"])]
+    #[arg(long, conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "ca"])]
     config: Option<PathBuf>,
     /// Validate the configuration and every file it names, then exit.
     #[arg(long)]
@@ -31,15 +31,29 @@ pub(crate) struct ServeArgs {
     /// mTLS listen address (flag form).
     #[arg(long, required_unless_present = "config")]
     listen: Option<String>,
-    /// Server certificate chain (flag form).
-    #[arg(long, required_unless_present = "config")]
+    /// Server certificate chain (flag form; or the identity from --ca).
+    #[arg(long, required_unless_present_any = ["config", "ca"], requires = "key")]
     cert: Option<PathBuf>,
     /// Server private key (flag form).
-    #[arg(long, required_unless_present = "config")]
+    #[arg(long, required_unless_present_any = ["config", "ca"], requires = "cert")]
     key: Option<PathBuf>,
-    /// Roots client certificates must chain to (flag form).
-    #[arg(long, required_unless_present = "config")]
+    /// Roots client certificates must chain to (flag form; default with
+    /// --ca: the CA's roots).
+    #[arg(long, required_unless_present_any = ["config", "ca"])]
     client_ca: Option<PathBuf>,
+    /// Obtain the gate's identity from this Ward CA (https://HOST:PORT)
+    /// with a bootstrap token, renewed automatically (flag form).
+    #[arg(long, requires = "token_file")]
+    ca: Option<String>,
+    /// SHA-256 fingerprint of the CA's root (with --ca).
+    #[arg(long, requires = "ca", conflicts_with = "ca_bundle")]
+    ca_fingerprint: Option<String>,
+    /// PEM file of the CA's roots (with --ca).
+    #[arg(long, requires = "ca")]
+    ca_bundle: Option<PathBuf>,
+    /// File holding the bootstrap token (with --ca).
+    #[arg(long, requires = "ca")]
+    token_file: Option<PathBuf>,
     /// http://, https:// or tcp:// upstream (flag form).
     #[arg(long, required_unless_present = "config")]
     upstream: Option<String>,
@@ -65,6 +79,20 @@ pub(crate) struct ServeArgs {
     /// Also accept TLS 1.2 (ECDHE + AEAD only).
     #[arg(long)]
     allow_tls12: bool,
+    /// CRL for client certificates: an http:// or https:// URL (e.g. the
+    /// CA's /v1/crl) or a file, DER or PEM (repeatable; flag form).
+    #[arg(long, value_name = "URL-or-FILE", conflicts_with = "config")]
+    crl: Vec<String>,
+    /// How often the CRLs are re-fetched (flag form).
+    #[arg(long, default_value = "1m", value_parser = super::duration_arg, conflicts_with = "config")]
+    crl_refresh: std::time::Duration,
+    /// Accept client certificates when their issuer's CRL is past its
+    /// nextUpdate and cannot be refreshed (default: refuse them).
+    #[arg(long, conflicts_with = "config")]
+    crl_fail_open: bool,
+    /// Do not staple OCSP responses to the server certificate (flag form).
+    #[arg(long, conflicts_with = "config")]
+    no_ocsp_stapling: bool,
     /// Where audit lines go: stdout, stderr, off, or a file path.
     #[arg(long, default_value = "stdout")]
     audit_log: String,
@@ -109,7 +137,7 @@ pub(crate) struct ClientArgs {
 
 pub(crate) async fn run(cmd: GateCommand) -> anyhow::Result<Outcome> {
     match cmd {
-        GateCommand::Serve(args) => serve(args).await,
+        GateCommand::Serve(args) => serve(*args).await,
         GateCommand::Client(args) => client(args).await,
     }
 }
@@ -157,9 +185,6 @@ async fn client(args: ClientArgs) -> anyhow::Result<Outcome> {
 }
 
 fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
-    let need = |v: &Option<PathBuf>, name: &str| {
-        v.clone().with_context(|| format!("--{name} is required"))
-    };
     let upstream = args.upstream.clone().context("--upstream is required")?;
     let allow = AllowRules {
         spiffe_ids: args.allow_spiffe_id.clone(),
@@ -170,9 +195,9 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
         name: "default".into(),
         sni: Vec::new(),
         default: true,
-        cert: need(&args.cert, "cert")?,
-        key: need(&args.key, "key")?,
-        client_ca: need(&args.client_ca, "client-ca")?,
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        client_ca: args.client_ca.clone(),
         tcp_upstream: tcp.then(|| upstream.clone()),
         allow: if tcp {
             allow.clone()
@@ -206,14 +231,29 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             disable_resumption: false,
         },
         timeouts: Default::default(),
-        upstream_tls: args.upstream_ca.clone().map(|ca| UpstreamTls {
-            ca,
+        // With --ca, https:// upstreams are verified against the CA's roots
+        // and see the gate's own identity unless told otherwise.
+        upstream_tls: (args.upstream_ca.is_some() || args.ca.is_some()).then(|| UpstreamTls {
+            ca: args.upstream_ca.clone(),
             cert: args.upstream_cert.clone(),
             key: args.upstream_key.clone(),
         }),
         unknown_sni: UnknownSni::Default,
         tenants: vec![tenant],
         audit_log: args.audit_log.clone(),
+        revocation: RevocationConfig {
+            crl: args.crl.clone(),
+            crl_refresh: Dur(args.crl_refresh),
+            crl_fail_open: args.crl_fail_open,
+            ocsp_stapling: !args.no_ocsp_stapling,
+            ..RevocationConfig::default()
+        },
+        identity: args.ca.clone().map(|ca| IdentityConfig {
+            ca,
+            ca_fingerprint: args.ca_fingerprint.clone(),
+            ca_bundle: args.ca_bundle.clone(),
+            token_file: args.token_file.clone(),
+        }),
     };
     config.validate()?;
     Ok(config)
@@ -226,6 +266,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     };
     if args.check_config {
         let config = source.load()?;
+        if let Some(identity) = &config.identity {
+            // The identity exists only once obtained; everything else is checked.
+            println!(
+                "configuration OK: {} tenant(s), listening on {}; the gate's certificate comes from {} at start",
+                config.tenants.len(),
+                config.listen.address,
+                identity.ca
+            );
+            return Ok(Outcome::Success);
+        }
         let runtime = Runtime::build(config).context("the configuration does not load")?;
         println!(
             "configuration OK: {} tenant(s), listening on {}",

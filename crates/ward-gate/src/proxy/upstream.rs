@@ -1,0 +1,327 @@
+//! A client connection's own HTTP/1.1 connection to a plain `http://`
+//! upstream.
+//!
+//! An HTTP/1.1 client sends one request at a time, so its requests can go
+//! over one upstream connection it owns: no pool checkout, and no hand-off
+//! to a separate connection task. The upstream connection is driven by
+//! [`Upstreams::drive`], which the client connection's own task polls next
+//! to its HTTP server, so the request, the upstream I/O and the response
+//! body all run in one task.
+//!
+//! Connected lazily (reusing an idle one from a small gate-wide stash when
+//! there is one), reconnected after a close or an error, and given back to
+//! the stash once the client connection has been quiet for
+//! [`IDLE_RELEASE`], so that idle client connections do not each hold an
+//! upstream connection. Anything this cannot serve (a second request while
+//! one is in flight) goes through the shared pooled client instead.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// How long an unused upstream connection is kept for its client connection.
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(250);
+/// Most idle upstream connections kept in the stash.
+const STASH_MAX: usize = 64;
+/// Stashed connections older than this are closed, not reused.
+const STASH_AGE: Duration = Duration::from_secs(60);
+
+/// An idle upstream connection no client connection holds (not polled).
+struct Idle {
+    authority: String,
+    sender: SendRequest<Incoming>,
+    conn: Pin<Box<UpConn>>,
+    since: Instant,
+}
+
+/// Idle upstream connections, shared by every client connection.
+static STASH: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
+
+fn stash() -> std::sync::MutexGuard<'static, Vec<Idle>> {
+    STASH.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keeps an idle connection for another client connection.
+fn stash_put(idle: Idle) {
+    let mut stash = stash();
+    stash.retain(|i| i.since.elapsed() < STASH_AGE && !i.sender.is_closed());
+    if stash.len() < STASH_MAX {
+        stash.push(idle);
+    }
+}
+
+/// The most recently stashed connection to `authority`, if any.
+fn stash_take(authority: &str) -> Option<Idle> {
+    let mut stash = stash();
+    let at = stash.iter().rposition(|i| {
+        i.authority == authority && i.since.elapsed() < STASH_AGE && !i.sender.is_closed()
+    })?;
+    Some(stash.swap_remove(at))
+}
+
+type UpConn = Connection<TokioIo<TcpStream>, Incoming>;
+
+/// Why an upstream request failed.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// Connecting took longer than the upstream connect timeout.
+    ConnectTimeout,
+    /// Connecting or the exchange failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
+            UpstreamError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// The idle sender and the authority it is connected to.
+    sender: Option<(String, SendRequest<Incoming>)>,
+    /// A request holds the sender.
+    busy: bool,
+    /// The connection, polled by [`Upstreams::drive`].
+    conn: Option<Pin<Box<UpConn>>>,
+    /// Fires when the connection may have been idle for [`IDLE_RELEASE`].
+    release: Option<Pin<Box<Sleep>>>,
+    /// When the sender was last given back.
+    last_used: Option<Instant>,
+    /// The task polling [`Upstreams::drive`].
+    waker: Option<Waker>,
+}
+
+impl State {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// One client connection's upstream connection (see the module docs).
+#[derive(Default)]
+pub struct Upstreams {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").finish_non_exhaustive()
+    }
+}
+
+/// The right to use the connection for one request; gives it back on drop.
+pub(crate) struct Lease<'a> {
+    owner: &'a Upstreams,
+    sender: Option<(String, SendRequest<Incoming>)>,
+}
+
+impl Upstreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection for one request, or `None` while another request
+    /// holds it.
+    pub(crate) fn lease(&self) -> Option<Lease<'_>> {
+        let mut state = self.lock();
+        if state.busy {
+            return None;
+        }
+        state.busy = true;
+        let sender = state.sender.take();
+        Some(Lease {
+            owner: self,
+            sender,
+        })
+    }
+
+    /// Drives the upstream connection; never resolves. Poll it from the
+    /// client connection's task for as long as requests may use it.
+    pub(crate) async fn drive(&self) {
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if let Some(conn) = state.conn.as_mut()
+                && conn.as_mut().poll(cx).is_ready()
+            {
+                // Closed by the upstream, or failed: the next request reconnects.
+                state.conn = None;
+                state.sender = None;
+                state.release = None;
+            }
+            // The release timer stays armed while a connection exists, so
+            // giving the sender back needs no wake-up; it fires at most
+            // once per idle period and is pushed back while in use.
+            let now = Instant::now();
+            let due = if state.busy {
+                now + IDLE_RELEASE
+            } else {
+                state.last_used.unwrap_or(now) + IDLE_RELEASE
+            };
+            let mut expired = false;
+            if state.conn.is_some()
+                && let Some(release) = state.release.as_mut()
+            {
+                while release.as_mut().poll(cx).is_ready() {
+                    if due <= now {
+                        expired = true;
+                        break;
+                    }
+                    release.as_mut().reset(due);
+                }
+            }
+            if expired {
+                let conn = state.conn.take();
+                state.release = None;
+                if let (Some((authority, sender)), Some(conn)) = (state.sender.take(), conn) {
+                    stash_put(Idle {
+                        authority,
+                        sender,
+                        conn,
+                        since: now,
+                    });
+                }
+            }
+            if !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.waker = Some(cx.waker().clone());
+            }
+            Poll::<()>::Pending
+        })
+        .await;
+    }
+
+    /// Installs a connection, dropping any previous one.
+    fn install(&self, conn: Pin<Box<UpConn>>) {
+        let mut state = self.lock();
+        state.conn = Some(conn);
+        state.release = Some(Box::pin(tokio::time::sleep(IDLE_RELEASE)));
+        state.wake();
+    }
+}
+
+impl Lease<'_> {
+    /// Sends `req` (origin-form URI) to `authority`, connecting first when
+    /// needed, within `connect_timeout` for the connection. A request
+    /// that was refused before any of it was written (the upstream had
+    /// closed the idle connection) is sent again on a new connection.
+    pub(crate) async fn send(
+        &mut self,
+        authority: &str,
+        req: Request<Incoming>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut req = req;
+        // A connection that sat idle may have been closed by the upstream:
+        // a request it refused unsent is retried, at last on a new one.
+        for _ in 0..3 {
+            let usable = |s: &Option<(String, SendRequest<Incoming>)>| {
+                s.as_ref()
+                    .is_some_and(|(to, sender)| to == authority && !sender.is_closed())
+            };
+            if !usable(&self.sender)
+                && let Some(idle) = stash_take(authority)
+            {
+                self.owner.install(idle.conn);
+                self.sender = Some((idle.authority, idle.sender));
+            }
+            let reused = usable(&self.sender)
+                && match &mut self.sender {
+                    Some((_, sender)) => sender.ready().await.is_ok(),
+                    None => false,
+                };
+            if !reused {
+                self.sender = None;
+                let sender = self.connect(authority, connect_timeout).await?;
+                self.sender = Some((authority.to_owned(), sender));
+            }
+            let Some((_, sender)) = self.sender.as_mut() else {
+                return Err(UpstreamError::Failed("no upstream connection".into()));
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => {
+                    self.sender = None;
+                    match e.take_message() {
+                        Some(unsent) if reused => req = unsent,
+                        _ => return Err(UpstreamError::Failed(e.into_error().to_string())),
+                    }
+                }
+            }
+        }
+        Err(UpstreamError::Failed(
+            "the upstream closed the connection".into(),
+        ))
+    }
+
+    async fn connect(
+        &self,
+        authority: &str,
+        timeout: Duration,
+    ) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                return Err(UpstreamError::Failed(format!(
+                    "connecting to {authority}: {e}"
+                )));
+            }
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| UpstreamError::Failed(format!("upstream {authority}: {e}")))?;
+        self.owner.install(Box::pin(conn));
+        Ok(sender)
+    }
+}
+
+impl Drop for Upstreams {
+    /// The client connection is gone: its upstream connection, if still
+    /// open, serves other client connections.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let (Some((authority, sender)), Some(conn)) = (state.sender.take(), state.conn.take())
+            && !sender.is_closed()
+        {
+            stash_put(Idle {
+                authority,
+                sender,
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut state = self.owner.lock();
+        state.busy = false;
+        if let Some(sender) = self.sender.take()
+            && state.conn.is_some()
+        {
+            state.sender = Some(sender);
+            state.last_used = Some(Instant::now());
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The background work of [`Revocation`]: one polling task per CRL source
+//! and a housekeeping tick that reports staleness and closes connections
+//! a stale CRL now refuses (fail-closed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::source::{Fetched, Fetcher, Validators};
+use super::{Revocation, crl, now_unix};
+
+impl Revocation {
+    pub(super) fn validators(&self, index: usize, generation: u64) -> Option<Validators> {
+        let st = self.lock();
+        (st.generation == generation)
+            .then(|| st.sources.get(index).map(|s| s.validators.clone()))
+            .flatten()
+    }
+
+    /// Applies one fetch result of source `index`.
+    pub(super) fn apply(&self, index: usize, generation: u64, fetched: Fetched, now: i64) {
+        let mut guard = self.lock();
+        if guard.generation != generation {
+            return;
+        }
+        let st = &mut *guard;
+        let Some(s) = st.sources.get_mut(index) else {
+            return;
+        };
+        s.attempted = true;
+        let mut changed = false;
+        let result = match fetched {
+            Fetched::Failed(error) => {
+                if s.failing {
+                    tracing::debug!(source = %s.label, %error, "CRL fetch failed again");
+                } else {
+                    tracing::warn!(source = %s.label, %error, "CRL fetch failed; the CRL in force stays");
+                    s.failing = true;
+                }
+                "fetch_failed"
+            }
+            Fetched::NotModified => "not_modified",
+            Fetched::Body {
+                bytes,
+                etag,
+                last_modified,
+            } => {
+                s.validators = Validators {
+                    etag,
+                    last_modified,
+                };
+                let digest = crl::sha256(&bytes);
+                if s.last_digest == Some(digest) {
+                    "unchanged"
+                } else {
+                    s.last_digest = Some(digest);
+                    let verified = crl::decode(&bytes).and_then(|der| {
+                        crl::verify(&der, &st.trust, now).inspect_err(|e| {
+                            if e.retry_on_learn() {
+                                s.pending = Some(der.clone());
+                            }
+                        })
+                    });
+                    match verified {
+                        Ok(v) => {
+                            let r = self.install(s, v);
+                            changed = r == "updated";
+                            r
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %s.label, error = %e, "CRL not accepted; the CRL in force stays");
+                            e.label()
+                        }
+                    }
+                }
+            }
+        };
+        if result != "fetch_failed" && s.failing {
+            s.failing = false;
+            tracing::info!(source = %s.label, "CRL source reachable again");
+        }
+        self.metrics.crl_refresh.with(&[&s.label, result]).inc();
+        if changed {
+            self.publish(st, now);
+        }
+        drop(guard);
+        self.fetched.notify_waiters();
+    }
+
+    /// Updates the per-source gauges and reports staleness transitions;
+    /// connections are swept when one happens.
+    pub(super) fn housekeeping(&self, generation: u64, now: i64) {
+        let mut guard = self.lock();
+        if guard.generation != generation {
+            return;
+        }
+        let st = &mut *guard;
+        let fail_open = st.settings.crl_fail_open;
+        let mut changed = false;
+        for s in &mut st.sources {
+            let next = s.current.as_ref().and_then(|c| c.next_update);
+            let stale = match &s.current {
+                None => true,
+                Some(c) => c.next_update.is_some_and(|n| n < now),
+            };
+            if let Some(n) = next {
+                self.metrics
+                    .crl_next_update
+                    .with(&[&s.label])
+                    .set(n.saturating_sub(now));
+            }
+            if let Some(c) = &s.current {
+                self.metrics
+                    .crl_age
+                    .with(&[&s.label])
+                    .set(now.saturating_sub(c.this_update));
+            }
+            self.metrics
+                .crl_stale
+                .with(&[&s.label])
+                .set(i64::from(stale));
+            if s.stale == Some(stale) || (s.stale.is_none() && !stale) {
+                s.stale = Some(stale);
+                continue;
+            }
+            s.stale = Some(stale);
+            changed = true;
+            match (stale, &s.current, fail_open) {
+                (false, _, _) => tracing::info!(source = %s.label, "CRL current again"),
+                (true, Some(c), false) => tracing::error!(
+                    source = %s.label,
+                    issuer = %c.issuer_display,
+                    "CRL past its nextUpdate and not refreshed: refusing the client certificates of its issuer (fail-closed)"
+                ),
+                (true, Some(c), true) => tracing::warn!(
+                    source = %s.label,
+                    issuer = %c.issuer_display,
+                    "CRL past its nextUpdate and not refreshed: accepting the client certificates of its issuer (fail-open)"
+                ),
+                (true, None, false) => tracing::error!(
+                    source = %s.label,
+                    "no valid CRL from this source yet: refusing client certificates no current CRL covers (fail-closed)"
+                ),
+                (true, None, true) => tracing::warn!(
+                    source = %s.label,
+                    "no valid CRL from this source yet: accepting client certificates (fail-open)"
+                ),
+            }
+        }
+        if changed {
+            drop(guard);
+            self.sweep(now);
+        }
+    }
+}
+
+pub(super) async fn poll(
+    revocation: Arc<Revocation>,
+    index: usize,
+    generation: u64,
+    fetcher: Fetcher,
+    refresh: Duration,
+) {
+    let mut failures: u32 = 0;
+    while let Some(validators) = revocation.validators(index, generation) {
+        let fetched = fetcher.fetch(&validators).await;
+        let failed = matches!(fetched, Fetched::Failed(_));
+        revocation.apply(index, generation, fetched, now_unix());
+        let delay = if failed {
+            failures = failures.saturating_add(1);
+            refresh.min(Duration::from_secs(1) * 2u32.pow(failures.min(6)))
+        } else {
+            failures = 0;
+            refresh
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+pub(super) async fn housekeeping(revocation: Arc<Revocation>, generation: u64, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if revocation.lock().generation != generation {
+            return;
+        }
+        revocation.housekeeping(generation, now_unix());
+    }
+}
