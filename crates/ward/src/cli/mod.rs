@@ -1,11 +1,13 @@
 //! Command-line definitions and dispatch; one file per command group.
 
 mod admin;
+mod agent;
 mod ca;
 mod cert;
 mod check;
 mod gate;
 mod lint;
+mod quickstart;
 mod revoke;
 mod token;
 
@@ -46,6 +48,11 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Check a TLS endpoint: chain, names, lint rules, revocation, protocols.
     Check(check::CheckArgs),
+    /// A CA, a gate, a demo upstream and a client identity in one command.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Workload agent: obtain, rotate and hand out this workload's identity.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
 }
 
 /// Output format of reporting commands.
@@ -67,6 +74,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Check(args) => check::run(args).await,
         Command::Gate(cmd) => gate::run(cmd).await,
         Command::Revoke(args) => revoke::run(args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Agent(cmd) => agent::run(cmd).await,
     }
 }
 
