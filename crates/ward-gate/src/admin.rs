@@ -76,7 +76,7 @@ fn watched_files(shared: &Shared) -> HashSet<PathBuf> {
     files.into_iter().map(absolute).collect()
 }
 
-fn absolute(p: PathBuf) -> PathBuf {
+pub(crate) fn absolute(p: PathBuf) -> PathBuf {
     if p.is_absolute() {
         p
     } else {
@@ -92,13 +92,24 @@ fn parent_dir(p: &std::path::Path) -> PathBuf {
 /// Watches the configuration's directories and reloads, debounced, when
 /// something in them changes. Dropping the returned watcher stops it.
 pub fn watch_files(shared: Arc<Shared>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
     let files = watched_files(&shared);
+    on_file_change(files, move || {
+        let _ = shared.reload();
+    })
+}
+
+/// Calls `on_change`, debounced (editors and `mv` produce bursts of
+/// events), whenever one of `files` (absolute paths) changes. Their
+/// directories are watched, since files are replaced by rename, but only
+/// events on the named files count: an audit log in the same directory must
+/// not trigger reloads. Dropping the returned watcher stops it.
+pub(crate) fn on_file_change(
+    files: HashSet<PathBuf>,
+    on_change: impl Fn() + Send + 'static,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
     let dirs: HashSet<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    // Directories are watched (files are replaced by rename), but only
-    // events on the named files count: an audit log in the same directory
-    // must not trigger reloads.
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event
             && !e.kind.is_access()
@@ -116,10 +127,9 @@ pub fn watch_files(shared: Arc<Shared>) -> Option<notify::RecommendedWatcher> {
     }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            // Debounce: editors and `mv` produce bursts of events.
             tokio::time::sleep(Duration::from_millis(200)).await;
             while rx.try_recv().is_ok() {}
-            let _ = shared.reload();
+            on_change();
         }
     });
     Some(watcher)

@@ -336,38 +336,13 @@ pub async fn run(
 
 /// Reloads, debounced, when the certificate, key or CA file changes.
 fn watch(state: Arc<Outbound>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
     let o = &state.options;
-    let files: Vec<PathBuf> = [&o.cert, &o.key, &o.ca].into_iter().map(absolute).collect();
-    let dirs: std::collections::HashSet<PathBuf> = files
-        .iter()
-        .filter_map(|f| f.parent().map(std::path::Path::to_path_buf))
+    let files = [&o.cert, &o.key, &o.ca]
+        .into_iter()
+        .cloned()
+        .map(crate::admin::absolute)
         .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event
-            && !e.kind.is_access()
-            && e.paths.iter().any(|p| files.contains(p))
-        {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP"))
-    .ok()?;
-    for dir in dirs {
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch directory");
-        }
-    }
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
-            state.reload();
-        }
-    });
-    Some(watcher)
+    crate::admin::on_file_change(files, move || state.reload())
 }
 
 #[cfg(test)]
