@@ -104,6 +104,37 @@ impl ConnHeaders {
     }
 }
 
+impl ConnHeaders {
+    /// `x-forwarded-client-cert`, when the identity gives one.
+    pub(crate) fn xfcc(&self) -> Option<&[u8]> {
+        self.xfcc.as_ref().map(HeaderValue::as_bytes)
+    }
+
+    /// `x-ward-spiffe-id`, when the client has a SPIFFE ID.
+    pub(crate) fn spiffe(&self) -> Option<&[u8]> {
+        self.spiffe.as_ref().map(HeaderValue::as_bytes)
+    }
+
+    /// The client's IP address.
+    pub(crate) fn client_ip(&self) -> &str {
+        &self.client_ip
+    }
+
+    /// RFC 9440 `client-cert` and `client-cert-chain`, built on first use.
+    pub(crate) fn rfc9440(&self, id: &Identity) -> (Option<&[u8]>, Option<&[u8]>) {
+        let (cert, chain) = self.rfc9440.get_or_init(|| {
+            (
+                id.rfc9440_cert().and_then(shared_value),
+                id.rfc9440_chain().and_then(shared_value),
+            )
+        });
+        (
+            cert.as_ref().map(HeaderValue::as_bytes),
+            chain.as_ref().map(HeaderValue::as_bytes),
+        )
+    }
+}
+
 /// A header value backed by shared bytes, so cloning it per request is a
 /// reference count; `None` when `s` is not a valid value.
 fn shared_value(s: String) -> Option<HeaderValue> {
@@ -202,29 +233,30 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBo
     resp
 }
 
+/// One audit line per request (SPEC §6).
 #[derive(Serialize)]
-struct RequestEvent<'a> {
-    event: &'static str,
-    remote: String,
-    sni: Option<&'a str>,
-    tenant: &'a str,
-    tls_version: Option<&'static str>,
-    cipher: Option<&'static str>,
-    group: Option<&'static str>,
-    alpn: Option<&'static str>,
-    spiffe_id: Option<&'a str>,
-    subject: &'a str,
-    sans: Vec<&'a str>,
-    serial: &'a str,
-    fingerprint: &'a str,
-    method: &'a str,
-    path: &'a str,
-    host: Option<&'a str>,
-    route: &'a str,
-    result: &'static str,
-    reason: Option<&'a str>,
-    status: u16,
-    duration_ms: f64,
+pub(crate) struct RequestEvent<'a> {
+    pub(crate) event: &'static str,
+    pub(crate) remote: String,
+    pub(crate) sni: Option<&'a str>,
+    pub(crate) tenant: &'a str,
+    pub(crate) tls_version: Option<&'static str>,
+    pub(crate) cipher: Option<&'static str>,
+    pub(crate) group: Option<&'static str>,
+    pub(crate) alpn: Option<&'static str>,
+    pub(crate) spiffe_id: Option<&'a str>,
+    pub(crate) subject: &'a str,
+    pub(crate) sans: Vec<&'a str>,
+    pub(crate) serial: &'a str,
+    pub(crate) fingerprint: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) host: Option<&'a str>,
+    pub(crate) route: &'a str,
+    pub(crate) result: &'static str,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) status: u16,
+    pub(crate) duration_ms: f64,
 }
 
 /// What a request audit line needs from the request, kept only when the
@@ -268,7 +300,14 @@ pub async fn handle(
                 Cow::Borrowed("no route matches this request"),
             )),
         ),
-        Some(r) => match authorize(r, &ctx, &req, host.as_deref()) {
+        Some(r) => match authorize(
+            r,
+            &ctx,
+            req.method().as_str(),
+            req.uri().path(),
+            host.as_deref(),
+            || headers_for_policy(req.headers()),
+        ) {
             Ok(()) => (r.name.as_str(), Ok(r)),
             Err(message) => {
                 shared
@@ -415,19 +454,21 @@ async fn forward(
 
 /// Applies the route's allow rules and policy; the error is the 403
 /// message. Policy failures are logged here and never shown to the client.
-fn authorize(
+pub(crate) fn authorize(
     route: &Route,
     ctx: &ConnContext,
-    req: &Request<Incoming>,
+    method: &str,
+    path: &str,
     host: Option<&str>,
+    headers: impl FnOnce() -> std::collections::BTreeMap<String, String>,
 ) -> Result<(), Cow<'static, str>> {
     let input = || PolicyInput {
         identity: IdentityInput::of(&ctx.identity),
         request: Some(RequestInput {
-            method: req.method().as_str().to_owned(),
-            path: req.uri().path().to_owned(),
+            method: method.to_owned(),
+            path: path.to_owned(),
             host: host.map(str::to_owned),
-            headers: headers_for_policy(req.headers()),
+            headers: headers(),
         }),
         route: Some(&route.name),
         tenant: &ctx.tenant.name,

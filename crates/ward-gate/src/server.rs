@@ -21,6 +21,7 @@ use crate::proxy::ConnContext;
 use crate::revocation::Tracking;
 use crate::runtime::TenantKind;
 
+mod h1;
 mod prefixed;
 
 #[derive(Serialize)]
@@ -360,9 +361,17 @@ impl Conn {
     }
 }
 
-/// Waits for the client's first byte, then serves HTTP. Until a request
-/// starts, the connection holds no HTTP buffers (see [`prefixed`]).
+/// Serves HTTP: HTTP/1.1 on the fast path ([`h1`]) until it hands the
+/// connection over, HTTP/2 with hyper once the first byte arrives. Until a
+/// request starts, the connection holds no HTTP buffers.
 async fn serve_http(tls: Tls, mut conn: Conn, h2: bool) {
+    if !h2 {
+        if let h1::End::Handoff(tls, read) = h1::serve(tls, &mut conn).await {
+            let io = prefixed::Prefixed::new(tls, read);
+            Box::pin(serve_hyper(io, conn, false)).await;
+        }
+        return;
+    }
     let mut stop = conn.stop.clone();
     // HTTP/1: the header-read timeout covers the wait for the first
     // request, as it would inside hyper. HTTP/2 had no such timeout.

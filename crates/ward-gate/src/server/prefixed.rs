@@ -10,13 +10,21 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-/// A stream whose first byte was already read; it is returned first.
+/// A stream whose first bytes were already read; they are returned first.
 #[derive(Debug)]
 pub(crate) struct Prefixed<T> {
-    first: Option<u8>,
+    first: BytesMut,
     inner: T,
+}
+
+impl<T> Prefixed<T> {
+    /// `inner`, with `read` (bytes already taken from it) replayed first.
+    pub(crate) fn new(inner: T, read: BytesMut) -> Self {
+        Prefixed { first: read, inner }
+    }
 }
 
 /// Reads the first byte of `io`; `Ok(None)` when the peer closed first.
@@ -25,7 +33,7 @@ pub(crate) async fn first_byte<T: AsyncRead + Unpin>(mut io: T) -> io::Result<Op
     match io.read(&mut byte).await? {
         0 => Ok(None),
         _ => Ok(Some(Prefixed {
-            first: Some(byte[0]),
+            first: BytesMut::from(&byte[..]),
             inner: io,
         })),
     }
@@ -37,10 +45,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if buf.remaining() > 0
-            && let Some(b) = self.first.take()
-        {
-            buf.put_slice(&[b]);
+        if buf.remaining() > 0 && !self.first.is_empty() {
+            let n = buf.remaining().min(self.first.len());
+            buf.put_slice(&self.first[..n]);
+            self.first.advance(n);
+            if !self.first.is_empty() || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            self.first = BytesMut::new();
             // Add whatever is ready without waiting for more.
             return match Pin::new(&mut self.inner).poll_read(cx, buf) {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
