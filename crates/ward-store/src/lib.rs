@@ -262,6 +262,25 @@ fn migrate_error(context: String, err: sqlx::migrate::MigrateError) -> StoreErro
     }
 }
 
+/// How long a pooled connection may have sat idle before it is pinged when
+/// taken from the pool. A busy CA (a batch every few milliseconds) skips the
+/// ping, one round trip per transaction; a connection that waited longer,
+/// and may have been cut meanwhile, is checked as before.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The pool's `before_acquire` hook: pings a connection that sat idle for
+/// [`PING_IF_IDLE_FOR`] or longer (an error makes the pool drop it and take
+/// or open another), passes busy ones through untested.
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if meta.idle_for >= PING_IF_IDLE_FOR {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
 /// Ties a certificate to the token it is issued from.
 fn bind_to_token(mut c: NewCertificate, token_id: &str) -> Result<NewCertificate, StoreError> {
     match c.token_id.as_deref() {

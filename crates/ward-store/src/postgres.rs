@@ -12,8 +12,9 @@
 //! Certificate records go through the store's group commit
 //! ([`crate::batch`]): a batch locks the token rows it names
 //! (`SELECT … FOR UPDATE`, in id order), decides every item from them, then
-//! writes all certificates with one multi-row `INSERT` and all token uses with
-//! one `UPDATE`: five round trips per batch, whatever its size.
+//! writes all certificates and all token uses with one statement (a multi-row
+//! `INSERT` and an `UPDATE` in data-modifying CTEs): four round trips per
+//! batch (`BEGIN`, lock, write, `COMMIT`), whatever its size.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -68,6 +69,8 @@ impl PgStore {
         );
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(crate::ping_if_idle(conn, meta)))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
@@ -117,10 +120,11 @@ impl BatchWriter for PgBatch {
         let mut columns = Columns::default();
         let mut index_of = HashMap::new();
         for (i, c) in plan.inserts(items) {
-            columns.push(c);
+            columns.push(c, items[i].consume.is_some());
             index_of.insert(c.serial.as_str(), i);
         }
-        let written: Vec<String> = sqlx::query_scalar(sql::PG_INSERT_CERTIFICATES)
+        // Certificates and token uses in one round trip.
+        let written: Vec<(String, i64, i64)> = sqlx::query_as(sql::PG_INSERT_CERTIFICATES)
             .bind(columns.serial)
             .bind(columns.spiffe_id)
             .bind(columns.token_id)
@@ -130,29 +134,22 @@ impl BatchWriter for PgBatch {
             .bind(columns.fingerprint)
             .bind(columns.issued_at)
             .bind(columns.renewed_from)
+            .bind(columns.consumes)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
         let inserted: HashSet<usize> = written
             .iter()
-            .filter_map(|serial| index_of.get(serial.as_str()).copied())
+            .filter_map(|(serial, _, _)| index_of.get(serial.as_str()).copied())
             .collect();
         let (outcomes, uses) = plan.finish(items, &inserted);
-        if !uses.is_empty() {
-            let expected = uses.len() as u64;
-            let (ids, counts): (Vec<String>, Vec<i64>) = uses.into_iter().unzip();
-            let added = sqlx::query(sql::PG_ADD_TOKEN_USES)
-                .bind(ids)
-                .bind(counts)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?;
-            if added.rows_affected() != expected {
-                return Err(StoreError::other(
-                    ctx,
-                    "a token's uses changed under its row lock",
-                ));
-            }
+        let (needed, added) = written.first().map_or((0, 0), |(_, n, a)| (*n, *a));
+        if needed != added || usize::try_from(needed).ok() != Some(uses.len()) {
+            // Dropping `tx` rolls back; nothing was written.
+            return Err(StoreError::other(
+                ctx,
+                "a token's uses changed under its row lock",
+            ));
         }
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
         Ok(outcomes)
@@ -171,11 +168,13 @@ struct Columns {
     fingerprint: Vec<String>,
     issued_at: Vec<OffsetDateTime>,
     renewed_from: Vec<Option<String>>,
+    consumes: Vec<bool>,
 }
 
 impl Columns {
-    /// Appends one (normalised) certificate.
-    fn push(&mut self, c: &NewCertificate) {
+    /// Appends one (normalised) certificate, and whether it consumes a use
+    /// of its token.
+    fn push(&mut self, c: &NewCertificate, consumes: bool) {
         self.serial.push(c.serial.clone());
         self.spiffe_id.push(c.spiffe_id.clone());
         self.token_id.push(c.token_id.clone());
@@ -185,6 +184,7 @@ impl Columns {
         self.fingerprint.push(c.fingerprint.clone());
         self.issued_at.push(micros(c.issued_at));
         self.renewed_from.push(c.renewed_from.clone());
+        self.consumes.push(consumes);
     }
 }
 

@@ -51,13 +51,45 @@ pub(crate) const REVOKE_TOKEN: &str = "UPDATE tokens SET revoked_at = COALESCE(r
 pub(crate) const REVOKE_TOKEN_CERTIFICATES: &str = "UPDATE certificates SET revoked_at = $2, \
      revocation_reason = $3 WHERE token_id = $1 AND revoked_at IS NULL AND not_after > $2";
 
-/// Inserts a certificate unless its serial exists (group commit: a
-/// duplicate must not abort the batch's transaction); zero rows affected
-/// means a duplicate serial.
-pub(crate) const INSERT_CERTIFICATE_IF_NEW: &str = "INSERT INTO certificates (serial, \
-     spiffe_id, token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from, \
-     revoked_at, revocation_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL) \
-     ON CONFLICT (serial) DO NOTHING";
+/// The most rows one multi-row certificate `INSERT` takes; a batch is cut
+/// into chunks of 64, 32, …, 1 rows (the binary digits of its size), so at
+/// most seven statement texts exist and each stays in the statement cache.
+pub(crate) const MAX_INSERT_ROWS: usize = 64;
+
+/// How many of `remaining` rows the next multi-row `INSERT` takes: the
+/// largest power of two not above `remaining` or [`MAX_INSERT_ROWS`].
+pub(crate) fn insert_chunk_len(remaining: usize) -> usize {
+    if remaining >= MAX_INSERT_ROWS {
+        MAX_INSERT_ROWS
+    } else if remaining == 0 {
+        0
+    } else {
+        1 << remaining.ilog2()
+    }
+}
+
+/// SQLite: inserts `rows` certificates (9 parameters each, in the column
+/// order below) unless their serial exists, and returns the serials actually
+/// inserted (group commit: a duplicate must not abort the batch's
+/// transaction). `rows` must be a power of two up to [`MAX_INSERT_ROWS`].
+pub(crate) fn insert_rows_sql(rows: usize) -> &'static str {
+    static TEXTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (0..=MAX_INSERT_ROWS.ilog2())
+            .map(|k| {
+                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)";
+                let values = vec![row; 1 << k].join(", ");
+                format!(
+                    "INSERT INTO certificates (serial, spiffe_id, token_id, not_before, \
+                     not_after, der, fingerprint, issued_at, renewed_from, revoked_at, \
+                     revocation_reason) VALUES {values} ON CONFLICT (serial) DO NOTHING \
+                     RETURNING serial"
+                )
+            })
+            .collect()
+    });
+    let k = rows.clamp(1, MAX_INSERT_ROWS).ilog2() as usize;
+    TEXTS[k].as_str()
+}
 
 /// Adds the uses a committed batch took from one token. The batch decided
 /// them from the token row it holds locked; the condition is a second check
@@ -73,18 +105,25 @@ pub(crate) const PG_LOCK_TOKENS: &str = concat!(
     " FROM tokens WHERE id = ANY($1) ORDER BY id FOR UPDATE"
 );
 
-/// PostgreSQL only: a whole batch of certificates in one statement (one
-/// array per column); returns the serials actually inserted.
-pub(crate) const PG_INSERT_CERTIFICATES: &str = "INSERT INTO certificates (serial, spiffe_id, \
-     token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from) \
-     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
-     $5::timestamptz[], $6::bytea[], $7::text[], $8::timestamptz[], $9::text[]) \
-     ON CONFLICT (serial) DO NOTHING RETURNING serial";
-
-/// PostgreSQL only: [`ADD_TOKEN_USES`] for every token of a batch at once.
-pub(crate) const PG_ADD_TOKEN_USES: &str = "UPDATE tokens SET uses = tokens.uses + v.n \
-     FROM UNNEST($1::text[], $2::int8[]) AS v(id, n) \
-     WHERE tokens.id = v.id AND (tokens.max_uses = 0 OR tokens.uses + v.n <= tokens.max_uses)";
+/// PostgreSQL only: a whole batch in one statement (one array per column,
+/// the last saying which rows consume a use of their `token_id`): inserts
+/// the certificates whose serial is new, adds one use per inserted consuming
+/// row to its token (re-checking the limit, as [`ADD_TOKEN_USES`]), and
+/// returns each inserted serial with how many tokens needed uses and how
+/// many were updated (equal unless a limit would be overspent).
+pub(crate) const PG_INSERT_CERTIFICATES: &str = "WITH v AS (SELECT * FROM UNNEST($1::text[], \
+     $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bytea[], $7::text[], \
+     $8::timestamptz[], $9::text[], $10::bool[]) AS v(serial, spiffe_id, token_id, not_before, \
+     not_after, der, fingerprint, issued_at, renewed_from, consumes)), \
+     ins AS (INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, \
+     fingerprint, issued_at, renewed_from) SELECT serial, spiffe_id, token_id, not_before, \
+     not_after, der, fingerprint, issued_at, renewed_from FROM v \
+     ON CONFLICT (serial) DO NOTHING RETURNING serial), \
+     n AS (SELECT v.token_id AS id, COUNT(*) AS n FROM v JOIN ins ON ins.serial = v.serial \
+     WHERE v.consumes GROUP BY v.token_id), \
+     upd AS (UPDATE tokens SET uses = tokens.uses + n.n FROM n WHERE tokens.id = n.id \
+     AND (tokens.max_uses = 0 OR tokens.uses + n.n <= tokens.max_uses) RETURNING tokens.id) \
+     SELECT ins.serial, (SELECT COUNT(*) FROM n), (SELECT COUNT(*) FROM upd) FROM ins";
 
 /// One certificate by serial.
 pub(crate) const CERTIFICATE_BY_SERIAL: &str = concat!(
@@ -121,3 +160,35 @@ pub(crate) const NEXT_CRL_NUMBER: &str =
 
 /// Readiness probe.
 pub(crate) const PING: &str = "SELECT 1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_power_of_two_chunks() {
+        let chunks = |mut n: usize| {
+            let mut out = Vec::new();
+            while n > 0 {
+                let k = insert_chunk_len(n);
+                out.push(k);
+                n -= k;
+            }
+            out
+        };
+        assert_eq!(chunks(1), [1]);
+        assert_eq!(chunks(29), [16, 8, 4, 1]);
+        assert_eq!(chunks(64), [64]);
+        assert_eq!(chunks(200), [64, 64, 64, 8]);
+        assert_eq!(insert_chunk_len(0), 0);
+    }
+
+    #[test]
+    fn multi_row_inserts_have_nine_parameters_per_row() {
+        for rows in [1, 2, 4, 8, 16, 32, 64] {
+            let sql = insert_rows_sql(rows);
+            assert_eq!(sql.matches('?').count(), 9 * rows, "{rows} rows");
+            assert!(sql.ends_with("ON CONFLICT (serial) DO NOTHING RETURNING serial"));
+        }
+    }
+}

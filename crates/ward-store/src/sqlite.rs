@@ -81,6 +81,8 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(crate::ping_if_idle(conn, meta)))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
@@ -139,23 +141,36 @@ impl BatchWriter for SqliteBatch {
             // Dropping `tx` rolls back; nothing was written.
             return Ok(plan.finish(items, &HashSet::new()).0);
         }
-        let mut inserted = HashSet::new();
-        for (i, c) in plan.inserts(items) {
-            let done = sqlx::query(sql::INSERT_CERTIFICATE_IF_NEW)
-                .bind(&c.serial)
-                .bind(&c.spiffe_id)
-                .bind(&c.token_id)
-                .bind(to_micros(c.not_before))
-                .bind(to_micros(c.not_after))
-                .bind(&c.der)
-                .bind(&c.fingerprint)
-                .bind(to_micros(c.issued_at))
-                .bind(&c.renewed_from)
-                .execute(&mut *tx)
+        let planned: Vec<(usize, &NewCertificate)> = plan.inserts(items).collect();
+        let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(planned.len());
+        let mut inserted = HashSet::with_capacity(planned.len());
+        let mut rest = &planned[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(sql::insert_chunk_len(rest.len()));
+            rest = tail;
+            let mut insert = sqlx::query(sql::insert_rows_sql(chunk.len()));
+            for (i, c) in chunk {
+                index_of.insert(c.serial.as_str(), *i);
+                insert = insert
+                    .bind(&c.serial)
+                    .bind(&c.spiffe_id)
+                    .bind(&c.token_id)
+                    .bind(to_micros(c.not_before))
+                    .bind(to_micros(c.not_after))
+                    .bind(&c.der)
+                    .bind(&c.fingerprint)
+                    .bind(to_micros(c.issued_at))
+                    .bind(&c.renewed_from);
+            }
+            let written = insert
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| StoreError::db(ctx, e))?;
-            if done.rows_affected() == 1 {
-                inserted.insert(i);
+            for row in &written {
+                let serial: &str = row.try_get(0).map_err(|e| StoreError::db(ctx, e))?;
+                if let Some(i) = index_of.get(serial) {
+                    inserted.insert(*i);
+                }
             }
         }
         let (outcomes, uses) = plan.finish(items, &inserted);
