@@ -94,16 +94,24 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
         if bufs.client.is_empty() {
             let waited = tokio::select! {
                 w = next_request(&mut tls, &mut bufs, &ctx) => w,
-                () = stopped(&mut stop) => false,
+                () = stopped(&mut stop) => Wait::Quiet,
                 reason = conn.tracking.revoked() => {
                     conn.closed_by_revocation(reason, None);
                     return End::Done;
                 }
             };
-            if !waited {
-                bufs.release();
-                close(&mut tls).await;
-                return End::Done;
+            match waited {
+                Wait::Request => {}
+                // The client is gone: nobody to tell.
+                Wait::Closed => {
+                    bufs.release();
+                    return End::Done;
+                }
+                Wait::Quiet => {
+                    bufs.release();
+                    close(&mut tls).await;
+                    return End::Done;
+                }
             }
         }
         let step = tokio::select! {
@@ -139,19 +147,29 @@ async fn close(tls: &mut Tls) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
 }
 
-/// Waits for the first bytes of the next request; false when the client
-/// closed or went quiet for longer than the header-read timeout. A busy
-/// connection reads straight into its buffer; after [`IDLE_RELEASE`] it
-/// releases its buffers and waits with none.
-async fn next_request(tls: &mut Tls, bufs: &mut Bufs, ctx: &ConnContext) -> bool {
+/// How the wait for a request ended.
+enum Wait {
+    /// Its first bytes are in the buffer.
+    Request,
+    /// The client closed the connection (or it failed).
+    Closed,
+    /// No request within the header-read timeout, or the gate is stopping.
+    Quiet,
+}
+
+/// Waits for the first bytes of the next request. A busy connection reads
+/// straight into its buffer; after [`IDLE_RELEASE`] it releases its
+/// buffers and waits with none.
+async fn next_request(tls: &mut Tls, bufs: &mut Bufs, ctx: &ConnContext) -> Wait {
     let header_read = ctx.runtime.config.timeouts.header_read.0;
     if bufs.client.capacity() > 0 {
         bufs.client.reserve(READ_CHUNK);
         match tokio::time::timeout(IDLE_RELEASE, tls.read_buf(&mut bufs.client)).await {
-            Ok(Ok(n)) => return n > 0,
+            Ok(Ok(0)) => return Wait::Closed,
+            Ok(Ok(_)) => return Wait::Request,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, peer = %ctx.remote, "connection ended with an error");
-                return false;
+                return Wait::Closed;
             }
             Err(_) => bufs.release(),
         }
@@ -161,16 +179,16 @@ async fn next_request(tls: &mut Tls, bufs: &mut Bufs, ctx: &ConnContext) -> bool
         Ok(Ok(1)) => {
             bufs.client.reserve(READ_CHUNK);
             bufs.client.extend_from_slice(&first);
-            true
+            Wait::Request
         }
-        Ok(Ok(_)) => false,
+        Ok(Ok(_)) => Wait::Closed,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, peer = %ctx.remote, "connection ended with an error");
-            false
+            Wait::Closed
         }
         Err(_) => {
             tracing::debug!(peer = %ctx.remote, "no request within the header-read timeout");
-            false
+            Wait::Quiet
         }
     }
 }

@@ -33,27 +33,24 @@ fn stash() -> std::sync::MutexGuard<'static, Vec<Idle>> {
     STASH.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Keeps an idle connection for another client connection.
+/// Keeps an idle connection for another client connection. Whether it is
+/// still open is checked when it is taken out (once, not twice).
 pub(crate) fn put(conn: UpConn) {
-    if !usable(&conn.stream) {
-        return;
-    }
+    let now = Instant::now();
     let mut stash = stash();
-    stash.retain(|i| i.since.elapsed() < STASH_AGE);
+    stash.retain(|i| now.duration_since(i.since) < STASH_AGE);
     if stash.len() < STASH_MAX {
-        stash.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        stash.push(Idle { conn, since: now });
     }
 }
 
 /// The most recently stashed live connection to `authority`, if any.
 pub(crate) fn take(authority: &str) -> Option<UpConn> {
+    let now = Instant::now();
     let mut stash = stash();
     while let Some(at) = stash
         .iter()
-        .rposition(|i| i.conn.authority == authority && i.since.elapsed() < STASH_AGE)
+        .rposition(|i| i.conn.authority == authority && now.duration_since(i.since) < STASH_AGE)
     {
         let idle = stash.swap_remove(at);
         if usable(&idle.conn.stream) {
@@ -114,7 +111,7 @@ mod tests {
         put(again);
 
         // The upstream closes it: once the close is visible, the stash
-        // must neither keep it nor hand it out.
+        // must not hand it out.
         let closing = take(&authority).expect("still live");
         server_a.shutdown().await.unwrap();
         drop(server_a);
@@ -122,6 +119,7 @@ mod tests {
         assert!(!usable(&closing.stream));
         put(closing);
         assert!(take(&authority).is_none());
+        assert!(stash().iter().all(|i| i.conn.authority != authority));
     }
 
     #[tokio::test]
