@@ -629,3 +629,78 @@ async fn a_client_that_goes_quiet_keeps_working() {
     let r = read_response(&mut c, &mut buf, false).await;
     assert_eq!(r.status, 200);
 }
+
+/// An upstream that refuses every upload at once: it answers 413 after the
+/// request head, without reading the body, and closes.
+async fn refusing_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                // Close with the body unread (a reset, as real servers do).
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upload_the_upstream_stops_reading_ends_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = refusing_upstream().await;
+    let gate = gate(up, &dir).await;
+    let c = connect(gate).await;
+    let (mut rd, mut wr) = tokio::io::split(c);
+    // 8 MB: far more than the socket buffers between gate and upstream.
+    // Its bytes spell requests, so a gate that parsed the unread rest of
+    // the body as the next request would answer them.
+    let mut raw =
+        b"POST /body HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8388608\r\n\r\n".to_vec();
+    let request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut body = Vec::with_capacity(8 << 20);
+    while body.len() < 8 << 20 {
+        body.extend_from_slice(request);
+    }
+    body.truncate(8 << 20);
+    raw.extend_from_slice(&body);
+    let writer = tokio::spawn(async move {
+        // The gate stops reading at some point; the write may fail then.
+        let _ = wr.write_all(&raw).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the gate closes the connection");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 413 ") || text.starts_with("HTTP/1.1 502 "),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("HTTP/1.1").count(),
+        1,
+        "one answer only: {text}"
+    );
+    writer.abort();
+}

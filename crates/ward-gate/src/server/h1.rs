@@ -672,8 +672,8 @@ async fn send(
             }
             return Err(SendError::Upstream(Failure::Failed(e.to_string())));
         }
-        if rest > 0 {
-            stream_body(tls, bufs, &mut up, rest, idle).await?;
+        if rest > 0 && stream_body(tls, bufs, &mut up, rest, idle).await? {
+            up.cut = true;
         }
         bufs.upstream.clear();
         bufs.upstream.reserve(READ_CHUNK);
@@ -691,14 +691,16 @@ async fn send(
     }
 }
 
-/// Copies `rest` request body bytes from the client to the upstream.
+/// Copies `rest` request body bytes from the client to the upstream;
+/// `Ok(true)` when the upstream stopped taking them before the end (the
+/// rest of the body stays unread, so the client connection must close).
 async fn stream_body(
     tls: &mut Tls,
     bufs: &mut Bufs,
     up: &mut UpConn,
     mut rest: u64,
     idle: Duration,
-) -> Result<(), SendError> {
+) -> Result<bool, SendError> {
     while rest > 0 {
         if bufs.client.is_empty() {
             bufs.client.reserve(READ_CHUNK);
@@ -715,12 +717,12 @@ async fn stream_body(
             // reads what it sent, if anything.
             tracing::debug!(error = %e, "upstream stopped reading the request body");
             bufs.client.clear();
-            return Ok(());
+            return Ok(true);
         }
         bufs.client.advance(n_len);
         rest -= n;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Runs `io` with a stall limit.
@@ -836,6 +838,10 @@ async fn relay(
     idle: Duration,
     ctx: &ConnContext,
 ) -> Relayed {
+    // A request body cut short leaves unread bytes on both sides: the
+    // client connection closes after the answer, the upstream one is not
+    // reused.
+    let close = close || up.cut;
     let mut interim = 0;
     let head = loop {
         bufs.out.clear();
@@ -869,6 +875,7 @@ async fn relay(
     };
     bufs.upstream.advance(head.len);
     let status = head.status;
+    // A request body cut short leaves unread bytes: never a next request.
     let close = close || head.close_client;
     let mut body = Body::new(head.framing);
     // The first body bytes go out with the head.
@@ -908,7 +915,7 @@ async fn relay(
         return Relayed::ended(status, Step::Abort);
     }
     // Bytes after the response mean a confused upstream: not reused.
-    let reuse = head.reusable && bufs.upstream.is_empty();
+    let reuse = head.reusable && bufs.upstream.is_empty() && !up.cut;
     bufs.upstream.clear();
     Relayed {
         status,

@@ -20,6 +20,9 @@ pub(crate) struct UpConn {
     pub authority: String,
     /// The connection.
     pub stream: TcpStream,
+    /// The upstream stopped taking the current request's body before its
+    /// end; the client connection closes after the response.
+    pub cut: bool,
 }
 
 struct Idle {
@@ -76,6 +79,7 @@ pub(crate) async fn connect(authority: &str, timeout: Duration) -> Result<UpConn
             Ok(UpConn {
                 authority: authority.to_owned(),
                 stream,
+                cut: false,
             })
         }
         Ok(Err(e)) => Err(ConnectError::Failed(e)),
