@@ -235,28 +235,76 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBo
 
 /// One audit line per request (SPEC §6).
 #[derive(Serialize)]
-pub(crate) struct RequestEvent<'a> {
-    pub(crate) event: &'static str,
-    pub(crate) remote: String,
-    pub(crate) sni: Option<&'a str>,
-    pub(crate) tenant: &'a str,
-    pub(crate) tls_version: Option<&'static str>,
-    pub(crate) cipher: Option<&'static str>,
-    pub(crate) group: Option<&'static str>,
-    pub(crate) alpn: Option<&'static str>,
-    pub(crate) spiffe_id: Option<&'a str>,
-    pub(crate) subject: &'a str,
-    pub(crate) sans: Vec<&'a str>,
-    pub(crate) serial: &'a str,
-    pub(crate) fingerprint: &'a str,
+struct RequestEvent<'a> {
+    event: &'static str,
+    remote: String,
+    sni: Option<&'a str>,
+    tenant: &'a str,
+    tls_version: Option<&'static str>,
+    cipher: Option<&'static str>,
+    group: Option<&'static str>,
+    alpn: Option<&'static str>,
+    spiffe_id: Option<&'a str>,
+    subject: &'a str,
+    sans: Vec<&'a str>,
+    serial: &'a str,
+    fingerprint: &'a str,
+    method: &'a str,
+    path: &'a str,
+    host: Option<&'a str>,
+    route: &'a str,
+    result: &'static str,
+    reason: Option<&'a str>,
+    status: u16,
+    duration_ms: f64,
+}
+
+/// The request as an audit line names it.
+pub(crate) struct Seen<'a> {
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) host: Option<&'a str>,
-    pub(crate) route: &'a str,
-    pub(crate) result: &'static str,
-    pub(crate) reason: Option<&'a str>,
-    pub(crate) status: u16,
-    pub(crate) duration_ms: f64,
+    pub(crate) started: Instant,
+}
+
+/// Writes one request audit line (SPEC §6): the connection's identity and
+/// TLS facts, the request, where it went and how it ended.
+pub(crate) fn audit_request(
+    shared: &Shared,
+    ctx: &ConnContext,
+    seen: &Seen<'_>,
+    route: &str,
+    status: u16,
+    reason: Option<&str>,
+) {
+    let id = &ctx.identity;
+    shared.audit.record(&RequestEvent {
+        event: "request",
+        remote: ctx.remote.to_string(),
+        sni: ctx.sni.as_deref(),
+        tenant: &ctx.tenant.name,
+        tls_version: ctx.tls.version,
+        cipher: ctx.tls.cipher,
+        group: ctx.tls.group,
+        alpn: ctx.tls.alpn,
+        spiffe_id: id.spiffe_str(),
+        subject: &id.subject,
+        sans: id.sans(),
+        serial: &id.serial,
+        fingerprint: &id.fingerprint,
+        method: seen.method,
+        path: seen.path,
+        host: seen.host,
+        route,
+        result: if reason.is_none() {
+            "forwarded"
+        } else {
+            "refused"
+        },
+        reason,
+        status,
+        duration_ms: seen.started.elapsed().as_secs_f64() * 1000.0,
+    });
 }
 
 /// What a request audit line needs from the request, kept only when the
@@ -339,34 +387,19 @@ pub async fn handle(
         .with(&[route_name, status.as_str()])
         .inc();
     if let Some(facts) = audit {
-        let id = &ctx.identity;
-        shared.audit.record(&RequestEvent {
-            event: "request",
-            remote: ctx.remote.to_string(),
-            sni: ctx.sni.as_deref(),
-            tenant: &ctx.tenant.name,
-            tls_version: ctx.tls.version,
-            cipher: ctx.tls.cipher,
-            group: ctx.tls.group,
-            alpn: ctx.tls.alpn,
-            spiffe_id: id.spiffe_str(),
-            subject: &id.subject,
-            sans: id.sans(),
-            serial: &id.serial,
-            fingerprint: &id.fingerprint,
-            method: facts.method.as_str(),
-            path: &facts.path,
-            host: facts.host.as_deref(),
-            route: route_name,
-            result: if reason.is_none() {
-                "forwarded"
-            } else {
-                "refused"
+        audit_request(
+            &shared,
+            &ctx,
+            &Seen {
+                method: facts.method.as_str(),
+                path: &facts.path,
+                host: facts.host.as_deref(),
+                started: facts.started,
             },
+            route_name,
+            status.as_u16(),
             reason,
-            status: status.as_u16(),
-            duration_ms: facts.started.elapsed().as_secs_f64() * 1000.0,
-        });
+        );
     }
     Ok(response)
 }

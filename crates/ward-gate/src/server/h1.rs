@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::{Conn, Tls, stopped};
 use crate::Shared;
 use crate::config::{IdentityHeaders, Upstream};
-use crate::proxy::{self, ConnContext, RequestEvent};
+use crate::proxy::{self, ConnContext};
 use crate::runtime::{Route, TenantKind};
 
 mod chunked;
@@ -472,7 +472,13 @@ async fn request(
         .with(&[route_name, &status_label(status)])
         .inc();
     if let Some(facts) = facts {
-        audit(shared, ctx, &facts, route_name, status, reason, started);
+        let seen = proxy::Seen {
+            method: &facts.method,
+            path: &facts.path,
+            host: facts.host.as_deref(),
+            started,
+        };
+        proxy::audit_request(shared, ctx, &seen, route_name, status, reason);
     }
     step
 }
@@ -498,45 +504,6 @@ fn status_label(status: u16) -> Cow<'static, str> {
         504 => "504",
         other => return Cow::Owned(other.to_string()),
     })
-}
-
-fn audit(
-    shared: &Shared,
-    ctx: &ConnContext,
-    facts: &Facts,
-    route: &str,
-    status: u16,
-    reason: Option<&str>,
-    started: Instant,
-) {
-    let id = &ctx.identity;
-    shared.audit.record(&RequestEvent {
-        event: "request",
-        remote: ctx.remote.to_string(),
-        sni: ctx.sni.as_deref(),
-        tenant: &ctx.tenant.name,
-        tls_version: ctx.tls.version,
-        cipher: ctx.tls.cipher,
-        group: ctx.tls.group,
-        alpn: ctx.tls.alpn,
-        spiffe_id: id.spiffe_str(),
-        subject: &id.subject,
-        sans: id.sans(),
-        serial: &id.serial,
-        fingerprint: &id.fingerprint,
-        method: &facts.method,
-        path: &facts.path,
-        host: facts.host.as_deref(),
-        route,
-        result: if reason.is_none() {
-            "forwarded"
-        } else {
-            "refused"
-        },
-        reason,
-        status,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
 }
 
 async fn write_flush(tls: &mut Tls, bytes: &[u8]) -> io::Result<()> {
