@@ -194,23 +194,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a client could use this header to spoof an identity.
-fn is_identity_header(name: &HeaderName) -> bool {
-    let k = name.as_str();
-    k == "x-forwarded-client-cert"
-        || k.starts_with("x-ward-")
-        || k == "client-cert"
-        || k == "client-cert-chain"
+/// Whether a client could use a field of this name (any case) to spoof
+/// an identity.
+pub(crate) fn is_identity_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("x-forwarded-client-cert")
+        || name
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-ward-"))
+        || name.eq_ignore_ascii_case("client-cert")
+        || name.eq_ignore_ascii_case("client-cert-chain")
 }
 
 /// Removes every header a client could use to spoof an identity.
 fn strip_identity_headers(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_identity_header) {
+    if !headers.keys().any(|k| is_identity_header(k.as_str())) {
         return;
     }
     let spoofable: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| is_identity_header(k))
+        .filter(|k| is_identity_header(k.as_str()))
         .cloned()
         .collect();
     for k in spoofable {
@@ -354,7 +356,13 @@ pub async fn handle(
             req.method().as_str(),
             req.uri().path(),
             host.as_deref(),
-            || headers_for_policy(req.headers()),
+            || {
+                policy_headers(
+                    req.headers()
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_bytes())),
+                )
+            },
         ) {
             Ok(()) => (r.name.as_str(), Ok(r)),
             Err(message) => {
@@ -530,17 +538,19 @@ pub(crate) fn authorize(
     }
 }
 
-/// Lowercase header names → values; repeated headers joined with ", ".
-/// Policies see the headers the upstream would see: never a spoofed
-/// identity header.
-fn headers_for_policy(headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
+/// Header fields as a policy sees them: lowercase names → values,
+/// repeated fields joined with ", ". Policies see the fields the upstream
+/// would see: never a spoofable identity field. Both HTTP paths use it.
+pub(crate) fn policy_headers<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::<String, String>::new();
-    for (name, value) in headers {
+    for (name, value) in fields {
         if is_identity_header(name) {
             continue;
         }
-        let value = String::from_utf8_lossy(value.as_bytes());
-        out.entry(name.as_str().to_owned())
+        let value = String::from_utf8_lossy(value);
+        out.entry(name.to_ascii_lowercase())
             .and_modify(|v| {
                 v.push_str(", ");
                 v.push_str(&value);

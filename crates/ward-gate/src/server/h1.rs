@@ -327,7 +327,7 @@ fn decide<'r>(
         Upstream::Http(authority) => authority.as_str(),
         Upstream::Https { .. } | Upstream::Tcp(_) => return Decision::Handoff,
     };
-    let policy_headers = || policy_headers(headers);
+    let policy_headers = || proxy::policy_headers(headers.iter().map(|h| (h.name, h.value)));
     if let Err(message) =
         proxy::authorize(route, ctx, method, path, host.as_deref(), policy_headers)
     {
@@ -388,25 +388,6 @@ fn decide<'r>(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
     })
-}
-
-/// Header fields as a policy sees them: lowercase names, repeated fields
-/// joined with ", ", never a spoofable identity field.
-fn policy_headers(headers: &[httparse::Header<'_>]) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::<String, String>::new();
-    for h in headers {
-        if head::is_identity_header(h.name) {
-            continue;
-        }
-        let value = String::from_utf8_lossy(h.value);
-        out.entry(h.name.to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert_with(|| value.into_owned());
-    }
-    out
 }
 
 /// Serves the request at the start of `bufs.client`.

@@ -179,7 +179,8 @@ impl Scanner {
                     }
                     State::Done
                 }
-                State::Data(_) | State::Done => unreachable_state(),
+                // Handled before a byte is taken.
+                s @ (State::Data(_) | State::Done) => s,
             };
         }
         Ok(i)
@@ -192,11 +193,6 @@ impl Scanner {
         }
         Ok(())
     }
-}
-
-/// Handled before the byte match; kept total without a panic.
-fn unreachable_state() -> State {
-    State::Done
 }
 
 fn hex(b: u8) -> Option<u8> {

@@ -31,15 +31,7 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// Whether a client could use this field to spoof an identity.
-pub(crate) fn is_identity_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("x-forwarded-client-cert")
-        || name
-            .get(..7)
-            .is_some_and(|p| p.eq_ignore_ascii_case("x-ward-"))
-        || name.eq_ignore_ascii_case("client-cert")
-        || name.eq_ignore_ascii_case("client-cert-chain")
-}
+pub(crate) use crate::proxy::is_identity_header;
 
 /// The comma-separated tokens of every field called `name`, trimmed.
 pub(crate) fn tokens<'h>(
@@ -64,14 +56,10 @@ fn trim(mut t: &[u8]) -> &[u8] {
     t
 }
 
-/// Whether `Connection` lists `token`.
+/// Whether `Connection` lists `token` (an option such as `close`, or the
+/// name of a field that is then hop-by-hop).
 pub(crate) fn connection_has(headers: &[httparse::Header<'_>], token: &str) -> bool {
     tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// Whether `Connection` names the field `name` (so it is hop-by-hop).
-fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
-    tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Whether a field is present.
@@ -158,7 +146,7 @@ pub(crate) fn write_request_head(
         if is_hop_by_hop(name)
             || is_identity_header(name)
             || name.eq_ignore_ascii_case("x-forwarded-proto")
-            || listed && named_by_connection(headers, name)
+            || listed && connection_has(headers, name)
         {
             continue;
         }
@@ -322,7 +310,7 @@ pub(crate) fn parse_response(
             if te == name.eq_ignore_ascii_case("content-length") {
                 continue;
             }
-        } else if is_hop_by_hop(name) || listed && named_by_connection(headers, name) {
+        } else if is_hop_by_hop(name) || listed && connection_has(headers, name) {
             continue;
         }
         put_field(out, name.as_bytes(), h.value);
