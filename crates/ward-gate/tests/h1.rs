@@ -4,16 +4,14 @@
 //! path (echo the head, chunked, close-delimited, interim, garbage, …).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
-use ward_testkit::{fixture, read_certs, read_key};
 
 /// Reads one request (head and body, Content-Length or chunked) from an
 /// upstream connection; `None` at end of stream.
@@ -143,18 +141,8 @@ async fn upstream() -> SocketAddr {
 }
 
 async fn gate(up: SocketAddr, dir: &tempfile::TempDir) -> SocketAddr {
-    ward_tls::install_default_provider();
-    let toml = format!(
-        r#"audit_log = "off"
-[listen]
-address = "127.0.0.1:0"
-[[tenants]]
-name = "t"
-default = true
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca:?}
-[[tenants.routes]]
+    let routes = format!(
+        r#"[[tenants.routes]]
 name = "private"
 path_prefix = "/private"
 upstream = "http://{up}"
@@ -167,53 +155,15 @@ upstream = "http://{up}"
 identity_headers = "rfc9440"
 [tenants.routes.allow]
 spiffe_ids = ["spiffe://example.org/*"]
-"#,
-        cert = fixture("server.crt"),
-        key = fixture("server.key"),
-        ca = fixture("root.crt"),
+"#
     );
-    let path = dir.path().join("gate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let _keep = reload_tx;
-        ward_gate::run(
-            ward_gate::Source::File(path),
-            move |bound| {
-                let _ = ready_tx.send(bound.listen);
-            },
-            reload_rx,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-    tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .expect("the gate gets ready")
-        .unwrap()
+    common::start_gate(&routes, dir).await.0
 }
 
 type Client = TlsStream<TcpStream>;
 
 async fn connect(gate: SocketAddr) -> Client {
-    let mut roots = RootCertStore::empty();
-    for c in read_certs("root.crt") {
-        roots.add(c).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(ward_tls::provider())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(read_certs("client.crt"), read_key("client.key"))
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(gate).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
+    common::connect(gate).await
 }
 
 /// A response as read off the wire.

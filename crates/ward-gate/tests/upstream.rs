@@ -4,6 +4,8 @@
 //! and small upstreams that count their connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,11 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use ward_testkit::{fixture, read_certs, read_key};
 
 /// An upstream that answers each request with the number of the TCP
 /// connection it came on; with `close`, it closes every connection after
@@ -65,69 +64,20 @@ async fn upstream(close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
 /// Starts a gate forwarding everything to `up`; returns its listener and
 /// admin addresses.
 async fn gate(up: SocketAddr, dir: &tempfile::TempDir) -> (SocketAddr, SocketAddr) {
-    ward_tls::install_default_provider();
-    let toml = format!(
-        r#"audit_log = "off"
-[listen]
-address = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-[[tenants]]
-name = "t"
-default = true
-cert = {cert:?}
-key = {key:?}
-client_ca = {ca:?}
-[[tenants.routes]]
+    let routes = format!(
+        r#"[[tenants.routes]]
 name = "all"
 upstream = "http://{up}"
 [tenants.routes.allow]
 spiffe_ids = ["spiffe://example.org/*"]
-"#,
-        cert = fixture("server.crt"),
-        key = fixture("server.key"),
-        ca = fixture("root.crt"),
+"#
     );
-    let path = dir.path().join("gate.toml");
-    std::fs::write(&path, toml).unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let _keep = _reload_tx;
-        ward_gate::run(
-            ward_gate::Source::File(path),
-            move |bound| {
-                let _ = ready_tx.send((bound.listen, bound.admin.unwrap()));
-            },
-            reload_rx,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-    tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .expect("the gate gets ready")
-        .unwrap()
+    common::start_gate(&routes, dir).await
 }
 
 /// An HTTP/1.1 client over one mTLS connection to the gate.
 async fn client(gate: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let mut roots = RootCertStore::empty();
-    for c in read_certs("root.crt") {
-        roots.add(c).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(ward_tls::provider())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(read_certs("client.crt"), read_key("client.key"))
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(gate).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = common::connect(gate).await;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
