@@ -12,8 +12,8 @@ async fn agent_keeps_its_certificate_through_a_ca_outage_and_recovers() {
     let ca = Ca::new(Backend::Sqlite).unwrap();
     let mut server = CaProcess::start(&ca, "127.0.0.1:0");
     let addr = server.addr;
-    // 45 s: renewal at ~30 s leaves 15 s to see retries and come back.
-    let token = ca.token("spiffe://example.org/batch", &["--cert-ttl", "45s"]);
+    // 30 s: renewal at ~20 s leaves 10 s to see retries (1 s, 2 s) and come back.
+    let token = ca.token("spiffe://example.org/batch", &["--cert-ttl", "30s"]);
     let dir = AgentDir::new(&ca, "agent");
     let out = dir.root.join("out");
     let token_file = dir.path("token");

@@ -51,7 +51,7 @@ fn check_files(ca: &Ca, out: &Path, serial: &str) {
 async fn agent_rotates_files_and_streams_the_workload_api() {
     let ca = Ca::new(Backend::Sqlite).unwrap();
     let server = CaProcess::start(&ca, "127.0.0.1:0");
-    let token = ca.token("spiffe://example.org/web", &["--cert-ttl", "30s"]);
+    let token = ca.token("spiffe://example.org/web", &["--cert-ttl", "12s"]);
     let dir = AgentDir::new(&ca, "agent");
     let out = dir.root.join("out");
     let socket = dir.path("api.sock");
@@ -180,7 +180,7 @@ async fn agent_rotates_files_and_streams_the_workload_api() {
     let ok = sample(&metrics, r#"ward_agent_renewals_total{result="ok"}"#).unwrap();
     assert!(ok >= 2.0, "{metrics}");
     let expiry = sample(&metrics, "ward_agent_svid_expiry_seconds").unwrap();
-    assert!(expiry > 0.0 && expiry <= 30.0, "{metrics}");
+    assert!(expiry > 0.0 && expiry <= 12.0, "{metrics}");
     assert!(sample(&metrics, r#"ward_agent_on_rotate_total{result="ok"}"#).unwrap() >= 3.0);
 
     source.shutdown().await;
