@@ -1,13 +1,21 @@
 //! The embedded backend: one SQLite file in the CA directory, in WAL mode.
 //!
 //! Durability: `synchronous=FULL`, so a committed certificate survives a
-//! power cut. Concurrency: SQLite has one writer at a time; writers in this
-//! process queue on an async mutex (FIFO, no busy polling), and writers in
-//! other processes are waited for by SQLite's busy timeout. Every write
-//! transaction starts with `BEGIN IMMEDIATE` so it holds the write lock from
-//! its first statement and can never fail half-way on a lock upgrade.
-//! Certificate records go through the store's group commit
-//! ([`crate::batch`]): many records, one transaction, one fsync.
+//! power cut. Concurrency: SQLite has one writer at a time, so this process
+//! writes through one dedicated connection behind an async mutex (FIFO, no
+//! busy polling); readers use a pool. Writers in other processes are waited
+//! for by SQLite's busy timeout. Every write transaction starts with
+//! `BEGIN IMMEDIATE` so it holds the write lock from its first statement and
+//! can never fail half-way on a lock upgrade. Certificate records go through
+//! the store's group commit ([`crate::batch`]): many records, one
+//! transaction, one fsync.
+//!
+//! Why one writer connection: SQLite drops a connection's whole page cache
+//! when another connection wrote since its last transaction, so writes
+//! spread over a pool re-read every index page they touch (a `pread` each).
+//! The writer keeps a larger cache ([`WRITER_CACHE_KIB`]); every connection
+//! keeps temporary structures (the rows `RETURNING` collects, sorts) in
+//! memory instead of creating a file under `/var/tmp` per batch.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,14 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection, Row};
 use time::OffsetDateTime;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::Mutex;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::error::{Violation, violation};
@@ -41,26 +49,29 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Page cache of the writer connection, in KiB (readers keep SQLite's
+/// default of 2 MiB): enough for the serial index's leaf pages of a few
+/// million certificates, which random serials touch all over.
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+
+/// The connection every write of this process goes through.
+type Writer = Arc<Mutex<SqliteConnection>>;
+
 /// A SQLite database file behind a connection pool.
 pub(crate) struct SqliteStore {
-    /// The pool; WAL lets readers run beside the one writer.
+    /// The readers' pool; WAL lets readers run beside the one writer.
     pool: SqlitePool,
-    /// Serialises this process's writers so they queue instead of polling.
-    writer: Arc<Mutex<()>>,
+    /// The one write connection: this process's writers queue on it.
+    writer: Writer,
     /// Group commit of certificate records.
     committer: Committer,
 }
 
 /// The SQLite half of group commit: one `BEGIN IMMEDIATE` transaction per batch.
 struct SqliteBatch {
-    /// The store's pool.
-    pool: SqlitePool,
-    /// The store's writer turn.
-    writer: Arc<Mutex<()>>,
+    /// The store's write connection.
+    writer: Writer,
 }
-
-/// A write transaction together with the in-process writer turn it holds.
-type WriteTx<'a> = (MutexGuard<'a, ()>, sqlx::Transaction<'static, sqlx::Sqlite>);
 
 impl SqliteStore {
     /// Opens (creating it with mode 0600 if missing) and migrates a database file.
@@ -78,7 +89,18 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("temp_store", "memory");
+        let mut writer = connect
+            .clone()
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+            .connect()
+            .await
+            .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
+        MIGRATOR
+            .run_direct(None, &mut writer, false)
+            .await
+            .map_err(|e| migrate_error(format!("migrating SQLite database {shown}"), e))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .test_before_acquire(false)
@@ -87,13 +109,8 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| migrate_error(format!("migrating SQLite database {shown}"), e))?;
-        let writer = Arc::new(Mutex::new(()));
+        let writer = Arc::new(Mutex::new(writer));
         let batch = SqliteBatch {
-            pool: pool.clone(),
             writer: writer.clone(),
         };
         Ok(Self {
@@ -102,28 +119,24 @@ impl SqliteStore {
             committer: Committer::spawn(batch, options.max_batch),
         })
     }
-
-    /// Takes this process's writer turn, then the database write lock.
-    async fn write_tx(&self) -> Result<WriteTx<'_>, StoreError> {
-        write_tx(&self.pool, &self.writer).await
-    }
 }
 
-/// Takes this process's writer turn, then the database write lock.
-async fn write_tx<'a>(pool: &SqlitePool, writer: &'a Mutex<()>) -> Result<WriteTx<'a>, StoreError> {
-    let turn = writer.lock().await;
-    let tx = pool
-        .begin_with("BEGIN IMMEDIATE")
+/// Starts a write transaction on the writer connection (whose turn the
+/// caller holds), taking the database write lock at once.
+async fn begin_write(
+    conn: &mut SqliteConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+    conn.begin_with("BEGIN IMMEDIATE")
         .await
-        .map_err(|e| StoreError::db("starting a write transaction", e))?;
-    Ok((turn, tx))
+        .map_err(|e| StoreError::db("starting a write transaction", e))
 }
 
 #[async_trait]
 impl BatchWriter for SqliteBatch {
     async fn write_batch(&self, items: &[Item]) -> BatchResult {
         let ctx = "committing certificates";
-        let (_turn, mut tx) = write_tx(&self.pool, &self.writer).await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = begin_write(&mut conn).await?;
         // The write lock is held: nobody changes these rows until commit.
         let mut tokens = HashMap::new();
         for id in token_ids(items) {
@@ -246,7 +259,7 @@ fn certificate_from_row(row: &SqliteRow) -> Result<Certificate, StoreError> {
 impl Store for SqliteStore {
     async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
         validate_token(t)?;
-        let _turn = self.writer.lock().await;
+        let mut conn = self.writer.lock().await;
         sqlx::query(sql::INSERT_TOKEN)
             .bind(&t.id)
             .bind(&t.hash[..])
@@ -258,7 +271,7 @@ impl Store for SqliteStore {
             .bind(t.max_uses)
             .bind(encode_list(&t.allowed_cidrs))
             .bind(to_micros(t.created_at))
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map(drop)
             .map_err(|e| match violation(&e) {
@@ -300,7 +313,8 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<RevokeTokenOutcome, StoreError> {
         let ctx = "revoking a token";
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = begin_write(&mut conn).await?;
         let marked = sqlx::query(sql::REVOKE_TOKEN)
             .bind(id)
             .bind(to_micros(at))
@@ -391,7 +405,8 @@ impl Store for SqliteStore {
             return Ok(RevokeOutcome::NotFound);
         };
         let ctx = "revoking a certificate";
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = begin_write(&mut conn).await?;
         let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
             .bind(&serial)
             .bind(to_micros(at))
@@ -438,7 +453,8 @@ impl Store for SqliteStore {
 
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
         let ctx = "taking a CRL number";
-        let (_turn, mut tx) = self.write_tx().await?;
+        let mut conn = self.writer.lock().await;
+        let mut tx = begin_write(&mut conn).await?;
         let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
             .fetch_one(&mut *tx)
             .await

@@ -48,19 +48,16 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         created_at: OffsetDateTime::now_utc(),
     };
     store.create_token(&t).await.unwrap();
-    // The same file through a pool that gives up on a busy lock at once.
-    let impatient = SqlitePoolOptions::new()
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .busy_timeout(Duration::from_millis(50)),
-        )
+    // The same file through a writer that gives up on a busy lock at once.
+    let impatient = SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(Duration::from_millis(50))
+        .connect()
         .await
         .unwrap();
     let committer = Arc::new(Committer::spawn(
         SqliteBatch {
-            pool: impatient,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(impatient)),
         },
         64,
     ));
@@ -77,7 +74,7 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
     };
     let item = |serial: &str| Item::with_token(&t.id, OffsetDateTime::now_utc(), cert(serial));
 
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+    let mut other = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
     sqlx::query("BEGIN IMMEDIATE")
