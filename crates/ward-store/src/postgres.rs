@@ -14,7 +14,9 @@
 //! (`SELECT … FOR UPDATE`, in id order), decides every item from them, then
 //! writes all certificates and all token uses with one statement (a multi-row
 //! `INSERT` and an `UPDATE` in data-modifying CTEs): four round trips per
-//! batch (`BEGIN`, lock, write, `COMMIT`), whatever its size.
+//! batch (`BEGIN`, lock, write, `COMMIT`), plus one write per further
+//! ~14 KiB of certificates (each statement fits in one TLS record: see
+//! [`STATEMENT_BUDGET`]).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -117,43 +119,103 @@ impl BatchWriter for PgBatch {
             // Dropping `tx` rolls back; nothing was written.
             return Ok(plan.finish(items, &HashSet::new()).0);
         }
-        let mut columns = Columns::default();
-        let mut index_of = HashMap::new();
-        for (i, c) in plan.inserts(items) {
-            columns.push(c, items[i].consume.is_some());
-            index_of.insert(c.serial.as_str(), i);
+        // Certificates and token uses, one statement per chunk that fits
+        // in one TLS record (see `STATEMENT_BUDGET`): usually one.
+        let planned: Vec<(usize, &NewCertificate)> = plan.inserts(items).collect();
+        let mut inserted: HashSet<usize> = HashSet::with_capacity(planned.len());
+        for chunk in statement_chunks(&planned) {
+            let mut columns = Columns::default();
+            let mut index_of = HashMap::with_capacity(chunk.len());
+            for (i, c) in chunk {
+                columns.push(c, items[*i].consume.is_some());
+                index_of.insert(c.serial.as_str(), *i);
+            }
+            let written: Vec<(String, i64, i64)> = sqlx::query_as(sql::PG_INSERT_CERTIFICATES)
+                .bind(columns.serial)
+                .bind(columns.spiffe_id)
+                .bind(columns.token_id)
+                .bind(columns.not_before)
+                .bind(columns.not_after)
+                .bind(columns.der)
+                .bind(columns.fingerprint)
+                .bind(columns.issued_at)
+                .bind(columns.renewed_from)
+                .bind(columns.consumes)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            // The tokens this chunk's written rows take a use of.
+            let mut charged = HashSet::new();
+            for (serial, _, _) in &written {
+                if let Some(&i) = index_of.get(serial.as_str()) {
+                    inserted.insert(i);
+                    if let Some((id, _)) = &items[i].consume {
+                        charged.insert(id.as_str());
+                    }
+                }
+            }
+            let (needed, added) = written.first().map_or((0, 0), |(_, n, a)| (*n, *a));
+            if needed != added || usize::try_from(needed).ok() != Some(charged.len()) {
+                // Dropping `tx` rolls back; nothing was written.
+                return Err(StoreError::other(
+                    ctx,
+                    "a token's uses changed under its row lock",
+                ));
+            }
         }
-        // Certificates and token uses in one round trip.
-        let written: Vec<(String, i64, i64)> = sqlx::query_as(sql::PG_INSERT_CERTIFICATES)
-            .bind(columns.serial)
-            .bind(columns.spiffe_id)
-            .bind(columns.token_id)
-            .bind(columns.not_before)
-            .bind(columns.not_after)
-            .bind(columns.der)
-            .bind(columns.fingerprint)
-            .bind(columns.issued_at)
-            .bind(columns.renewed_from)
-            .bind(columns.consumes)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        let inserted: HashSet<usize> = written
-            .iter()
-            .filter_map(|(serial, _, _)| index_of.get(serial.as_str()).copied())
-            .collect();
-        let (outcomes, uses) = plan.finish(items, &inserted);
-        let (needed, added) = written.first().map_or((0, 0), |(_, n, a)| (*n, *a));
-        if needed != added || usize::try_from(needed).ok() != Some(uses.len()) {
-            // Dropping `tx` rolls back; nothing was written.
-            return Err(StoreError::other(
-                ctx,
-                "a token's uses changed under its row lock",
-            ));
-        }
+        let (outcomes, _uses) = plan.finish(items, &inserted);
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
         Ok(outcomes)
     }
+}
+
+/// Most bytes of certificate data one write statement carries.
+///
+/// sqlx 0.9.0 sends each TLS record of a message with its own write and
+/// leaves Nagle's algorithm on (launchbadge/sqlx#4335, fixed upstream after
+/// 0.9.0): a message longer than one TLS record (16 KiB of plaintext)
+/// waits for the server's delayed ACK of the first record, about 40 ms, so
+/// one large batch statement costs a whole batch 40 ms. Statements that fit
+/// in one record cost one round trip each instead.
+const STATEMENT_BUDGET: usize = 14 * 1024;
+
+/// What one row adds to the write statement, near enough: its variable
+/// fields, a length word per column, three timestamps and a flag.
+fn encoded_len(c: &NewCertificate) -> usize {
+    c.der.len()
+        + c.serial.len()
+        + c.spiffe_id.len()
+        + c.token_id.as_ref().map_or(0, String::len)
+        + c.fingerprint.len()
+        + c.renewed_from.as_ref().map_or(0, String::len)
+        + 10 * 4
+        + 3 * 8
+        + 1
+}
+
+/// Splits the rows to insert, in order, into runs within
+/// [`STATEMENT_BUDGET`] (a run holds at least one row).
+fn statement_chunks<'a, 'b>(
+    rows: &'a [(usize, &'b NewCertificate)],
+) -> impl Iterator<Item = &'a [(usize, &'b NewCertificate)]> + 'a {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let len = rest
+            .iter()
+            .position(|(_, c)| {
+                bytes += encoded_len(c);
+                bytes > STATEMENT_BUDGET
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (chunk, tail) = rest.split_at(len);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// A batch of certificates as one array per column (for `UNNEST`).
@@ -449,5 +511,50 @@ impl Store for PgStore {
     async fn close(&self) {
         self.committer.flush().await;
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn cert(der_len: usize) -> NewCertificate {
+        let now = OffsetDateTime::now_utc();
+        NewCertificate {
+            serial: "40".repeat(16),
+            spiffe_id: "spiffe://example.org/w".into(),
+            token_id: Some("t".repeat(32)),
+            not_before: now,
+            not_after: now,
+            der: vec![0; der_len],
+            fingerprint: "00".repeat(32),
+            issued_at: now,
+            renewed_from: None,
+        }
+    }
+
+    #[test]
+    fn statements_stay_within_one_tls_record_and_keep_every_row_in_order() {
+        let certs: Vec<NewCertificate> = (0..100).map(|_| cert(700)).collect();
+        let rows: Vec<(usize, &NewCertificate)> = certs.iter().enumerate().collect();
+        let chunks: Vec<_> = statement_chunks(&rows).collect();
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            let bytes: usize = chunk.iter().map(|(_, c)| encoded_len(c)).sum();
+            assert!(bytes <= STATEMENT_BUDGET, "{bytes}");
+        }
+        let order: Vec<usize> = chunks
+            .iter()
+            .flat_map(|c| c.iter().map(|(i, _)| *i))
+            .collect();
+        assert_eq!(order, (0..100).collect::<Vec<_>>());
+        // One row larger than the budget still goes, alone.
+        let big = [cert(20_000), cert(700)];
+        let rows: Vec<(usize, &NewCertificate)> = big.iter().enumerate().collect();
+        let lens: Vec<usize> = statement_chunks(&rows).map(<[_]>::len).collect();
+        assert_eq!(lens, [1, 1]);
+        assert_eq!(statement_chunks(&[]).count(), 0);
     }
 }
