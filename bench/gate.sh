@@ -408,6 +408,18 @@ run_one() { # label rep
             -- sleep "$(to_secs "$DURATION")") >/dev/null 2>&1 &
         perf_pid=$!
         PIDS+=("$perf_pid")
+        # System calls by kind over the same window, for calls per request
+        # (the I/O and wake-up calls a proxy makes; each traced call slows
+        # the profiled run a little more).
+        local sc ev=""
+        for sc in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait \
+            epoll_ctl futex accept4 close setsockopt; do
+            ev+=${ev:+,}syscalls:sys_enter_$sc
+        done
+        (sleep "$(to_secs "$WARMUP")" && exec perf stat -x, -e "$ev" \
+            -p "$perf_pids" -o "$WORK/syscalls.$label.csv" \
+            -- sleep "$(to_secs "$DURATION")") >/dev/null 2>&1 &
+        PIDS+=("$!")
     fi
     taskset -c "$LOAD_CPU" "$BENCH" "$mode" --url "$url" "${tls[@]}" "${rate[@]}" \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
@@ -438,6 +450,23 @@ run_one() { # label rep
             echo
             echo "# $label: samples by class (bench/perf_classify.py)"
             perf script -i "$WORK/perf.$label.data" 2>/dev/null | python3 "$ROOT/bench/perf_classify.py"
+            echo
+            echo "# $label: system calls per request over the window"
+            python3 - "$WORK/syscalls.$label.csv" "$line" <<'PY'
+import json, sys
+path, line = sys.argv[1], sys.argv[2]
+requests = max(json.loads(line).get("requests", 0), 1)
+counts = []
+for row in open(path):
+    f = row.strip().split(",")
+    if len(f) > 2 and f[0].isdigit() and int(f[0]) > 0:
+        counts.append((int(f[0]), f[2].replace("syscalls:sys_enter_", "")))
+counts.sort(reverse=True)
+print(f"| call | per request |\n|---|---:|")
+print(f"| all | {sum(c for c, _ in counts) / requests:.2f} |")
+for c, name in counts[:12]:
+    print(f"| {name} | {c / requests:.2f} |")
+PY
         } >"$PERF_DIR/perf-$label.txt" || true
         [[ $KEEP == 1 ]] && cp "$WORK/perf.$label.data" "$PERF_DIR/" 2>/dev/null
     fi
