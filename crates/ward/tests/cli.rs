@@ -450,6 +450,59 @@ fn inspect_never_prints_private_keys() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Runs `ward` with standard output a pipe whose reader is already gone,
+/// as under `ward … | head -1` once head has exited.
+fn ward_into_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_standard_output_is_no_panic_and_keeps_the_exit_status() {
+    let pki = Pki::init(&[]);
+    let prefix = pki.issue("server", "spiffe://example.org/web", &[]);
+    let crt = prefix.with_extension("crt");
+    let crt = crt.to_str().unwrap();
+    let root = pki.root();
+    let root = root.to_str().unwrap();
+    let cases: [(&[&str], i32); 3] = [
+        (&["cert", "inspect", crt], 0),
+        (&["cert", "verify", crt, "--roots", root], 0),
+        (
+            &[
+                "cert",
+                "verify",
+                crt,
+                "--roots",
+                root,
+                "--purpose",
+                "client",
+            ],
+            1,
+        ),
+    ];
+    for (args, code) in cases {
+        let out = ward_into_closed_pipe(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            out.stderr_text()
+        );
+        assert!(
+            !out.stderr_text().contains("panicked"),
+            "{args:?}: {}",
+            out.stderr_text()
+        );
+    }
+}
+
 #[test]
 fn verify_names_the_precise_reason() {
     let pki = Pki::init(&[]);

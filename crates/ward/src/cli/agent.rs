@@ -192,12 +192,12 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<Outcome> {
         ward_agent::files::prepare_dir(dir)?;
         ward_agent::files::write_svid(dir, &svid)?;
     }
-    println!("spiffe_id: {}", svid.spiffe_id());
-    println!("serial: {}", svid.serial());
-    println!(
+    outln!("spiffe_id: {}", svid.spiffe_id());
+    outln!("serial: {}", svid.serial());
+    outln!(
         "not_after: {}",
         ward_pki::issue::rfc3339(svid.not_after().into())
     );
-    println!("sha256: {}", svid.fingerprint());
+    outln!("sha256: {}", svid.fingerprint());
     Ok(Outcome::Success)
 }

@@ -93,15 +93,15 @@ fn init(args: InitArgs) -> anyhow::Result<Outcome> {
     let report = dir
         .init(&opts, OffsetDateTime::now_utc())
         .with_context(|| format!("cannot create a CA in {}", args.dir.display()))?;
-    println!("Created a Ward CA in {}", args.dir.display());
+    outln!("Created a Ward CA in {}", args.dir.display());
     for file in &report.files {
-        println!("  {}", file.display());
+        outln!("  {}", file.display());
     }
-    println!("Trust domain:     {}", opts.trust_domain);
-    println!("Admin identity:   {}", report.admin_spiffe_id);
-    println!("Root fingerprint: {}", report.root_fingerprint);
+    outln!("Trust domain:     {}", opts.trust_domain);
+    outln!("Admin identity:   {}", report.admin_spiffe_id);
+    outln!("Root fingerprint: {}", report.root_fingerprint);
     if opts.offline_root.is_some() {
-        println!("The root key is outside the CA directory: move it offline.");
+        outln!("The root key is outside the CA directory: move it offline.");
     }
     Ok(Outcome::Success)
 }

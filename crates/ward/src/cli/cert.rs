@@ -269,8 +269,8 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<Outcome> {
         }
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", render_text(&report)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => out!("{}", render_text(&report)),
     }
     Ok(Outcome::Success)
 }
@@ -373,9 +373,9 @@ fn verify_cmd(args: VerifyArgs) -> anyhow::Result<Outcome> {
         }
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text if report.valid => println!("OK: {}", report.message),
-        Format::Text => println!("FAIL: {}", report.message),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text if report.valid => outln!("OK: {}", report.message),
+        Format::Text => outln!("FAIL: {}", report.message),
     }
     Ok(outcome)
 }

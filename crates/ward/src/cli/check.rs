@@ -350,8 +350,8 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<Outcome> {
         findings,
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", report::render(&report)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => out!("{}", report::render(&report)),
     }
     Ok(if passed {
         Outcome::Success

@@ -268,7 +268,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         let config = source.load()?;
         if let Some(identity) = &config.identity {
             // The identity exists only once obtained; everything else is checked.
-            println!(
+            outln!(
                 "configuration OK: {} tenant(s), listening on {}; the gate's certificate comes from {} at start",
                 config.tenants.len(),
                 config.listen.address,
@@ -277,7 +277,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
             return Ok(Outcome::Success);
         }
         let runtime = Runtime::build(config).context("the configuration does not load")?;
-        println!(
+        outln!(
             "configuration OK: {} tenant(s), listening on {}",
             runtime.tenants.len(),
             runtime.config.listen.address

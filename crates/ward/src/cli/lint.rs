@@ -174,7 +174,7 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<Outcome> {
                 Ok(RegoInput::new(facts, report.role, now))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        println!("{}", serde_json::to_string_pretty(&inputs)?);
+        outln!("{}", serde_json::to_string_pretty(&inputs)?);
         return Ok(Outcome::Success);
     }
 
@@ -196,8 +196,8 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<Outcome> {
         certificates,
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", render(&report)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => out!("{}", render(&report)),
     }
     Ok(if passed {
         Outcome::Success

@@ -406,14 +406,14 @@ fn print_instructions(
     );
     eprintln!();
     eprintln!("With the client identity (succeeds):");
-    println!(
+    outln!(
         "curl --cacert {} --cert {} --key {} {url}",
         file("svid_bundle.pem"),
         file("svid.pem"),
         file("svid_key.pem"),
     );
     eprintln!("Without a client certificate (refused by the gate):");
-    println!("curl --cacert {} {url}", file("svid_bundle.pem"));
+    outln!("curl --cacert {} {url}", file("svid_bundle.pem"));
     eprintln!();
     eprintln!("Ctrl-C stops everything.");
 }

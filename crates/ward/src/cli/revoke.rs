@@ -72,14 +72,18 @@ pub(crate) async fn run(args: RevokeArgs) -> anyhow::Result<Outcome> {
         }
     };
     if answer.newly_revoked {
-        println!(
+        outln!(
             "revoked {} ({}) at {}",
-            answer.serial, answer.reason, answer.revoked_at
+            answer.serial,
+            answer.reason,
+            answer.revoked_at
         );
     } else {
-        println!(
+        outln!(
             "{} was already revoked at {} ({}); the first time and reason are kept",
-            answer.serial, answer.revoked_at, answer.reason
+            answer.serial,
+            answer.revoked_at,
+            answer.reason
         );
     }
     Ok(Outcome::Success)

@@ -113,9 +113,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
             .context("cannot create the token")?,
     };
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&view)?),
         Format::Text => {
-            println!("{}", view.token);
+            outln!("{}", view.token);
             let uses = match view.info.max_uses {
                 0 => "unlimited uses".to_owned(),
                 1 => "1 use".to_owned(),
@@ -155,14 +155,17 @@ async fn list(args: ListArgs) -> anyhow::Result<Outcome> {
         }
     };
     match args.format {
-        Format::Json => println!(
+        Format::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "tokens": tokens }))?
         ),
         Format::Text => {
-            println!(
+            outln!(
                 "{:<21} {:<8} {:<9} {:<21} SPIFFE ID",
-                "ID", "PROFILE", "USES", "EXPIRES"
+                "ID",
+                "PROFILE",
+                "USES",
+                "EXPIRES"
             );
             for t in &tokens {
                 let uses = if t.max_uses == 0 {
@@ -175,9 +178,13 @@ async fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "{:<21} {:<8} {:<9} {:<21} {}{state}",
-                    t.id, t.profile, uses, t.expires_at, t.spiffe_id
+                    t.id,
+                    t.profile,
+                    uses,
+                    t.expires_at,
+                    t.spiffe_id
                 );
             }
         }
@@ -208,9 +215,9 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Outcome> {
         }
     };
     if args.with_certificates {
-        println!("revoked {} and {n} certificate(s) issued from it", args.id);
+        outln!("revoked {} and {n} certificate(s) issued from it", args.id);
     } else {
-        println!("revoked {}", args.id);
+        outln!("revoked {}", args.id);
     }
     Ok(Outcome::Success)
 }
