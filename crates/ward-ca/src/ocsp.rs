@@ -95,14 +95,26 @@ pub struct Answer {
     pub max_age: u64,
     /// Whether the answer is a signed, successful response.
     pub successful: bool,
+    /// What it said, for `ward_ca_ocsp_responses_total{result}`: `good`,
+    /// `revoked` or `unknown` (the status of every certificate asked
+    /// about; `mixed` when they differ), or the refusal
+    /// (`malformed_request`, `internal_error`, `try_later`, `unauthorized`).
+    pub result: &'static str,
 }
 
 impl Answer {
-    fn refused(status: Refusal) -> Self {
+    /// A refusal with this status.
+    pub fn refused(status: Refusal) -> Self {
         Answer {
             der: ocsp::refusal(status),
             max_age: 0,
             successful: false,
+            result: match status {
+                Refusal::MalformedRequest => "malformed_request",
+                Refusal::InternalError => "internal_error",
+                Refusal::TryLater => "try_later",
+                Refusal::Unauthorized => "unauthorized",
+            },
         }
     }
 }
@@ -220,6 +232,7 @@ impl Responder {
                 der,
                 max_age: self.settings.validity.as_secs(),
                 successful: true,
+                result: summary(&answers),
             },
             Err(e) => {
                 tracing::error!(error = %e, "signing an OCSP response failed");
@@ -253,6 +266,22 @@ impl Responder {
             return Ok(Status::Good);
         }
         Ok(Status::Unknown)
+    }
+}
+
+/// One word for the statuses of a response (see [`Answer::result`]).
+fn summary(answers: &[(Query, Status)]) -> &'static str {
+    let word = |s: &Status| match s {
+        Status::Good => "good",
+        Status::Revoked { .. } => "revoked",
+        Status::Unknown => "unknown",
+    };
+    let mut words = answers.iter().map(|(_, s)| word(s));
+    let first = words.next().unwrap_or("unknown");
+    if words.all(|w| w == first) {
+        first
+    } else {
+        "mixed"
     }
 }
 

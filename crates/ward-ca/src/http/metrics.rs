@@ -16,6 +16,9 @@ pub struct CaMetrics {
     pub rate_limited: CounterVec,
     /// `ward_ca_admin_requests_total{action,result}`.
     pub admin: CounterVec,
+    /// `ward_ca_ocsp_responses_total{result}`: OCSP answers by what they
+    /// said (`good`, `revoked`, `unknown`, `mixed`) or the refusal.
+    pub ocsp: CounterVec,
 }
 
 impl CaMetrics {
@@ -47,6 +50,11 @@ impl CaMetrics {
                 "ward_ca_admin_requests_total",
                 "Admin API requests by action and result.",
                 &["action", "result"],
+            )?,
+            ocsp: registry.counter(
+                "ward_ca_ocsp_responses_total",
+                "OCSP responses by result: the certificates' status or the refusal.",
+                &["result"],
             )?,
         })
     }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use time::OffsetDateTime;
-use ward_pki::ocsp::{MAX_REQUEST, Refusal, refusal};
+use ward_pki::ocsp::{MAX_REQUEST, Refusal};
 
 use super::AppState;
 use super::error::ApiError;
@@ -28,7 +28,8 @@ pub const MAX_PATH: usize = 3 * (MAX_REQUEST * 4 / 3 + 4) + 8;
 
 const CONTENT_TYPE: &str = "application/ocsp-response";
 
-fn render(answer: Answer) -> Response {
+fn render(state: &AppState, answer: Answer) -> Response {
+    state.metrics.ocsp.with(&[answer.result]).inc();
     let mut r = answer.der.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -46,12 +47,8 @@ fn render(answer: Answer) -> Response {
     r
 }
 
-fn malformed() -> Response {
-    render(Answer {
-        der: refusal(Refusal::MalformedRequest),
-        max_age: 0,
-        successful: false,
-    })
+fn malformed(state: &AppState) -> Response {
+    render(state, Answer::refused(Refusal::MalformedRequest))
 }
 
 fn too_large(what: &str, limit: usize, status: StatusCode) -> ApiError {
@@ -110,14 +107,17 @@ pub(super) async fn get(State(state): State<AppState>, uri: Uri) -> Response {
     }
     let encoded = path.strip_prefix("/ocsp/").unwrap_or_default();
     match decode_get(encoded) {
-        Some(der) => render(state.ocsp.answer(&der, OffsetDateTime::now_utc()).await),
-        None => malformed(),
+        Some(der) => render(
+            &state,
+            state.ocsp.answer(&der, OffsetDateTime::now_utc()).await,
+        ),
+        None => malformed(&state),
     }
 }
 
 /// `GET /ocsp` with no request at all.
-pub(super) async fn get_empty() -> Response {
-    malformed()
+pub(super) async fn get_empty(State(state): State<AppState>) -> Response {
+    malformed(&state)
 }
 
 pub(super) async fn post(
@@ -142,7 +142,10 @@ pub(super) async fn post(
                 .into_response();
         }
     };
-    render(state.ocsp.answer(&bytes, OffsetDateTime::now_utc()).await)
+    render(
+        &state,
+        state.ocsp.answer(&bytes, OffsetDateTime::now_utc()).await,
+    )
 }
 
 #[cfg(test)]

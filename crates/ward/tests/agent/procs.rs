@@ -323,15 +323,6 @@ pub(crate) fn admin_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A metric sample's value from Prometheus text (`name{labels}`, exact).
-pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
 /// Mode bits of a file.
 pub(crate) fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

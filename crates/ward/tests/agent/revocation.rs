@@ -10,8 +10,9 @@ use ward_client::workload_api::tonic::Code;
 use ward_client::workload_api::{self, with_security_header};
 
 use super::procs::{
-    AgentDir, AgentProcess, CaProcess, DEADLINE, admin_get, openssl_fingerprint, sample, wait_until,
+    AgentDir, AgentProcess, CaProcess, DEADLINE, admin_get, openssl_fingerprint, wait_until,
 };
+use crate::common::sample;
 use crate::harness::{Backend, Ca, OutputText};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

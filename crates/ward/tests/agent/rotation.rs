@@ -16,9 +16,9 @@ use ward_client::workload_api::{self, with_security_header};
 
 use super::procs::{
     AgentDir, AgentProcess, CaProcess, DEADLINE, admin_get, der_serial, mode, openssl_fingerprint,
-    pem_serial, sample, wait_until,
+    pem_serial, wait_until,
 };
-use crate::common::openssl_verify;
+use crate::common::{openssl_verify, sample};
 use crate::harness::{Backend, Ca, OutputText};
 
 /// The files verify against the root, the key is 0600, the chain's leaf is

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::common::sample;
 use crate::harness::{
     Backend, Ca, Req, canon_serial, cert_pubkey, count, curl, key_pubkey, openssl, pem_certs,
     sign_req, x509,
@@ -184,14 +185,6 @@ async fn issue_and_renew(backend: Backend) {
         .post("/v1/renew", &json!({}))
         .await
         .expect_error(401, "certificate_revoked");
-}
-
-/// The value of one Prometheus sample line, if present.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
 }
 
 async fn admin_api_public_routes_tls_audit_and_sigterm(backend: Backend) {

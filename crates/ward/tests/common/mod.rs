@@ -146,3 +146,12 @@ impl Pki {
         out
     }
 }
+
+/// A metric sample's value from Prometheus text (`name{labels}`, exact).
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}

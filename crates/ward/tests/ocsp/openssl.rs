@@ -9,7 +9,7 @@ use std::process::Command;
 use base64::Engine as _;
 
 use super::setup::{Leaf, OCSP_URL, configure, issue, openssl_ocsp};
-use crate::common::OutputText;
+use crate::common::{OutputText, sample};
 use crate::dual::DualServer;
 use crate::harness::{Backend, Ca, Client, Req, openssl, x509};
 
@@ -193,6 +193,15 @@ async fn openssl_sees_good_then_revoked(backend: Backend) {
     assert!(headers.contains("max-age=300"), "{headers}");
     let (ok, text) = read_response(&ca, &resp, &a);
     assert!(ok && text.contains("revoked"), "{text}");
+
+    let metrics = client.get("/metrics").await.text();
+    for result in ["good", "revoked", "unknown"] {
+        let series = format!(r#"ward_ca_ocsp_responses_total{{result="{result}"}}"#);
+        assert!(
+            sample(&metrics, &series).is_some_and(|n| n >= 1.0),
+            "{series}: {metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,4 +271,16 @@ async fn malformed_requests_get_malformed_request_and_limits_hold() {
     let long = http(&format!("/ocsp/{}", "A".repeat(70 * 1024)));
     let (status, _) = curl_to(&ca.scratch("resp-long"), &[&long]);
     assert_eq!(status, 414);
+
+    // Every answer is counted by what it said; the size refusals are HTTP
+    // errors, not OCSP answers.
+    let metrics = client.get("/metrics").await.text();
+    let count = |result: &str| {
+        sample(
+            &metrics,
+            &format!(r#"ward_ca_ocsp_responses_total{{result="{result}"}}"#),
+        )
+    };
+    assert_eq!(count("malformed_request"), Some(5.0), "{metrics}");
+    assert_eq!(count("good"), None, "{metrics}");
 }
