@@ -581,8 +581,9 @@ async fn a_client_that_goes_quiet_keeps_working() {
 }
 
 /// An upstream that refuses every upload at once: it answers 413 after the
-/// request head, without reading the body, and closes.
-async fn refusing_upstream() -> SocketAddr {
+/// request head, without reading the body, and closes (`hold`: keeps the
+/// connection open, still reading nothing).
+async fn refusing_upstream(hold: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -599,6 +600,9 @@ async fn refusing_upstream() -> SocketAddr {
                 let _ = tcp
                     .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     .await;
+                if hold {
+                    std::future::pending::<()>().await;
+                }
                 // Close with the body unread (a reset, as real servers do).
             });
         }
@@ -608,8 +612,19 @@ async fn refusing_upstream() -> SocketAddr {
 
 #[tokio::test]
 async fn an_upload_the_upstream_stops_reading_ends_the_connection() {
+    upload_refused(false).await;
+}
+
+/// The upstream answers and then neither reads nor closes: the answer must
+/// reach the client at once, not after the 300 s idle limit.
+#[tokio::test]
+async fn an_early_answer_from_an_upstream_that_holds_the_socket_arrives_at_once() {
+    upload_refused(true).await;
+}
+
+async fn upload_refused(hold: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let up = refusing_upstream().await;
+    let up = refusing_upstream(hold).await;
     let gate = gate(up, &dir).await;
     let c = connect(gate).await;
     let (mut rd, mut wr) = tokio::io::split(c);

@@ -642,6 +642,11 @@ async fn send(
 /// Copies `rest` request body bytes from the client to the upstream;
 /// `Ok(true)` when the upstream stopped taking them before the end (the
 /// rest of the body stays unread, so the client connection must close).
+///
+/// The upstream may answer before the body is through (413, 401) and then
+/// neither read nor close: while the body goes out, the upstream's side is
+/// watched too, and a final answer ends the copy at once instead of after
+/// the idle limit. An interim `1xx` stops the watching (the body goes on).
 async fn stream_body(
     tls: &mut Tls,
     bufs: &mut Bufs,
@@ -649,10 +654,27 @@ async fn stream_body(
     mut rest: u64,
     idle: Duration,
 ) -> Result<bool, SendError> {
+    let mut watch = true;
     while rest > 0 {
         if bufs.client.is_empty() {
             bufs.client.reserve(READ_CHUNK);
-            match io_timeout(idle, tls.read_buf(&mut bufs.client)).await {
+            let read = if watch {
+                let (mut answer, _) = up.stream.split();
+                tokio::select! {
+                    biased;
+                    done = answer_arrived(&mut answer) => {
+                        if done {
+                            return Ok(true);
+                        }
+                        watch = false;
+                        continue;
+                    }
+                    read = io_timeout(idle, tls.read_buf(&mut bufs.client)) => read,
+                }
+            } else {
+                io_timeout(idle, tls.read_buf(&mut bufs.client)).await
+            };
+            match read {
                 Ok(n) if n > 0 => {}
                 _ => return Err(SendError::Client),
             }
@@ -660,17 +682,54 @@ async fn stream_body(
         let n = rest.min(bufs.client.len() as u64);
         // Fits in usize: at most the buffer's length.
         let n_len = usize::try_from(n).unwrap_or(0);
-        if let Err(e) = io_timeout(idle, up.stream.write_all(&bufs.client[..n_len])).await {
-            // It may have answered early (413) and closed: the caller
-            // reads what it sent, if anything.
-            tracing::debug!(error = %e, "upstream stopped reading the request body");
-            bufs.client.clear();
-            return Ok(true);
+        // One write at a time: a write that loses the race below has
+        // written nothing, so the count stays exact.
+        let (mut answer, mut body) = up.stream.split();
+        let wrote = if watch {
+            tokio::select! {
+                biased;
+                done = answer_arrived(&mut answer) => {
+                    if done {
+                        bufs.client.clear();
+                        return Ok(true);
+                    }
+                    watch = false;
+                    continue;
+                }
+                wrote = io_timeout(idle, body.write(&bufs.client[..n_len])) => wrote,
+            }
+        } else {
+            io_timeout(idle, body.write(&bufs.client[..n_len])).await
+        };
+        match wrote {
+            Ok(w) if w > 0 => {
+                bufs.client.advance(w);
+                rest -= w as u64;
+            }
+            Ok(_) | Err(_) => {
+                // It may have answered early (413) and closed: the caller
+                // reads what it sent, if anything.
+                tracing::debug!(result = ?wrote, "upstream stopped reading the request body");
+                bufs.client.clear();
+                return Ok(true);
+            }
         }
-        bufs.client.advance(n_len);
-        rest -= n;
     }
     Ok(false)
+}
+
+/// Waits for the upstream to send something while a request body is still
+/// going out: `true` for a final answer, a close or an error (the rest of
+/// the body is not wanted), `false` for an interim `1xx` or a start too
+/// short to tell (the body goes on, unwatched). Leaves the bytes unread.
+async fn answer_arrived(up: &mut tokio::net::tcp::ReadHalf<'_>) -> bool {
+    // "HTTP/1.1 1" is ten bytes: the status's first digit is the tenth.
+    let mut start = [0u8; 10];
+    match up.peek(&mut start).await {
+        Ok(0) | Err(_) => true,
+        Ok(n) if n < start.len() => false,
+        Ok(_) => !(start.starts_with(b"HTTP/1.") && start[9] == b'1'),
+    }
 }
 
 /// Runs `io` with a stall limit.
