@@ -120,7 +120,8 @@ impl BatchWriter for PgBatch {
             return Ok(plan.finish(items, &HashSet::new()).0);
         }
         // Certificates and token uses, one statement per chunk that fits
-        // in one TLS record (see `STATEMENT_BUDGET`): usually one.
+        // in one TLS record (see `STATEMENT_BUDGET`): about a dozen
+        // certificates each.
         let planned: Vec<(usize, &NewCertificate)> = plan.inserts(items).collect();
         let mut inserted: HashSet<usize> = HashSet::with_capacity(planned.len());
         for chunk in statement_chunks(&planned) {

@@ -50,8 +50,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Page cache of the writer connection, in KiB (readers keep SQLite's
-/// default of 2 MiB): enough for the serial index's leaf pages of a few
-/// million certificates, which random serials touch all over.
+/// default of 2 MiB), filled only as pages are used: room for the serial
+/// index's leaf pages of a few million certificates, which the fully random
+/// serials of databases from before time-led serials touch all over.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// The connection every write of this process goes through.
