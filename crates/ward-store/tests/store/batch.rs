@@ -328,3 +328,37 @@ async fn execute(ctx: &Ctx, statements: &[&str]) {
         }
     }
 }
+
+/// Records the size of real certificates (1 KiB of DER each), 200 callers
+/// at once on a token with 150 uses: batches span several write statements
+/// (PostgreSQL cuts them to fit one TLS record), and the limit still holds
+/// exactly, wherever in a batch it falls.
+pub(crate) async fn certificate_sized_records_keep_the_use_limit_across_statements(ctx: Ctx) {
+    let store = ctx.store().await;
+    let now = now();
+    let limited = token("tok_00000000000000e0", 150);
+    store.create_token(&limited).await.unwrap();
+    let barrier = Arc::new(Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (store, barrier, id) = (store.clone(), barrier.clone(), limited.id.clone());
+            tokio::spawn(async move {
+                let mut c = cert(&format!("e{i:04x}"));
+                c.der = vec![u8::try_from(i % 251).unwrap(); 1024];
+                barrier.wait().await;
+                store.issue_with_token(&id, now, &c).await
+            })
+        })
+        .collect();
+    let mut issued = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => issued += 1,
+            Err(StoreError::TokenExhausted) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(issued, 150);
+    assert_eq!(store.token(&limited.id).await.unwrap().unwrap().uses, 150);
+    assert_eq!(store.count_certificates().await.unwrap(), 150);
+}

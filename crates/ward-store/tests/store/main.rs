@@ -52,6 +52,7 @@ on_both_backends!(
     concurrency::crl_numbers_unique_across_replicas,
     concurrency::revocation_races_issuance_cleanly,
     batch::mixed_good_and_refused_items_share_batches,
+    batch::certificate_sized_records_keep_the_use_limit_across_statements,
     batch::a_failing_transaction_fails_every_caller_and_writes_nothing,
     batch::storage_lost_mid_batch_is_unavailable_for_its_callers,
 );
