@@ -274,6 +274,11 @@ async fn exchange(c: &mut Client, buf: &mut Vec<u8>, raw: &[u8]) -> Resp {
     read_response(c, buf, raw.starts_with(b"HEAD ")).await
 }
 
+/// A plain `GET /echo` on the connection.
+async fn echo(c: &mut Client, buf: &mut Vec<u8>) -> Resp {
+    exchange(c, buf, b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n").await
+}
+
 #[tokio::test]
 async fn identity_headers_are_replaced_and_hop_by_hop_dropped() {
     let s = setup().await;
@@ -367,12 +372,7 @@ async fn bodies_chunked_responses_and_keep_alive() {
     )
     .await;
     assert_eq!(r.header("content-length"), Some("99"));
-    let r = exchange(
-        &mut c,
-        &mut buf,
-        b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
+    let r = echo(&mut c, &mut buf).await;
     assert_eq!(r.status, 200);
     assert!(buf.is_empty(), "no stray bytes after HEAD: {buf:?}");
 }
@@ -448,12 +448,7 @@ async fn a_garbage_upstream_response_is_a_502() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"], "bad_gateway");
     // The client connection goes on; a new upstream connection is used.
-    let r = exchange(
-        &mut c,
-        &mut buf,
-        b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
+    let r = echo(&mut c, &mut buf).await;
     assert_eq!(r.status, 200);
 }
 
@@ -516,12 +511,7 @@ async fn unusual_requests_take_the_general_path() {
     let mut buf = Vec::new();
     // A fast request first, then a chunked request body (general path),
     // then more requests on the same connection.
-    let r = exchange(
-        &mut c,
-        &mut buf,
-        b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
+    let r = echo(&mut c, &mut buf).await;
     assert_eq!(r.status, 200);
     let r = exchange(
         &mut c,
@@ -533,12 +523,7 @@ async fn unusual_requests_take_the_general_path() {
     assert_eq!(r.status, 200);
     let sum: u64 = b"abcde".iter().map(|&b| u64::from(b)).sum();
     assert_eq!(r.text(), format!("5 {sum}"));
-    let r = exchange(
-        &mut c,
-        &mut buf,
-        b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    )
-    .await;
+    let r = echo(&mut c, &mut buf).await;
     assert!(r.text().contains("x-ward-spiffe-id"), "{}", r.text());
 
     // HTTP/1.0 from the first request.
@@ -562,12 +547,7 @@ async fn a_client_that_goes_quiet_keeps_working() {
     let mut c = connect(s.gate).await;
     let mut buf = Vec::new();
     for _ in 0..2 {
-        let r = exchange(
-            &mut c,
-            &mut buf,
-            b"GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        )
-        .await;
+        let r = echo(&mut c, &mut buf).await;
         assert_eq!(r.status, 200);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
