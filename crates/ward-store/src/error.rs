@@ -38,6 +38,14 @@ pub enum StoreError {
     /// The caller passed a value the store refuses.
     #[error("invalid input: {0}")]
     Invalid(&'static str),
+    /// There is no Ward CA store where one was expected (a missing or empty
+    /// SQLite file, a database without Ward's tables) and the caller did not
+    /// ask to create one ([`StoreOptions::create`](crate::StoreOptions::create)).
+    #[error("{0}")]
+    Missing(String),
+    /// The database file is damaged (truncated, overwritten, corrupt).
+    #[error("{0}")]
+    Damaged(String),
     /// The database URL could not be used (the message never holds a password).
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),

@@ -38,7 +38,7 @@ use time::OffsetDateTime;
 
 pub use error::{BoxError, StoreError};
 pub use model::{
-    Certificate, NewCertificate, NewToken, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
+    Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
     RevokeTokenOutcome, RevokedCertificate, Token, truncate_to_storage_precision,
 };
 
@@ -120,7 +120,7 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedCertificate>, StoreError>;
 
-    /// Takes the next CRL number: 1, 2, 3, … strictly increasing across all processes sharing the database.
+    /// Takes the next CRL number: strictly increasing across all processes sharing the database, and never below the current time in microseconds since the epoch (so a store made anew never goes back).
     async fn next_crl_number(&self) -> Result<u64, StoreError>;
 
     /// Checks that the database answers (for readiness probes).
@@ -151,6 +151,11 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// Most certificate records committed in one transaction by group commit (default 256).
     pub max_batch: usize,
+    /// Whether a missing store may be created (default true). The CA opens
+    /// with `false` everywhere but `ward ca init` and an explicit
+    /// `--init-storage`: a missing, empty or foreign database is then
+    /// [`StoreError::Missing`], never silently a new, empty CA store.
+    pub create: bool,
 }
 
 impl Default for StoreOptions {
@@ -159,6 +164,7 @@ impl Default for StoreOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             max_batch: 256,
+            create: true,
         }
     }
 }
@@ -170,6 +176,17 @@ impl Default for StoreOptions {
 /// with mode 0600 if missing).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     connect_with(url, &StoreOptions::default()).await
+}
+
+/// Opens an existing store: like [`connect`], but a missing or empty SQLite
+/// file or a database without Ward's tables is [`StoreError::Missing`] and a
+/// damaged file [`StoreError::Damaged`] (pending migrations still run).
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let options = StoreOptions {
+        create: false,
+        ..StoreOptions::default()
+    };
+    connect_with(url, &options).await
 }
 
 /// Like [`connect`], with explicit pool options.
@@ -346,6 +363,7 @@ mod tests {
             fingerprint: "00".repeat(32),
             issued_at: OffsetDateTime::UNIX_EPOCH,
             renewed_from: None,
+            origin: Origin::Token,
         };
         let bound = bind_to_token(c.clone(), "tok_a").unwrap();
         assert_eq!(bound.token_id.as_deref(), Some("tok_a"));

@@ -13,6 +13,72 @@ use crate::StoreError;
 /// through their token's kill switch ([`Store::revoke_token`](crate::Store::revoke_token)).
 pub const REASON_PRIVILEGE_WITHDRAWN: i16 = 9;
 
+/// Where a recorded certificate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// `ward cert create`: signed offline from the CA directory.
+    Offline,
+    /// Issued online in exchange for a bootstrap token.
+    Token,
+    /// Issued online to a holder of a still-valid certificate (`/v1/renew`).
+    Renewal,
+    /// The admin identity (`ward ca init`).
+    Admin,
+    /// The CA's own TLS server certificate.
+    CaServer,
+    /// A delegated OCSP responder certificate.
+    OcspResponder,
+    /// Issued through the ACME server.
+    Acme,
+}
+
+impl Origin {
+    /// Every origin, in a stable order.
+    pub const ALL: [Origin; 7] = [
+        Origin::Offline,
+        Origin::Token,
+        Origin::Renewal,
+        Origin::Admin,
+        Origin::CaServer,
+        Origin::OcspResponder,
+        Origin::Acme,
+    ];
+
+    /// The stored and displayed name (`offline`, `token`, `ca-server`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Offline => "offline",
+            Origin::Token => "token",
+            Origin::Renewal => "renewal",
+            Origin::Admin => "admin",
+            Origin::CaServer => "ca-server",
+            Origin::OcspResponder => "ocsp-responder",
+            Origin::Acme => "acme",
+        }
+    }
+
+    /// Parses a stored name; `None` for anything else.
+    pub fn parse(name: &str) -> Option<Origin> {
+        Origin::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Decodes a stored origin column.
+pub(crate) fn decode_origin(name: &str) -> Result<Origin, StoreError> {
+    Origin::parse(name).ok_or_else(|| {
+        StoreError::other(
+            "decoding certificates.origin",
+            format!("unknown origin {name:?}"),
+        )
+    })
+}
+
 /// A bootstrap token as stored: the secret itself is never stored, only its hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Token {
@@ -42,6 +108,8 @@ pub struct Token {
     pub revoked_at: Option<OffsetDateTime>,
     /// Whether a revocation also revoked the certificates issued from the token.
     pub revoked_with_certs: bool,
+    /// Subject common name its certificates may carry, if one is bound.
+    pub common_name: Option<String>,
 }
 
 impl Token {
@@ -76,6 +144,8 @@ pub struct NewToken {
     pub allowed_cidrs: Vec<String>,
     /// Creation time.
     pub created_at: OffsetDateTime,
+    /// Subject common name to bind, if any.
+    pub common_name: Option<String>,
 }
 
 /// An issued certificate as recorded.
@@ -83,7 +153,8 @@ pub struct NewToken {
 pub struct Certificate {
     /// Serial number, lowercase hex; the primary key.
     pub serial: String,
-    /// The SPIFFE ID in the certificate.
+    /// The SPIFFE ID in the certificate; empty when it carries none (offline
+    /// server certificates, OCSP responders).
     pub spiffe_id: String,
     /// The token it was issued from, if any (renewals keep the original token).
     pub token_id: Option<String>,
@@ -103,6 +174,8 @@ pub struct Certificate {
     pub revoked_at: Option<OffsetDateTime>,
     /// RFC 5280 CRLReason code given at revocation; `None` means unspecified.
     pub revocation_reason: Option<i16>,
+    /// Where it came from.
+    pub origin: Origin,
 }
 
 /// What the CA supplies to record a certificate (revocation starts empty).
@@ -110,7 +183,7 @@ pub struct Certificate {
 pub struct NewCertificate {
     /// Serial number, hex (stored lowercase); must be new.
     pub serial: String,
-    /// The SPIFFE ID in the certificate.
+    /// The SPIFFE ID in the certificate; empty when it carries none.
     pub spiffe_id: String,
     /// The token it was issued from, if any.
     pub token_id: Option<String>,
@@ -126,6 +199,8 @@ pub struct NewCertificate {
     pub issued_at: OffsetDateTime,
     /// Serial of the certificate this one renews, if any.
     pub renewed_from: Option<String>,
+    /// Where it comes from.
+    pub origin: Origin,
 }
 
 /// One entry of a CRL: an unexpired, revoked certificate.
@@ -192,6 +267,9 @@ pub(crate) fn validate_token(t: &NewToken) -> Result<(), StoreError> {
         return Err(StoreError::Invalid(
             "cert_ttl_secs must be > 0 and max_uses >= 0",
         ));
+    }
+    if t.common_name.as_deref().is_some_and(str::is_empty) {
+        return Err(StoreError::Invalid("common_name must not be empty"));
     }
     Ok(())
 }
@@ -289,6 +367,7 @@ mod tests {
             created_at: datetime!(2020-01-01 0:00 UTC),
             revoked_at: None,
             revoked_with_certs: false,
+            common_name: None,
         }
     }
 
@@ -342,6 +421,16 @@ mod tests {
         assert!(validate_reason(Some(7)).is_err());
         assert!(validate_reason(Some(11)).is_err());
         assert!(validate_reason(Some(-1)).is_err());
+    }
+
+    #[test]
+    fn origins_round_trip_by_name() {
+        for o in Origin::ALL {
+            assert_eq!(Origin::parse(o.as_str()), Some(o));
+            assert_eq!(decode_origin(&o.to_string()).unwrap(), o);
+        }
+        assert_eq!(Origin::parse("Offline"), None);
+        assert!(decode_origin("").is_err());
     }
 
     #[test]

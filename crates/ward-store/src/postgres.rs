@@ -30,7 +30,8 @@ use time::OffsetDateTime;
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::error::{Violation, violation};
 use crate::model::{
-    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, encode_list, normalize_certificate,
+    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list,
+    normalize_certificate,
     normalize_serial, truncate_to_storage_precision as micros, validate_reason, validate_token,
 };
 use crate::{
@@ -84,6 +85,22 @@ impl PgStore {
                     source: Box::new(e),
                 }
             })?;
+        if !options.create {
+            let present: bool = sqlx::query_scalar(
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL \
+                 AND to_regclass('crl_counter') IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| StoreError::db(format!("inspecting PostgreSQL database {shown}"), e))?;
+            if !present {
+                pool.close().await;
+                return Err(StoreError::Missing(format!(
+                    "the PostgreSQL database {shown} holds no Ward CA store; create one \
+                     explicitly (`ward ca init --database URL` or `ward ca serve --init-storage`)"
+                )));
+            }
+        }
         MIGRATOR
             .run(&pool)
             .await
@@ -142,6 +159,7 @@ impl BatchWriter for PgBatch {
                 .bind(columns.issued_at)
                 .bind(columns.renewed_from)
                 .bind(columns.consumes)
+                .bind(columns.origin)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| StoreError::db(ctx, e))?;
@@ -189,7 +207,8 @@ fn encoded_len(c: &NewCertificate) -> usize {
         + c.token_id.as_ref().map_or(0, String::len)
         + c.fingerprint.len()
         + c.renewed_from.as_ref().map_or(0, String::len)
-        + 10 * 4
+        + c.origin.as_str().len()
+        + 11 * 4
         + 3 * 8
         + 1
 }
@@ -232,6 +251,7 @@ struct Columns {
     issued_at: Vec<OffsetDateTime>,
     renewed_from: Vec<Option<String>>,
     consumes: Vec<bool>,
+    origin: Vec<&'static str>,
 }
 
 impl Columns {
@@ -248,6 +268,7 @@ impl Columns {
         self.issued_at.push(micros(c.issued_at));
         self.renewed_from.push(c.renewed_from.clone());
         self.consumes.push(consumes);
+        self.origin.push(c.origin.as_str());
     }
 }
 
@@ -268,6 +289,7 @@ fn token_from_row(row: &PgRow) -> Result<Token, StoreError> {
         created_at: row.try_get(10).map_err(d)?,
         revoked_at: row.try_get(11).map_err(d)?,
         revoked_with_certs: row.try_get(12).map_err(d)?,
+        common_name: row.try_get(13).map_err(d)?,
     })
 }
 
@@ -286,6 +308,7 @@ fn certificate_from_row(row: &PgRow) -> Result<Certificate, StoreError> {
         renewed_from: row.try_get(8).map_err(d)?,
         revoked_at: row.try_get(9).map_err(d)?,
         revocation_reason: row.try_get(10).map_err(d)?,
+        origin: decode_origin(row.try_get(11).map_err(d)?)?,
     })
 }
 
@@ -304,6 +327,7 @@ impl Store for PgStore {
             .bind(t.max_uses)
             .bind(encode_list(&t.allowed_cidrs))
             .bind(micros(t.created_at))
+            .bind(&t.common_name)
             .execute(&self.pool)
             .await
             .map(drop)
@@ -491,6 +515,7 @@ impl Store for PgStore {
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
         let ctx = "taking a CRL number";
         let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
+            .bind(crate::model::to_micros(OffsetDateTime::now_utc()))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
@@ -533,6 +558,7 @@ mod tests {
             fingerprint: "00".repeat(32),
             issued_at: now,
             renewed_from: None,
+            origin: crate::Origin::Token,
         }
     }
 

@@ -11,7 +11,7 @@
 macro_rules! token_columns {
     () => {
         "id, hash, spiffe_id, dns_names, profile, cert_ttl_secs, expires_at, max_uses, uses, \
-         allowed_cidrs, created_at, revoked_at, revoked_with_certs"
+         allowed_cidrs, created_at, revoked_at, revoked_with_certs, common_name"
     };
 }
 
@@ -19,14 +19,15 @@ macro_rules! token_columns {
 macro_rules! certificate_columns {
     () => {
         "serial, spiffe_id, token_id, not_before, not_after, der, fingerprint, issued_at, \
-         renewed_from, revoked_at, revocation_reason"
+         renewed_from, revoked_at, revocation_reason, origin"
     };
 }
 
 /// Inserts a token with zero uses and no revocation.
 pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, spiffe_id, dns_names, \
      profile, cert_ttl_secs, expires_at, max_uses, uses, allowed_cidrs, created_at, revoked_at, \
-     revoked_with_certs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, NULL, FALSE)";
+     revoked_with_certs, common_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, NULL, \
+     FALSE, $11)";
 
 /// One token by id.
 pub(crate) const TOKEN_BY_ID: &str =
@@ -68,7 +69,7 @@ pub(crate) fn insert_chunk_len(remaining: usize) -> usize {
     }
 }
 
-/// SQLite: inserts `rows` certificates (9 parameters each, in the column
+/// SQLite: inserts `rows` certificates (10 parameters each, in the column
 /// order below) unless their serial exists, and returns the serials actually
 /// inserted (group commit: a duplicate must not abort the batch's
 /// transaction). `rows` must be a power of two up to [`MAX_INSERT_ROWS`].
@@ -76,12 +77,12 @@ pub(crate) fn insert_rows_sql(rows: usize) -> &'static str {
     static TEXTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
         (0..=MAX_INSERT_ROWS.ilog2())
             .map(|k| {
-                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)";
+                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)";
                 let values = vec![row; 1 << k].join(", ");
                 format!(
                     "INSERT INTO certificates (serial, spiffe_id, token_id, not_before, \
                      not_after, der, fingerprint, issued_at, renewed_from, revoked_at, \
-                     revocation_reason) VALUES {values} ON CONFLICT (serial) DO NOTHING \
+                     revocation_reason, origin) VALUES {values} ON CONFLICT (serial) DO NOTHING \
                      RETURNING serial"
                 )
             })
@@ -90,6 +91,10 @@ pub(crate) fn insert_rows_sql(rows: usize) -> &'static str {
     let k = rows.clamp(1, MAX_INSERT_ROWS).ilog2() as usize;
     TEXTS[k].as_str()
 }
+
+/// Parameters per row of [`insert_rows_sql`].
+#[cfg(test)]
+pub(crate) const INSERT_PARAMS: usize = 10;
 
 /// Adds the uses a committed batch took from one token. The batch decided
 /// them from the token row it holds locked; the condition is a second check
@@ -113,11 +118,11 @@ pub(crate) const PG_LOCK_TOKENS: &str = concat!(
 /// many were updated (equal unless a limit would be overspent).
 pub(crate) const PG_INSERT_CERTIFICATES: &str = "WITH v AS (SELECT * FROM UNNEST($1::text[], \
      $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bytea[], $7::text[], \
-     $8::timestamptz[], $9::text[], $10::bool[]) AS v(serial, spiffe_id, token_id, not_before, \
-     not_after, der, fingerprint, issued_at, renewed_from, consumes)), \
+     $8::timestamptz[], $9::text[], $10::bool[], $11::text[]) AS v(serial, spiffe_id, token_id, \
+     not_before, not_after, der, fingerprint, issued_at, renewed_from, consumes, origin)), \
      ins AS (INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, \
-     fingerprint, issued_at, renewed_from) SELECT serial, spiffe_id, token_id, not_before, \
-     not_after, der, fingerprint, issued_at, renewed_from FROM v \
+     fingerprint, issued_at, renewed_from, origin) SELECT serial, spiffe_id, token_id, not_before, \
+     not_after, der, fingerprint, issued_at, renewed_from, origin FROM v \
      ON CONFLICT (serial) DO NOTHING RETURNING serial), \
      n AS (SELECT v.token_id AS id, COUNT(*) AS n FROM v JOIN ins ON ins.serial = v.serial \
      WHERE v.consumes GROUP BY v.token_id), \
@@ -154,9 +159,14 @@ pub(crate) const REVOKED_CERTIFICATES: &str = "SELECT serial, revoked_at, revoca
      FROM certificates WHERE revoked_at IS NOT NULL AND not_after > $1 \
      ORDER BY revoked_at, serial";
 
-/// Atomically takes the next CRL number (the row lock serialises replicas).
-pub(crate) const NEXT_CRL_NUMBER: &str =
-    "UPDATE crl_counter SET value = value + 1 WHERE id = 1 RETURNING value";
+/// Atomically takes the next CRL number (the row lock serialises replicas):
+/// one more than the last, and never less than `$1`, the current time in
+/// microseconds since the epoch. The time floor keeps numbers increasing
+/// even across a store restored from an old backup or created anew for a
+/// CA that had published CRLs before (gates take a lower number as a
+/// rollback); the `+ 1` keeps them increasing when the clock steps back.
+pub(crate) const NEXT_CRL_NUMBER: &str = "UPDATE crl_counter SET value = CASE \
+     WHEN value + 1 > $1 THEN value + 1 ELSE $1 END WHERE id = 1 RETURNING value";
 
 /// Readiness probe.
 pub(crate) const PING: &str = "SELECT 1";
@@ -184,10 +194,10 @@ mod tests {
     }
 
     #[test]
-    fn multi_row_inserts_have_nine_parameters_per_row() {
+    fn multi_row_inserts_have_their_parameters_per_row() {
         for rows in [1, 2, 4, 8, 16, 32, 64] {
             let sql = insert_rows_sql(rows);
-            assert_eq!(sql.matches('?').count(), 9 * rows, "{rows} rows");
+            assert_eq!(sql.matches('?').count(), INSERT_PARAMS * rows, "{rows} rows");
             assert!(sql.ends_with("ON CONFLICT (serial) DO NOTHING RETURNING serial"));
         }
     }

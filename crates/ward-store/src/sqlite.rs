@@ -35,7 +35,7 @@ use tokio::sync::Mutex;
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::error::{Violation, violation};
 use crate::model::{
-    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, encode_list, from_micros,
+    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list, from_micros,
     normalize_certificate, normalize_serial, to_micros, validate_reason, validate_token,
 };
 use crate::{
@@ -78,15 +78,19 @@ impl SqliteStore {
     /// Opens (creating it with mode 0600 if missing) and migrates a database file.
     pub(crate) async fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let shown = path.display();
-        create_private_file(path)
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                context: format!("creating SQLite file {shown}"),
-                source: Box::new(e),
-            })?;
+        if options.create {
+            create_private_file(path)
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    context: format!("creating SQLite file {shown}"),
+                    source: Box::new(e),
+                })?;
+        } else {
+            check_present(path).await?;
+        }
         let connect = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(options.create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
@@ -97,11 +101,17 @@ impl SqliteStore {
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
             .connect()
             .await
-            .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
+            .map_err(|e| open_error(path, e))?;
+        if !options.create {
+            check_store(path, &mut writer).await?;
+        }
         MIGRATOR
             .run_direct(None, &mut writer, false)
             .await
-            .map_err(|e| migrate_error(format!("migrating SQLite database {shown}"), e))?;
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => open_error(path, e),
+                e => migrate_error(format!("migrating SQLite database {shown}"), e),
+            })?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .test_before_acquire(false)
@@ -174,7 +184,8 @@ impl BatchWriter for SqliteBatch {
                     .bind(&c.der)
                     .bind(&c.fingerprint)
                     .bind(to_micros(c.issued_at))
-                    .bind(&c.renewed_from);
+                    .bind(&c.renewed_from)
+                    .bind(c.origin.as_str());
             }
             let written = insert
                 .fetch_all(&mut *tx)
@@ -207,6 +218,82 @@ impl BatchWriter for SqliteBatch {
     }
 }
 
+/// Refuses a database file that is missing or empty (0 bytes: what a
+/// truncated or freshly touched file looks like), naming it.
+async fn check_present(path: &Path) -> Result<(), StoreError> {
+    match tokio::fs::metadata(path).await {
+        Ok(m) if m.len() == 0 => Err(StoreError::Missing(format!(
+            "the CA database {} is empty (0 bytes): it holds no CA store; restore it from a \
+             backup (a new store would forget every token and certificate)",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing(format!(
+            "the CA database {} does not exist; restore it from a backup, or create a new \
+             store explicitly (`ward ca serve --init-storage`)",
+            path.display()
+        ))),
+        Err(e) => Err(StoreError::Unavailable {
+            context: format!("reading SQLite file {}", path.display()),
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// Whether a driver error says the file is not a (sound) SQLite database:
+/// SQLITE_CORRUPT (11) or SQLITE_NOTADB (26), with extended codes.
+fn is_damage(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 11 | 26))
+}
+
+/// Maps an error met while opening: damage names the file.
+fn open_error(path: &Path, err: sqlx::Error) -> StoreError {
+    if is_damage(&err) {
+        damaged(path, &err.to_string())
+    } else {
+        StoreError::db(format!("opening SQLite database {}", path.display()), err)
+    }
+}
+
+fn damaged(path: &Path, detail: &str) -> StoreError {
+    StoreError::Damaged(format!(
+        "the CA database {} is damaged ({detail}); restore it from a backup",
+        path.display()
+    ))
+}
+
+/// Checks that an existing file is a sound database holding Ward's tables:
+/// `PRAGMA quick_check` (reads every page once) and the migration table.
+async fn check_store(path: &Path, conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let problems: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| open_error(path, e))?;
+    if problems.first().map(String::as_str) != Some("ok") {
+        return Err(damaged(path, &problems.join("; ")));
+    }
+    let ward: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN \
+         ('_sqlx_migrations', 'certificates', 'crl_counter')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| open_error(path, e))?;
+    match ward {
+        3 => Ok(()),
+        0 => Err(StoreError::Missing(format!(
+            "the CA database {} holds no CA store (no Ward tables); restore it from a backup",
+            path.display()
+        ))),
+        _ => Err(damaged(path, "some of Ward's tables are missing")),
+    }
+}
+
 /// Creates the database file readable by its owner only, if it is missing.
 async fn create_private_file(path: &Path) -> std::io::Result<()> {
     let mut open = tokio::fs::OpenOptions::new();
@@ -234,6 +321,7 @@ fn token_from_row(row: &SqliteRow) -> Result<Token, StoreError> {
         created_at: from_micros(row.try_get(10).map_err(d)?)?,
         revoked_at: revoked_at.map(from_micros).transpose()?,
         revoked_with_certs: row.try_get(12).map_err(d)?,
+        common_name: row.try_get(13).map_err(d)?,
     })
 }
 
@@ -253,6 +341,7 @@ fn certificate_from_row(row: &SqliteRow) -> Result<Certificate, StoreError> {
         renewed_from: row.try_get(8).map_err(d)?,
         revoked_at: revoked_at.map(from_micros).transpose()?,
         revocation_reason: row.try_get(10).map_err(d)?,
+        origin: decode_origin(row.try_get(11).map_err(d)?)?,
     })
 }
 
@@ -272,6 +361,7 @@ impl Store for SqliteStore {
             .bind(t.max_uses)
             .bind(encode_list(&t.allowed_cidrs))
             .bind(to_micros(t.created_at))
+            .bind(&t.common_name)
             .execute(&mut *conn)
             .await
             .map(drop)
@@ -457,6 +547,7 @@ impl Store for SqliteStore {
         let mut conn = self.writer.lock().await;
         let mut tx = begin_write(&mut conn).await?;
         let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
+            .bind(to_micros(OffsetDateTime::now_utc()))
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
@@ -479,6 +570,13 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.committer.flush().await;
         self.pool.close().await;
+        // Fold the WAL into the database file, so that the file alone holds
+        // everything (copies, backups) even while this handle lives on.
+        // Best effort: a failure leaves the WAL for the next open to fold in.
+        let mut writer = self.writer.lock().await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *writer)
+            .await;
     }
 }
 

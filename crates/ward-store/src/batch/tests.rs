@@ -25,6 +25,7 @@ fn token(id: &str, max_uses: i64, uses: i64) -> Token {
         created_at: datetime!(2020-01-01 0:00 UTC),
         revoked_at: None,
         revoked_with_certs: false,
+        common_name: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn cert(serial: &str, token_id: Option<&str>) -> NewCertificate {
         fingerprint: "00".repeat(32),
         issued_at: NOW,
         renewed_from: None,
+        origin: crate::Origin::Token,
     }
 }
 

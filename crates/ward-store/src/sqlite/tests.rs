@@ -46,6 +46,7 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         max_uses: 0,
         allowed_cidrs: vec![],
         created_at: OffsetDateTime::now_utc(),
+        common_name: None,
     };
     store.create_token(&t).await.unwrap();
     // The same file through a writer that gives up on a busy lock at once.
@@ -71,6 +72,7 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         fingerprint: "00".repeat(32),
         issued_at: t.created_at,
         renewed_from: None,
+        origin: crate::Origin::Token,
     };
     let item = |serial: &str| Item::with_token(&t.id, OffsetDateTime::now_utc(), cert(serial));
 

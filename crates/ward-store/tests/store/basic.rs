@@ -402,8 +402,10 @@ pub(crate) async fn reopening_keeps_data_and_reruns_migrations(ctx: Ctx) {
     );
 }
 
-/// Readiness works, the backend is reported, CRL numbers start at 1 and increase.
-pub(crate) async fn ping_and_crl_numbers_start_at_one(ctx: Ctx) {
+/// Readiness works, the backend is reported, CRL numbers increase strictly,
+/// never fall below the clock (in µs since the epoch) and go on increasing
+/// after a reopen.
+pub(crate) async fn ping_and_crl_numbers_follow_the_clock(ctx: Ctx) {
     let store = ctx.store().await;
     store.ping().await.unwrap();
     let expected = match ctx.kind {
@@ -411,10 +413,78 @@ pub(crate) async fn ping_and_crl_numbers_start_at_one(ctx: Ctx) {
         crate::harness::Kind::Postgres => ward_store::Backend::Postgres,
     };
     assert_eq!(store.backend(), expected);
+    let floor = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000)
+        .unwrap();
     let numbers = [
         store.next_crl_number().await.unwrap(),
         store.next_crl_number().await.unwrap(),
         store.next_crl_number().await.unwrap(),
     ];
-    assert_eq!(numbers, [1, 2, 3]);
+    assert!(numbers[0] >= floor, "{numbers:?} < {floor}");
+    assert!(numbers[0] < numbers[1] && numbers[1] < numbers[2], "{numbers:?}");
+    store.close().await;
+    drop(store);
+    let reopened = ctx.store().await;
+    assert!(reopened.next_crl_number().await.unwrap() > numbers[2]);
+}
+
+/// Every origin and an empty SPIFFE ID round-trip; a token's bound common
+/// name round-trips, and an empty one is refused.
+pub(crate) async fn origins_and_common_names_round_trip(ctx: Ctx) {
+    let store = ctx.store().await;
+    let mut t = token("tok_00000000000000c1", 0);
+    t.common_name = Some("app_user".into());
+    store.create_token(&t).await.unwrap();
+    assert_eq!(
+        store.token(&t.id).await.unwrap().unwrap().common_name.as_deref(),
+        Some("app_user")
+    );
+    let mut empty = token("tok_00000000000000c2", 0);
+    empty.common_name = Some(String::new());
+    assert!(matches!(
+        store.create_token(&empty).await,
+        Err(StoreError::Invalid(_))
+    ));
+    for (i, origin) in ward_store::Origin::ALL.into_iter().enumerate() {
+        let mut c = cert(&format!("c{i}"));
+        c.origin = origin;
+        if origin == ward_store::Origin::OcspResponder {
+            c.spiffe_id = String::new();
+        }
+        if origin == ward_store::Origin::Token {
+            store.issue_with_token(&t.id, now(), &c).await.unwrap();
+        } else {
+            store.record_certificate(&c).await.unwrap();
+        }
+        let got = store.certificate(&c.serial).await.unwrap().unwrap();
+        assert_eq!(got.origin, origin);
+        assert_eq!(got.spiffe_id, c.spiffe_id);
+    }
+    let listed = store.list_certificates(100, 0).await.unwrap();
+    assert_eq!(listed.len(), ward_store::Origin::ALL.len());
+}
+
+/// Opening without `create` refuses a database with no Ward store, and
+/// creates nothing; once created, it opens.
+pub(crate) async fn open_existing_refuses_a_missing_store(ctx: Ctx) {
+    let err = match ward_store::open_existing(&ctx.url).await {
+        Err(e) => e,
+        Ok(_) => panic!("opened a store that does not exist"),
+    };
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert!(err.to_string().contains("store"), "{err}");
+    // Still nothing there: a second attempt fails the same way.
+    assert!(matches!(
+        ward_store::open_existing(&ctx.url).await,
+        Err(StoreError::Missing(_))
+    ));
+    let created = ctx.store().await;
+    created
+        .create_token(&token("tok_00000000000000d1", 1))
+        .await
+        .unwrap();
+    created.close().await;
+    drop(created);
+    let opened = ward_store::open_existing(&ctx.url).await.unwrap();
+    assert!(opened.token("tok_00000000000000d1").await.unwrap().is_some());
 }

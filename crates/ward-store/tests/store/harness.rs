@@ -112,6 +112,7 @@ pub(crate) fn token(id: &str, max_uses: i64) -> NewToken {
         max_uses,
         allowed_cidrs: vec!["10.0.0.0/8".into()],
         created_at: now,
+        common_name: None,
     }
 }
 
@@ -128,5 +129,6 @@ pub(crate) fn cert(serial: &str) -> NewCertificate {
         fingerprint: "ab".repeat(32),
         issued_at: now,
         renewed_from: None,
+        origin: ward_store::Origin::Token,
     }
 }
