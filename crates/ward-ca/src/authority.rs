@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use ward_pki::issue::{Issuer, LeafRequest, MIN_TTL, Profile, check_dns_name, humanize};
 use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, SpiffeId, TrustDomain, pem};
-use ward_store::{NewCertificate, NewToken, RevokeTokenOutcome, Store, StoreError, Token};
+use ward_store::{NewCertificate, NewToken, Origin, RevokeTokenOutcome, Store, StoreError, Token};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cidr::Cidr;
@@ -158,6 +158,58 @@ pub struct TokenSpec {
     pub max_uses: u32,
     /// Source networks it may be used from; empty means any.
     pub allowed_cidrs: Vec<Cidr>,
+    /// Subject common name its certificates may carry (copied from a CSR
+    /// that asks for it, and put into `/v1/issue` certificates).
+    pub common_name: Option<String>,
+    /// Allow a reserved SPIFFE ID (`spiffe://TD/ward/...`, the CA's own
+    /// identities); refused without it.
+    pub allow_reserved: bool,
+}
+
+/// The path prefix of the SPIFFE IDs Ward keeps for itself
+/// (`spiffe://TD/ward/admin`, `spiffe://TD/ward/ca`, …).
+pub const RESERVED_PATH: &str = "/ward";
+
+/// Whether `id` is one of Ward's reserved identities: `spiffe://TD/ward` or
+/// anything under `spiffe://TD/ward/`.
+pub fn is_reserved(id: &SpiffeId) -> bool {
+    let path = id.path();
+    path == RESERVED_PATH
+        || path
+            .strip_prefix(RESERVED_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Refuses a reserved SPIFFE ID unless `allow` says otherwise.
+pub fn check_reserved(id: &SpiffeId, allow: bool) -> Result<(), String> {
+    if is_reserved(id) && !allow {
+        return Err(format!(
+            "{id} is reserved for Ward's own identities (spiffe://<trust domain>{RESERVED_PATH}/...); \
+             the admin identity is made only by `ward ca init`. Pass --allow-reserved \
+             (\"allow_reserved\": true) if you really mean it"
+        ));
+    }
+    Ok(())
+}
+
+/// Longest subject common name (X.520 ub-common-name).
+pub const MAX_COMMON_NAME: usize = 64;
+
+/// Checks a common name to bind or write: 1 to 64 characters, no control
+/// characters, no surrounding spaces.
+pub fn check_common_name(cn: &str) -> Result<(), String> {
+    if cn.is_empty() || cn.chars().count() > MAX_COMMON_NAME {
+        return Err(format!(
+            "common name must be 1 to {MAX_COMMON_NAME} characters"
+        ));
+    }
+    if cn.chars().any(char::is_control) {
+        return Err("common name must not contain control characters".into());
+    }
+    if cn.trim() != cn {
+        return Err("common name must not start or end with spaces".into());
+    }
+    Ok(())
 }
 
 /// A token just created: the secret is shown once, then only its hash remains.
@@ -251,6 +303,18 @@ impl Authority {
         self
     }
 
+    /// Sets the CRL Distribution Point and OCSP responder URLs written into
+    /// certificates, without publishing a CRL (command-line issuance).
+    pub fn with_certificate_urls(
+        mut self,
+        crl_url: Option<String>,
+        ocsp_url: Option<String>,
+    ) -> Self {
+        self.crl_url = crl_url;
+        self.ocsp_url = ocsp_url;
+        self
+    }
+
     /// Sets the OCSP responder URL written (as Authority Information Access)
     /// into certificates issued from now on.
     pub fn with_ocsp_url(mut self, ocsp_url: Option<String>) -> Self {
@@ -295,6 +359,10 @@ impl Authority {
                 spec.spiffe_id, self.policy.trust_domain
             )));
         }
+        check_reserved(&spec.spiffe_id, spec.allow_reserved).map_err(AuthorityError::Forbidden)?;
+        if let Some(cn) = &spec.common_name {
+            check_common_name(cn).map_err(AuthorityError::BadRequest)?;
+        }
         let cert_ttl = spec.cert_ttl.unwrap_or(self.policy.default_ttl);
         if cert_ttl < MIN_TTL || cert_ttl > self.policy.max_ttl {
             return Err(AuthorityError::BadRequest(format!(
@@ -331,6 +399,7 @@ impl Authority {
             max_uses: i64::from(spec.max_uses),
             allowed_cidrs: spec.allowed_cidrs.iter().map(ToString::to_string).collect(),
             created_at: now,
+            common_name: spec.common_name.clone(),
         };
         self.store.create_token(&new).await.map_err(store_err)?;
         let token = self
@@ -443,8 +512,10 @@ impl Authority {
         csr: &CheckedCsr,
         now: OffsetDateTime,
     ) -> Result<Issuance, AuthorityError> {
-        let binding = Binding::of_token(token)?;
+        let mut binding = Binding::of_token(token)?;
         binding.check_request(csr)?;
+        // The CN goes in only when the CSR asks for it (and is allowed to).
+        binding.common_name = csr.requested.common_names.first().cloned();
         self.issue_for_token(token, &binding, &csr.spki_der, now)
             .await
     }
@@ -457,7 +528,8 @@ impl Authority {
         key_type: KeyType,
         now: OffsetDateTime,
     ) -> Result<(Issuance, PrivateKey), AuthorityError> {
-        let binding = Binding::of_token(token)?;
+        let mut binding = Binding::of_token(token)?;
+        binding.common_name = binding.bound_common_name.clone();
         let key = key_type
             .generate()
             .map_err(|e| AuthorityError::Internal(e.to_string()))?;
@@ -476,8 +548,15 @@ impl Authority {
     ) -> Result<Issuance, AuthorityError> {
         let ttl =
             Duration::from_secs(token.cert_ttl_secs.max(0).unsigned_abs()).min(self.policy.max_ttl);
-        let (issuance, record) =
-            self.sign(binding, spki_der, ttl, Some(token.id.clone()), None, now)?;
+        let (issuance, record) = self.sign(
+            binding,
+            spki_der,
+            ttl,
+            Some(token.id.clone()),
+            None,
+            Origin::Token,
+            now,
+        )?;
         self.store
             .issue_with_token(&token.id, now, &record)
             .await
@@ -566,7 +645,7 @@ impl Authority {
                 .and_then(|t| u64::try_from(t.cert_ttl_secs).ok())
                 .map(Duration::from_secs);
         }
-        let binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
+        let mut binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
         let spki = match csr {
             Some(csr) => {
                 binding.check_request(csr)?;
@@ -574,6 +653,11 @@ impl Authority {
             }
             None => cert.public_key().raw.to_vec(),
         };
+        // A renewal keeps the identity as it is, CN included; a CSR may ask
+        // for a CN it is allowed (checked above).
+        binding.common_name = csr
+            .and_then(|c| c.requested.common_names.first().cloned())
+            .or_else(|| binding.bound_common_name.clone());
         let lifetime = (record.not_after - record.not_before)
             .whole_seconds()
             .max(0)
@@ -590,6 +674,7 @@ impl Authority {
             ttl,
             record.token_id.clone(),
             Some(serial.to_string()),
+            Origin::Renewal,
             now,
         )?;
         self.store
@@ -616,12 +701,21 @@ impl Authority {
             dns_names: dns_names.to_vec(),
             ip_addresses: ips.to_vec(),
             profile: Profile::Server,
+            bound_common_name: None,
+            common_name: None,
         };
         let key = KeyType::EcdsaP256
             .generate()
             .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-        let (issuance, record) =
-            self.sign(&binding, &key.public_key_der(), ttl, None, None, now)?;
+        let (issuance, record) = self.sign(
+            &binding,
+            &key.public_key_der(),
+            ttl,
+            None,
+            None,
+            Origin::CaServer,
+            now,
+        )?;
         self.store
             .record_certificate(&record)
             .await
@@ -629,6 +723,50 @@ impl Authority {
         Ok((issuance, key))
     }
 
+    /// Records a certificate a key of the CA directory signed outside this
+    /// authority (the admin identity, an OCSP responder), linted by its
+    /// maker. Recording the same certificate again is a no-op; another
+    /// certificate under its serial is an error.
+    pub async fn record_signed(
+        &self,
+        der: &[u8],
+        origin: Origin,
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        record_signed(self.store.as_ref(), der, origin, now).await
+    }
+
+    /// Issues a certificate offline (`ward cert create`): built from
+    /// `request` with this CA's CRL and OCSP URLs, linted with `lint`
+    /// (offline certificates may be long-lived), and recorded with origin
+    /// `offline` before it is returned.
+    pub async fn issue_offline(
+        &self,
+        spki_der: &[u8],
+        mut request: LeafRequest,
+        lint: &ward_pki::lint::LintPolicy,
+        now: OffsetDateTime,
+    ) -> Result<ward_pki::issue::Issued, AuthorityError> {
+        request.crl_url = self.crl_url.clone();
+        request.ocsp_url = self.ocsp_url.clone();
+        let issued = self
+            .issuer
+            .sign_leaf(spki_der, &request, now)
+            .map_err(pki_err("signing"))?;
+        match &self.pre_issuance {
+            Some(bound) => bound.check(&issued.der, lint, now),
+            None => ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), lint, now),
+        }
+        .map_err(AuthorityError::Forbidden)?;
+        let record = record_of(&issued.der, Origin::Offline, now)?;
+        self.store
+            .record_certificate(&record)
+            .await
+            .map_err(store_err)?;
+        Ok(issued)
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site per origin; a struct would only rename them
     fn sign(
         &self,
         binding: &Binding,
@@ -636,6 +774,7 @@ impl Authority {
         ttl: Duration,
         token_id: Option<String>,
         renewed_from: Option<String>,
+        origin: Origin,
         now: OffsetDateTime,
     ) -> Result<(Issuance, NewCertificate), AuthorityError> {
         let serial = Serial::random().map_err(|e| AuthorityError::Internal(e.to_string()))?;
@@ -644,7 +783,7 @@ impl Authority {
             spiffe_id: Some(binding.spiffe_id.clone()),
             dns_names: binding.dns_names.clone(),
             ip_addresses: binding.ip_addresses.clone(),
-            common_name: None,
+            common_name: binding.common_name.clone(),
             ttl,
             clamp_to_issuer: true,
             serial: serial.clone(),
@@ -678,6 +817,7 @@ impl Authority {
             fingerprint: Fingerprint::of_der(&issued.der).to_string(),
             issued_at: now,
             renewed_from,
+            origin,
         };
         let issuance = Issuance {
             serial,
@@ -702,6 +842,11 @@ struct Binding {
     dns_names: Vec<String>,
     ip_addresses: Vec<IpAddr>,
     profile: Profile,
+    /// The common name a request may ask for; with none, a request may ask
+    /// for one of `dns_names` as its CN.
+    bound_common_name: Option<String>,
+    /// The common name written into the certificate being built.
+    common_name: Option<String>,
 }
 
 impl Binding {
@@ -717,6 +862,8 @@ impl Binding {
                 .profile
                 .parse()
                 .map_err(|e: ward_pki::Error| AuthorityError::Internal(e.to_string()))?,
+            bound_common_name: token.common_name.clone(),
+            common_name: None,
         })
     }
 
@@ -744,8 +891,16 @@ impl Binding {
             (true, false) => Profile::Server,
             _ => Profile::Client,
         };
+        let bound_common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
         Ok(Binding {
             spiffe_id,
+            bound_common_name,
+            common_name: None,
             dns_names: info.sans.dns,
             ip_addresses: info
                 .sans
@@ -780,15 +935,24 @@ impl Binding {
                 .map(ToString::to_string),
         );
         outside.extend(r.other.iter().cloned());
+        // A CN is allowed when it is the bound one or, with none bound,
+        // one of the bound DNS names; several CNs must all be that one.
+        let allowed_cn = |cn: &String| match &self.bound_common_name {
+            Some(bound) => cn == bound,
+            None => self.dns_names.contains(&cn.to_ascii_lowercase()),
+        };
         outside.extend(
             r.common_names
                 .iter()
-                .filter(|cn| {
-                    cn.as_str() != self.spiffe_id.as_str()
-                        && !self.dns_names.contains(&cn.to_ascii_lowercase())
-                })
+                .filter(|cn| !allowed_cn(cn))
                 .map(|cn| format!("CN={cn}")),
         );
+        if r.common_names
+            .iter()
+            .any(|cn| Some(cn) != r.common_names.first())
+        {
+            outside.push("more than one CN".to_owned());
+        }
         if outside.is_empty() {
             Ok(())
         } else {
@@ -798,6 +962,60 @@ impl Binding {
             )))
         }
     }
+}
+
+/// Records a certificate signed with a key of the CA directory outside an
+/// [`Authority`] (the admin identity, OCSP responders). Idempotent for the
+/// same certificate; another certificate under its serial is an error.
+pub async fn record_signed(
+    store: &dyn Store,
+    der: &[u8],
+    origin: Origin,
+    now: OffsetDateTime,
+) -> Result<(), AuthorityError> {
+    let record = record_of(der, origin, now)?;
+    match store.record_certificate(&record).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::DuplicateSerial) => {
+            let existing = store.certificate(&record.serial).await.map_err(store_err)?;
+            if existing.is_some_and(|c| c.der == record.der) {
+                Ok(())
+            } else {
+                Err(AuthorityError::Internal(format!(
+                    "another certificate is recorded under serial {}",
+                    record.serial
+                )))
+            }
+        }
+        Err(e) => Err(store_err(e)),
+    }
+}
+
+/// The record of a certificate signed outside [`Authority::sign`].
+fn record_of(
+    der: &[u8],
+    origin: Origin,
+    now: OffsetDateTime,
+) -> Result<NewCertificate, AuthorityError> {
+    let bad = |e: String| AuthorityError::Internal(format!("reading a certificate to record: {e}"));
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+    let serial = Serial::from_be_bytes(cert.raw_serial()).map_err(|e| bad(e.to_string()))?;
+    let spiffe_id = ward_pki::inspect::spiffe_id_of(der)
+        .map_err(|e| bad(e.to_string()))?
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    Ok(NewCertificate {
+        serial: serial.to_string(),
+        spiffe_id,
+        token_id: None,
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        der: der.to_vec(),
+        fingerprint: Fingerprint::of_der(der).to_string(),
+        issued_at: now,
+        renewed_from: None,
+        origin,
+    })
 }
 
 mod token_cache;

@@ -26,6 +26,18 @@ pub struct CaConfig {
     /// CRL publication and the URLs written into issued certificates.
     #[serde(default)]
     pub revocation: RevocationSection,
+    /// Where the CA's records live.
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: the database every command of this CA directory uses.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `postgres://…` or a SQLite file path; unset: `ward.db` in the CA
+    /// directory. `--database` / `WARD_DATABASE_URL` override it.
+    pub database: Option<String>,
 }
 
 /// `[revocation]`: how the CRL is published.
@@ -249,6 +261,15 @@ crl_refresh = {crlr}
 # Answers are signed on request from the current revocation state, but clients
 # such as nginx cache them until nextUpdate: keep this short. 10s to 7d.
 ocsp_validity = {ocspv}
+
+[storage]
+# The database holding tokens, every certificate signed with this
+# directory's keys, revocations and the CRL number: a SQLite file path or
+# postgres://user@host/db (several `ward ca serve` replicas may share one).
+# Unset: ward.db in this directory. `ward ca init` creates it; nothing else
+# creates a store silently (`ward ca serve --init-storage` does on request).
+# --database or WARD_DATABASE_URL override this setting.
+{database}
 "#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
@@ -272,6 +293,10 @@ ocsp_validity = {ocspv}
                 None => "# ocsp_url = \"http://ca.example.org/ocsp\"".to_owned(),
             },
             ocspv = q(&self.revocation.ocsp_validity),
+            database = match &self.storage.database {
+                Some(u) => format!("database = {}", q(u)),
+                None => "# database = \"postgres://ward@db.example.org/ward\"".to_owned(),
+            },
         )
     }
 }
@@ -291,6 +316,7 @@ mod tests {
             issuance: IssuanceSection::default(),
             limits: Default::default(),
             revocation: RevocationSection::default(),
+            storage: StorageSection::default(),
         }
     }
 

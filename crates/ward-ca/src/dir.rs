@@ -11,7 +11,14 @@
 //! DIR/root-ocsp.crt      root-issued delegated OCSP responder (id-kp-OCSPSigning,
 //!                        ocsp-nocheck) that signs answers about the intermediate
 //! DIR/root-ocsp.key      its key (0600)
+//! DIR/ward.db            the CA's store (SQLite), unless ca.toml names another
 //! ```
+//!
+//! `ward ca init` creates the store and records the admin certificate in it
+//! (origin `admin`); every other command opens the store as it is and
+//! refuses a missing, empty or damaged one (a new, empty store would forget
+//! every token, certificate and revocation). Only `ward ca init` and an
+//! explicit `--init-storage` create one.
 //!
 //! CA directories made before the OCSP responder existed lack the two
 //! `root-ocsp.*` files; `ward ca serve` then signs answers about the
@@ -24,6 +31,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -31,6 +39,7 @@ use time::OffsetDateTime;
 use ward_pki::issue::{CaSpec, Issuer, LeafRequest, Profile, new_root};
 use ward_pki::ocsp::Signer;
 use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, TrustDomain, pem};
+use ward_store::{Origin, Store};
 
 use crate::config::{CaSection, IssuanceSection};
 use crate::files::{self, PUBLIC_MODE, Replace, SECRET_MODE};
@@ -48,8 +57,11 @@ const ADMIN_CRT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
 const ROOT_OCSP_CRT: &str = "root-ocsp.crt";
 const ROOT_OCSP_KEY: &str = "root-ocsp.key";
+/// The default SQLite store.
+const DATABASE: &str = "ward.db";
 /// Files whose presence means "a CA lives here".
-const CA_FILES: [&str; 9] = [
+const CA_FILES: [&str; 10] = [
+    DATABASE,
     CONFIG,
     ROOT_CRT,
     ROOT_KEY,
@@ -89,6 +101,9 @@ pub struct InitOptions {
     pub offline_root: Option<PathBuf>,
     /// Optional DNS name constraints on the intermediate.
     pub permitted_dns: Vec<String>,
+    /// The store to create and write into ca.toml (`postgres://…` or a
+    /// SQLite path); `None`: `DIR/ward.db`.
+    pub database: Option<String>,
 }
 
 /// The outcome of a successful `init`.
@@ -100,6 +115,10 @@ pub struct InitReport {
     pub admin_spiffe_id: String,
     /// Every file written.
     pub files: Vec<PathBuf>,
+    /// The admin certificate (leaf), to record in the store.
+    pub admin_certificate: CertificateDer<'static>,
+    /// Whether `init` created the directory itself.
+    created_dir: bool,
 }
 
 /// A CA directory on disk.
@@ -234,6 +253,13 @@ impl CaDir {
                 now,
             )
             .map_err(Error::pki("signing the admin certificate"))?;
+        // The pre-issuance lint every certificate of this CA goes through.
+        let admin_lint = ward_pki::lint::LintPolicy {
+            max_workload_lifetime: opts.intermediate_validity,
+            ..Default::default()
+        };
+        ward_pki::lint::pre_issuance(&admin.der, &int.der, &admin_lint, now)
+            .map_err(|e| Error::Config(format!("the admin certificate: {e}")))?;
         let config = CaConfig {
             ca: CaSection {
                 trust_domain: opts.trust_domain.clone(),
@@ -244,6 +270,9 @@ impl CaDir {
             issuance: IssuanceSection::default(),
             limits: Default::default(),
             revocation: Default::default(),
+            storage: crate::config::StorageSection {
+                database: opts.database.clone(),
+            },
         };
 
         let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = vec![
@@ -322,7 +351,147 @@ impl CaDir {
             root_fingerprint: Fingerprint::of_der(&root.der),
             admin_spiffe_id: admin_id.to_string(),
             files: written,
+            admin_certificate: admin.der,
+            created_dir,
         })
+    }
+
+    /// `ward ca init`: [`CaDir::init`], then creates the store and records
+    /// the admin certificate in it. All or nothing: if the store cannot be
+    /// made, every file written is removed again.
+    pub async fn init_with_store(
+        &self,
+        opts: &InitOptions,
+        now: OffsetDateTime,
+    ) -> Result<InitReport, Error> {
+        let report = self.init(opts, now)?;
+        let url = self.database_url(&self.config()?, None);
+        let sqlite_file = (!is_postgres(&url)).then(|| PathBuf::from(sqlite_path(&url)));
+        if let Some(file) = &sqlite_file
+            && file.symlink_metadata().is_ok()
+        {
+            self.undo_init(&report, None);
+            return Err(Error::AlreadyExists(format!(
+                "{} already exists; refusing to reuse another CA's store",
+                file.display()
+            )));
+        }
+        let created = async {
+            let store = ward_store::connect(&url)
+                .await
+                .map_err(|e| Error::Storage(format!("creating the CA store: {e}")))?;
+            if store
+                .count_certificates()
+                .await
+                .map_err(|e| Error::Storage(format!("reading the new CA store: {e}")))?
+                > 0
+            {
+                store.close().await;
+                return Err(Error::AlreadyExists(
+                    "the database already holds another CA's certificates; give each CA its own"
+                        .into(),
+                ));
+            }
+            let recorded = record_dir_certificate(
+                store.as_ref(),
+                &report.admin_certificate,
+                Origin::Admin,
+                now,
+            )
+            .await;
+            store.close().await;
+            recorded
+        }
+        .await;
+        if let Err(e) = created {
+            self.undo_init(&report, sqlite_file.as_deref());
+            return Err(e);
+        }
+        Ok(report)
+    }
+
+    /// Removes what a failed [`CaDir::init_with_store`] wrote.
+    fn undo_init(&self, report: &InitReport, sqlite_file: Option<&Path>) {
+        for done in &report.files {
+            let _ = fs::remove_file(done);
+        }
+        if let Some(file) = sqlite_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = file.as_os_str().to_owned();
+                name.push(suffix);
+                let _ = fs::remove_file(PathBuf::from(name));
+            }
+        }
+        if report.created_dir {
+            let _ = fs::remove_dir(&self.path);
+        }
+    }
+
+    /// The store's URL: `override_url` (`--database`, `WARD_DATABASE_URL`),
+    /// else ca.toml's `[storage] database`, else `DIR/ward.db`.
+    pub fn database_url(&self, config: &CaConfig, override_url: Option<&str>) -> String {
+        override_url
+            .map(str::to_owned)
+            .or_else(|| config.storage.database.clone())
+            .unwrap_or_else(|| self.file(DATABASE).display().to_string())
+    }
+
+    /// Opens this CA's store as it is: a missing, empty or damaged store is
+    /// an error naming it, never a new one.
+    pub async fn open_store(
+        &self,
+        config: &CaConfig,
+        override_url: Option<&str>,
+    ) -> Result<Arc<dyn Store>, Error> {
+        let url = self.database_url(config, override_url);
+        ward_store::open_existing(&url)
+            .await
+            .map_err(|e| Error::Storage(format!("cannot open the CA store: {e}")))
+    }
+
+    /// Opens this CA's store, creating it when there is none (an explicit
+    /// `--init-storage`), and records the directory's admin certificate.
+    /// A damaged store is still an error, never replaced.
+    pub async fn init_store(
+        &self,
+        config: &CaConfig,
+        override_url: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Arc<dyn Store>, Error> {
+        let url = self.database_url(config, override_url);
+        let store = match ward_store::open_existing(&url).await {
+            Ok(store) => store,
+            Err(ward_store::StoreError::Missing(why)) => {
+                tracing::warn!("{why}: creating a new, empty CA store as asked (--init-storage)");
+                ward_store::connect(&url)
+                    .await
+                    .map_err(|e| Error::Storage(format!("creating the CA store: {e}")))?
+            }
+            Err(e) => return Err(Error::Storage(format!("cannot open the CA store: {e}"))),
+        };
+        self.record_own_certificates(store.as_ref(), now).await?;
+        Ok(store)
+    }
+
+    /// Records the directory's admin certificate (origin `admin`) unless it
+    /// already is: directories made before every certificate was recorded,
+    /// and stores made with `--init-storage`.
+    pub async fn record_own_certificates(
+        &self,
+        store: &dyn Store,
+        now: OffsetDateTime,
+    ) -> Result<(), Error> {
+        let path = self.admin_cert_path();
+        if !path.exists() {
+            return Ok(());
+        }
+        let Some(admin) = read_certs(&path)?.into_iter().next() else {
+            return Err(Error::Config(format!(
+                "{} holds no certificate",
+                path.display()
+            )));
+        };
+        record_dir_certificate(store, &admin, Origin::Admin, now).await
     }
 
     /// Reads and validates `ca.toml`.
@@ -408,6 +577,37 @@ impl CaDir {
     fn read_key(&self, path: &Path) -> Result<PrivateKey, Error> {
         let pem = zeroize::Zeroizing::new(files::read_to_string(path)?);
         PrivateKey::from_pem(&pem).map_err(Error::pki(format!("reading {}", path.display())))
+    }
+}
+
+/// Records one certificate of the directory, naming it in errors.
+async fn record_dir_certificate(
+    store: &dyn Store,
+    der: &[u8],
+    origin: Origin,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    crate::authority::record_signed(store, der, origin, now)
+        .await
+        .map_err(|e| {
+            let detail = match &e {
+                crate::authority::AuthorityError::Internal(m) => m.clone(),
+                crate::authority::AuthorityError::Unavailable(s) => s.to_string(),
+                other => other.to_string(),
+            };
+            Error::Storage(format!("recording the {origin} certificate: {detail}"))
+        })
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The file of a SQLite URL (`sqlite://PATH`, `sqlite:PATH` or a path).
+fn sqlite_path(url: &str) -> &str {
+    match url.strip_prefix("sqlite:") {
+        Some(rest) => rest.strip_prefix("//").unwrap_or(rest),
+        None => url,
     }
 }
 

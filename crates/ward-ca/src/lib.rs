@@ -39,6 +39,10 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(String),
+    /// The CA's store is missing, damaged or unreachable (the message names
+    /// the file or database).
+    #[error("{0}")]
+    Storage(String),
     /// PKI-level failure (bad key, bad certificate, policy).
     #[error("{context}: {source}")]
     Pki {

@@ -33,7 +33,9 @@ use tokio::sync::watch;
 use ward_pki::ocsp::{self, IssuerId, Query, Refusal, Signer, Status};
 use ward_pki::{KeyType, PublicKeyKind, Serial};
 
-use crate::authority::Authority;
+use ward_store::Origin;
+
+use crate::authority::{Authority, AuthorityError};
 use crate::dir::RootOcspSigner;
 
 /// Lifetime of the delegated responder certificate for leaves; renewed at
@@ -183,10 +185,23 @@ impl Responder {
         self.leaf.load().cert.clone()
     }
 
-    /// Issues a fresh delegated responder certificate and key and starts
-    /// signing with them.
-    pub fn rotate(&self, now: OffsetDateTime) -> Result<(), ward_pki::Error> {
-        let next = leaf_signer(&self.authority, &self.org, now)?;
+    /// Records the delegated responder certificate in use (origin
+    /// `ocsp-responder`); `ward ca serve` calls it before it answers.
+    pub async fn record_current(&self, now: OffsetDateTime) -> Result<(), AuthorityError> {
+        let cert = self.responder_cert();
+        self.authority
+            .record_signed(&cert, Origin::OcspResponder, now)
+            .await
+    }
+
+    /// Issues a fresh delegated responder certificate and key, records it,
+    /// and starts signing with them.
+    pub async fn rotate(&self, now: OffsetDateTime) -> Result<(), AuthorityError> {
+        let next = leaf_signer(&self.authority, &self.org, now)
+            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        self.authority
+            .record_signed(&next.cert, Origin::OcspResponder, now)
+            .await?;
         self.leaf.store(Arc::new(next));
         Ok(())
     }
@@ -330,7 +345,7 @@ pub async fn rotate_loop(responder: Arc<Responder>, mut stop: watch::Receiver<bo
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
             () = tokio::time::sleep(wait) => {
                 let now = OffsetDateTime::now_utc();
-                match responder.rotate(now) {
+                match responder.rotate(now).await {
                     Ok(()) => {
                         tracing::info!("renewed the OCSP responder certificate");
                         due = responder.renews_at();

@@ -38,8 +38,11 @@ pub struct ServeConfig {
     pub http_listen: Option<String>,
     /// Extra names (DNS or IP) for the server certificate.
     pub sans: Vec<String>,
-    /// Database URL; `DIR/ward.db` when absent.
+    /// Database URL; ca.toml's `[storage] database`, else `DIR/ward.db`, when absent.
     pub database: Option<String>,
+    /// Create the store when there is none (`--init-storage`); without it a
+    /// missing or empty store is refused.
+    pub init_storage: bool,
     /// Where audit lines go: `stdout`, `stderr` or a file path.
     pub audit: String,
 }
@@ -82,11 +85,14 @@ pub async fn run(
     let ca = dir.config()?;
     let issuer = dir.intermediate_issuer()?;
     let roots = dir.roots()?;
-    let url = config
-        .database
-        .clone()
-        .unwrap_or_else(|| dir.path().join("ward.db").display().to_string());
-    let store = ward_store::connect(&url).await?;
+    let now = OffsetDateTime::now_utc();
+    let store = if config.init_storage {
+        dir.init_store(&ca, config.database.as_deref(), now).await?
+    } else {
+        let store = dir.open_store(&ca, config.database.as_deref()).await?;
+        dir.record_own_certificates(store.as_ref(), now).await?;
+        store
+    };
     let policy = Policy {
         trust_domain: ca.ca.trust_domain.clone(),
         default_ttl: ca.issuance.default_ttl()?,
@@ -110,6 +116,9 @@ pub async fn run(
         },
         OffsetDateTime::now_utc(),
     )?);
+    ocsp.record_current(OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| server_err("recording the OCSP responder certificate")(e.to_string()))?;
     authority
         .refresh_crl(OffsetDateTime::now_utc())
         .await

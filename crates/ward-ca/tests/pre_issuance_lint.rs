@@ -37,6 +37,7 @@ async fn ca(max_ttl: Duration, key_type: KeyType) -> Ca {
             intermediate_validity: Duration::from_secs(365 * 86_400),
             offline_root: None,
             permitted_dns: Vec::new(),
+            database: None,
         },
         OffsetDateTime::now_utc(),
     )
@@ -72,6 +73,8 @@ fn spec(id: &str, profile: Profile, ttl: Duration, dns: Vec<String>) -> TokenSpe
         expires_in: Duration::from_secs(4 * 3600),
         max_uses: 1,
         allowed_cidrs: Vec::new(),
+        common_name: None,
+        allow_reserved: false,
     }
 }
 

@@ -31,8 +31,8 @@ use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::error::{Violation, violation};
 use crate::model::{
     REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list,
-    normalize_certificate,
-    normalize_serial, truncate_to_storage_precision as micros, validate_reason, validate_token,
+    normalize_certificate, normalize_serial, truncate_to_storage_precision as micros,
+    validate_reason, validate_token,
 };
 use crate::{
     Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,

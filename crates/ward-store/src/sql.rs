@@ -197,7 +197,11 @@ mod tests {
     fn multi_row_inserts_have_their_parameters_per_row() {
         for rows in [1, 2, 4, 8, 16, 32, 64] {
             let sql = insert_rows_sql(rows);
-            assert_eq!(sql.matches('?').count(), INSERT_PARAMS * rows, "{rows} rows");
+            assert_eq!(
+                sql.matches('?').count(),
+                INSERT_PARAMS * rows,
+                "{rows} rows"
+            );
             assert!(sql.ends_with("ON CONFLICT (serial) DO NOTHING RETURNING serial"));
         }
     }

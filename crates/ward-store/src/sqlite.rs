@@ -87,6 +87,18 @@ impl SqliteStore {
                 })?;
         } else {
             check_present(path).await?;
+            // Checked through a read-only connection first: a damaged file
+            // is refused before anything (a checkpoint) could write to it.
+            let mut reader = SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true)
+                .busy_timeout(BUSY_TIMEOUT)
+                .connect()
+                .await
+                .map_err(|e| open_error(path, e))?;
+            let checked = check_store(path, &mut reader).await;
+            let _ = reader.close().await;
+            checked?;
         }
         let connect = SqliteConnectOptions::new()
             .filename(path)
@@ -102,9 +114,6 @@ impl SqliteStore {
             .connect()
             .await
             .map_err(|e| open_error(path, e))?;
-        if !options.create {
-            check_store(path, &mut writer).await?;
-        }
         MIGRATOR
             .run_direct(None, &mut writer, false)
             .await

@@ -28,6 +28,7 @@ async fn fixture() -> Fixture {
             intermediate_validity: Duration::from_secs(365 * 86_400),
             offline_root: None,
             permitted_dns: Vec::new(),
+            database: None,
         },
         OffsetDateTime::now_utc(),
     )
@@ -63,6 +64,8 @@ fn spec(id: &str) -> TokenSpec {
         expires_in: Duration::from_secs(3600),
         max_uses: 1,
         allowed_cidrs: Vec::new(),
+        common_name: None,
+        allow_reserved: false,
     }
 }
 
@@ -352,4 +355,78 @@ async fn server_side_keys_and_renewal() {
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "unknown_certificate");
+}
+
+#[tokio::test]
+async fn reserved_ids_need_the_flag() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    for id in [
+        "spiffe://example.org/ward/admin",
+        "spiffe://example.org/ward/ca",
+        "spiffe://example.org/ward",
+    ] {
+        let err = f.authority.create_token(&spec(id), now).await.unwrap_err();
+        assert!(matches!(err, AuthorityError::Forbidden(_)), "{id}: {err}");
+        assert!(err.to_string().contains("reserved"), "{err}");
+        let allowed = TokenSpec {
+            allow_reserved: true,
+            ..spec(id)
+        };
+        f.authority.create_token(&allowed, now).await.unwrap();
+    }
+    for id in [
+        "spiffe://example.org/wardrobe",
+        "spiffe://example.org/x/ward/admin",
+    ] {
+        f.authority.create_token(&spec(id), now).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bound_cn_is_copied_and_other_cns_are_forbidden() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    let bound = TokenSpec {
+        common_name: Some("app_user".into()),
+        max_uses: 0,
+        ..spec("spiffe://example.org/db")
+    };
+    let created = f.authority.create_token(&bound, now).await.unwrap();
+    assert_eq!(created.token.common_name.as_deref(), Some("app_user"));
+    let token = f
+        .authority
+        .authenticate(created.secret.expose(), LOCAL, now)
+        .await
+        .unwrap();
+    let csr = openssl_csr(&f.dir, "/CN=app_user", None);
+    let issued = f.authority.sign_for_token(&token, &csr, now).await.unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&issued.leaf_der).unwrap();
+    let cns: Vec<&str> = cert
+        .subject()
+        .iter_common_name()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(cns, ["app_user"]);
+    // With a CN bound, a bound DNS name is no longer an acceptable CN.
+    for subj in ["/CN=web.example.org", "/CN=root"] {
+        let csr = openssl_csr(&f.dir, subj, None);
+        let err = f
+            .authority
+            .sign_for_token(&token, &csr, now)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuthorityError::Forbidden(_)), "{subj}: {err}");
+    }
+    for bad in ["", " padded", "a\u{7}b", &"x".repeat(65)] {
+        let spec = TokenSpec {
+            common_name: Some(bad.to_owned()),
+            ..spec("spiffe://example.org/db")
+        };
+        let err = f.authority.create_token(&spec, now).await.unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::BadRequest(_)),
+            "{bad:?}: {err}"
+        );
+    }
 }

@@ -79,6 +79,7 @@ mod tests {
             created_at: OffsetDateTime::UNIX_EPOCH,
             revoked_at: None,
             revoked_with_certs: false,
+            common_name: None,
         }
     }
 

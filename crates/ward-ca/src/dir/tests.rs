@@ -11,6 +11,7 @@ fn opts() -> InitOptions {
         intermediate_validity: Duration::from_secs(365 * 86_400),
         offline_root: None,
         permitted_dns: Vec::new(),
+        database: None,
     }
 }
 
@@ -24,7 +25,7 @@ fn init_writes_every_file_with_the_right_modes() {
     let ca = CaDir::new(tmp.path().join("ca"));
     let report = ca.init(&opts(), OffsetDateTime::now_utc()).unwrap();
     assert_eq!(report.files.len(), 9);
-    for name in CA_FILES {
+    for name in CA_FILES.into_iter().filter(|n| *n != DATABASE) {
         let p = ca.file(name);
         let want = if name.ends_with(".key") { 0o600 } else { 0o644 };
         assert_eq!(mode(&p), want, "{name}");
@@ -136,4 +137,71 @@ fn root_ocsp_signer_prefers_the_delegated_responder_and_falls_back() {
         off.root_ocsp_signer(now).unwrap(),
         RootOcspSigner::None
     ));
+}
+
+#[tokio::test]
+async fn init_with_store_records_the_admin_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    let now = OffsetDateTime::now_utc();
+    let report = ca.init_with_store(&opts(), now).await.unwrap();
+    assert_eq!(mode(&ca.file(DATABASE)), 0o600);
+    let config = ca.config().unwrap();
+    let store = ca.open_store(&config, None).await.unwrap();
+    let serial = {
+        let (_, c) = x509_parser::parse_x509_certificate(&report.admin_certificate).unwrap();
+        Serial::from_be_bytes(c.raw_serial()).unwrap()
+    };
+    let record = store
+        .certificate(&serial.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.origin, Origin::Admin);
+    assert_eq!(record.spiffe_id, "spiffe://example.org/ward/admin");
+    assert_eq!(record.der, report.admin_certificate.as_ref());
+    // Recording the directory's certificates again changes nothing.
+    ca.record_own_certificates(store.as_ref(), now)
+        .await
+        .unwrap();
+    assert_eq!(store.count_certificates().await.unwrap(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn init_with_an_unusable_store_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    let o = InitOptions {
+        database: Some("mysql://nowhere/ward".into()),
+        ..opts()
+    };
+    let err = ca
+        .init_with_store(&o, OffsetDateTime::now_utc())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("store"), "{err}");
+    assert!(!ca.path().exists(), "{:?}", fs::read_dir(ca.path()).ok());
+}
+
+#[tokio::test]
+async fn a_missing_store_is_refused_and_init_store_makes_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    let now = OffsetDateTime::now_utc();
+    ca.init_with_store(&opts(), now).await.unwrap();
+    fs::remove_file(ca.file(DATABASE)).unwrap();
+    let config = ca.config().unwrap();
+    let Err(err) = ca.open_store(&config, None).await else {
+        panic!("a missing store was opened");
+    };
+    assert!(
+        err.to_string()
+            .contains(&ca.file(DATABASE).display().to_string()),
+        "{err}"
+    );
+    assert!(!ca.file(DATABASE).exists());
+    let store = ca.init_store(&config, None, now).await.unwrap();
+    assert_eq!(store.count_certificates().await.unwrap(), 1);
+    store.close().await;
 }

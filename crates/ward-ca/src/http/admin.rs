@@ -24,8 +24,11 @@ use crate::cidr::Cidr;
 /// Default lifetime of a token when the request names none.
 pub const DEFAULT_TOKEN_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
-/// Checks the caller is the admin identity.
-pub(super) fn require_admin(
+/// Checks the caller is the admin identity: a certificate carrying the
+/// admin SPIFFE ID *and* recorded as the admin certificate (origin `admin`,
+/// made by `ward ca init`) and not revoked. A certificate that merely
+/// carries the ID (from a token created with `--allow-reserved`) is refused.
+pub(super) async fn require_admin(
     state: &AppState,
     peer: &PeerInfo,
     action: &'static str,
@@ -37,7 +40,7 @@ pub(super) fn require_admin(
             "admin routes require the admin client certificate",
         )),
         Some(leaf) => match ward_pki::inspect::spiffe_id_of(leaf) {
-            Ok(Some(id)) if id == state.admin_id => Ok(()),
+            Ok(Some(id)) if id == state.admin_id => admin_record(state, leaf).await,
             _ => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "not_admin",
@@ -49,6 +52,45 @@ pub(super) fn require_admin(
         state.metrics.admin.with(&[action, e.code]).inc();
     }
     result
+}
+
+/// Checks that `leaf` is recorded as an admin certificate and not revoked.
+async fn admin_record(state: &AppState, leaf: &[u8]) -> Result<(), ApiError> {
+    let not_admin = |why: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_admin",
+            format!("this certificate carries {} but {why}", state.admin_id),
+        )
+    };
+    let serial = x509_parser::parse_x509_certificate(leaf)
+        .ok()
+        .and_then(|(_, c)| ward_pki::Serial::from_be_bytes(c.raw_serial()).ok())
+        .ok_or_else(|| not_admin("cannot be read"))?;
+    let record = state
+        .authority
+        .store()
+        .certificate(&serial.to_string())
+        .await
+        .map_err(|e| -> ApiError {
+            if e.is_unavailable() {
+                crate::authority::AuthorityError::Unavailable(e).into()
+            } else {
+                crate::authority::AuthorityError::Internal(e.to_string()).into()
+            }
+        })?;
+    match record {
+        Some(r) if r.der == leaf && r.origin == ward_store::Origin::Admin => {
+            if r.revoked_at.is_some() {
+                Err(not_admin("it is revoked"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(not_admin(
+            "it is not the admin certificate made by `ward ca init`",
+        )),
+    }
 }
 
 pub(super) fn done(state: &AppState, action: &'static str, detail: serde_json::Value) {
@@ -80,6 +122,12 @@ pub struct CreateTokenRequest {
     /// Allowed source networks.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
+    /// Subject common name to bind (a CSR may ask for exactly this CN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cn: Option<String>,
+    /// Allow a reserved SPIFFE ID (`spiffe://TD/ward/...`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_reserved: bool,
 }
 
 impl CreateTokenRequest {
@@ -110,6 +158,8 @@ impl CreateTokenRequest {
                 .iter()
                 .map(|c| c.parse::<Cidr>())
                 .collect::<Result<_, _>>()?,
+            common_name: self.cn,
+            allow_reserved: self.allow_reserved,
         })
     }
 }
@@ -141,6 +191,9 @@ pub struct TokenView {
     pub revoked_at: Option<String>,
     /// Whether its certificates were revoked with it.
     pub revoked_with_certificates: bool,
+    /// Bound subject common name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cn: Option<String>,
 }
 
 impl From<&Token> for TokenView {
@@ -158,6 +211,7 @@ impl From<&Token> for TokenView {
             created_at: rfc3339(t.created_at),
             revoked_at: t.revoked_at.map(rfc3339),
             revoked_with_certificates: t.revoked_with_certs,
+            cn: t.common_name.clone(),
         }
     }
 }
@@ -178,7 +232,7 @@ pub(super) async fn create_token(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_admin(&state, &peer, "create_token")?;
+    require_admin(&state, &peer, "create_token").await?;
     let bytes = read_limited(&headers, body).await?;
     let req: CreateTokenRequest = parse_json(&bytes)?;
     let spec = req
@@ -212,7 +266,7 @@ pub(super) async fn list_tokens(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerInfo>,
 ) -> Result<Json<TokenList>, ApiError> {
-    require_admin(&state, &peer, "list_tokens")?;
+    require_admin(&state, &peer, "list_tokens").await?;
     let tokens = state.authority.list_tokens().await?;
     done(
         &state,
@@ -245,7 +299,7 @@ pub(super) async fn revoke_token(
     Path(id): Path<String>,
     Query(q): Query<RevokeQuery>,
 ) -> Result<Json<RevokedToken>, ApiError> {
-    require_admin(&state, &peer, "revoke_token")?;
+    require_admin(&state, &peer, "revoke_token").await?;
     let n = state
         .authority
         .revoke_token(&id, q.with_certificates, OffsetDateTime::now_utc())
@@ -278,6 +332,7 @@ pub(super) struct CertificateView {
     renewed_from: Option<String>,
     revoked_at: Option<String>,
     revocation_reason: Option<i16>,
+    origin: &'static str,
 }
 
 impl From<&Certificate> for CertificateView {
@@ -292,6 +347,7 @@ impl From<&Certificate> for CertificateView {
             renewed_from: c.renewed_from.clone(),
             revoked_at: c.revoked_at.map(rfc3339),
             revocation_reason: c.revocation_reason,
+            origin: c.origin.as_str(),
         }
     }
 }
@@ -307,7 +363,7 @@ pub(super) async fn list_certificates(
     Extension(peer): Extension<PeerInfo>,
     Query(page): Query<Page>,
 ) -> Result<Json<CertificateList>, ApiError> {
-    require_admin(&state, &peer, "list_certificates")?;
+    require_admin(&state, &peer, "list_certificates").await?;
     let store = state.authority.store();
     let map = |e: ward_store::StoreError| -> ApiError {
         if e.is_unavailable() {

@@ -49,7 +49,7 @@ pub(super) async fn revoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    require_admin(&state, &peer, "revoke_certificate")?;
+    require_admin(&state, &peer, "revoke_certificate").await?;
     let bytes = read_limited(&headers, body).await?;
     let req: RevokeRequest = parse_json(&bytes)?;
     let serial: Serial = req

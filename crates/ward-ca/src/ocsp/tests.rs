@@ -28,6 +28,7 @@ async fn fixture(offline_root: bool) -> Fixture {
             intermediate_validity: Duration::from_secs(365 * 86_400),
             offline_root: offline_root.then(|| tmp.path().join("root.key")),
             permitted_dns: Vec::new(),
+            database: None,
         },
         OffsetDateTime::now_utc(),
     )
@@ -203,7 +204,7 @@ async fn garbage_is_malformed_and_rotation_changes_the_signer() {
     let contains = |der: &[u8], cert: &[u8]| der.windows(cert.len()).any(|w| w == cert);
     assert!(contains(&r.answer(&req, now).await.der, &old));
     let later = now + Duration::from_secs(17 * 3600);
-    r.rotate(later).unwrap();
+    r.rotate(later).await.unwrap();
     assert!(r.renews_at() > later);
     let new = r.responder_cert().to_vec();
     assert_ne!(old, new);

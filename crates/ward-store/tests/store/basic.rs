@@ -413,15 +413,18 @@ pub(crate) async fn ping_and_crl_numbers_follow_the_clock(ctx: Ctx) {
         crate::harness::Kind::Postgres => ward_store::Backend::Postgres,
     };
     assert_eq!(store.backend(), expected);
-    let floor = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000)
-        .unwrap();
+    let floor =
+        u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap();
     let numbers = [
         store.next_crl_number().await.unwrap(),
         store.next_crl_number().await.unwrap(),
         store.next_crl_number().await.unwrap(),
     ];
     assert!(numbers[0] >= floor, "{numbers:?} < {floor}");
-    assert!(numbers[0] < numbers[1] && numbers[1] < numbers[2], "{numbers:?}");
+    assert!(
+        numbers[0] < numbers[1] && numbers[1] < numbers[2],
+        "{numbers:?}"
+    );
     store.close().await;
     drop(store);
     let reopened = ctx.store().await;
@@ -436,7 +439,13 @@ pub(crate) async fn origins_and_common_names_round_trip(ctx: Ctx) {
     t.common_name = Some("app_user".into());
     store.create_token(&t).await.unwrap();
     assert_eq!(
-        store.token(&t.id).await.unwrap().unwrap().common_name.as_deref(),
+        store
+            .token(&t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .common_name
+            .as_deref(),
         Some("app_user")
     );
     let mut empty = token("tok_00000000000000c2", 0);
@@ -486,5 +495,11 @@ pub(crate) async fn open_existing_refuses_a_missing_store(ctx: Ctx) {
     created.close().await;
     drop(created);
     let opened = ward_store::open_existing(&ctx.url).await.unwrap();
-    assert!(opened.token("tok_00000000000000d1").await.unwrap().is_some());
+    assert!(
+        opened
+            .token("tok_00000000000000d1")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -136,7 +136,11 @@ async fn damaged_sqlite_files_are_refused_by_name() {
         let side = dir.path().join(format!("ward.db{suffix}"));
         if side.exists() {
             if suffix == "-wal" {
-                assert_eq!(std::fs::metadata(&side).unwrap().len(), 0, "WAL not folded in");
+                assert_eq!(
+                    std::fs::metadata(&side).unwrap().len(),
+                    0,
+                    "WAL not folded in"
+                );
             }
             std::fs::remove_file(side).unwrap();
         }

@@ -20,7 +20,7 @@ pub(crate) struct AdminTarget {
     /// CA directory made by `ward ca init` (local mode).
     #[arg(long, required_unless_present = "ca", conflicts_with = "ca")]
     dir: Option<PathBuf>,
-    /// Database URL, if not DIR/ward.db (local mode).
+    /// Database URL, if not ca.toml's (default DIR/ward.db) (local mode).
     #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
     /// URL of a running CA, https://HOST:PORT (remote mode, admin mTLS).
@@ -83,15 +83,22 @@ impl AdminTarget {
 }
 
 async fn authority(local: &AdminTarget) -> anyhow::Result<Authority> {
-    let dir = CaDir::new(local.dir.as_deref().context("--dir is required")?);
+    local_authority(
+        local.dir.as_deref().context("--dir is required")?,
+        local.database.as_deref(),
+    )
+    .await
+}
+
+/// The authority of a local CA directory, on its existing store (never a
+/// new one), writing the CRL and OCSP URLs of ca.toml into certificates.
+pub(crate) async fn local_authority(
+    dir: &std::path::Path,
+    database: Option<&str>,
+) -> anyhow::Result<Authority> {
+    let dir = CaDir::new(dir);
     let config = dir.config()?;
-    let url = local
-        .database
-        .clone()
-        .unwrap_or_else(|| dir.path().join("ward.db").display().to_string());
-    let store = ward_store::connect(&url)
-        .await
-        .context("opening the CA database")?;
+    let store = dir.open_store(&config, database).await?;
     Ok(Authority::new(
         Policy {
             trust_domain: config.ca.trust_domain.clone(),
@@ -101,5 +108,9 @@ async fn authority(local: &AdminTarget) -> anyhow::Result<Authority> {
         dir.intermediate_issuer()?,
         &dir.roots()?,
         Arc::clone(&store),
+    )
+    .with_certificate_urls(
+        config.revocation.crl_url.clone(),
+        config.revocation.ocsp_url.clone(),
     ))
 }

@@ -33,9 +33,15 @@ pub(crate) struct ServeArgs {
     /// Extra DNS name or IP address for the CA's server certificate (repeatable).
     #[arg(long)]
     san: Vec<String>,
-    /// Database: a SQLite file path (default DIR/ward.db) or postgres://…
+    /// Database: a SQLite file path or postgres://… (default: ca.toml's
+    /// [storage] database, else DIR/ward.db).
     #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
     database: Option<String>,
+    /// Create the store if there is none (a new PostgreSQL database). Without
+    /// it a missing or empty store is refused: it would forget every token,
+    /// certificate and revocation, and restart CRL numbers.
+    #[arg(long)]
+    init_storage: bool,
     /// Where audit lines go: stdout, stderr or a file path.
     #[arg(long, default_value = "stdout")]
     audit_log: String,
@@ -70,16 +76,20 @@ pub(crate) struct InitArgs {
     /// Constrain the intermediate to these DNS subtrees (repeatable).
     #[arg(long, value_name = "DOMAIN")]
     permit_dns: Vec<String>,
+    /// The CA's store, created now and written into ca.toml: a SQLite file
+    /// path or postgres://… (default DIR/ward.db).
+    #[arg(long)]
+    database: Option<String>,
 }
 
 pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
     match cmd {
-        CaCommand::Init(args) => init(args),
+        CaCommand::Init(args) => init(args).await,
         CaCommand::Serve(args) => serve(args).await,
     }
 }
 
-fn init(args: InitArgs) -> anyhow::Result<Outcome> {
+async fn init(args: InitArgs) -> anyhow::Result<Outcome> {
     let dir = CaDir::new(&args.dir);
     let opts = InitOptions {
         trust_domain: args.trust_domain,
@@ -89,9 +99,11 @@ fn init(args: InitArgs) -> anyhow::Result<Outcome> {
         intermediate_validity: args.intermediate_validity,
         offline_root: args.offline_root,
         permitted_dns: args.permit_dns,
+        database: args.database,
     };
     let report = dir
-        .init(&opts, OffsetDateTime::now_utc())
+        .init_with_store(&opts, OffsetDateTime::now_utc())
+        .await
         .with_context(|| format!("cannot create a CA in {}", args.dir.display()))?;
     outln!("Created a Ward CA in {}", args.dir.display());
     for file in &report.files {
@@ -114,6 +126,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         http_listen: args.http_listen,
         sans: args.san,
         database: args.database,
+        init_storage: args.init_storage,
         audit: args.audit_log,
     };
     ward_ca::serve::run(

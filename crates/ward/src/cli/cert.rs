@@ -10,6 +10,10 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 use time::OffsetDateTime;
 use ward_ca::CaDir;
+use ward_ca::authority::{AuthorityError, check_common_name, check_reserved};
+use ward_pki::lint::LintPolicy;
+
+use super::admin::local_authority;
 use ward_ca::files::{PUBLIC_MODE, Replace, SECRET_MODE, Staged};
 use ward_pki::inspect::CertInfo;
 use ward_pki::issue::{LeafRequest, Profile, humanize, rfc3339};
@@ -59,6 +63,13 @@ pub(crate) struct CreateArgs {
     /// Output prefix: writes PREFIX.crt (leaf + intermediate) and PREFIX.key (0600).
     #[arg(long, value_name = "PREFIX")]
     out: PathBuf,
+    /// Allow a reserved SPIFFE ID (spiffe://TD/ward/...), refused otherwise.
+    #[arg(long)]
+    allow_reserved: bool,
+    /// The CA's database, if not ca.toml's (default DIR/ward.db): every
+    /// certificate is recorded there, so it can be revoked.
+    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -96,7 +107,7 @@ pub(crate) struct VerifyArgs {
 
 pub(crate) async fn run(cmd: CertCommand) -> anyhow::Result<Outcome> {
     match cmd {
-        CertCommand::Create(args) => create(args),
+        CertCommand::Create(args) => create(args).await,
         CertCommand::Inspect(args) => inspect(args).await,
         CertCommand::Verify(args) => verify_cmd(args),
         CertCommand::Lint(args) => super::lint::run(args),
@@ -109,22 +120,39 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
+/// Turns an authority error into one that shows its detail (a command-line
+/// user is the operator: nothing is hidden from them).
+fn authority_error(e: AuthorityError) -> anyhow::Error {
+    match e {
+        AuthorityError::Internal(m) => anyhow::anyhow!(m),
+        AuthorityError::Unavailable(s) => anyhow::Error::new(s),
+        other => anyhow::Error::new(other),
+    }
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
     let ca = CaDir::new(&args.ca_dir);
     let config = ca.config()?;
-    if let Some(id) = &args.spiffe_id
-        && !id.is_member_of(&config.ca.trust_domain)
-    {
-        bail!(
-            "SPIFFE ID {id} is outside this CA's trust domain {}",
-            config.ca.trust_domain
-        );
+    if let Some(id) = &args.spiffe_id {
+        if !id.is_member_of(&config.ca.trust_domain) {
+            bail!(
+                "SPIFFE ID {id} is outside this CA's trust domain {}",
+                config.ca.trust_domain
+            );
+        }
+        check_reserved(id, args.allow_reserved).map_err(anyhow::Error::msg)?;
     }
-    let issuer = ca.intermediate_issuer()?;
+    if let Some(cn) = &args.cn {
+        check_common_name(cn).map_err(|e| anyhow::anyhow!("--cn: {e}"))?;
+    }
     let (ttl, clamp_to_issuer) = match args.ttl {
         Some(ttl) => (ttl, false),
         None => (config.issuance.offline_default_ttl()?, true),
     };
+    // Every certificate signed with the directory's keys is recorded, so it
+    // can be revoked (OCSP, CRL, `ward revoke`): no store, no certificate.
+    let authority = local_authority(&args.ca_dir, args.database.as_deref()).await?;
+    let issuer = ca.intermediate_issuer()?;
     let key = args.key_type.generate()?;
     let request = LeafRequest {
         profile: args.profile,
@@ -138,9 +166,27 @@ fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         crl_url: None,
         ocsp_url: None,
     };
-    let issued = issuer
-        .sign_leaf(&key.public_key_der(), &request, OffsetDateTime::now_utc())
-        .context("cannot issue the certificate")?;
+    // The pre-issuance lint of online issuance; offline certificates may
+    // live as long as asked (within the intermediate), so only the
+    // lifetime caps follow the request.
+    let defaults = LintPolicy::default();
+    let lint = LintPolicy {
+        max_server_lifetime: defaults.max_server_lifetime.max(ttl),
+        max_workload_lifetime: defaults.max_workload_lifetime.max(ttl),
+        ..defaults
+    };
+    let issued = authority
+        .issue_offline(
+            &key.public_key_der(),
+            request,
+            &lint,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .map_err(authority_error)
+        .context("cannot issue the certificate");
+    authority.store().close().await;
+    let issued = issued?;
 
     let crt_path = with_suffix(&args.out, ".crt");
     let key_path = with_suffix(&args.out, ".key");

@@ -65,7 +65,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<Outcome> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
     let ca_dir = dir.join("ca");
-    let fingerprint = ensure_ca(&ca_dir)?;
+    let fingerprint = ensure_ca(&ca_dir).await?;
     let trust_domain: TrustDomain = TRUST_DOMAIN.parse().context("trust domain")?;
 
     let (stop_tx, _) = watch::channel(false);
@@ -80,6 +80,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<Outcome> {
         http_listen: None,
         sans: Vec::new(),
         database: None,
+        init_storage: false,
         audit: dir.join("ca-audit.log").display().to_string(),
     };
     let ca_stop = stop.signal();
@@ -186,7 +187,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<Outcome> {
 }
 
 /// Makes the CA on the first run; returns the root fingerprint either way.
-fn ensure_ca(ca_dir: &Path) -> anyhow::Result<Fingerprint> {
+async fn ensure_ca(ca_dir: &Path) -> anyhow::Result<Fingerprint> {
     let dir = CaDir::new(ca_dir);
     if !ca_dir.join("ca.toml").exists() {
         let opts = InitOptions {
@@ -197,8 +198,10 @@ fn ensure_ca(ca_dir: &Path) -> anyhow::Result<Fingerprint> {
             intermediate_validity: Duration::from_secs(365 * 86_400),
             offline_root: None,
             permitted_dns: Vec::new(),
+            database: None,
         };
-        dir.init(&opts, OffsetDateTime::now_utc())
+        dir.init_with_store(&opts, OffsetDateTime::now_utc())
+            .await
             .with_context(|| format!("cannot create a CA in {}", ca_dir.display()))?;
         eprintln!("ward quickstart: created a CA in {}", ca_dir.display());
     } else {
@@ -234,6 +237,7 @@ async fn create_token(admin: &CaClient, spiffe_id: &str, dns: &[&str]) -> anyhow
         uses: Some(1),
         profile: None,
         allowed_cidrs: vec!["127.0.0.0/8".into()],
+        ..CreateTokenRequest::default()
     };
     let created: CreatedTokenView = admin
         .json(Method::POST, "/v1/admin/tokens", Some(&request))

@@ -51,6 +51,13 @@ pub(crate) struct CreateArgs {
     /// Source network allowed to use the token (repeatable; default any).
     #[arg(long = "allow-cidr")]
     allow_cidr: Vec<String>,
+    /// Subject common name to bind: a CSR asking for exactly this CN gets it
+    /// (PostgreSQL `clientcert=verify-full` and other CN readers).
+    #[arg(long)]
+    cn: Option<String>,
+    /// Allow a reserved SPIFFE ID (spiffe://TD/ward/...), refused otherwise.
+    #[arg(long)]
+    allow_reserved: bool,
     /// Output format (text prints the token alone on stdout).
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -93,6 +100,8 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         uses: Some(args.uses),
         profile: Some(args.profile),
         allowed_cidrs: args.allow_cidr,
+        cn: args.cn,
+        allow_reserved: args.allow_reserved,
     };
     let view = match args.local.open().await? {
         Backend::Local(authority) => {

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub(crate) mod nginx;
+
 /// Output with text accessors.
 pub(crate) trait OutputText {
     /// stdout as UTF-8 (lossy).

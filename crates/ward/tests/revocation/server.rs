@@ -26,6 +26,7 @@ impl DualServer {
             .args(["ca", "serve", "--dir", ca.dir()])
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(ca.db_args())
+            .args(ca.init_storage_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

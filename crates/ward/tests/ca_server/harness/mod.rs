@@ -195,6 +195,20 @@ impl Ca {
         }
     }
 
+    /// `--init-storage` for PostgreSQL (a fresh database holds no store
+    /// yet; `ca init` made the SQLite one), nothing for SQLite.
+    pub(crate) fn init_storage_args(&self) -> Vec<&'static str> {
+        match &self.db {
+            Some(_) => vec!["--init-storage"],
+            None => Vec::new(),
+        }
+    }
+
+    /// The PostgreSQL URL of this CA's database, if it has one.
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
+    }
+
     /// Rewrites `[limits]` in ca.toml (read when the server starts):
     /// (per second, burst) per source address and per token.
     pub(crate) fn set_limits(&self, address: (u32, u32), token: (u32, u32)) {
@@ -362,9 +376,18 @@ impl Server {
     /// Starts `ward ca serve --listen 127.0.0.1:0` and waits for its
     /// readiness line.
     pub(crate) fn start(ca: &Ca) -> Server {
+        Server::start_with(ca, &[])
+    }
+
+    /// Like [`Server::start`], with extra `ward ca serve` arguments.
+    pub(crate) fn start_with(ca: &Ca, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
             .args(["ca", "serve", "--dir", ca.dir(), "--listen", "127.0.0.1:0"])
             .args(ca.db_args())
+            // A fresh PostgreSQL database holds no store yet: create it, as
+            // an operator does on first start (`ca init` made the SQLite one).
+            .args(ca.init_storage_args())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
