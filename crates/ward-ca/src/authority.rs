@@ -617,6 +617,18 @@ impl Authority {
                 "this certificate was not issued online by this CA",
             ));
         }
+        // Offline, admin and the CA's own certificates are recorded (so they
+        // can be revoked) but renew only the way they were made.
+        if !matches!(record.origin, Origin::Token | Origin::Renewal) {
+            return Err(AuthorityError::unauthenticated(
+                "unknown_certificate",
+                format!(
+                    "this certificate was not issued online by this CA (origin {}); \
+                     only online certificates renew",
+                    record.origin
+                ),
+            ));
+        }
         if record.revoked_at.is_some() {
             return Err(AuthorityError::unauthenticated(
                 "certificate_revoked",

@@ -55,8 +55,21 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// serials of databases from before time-led serials touch all over.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
-/// The connection every write of this process goes through.
-type Writer = Arc<Mutex<SqliteConnection>>;
+/// The connection every write of this process goes through; `None` once
+/// the store is closed.
+type Writer = Arc<Mutex<Option<SqliteConnection>>>;
+
+/// Takes this process's turn on the writer connection.
+async fn lock_writer(
+    writer: &Writer,
+) -> Result<tokio::sync::MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+    tokio::sync::MutexGuard::try_map(writer.lock().await, Option::as_mut).map_err(|_| {
+        StoreError::Unavailable {
+            context: "writing to the SQLite database".into(),
+            source: "the store is closed".into(),
+        }
+    })
+}
 
 /// A SQLite database file behind a connection pool.
 pub(crate) struct SqliteStore {
@@ -129,7 +142,7 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
-        let writer = Arc::new(Mutex::new(writer));
+        let writer = Arc::new(Mutex::new(Some(writer)));
         let batch = SqliteBatch {
             writer: writer.clone(),
         };
@@ -155,7 +168,7 @@ async fn begin_write(
 impl BatchWriter for SqliteBatch {
     async fn write_batch(&self, items: &[Item]) -> BatchResult {
         let ctx = "committing certificates";
-        let mut conn = self.writer.lock().await;
+        let mut conn = lock_writer(&self.writer).await?;
         let mut tx = begin_write(&mut conn).await?;
         // The write lock is held: nobody changes these rows until commit.
         let mut tokens = HashMap::new();
@@ -358,7 +371,7 @@ fn certificate_from_row(row: &SqliteRow) -> Result<Certificate, StoreError> {
 impl Store for SqliteStore {
     async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
         validate_token(t)?;
-        let mut conn = self.writer.lock().await;
+        let mut conn = lock_writer(&self.writer).await?;
         sqlx::query(sql::INSERT_TOKEN)
             .bind(&t.id)
             .bind(&t.hash[..])
@@ -413,7 +426,7 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<RevokeTokenOutcome, StoreError> {
         let ctx = "revoking a token";
-        let mut conn = self.writer.lock().await;
+        let mut conn = lock_writer(&self.writer).await?;
         let mut tx = begin_write(&mut conn).await?;
         let marked = sqlx::query(sql::REVOKE_TOKEN)
             .bind(id)
@@ -505,7 +518,7 @@ impl Store for SqliteStore {
             return Ok(RevokeOutcome::NotFound);
         };
         let ctx = "revoking a certificate";
-        let mut conn = self.writer.lock().await;
+        let mut conn = lock_writer(&self.writer).await?;
         let mut tx = begin_write(&mut conn).await?;
         let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
             .bind(&serial)
@@ -553,7 +566,7 @@ impl Store for SqliteStore {
 
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
         let ctx = "taking a CRL number";
-        let mut conn = self.writer.lock().await;
+        let mut conn = lock_writer(&self.writer).await?;
         let mut tx = begin_write(&mut conn).await?;
         let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
             .bind(to_micros(OffsetDateTime::now_utc()))
@@ -582,10 +595,14 @@ impl Store for SqliteStore {
         // Fold the WAL into the database file, so that the file alone holds
         // everything (copies, backups) even while this handle lives on.
         // Best effort: a failure leaves the WAL for the next open to fold in.
-        let mut writer = self.writer.lock().await;
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *writer)
-            .await;
+        // Closing the last connection also removes the -wal and -shm files.
+        let writer = self.writer.lock().await.take();
+        if let Some(mut writer) = writer {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut writer)
+                .await;
+            let _ = writer.close().await;
+        }
     }
 }
 

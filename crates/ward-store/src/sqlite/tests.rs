@@ -58,7 +58,7 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         .unwrap();
     let committer = Arc::new(Committer::spawn(
         SqliteBatch {
-            writer: Arc::new(Mutex::new(impatient)),
+            writer: Arc::new(Mutex::new(Some(impatient))),
         },
         64,
     ));

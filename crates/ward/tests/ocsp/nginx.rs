@@ -11,6 +11,7 @@
 //! Skipped with a notice when nginx is not installed, unless `CI` is set.
 
 use super::setup::{configure, issue};
+use crate::common::OutputText;
 use crate::common::nginx::{Nginx, config, get_through, nginx_binary};
 use crate::dual::DualServer;
 use crate::harness::{Backend, Ca, Client};

@@ -205,6 +205,7 @@ impl Ca {
     }
 
     /// The PostgreSQL URL of this CA's database, if it has one.
+    #[allow(dead_code)] // used by the records tests, not by every binary
     pub(crate) fn database_url(&self) -> Option<&str> {
         self.db.as_ref().map(|db| db.url.as_str())
     }
