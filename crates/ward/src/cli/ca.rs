@@ -109,6 +109,14 @@ async fn init(args: InitArgs) -> anyhow::Result<Outcome> {
     for file in &report.files {
         outln!("  {}", file.display());
     }
+    let url = dir.database_url(&dir.config()?, None);
+    // Never echo a PostgreSQL URL: it may hold a password.
+    let store = if url.starts_with("postgres") {
+        "the PostgreSQL database of ca.toml [storage]".to_owned()
+    } else {
+        url
+    };
+    outln!("Store:            {store} (admin certificate recorded)");
     outln!("Trust domain:     {}", opts.trust_domain);
     outln!("Admin identity:   {}", report.admin_spiffe_id);
     outln!("Root fingerprint: {}", report.root_fingerprint);
