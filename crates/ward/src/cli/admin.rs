@@ -98,19 +98,20 @@ pub(crate) async fn local_authority(
 ) -> anyhow::Result<Authority> {
     let dir = CaDir::new(dir);
     let config = dir.config()?;
+    let policy = Policy {
+        trust_domain: config.ca.trust_domain.clone(),
+        default_ttl: config.issuance.default_ttl()?,
+        max_ttl: config.issuance.max_ttl()?,
+    };
+    // Everything that can fail is read before the store is opened, so a
+    // bad directory leaves the store untouched.
+    let issuer = dir.intermediate_issuer()?;
+    let roots = dir.roots()?;
     let store = dir.open_store(&config, database).await?;
-    Ok(Authority::new(
-        Policy {
-            trust_domain: config.ca.trust_domain.clone(),
-            default_ttl: config.issuance.default_ttl()?,
-            max_ttl: config.issuance.max_ttl()?,
-        },
-        dir.intermediate_issuer()?,
-        &dir.roots()?,
-        Arc::clone(&store),
+    Ok(
+        Authority::new(policy, issuer, &roots, Arc::clone(&store)).with_certificate_urls(
+            config.revocation.crl_url.clone(),
+            config.revocation.ocsp_url.clone(),
+        ),
     )
-    .with_certificate_urls(
-        config.revocation.crl_url.clone(),
-        config.revocation.ocsp_url.clone(),
-    ))
 }

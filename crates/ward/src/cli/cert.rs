@@ -151,8 +151,8 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
     };
     // Every certificate signed with the directory's keys is recorded, so it
     // can be revoked (OCSP, CRL, `ward revoke`): no store, no certificate.
-    let authority = local_authority(&args.ca_dir, args.database.as_deref()).await?;
     let issuer = ca.intermediate_issuer()?;
+    let authority = local_authority(&args.ca_dir, args.database.as_deref()).await?;
     let key = args.key_type.generate()?;
     let request = LeafRequest {
         profile: args.profile,
