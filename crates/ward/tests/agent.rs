@@ -14,6 +14,7 @@ mod common;
 mod harness;
 
 mod agent {
+    pub(crate) mod gate_identity;
     pub(crate) mod interop;
     pub(crate) mod library;
     pub(crate) mod outage;
