@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod authority;
 pub mod files;
 pub mod hook;
 pub mod metrics;

@@ -8,6 +8,10 @@
 //! once the CA refused renewal for good (a revoked identity) streams end
 //! with `PermissionDenied`. The JWT-SVID profile answers `Unimplemented`.
 //!
+//! Connections pass through [`crate::authority`] first, so clients that
+//! send a socket path as `:authority` (grpcio, py-spiffe, grpc-java) are
+//! served like grpc-go.
+//!
 //! Anyone who can connect to the socket receives the private key: the
 //! socket is created with mode 0600 (owner only) before it gets its final
 //! name, so it is never reachable with a looser mode.
@@ -20,8 +24,8 @@ use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 use ward_client::Svid;
 use ward_client::workload_api::SECURITY_HEADER;
@@ -33,6 +37,8 @@ use ward_client::workload_api::proto::{
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
     X509svidResponse,
 };
+
+use crate::authority::AnyAuthority;
 
 /// What the Workload API can hand out now.
 #[derive(Clone, Debug)]
@@ -105,9 +111,11 @@ pub async fn serve(
     published: watch::Receiver<Published>,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    // Every client's `:authority` is made acceptable to h2 first (trap 15).
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new));
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(Service { published }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
+        .serve_with_incoming_shutdown(incoming, stop)
         .await
 }
 

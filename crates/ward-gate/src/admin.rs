@@ -1,10 +1,9 @@
 //! The admin listener (/healthz, /readyz, /metrics) and the file watcher
-//! that triggers reloads.
+//! that triggers reloads (built on `ward_tls::watch`).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -73,64 +72,14 @@ fn watched_files(shared: &Shared) -> HashSet<PathBuf> {
     if let crate::Source::File(p) = &shared.source {
         files.push(p.clone());
     }
-    files.into_iter().map(absolute).collect()
+    files.into_iter().collect()
 }
 
-pub(crate) fn absolute(p: PathBuf) -> PathBuf {
-    if p.is_absolute() {
-        p
-    } else {
-        std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(p))
-    }
-}
-
-fn parent_dir(p: &std::path::Path) -> PathBuf {
-    p.parent()
-        .map_or_else(|| PathBuf::from("/"), std::path::Path::to_path_buf)
-}
-
-/// Watches the configuration's directories and reloads, debounced, when
-/// something in them changes. Dropping the returned watcher stops it.
-pub fn watch_files(shared: Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+/// Watches every file the configuration names and reloads, debounced, when
+/// one of them may read differently (written, renamed over, swapped
+/// through a symlink as Kubernetes Secret volumes do). Dropping the
+/// returned watcher stops it.
+pub fn watch_files(shared: Arc<Shared>) -> Option<ward_tls::watch::FileWatcher> {
     let files = watched_files(&shared);
-    on_file_change(files, move || {
-        let _ = shared.reload();
-    })
-}
-
-/// Calls `on_change`, debounced (editors and `mv` produce bursts of
-/// events), whenever one of `files` (absolute paths) changes. Their
-/// directories are watched, since files are replaced by rename, but only
-/// events on the named files count: an audit log in the same directory must
-/// not trigger reloads. Dropping the returned watcher stops it.
-pub(crate) fn on_file_change(
-    files: HashSet<PathBuf>,
-    on_change: impl Fn() + Send + 'static,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let dirs: HashSet<PathBuf> = files.iter().map(|f| parent_dir(f)).collect();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event
-            && !e.kind.is_access()
-            && e.paths.iter().any(|p| files.contains(p))
-        {
-            let _ = tx.send(());
-        }
-    })
-    .map_err(|e| tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP"))
-    .ok()?;
-    for dir in dirs {
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch directory");
-        }
-    }
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
-            on_change();
-        }
-    });
-    Some(watcher)
+    ward_tls::watch::watch_files(files, move || shared.reload().is_ok())
 }

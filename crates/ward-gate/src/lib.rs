@@ -96,6 +96,9 @@ pub struct Shared {
     pub stapler: Arc<Stapler>,
     /// The gate's own identity from the CA, when `[identity]` is set.
     pub identity: Option<ward_client::Rotator>,
+    /// Held while a runtime is built and swapped in, so a reload that read
+    /// the old identity cannot land after a renewal that installed the new.
+    rebuilding: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -110,18 +113,14 @@ impl Shared {
     /// Rebuilds the runtime from the source; on failure the old one stays,
     /// and the failure is logged and counted.
     pub fn reload(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let result = self
             .source
             .load()
             .and_then(|config| Runtime::build_with(config, &self.services()));
         match result {
             Ok(runtime) => {
-                self.revocation
-                    .configure(&runtime.config.revocation, runtime.client_roots.clone());
-                self.update_expiry(&runtime);
-                let staples = runtime.staples.clone();
-                self.runtime.store(Arc::new(runtime));
-                self.stapler.retain(&staples);
+                self.install(runtime);
                 self.metrics.reloads.with(&["success"]).inc();
                 tracing::info!("configuration reloaded");
                 Ok(())
@@ -132,6 +131,36 @@ impl Shared {
                 Err(e)
             }
         }
+    }
+
+    /// Puts the current `[identity]` certificate into service: the
+    /// configuration in force is rebuilt with it (tenants, upstream client,
+    /// stapler), without reading the configuration file, which may be
+    /// mid-edit or invalid just then. A renewal must not wait for it.
+    pub fn renew_identity(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.runtime.load().config.clone();
+        match Runtime::build_with(config, &self.services()) {
+            Ok(runtime) => {
+                self.install(runtime);
+                tracing::info!("renewed identity in service");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot put the renewed identity into service; the previous certificate stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Swaps `runtime` in; new handshakes and requests use it.
+    fn install(&self, runtime: Runtime) {
+        self.revocation
+            .configure(&runtime.config.revocation, runtime.client_roots.clone());
+        self.update_expiry(&runtime);
+        let staples = runtime.staples.clone();
+        self.runtime.store(Arc::new(runtime));
+        self.stapler.retain(&staples);
     }
 
     /// What runtimes are built against.
@@ -205,6 +234,7 @@ pub async fn run(
         revocation,
         stapler,
         identity,
+        rebuilding: std::sync::Mutex::new(()),
     });
     shared.update_expiry(&shared.runtime.load());
     let rotations = follow_identity(&shared);
@@ -305,8 +335,9 @@ async fn obtain_identity(settings: &config::IdentityConfig) -> Result<ward_clien
     Ok(rotator)
 }
 
-/// Rebuilds the runtime on every new identity: new handshakes (and new
-/// upstream connections) use it, open connections keep what they had.
+/// Puts every new identity into service (without reading the
+/// configuration file): new handshakes (and new upstream connections) use
+/// it, open connections keep what they had.
 fn follow_identity(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
     let mut updates = shared.identity.as_ref()?.subscribe();
     let shared = Arc::downgrade(shared);
@@ -317,7 +348,7 @@ fn follow_identity(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> 
             };
             let svid = updates.borrow_and_update().clone();
             tracing::info!(serial = %svid.serial(), "identity renewed; rebuilding the TLS configuration");
-            let _ = shared.reload();
+            let _ = shared.renew_identity();
         }
     }))
 }

@@ -224,15 +224,17 @@ struct Outbound {
 }
 
 impl Outbound {
-    /// Re-reads the credentials; on failure the old ones stay.
-    fn reload(&self) {
+    /// Rebuilds the client configuration from the files; whether it worked.
+    fn reload(&self) -> bool {
         match self.options.tls_config() {
             Ok(tls) => {
                 self.tls.store(tls);
                 tracing::info!("client credentials reloaded");
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, "reload rejected; the previous credentials stay in force");
+                false
             }
         }
     }
@@ -305,7 +307,7 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(()) = reload.recv() => state.reload(),
+            Some(()) = reload.recv() => { state.reload(); }
             accepted = listener.accept() => {
                 let (plain, peer) = match accepted {
                     Ok(a) => a,
@@ -335,14 +337,10 @@ pub async fn run(
 }
 
 /// Reloads, debounced, when the certificate, key or CA file changes.
-fn watch(state: Arc<Outbound>) -> Option<notify::RecommendedWatcher> {
+fn watch(state: Arc<Outbound>) -> Option<ward_tls::watch::FileWatcher> {
     let o = &state.options;
-    let files = [&o.cert, &o.key, &o.ca]
-        .into_iter()
-        .cloned()
-        .map(crate::admin::absolute)
-        .collect();
-    crate::admin::on_file_change(files, move || state.reload())
+    let files: Vec<_> = [&o.cert, &o.key, &o.ca].into_iter().cloned().collect();
+    ward_tls::watch::watch_files(files, move || state.reload())
 }
 
 #[cfg(test)]

@@ -460,7 +460,7 @@ async fn forward(
             if debug.contains("ConnectTimeout") || debug.contains("timed out") {
                 UpstreamError::ConnectTimeout
             } else {
-                UpstreamError::Failed(e.to_string())
+                UpstreamError::Failed(upstream::error_chain(&e))
             }
         }),
     };

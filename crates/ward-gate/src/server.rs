@@ -164,7 +164,12 @@ async fn handshake(
     let started = Instant::now();
     let runtime = shared.runtime.load_full();
     let timeouts = &runtime.config.timeouts;
-    let refuse = |sni: Option<&str>, tenant: Option<&str>, reason: &'static str| {
+    // `presented`: the client's certificate when one was shown and refused,
+    // so the audit line says whose it was.
+    let refuse = |sni: Option<&str>,
+                  tenant: Option<&str>,
+                  reason: &'static str,
+                  presented: Option<&Identity>| {
         shared
             .metrics
             .handshakes
@@ -182,11 +187,11 @@ async fn handshake(
             cipher: None,
             group: None,
             alpn: None,
-            subject: None,
-            spiffe_id: None,
-            sans: None,
-            serial: None,
-            fingerprint: None,
+            subject: presented.map(|i| i.subject.as_str()),
+            spiffe_id: presented.and_then(Identity::spiffe_str),
+            sans: presented.map(Identity::sans),
+            serial: presented.map(|i| i.serial.as_str()),
+            fingerprint: presented.map(|i| i.fingerprint.as_str()),
             result: "refused",
             reason: Some(reason),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -204,31 +209,43 @@ async fn handshake(
             } else {
                 reason
             };
-            return refuse(None, None, reason);
+            return refuse(None, None, reason, None);
         }
-        Err(_) => return refuse(None, None, "client_hello_timeout"),
+        Err(_) => return refuse(None, None, "client_hello_timeout", None),
     };
     let hello = start.client_hello();
     let sni = hello.server_name().map(str::to_owned);
     let tls13 = offers_tls13(hello.cipher_suites());
     let Some(tenant) = runtime.tenant_for(sni.as_deref()) else {
-        return refuse(sni.as_deref(), None, "unknown_sni");
+        return refuse(sni.as_deref(), None, "unknown_sni", None);
     };
     if !tls13 && !runtime.config.tls.allow_tls12 {
         // Let rustls send the protocol_version alert, but name the reason.
         let _ =
             tokio::time::timeout(timeouts.handshake.0, start.into_stream(tenant.tls.clone())).await;
-        return refuse(sni.as_deref(), Some(&tenant.name), "protocol_version");
+        return refuse(sni.as_deref(), Some(&tenant.name), "protocol_version", None);
     }
-    let accept = start.into_stream(tenant.tls.clone()).into_fallible();
+    let presented = crate::tls::Presented::default();
+    let accept = presented.scope(start.into_stream(tenant.tls.clone()).into_fallible());
     let tls = match tokio::time::timeout(timeouts.handshake.0, accept).await {
         Ok(Ok(tls)) => tls,
         Ok(Err((e, tcp))) => {
-            refuse(sni.as_deref(), Some(&tenant.name), crate::tls::classify(&e));
+            let refused = presented
+                .take()
+                .and_then(|leaf| Identity::from_chain(&[leaf]));
+            let reason = crate::tls::classify(&e);
+            refuse(sni.as_deref(), Some(&tenant.name), reason, refused.as_ref());
             linger_close(tcp).await;
             return None;
         }
-        Err(_) => return refuse(sni.as_deref(), Some(&tenant.name), "handshake_timeout"),
+        Err(_) => {
+            return refuse(
+                sni.as_deref(),
+                Some(&tenant.name),
+                "handshake_timeout",
+                None,
+            );
+        }
     };
     shared
         .metrics
@@ -247,7 +264,7 @@ async fn handshake(
     };
     let Some(identity) = conn.peer_certificates().and_then(Identity::from_chain) else {
         // The verifier demands a certificate; this is a defensive check.
-        return refuse(sni.as_deref(), Some(&tenant.name), "no_certificate");
+        return refuse(sni.as_deref(), Some(&tenant.name), "no_certificate", None);
     };
     // Resumed TLS 1.3 sessions skip the verifier (ARCHITECTURE.md trap 6):
     // every connection's chain is checked against the CRLs in force here,
@@ -255,7 +272,7 @@ async fn handshake(
     let tracking = match shared.revocation.track(&identity.chain) {
         Ok(t) => t,
         Err(reason) => {
-            refuse(sni.as_deref(), Some(&tenant.name), reason);
+            refuse(sni.as_deref(), Some(&tenant.name), reason, Some(&identity));
             let mut tls = tls;
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),

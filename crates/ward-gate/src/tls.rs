@@ -1,7 +1,7 @@
 //! Per-tenant TLS: the server configuration, a client verifier that demands
 //! the clientAuth EKU, and the classification of handshake failures.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
@@ -18,6 +18,39 @@ use crate::ocsp::{Staple, StapleResolver};
 use crate::revocation::Revocation;
 use crate::revocation::crl::LeafRef;
 
+tokio::task_local! {
+    /// Where the verifier leaves the leaf it refused, for the handshake the
+    /// current task runs (see [`Presented`]).
+    static PRESENTED: Arc<Mutex<Option<CertificateDer<'static>>>>;
+}
+
+/// The leaf certificate a client presented in a handshake that was
+/// refused: rustls keeps no peer certificate when verification fails, yet
+/// the audit line should say who was refused (subject, serial,
+/// fingerprint). The verifier runs inside the handshake future's poll, so
+/// a task-local slot set up around that future receives it.
+#[derive(Debug, Clone, Default)]
+pub struct Presented(Arc<Mutex<Option<CertificateDer<'static>>>>);
+
+impl Presented {
+    /// Runs `handshake` so that a refused client certificate lands here.
+    pub fn scope<F: Future>(&self, handshake: F) -> impl Future<Output = F::Output> {
+        PRESENTED.scope(self.0.clone(), handshake)
+    }
+
+    /// The refused leaf, if a certificate was presented and refused.
+    pub fn take(&self) -> Option<CertificateDer<'static>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Keeps a refused leaf for the audit line (only inside [`Presented::scope`]).
+fn remember_refused(leaf: &CertificateDer<'_>) {
+    let _ = PRESENTED.try_with(|slot| {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(leaf.clone().into_owned());
+    });
+}
+
 /// webpki's `client_auth()` accepts a leaf with no EKU at all
 /// (ARCHITECTURE.md, trap 7); this verifier also requires clientAuth to be
 /// present, and checks the leaf against the gate's current CRLs.
@@ -27,12 +60,9 @@ pub struct RequireClientAuthEku {
     revocation: Option<Arc<Revocation>>,
 }
 
-impl ClientCertVerifier for RequireClientAuthEku {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
+impl RequireClientAuthEku {
+    /// Path validation, the clientAuth EKU, then the CRLs.
+    fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
@@ -65,6 +95,22 @@ impl ClientCertVerifier for RequireClientAuthEku {
             }
         }
         Ok(verified)
+    }
+}
+
+impl ClientCertVerifier for RequireClientAuthEku {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now)
+            .inspect_err(|_| remember_refused(end_entity))
     }
 
     fn verify_tls12_signature(

@@ -4,8 +4,9 @@
 //! key-exchange groups and crypto provider are decided once: TLS 1.3, groups
 //! X25519MLKEM768 → X25519 → P-256, aws-lc-rs. Anything that weakens
 //! verification lives in [`danger`]. [`rotating`] holds a server certificate
-//! that can be replaced without a restart, and [`server`] serves HTTP(S) on
-//! top of these configurations.
+//! that can be replaced without a restart, [`server`] serves HTTP(S) on
+//! top of these configurations, and [`watch`] tells when the files they are
+//! read from change (renames, symlink swaps, Kubernetes Secret updates).
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod probe_legacy;
 pub mod rotating;
 pub mod server;
 pub mod verifier;
+pub mod watch;
 
 use std::sync::Arc;
 

@@ -14,6 +14,8 @@ mod common;
 mod harness;
 
 mod agent {
+    pub(crate) mod gate_identity;
+    pub(crate) mod interop;
     pub(crate) mod library;
     pub(crate) mod outage;
     pub(crate) mod procs;

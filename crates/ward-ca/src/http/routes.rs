@@ -188,21 +188,22 @@ impl<'a> Attempt<'a> {
         });
     }
 
-    fn finish_ok(&self, issued: &Issuance) {
+    fn finish_ok(&self, issued: &Issuance, status: StatusCode) {
         if issued.token_id.is_some() && self.route != "renew" {
             self.state.metrics.token_uses.with(&[]).inc();
         }
-        self.record("issued", None, StatusCode::CREATED, Some(issued));
+        self.record("issued", None, status, Some(issued));
     }
 
     fn finish_err(&self, err: &ApiError) {
         self.record("refused", Some(err.code), err.status, None);
     }
 
-    /// Records the outcome of the request.
-    fn finish<T>(&self, result: &Result<(Issuance, T), ApiError>) {
+    /// Records the outcome of the request; `ok` is the status the route
+    /// answers a success with (the audit line says what the client got).
+    fn finish<T>(&self, result: &Result<(Issuance, T), ApiError>, ok: StatusCode) {
         match result {
-            Ok((issued, _)) => self.finish_ok(issued),
+            Ok((issued, _)) => self.finish_ok(issued, ok),
             Err(err) => self.finish_err(err),
         }
     }
@@ -228,7 +229,7 @@ pub(super) async fn sign(
 ) -> Result<Response, ApiError> {
     let mut attempt = Attempt::start(&state, "sign", &peer)?;
     let result = sign_inner(&state, &headers, body, &mut attempt).await;
-    attempt.finish(&result);
+    attempt.finish(&result, StatusCode::CREATED);
     let (issued, ()) = result?;
     Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
 }
@@ -277,7 +278,7 @@ pub(super) async fn issue(
 ) -> Result<Response, ApiError> {
     let mut attempt = Attempt::start(&state, "issue", &peer)?;
     let result = issue_inner(&state, &headers, body, &mut attempt).await;
-    attempt.finish(&result);
+    attempt.finish(&result, StatusCode::CREATED);
     let (issued, key_pem) = result?;
     let body = Issued::from(&issued, Some(key_pem.to_string()));
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -325,7 +326,7 @@ pub(super) async fn seed_issue(
 ) -> Result<Response, ApiError> {
     let mut attempt = Attempt::start(&state, "seed_issue", &peer)?;
     let result = seed_inner(&state, &headers, body, &mut attempt).await;
-    attempt.finish(&result);
+    attempt.finish(&result, StatusCode::OK);
     let (issued, key_pem) = result?;
     let body = SeedResponse {
         certificate: issued.chain_pem.clone(),
@@ -378,7 +379,7 @@ pub(super) async fn renew(
 ) -> Result<Response, ApiError> {
     let attempt = Attempt::start(&state, "renew", &peer)?;
     let result = renew_inner(&state, &peer, &headers, body).await;
-    attempt.finish(&result);
+    attempt.finish(&result, StatusCode::CREATED);
     let (issued, ()) = result?;
     Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
 }

@@ -88,6 +88,25 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
+/// An error and every error beneath it, `: `-separated. hyper's client
+/// says only "client error (Connect)"; why a TLS upstream was refused
+/// (name mismatch, unknown CA, expired…) is in the rustls error further
+/// down, and operators need it in the log line.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(inner) = next {
+        let text = inner.to_string();
+        // Wrappers such as io::Error display their inner error already.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = inner.source();
+    }
+    out
+}
+
 #[derive(Default)]
 struct State {
     /// The idle sender and the authority it is connected to.
@@ -261,7 +280,7 @@ impl Lease<'_> {
                     self.sender = None;
                     match e.take_message() {
                         Some(unsent) if reused => req = unsent,
-                        _ => return Err(UpstreamError::Failed(e.into_error().to_string())),
+                        _ => return Err(UpstreamError::Failed(error_chain(&e.into_error()))),
                     }
                 }
             }

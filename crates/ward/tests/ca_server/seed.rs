@@ -227,6 +227,28 @@ async fn node_function_gets_a_certificate_and_completes_mtls(backend: Backend) {
             .unwrap()
             .starts_with("-----BEGIN PRIVATE KEY-----")
     );
+
+    // The audit log says what each caller got: 200 for the seed route's
+    // successes (not the 201 of Ward's own routes), then 400, 400, 401, 401.
+    let seed_statuses = || -> Vec<u64> {
+        server
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "issuance" && v["route"] == "seed_issue")
+            .map(|v| v["status"].as_u64().unwrap())
+            .collect()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seed_statuses().len() < 6 && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seed_statuses(),
+        [200, 400, 400, 401, 401, 200],
+        "{}",
+        server.stdout()
+    );
 }
 
 /// Regression: a one-use token raced on the seed route. Losers refused by

@@ -179,6 +179,39 @@ fn metrics_and_audit_lines_describe_every_handshake_and_request() {
         .collect();
     reasons.sort_unstable();
     assert_eq!(reasons, ["expired", "no_certificate"]);
+    // A refused certificate is named (issue 14 item 8): rustls keeps no
+    // peer chain when verification fails; the gate keeps the refused leaf.
+    let expired = handshakes
+        .iter()
+        .find(|h| h["reason"] == "expired")
+        .unwrap();
+    let expired_crt = f("expired.crt");
+    assert_eq!(
+        expired["fingerprint"],
+        crate::harness::openssl_fingerprint(&expired_crt).as_str(),
+        "{expired}"
+    );
+    let serial =
+        |v: &serde_json::Value| v.as_str().unwrap_or("").trim_start_matches('0').to_owned();
+    assert_eq!(
+        serial(&expired["serial"]),
+        openssl_serial(&expired_crt),
+        "{expired}"
+    );
+    assert!(expired["subject"].is_string(), "{expired}");
+    assert!(
+        expired["spiffe_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("spiffe://example.org/")),
+        "{expired}"
+    );
+    let bare = handshakes
+        .iter()
+        .find(|h| h["reason"] == "no_certificate")
+        .unwrap();
+    for field in ["subject", "serial", "fingerprint", "spiffe_id"] {
+        assert!(bare[field].is_null(), "no certificate, yet {field}: {bare}");
+    }
     for r in &requests {
         assert_eq!(r["route"], "default", "{r}");
     }
@@ -188,4 +221,17 @@ fn metrics_and_audit_lines_describe_every_handshake_and_request() {
         (&denied["result"], &denied["reason"]),
         (&"refused".into(), &"forbidden".into())
     );
+}
+
+/// The serial openssl reads from a PEM certificate: lowercase hex without
+/// leading zeros.
+fn openssl_serial(file: &str) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in", file])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (_, hex) = text.trim().split_once('=').unwrap();
+    hex.to_ascii_lowercase().trim_start_matches('0').to_owned()
 }

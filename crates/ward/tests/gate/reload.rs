@@ -256,3 +256,85 @@ fn sigterm_lets_an_in_flight_request_finish_and_exits_zero() {
         "{audit:?}"
     );
 }
+
+/// One version of a Kubernetes Secret volume: `..TIMESTAMP/` with the files.
+fn secret_version(dir: &Path, stamp: &str, pair: &Path) {
+    let version = dir.join(stamp);
+    std::fs::create_dir(&version).unwrap();
+    std::fs::copy(pair.with_extension("crt"), version.join("tls.crt")).unwrap();
+    std::fs::copy(pair.with_extension("key"), version.join("tls.key")).unwrap();
+}
+
+/// Issue 14 item 4 (ARCHITECTURE.md trap 16): kubelet never touches the
+/// visible files of a mounted Secret; `tls.crt` and `tls.key` are symlinks
+/// through `..data`, and an update renames a new `..data` symlink over the
+/// old one. The gate must serve the new certificate within 2 s, with no
+/// failed request from a client hammering it meanwhile.
+#[test]
+fn a_kubernetes_secret_swap_is_served_within_two_seconds_without_a_failed_request() {
+    let echo = Echo::start();
+    let pki = Pki::init(&[]);
+    let first = server_cert(&pki, "spiffe://example.org/gate", "first");
+    let second = server_cert(&pki, "spiffe://example.org/gate", "second");
+    let client = mint(&pki, "client", "spiffe://example.org/ns/app", "app", &[]);
+    let secret = pki.path("secret");
+    std::fs::create_dir(&secret).unwrap();
+    let (old, new) = (
+        "..2026_12_07_10_00_00.000000001",
+        "..2026_12_07_10_05_00.000000002",
+    );
+    secret_version(&secret, old, &first);
+    std::os::unix::fs::symlink(old, secret.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        std::os::unix::fs::symlink(format!("..data/{name}"), secret.join(name)).unwrap();
+    }
+    let up = echo.url();
+    let root = s(&pki.root());
+    let gate = Gate::flags(&[
+        "--cert",
+        &s(&secret.join("tls.crt")),
+        "--key",
+        &s(&secret.join("tls.key")),
+        "--client-ca",
+        &root,
+        "--upstream",
+        &up,
+        "--allow-spiffe-id",
+        "spiffe://example.org/ns/*",
+    ]);
+    let (first_serial, second_serial) = (file_serial(&crt(&first)), file_serial(&crt(&second)));
+    assert_eq!(served_serial(gate.addr), first_serial);
+    let load = Load::start(
+        RustClient::new(&pki.root(), &crt(&client), &key(&client)),
+        gate.addr,
+    );
+    load.wait_more(20);
+
+    // kubelet's update: new directory, `..data_tmp` → it, renamed over
+    // `..data`, the old directory removed.
+    secret_version(&secret, new, &second);
+    std::os::unix::fs::symlink(new, secret.join("..data_tmp")).unwrap();
+    let swapped = Instant::now();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+    std::fs::remove_dir_all(secret.join(old)).unwrap();
+    while !load.serials.lock().unwrap().contains(&second_serial) {
+        assert!(
+            swapped.elapsed() < Duration::from_secs(2),
+            "the new certificate was not served within 2 s: {}",
+            gate.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = swapped.elapsed();
+    assert_eq!(served_serial(gate.addr), second_serial);
+    load.wait_more(20);
+    let (ok, failures) = load.stop();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    eprintln!("secret swap: new serial served after {took:?}; {ok} requests, 0 failed");
+    gate.finish();
+}

@@ -325,3 +325,74 @@ fn an_https_upstream_that_requires_client_certificates_sees_the_gates_identity()
     outer.finish();
     inner.finish();
 }
+
+/// Issue 14 item 8: an `https://` upstream refused for its certificate is
+/// logged with the reason rustls gave (hyper alone says "client error
+/// (Connect)"): unknown CA, name mismatch, expired.
+#[test]
+fn an_https_upstream_refused_for_its_certificate_is_logged_with_the_reason() {
+    use ward_testkit::fixture;
+
+    let setup = Setup::new();
+    let echo = Echo::start();
+    let other = Pki::init(&[]);
+    let root = setup.root();
+    let up = echo.url();
+    let upstream_gate = |cert: &str, key: &str, client_ca: &str| {
+        Gate::flags(&[
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--client-ca",
+            client_ca,
+            "--upstream",
+            &up,
+            "--allow-spiffe-id",
+            "spiffe://example.org/*",
+        ])
+    };
+    let inner = server_cert(&setup.pki, "spiffe://example.org/inner", "inner");
+    let misnamed = mint(
+        &setup.pki,
+        "server",
+        "spiffe://example.org/misnamed",
+        "misnamed",
+        &["--dns", "other.example"],
+    );
+    let fx = |n: &str| s(&fixture(n));
+    let good = upstream_gate(&crt(&inner), &key(&inner), &root);
+    let wrong_name = upstream_gate(&crt(&misnamed), &key(&misnamed), &root);
+    let expired = upstream_gate(&fx("expired.crt"), &fx("expired.key"), &fx("root.crt"));
+    // Another CA with the same names reads as a bad signature to webpki.
+    let cases: [(&Gate, String, &[&str]); 3] = [
+        (&good, s(&other.root()), &["UnknownIssuer", "BadSignature"]),
+        (
+            &wrong_name,
+            root.clone(),
+            &["certificate not valid for name \"127.0.0.1\""],
+        ),
+        (&expired, fx("root.crt"), &["certificate expired"]),
+    ];
+    for (upstream, trusted, reasons) in cases {
+        let url = format!("https://127.0.0.1:{}", upstream.port());
+        let outer = setup.gate(&url, &["--upstream-ca", &trusted]);
+        let r = curl_as(&root, &crt(&setup.app), &key(&setup.app), &[&outer.url()]);
+        assert_eq!((r.code, r.status), (0, 502), "{reasons:?}: {r:?}");
+        let failure = || {
+            outer
+                .stderr()
+                .lines()
+                .find(|l| l.contains("upstream request failed"))
+                .map(str::to_owned)
+        };
+        crate::harness::wait_until("the upstream failure to be logged", || failure().is_some());
+        let line = failure().unwrap();
+        assert!(
+            reasons.iter().any(|r| line.contains(r)),
+            "expected one of {reasons:?} in {line}"
+        );
+        assert!(line.contains("invalid peer certificate"), "{line}");
+    }
+    assert_eq!(echo.hits(), 0);
+}
