@@ -362,9 +362,15 @@ impl Server {
     /// Starts `ward ca serve --listen 127.0.0.1:0` and waits for its
     /// readiness line.
     pub(crate) fn start(ca: &Ca) -> Server {
+        Server::start_with(ca, &[])
+    }
+
+    /// Like [`Server::start`], with `extra` flags.
+    pub(crate) fn start_with(ca: &Ca, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
             .args(["ca", "serve", "--dir", ca.dir(), "--listen", "127.0.0.1:0"])
             .args(ca.db_args())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
