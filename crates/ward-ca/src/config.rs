@@ -34,9 +34,10 @@ pub struct CaConfig {
 pub struct RevocationSection {
     /// How long a CRL is valid: nextUpdate = thisUpdate + this.
     pub crl_validity: String,
-    /// How often the CA re-reads the revoked set (picking up revocations made
-    /// by other replicas or `ward revoke --dir`) and re-signs the CRL when it
-    /// changed or half of its validity has passed.
+    /// How often the CA re-reads the revoked set and re-signs the CRL when it
+    /// changed or half of its validity has passed. Revocations by other
+    /// replicas or `ward revoke --dir` are signalled by the store and picked
+    /// up at once; this is the fallback.
     pub crl_refresh: String,
     /// URL written as the CRL Distribution Point of issued certificates.
     pub crl_url: Option<String>,
