@@ -69,6 +69,8 @@ fn mode_of(_path: &Path) -> Result<u32, String> {
 
 #[cfg(all(test, unix))]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test helpers: a failure should panic loudly
+
     use std::fs;
     use std::os::unix::fs::PermissionsExt;
 

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)] // test helpers: a failure should panic loudly
+
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::time::{Duration, Instant};
