@@ -287,7 +287,18 @@ impl CaServer {
         let crt = self.scratch(&format!("{name}.crt"));
         let key = self.scratch(&format!("{name}.key"));
         std::fs::write(&crt, json["chain"].as_str().unwrap()).unwrap();
-        std::fs::write(&key, json["private_key"].as_str().unwrap()).unwrap();
+        // Private from the first byte: a gate refuses a key others can read.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .and_then(|mut f| f.write_all(json["private_key"].as_str().unwrap().as_bytes()))
+                .unwrap();
+        }
         Issued {
             crt,
             key,
