@@ -46,9 +46,10 @@ pub struct StorageSection {
 pub struct RevocationSection {
     /// How long a CRL is valid: nextUpdate = thisUpdate + this.
     pub crl_validity: String,
-    /// How often the CA re-reads the revoked set (picking up revocations made
-    /// by other replicas or `ward revoke --dir`) and re-signs the CRL when it
-    /// changed or half of its validity has passed.
+    /// How often the CA re-reads the revoked set and re-signs the CRL when it
+    /// changed or half of its validity has passed. Revocations by other
+    /// replicas or `ward revoke --dir` are signalled by the store and picked
+    /// up at once; this is the fallback.
     pub crl_refresh: String,
     /// URL written as the CRL Distribution Point of issued certificates.
     pub crl_url: Option<String>,
@@ -175,21 +176,15 @@ impl CaConfig {
                 self.revocation.crl_refresh, self.revocation.crl_validity
             )));
         }
-        if let Some(url) = &self.revocation.crl_url
-            && !(url.starts_with("http://")
-                || url.starts_with("https://")
-                || url.starts_with("ldap://"))
-        {
-            return Err(Error::Config(format!(
-                "ca.toml: revocation.crl_url {url:?} must be an http://, https:// or ldap:// URL"
-            )));
+        // Both are copied into every certificate issued: a CR/LF here would
+        // reach every client that follows them.
+        if let Some(url) = &self.revocation.crl_url {
+            ward_pki::uri::check_url(url, &["http", "https", "ldap"])
+                .map_err(|e| Error::Config(format!("ca.toml: revocation.crl_url {url:?} {e}")))?;
         }
-        if let Some(url) = &self.revocation.ocsp_url
-            && !((url.starts_with("http://") || url.starts_with("https://")) && url.is_ascii())
-        {
-            return Err(Error::Config(format!(
-                "ca.toml: revocation.ocsp_url {url:?} must be an ASCII http:// or https:// URL"
-            )));
+        if let Some(url) = &self.revocation.ocsp_url {
+            ward_pki::uri::check_url(url, &["http", "https"])
+                .map_err(|e| Error::Config(format!("ca.toml: revocation.ocsp_url {url:?} {e}")))?;
         }
         let ocsp = self.revocation.ocsp_validity()?;
         if ocsp < Duration::from_secs(10) || ocsp > Duration::from_secs(7 * 86_400) {
@@ -405,6 +400,32 @@ mod tests {
             );
             let err = CaConfig::parse(&t).unwrap_err().to_string();
             assert!(err.contains("ocsp_validity"), "{err}");
+        }
+    }
+
+    #[test]
+    fn control_characters_in_revocation_urls_are_refused_precisely() {
+        let text = sample().to_documented_toml();
+        for (field, line) in [
+            ("crl_url", "# crl_url = \"http://ca.example.org/v1/crl\""),
+            ("ocsp_url", "# ocsp_url = \"http://ca.example.org/ocsp\""),
+        ] {
+            for (value, want) in [
+                (r"http://ca.test/x\r\nX-Evil: 1", "U+000D at byte 16"),
+                (r"http://ca.test/\nx", "U+000A at byte 15"),
+                (r"http://ca.test/\u0000", "U+0000 at byte 15"),
+                (r"http://ca.test/\u007f", "U+007F"),
+                ("http://ca test/", "space at byte 9"),
+            ] {
+                let bad = text.replace(line, &format!("{field} = \"{value}\""));
+                let err = CaConfig::parse(&bad).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("revocation.{field}")) && err.contains(want),
+                    "{field} = {value}: {err}"
+                );
+                // The URL is shown escaped, never with a raw line break.
+                assert!(!err.contains('\n') && !err.contains('\r'), "{err:?}");
+            }
         }
     }
 

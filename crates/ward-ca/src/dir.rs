@@ -635,5 +635,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     pem::parse_certs_any(&bytes).map_err(Error::pki(format!("reading {}", path.display())))
 }
 
+mod checks;
+
 #[cfg(test)]
 mod tests;

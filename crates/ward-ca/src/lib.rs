@@ -16,6 +16,7 @@ pub mod http;
 pub mod ocsp;
 pub mod revocation;
 pub mod serve;
+pub mod tls_files;
 pub mod token;
 
 pub use config::CaConfig;

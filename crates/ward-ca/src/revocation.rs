@@ -5,6 +5,12 @@
 //! whenever the revoked set changed (other replicas, `ward revoke --dir`) or
 //! half of its validity passed. CRL numbers come from the store, so they
 //! increase across restarts and across replicas sharing a database.
+//!
+//! Revocations recorded elsewhere (another replica, `ward revoke --dir`, a
+//! token kill switch) reach the CRL through [`follow_revocations`]: the
+//! store signals them (PostgreSQL `LISTEN`, SQLite `data_version`) and the
+//! CRL is re-read at once, well within a second; the periodic refresh stays
+//! as the fallback for a signal lost with a connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +18,10 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use aws_lc_rs::digest;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use ward_pki::Serial;
 use ward_pki::crl::{CrlEntry, crl_to_pem, sign_crl};
-use ward_store::RevokeOutcome;
+use ward_store::{RevocationWatch, RevokeOutcome};
 
 use crate::authority::{Authority, AuthorityError};
 
@@ -216,6 +223,32 @@ impl Authority {
         self.crl.current.store(Some(published.clone()));
         tracing::info!(number, entries = published.entries, "signed a new CRL");
         Ok(published)
+    }
+}
+
+/// Re-reads the revoked set whenever `changes` signals a revocation made by
+/// any process sharing the store, until `stop` turns true (run by `ward ca
+/// serve`, which opens the watch before signing its first CRL so nothing
+/// falls in between). When the watch stops, the periodic refresh alone keeps
+/// the CRL current.
+pub async fn follow_revocations(
+    authority: Arc<Authority>,
+    mut changes: RevocationWatch,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            changed = changes.changed() => {
+                if !changed {
+                    tracing::warn!("the revocation watch stopped; revocations made elsewhere reach the CRL every crl_refresh only");
+                    return;
+                }
+                if let Err(e) = authority.refresh_crl(OffsetDateTime::now_utc()).await {
+                    tracing::error!(error = %e, "re-reading the revoked set failed; the periodic refresh will retry");
+                }
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use crate::dir::{ADMIN_PATH, CaDir};
 use crate::http::{AppState, CaMetrics, Limits, app, public_app};
 use crate::ocsp::{OcspSettings, Responder};
 use crate::revocation::CrlSettings;
+use crate::tls_files::TlsFiles;
 
 /// Lifetime of the CA's own TLS server certificate; renewed at two thirds.
 pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -45,6 +46,14 @@ pub struct ServeConfig {
     pub init_storage: bool,
     /// Where audit lines go: `stdout`, `stderr` or a file path.
     pub audit: String,
+    /// Serve the API with this PEM chain (leaf first) instead of a
+    /// certificate the CA issues itself; re-read when it changes.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Accept private keys that group or others can read and a CA directory
+    /// they can write (refused by default, as ssh's `StrictModes` does).
+    pub allow_insecure_permissions: bool,
 }
 
 /// Addresses the listeners are bound to, reported once they accept.
@@ -83,6 +92,23 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let dir = CaDir::new(&config.dir);
     let ca = dir.config()?;
+    if !config.allow_insecure_permissions {
+        dir.check_permissions()?;
+    }
+    dir.check_hierarchy()?;
+    let external = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            allow_insecure_permissions: config.allow_insecure_permissions,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ServeError::Server(
+                "--tls-cert and --tls-key go together".into(),
+            ));
+        }
+    };
     let issuer = dir.intermediate_issuer()?;
     let roots = dir.roots()?;
     let now = OffsetDateTime::now_utc();
@@ -119,6 +145,15 @@ pub async fn run(
     ocsp.record_current(OffsetDateTime::now_utc())
         .await
         .map_err(|e| server_err("recording the OCSP responder certificate")(e.to_string()))?;
+    // Opened before the first CRL is signed, so no revocation made
+    // elsewhere falls between the two.
+    let revocations = match authority.store().watch_revocations().await {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for revocations made elsewhere; they reach the CRL every crl_refresh only");
+            None
+        }
+    };
     authority
         .refresh_crl(OffsetDateTime::now_utc())
         .await
@@ -142,13 +177,17 @@ pub async fn run(
         ocsp: ocsp.clone(),
     };
 
-    // The CA's own server identity, renewed by the CA itself.
+    // The CA's own server identity, renewed by the CA itself, or the
+    // operator's certificate files, followed as they change.
     let (dns, ips) = server_names(&config.sans);
-    let (resolver, renews_at) = {
-        let (chain, key, renew) = server_identity(&authority, &dns, &ips).await?;
-        let resolver = RotatingCert::new(chain, key)
-            .map_err(|e| server_err("server certificate")(e.to_string()))?;
-        (Arc::new(resolver), renew)
+    let (resolver, renews_at) = match &external {
+        Some(files) => (Arc::new(files.load()?), None),
+        None => {
+            let (chain, key, renew) = server_identity(&authority, &dns, &ips).await?;
+            let resolver = RotatingCert::new(chain, key)
+                .map_err(|e| server_err("server certificate")(e.to_string()))?;
+            (Arc::new(resolver), Some(renew))
+        }
     };
     // Client certificates are optional (token routes need none) and may
     // carry either TLS EKU: a workload holding a `server`-profile
@@ -182,6 +221,13 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let follow_files = external.map(|files| {
+        tokio::spawn(crate::tls_files::follow(
+            files,
+            resolver.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let background = tokio::spawn(background_tasks(
         authority.clone(),
         resolver,
@@ -192,6 +238,13 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
+    let follow = revocations.map(|changes| {
+        tokio::spawn(crate::revocation::follow_revocations(
+            authority.clone(),
+            changes,
+            stop_rx.clone(),
+        ))
+    });
     let https_task = tokio::spawn(serve_https(
         https,
         tls,
@@ -222,6 +275,9 @@ pub async fn run(
     }
     background.abort();
     ocsp_rotation.abort();
+    for task in [follow, follow_files].into_iter().flatten() {
+        task.abort();
+    }
     authority.store().close().await;
     result
 }
@@ -278,14 +334,15 @@ async fn server_identity(
     Ok((chain, key, now + lifetime * 2 / 3))
 }
 
-/// Renews the server certificate at two thirds of its life, refreshes the
-/// CRL every `crl_refresh` and prunes rate limiter state, until asked to stop.
+/// Renews the server certificate at two thirds of its life (unless it comes
+/// from the operator's files: `renews_at` is `None`), refreshes the CRL
+/// every `crl_refresh` and prunes rate limiter state, until asked to stop.
 async fn background_tasks(
     authority: Arc<Authority>,
     resolver: Arc<RotatingCert>,
     dns: Vec<String>,
     ips: Vec<IpAddr>,
-    mut renews_at: OffsetDateTime,
+    mut renews_at: Option<OffsetDateTime>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -293,8 +350,8 @@ async fn background_tasks(
     let mut crl = tokio::time::interval(authority.crl_settings().refresh);
     crl.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let until_renewal = (renews_at - OffsetDateTime::now_utc())
-            .try_into()
+        let until_renewal = renews_at
+            .and_then(|at| (at - OffsetDateTime::now_utc()).try_into().ok())
             .unwrap_or(Duration::ZERO);
         tokio::select! {
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
@@ -304,21 +361,21 @@ async fn background_tasks(
                     tracing::error!(error = %e, "refreshing the CRL failed; retrying at the next refresh");
                 }
             }
-            () = tokio::time::sleep(until_renewal) => {
+            () = tokio::time::sleep(until_renewal), if renews_at.is_some() => {
                 match server_identity(&authority, &dns, &ips).await {
                     Ok((chain, key, next)) => match resolver.update(chain, key) {
                         Ok(()) => {
                             tracing::info!("renewed the CA's server certificate");
-                            renews_at = next;
+                            renews_at = Some(next);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "new server certificate refused; retrying in 60s");
-                            renews_at = OffsetDateTime::now_utc() + Duration::from_secs(60);
+                            renews_at = Some(OffsetDateTime::now_utc() + Duration::from_secs(60));
                         }
                     },
                     Err(e) => {
                         tracing::error!(error = %e, "renewing the CA's server certificate failed; retrying in 60s");
-                        renews_at = OffsetDateTime::now_utc() + Duration::from_secs(60);
+                        renews_at = Some(OffsetDateTime::now_utc() + Duration::from_secs(60));
                     }
                 }
             }

@@ -140,15 +140,14 @@ impl CrlSource {
             return Err("an empty CRL source".into());
         }
         match s.split_once("://") {
-            Some((scheme, rest)) => {
+            Some((scheme, _)) => {
                 if !matches!(scheme, "http" | "https") {
                     return Err(format!(
                         "CRL source {s:?}: only http:// and https:// URLs (or a file path) are supported"
                     ));
                 }
-                if rest.is_empty() || rest.starts_with('/') {
-                    return Err(format!("CRL source {s:?} has no host"));
-                }
+                ward_pki::uri::check_url(s, &["http", "https"])
+                    .map_err(|e| format!("CRL source {s:?} {e}"))?;
                 let uri: hyper::Uri = s.parse().map_err(|e| format!("CRL source {s:?}: {e}"))?;
                 if uri.host().is_none_or(str::is_empty) {
                     return Err(format!("CRL source {s:?} has no host"));
@@ -199,6 +198,9 @@ pub struct TlsConfig {
     pub allow_tls12: bool,
     /// Re-check revocation on resumed sessions by disabling TLS 1.3 tickets.
     pub disable_resumption: bool,
+    /// Load private keys that group or others can access (refused by
+    /// default, as ssh's `StrictModes` does).
+    pub allow_insecure_permissions: bool,
 }
 
 /// `[timeouts]`.
@@ -514,6 +516,8 @@ impl IdentityConfig {
         if !self.ca.starts_with("https://") {
             return bad("ca must be an https:// URL");
         }
+        ward_pki::uri::check_url(&self.ca, &["https"])
+            .map_err(|e| Error::Config(format!("identity: ca {:?} {e}", self.ca)))?;
         match (&self.ca_fingerprint, &self.ca_bundle) {
             (Some(_), Some(_)) => bad("ca_fingerprint and ca_bundle exclude each other"),
             (None, None) => bad("one of ca_fingerprint and ca_bundle is required"),
@@ -583,6 +587,9 @@ pub enum Upstream {
 impl Upstream {
     /// Parses `http://h:p`, `https://h:p` or `tcp://h:p`.
     pub fn parse(s: &str) -> Result<Self, String> {
+        // The authority becomes the Host header and the TLS name: no
+        // control character, space or non-ASCII byte may get that far.
+        ward_pki::uri::check_chars(s).map_err(|e| format!("upstream {s:?} {e}"))?;
         let (scheme, rest) = s.split_once("://").ok_or_else(|| {
             format!("upstream {s:?} needs a scheme (http://, https:// or tcp://)")
         })?;

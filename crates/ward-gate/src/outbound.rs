@@ -50,6 +50,8 @@ pub struct ClientOptions {
     pub idle: Duration,
     /// Most plaintext connections open at once.
     pub max_connections: usize,
+    /// Load a private key that group or others can access.
+    pub allow_insecure_permissions: bool,
 }
 
 impl ClientOptions {
@@ -66,6 +68,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(10),
             idle: Duration::from_secs(300),
             max_connections: 1024,
+            allow_insecure_permissions: false,
         }
     }
 
@@ -109,7 +112,10 @@ impl ClientOptions {
             .map_err(|e| Error::Config(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(read_certs(&self.cert)?, read_key(&self.key)?)
+            .with_client_auth_cert(
+                read_certs(&self.cert)?,
+                read_key(&self.key, self.allow_insecure_permissions)?,
+            )
             .map_err(|e| Error::Config(format!("client certificate: {e}")))?;
         Ok(Arc::new(config))
     }

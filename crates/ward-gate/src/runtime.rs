@@ -157,7 +157,12 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Er
     Ok(certs)
 }
 
-pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+/// Reads a PEM private key, refusing one that group or others can access
+/// unless `allow_insecure` (`[tls] allow_insecure_permissions`).
+pub(crate) fn read_key(path: &Path, allow_insecure: bool) -> Result<PrivateKeyDer<'static>, Error> {
+    if !allow_insecure {
+        ward_pki::perms::check_private_key(path).map_err(Error::Config)?;
+    }
     PrivateKeyDer::from_pem_file(path)
         .map_err(|e| Error::Config(format!("reading the private key {}: {e}", path.display())))
 }
@@ -206,9 +211,10 @@ impl Runtime {
         for (i, t) in config.tenants.iter().enumerate() {
             let ctx = |e: Error| Error::Config(format!("tenant {:?}: {e}", t.name));
             let (chain, key) = match (&t.cert, &t.key) {
-                (Some(cert), Some(key)) => {
-                    (read_certs(cert).map_err(ctx)?, read_key(key).map_err(ctx)?)
-                }
+                (Some(cert), Some(key)) => (
+                    read_certs(cert).map_err(ctx)?,
+                    read_key(key, config.tls.allow_insecure_permissions).map_err(ctx)?,
+                ),
                 _ => {
                     let svid = services.identity("server certificate").map_err(ctx)?;
                     (svid.chain().to_vec(), svid.private_key())
@@ -360,7 +366,10 @@ fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamC
             let auth_err = |e: rustls::Error| Error::Config(format!("upstream_tls: {e}"));
             match (&u.cert, &u.key, &services.identity) {
                 (Some(c), Some(k), _) => builder
-                    .with_client_auth_cert(read_certs(c)?, read_key(k)?)
+                    .with_client_auth_cert(
+                        read_certs(c)?,
+                        read_key(k, config.tls.allow_insecure_permissions)?,
+                    )
                     .map_err(auth_err)?,
                 (_, _, Some(svid)) if config.identity.is_some() => builder
                     .with_client_auth_cert(svid.chain().to_vec(), svid.private_key())

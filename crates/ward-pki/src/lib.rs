@@ -20,8 +20,10 @@ mod key;
 pub mod lint;
 pub mod ocsp;
 pub mod pem;
+pub mod perms;
 mod serial;
 mod ttl;
+pub mod uri;
 pub mod verify;
 
 pub use error::Error;

@@ -383,3 +383,28 @@ pub fn verify(
         spiffe_id,
     })
 }
+
+/// Checks that `child_der` was issued by `issuer_der`: its issuer name is
+/// the issuer's subject and its signature verifies with the issuer's key.
+/// The error completes "… is not issued by …: " (names, or the signature).
+pub fn issued_by(child_der: &[u8], issuer_der: &[u8]) -> Result<(), String> {
+    let (_, child) = X509Certificate::from_der(child_der).map_err(|e| e.to_string())?;
+    let (_, issuer) = X509Certificate::from_der(issuer_der).map_err(|e| e.to_string())?;
+    if child.issuer().as_raw() != issuer.subject().as_raw() {
+        return Err(format!(
+            "it names the issuer \"{}\" but that certificate is \"{}\"",
+            child.issuer(),
+            issuer.subject()
+        ));
+    }
+    child
+        .verify_signature(Some(issuer.public_key()))
+        .map_err(|e| format!("its signature does not verify with that certificate's key ({e})"))
+}
+
+/// Whether `key_spki_der` (a private key's public half, as
+/// [`crate::PrivateKey::public_key_der`] gives it) is the key of `cert_der`.
+pub fn key_matches(cert_der: &[u8], key_spki_der: &[u8]) -> Result<bool, String> {
+    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| e.to_string())?;
+    Ok(cert.public_key().raw == key_spki_der)
+}

@@ -27,6 +27,7 @@ mod model;
 mod postgres;
 mod sql;
 mod sqlite;
+mod watch;
 
 use std::fmt;
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
     RevokeTokenOutcome, RevokedCertificate, Token, truncate_to_storage_precision,
 };
+pub use watch::RevocationWatch;
 
 /// Everything the CA stores. Every method is atomic: on error nothing changed.
 #[async_trait]
@@ -119,6 +121,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<RevokedCertificate>, StoreError>;
+
+    /// Starts watching for revocations recorded by any process sharing this
+    /// storage (replicas, `ward revoke --dir`, token kill switches), this one
+    /// included: PostgreSQL `LISTEN`, SQLite `PRAGMA data_version` polling.
+    /// Signals may be spurious; a lost connection counts as a change. The
+    /// watch stops when the returned value is dropped.
+    async fn watch_revocations(&self) -> Result<RevocationWatch, StoreError>;
 
     /// Takes the next CRL number: strictly increasing across all processes sharing the database, and never below the current time in microseconds since the epoch (so a store made anew never goes back).
     async fn next_crl_number(&self) -> Result<u64, StoreError>;

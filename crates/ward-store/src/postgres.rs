@@ -24,7 +24,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
@@ -36,7 +36,7 @@ use crate::model::{
 };
 use crate::{
     Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
-    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql,
+    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql, watch,
 };
 
 /// Migrations for this backend, embedded at build time.
@@ -397,6 +397,13 @@ impl Store for PgStore {
                 .await
                 .map_err(|e| StoreError::db(ctx, e))?
                 .rows_affected();
+            if certificates_revoked > 0 {
+                // Every replica's CRL, at commit (see `watch`).
+                sqlx::query(watch::PG_NOTIFY)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(ctx, e))?;
+            }
         }
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
         Ok(RevokeTokenOutcome::Revoked {
@@ -467,18 +474,30 @@ impl Store for PgStore {
             return Ok(RevokeOutcome::NotFound);
         };
         let ctx = "revoking a certificate";
-        // Revocation is final and rows are never deleted, so the existence
-        // check after a no-op UPDATE needs no transaction.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
         let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
             .bind(&serial)
             .bind(micros(at))
             .bind(reason)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
         if revoked.rows_affected() == 1 {
+            // Announced to every replica when, and only if, it commits.
+            sqlx::query(watch::PG_NOTIFY)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
             return Ok(RevokeOutcome::Revoked);
         }
+        // Nothing changed; revocation is final and rows are never deleted,
+        // so the existence check needs no transaction.
+        drop(tx);
         let n: i64 = sqlx::query_scalar(sql::CERTIFICATE_EXISTS)
             .bind(&serial)
             .fetch_one(&self.pool)
@@ -512,6 +531,20 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn watch_revocations(&self) -> Result<watch::RevocationWatch, StoreError> {
+        let ctx = "listening for revocations";
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        listener
+            .listen(watch::PG_CHANNEL)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        let (signal, rx) = watch::channel();
+        tokio::spawn(listen_for_revocations(listener, signal));
+        Ok(rx)
+    }
+
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
         let ctx = "taking a CRL number";
         let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
@@ -537,6 +570,32 @@ impl Store for PgStore {
     async fn close(&self) {
         self.committer.flush().await;
         self.pool.close().await;
+    }
+}
+
+/// Relays notifications on [`watch::PG_CHANNEL`] until nobody listens or
+/// the pool closes. The listener reconnects by itself (and `LISTEN`s
+/// again); notifications sent meanwhile are lost, so a reconnect or an
+/// error counts as a change.
+async fn listen_for_revocations(mut listener: PgListener, signal: watch::Signal) {
+    loop {
+        let received = tokio::select! {
+            () = signal.closed() => return,
+            r = listener.try_recv() => r,
+        };
+        match received {
+            Ok(Some(_)) => signal.fire(),
+            Ok(None) => {
+                tracing::warn!("revocation watch: PostgreSQL connection lost; reconnected");
+                signal.fire();
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation watch: LISTEN failed; retrying");
+                signal.fire();
+                tokio::time::sleep(watch::RETRY).await;
+            }
+        }
     }
 }
 

@@ -40,7 +40,7 @@ use crate::model::{
 };
 use crate::{
     Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
-    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql,
+    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql, watch,
 };
 
 /// Migrations for this backend, embedded at build time.
@@ -79,6 +79,8 @@ pub(crate) struct SqliteStore {
     writer: Writer,
     /// Group commit of certificate records.
     committer: Committer,
+    /// How to open another connection (the revocation watch's).
+    connect: SqliteConnectOptions,
 }
 
 /// The SQLite half of group commit: one `BEGIN IMMEDIATE` transaction per batch.
@@ -121,6 +123,7 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory");
+        let watch_connect = connect.clone().create_if_missing(false);
         let mut writer = connect
             .clone()
             .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
@@ -150,7 +153,63 @@ impl SqliteStore {
             pool,
             writer,
             committer: Committer::spawn(batch, options.max_batch),
+            connect: watch_connect,
         })
+    }
+}
+
+/// Reads `PRAGMA data_version`: it changes whenever another connection (of
+/// any process) committed to the file since this one last looked.
+async fn data_version(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await
+}
+
+/// Polls `data_version` on its own connection every [`watch::SQLITE_POLL`]
+/// and signals each change, until nobody listens. A failed read drops the
+/// connection, counts as a change, and a new one is opened later.
+async fn watch_data_version(
+    connect: SqliteConnectOptions,
+    mut conn: Option<SqliteConnection>,
+    mut last: i64,
+    signal: watch::Signal,
+) {
+    let mut tick = tokio::time::interval(watch::SQLITE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = signal.closed() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(c) = conn.as_mut() else {
+            match connect.connect().await {
+                Ok(mut c) => {
+                    if let Ok(v) = data_version(&mut c).await {
+                        last = v;
+                        conn = Some(c);
+                        signal.fire();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation watch: cannot reopen the SQLite file; retrying");
+                    tokio::time::sleep(watch::RETRY).await;
+                }
+            }
+            continue;
+        };
+        match data_version(c).await {
+            Ok(v) if v != last => {
+                last = v;
+                signal.fire();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation watch: reading data_version failed; reconnecting");
+                conn = None;
+                signal.fire();
+            }
+        }
     }
 }
 
@@ -562,6 +621,26 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn watch_revocations(&self) -> Result<watch::RevocationWatch, StoreError> {
+        let ctx = "opening the revocation watch";
+        let mut conn = self
+            .connect
+            .connect()
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        let first = data_version(&mut conn)
+            .await
+            .map_err(|e| StoreError::db(ctx, e))?;
+        let (signal, rx) = watch::channel();
+        tokio::spawn(watch_data_version(
+            self.connect.clone(),
+            Some(conn),
+            first,
+            signal,
+        ));
+        Ok(rx)
     }
 
     async fn next_crl_number(&self) -> Result<u64, StoreError> {

@@ -67,7 +67,10 @@ pub fn read_key(name: &str) -> PrivateKeyDer<'static> {
 
 /// A fresh temporary directory holding copies of the named fixtures, for
 /// tests that load credentials from disk and then replace or corrupt them
-/// (rotation, reload). The directory is deleted when the value is dropped.
+/// (rotation, reload), or hand a key to a Ward server: copies of `*.key`
+/// files are made private (0600), since git keeps no modes but the
+/// executable bit and Ward refuses keys others can read. The directory is
+/// deleted when the value is dropped.
 ///
 /// # Panics
 ///
@@ -79,13 +82,20 @@ pub fn temp_copy(names: &[&str]) -> TempDir {
         .unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
     for name in names {
         let from = fixture(name);
-        fs::copy(&from, dir.path().join(name)).unwrap_or_else(|e| {
+        let to = dir.path().join(name);
+        fs::copy(&from, &to).unwrap_or_else(|e| {
             panic!(
                 "copying {} to {}: {e}",
                 from.display(),
                 dir.path().display()
             )
         });
+        #[cfg(unix)]
+        if name.ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("making {} private: {e}", to.display()));
+        }
     }
     dir
 }

@@ -22,6 +22,7 @@ mod gate_revocation {
     pub(crate) mod client;
     pub(crate) mod crl;
     pub(crate) mod ocsp;
+    pub(crate) mod propagation;
     pub(crate) mod support;
     pub(crate) mod timing;
 }

@@ -79,6 +79,37 @@ fn upstreams_parse() {
 }
 
 #[test]
+fn control_characters_in_configured_urls_are_refused_precisely() {
+    for (up, want) in [
+        ("http://a:80\r\nX-Evil: 1", "U+000D at byte 11"),
+        ("tcp://a\u{0}b:1", "U+0000 at byte 7"),
+        ("https://a b:443", "space at byte 9"),
+    ] {
+        let e = Upstream::parse(up).unwrap_err();
+        assert!(e.contains(want), "{up:?}: {e}");
+    }
+    let base = include_str!("../../../../docs/gate.example.toml");
+    for (from, to, want) in [
+        (
+            "upstream = \"http://127.0.0.1:8080\"",
+            "upstream = \"http://127.0.0.1:8080\\r\\nHost: evil\"",
+            "U+000D at byte 21",
+        ),
+        (
+            "crl = []",
+            "crl = [\"http://ca.example.org/v1/crl\\n\"]",
+            "U+000A at byte 28",
+        ),
+    ] {
+        assert!(base.contains(from), "{from}");
+        let err = GateConfig::from_toml(&base.replace(from, to), Path::new("/")).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains(want), "{to}: {err}");
+        assert!(!err.contains('\n') && !err.contains('\r'), "{err:?}");
+    }
+}
+
+#[test]
 fn revocation_sources_parse_and_files_resolve() {
     let base = include_str!("../../../../docs/gate.example.toml");
     let text = base.replace(

@@ -17,6 +17,10 @@ use ward_testkit::{fixture, read_certs, read_key};
 /// `[[tenants.routes]]` tables); returns its listener and admin addresses.
 pub(crate) async fn start_gate(routes: &str, dir: &tempfile::TempDir) -> (SocketAddr, SocketAddr) {
     ward_tls::install_default_provider();
+    // The committed key is 0644 in a git checkout: serve a private copy.
+    let key = dir.path().join("server.key");
+    std::fs::copy(fixture("server.key"), &key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let toml = format!(
         r#"audit_log = "off"
 [listen]
@@ -30,7 +34,7 @@ key = {key:?}
 client_ca = {ca:?}
 {routes}"#,
         cert = fixture("server.crt"),
-        key = fixture("server.key"),
+        key = key,
         ca = fixture("root.crt"),
     );
     let path = dir.path().join("gate.toml");

@@ -74,6 +74,8 @@ rules! {
     SAN_PRESENT = ("w5280.san_present", Error, "An end-entity certificate has a subjectAltName (verifiers ignore the CN).");
     /// SAN criticality with an empty subject.
     SAN_CRITICAL = ("w5280.san_critical", Error, "With an empty subject, subjectAltName is critical (RFC 5280 4.2.1.6).");
+    /// Control characters in names.
+    CONTROL_CHARS = ("w5280.control_chars", Error, "No name or URI (subject, issuer, SANs, CRL distribution points, OCSP responders) contains a control character.");
     /// AKI presence.
     AKI_PRESENT = ("w5280.aki_present", Error, "A certificate that is not self-issued has an authorityKeyIdentifier with a keyIdentifier.");
     /// AKI matches the issuer's SKI.

@@ -50,6 +50,16 @@ pub(super) fn check(facts: &Facts, role: Role, issuer: Option<&Facts>) -> Vec<Fi
             facts.not_before, facts.not_after
         ),
     );
+    if let Some((field, value, at, c)) = control_char(facts) {
+        flag(
+            rules::CONTROL_CHARS,
+            true,
+            format!(
+                "{field} {value:?} contains the control character U+{:04X} at byte {at}",
+                u32::from(c)
+            ),
+        );
+    }
 
     match role {
         Role::Leaf => leaf_rules(facts, &mut flag),
@@ -166,4 +176,29 @@ fn leaf_rules(facts: &Facts, flag: &mut impl FnMut(Rule, bool, String)) {
         facts.subject_key_id.is_none(),
         "no subjectKeyIdentifier".into(),
     );
+}
+
+/// The first name or URI holding a control character: (field, value, byte
+/// offset, character). Clients that copy these into logs, HTTP requests or
+/// access decisions must never meet a CR, LF or NUL there.
+fn control_char(facts: &Facts) -> Option<(&'static str, &str, usize, char)> {
+    let single = [("subject", &facts.subject), ("issuer", &facts.issuer)];
+    let lists: [(&'static str, &Vec<String>); 5] = [
+        ("DNS SAN", &facts.dns_names),
+        ("URI SAN", &facts.uris),
+        ("email SAN", &facts.emails),
+        ("CRL distribution point", &facts.crl_urls),
+        ("OCSP responder URL", &facts.ocsp_urls),
+    ];
+    single
+        .into_iter()
+        .map(|(f, v)| (f, v.as_str()))
+        .chain(
+            lists
+                .into_iter()
+                .flat_map(|(f, vs)| vs.iter().map(move |v| (f, v.as_str()))),
+        )
+        .find_map(|(field, value)| {
+            crate::uri::first_control_char(value).map(|(at, c)| (field, value, at, c))
+        })
 }

@@ -198,6 +198,29 @@ fn crafted_certificates_break_one_rule_each() {
             Box::new(|p| p.use_authority_key_identifier_extension = false),
         ),
         (
+            "w5280.control_chars",
+            Box::new(|p| {
+                p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                    uris: vec!["http://ca.example/crl\r\nX-Injected: 1".into()],
+                }]
+            }),
+        ),
+        (
+            "w5280.control_chars",
+            Box::new(|p| {
+                p.subject_alt_names.push(rcgen::SanType::URI(
+                    "https://svc.example.org/\n".try_into().unwrap(),
+                ))
+            }),
+        ),
+        (
+            "w5280.control_chars",
+            Box::new(|p| {
+                p.distinguished_name
+                    .push(rcgen::DnType::CommonName, "svc\u{0}.example.org")
+            }),
+        ),
+        (
             "w5280.critical_unknown",
             Box::new(|p| {
                 let mut ext = CustomExtension::from_oid_content(

@@ -12,6 +12,7 @@ mod basic;
 mod batch;
 mod concurrency;
 mod harness;
+mod watch;
 
 /// Generates a `#[tokio::test]` per backend for each named contract test.
 macro_rules! on_both_backends {
@@ -57,6 +58,7 @@ on_both_backends!(
     batch::certificate_sized_records_keep_the_use_limit_across_statements,
     batch::a_failing_transaction_fails_every_caller_and_writes_nothing,
     batch::storage_lost_mid_batch_is_unavailable_for_its_callers,
+    watch::another_handles_revocations_are_signalled,
 );
 
 /// Checks that only the SQLite backend does: file mode and journal mode.

@@ -48,6 +48,17 @@ pub(crate) struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, default_value = "text")]
     log_format: ward_telemetry::LogFormat,
+    /// Serve the API with this PEM certificate chain (leaf first) instead of
+    /// one the CA issues itself; re-read when it changes. Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Start even if private keys are readable by group or others, or the
+    /// CA directory is writable by them.
+    #[arg(long)]
+    allow_insecure_permissions: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +147,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         database: args.database,
         init_storage: args.init_storage,
         audit: args.audit_log,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        allow_insecure_permissions: args.allow_insecure_permissions,
     };
     ward_ca::serve::run(
         config,

@@ -79,6 +79,10 @@ pub(crate) struct ServeArgs {
     /// Also accept TLS 1.2 (ECDHE + AEAD only).
     #[arg(long)]
     allow_tls12: bool,
+    /// Load private keys that group or others can read (flag form; in a
+    /// config file: [tls] allow_insecure_permissions).
+    #[arg(long, conflicts_with = "config")]
+    allow_insecure_permissions: bool,
     /// CRL for client certificates: an http:// or https:// URL (e.g. the
     /// CA's /v1/crl) or a file, DER or PEM (repeatable; flag form).
     #[arg(long, value_name = "URL-or-FILE", conflicts_with = "config")]
@@ -127,6 +131,9 @@ pub(crate) struct ClientArgs {
     /// Close a connection after this long with no bytes either way.
     #[arg(long, default_value = "5m", value_parser = super::duration_arg)]
     idle_timeout: std::time::Duration,
+    /// Load a private key that group or others can read.
+    #[arg(long)]
+    allow_insecure_permissions: bool,
     /// Time allowed to connect to the target and finish the handshake.
     #[arg(long, default_value = "10s", value_parser = super::duration_arg)]
     connect_timeout: std::time::Duration,
@@ -172,6 +179,7 @@ async fn client(args: ClientArgs) -> anyhow::Result<Outcome> {
     options.verify_spiffe_id = args.verify_spiffe_id;
     options.idle = args.idle_timeout;
     options.connect_timeout = args.connect_timeout;
+    options.allow_insecure_permissions = args.allow_insecure_permissions;
     ward_telemetry::init_tracing(args.log_format, "info")?;
     ward_gate::outbound::run(
         options,
@@ -229,6 +237,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
         tls: TlsConfig {
             allow_tls12: args.allow_tls12,
             disable_resumption: false,
+            allow_insecure_permissions: args.allow_insecure_permissions,
         },
         timeouts: Default::default(),
         // With --ca, https:// upstreams are verified against the CA's roots

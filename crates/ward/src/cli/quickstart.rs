@@ -82,6 +82,9 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<Outcome> {
         database: None,
         init_storage: false,
         audit: dir.join("ca-audit.log").display().to_string(),
+        tls_cert: None,
+        tls_key: None,
+        allow_insecure_permissions: false,
     };
     let ca_stop = stop.signal();
     tasks.spawn(async move {

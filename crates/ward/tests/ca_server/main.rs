@@ -15,3 +15,4 @@ mod api;
 mod load;
 mod seed;
 mod sign;
+mod startup;

@@ -15,9 +15,13 @@ fn f(name: &str) -> String {
     s(&fixture(name))
 }
 
-/// The committed test PKI: server.crt for localhost, root.crt as client CA.
-fn fixture_gate(echo: &Echo, extra: &[&str]) -> Gate {
-    let (cert, key, root, up) = (f("server.crt"), f("server.key"), f("root.crt"), echo.url());
+/// The committed test PKI: server.crt for localhost, root.crt as client CA;
+/// the key is served from a private copy (git keeps no file modes), kept as
+/// long as the returned directory.
+fn fixture_gate(echo: &Echo, extra: &[&str]) -> (Gate, tempfile::TempDir) {
+    let keys = ward_testkit::temp_copy(&["server.key"]);
+    let key = s(&keys.path().join("server.key"));
+    let (cert, root, up) = (f("server.crt"), f("root.crt"), echo.url());
     let mut args = vec![
         "--cert",
         &cert,
@@ -31,13 +35,13 @@ fn fixture_gate(echo: &Echo, extra: &[&str]) -> Gate {
         "spiffe://example.org/*",
     ];
     args.extend_from_slice(extra);
-    Gate::flags(&args)
+    (Gate::flags(&args), keys)
 }
 
 #[test]
 fn hostile_clients_are_refused_during_the_handshake_and_counted_by_reason() {
     let echo = Echo::start();
-    let gate = fixture_gate(&echo, &[]);
+    let (gate, _keys) = fixture_gate(&echo, &[]);
     let root = f("root.crt");
     let url = gate.url();
     let refused_by_curl = |cert: Option<&str>, extra: &[&str]| {
@@ -187,7 +191,7 @@ fn hostile_clients_are_refused_during_the_handshake_and_counted_by_reason() {
 #[test]
 fn tls12_is_opt_in_and_then_negotiates_ecdhe_with_aead() {
     let echo = Echo::start();
-    let gate = fixture_gate(&echo, &["--allow-tls12"]);
+    let (gate, _keys) = fixture_gate(&echo, &["--allow-tls12"]);
     let root = f("root.crt");
     let (cert, key) = (f("client.crt"), f("client.key"));
     let ok = curl_as(
@@ -227,4 +231,76 @@ fn tls12_is_opt_in_and_then_negotiates_ecdhe_with_aead() {
         "{cipher}"
     );
     gate.finish();
+}
+
+/// Issue 25 item 5: a server key that group or others can read is refused,
+/// naming the file and its mode, in the flag form and in a config file,
+/// unless the operator says otherwise; a 0600 copy of the same key loads.
+#[test]
+fn a_key_readable_by_others_is_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = ward_testkit::temp_copy(&["server.key"]);
+    let key = keys.path().join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (cert, root, key_s) = (f("server.crt"), f("root.crt"), s(&key));
+    let flags = |extra: &[&str]| {
+        let mut args = vec![
+            "gate",
+            "serve",
+            "--check-config",
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            &cert,
+            "--key",
+            &key_s,
+            "--client-ca",
+            &root,
+            "--upstream",
+            "http://127.0.0.1:9",
+        ];
+        args.extend_from_slice(extra);
+        crate::harness::ward(&args)
+    };
+    let out = flags(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(&key_s)
+            && err.contains("mode 0644")
+            && err.contains("--allow-insecure-permissions"),
+        "{err}"
+    );
+    let out = flags(&["--allow-insecure-permissions"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let config = keys.path().join("gate.toml");
+    let toml = |allow: bool| {
+        format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n[tls]\nallow_insecure_permissions = {allow}\n\
+             [[tenants]]\nname = \"t\"\ndefault = true\ncert = {cert:?}\nkey = {key_s:?}\n\
+             client_ca = {root:?}\n[[tenants.routes]]\nname = \"r\"\nupstream = \"http://127.0.0.1:9\"\n"
+        )
+    };
+    let check =
+        || crate::harness::ward(&["gate", "serve", "--config", &s(&config), "--check-config"]);
+    std::fs::write(&config, toml(false)).unwrap();
+    let out = check();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&key_s));
+    std::fs::write(&config, toml(true)).unwrap();
+    assert!(check().status.success());
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&config, toml(false)).unwrap();
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -15,11 +15,13 @@ fn metrics_and_audit_lines_describe_every_handshake_and_request() {
     let echo = Echo::start();
     let f = |n: &str| s(&fixture(n));
     let (root, cert, key, up) = (f("root.crt"), f("client.crt"), f("client.key"), echo.url());
+    // A private copy of the committed key (git keeps no file modes).
+    let keys = ward_testkit::temp_copy(&["server.key"]);
     let gate = Gate::flags(&[
         "--cert",
         &f("server.crt"),
         "--key",
-        &f("server.key"),
+        &s(&keys.path().join("server.key")),
         "--client-ca",
         &root,
         "--upstream",

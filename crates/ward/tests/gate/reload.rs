@@ -18,8 +18,17 @@ const RELOADS: &str = "ward_gate_reloads_total";
 
 /// Replaces `to` atomically: write a sibling, then rename it over.
 fn replace(to: &Path, contents: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = to.with_extension("new");
-    std::fs::write(&tmp, contents).unwrap();
+    // Private from the first byte, as a key must be for the gate to load it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(contents))
+        .unwrap();
     std::fs::rename(&tmp, to).unwrap();
 }
 

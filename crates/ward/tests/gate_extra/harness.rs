@@ -240,6 +240,20 @@ pub(crate) fn p(path: &Path) -> String {
 /// Writes `text` to `path` atomically (temp file + rename), as deploy tools do.
 pub(crate) fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
+    write_private(&tmp, text);
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Writes `text` to a new file readable by its owner only, as Ward
+/// requires of any file holding a private key.
+pub(crate) fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
 }

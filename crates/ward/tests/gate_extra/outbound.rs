@@ -120,7 +120,7 @@ fn gate_client_reloads_its_certificate_on_file_change() {
     let first = pki.issue("client", "spiffe://example.org/ns/first", &[]);
     let second = pki.issue("client", "spiffe://example.org/ns/second", &[]);
     let both = pki.path("identity.pem");
-    std::fs::write(&both, pem(&first)).unwrap();
+    crate::harness::write_private(&both, &pem(&first));
     let (client, plain) = gate_client_files(&pki, &both, &both, gate_addr, &[]);
     let who = || {
         let (status, body) = curl(&[&format!("http://{plain}/")]);

@@ -36,12 +36,106 @@ pub(crate) struct CaServer {
     pub(crate) http: SocketAddr,
     stderr: Arc<Mutex<String>>,
     files: AtomicUsize,
+    /// `--database` for every process on this CA (PostgreSQL), if any.
+    database: Option<String>,
+}
+
+/// Another `ward ca serve` on the same directory and database: a replica.
+pub(crate) struct Replica {
+    child: Child,
+    /// HTTPS listener.
+    pub(crate) https: SocketAddr,
+    /// Plain-HTTP listener (CRL, OCSP).
+    pub(crate) http: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Replica {
+    /// `http://HTTP-LISTENER/v1/crl`.
+    pub(crate) fn crl_url(&self) -> String {
+        format!("http://{}/v1/crl", self.http)
+    }
+
+    /// Everything the replica logged.
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ward ca serve --dir DIR [--database URL]` on two ephemeral
+/// listeners and waits for both readiness lines.
+fn spawn_server(
+    dir: &str,
+    database: Option<&str>,
+    stderr: Arc<Mutex<String>>,
+) -> (Child, SocketAddr, SocketAddr) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ward"));
+    cmd.args(["ca", "serve", "--dir", dir]).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(url) = database {
+        cmd.args(["--database", url]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ward ca serve starts");
+    let (tx, rx) = mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let buf = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = line.strip_prefix("ward ca: listening on https://") {
+                let _ = tx.send((true, a.to_owned()));
+            } else if let Some(a) = line.strip_prefix("ward ca: listening on http://") {
+                let _ = tx.send((false, a.to_owned()));
+            }
+            let mut b = buf.lock().unwrap();
+            b.push_str(&line);
+            b.push('\n');
+        }
+    });
+    let (mut https, mut http) = (None, None);
+    while https.is_none() || http.is_none() {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok((true, a)) => https = Some(a.parse().unwrap()),
+            Ok((false, a)) => http = Some(a.parse().unwrap()),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "ward ca serve never got ready ({e}): {}",
+                    stderr.lock().unwrap()
+                );
+            }
+        }
+    }
+    (child, https.unwrap(), http.unwrap())
 }
 
 impl CaServer {
     /// A fresh CA whose ca.toml lines `key = …` are replaced by `edits`
     /// (keys missing from ca.toml are an error), then served.
     pub(crate) fn start(edits: &[(&str, &str)]) -> CaServer {
+        CaServer::start_on(edits, None)
+    }
+
+    /// Like [`CaServer::start`], with every process of this CA (servers,
+    /// `ward token create`, `ward revoke --dir`) on `database`.
+    pub(crate) fn start_on(edits: &[(&str, &str)], database: Option<String>) -> CaServer {
         let pki = Pki::init(&[]);
         let path = PathBuf::from(pki.ca_dir()).join("ca.toml");
         let mut text = std::fs::read_to_string(&path).unwrap();
@@ -63,51 +157,47 @@ impl CaServer {
             http: "127.0.0.1:1".parse().unwrap(),
             stderr: Arc::new(Mutex::new(String::new())),
             files: AtomicUsize::new(0),
+            database,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-            .args(["ca", "serve", "--dir", self.pki.ca_dir()])
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ward ca serve starts");
-        let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let buf = self.stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Some(a) = line.strip_prefix("ward ca: listening on https://") {
-                    let _ = tx.send((true, a.to_owned()));
-                } else if let Some(a) = line.strip_prefix("ward ca: listening on http://") {
-                    let _ = tx.send((false, a.to_owned()));
-                }
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                b.push('\n');
-            }
-        });
-        let (mut https, mut http) = (None, None);
-        while https.is_none() || http.is_none() {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok((true, a)) => https = Some(a.parse().unwrap()),
-                Ok((false, a)) => http = Some(a.parse().unwrap()),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("ward ca serve never got ready ({e}): {}", self.stderr());
-                }
-            }
-        }
-        self.https = https.unwrap();
-        self.http = http.unwrap();
+        let (child, https, http) = spawn_server(
+            self.pki.ca_dir(),
+            self.database.as_deref(),
+            self.stderr.clone(),
+        );
+        self.https = https;
+        self.http = http;
         self.child = Some(child);
+    }
+
+    /// A second server on this CA's directory and database.
+    pub(crate) fn replica(&self) -> Replica {
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (child, https, http) =
+            spawn_server(self.pki.ca_dir(), self.database.as_deref(), stderr.clone());
+        Replica {
+            child,
+            https,
+            http,
+            stderr,
+        }
+    }
+
+    /// `ward ARGS --dir DIR [--database URL]` (a separate process working on
+    /// the store directly); its stdout.
+    pub(crate) fn local(&self, args: &[&str]) -> String {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--dir", self.pki.ca_dir()]);
+        if let Some(url) = &self.database {
+            all.extend(["--database", url.as_str()]);
+        }
+        let out = ward(&all);
+        assert!(out.status.success(), "ward {args:?}: {}", out.stderr_text());
+        out.stdout_text()
     }
 
     /// Everything the server logged.
@@ -159,17 +249,13 @@ impl CaServer {
         let mut args = vec![
             "token",
             "create",
-            "--dir",
-            self.pki.ca_dir(),
             "--spiffe-id",
             spiffe_id,
             "--format",
             "json",
         ];
         args.extend_from_slice(extra);
-        let out = ward(&args);
-        assert!(out.status.success(), "token create: {}", out.stderr_text());
-        let json: Value = serde_json::from_str(&out.stdout_text()).unwrap();
+        let json: Value = serde_json::from_str(&self.local(&args)).unwrap();
         (
             json["token"].as_str().unwrap().to_owned(),
             json["id"].as_str().unwrap().to_owned(),
@@ -201,7 +287,18 @@ impl CaServer {
         let crt = self.scratch(&format!("{name}.crt"));
         let key = self.scratch(&format!("{name}.key"));
         std::fs::write(&crt, json["chain"].as_str().unwrap()).unwrap();
-        std::fs::write(&key, json["private_key"].as_str().unwrap()).unwrap();
+        // Private from the first byte: a gate refuses a key others can read.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key)
+                .and_then(|mut f| f.write_all(json["private_key"].as_str().unwrap().as_bytes()))
+                .unwrap();
+        }
         Issued {
             crt,
             key,
