@@ -458,9 +458,10 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(Issuance, PrivateKey), AuthorityError> {
         let binding = Binding::of_token(token)?;
-        let key = key_type
-            .generate()
-            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        // RSA keys take up to seconds of CPU: not on an async worker.
+        let key = crate::cpu::generate(key_type)
+            .await
+            .map_err(AuthorityError::Internal)?;
         let issuance = self
             .issue_for_token(token, &binding, &key.public_key_der(), now)
             .await?;
@@ -651,10 +652,10 @@ impl Authority {
             crl_url: self.crl_url.clone(),
             ocsp_url: self.ocsp_url.clone(),
         };
-        let issued = self
-            .issuer
-            .sign_leaf(spki_der, &request, now)
-            .map_err(pki_err("signing"))?;
+        let issued = crate::cpu::heavy(self.issuer.is_rsa(), || {
+            self.issuer.sign_leaf(spki_der, &request, now)
+        })
+        .map_err(pki_err("signing"))?;
         // Pre-issuance lint, the rules of `ward cert lint`: a CA bug must never
         // reach a client. Online paths cap `ttl` at max_ttl; the CA's own
         // server certificate may ask for more.

@@ -185,6 +185,12 @@ pub struct ListenConfig {
     /// Most client connections open at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Networks whose connections are proxies the gate trusts: their
+    /// `x-forwarded-for` is kept (the gate appends the address it sees),
+    /// and so are `forwarded`, `x-real-ip` and `x-forwarded-host`. From
+    /// anyone else these fields are dropped (see `crate::forwarding`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::forwarding::Cidr>,
 }
 
 fn default_max_connections() -> usize {
@@ -213,10 +219,16 @@ pub struct Timeouts {
     pub upstream_connect: Dur,
     /// Time allowed for a client to send request headers (HTTP/1).
     pub header_read: Dur,
-    /// Idle time after which a connection (or TCP proxy) is closed.
+    /// Idle time after which a connection (or TCP proxy) is closed; an
+    /// HTTP connection is idle while no request is in flight (for HTTP/2:
+    /// no open stream; it then gets GOAWAY).
     pub idle: Dur,
     /// Time given to in-flight requests after SIGTERM.
     pub drain: Dur,
+    /// Longest life of an HTTP connection: then HTTP/2 gets GOAWAY and
+    /// HTTP/1.1 `connection: close` on its next response; in-flight
+    /// requests get `drain` to finish. `0s`: no limit.
+    pub max_connection_age: Dur,
 }
 
 impl Default for Timeouts {
@@ -228,7 +240,20 @@ impl Default for Timeouts {
             header_read: Dur(Duration::from_secs(10)),
             idle: Dur(Duration::from_secs(300)),
             drain: Dur(Duration::from_secs(30)),
+            max_connection_age: Dur(Duration::from_secs(3600)),
         }
+    }
+}
+
+impl Timeouts {
+    /// The connection age limit; `None` when it is off (`0s`).
+    pub fn max_age(&self) -> Option<Duration> {
+        (!self.max_connection_age.0.is_zero()).then_some(self.max_connection_age.0)
+    }
+
+    /// The HTTP idle limit; `None` when it is off (`0s`).
+    pub fn idle_limit(&self) -> Option<Duration> {
+        (!self.idle.0.is_zero()).then_some(self.idle.0)
     }
 }
 

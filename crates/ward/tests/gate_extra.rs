@@ -12,6 +12,8 @@ mod common;
 mod harness;
 #[path = "gate_extra/outbound.rs"]
 mod outbound;
+#[path = "gate_extra/hardening.rs"]
+mod hardening;
 
 use std::net::SocketAddr;
 use std::path::Path;
