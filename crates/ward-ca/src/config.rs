@@ -235,7 +235,7 @@ per_token_burst = {ptb}
 key_generations_per_token = {kgt}
 key_generations_total = {kga}
 # A connection with no request in flight for this long is closed (HTTP/2 gets
-# GOAWAY); a connection this old is closed once its requests finish. 0s: never.
+# GOAWAY); a connection this old is closed once its requests finish. "off": never.
 connection_idle_timeout = {cit}
 max_connection_age = {mca}
 

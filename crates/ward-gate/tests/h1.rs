@@ -714,12 +714,16 @@ async fn a_trusted_proxy_keeps_its_forwarding_fields() {
 #[tokio::test]
 async fn a_content_length_list_goes_upstream_as_one_value_or_is_refused() {
     let s = setup().await;
-    for version in ["1.1", "1.0"] {
+    // hyper's parser (HTTP/1.0 takes that path) refuses a list in one
+    // field by itself; equal repeated fields pass it.
+    for (version, lengths) in [
+        ("1.1", "Content-Length: 5, 5\r\n"),
+        ("1.1", "Content-Length: 5\r\ncontent-length: 5\r\n"),
+        ("1.0", "Content-Length: 5\r\ncontent-length: 5\r\n"),
+    ] {
         let mut c = connect(s.gate).await;
         let mut buf = Vec::new();
-        let raw = format!(
-            "POST /echo HTTP/{version}\r\nHost: localhost\r\nContent-Length: 5, 5\r\n\r\nhello"
-        );
+        let raw = format!("POST /echo HTTP/{version}\r\nHost: localhost\r\n{lengths}\r\nhello");
         let r = exchange(&mut c, &mut buf, raw.as_bytes()).await;
         assert_eq!(r.status, 200, "HTTP/{version}: {r:?}");
         let seen = r.text().to_ascii_lowercase();
@@ -727,6 +731,8 @@ async fn a_content_length_list_goes_upstream_as_one_value_or_is_refused() {
         assert!(!seen.contains("5, 5"), "HTTP/{version}: {seen}");
         assert_eq!(seen.matches("content-length").count(), 1, "HTTP/{version}: {seen}");
 
+    }
+    for version in ["1.1", "1.0"] {
         let mut c = connect(s.gate).await;
         let mut buf = Vec::new();
         let raw = format!(

@@ -5,6 +5,7 @@
 //! still completes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code)] // this test uses part of the shared helpers
 mod common;
 
 use std::net::SocketAddr;
@@ -111,7 +112,7 @@ fn at(events: &[Value], ev: &str, path: Option<&str>) -> Option<u64> {
 #[tokio::test]
 async fn an_idle_http2_connection_gets_goaway_and_is_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let gate = gate("idle = \"1s\"\nmax_connection_age = \"0s\"", &dir).await;
+    let gate = gate("idle = \"1s\"\nmax_connection_age = \"off\"", &dir).await;
 
     // One finished request, then nothing.
     let events = node(gate, "/fast", 15_000).await;

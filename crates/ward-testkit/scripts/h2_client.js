@@ -3,14 +3,13 @@
 // its time in milliseconds since the start. Exits when the session
 // closes, or at the deadline.
 //
-// node h2_client.js URL CA CERT KEY PATHS DEADLINE_MS [RESETS]
+// node h2_client.js URL CA CERT KEY PATHS DEADLINE_MS
 //   PATHS   comma-separated request paths (empty: no request)
-//   RESETS  open and cancel this many streams at once (rapid reset)
 'use strict';
 const http2 = require('http2');
 const fs = require('fs');
 
-const [url, ca, cert, key, paths, deadline, resets] = process.argv.slice(2);
+const [url, ca, cert, key, paths, deadline] = process.argv.slice(2);
 const t0 = Date.now();
 const log = (o) => console.log(JSON.stringify({ ...o, t: Date.now() - t0 }));
 
@@ -37,13 +36,6 @@ for (const path of (paths || '').split(',').filter((p) => p)) {
   req.on('end', () => log({ ev: 'end', path, body }));
   req.on('error', (e) => log({ ev: 'stream_error', path, msg: String(e.message) }));
   req.end();
-}
-
-const n = Number(resets || 0);
-for (let i = 0; i < n; i++) {
-  const req = session.request({ ':path': '/reset' });
-  req.on('error', () => {});
-  req.close(http2.constants.NGHTTP2_CANCEL);
 }
 
 setTimeout(() => {

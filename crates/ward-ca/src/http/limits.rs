@@ -30,10 +30,10 @@ pub struct LimitsConfig {
     /// refused with 429.
     pub key_generations_total: u32,
     /// Close a connection with no request in flight for this long
-    /// (HTTP/2 gets GOAWAY); `0s`: never.
+    /// (HTTP/2 gets GOAWAY); `off`: never.
     pub connection_idle_timeout: String,
     /// Close a connection this old once its requests finish (HTTP/2 gets
-    /// GOAWAY at once, in-flight requests complete); `0s`: never.
+    /// GOAWAY at once, in-flight requests complete); `off`: never.
     pub max_connection_age: String,
 }
 
@@ -53,18 +53,21 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// The connection idle limit; `None` for `0s`.
+    /// The connection idle limit; `None` for `off`.
     pub fn idle_timeout(&self) -> Result<Option<Duration>, crate::Error> {
         optional_duration("ca.toml: limits.connection_idle_timeout", &self.connection_idle_timeout)
     }
 
-    /// The connection age limit; `None` for `0s`.
+    /// The connection age limit; `None` for `off`.
     pub fn max_age(&self) -> Result<Option<Duration>, crate::Error> {
         optional_duration("ca.toml: limits.max_connection_age", &self.max_connection_age)
     }
 }
 
 fn optional_duration(name: &str, value: &str) -> Result<Option<Duration>, crate::Error> {
+    if matches!(value.trim(), "off" | "0" | "0s") {
+        return Ok(None);
+    }
     let d = ward_pki::parse_duration(value)
         .map_err(|e| crate::Error::Config(format!("{name}: {e}")))?;
     Ok((!d.is_zero()).then_some(d))
@@ -219,10 +222,10 @@ mod tests {
     }
 
     #[test]
-    fn connection_limits_parse_and_zero_disables() {
+    fn connection_limits_parse_and_off_disables() {
         let mut config = LimitsConfig::default();
         assert_eq!(config.idle_timeout().unwrap(), Some(Duration::from_secs(300)));
-        config.max_connection_age = "0s".into();
+        config.max_connection_age = "off".into();
         assert_eq!(config.max_age().unwrap(), None);
         config.connection_idle_timeout = "soon".into();
         assert!(config.idle_timeout().is_err());

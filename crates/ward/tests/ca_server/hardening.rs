@@ -182,7 +182,7 @@ fn http2_connections_to_the_ca_close_when_idle_and_at_max_age() {
     let Some(ca) = Ca::new(Backend::Sqlite) else { return };
     // Idle: one request, then nothing.
     set_limit(&ca, "connection_idle_timeout", "\"1s\"");
-    set_limit(&ca, "max_connection_age", "\"0s\"");
+    set_limit(&ca, "max_connection_age", "\"off\"");
     let server = ca.serve();
     let events = node(&ca, server.addr.port(), "/healthz");
     let ended = at(&events, "end").unwrap_or_else(|| panic!("{events:?}"));
@@ -192,7 +192,7 @@ fn http2_connections_to_the_ca_close_when_idle_and_at_max_age() {
     drop(server);
 
     // Max age, idle limit off.
-    set_limit(&ca, "connection_idle_timeout", "\"0s\"");
+    set_limit(&ca, "connection_idle_timeout", "\"off\"");
     set_limit(&ca, "max_connection_age", "\"2s\"");
     let server = ca.serve();
     let events = node(&ca, server.addr.port(), "/healthz");

@@ -133,3 +133,64 @@ fn client_strings_in_the_log_are_bounded() {
     let longest = stderr.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 5_000, "a {longest}-byte log line");
 }
+
+#[test]
+fn a_rapid_reset_flood_writes_a_bounded_number_of_warnings() {
+    let (pki, gate) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/flood", &[]);
+    let echo = http_echo();
+    let proc = Proc::spawn(&[
+        "gate",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--cert",
+        &p(&gate.with_extension("crt")),
+        "--key",
+        &p(&gate.with_extension("key")),
+        "--client-ca",
+        &p(&pki.root()),
+        "--upstream",
+        &format!("http://{echo}"),
+        "--allow-spiffe-id",
+        "spiffe://example.org/*",
+        "--audit-log",
+        "off",
+    ]);
+    let addr = proc.ready("listening on");
+    let flood = |sessions: u32| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../ward-testkit/scripts/h2_rapid_reset.js");
+        let out = std::process::Command::new("node")
+            .arg(script)
+            .arg(format!("https://localhost:{}", addr.port()))
+            .arg(pki.root())
+            .arg(client.with_extension("crt"))
+            .arg(client.with_extension("key"))
+            .arg(sessions.to_string())
+            .arg("100")
+            .arg("20000")
+            .output()
+            .expect("node runs");
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let report: serde_json::Value = serde_json::from_str(out.stdout_text().trim()).unwrap();
+        report["goaways"].as_u64().unwrap()
+    };
+    let ended = flood(100);
+    assert!(ended >= 90, "the gate ended only {ended} of 100 rapid-reset sessions");
+    // A second later, one more: its line is preceded by the summary of
+    // what was left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    flood(1);
+    let summary = proc.wait_for("suppressed", READY);
+    assert!(summary.contains("h2"), "{summary}");
+    let warnings = proc
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("reached limit"))
+        .count();
+    assert!(
+        (1..=45).contains(&warnings),
+        "{warnings} warnings for {ended} rapid-reset sessions"
+    );
+}
