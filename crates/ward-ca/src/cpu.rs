@@ -61,8 +61,8 @@ pub async fn generate(key_type: KeyType) -> Result<PrivateKey, String> {
 /// other tasks move to another thread meanwhile. Cheap work, and work on
 /// a current-thread runtime (tests), runs inline.
 pub fn heavy<T>(expensive: bool, work: impl FnOnce() -> T) -> T {
-    let multi_thread = Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
     if expensive && multi_thread {
         tokio::task::block_in_place(work)
     } else {

@@ -202,7 +202,7 @@ impl Authority {
         let der = crate::cpu::heavy(heavy, || {
             sign_crl(self.issuer(), &entries, number, now, next_update)
         })
-            .map_err(|e| AuthorityError::Internal(format!("signing the CRL: {e}")))?;
+        .map_err(|e| AuthorityError::Internal(format!("signing the CRL: {e}")))?;
         let etag = format!(
             "\"{}\"",
             hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])

@@ -94,7 +94,10 @@ fn audit_writable(spec: &str) -> Result<(), Error> {
     if dir.is_dir() {
         Ok(())
     } else {
-        Err(bad(format!("the directory {} does not exist", dir.display())))
+        Err(bad(format!(
+            "the directory {} does not exist",
+            dir.display()
+        )))
     }
 }
 
@@ -143,7 +146,12 @@ mod tests {
         let junk = dir.path().join("junk.crl");
         std::fs::write(&junk, b"not a crl").unwrap();
         assert!(crl_file(&junk, 1 << 20).is_err());
-        assert!(crl_file(&junk, 4).unwrap_err().to_string().contains("larger"));
+        assert!(
+            crl_file(&junk, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("larger")
+        );
     }
 
     #[test]

@@ -36,7 +36,12 @@ const IDENTITY: [&str; 3] = [
 /// The prefix of the gate's own fields (`x-ward-spiffe-id`).
 const WARD_PREFIX: &str = "x-ward-";
 /// Fields that describe the connection; kept from trusted proxies only.
-const FORWARDING: [&str; 4] = ["x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host"];
+const FORWARDING: [&str; 4] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+];
 /// Always the gate's.
 const PROTO: &str = "x-forwarded-proto";
 /// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded.
@@ -189,17 +194,32 @@ mod tests {
             assert!(is_identity_header(name), "{name}");
             assert!(drop_from_client(name, true), "{name}");
         }
-        for name in ["transfer_encoding", "proxy_authorization", "x_forwarded_for", "x_real_ip"] {
+        for name in [
+            "transfer_encoding",
+            "proxy_authorization",
+            "x_forwarded_for",
+            "x_real_ip",
+        ] {
             assert!(drop_from_client(name, true), "{name}");
         }
-        for name in ["x_custom", "content-type", "x-request-id", "accept_language"] {
+        for name in [
+            "x_custom",
+            "content-type",
+            "x-request-id",
+            "accept_language",
+        ] {
             assert!(!drop_from_client(name, false), "{name}");
         }
     }
 
     #[test]
     fn forwarding_fields_pass_from_trusted_proxies_only() {
-        for name in ["Forwarded", "X-Real-IP", "x-forwarded-for", "X-Forwarded-Host"] {
+        for name in [
+            "Forwarded",
+            "X-Real-IP",
+            "x-forwarded-for",
+            "X-Forwarded-Host",
+        ] {
             assert!(drop_from_client(name, false), "{name}");
             assert!(!drop_from_client(name, true), "{name}");
         }

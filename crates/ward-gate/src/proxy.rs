@@ -220,7 +220,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-
 /// Removes every client field the gate does not forward
 /// ([`crate::forwarding::drop_from_client`]).
 fn strip_client_fields(headers: &mut HeaderMap, trusted: bool) {

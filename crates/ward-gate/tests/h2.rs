@@ -121,7 +121,10 @@ async fn an_idle_http2_connection_gets_goaway_and_is_closed() {
     assert!(goaway >= ended, "{events:?}");
     let closed = at(&events, "close", None).unwrap_or_else(|| panic!("never closed: {events:?}"));
     let idle = closed - ended;
-    assert!((900..6_000).contains(&idle), "closed {idle} ms after the last stream: {events:?}");
+    assert!(
+        (900..6_000).contains(&idle),
+        "closed {idle} ms after the last stream: {events:?}"
+    );
 
     // No stream at all.
     let events = node(gate, "", 15_000).await;
@@ -138,11 +141,11 @@ async fn an_http2_connection_at_max_age_gets_goaway_and_finishes_its_request() {
     let goaway = at(&events, "goaway", None).unwrap_or_else(|| panic!("no GOAWAY: {events:?}"));
     let ended = at(&events, "end", Some("/slow")).unwrap_or_else(|| panic!("{events:?}"));
     assert!(goaway < ended, "GOAWAY came after the request: {events:?}");
-    assert!((1_500..3_400).contains(&goaway), "GOAWAY at {goaway} ms: {events:?}");
-    let done = events
-        .iter()
-        .find(|e| e["ev"] == "end")
-        .unwrap();
+    assert!(
+        (1_500..3_400).contains(&goaway),
+        "GOAWAY at {goaway} ms: {events:?}"
+    );
+    let done = events.iter().find(|e| e["ev"] == "end").unwrap();
     assert_eq!(done["body"], "slow done", "{events:?}");
     let status = events.iter().find(|e| e["ev"] == "headers").unwrap();
     assert_eq!(status["status"], 200, "{events:?}");

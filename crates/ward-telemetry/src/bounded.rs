@@ -286,7 +286,10 @@ mod tests {
             tracing::warn!(target: "h2::proto", "locally-reset streams reached limit");
         });
         let out = text(&sink);
-        assert!(out.contains("suppressed 95 log line(s) from h2::proto"), "{out}");
+        assert!(
+            out.contains("suppressed 95 log line(s) from h2::proto"),
+            "{out}"
+        );
         assert_eq!(out.matches("locally-reset").count(), 6, "{out}");
     }
 

@@ -633,10 +633,7 @@ fn verify_reports_hostile_fixtures_by_reason() {
 #[test]
 fn inspect_names_p521_and_unsupported_curves() {
     let dir = tempfile::tempdir().unwrap();
-    for (curve, shown) in [
-        ("secp521r1", "ECDSA P-521"),
-        ("secp256k1", "secp256k1"),
-    ] {
+    for (curve, shown) in [("secp521r1", "ECDSA P-521"), ("secp256k1", "secp256k1")] {
         let crt = dir.path().join(format!("{curve}.crt"));
         let out = std::process::Command::new("openssl")
             .args(["req", "-x509", "-nodes", "-subj", "/CN=x", "-days", "1"])

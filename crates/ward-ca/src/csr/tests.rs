@@ -112,7 +112,11 @@ fn openssl_ec_csr(dir: &std::path::Path, curve: &str) -> String {
         .arg(&params)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let csr = dir.join(format!("{curve}.csr"));
     let out = Command::new("openssl")
         .args(["req", "-new", "-nodes", "-subj", "/CN=x", "-newkey"])
@@ -123,7 +127,11 @@ fn openssl_ec_csr(dir: &std::path::Path, curve: &str) -> String {
         .arg(&csr)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(csr).unwrap()
 }
 
@@ -133,7 +141,10 @@ fn unsupported_curves_are_named_not_called_bad_signatures() {
     let err = parse_csr(&openssl_ec_csr(dir.path(), "secp256k1")).unwrap_err();
     assert!(matches!(err, CsrError::UnsupportedKey(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("secp256k1") && text.contains("curve"), "{text}");
+    assert!(
+        text.contains("secp256k1") && text.contains("curve"),
+        "{text}"
+    );
 
     let err = parse_csr(&openssl_ec_csr(dir.path(), "secp521r1")).unwrap_err();
     let text = err.to_string();

@@ -45,10 +45,7 @@ pub(super) async fn read_limited(
 /// is declared `application/json` (parameters such as `charset` allowed);
 /// 415 otherwise. An empty body with no `Content-Type` passes (it parses
 /// as `{}`).
-pub(super) async fn read_json(
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<bytes::Bytes, ApiError> {
+pub(super) async fn read_json(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
     let declared = headers.get(header::CONTENT_TYPE);
     if let Some(value) = declared
         && !is_json(value.as_bytes())
@@ -74,7 +71,9 @@ fn not_json() -> ApiError {
 /// with or without parameters.
 fn is_json(value: &[u8]) -> bool {
     let essence = value.split(|&b| b == b';').next().unwrap_or_default();
-    essence.trim_ascii().eq_ignore_ascii_case(b"application/json")
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
 }
 
 /// Parses a JSON body; an empty body parses as `{}` when `T` allows it.

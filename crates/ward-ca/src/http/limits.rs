@@ -55,12 +55,18 @@ impl Default for LimitsConfig {
 impl LimitsConfig {
     /// The connection idle limit; `None` for `off`.
     pub fn idle_timeout(&self) -> Result<Option<Duration>, crate::Error> {
-        optional_duration("ca.toml: limits.connection_idle_timeout", &self.connection_idle_timeout)
+        optional_duration(
+            "ca.toml: limits.connection_idle_timeout",
+            &self.connection_idle_timeout,
+        )
     }
 
     /// The connection age limit; `None` for `off`.
     pub fn max_age(&self) -> Result<Option<Duration>, crate::Error> {
-        optional_duration("ca.toml: limits.max_connection_age", &self.max_connection_age)
+        optional_duration(
+            "ca.toml: limits.max_connection_age",
+            &self.max_connection_age,
+        )
     }
 }
 
@@ -224,7 +230,10 @@ mod tests {
     #[test]
     fn connection_limits_parse_and_off_disables() {
         let mut config = LimitsConfig::default();
-        assert_eq!(config.idle_timeout().unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(
+            config.idle_timeout().unwrap(),
+            Some(Duration::from_secs(300))
+        );
         config.max_connection_age = "off".into();
         assert_eq!(config.max_age().unwrap(), None);
         config.connection_idle_timeout = "soon".into();

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use ward_gate::Source;
 use ward_gate::config::{
     AllowRules, Dur, GateConfig, IdentityConfig, IdentityHeaders, ListenConfig, RevocationConfig,
     RouteConfig, TenantConfig, TlsConfig, UnknownSni, UpstreamTls,
 };
-use ward_gate::Source;
 
 use super::Outcome;
 
@@ -274,8 +274,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         let config = source.load()?;
         let address = config.listen.address.clone();
         let ca = config.identity.as_ref().map(|i| i.ca.clone());
-        let checked =
-            ward_gate::check::check(config).context("the configuration does not load")?;
+        let checked = ward_gate::check::check(config).context("the configuration does not load")?;
         match ca {
             // The identity exists only once obtained; everything else is checked.
             Some(ca) => outln!(

@@ -31,7 +31,9 @@ fn set_limit(ca: &Ca, key: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_key_generation_keeps_healthz_fast_and_is_limited_per_token() {
-    let Some(ca) = Ca::new(Backend::Sqlite) else { return };
+    let Some(ca) = Ca::new(Backend::Sqlite) else {
+        return;
+    };
     let server = ca.serve();
     let client = ca.client(&server);
     let slots = ward_ca::cpu::slots();
@@ -114,7 +116,9 @@ async fn rsa_key_generation_keeps_healthz_fast_and_is_limited_per_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_routes_require_application_json() {
-    let Some(ca) = Ca::new(Backend::Sqlite) else { return };
+    let Some(ca) = Ca::new(Backend::Sqlite) else {
+        return;
+    };
     let server = ca.serve();
     let client = ca.client(&server);
     let admin = ca.admin(&server);
@@ -133,9 +137,7 @@ async fn json_routes_require_application_json() {
             Some("application/jsonp"),
             None,
         ] {
-            let r = who
-                .send(&Req::json(path, &body).content_type(wrong))
-                .await;
+            let r = who.send(&Req::json(path, &body).content_type(wrong)).await;
             r.expect_error(415, "unsupported_media_type");
         }
         // application/json with parameters goes on to the route's own checks.
@@ -163,7 +165,11 @@ fn node(ca: &Ca, port: u16, paths: &str) -> Vec<Value> {
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -179,7 +185,9 @@ fn at(events: &[Value], ev: &str) -> Option<u64> {
 
 #[test]
 fn http2_connections_to_the_ca_close_when_idle_and_at_max_age() {
-    let Some(ca) = Ca::new(Backend::Sqlite) else { return };
+    let Some(ca) = Ca::new(Backend::Sqlite) else {
+        return;
+    };
     // Idle: one request, then nothing.
     set_limit(&ca, "connection_idle_timeout", "\"1s\"");
     set_limit(&ca, "max_connection_age", "\"off\"");

@@ -41,13 +41,22 @@ print(echoed.hex())
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nonces_up_to_64_octets_are_echoed() {
-    let Some(ca) = Ca::new(Backend::Sqlite) else { return };
+    let Some(ca) = Ca::new(Backend::Sqlite) else {
+        return;
+    };
     configure(&ca);
     let server = DualServer::start(&ca);
     let client = Client::new(server.https, &ca.root(), None);
     let url = format!("http://{}/ocsp", server.http);
     let leaf = issue(&ca, &client, "nonce").await;
-    for (len, echoed) in [(1, true), (16, true), (32, true), (63, true), (64, true), (65, false)] {
+    for (len, echoed) in [
+        (1, true),
+        (16, true),
+        (32, true),
+        (63, true),
+        (64, true),
+        (65, false),
+    ] {
         let out = Command::new("python3")
             .arg("-c")
             .arg(SCRIPT)
@@ -57,7 +66,12 @@ async fn nonces_up_to_64_octets_are_echoed() {
             .arg(len.to_string())
             .output()
             .expect("python3 runs");
-        assert!(out.status.success(), "{len}: {}{}", out.stdout_text(), out.stderr_text());
+        assert!(
+            out.status.success(),
+            "{len}: {}{}",
+            out.stdout_text(),
+            out.stderr_text()
+        );
         let printed = out.stdout_text();
         assert_eq!(
             printed.trim() != "none",

@@ -31,7 +31,6 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-
 /// The comma-separated tokens of every field called `name`, trimmed.
 pub(crate) fn tokens<'h>(
     headers: &'h [httparse::Header<'h>],
