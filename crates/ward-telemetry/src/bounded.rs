@@ -9,7 +9,9 @@
 //! JSON lines, each long string value is cut, so the line stays JSON), and
 //! each target may write [`LINES_PER_SECOND`] lines a second; the lines
 //! over that are dropped and counted, and the target's next line that
-//! passes is preceded by one "suppressed K lines" line.
+//! passes is preceded by one "suppressed K lines" line. The rate can be
+//! changed with the `WARD_LOG_RATE` environment variable (lines per second
+//! per target).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -23,8 +25,17 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const MAX_LINE: usize = 4096;
 /// Longest string value kept whole in a JSON line, in characters.
 pub const MAX_JSON_STRING: usize = 512;
-/// Lines one target may write per second.
+/// Lines one target may write per second (unless `WARD_LOG_RATE` says).
 pub const LINES_PER_SECOND: u32 = 20;
+
+/// The rate from `WARD_LOG_RATE`, else [`LINES_PER_SECOND`].
+pub fn rate_from_env() -> u32 {
+    std::env::var("WARD_LOG_RATE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(LINES_PER_SECOND)
+}
 
 /// A per-target line budget.
 #[derive(Debug)]
@@ -89,6 +100,7 @@ pub struct Line<W> {
     inner: Option<W>,
     target: String,
     suppressed: u64,
+    per_second: u32,
 }
 
 impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Bounded<W> {
@@ -99,6 +111,7 @@ impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Bounded<W> {
             inner: Some(self.inner.make_writer()),
             target: String::new(),
             suppressed: 0,
+            per_second: self.per_second,
         }
     }
 
@@ -112,11 +125,13 @@ impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Bounded<W> {
                     String::new()
                 },
                 suppressed,
+                per_second: self.per_second,
             },
             None => Line {
                 inner: None,
                 target: String::new(),
                 suppressed: 0,
+                per_second: self.per_second,
             },
         }
     }
@@ -128,7 +143,8 @@ impl<W: Write> Write for Line<W> {
             return Ok(buf.len());
         };
         if self.suppressed > 0 {
-            let note = summary(&self.target, self.suppressed, buf.first() == Some(&b'{'));
+            let json = buf.first() == Some(&b'{');
+            let note = summary(&self.target, self.suppressed, self.per_second, json);
             self.suppressed = 0;
             inner.write_all(note.as_bytes())?;
         }
@@ -146,10 +162,9 @@ impl<W: Write> Write for Line<W> {
 
 /// The line that stands for suppressed ones, in the format of the line
 /// that follows it.
-fn summary(target: &str, count: u64, json: bool) -> String {
-    let message = format!(
-        "suppressed {count} log line(s) from {target} (more than {LINES_PER_SECOND} a second)"
-    );
+fn summary(target: &str, count: u64, per_second: u32, json: bool) -> String {
+    let message =
+        format!("suppressed {count} log line(s) from {target} (more than {per_second} a second)");
     if json {
         let mut line = serde_json::json!({
             "level": "WARN",

@@ -55,7 +55,10 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) -> Result<(), Error
         .with_env_filter(filter)
         // Lines bounded in length and rate: peers drive much of what is
         // logged (see `crate::bounded`).
-        .with_writer(crate::bounded::Bounded::new(std::io::stderr));
+        .with_writer(crate::bounded::Bounded::with_rate(
+            std::io::stderr,
+            crate::bounded::rate_from_env(),
+        ));
     let result = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
