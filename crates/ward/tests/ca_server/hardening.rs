@@ -71,6 +71,9 @@ async fn rsa_key_generation_keeps_healthz_fast_and_is_limited_per_token() {
         let key = issued["private_key"].as_str().unwrap();
         assert!(key.contains("PRIVATE KEY"), "{issued}");
     }
+    eprintln!(
+        "/healthz: worst {worst:?} over {polls} polls while {clients} RSA-4096 keys were made"
+    );
     assert!(polls > 3, "only {polls} health checks ran");
     assert!(
         worst < Duration::from_millis(200),
