@@ -530,9 +530,10 @@ impl Authority {
     ) -> Result<(Issuance, PrivateKey), AuthorityError> {
         let mut binding = Binding::of_token(token)?;
         binding.common_name = binding.bound_common_name.clone();
-        let key = key_type
-            .generate()
-            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        // RSA keys take up to seconds of CPU: not on an async worker.
+        let key = crate::cpu::generate(key_type)
+            .await
+            .map_err(AuthorityError::Internal)?;
         let issuance = self
             .issue_for_token(token, &binding, &key.public_key_der(), now)
             .await?;
@@ -802,10 +803,10 @@ impl Authority {
             crl_url: self.crl_url.clone(),
             ocsp_url: self.ocsp_url.clone(),
         };
-        let issued = self
-            .issuer
-            .sign_leaf(spki_der, &request, now)
-            .map_err(pki_err("signing"))?;
+        let issued = crate::cpu::heavy(self.issuer.is_rsa(), || {
+            self.issuer.sign_leaf(spki_der, &request, now)
+        })
+        .map_err(pki_err("signing"))?;
         // Pre-issuance lint, the rules of `ward cert lint`: a CA bug must never
         // reach a client. Online paths cap `ttl` at max_ttl; the CA's own
         // server certificate may ask for more.

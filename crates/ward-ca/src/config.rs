@@ -196,6 +196,8 @@ impl CaConfig {
         if self.ca.name.trim().is_empty() {
             return Err(Error::Config("ca.toml: ca.name is empty".into()));
         }
+        self.limits.idle_timeout()?;
+        self.limits.max_age()?;
         Ok(())
     }
 
@@ -235,6 +237,14 @@ per_address_burst = {pab}
 # Issuance requests per second (and burst) presenting one token.
 per_token_per_second = {pt}
 per_token_burst = {ptb}
+# Server-side RSA key generations (/v1/issue) one token may have in progress,
+# and the whole CA; more are answered 429. Each costs up to seconds of CPU.
+key_generations_per_token = {kgt}
+key_generations_total = {kga}
+# A connection with no request in flight for this long is closed (HTTP/2 gets
+# GOAWAY); a connection this old is closed once its requests finish. "off": never.
+connection_idle_timeout = {cit}
+max_connection_age = {mca}
 
 [revocation]
 # How long each CRL is valid (nextUpdate = thisUpdate + crl_validity).
@@ -277,6 +287,10 @@ ocsp_validity = {ocspv}
             pab = self.limits.per_address_burst,
             pt = self.limits.per_token_per_second,
             ptb = self.limits.per_token_burst,
+            kgt = self.limits.key_generations_per_token,
+            kga = self.limits.key_generations_total,
+            cit = q(&self.limits.connection_idle_timeout),
+            mca = q(&self.limits.max_connection_age),
             crlv = q(&self.revocation.crl_validity),
             crlr = q(&self.revocation.crl_refresh),
             crlurl = match &self.revocation.crl_url {

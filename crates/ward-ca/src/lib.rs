@@ -9,6 +9,7 @@
 pub mod authority;
 pub mod cidr;
 pub mod config;
+pub mod cpu;
 pub mod csr;
 pub mod dir;
 pub mod files;

@@ -204,8 +204,12 @@ impl Authority {
             .await
             .map_err(crate::authority::store_err)?;
         let next_update = now + settings.validity;
-        let der = sign_crl(self.issuer(), &entries, number, now, next_update)
-            .map_err(|e| AuthorityError::Internal(format!("signing the CRL: {e}")))?;
+        // An RSA signature or a large set takes milliseconds: off the worker.
+        let heavy = self.issuer().is_rsa() || entries.len() > 1000;
+        let der = crate::cpu::heavy(heavy, || {
+            sign_crl(self.issuer(), &entries, number, now, next_update)
+        })
+        .map_err(|e| AuthorityError::Internal(format!("signing the CRL: {e}")))?;
         let etag = format!(
             "\"{}\"",
             hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])

@@ -158,6 +158,11 @@ pub async fn run(
         .refresh_crl(OffsetDateTime::now_utc())
         .await
         .map_err(|e| server_err("signing the first CRL")(e.to_string()))?;
+    let serve_options = ServeOptions {
+        idle_timeout: ca.limits.idle_timeout()?,
+        max_connection_age: ca.limits.max_age()?,
+        ..ServeOptions::default()
+    };
     let registry = Registry::new();
     let metrics =
         CaMetrics::register(&registry).map_err(|e| server_err("metrics")(e.to_string()))?;
@@ -249,14 +254,14 @@ pub async fn run(
         https,
         tls,
         app(state.clone()),
-        ServeOptions::default(),
+        serve_options.clone(),
         stopped(stop_rx.clone()),
     ));
     let http_task = http.map(|listener| {
         tokio::spawn(serve_http(
             listener,
             public_app(state.clone()),
-            ServeOptions::default(),
+            serve_options,
             stopped(stop_rx.clone()),
         ))
     });

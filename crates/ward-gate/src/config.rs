@@ -32,6 +32,31 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A limit that can be turned off: a duration (`1h`) or `"off"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub Option<Duration>);
+
+impl Serialize for Limit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(d) => s.serialize_str(&ward_pki::issue::humanize(d)),
+            None => s.serialize_str("off"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "off" {
+            return Ok(Limit(None));
+        }
+        parse_duration(&s)
+            .map(|d| Limit(Some(d)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The whole gate configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -184,6 +209,12 @@ pub struct ListenConfig {
     /// Most client connections open at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Networks whose connections are proxies the gate trusts: their
+    /// `x-forwarded-for` is kept (the gate appends the address it sees),
+    /// and so are `forwarded`, `x-real-ip` and `x-forwarded-host`. From
+    /// anyone else these fields are dropped (see `crate::forwarding`).
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::forwarding::Cidr>,
 }
 
 fn default_max_connections() -> usize {
@@ -215,10 +246,16 @@ pub struct Timeouts {
     pub upstream_connect: Dur,
     /// Time allowed for a client to send request headers (HTTP/1).
     pub header_read: Dur,
-    /// Idle time after which a connection (or TCP proxy) is closed.
+    /// Idle time after which a connection (or TCP proxy) is closed; an
+    /// HTTP connection is idle while no request is in flight (for HTTP/2:
+    /// no open stream; it then gets GOAWAY).
     pub idle: Dur,
     /// Time given to in-flight requests after SIGTERM.
     pub drain: Dur,
+    /// Longest life of an HTTP connection: then HTTP/2 gets GOAWAY and
+    /// HTTP/1.1 `connection: close` on its next response; in-flight
+    /// requests get `drain` to finish. `"off"`: no limit.
+    pub max_connection_age: Limit,
 }
 
 impl Default for Timeouts {
@@ -230,7 +267,21 @@ impl Default for Timeouts {
             header_read: Dur(Duration::from_secs(10)),
             idle: Dur(Duration::from_secs(300)),
             drain: Dur(Duration::from_secs(30)),
+            max_connection_age: Limit(Some(Duration::from_secs(3600))),
         }
+    }
+}
+
+impl Timeouts {
+    /// The connection age limit; `None` when it is off.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_connection_age.0
+    }
+
+    /// The HTTP idle limit (durations are never zero; `None` only if one
+    /// were).
+    pub fn idle_limit(&self) -> Option<Duration> {
+        (!self.idle.0.is_zero()).then_some(self.idle.0)
     }
 }
 

@@ -11,7 +11,9 @@
 
 pub mod admin;
 pub mod authz;
+pub mod check;
 pub mod config;
+pub mod forwarding;
 pub mod identity;
 pub mod metrics;
 pub mod ocsp;

@@ -21,8 +21,10 @@ use crate::identity::Identity;
 use crate::policy::{IdentityInput, PolicyInput, RequestInput, Verdict};
 use crate::runtime::{Route, Runtime, Tenant, TenantKind};
 
+mod body;
 mod upstream;
 
+pub use body::ClientBody;
 use upstream::UpstreamError;
 pub use upstream::Upstreams;
 
@@ -49,6 +51,8 @@ pub struct ConnContext {
     /// The connection's own upstream connection for `http://` routes
     /// (HTTP/1.1 clients); `None`: every request uses the pooled client.
     pub upstreams: Option<Upstreams>,
+    /// When the connection was accepted (for `max_connection_age`).
+    pub accepted: Instant,
 }
 
 impl ConnContext {
@@ -62,7 +66,9 @@ impl ConnContext {
         tls: Negotiated,
         own_upstream: bool,
     ) -> Self {
-        let headers = ConnHeaders::new(&identity, &tenant, remote);
+        let trusted =
+            crate::forwarding::is_trusted(&runtime.config.listen.trusted_proxies, remote.ip());
+        let headers = ConnHeaders::new(&identity, &tenant, remote, trusted);
         ConnContext {
             remote,
             sni,
@@ -72,7 +78,18 @@ impl ConnContext {
             tls,
             headers,
             upstreams: own_upstream.then(Upstreams::default),
+            accepted: Instant::now(),
         }
+    }
+
+    /// Whether the connection has reached `max_connection_age`: it closes
+    /// after the response in progress.
+    pub fn aged(&self) -> bool {
+        self.runtime
+            .config
+            .timeouts
+            .max_age()
+            .is_some_and(|age| self.accepted.elapsed() >= age)
     }
 }
 
@@ -89,10 +106,12 @@ pub struct ConnHeaders {
     client_ip_value: Option<HeaderValue>,
     /// RFC 9440 `client-cert` and `client-cert-chain`, built on first use.
     rfc9440: OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
+    /// The client is a trusted proxy: its forwarding fields are kept.
+    trusted: bool,
 }
 
 impl ConnHeaders {
-    fn new(id: &Identity, tenant: &Tenant, remote: SocketAddr) -> Self {
+    fn new(id: &Identity, tenant: &Tenant, remote: SocketAddr, trusted: bool) -> Self {
         let client_ip = remote.ip().to_string();
         ConnHeaders {
             xfcc: shared_value(id.xfcc(tenant.by.as_deref())),
@@ -100,6 +119,7 @@ impl ConnHeaders {
             client_ip_value: shared_value(client_ip.clone()),
             client_ip,
             rfc9440: OnceLock::new(),
+            trusted,
         }
     }
 }
@@ -118,6 +138,11 @@ impl ConnHeaders {
     /// The client's IP address.
     pub(crate) fn client_ip(&self) -> &str {
         &self.client_ip
+    }
+
+    /// Whether the client is a trusted proxy (`[listen] trusted_proxies`).
+    pub(crate) fn trusted(&self) -> bool {
+        self.trusted
     }
 
     /// RFC 9440 `client-cert` and `client-cert-chain`, built on first use.
@@ -175,7 +200,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers, including those named in `Connection`.
+/// Removes hop-by-hop headers, including those named in `Connection`
+/// (used on responses; requests go through [`prepare`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -194,30 +220,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a client could use a field of this name (any case) to spoof
-/// an identity.
-pub(crate) fn is_identity_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("x-forwarded-client-cert")
-        || name
-            .get(..7)
-            .is_some_and(|p| p.eq_ignore_ascii_case("x-ward-"))
-        || name.eq_ignore_ascii_case("client-cert")
-        || name.eq_ignore_ascii_case("client-cert-chain")
-}
-
-/// Removes every header a client could use to spoof an identity.
-fn strip_identity_headers(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| is_identity_header(k.as_str())) {
+/// Removes every client field the gate does not forward
+/// ([`crate::forwarding::drop_from_client`]).
+fn strip_client_fields(headers: &mut HeaderMap, trusted: bool) {
+    let dropped = |k: &HeaderName| crate::forwarding::drop_from_client(k.as_str(), trusted);
+    if !headers.keys().any(dropped) {
         return;
     }
-    let spoofable: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_identity_header(k.as_str()))
-        .cloned()
-        .collect();
-    for k in spoofable {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| dropped(k)).cloned().collect();
+    for k in names {
         headers.remove(k);
     }
+}
+
+/// Collapses a `content-length` given more than once (or as a list) with
+/// one value into that value; an error when the values differ or one is
+/// not a number (RFC 9112 §6.3).
+fn one_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(());
+    }
+    let mut found: Option<u64> = None;
+    for value in values {
+        for token in value.to_str().map_err(|_| ())?.split(',') {
+            let token = token.trim();
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            let n: u64 = token.parse().map_err(|_| ())?;
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+    }
+    let n = found.ok_or(())?;
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    Ok(())
+}
+
+/// Whether `name` is spelled exactly like a hop-by-hop field: those stay
+/// visible to policies as they always were.
+fn is_hop_by_hop_exact(name: &str) -> bool {
+    crate::forwarding::HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
@@ -361,6 +409,7 @@ pub async fn handle(
                     req.headers()
                         .iter()
                         .map(|(n, v)| (n.as_str(), v.as_bytes())),
+                    ctx.headers.trusted,
                 )
             },
         ) {
@@ -440,7 +489,7 @@ async fn forward(
     shared: &Shared,
     ctx: &ConnContext,
     route: &Route,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let own = match (&route.upstream, &ctx.upstreams) {
         (Upstream::Http(authority), Some(upstreams)) => {
@@ -448,7 +497,10 @@ async fn forward(
         }
         _ => None,
     };
-    prepare(&mut req, ctx, route.headers, &route.upstream, own.is_some());
+    let (parts, body) = req.into_parts();
+    let (body, client_failed) = ClientBody::new(body);
+    let mut req = Request::from_parts(parts, body);
+    prepare(&mut req, ctx, route.headers, &route.upstream, own.is_some())?;
     let started = Instant::now();
     let result = match own {
         Some((mut lease, authority)) => {
@@ -474,6 +526,16 @@ async fn forward(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(_) if client_failed.failed() => {
+            // The client's own body broke (a malformed chunk, a reset):
+            // not the upstream's fault.
+            tracing::debug!(route = %route.name, peer = %ctx.remote, "the request body could not be read");
+            Err((
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                Cow::Borrowed("the request body is malformed or incomplete"),
+            ))
         }
         Err(e) => {
             tracing::warn!(error = %e, route = %route.name, "upstream request failed");
@@ -539,14 +601,16 @@ pub(crate) fn authorize(
 }
 
 /// Header fields as a policy sees them: lowercase names → values,
-/// repeated fields joined with ", ". Policies see the fields the upstream
-/// would see: never a spoofable identity field. Both HTTP paths use it.
+/// repeated fields joined with ", ". Policies see the client's fields the
+/// upstream would see: never a spoofable identity field, forwarding
+/// fields only from trusted proxies. Both HTTP paths use it.
 pub(crate) fn policy_headers<'a>(
     fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    trusted: bool,
 ) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::<String, String>::new();
     for (name, value) in fields {
-        if is_identity_header(name) {
+        if crate::forwarding::drop_from_client(name, trusted) && !is_hop_by_hop_exact(name) {
             continue;
         }
         let value = String::from_utf8_lossy(value);
@@ -562,15 +626,16 @@ pub(crate) fn policy_headers<'a>(
 
 /// Rewrites the request for the upstream: origin-form URI for the
 /// connection's own upstream connection (`own`), absolute URI for the
-/// pooled client; HTTP/1.1; hop-by-hop and spoofable identity headers
-/// removed; the connection's identity headers set.
+/// pooled client; HTTP/1.1; hop-by-hop, spoofable identity and (from
+/// untrusted clients) forwarding fields removed, one `content-length`;
+/// the connection's identity and forwarding fields set.
 fn prepare(
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
     ctx: &ConnContext,
     mode: IdentityHeaders,
     upstream: &Upstream,
     own: bool,
-) {
+) -> Result<(), Refusal> {
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     let original_authority = parts.authority.take();
     if parts.path_and_query.is_none() {
@@ -591,9 +656,17 @@ fn prepare(
     }
     // HTTP/2 in, HTTP/1.1 out (ARCHITECTURE.md, trap 8).
     *req.version_mut() = Version::HTTP_11;
+    let conn = &ctx.headers;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    strip_identity_headers(headers);
+    strip_client_fields(headers, conn.trusted);
+    one_content_length(headers).map_err(|()| {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Cow::Borrowed("invalid content-length"),
+        )
+    })?;
     if !headers.contains_key(header::HOST) {
         let host = match original_authority {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -605,17 +678,26 @@ fn prepare(
             headers.insert(header::HOST, host);
         }
     }
-    let conn = &ctx.headers;
-    match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {}", conn.client_ip)) {
-                headers.insert(XFF, v);
-            }
+    // A client's own x-forwarded-for is still here only when it is a
+    // trusted proxy: the gate appends the address it sees.
+    let prev: Vec<&str> = headers
+        .get_all(&XFF)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let xff = if prev.is_empty() {
+        conn.client_ip_value.clone()
+    } else {
+        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), conn.client_ip)).ok()
+    };
+    match xff {
+        Some(v) => {
+            headers.insert(XFF, v);
         }
         None => {
-            if let Some(v) = &conn.client_ip_value {
-                headers.insert(XFF, v.clone());
-            }
+            headers.remove(XFF);
         }
     }
     headers.insert(XF_PROTO, HeaderValue::from_static("https"));
@@ -640,4 +722,5 @@ fn prepare(
             headers.insert(CLIENT_CERT_CHAIN, v.clone());
         }
     }
+    Ok(())
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -23,7 +22,8 @@ use crate::config::{GateConfig, IdentityHeaders, Upstream};
 use crate::policy::{Access, Policy};
 
 /// The pooled HTTP(S) client for upstreams.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming>;
+pub type UpstreamClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector>, crate::proxy::ClientBody>;
 
 /// What a tenant does with a connection.
 #[derive(Debug)]

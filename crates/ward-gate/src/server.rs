@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
+use ward_tls::server::lifetime::{Streams, Tracked};
 
 use crate::Shared;
 use crate::identity::Identity;
@@ -390,13 +391,14 @@ async fn serve_http(tls: Tls, mut conn: Conn, h2: bool) {
         return;
     }
     let mut stop = conn.stop.clone();
-    // HTTP/1: the header-read timeout covers the wait for the first
-    // request, as it would inside hyper. HTTP/2 had no such timeout.
-    let wait = if h2 {
-        Duration::MAX
-    } else {
-        conn.ctx.runtime.config.timeouts.header_read.0
-    };
+    // HTTP/2: a connection that sends nothing is idle from the start.
+    let wait = conn
+        .ctx
+        .runtime
+        .config
+        .timeouts
+        .idle_limit()
+        .unwrap_or(Duration::MAX);
     let first = async {
         match tokio::time::timeout(wait, prefixed::first_byte(tls)).await {
             Ok(Ok(Some(io))) => Some(io),
@@ -406,7 +408,7 @@ async fn serve_http(tls: Tls, mut conn: Conn, h2: bool) {
                 None
             }
             Err(_) => {
-                tracing::debug!(peer = %conn.ctx.remote, "no request within the header-read timeout");
+                tracing::debug!(peer = %conn.ctx.remote, "HTTP/2 connection idle from the start: closed");
                 None
             }
         }
@@ -440,13 +442,26 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
     } else {
         builder.http1_only()
     };
+    // Requests in flight, for the idle and age limits (hyper has none
+    // for HTTP/2).
+    let streams = Streams::new();
     let service = hyper::service::service_fn({
         let ctx = ctx.clone();
-        move |req| crate::proxy::handle(shared.clone(), ctx.clone(), req)
+        let streams = streams.clone();
+        move |req| {
+            let guard = streams.open();
+            let response = crate::proxy::handle(shared.clone(), ctx.clone(), req);
+            async move {
+                let response = response.await?;
+                Ok::<_, hyper::Error>(response.map(|body| Tracked::new(body, guard)))
+            }
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut stop = conn_state.stop.clone();
+    let timeouts = &ctx.runtime.config.timeouts;
+    let expired = streams.expired(timeouts.idle_limit(), timeouts.max_age());
     // The connection's own upstream connection is driven here, in the
     // same task as the requests that use it.
     let upstream = async {
@@ -470,6 +485,22 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
                 reason = conn_state.tracking.revoked() => {
                     conn_state.closed_by_revocation(reason, None);
                 }
+            }
+        }
+        why = expired => {
+            tracing::debug!(peer = %ctx.remote, reason = why.as_str(), in_flight = streams.in_flight(), "closing the connection gracefully");
+            conn.as_mut().graceful_shutdown();
+            let finish = async {
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = upstream.as_mut() => {}
+                    reason = conn_state.tracking.revoked() => {
+                        conn_state.closed_by_revocation(reason, None);
+                    }
+                }
+            };
+            if tokio::time::timeout(timeouts.drain.0, finish).await.is_err() {
+                tracing::debug!(peer = %ctx.remote, "in-flight requests did not finish in time; closing");
             }
         }
         () = upstream.as_mut() => {}

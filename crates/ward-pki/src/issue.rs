@@ -156,6 +156,8 @@ pub struct Issuer {
     inner: rcgen::Issuer<'static, KeyPair>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
+    /// Its key is RSA: signing costs milliseconds of CPU, not microseconds.
+    rsa: bool,
 }
 
 impl fmt::Debug for Issuer {
@@ -198,6 +200,7 @@ impl Issuer {
         let validity = cert.validity();
         let not_before = validity.not_before.to_datetime();
         let not_after = validity.not_after.to_datetime();
+        let rsa = PublicKeyKind::from_spki(cert.public_key()).is_rsa();
         let inner = rcgen::Issuer::from_ca_cert_der(&cert_der, key.into_pair())
             .map_err(|e| Error::InvalidCertificate(format!("CA certificate: {e}")))?;
         Ok(Issuer {
@@ -205,7 +208,14 @@ impl Issuer {
             inner,
             not_before,
             not_after,
+            rsa,
         })
+    }
+
+    /// Whether the signing key is RSA (each signature costs milliseconds
+    /// of CPU, worth moving off an async worker).
+    pub fn is_rsa(&self) -> bool {
+        self.rsa
     }
 
     /// The rcgen issuer, for signing CRLs in [`crate::crl`].

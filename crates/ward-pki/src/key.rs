@@ -193,10 +193,16 @@ impl fmt::Debug for PrivateKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum PublicKeyKind {
-    /// An ECDSA key on the named curve.
+    /// An ECDSA key on a NIST curve (P-256, P-384, P-521).
     Ecdsa {
-        /// Curve size in bits (256, 384, 521).
+        /// Curve size in bits (256, 384, 521), from the named curve.
         bits: usize,
+    },
+    /// An EC key on a curve Ward does not support (secp256k1, Brainpool,
+    /// explicit parameters, …).
+    EcdsaUnsupported {
+        /// The curve's name, or its OID when it has no well-known name.
+        curve: &'static str,
     },
     /// An Ed25519 key.
     Ed25519,
@@ -223,9 +229,9 @@ impl PublicKeyKind {
             Ok(PublicKey::RSA(rsa)) => PublicKeyKind::Rsa {
                 bits: rsa.key_size(),
             },
-            Ok(PublicKey::EC(point)) => PublicKeyKind::Ecdsa {
-                bits: point.key_size(),
-            },
+            // The size comes from the named curve, not from the point: a
+            // P-521 point is 133 bytes, which reads as 528 bits.
+            Ok(PublicKey::EC(_)) => ec_curve(spki),
             _ if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => {
                 PublicKeyKind::Ed25519
             }
@@ -233,7 +239,8 @@ impl PublicKeyKind {
         }
     }
 
-    /// The matching Ward key type, when there is one.
+    /// The matching Ward key type, when there is one (P-521 and other
+    /// curves have none).
     pub fn key_type(self) -> Result<KeyType, Error> {
         match self {
             PublicKeyKind::Ecdsa { bits: 256 } => Ok(KeyType::EcdsaP256),
@@ -257,10 +264,38 @@ impl fmt::Display for PublicKeyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PublicKeyKind::Ecdsa { bits } => write!(f, "ECDSA P-{bits}"),
+            PublicKeyKind::EcdsaUnsupported { curve } => {
+                write!(f, "ECDSA on the unsupported curve {curve}")
+            }
             PublicKeyKind::Ed25519 => f.write_str("Ed25519"),
             PublicKeyKind::Rsa { bits } => write!(f, "RSA {bits}"),
             PublicKeyKind::Other => f.write_str("unknown"),
         }
+    }
+}
+
+/// The kind of an EC key, from the named curve in its algorithm
+/// parameters.
+fn ec_curve(spki: &SubjectPublicKeyInfo<'_>) -> PublicKeyKind {
+    let oid = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
+    let unsupported = |curve| PublicKeyKind::EcdsaUnsupported { curve };
+    match oid.as_deref() {
+        Some("1.2.840.10045.3.1.7") => PublicKeyKind::Ecdsa { bits: 256 },
+        Some("1.3.132.0.34") => PublicKeyKind::Ecdsa { bits: 384 },
+        Some("1.3.132.0.35") => PublicKeyKind::Ecdsa { bits: 521 },
+        Some("1.3.132.0.10") => unsupported("secp256k1"),
+        Some("1.2.840.10045.3.1.1") => unsupported("P-192"),
+        Some("1.3.132.0.33") => unsupported("P-224"),
+        Some("1.3.36.3.3.2.8.1.1.7") => unsupported("brainpoolP256r1"),
+        Some("1.3.36.3.3.2.8.1.1.11") => unsupported("brainpoolP384r1"),
+        Some("1.3.36.3.3.2.8.1.1.13") => unsupported("brainpoolP512r1"),
+        Some(_) => unsupported("(an unknown named curve)"),
+        None => unsupported("(explicit parameters)"),
     }
 }
 

@@ -37,9 +37,10 @@ pub const MAX_REQUEST: usize = 16 * 1024;
 /// Most certificates answered in one request.
 pub const MAX_QUERIES: usize = 64;
 
-/// Longest request nonce echoed (the DER extension value). RFC 8954 asks
-/// responders to accept 16–32 octet nonces; longer ones are left out of the
-/// answer, which the RFC allows.
+/// Longest request nonce echoed, in octets of the nonce itself (the
+/// OCTET STRING inside the extension value, RFC 8954). RFC 8954 asks
+/// responders to accept 16–32 octet nonces; longer ones are left out of
+/// the answer, which the RFC allows.
 pub const MAX_NONCE: usize = 64;
 
 const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
@@ -192,9 +193,7 @@ pub fn parse_request(der: &[u8]) -> Result<Request, Malformed> {
         .into_iter()
         .flatten()
         .find(|e| e.extn_id == OID_NONCE)
-        .filter(|e| {
-            !e.extn_value.as_bytes().is_empty() && e.extn_value.as_bytes().len() <= MAX_NONCE
-        })
+        .filter(|e| (1..=MAX_NONCE).contains(&nonce_len(e.extn_value.as_bytes())))
         .map(|e| Extension {
             critical: false,
             ..e
@@ -208,6 +207,16 @@ pub fn parse_request(der: &[u8]) -> Result<Request, Malformed> {
             .collect(),
         nonce,
     })
+}
+
+/// The length of a nonce given as an extension value: the octets of the
+/// OCTET STRING it holds (RFC 8954), or, from clients that put the nonce
+/// in the value unwrapped (as some older ones do), the whole value.
+fn nonce_len(value: &[u8]) -> usize {
+    match OctetString::from_der(value) {
+        Ok(inner) => inner.as_bytes().len(),
+        Err(_) => value.len(),
+    }
 }
 
 /// Builds a DER OCSPRequest (for tests and `ward` tooling).

@@ -236,7 +236,7 @@ fn check_key_strength(chain: &[CertificateDer<'_>]) -> Result<(), VerifyError> {
             PublicKeyKind::Rsa { bits } => bits < 2048,
             PublicKeyKind::Ecdsa { bits } => bits != 256 && bits != 384,
             PublicKeyKind::Ed25519 => false,
-            PublicKeyKind::Other => true,
+            PublicKeyKind::EcdsaUnsupported { .. } | PublicKeyKind::Other => true,
         };
         if weak {
             let which = if i == 0 {

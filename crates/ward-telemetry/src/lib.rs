@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+pub mod bounded;
 mod error;
 mod family;
 mod metrics;

@@ -53,7 +53,12 @@ pub fn init_tracing(format: LogFormat, default_filter: &str) -> Result<(), Error
     let filter = filter(std::env::var("RUST_LOG"), default_filter)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Lines bounded in length and rate: peers drive much of what is
+        // logged (see `crate::bounded`).
+        .with_writer(crate::bounded::Bounded::with_rate(
+            std::io::stderr,
+            crate::bounded::rate_from_env(),
+        ));
     let result = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())

@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 use crate::Error;
 
 mod conn;
+pub mod lifetime;
 
 use conn::{Shared, handle};
 
@@ -93,6 +94,15 @@ pub struct ServeOptions {
     /// Interval of HTTP/2 PING frames that detect dead peers; `None` sends
     /// none. Default 60 s.
     pub http2_keep_alive_interval: Option<Duration>,
+    /// Longest time a connection may stay open with no request in flight
+    /// (HTTP/2 included: hyper has no idle limit of its own there); then
+    /// it is shut down gracefully (HTTP/2 GOAWAY). `None`: no limit.
+    /// Default 5 min.
+    pub idle_timeout: Option<Duration>,
+    /// Longest time a connection may stay open at all; then it is shut
+    /// down gracefully: HTTP/2 sends GOAWAY, in-flight requests get
+    /// `drain_timeout` to finish. `None`: no limit. Default 1 h.
+    pub max_connection_age: Option<Duration>,
     /// Most connections open at once, handshakes included. When the limit
     /// is reached the server stops accepting: new connections wait in the
     /// kernel's listen backlog (and are refused by the kernel once that is
@@ -110,6 +120,8 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             keep_alive: true,
             http2_keep_alive_interval: Some(Duration::from_secs(60)),
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_connection_age: Some(Duration::from_secs(3600)),
             max_connections: 1024,
             drain_timeout: Duration::from_secs(30),
         }
@@ -202,7 +214,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -222,7 +234,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -240,7 +252,7 @@ where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -257,6 +269,9 @@ where
         h1: http_builder(&opts).http1_only(),
         h2: http_builder(&opts).http2_only(),
         handshake_timeout: opts.handshake_timeout,
+        idle_timeout: opts.idle_timeout,
+        max_connection_age: opts.max_connection_age,
+        grace: opts.drain_timeout,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();

@@ -629,3 +629,27 @@ fn verify_reports_hostile_fixtures_by_reason() {
             .starts_with("OK: valid for server and client")
     );
 }
+
+#[test]
+fn inspect_names_p521_and_unsupported_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    for (curve, shown) in [("secp521r1", "ECDSA P-521"), ("secp256k1", "secp256k1")] {
+        let crt = dir.path().join(format!("{curve}.crt"));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-subj", "/CN=x", "-days", "1"])
+            .args(["-newkey", "ec", "-pkeyopt"])
+            .arg(format!("ec_paramgen_curve:{curve}"))
+            .arg("-keyout")
+            .arg(dir.path().join(format!("{curve}.key")))
+            .arg("-out")
+            .arg(&crt)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let out = ward(&["cert", "inspect", crt.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", out.stderr_text());
+        let text = out.stdout_text();
+        assert!(text.contains(shown), "{curve}: {text}");
+        assert!(!text.contains("P-528"), "{curve}: {text}");
+    }
+}

@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 
 mod common;
+#[path = "gate_extra/hardening.rs"]
+mod hardening;
 #[path = "gate_extra/harness.rs"]
 mod harness;
 #[path = "gate_extra/outbound.rs"]

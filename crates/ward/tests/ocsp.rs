@@ -16,6 +16,7 @@ mod dual;
 
 mod ocsp {
     pub(crate) mod nginx;
+    pub(crate) mod nonce;
     pub(crate) mod openssl;
     pub(crate) mod setup;
 }

@@ -103,3 +103,54 @@ fn weak_keys_are_refused() {
     let err = parse_csr(&std::fs::read_to_string(csr).unwrap()).unwrap_err();
     assert!(matches!(err, CsrError::UnsupportedKey(_)), "{err:?}");
 }
+
+/// A CSR from `openssl req` for a new EC key on `curve`.
+fn openssl_ec_csr(dir: &std::path::Path, curve: &str) -> String {
+    let params = dir.join(format!("{curve}.param"));
+    let out = Command::new("openssl")
+        .args(["ecparam", "-name", curve, "-out"])
+        .arg(&params)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csr = dir.join(format!("{curve}.csr"));
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-subj", "/CN=x", "-newkey"])
+        .arg(format!("ec:{}", params.display()))
+        .arg("-keyout")
+        .arg(dir.join(format!("{curve}.key")))
+        .arg("-out")
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(csr).unwrap()
+}
+
+#[test]
+fn unsupported_curves_are_named_not_called_bad_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = parse_csr(&openssl_ec_csr(dir.path(), "secp256k1")).unwrap_err();
+    assert!(matches!(err, CsrError::UnsupportedKey(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("secp256k1") && text.contains("curve"),
+        "{text}"
+    );
+
+    let err = parse_csr(&openssl_ec_csr(dir.path(), "secp521r1")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("ECDSA P-521"), "{text}");
+    assert!(!text.contains("528"), "{text}");
+
+    let csr = parse_csr(&openssl_ec_csr(dir.path(), "secp384r1")).unwrap();
+    assert_eq!(csr.key, PublicKeyKind::Ecdsa { bits: 384 });
+}

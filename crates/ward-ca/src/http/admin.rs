@@ -16,7 +16,7 @@ use ward_store::{Certificate, Token};
 use ward_tls::server::PeerInfo;
 
 use super::AppState;
-use super::body::{parse_json, read_limited};
+use super::body::{parse_json, read_json};
 use super::error::ApiError;
 use crate::authority::TokenSpec;
 use crate::cidr::Cidr;
@@ -233,7 +233,7 @@ pub(super) async fn create_token(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &peer, "create_token").await?;
-    let bytes = read_limited(&headers, body).await?;
+    let bytes = read_json(&headers, body).await?;
     let req: CreateTokenRequest = parse_json(&bytes)?;
     let spec = req
         .into_spec()

@@ -41,6 +41,41 @@ pub(super) async fn read_limited(
     }
 }
 
+/// Reads a JSON route's body: [`read_limited`] after checking that a body
+/// is declared `application/json` (parameters such as `charset` allowed);
+/// 415 otherwise. An empty body with no `Content-Type` passes (it parses
+/// as `{}`).
+pub(super) async fn read_json(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers.get(header::CONTENT_TYPE);
+    if let Some(value) = declared
+        && !is_json(value.as_bytes())
+    {
+        return Err(not_json());
+    }
+    let bytes = read_limited(headers, body).await?;
+    if declared.is_none() && !bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(not_json());
+    }
+    Ok(bytes)
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the request body must be sent as Content-Type: application/json",
+    )
+}
+
+/// Whether a `Content-Type` value is `application/json`, in any case,
+/// with or without parameters.
+fn is_json(value: &[u8]) -> bool {
+    let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
 /// Parses a JSON body; an empty body parses as `{}` when `T` allows it.
 pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -59,4 +94,31 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            " application/json ;charset=UTF-8",
+        ] {
+            assert!(is_json(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonp",
+            "application/json-seq",
+            "",
+            "multipart/form-data; boundary=x",
+        ] {
+            assert!(!is_json(bad.as_bytes()), "{bad}");
+        }
+    }
 }

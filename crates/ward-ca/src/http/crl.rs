@@ -16,7 +16,7 @@ use ward_tls::server::PeerInfo;
 
 use super::AppState;
 use super::admin::{done, require_admin};
-use super::body::{parse_json, read_limited};
+use super::body::{parse_json, read_json};
 use super::error::ApiError;
 use crate::revocation::PublishedCrl;
 
@@ -50,7 +50,7 @@ pub(super) async fn revoke(
     body: Body,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     require_admin(&state, &peer, "revoke_certificate").await?;
-    let bytes = read_limited(&headers, body).await?;
+    let bytes = read_json(&headers, body).await?;
     let req: RevokeRequest = parse_json(&bytes)?;
     let serial: Serial = req
         .serial

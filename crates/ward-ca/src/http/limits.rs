@@ -1,8 +1,12 @@
-//! Rate limits on issuance, keyed by source address and by token.
+//! Rate limits on issuance, keyed by source address and by token; slots
+//! for expensive server-side key generation, per token; and the limits on
+//! a connection's life.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -19,6 +23,18 @@ pub struct LimitsConfig {
     pub per_token_per_second: u32,
     /// Burst allowance per token.
     pub per_token_burst: u32,
+    /// Expensive server-side key generations (RSA, `/v1/issue`) one token
+    /// may have running or queued at once; more are refused with 429.
+    pub key_generations_per_token: u32,
+    /// Expensive key generations running or queued in all; more are
+    /// refused with 429.
+    pub key_generations_total: u32,
+    /// Close a connection with no request in flight for this long
+    /// (HTTP/2 gets GOAWAY); `off`: never.
+    pub connection_idle_timeout: String,
+    /// Close a connection this old once its requests finish (HTTP/2 gets
+    /// GOAWAY at once, in-flight requests complete); `off`: never.
+    pub max_connection_age: String,
 }
 
 impl Default for LimitsConfig {
@@ -28,8 +44,39 @@ impl Default for LimitsConfig {
             per_address_burst: 1000,
             per_token_per_second: 200,
             per_token_burst: 1000,
+            key_generations_per_token: 1,
+            key_generations_total: 32,
+            connection_idle_timeout: "5m".into(),
+            max_connection_age: "1h".into(),
         }
     }
+}
+
+impl LimitsConfig {
+    /// The connection idle limit; `None` for `off`.
+    pub fn idle_timeout(&self) -> Result<Option<Duration>, crate::Error> {
+        optional_duration(
+            "ca.toml: limits.connection_idle_timeout",
+            &self.connection_idle_timeout,
+        )
+    }
+
+    /// The connection age limit; `None` for `off`.
+    pub fn max_age(&self) -> Result<Option<Duration>, crate::Error> {
+        optional_duration(
+            "ca.toml: limits.max_connection_age",
+            &self.max_connection_age,
+        )
+    }
+}
+
+fn optional_duration(name: &str, value: &str) -> Result<Option<Duration>, crate::Error> {
+    if matches!(value.trim(), "off" | "0" | "0s") {
+        return Ok(None);
+    }
+    let d = ward_pki::parse_duration(value)
+        .map_err(|e| crate::Error::Config(format!("{name}: {e}")))?;
+    Ok((!d.is_zero()).then_some(d))
 }
 
 /// The live limiters.
@@ -37,6 +84,41 @@ impl Default for LimitsConfig {
 pub struct Limits {
     by_address: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     by_token: Arc<DefaultKeyedRateLimiter<String>>,
+    keygen: Arc<KeygenSlots>,
+}
+
+/// Expensive key generations in progress, per token and in all.
+#[derive(Debug, Default)]
+struct KeygenSlots {
+    per_token: usize,
+    total_max: usize,
+    /// Token ID → generations in progress (no entry at 0).
+    held: Mutex<(HashMap<String, usize>, usize)>,
+}
+
+/// One expensive key generation in progress; released when dropped.
+#[derive(Debug)]
+pub struct KeygenSlot {
+    slots: Arc<KeygenSlots>,
+    token: String,
+}
+
+impl Drop for KeygenSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (by_token, total) = &mut *held;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_token.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_token.remove(&self.token);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Limits {
@@ -63,7 +145,30 @@ impl Limits {
                 config.per_token_per_second,
                 config.per_token_burst,
             ))),
+            keygen: Arc::new(KeygenSlots {
+                per_token: config.key_generations_per_token.max(1) as usize,
+                total_max: config.key_generations_total.max(1) as usize,
+                held: Mutex::default(),
+            }),
         }
+    }
+
+    /// A slot for one expensive key generation with token `id`; `None`
+    /// when the token (or the CA as a whole) has all its slots in use.
+    pub fn keygen_slot(&self, id: &str) -> Option<KeygenSlot> {
+        let slots = &self.keygen;
+        let mut held = slots.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let (by_token, total) = &mut *held;
+        let mine = by_token.get(id).copied().unwrap_or(0);
+        if mine >= slots.per_token || *total >= slots.total_max {
+            return None;
+        }
+        by_token.insert(id.to_owned(), mine + 1);
+        *total += 1;
+        Some(KeygenSlot {
+            slots: slots.clone(),
+            token: id.to_owned(),
+        })
     }
 
     /// Whether one more request from `addr` is allowed now.
@@ -94,6 +199,7 @@ mod tests {
             per_address_burst: 3,
             per_token_per_second: 1,
             per_token_burst: 2,
+            ..LimitsConfig::default()
         });
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         assert!((0..3).all(|_| limits.allow_address(a)));
@@ -102,5 +208,35 @@ mod tests {
         assert!(limits.allow_token("t") && limits.allow_token("t"));
         assert!(!limits.allow_token("t"));
         limits.prune();
+    }
+
+    #[test]
+    fn key_generation_slots_per_token_and_in_all() {
+        let limits = Limits::new(&LimitsConfig {
+            key_generations_per_token: 1,
+            key_generations_total: 2,
+            ..LimitsConfig::default()
+        });
+        let a = limits.keygen_slot("a").unwrap();
+        assert!(limits.keygen_slot("a").is_none());
+        let b = limits.keygen_slot("b").unwrap();
+        assert!(limits.keygen_slot("c").is_none(), "the total is 2");
+        drop(a);
+        let a2 = limits.keygen_slot("a").unwrap();
+        drop((a2, b));
+        assert!(limits.keygen_slot("c").is_some());
+    }
+
+    #[test]
+    fn connection_limits_parse_and_off_disables() {
+        let mut config = LimitsConfig::default();
+        assert_eq!(
+            config.idle_timeout().unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        config.max_connection_age = "off".into();
+        assert_eq!(config.max_age().unwrap(), None);
+        config.connection_idle_timeout = "soon".into();
+        assert!(config.idle_timeout().is_err());
     }
 }

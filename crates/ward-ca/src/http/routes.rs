@@ -15,7 +15,7 @@ use ward_tls::server::PeerInfo;
 use zeroize::Zeroizing;
 
 use super::AppState;
-use super::body::{bearer, parse_json, read_limited};
+use super::body::{bearer, parse_json, read_json};
 use super::error::ApiError;
 use crate::authority::{AuthorityError, Issuance};
 use crate::csr::parse_csr;
@@ -240,7 +240,7 @@ async fn sign_inner(
     body: Body,
     a: &mut Attempt<'_>,
 ) -> Result<(Issuance, ()), ApiError> {
-    let bytes = read_limited(headers, body).await?;
+    let bytes = read_json(headers, body).await?;
     let req: SignRequest = parse_json(&bytes)?;
     let presented = req
         .token
@@ -290,7 +290,7 @@ async fn issue_inner(
     body: Body,
     a: &mut Attempt<'_>,
 ) -> Result<(Issuance, Zeroizing<String>), ApiError> {
-    let bytes = read_limited(headers, body).await?;
+    let bytes = read_json(headers, body).await?;
     let req: IssueRequest = parse_json(&bytes)?;
     let presented = req
         .token
@@ -300,6 +300,19 @@ async fn issue_inner(
     let now = OffsetDateTime::now_utc();
     let token = a.authenticate(&presented, now).await?;
     a.check_token_rate(&token.id)?;
+    // RSA keys cost the CA up to seconds of CPU each: one token gets a
+    // bounded share (`limits.key_generations_per_token`).
+    let _slot = if crate::cpu::is_expensive(key_type) {
+        let slot = state.limits.keygen_slot(&token.id).ok_or_else(|| {
+            state.metrics.rate_limited.with(&["key_generation"]).inc();
+            rate_limited(
+                "too many server-side key generations in progress with this token; retry when one finishes",
+            )
+        })?;
+        Some(slot)
+    } else {
+        None
+    };
     let (issued, key) = state
         .authority
         .issue_keypair_for_token(&token, key_type, now)
@@ -342,7 +355,7 @@ async fn seed_inner(
     body: Body,
     a: &mut Attempt<'_>,
 ) -> Result<(Issuance, Zeroizing<String>), ApiError> {
-    let bytes = read_limited(headers, body).await?;
+    let bytes = read_json(headers, body).await?;
     let req: SeedRequest = parse_json(&bytes)?;
     let presented = req
         .bootstrap_token
@@ -397,7 +410,7 @@ async fn renew_inner(
             "renewal requires a client certificate from this CA",
         )
     })?;
-    let bytes = read_limited(headers, body).await?;
+    let bytes = read_json(headers, body).await?;
     let req: RenewRequest = parse_json(&bytes)?;
     let csr = req
         .csr

@@ -28,6 +28,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::ClientBody;
+
 /// How long an unused upstream connection is kept for its client connection.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(250);
 /// Most idle upstream connections kept in the stash.
@@ -38,7 +40,7 @@ const STASH_AGE: Duration = Duration::from_secs(60);
 /// An idle upstream connection no client connection holds (not polled).
 struct Idle {
     authority: String,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<ClientBody>,
     conn: Pin<Box<UpConn>>,
     since: Instant,
 }
@@ -68,7 +70,7 @@ fn stash_take(authority: &str) -> Option<Idle> {
     Some(stash.swap_remove(at))
 }
 
-type UpConn = Connection<TokioIo<TcpStream>, Incoming>;
+type UpConn = Connection<TokioIo<TcpStream>, ClientBody>;
 
 /// Why an upstream request failed.
 #[derive(Debug)]
@@ -110,7 +112,7 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Default)]
 struct State {
     /// The idle sender and the authority it is connected to.
-    sender: Option<(String, SendRequest<Incoming>)>,
+    sender: Option<(String, SendRequest<ClientBody>)>,
     /// A request holds the sender.
     busy: bool,
     /// The connection, polled by [`Upstreams::drive`].
@@ -146,7 +148,7 @@ impl std::fmt::Debug for Upstreams {
 /// The right to use the connection for one request; gives it back on drop.
 pub(crate) struct Lease<'a> {
     owner: &'a Upstreams,
-    sender: Option<(String, SendRequest<Incoming>)>,
+    sender: Option<(String, SendRequest<ClientBody>)>,
 }
 
 impl Upstreams {
@@ -244,14 +246,14 @@ impl Lease<'_> {
     pub(crate) async fn send(
         &mut self,
         authority: &str,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut req = req;
         // A connection that sat idle may have been closed by the upstream:
         // a request it refused unsent is retried, at last on a new one.
         for _ in 0..3 {
-            let usable = |s: &Option<(String, SendRequest<Incoming>)>| {
+            let usable = |s: &Option<(String, SendRequest<ClientBody>)>| {
                 s.as_ref()
                     .is_some_and(|(to, sender)| to == authority && !sender.is_closed())
             };
@@ -294,7 +296,7 @@ impl Lease<'_> {
         &self,
         authority: &str,
         timeout: Duration,
-    ) -> Result<SendRequest<Incoming>, UpstreamError> {
+    ) -> Result<SendRequest<ClientBody>, UpstreamError> {
         let tcp = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => {

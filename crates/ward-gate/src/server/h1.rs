@@ -292,10 +292,10 @@ fn decide<'r>(
     {
         return Decision::Handoff;
     }
-    let Ok(body) = head::content_length(headers) else {
+    let Ok(content_length) = head::content_length(headers) else {
         return bad(400, "bad_request", "invalid content-length");
     };
-    let body = body.unwrap_or(0);
+    let body = content_length.unwrap_or(0);
     let Ok(host) = head::host(headers) else {
         return bad(400, "bad_request", "more than one host");
     };
@@ -327,7 +327,9 @@ fn decide<'r>(
         Upstream::Http(authority) => authority.as_str(),
         Upstream::Https { .. } | Upstream::Tcp(_) => return Decision::Handoff,
     };
-    let policy_headers = || proxy::policy_headers(headers.iter().map(|h| (h.name, h.value)));
+    let trusted = ctx.headers.trusted();
+    let policy_headers =
+        || proxy::policy_headers(headers.iter().map(|h| (h.name, h.value)), trusted);
     if let Err(message) =
         proxy::authorize(route, ctx, method, path, host.as_deref(), policy_headers)
     {
@@ -374,6 +376,8 @@ fn decide<'r>(
             client_ip: conn.client_ip(),
             fields: &fields[..n],
             default_host: authority,
+            trusted,
+            content_length,
         },
     );
     Decision::Forward(Forward {
@@ -428,7 +432,7 @@ async fn request(
                 Some(n) if n <= bufs.client.len() as u64 => {
                     // Fits in usize: it is at most the buffer's length.
                     bufs.client.advance(usize::try_from(n).unwrap_or(0));
-                    *stop.borrow()
+                    *stop.borrow() || ctx.aged()
                 }
                 _ => true,
             };
@@ -442,7 +446,7 @@ async fn request(
             (r.route, r.status, Some(r.code), step)
         }
         Decision::Forward(f) => {
-            let close = f.close || *stop.borrow();
+            let close = f.close || *stop.borrow() || ctx.aged();
             let (status, reason, step) = forward(tls, bufs, ctx, shared, &f, close).await;
             (f.route.name.as_str(), status, reason, step)
         }

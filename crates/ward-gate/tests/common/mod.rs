@@ -16,6 +16,17 @@ use ward_testkit::{fixture, read_certs, read_key};
 /// certificate, client CA `root.crt`, audit off) and `routes` (TOML
 /// `[[tenants.routes]]` tables); returns its listener and admin addresses.
 pub(crate) async fn start_gate(routes: &str, dir: &tempfile::TempDir) -> (SocketAddr, SocketAddr) {
+    start_gate_with("", "", routes, dir).await
+}
+
+/// [`start_gate`] with `top` (TOML tables such as `[timeouts]`) before
+/// `[listen]` and `listen` (keys) inside it.
+pub(crate) async fn start_gate_with(
+    top: &str,
+    listen: &str,
+    routes: &str,
+    dir: &tempfile::TempDir,
+) -> (SocketAddr, SocketAddr) {
     ward_tls::install_default_provider();
     // The committed key is 0644 in a git checkout: serve a private copy.
     let key = dir.path().join("server.key");
@@ -23,9 +34,11 @@ pub(crate) async fn start_gate(routes: &str, dir: &tempfile::TempDir) -> (Socket
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let toml = format!(
         r#"audit_log = "off"
+{top}
 [listen]
 address = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+{listen}
 [[tenants]]
 name = "t"
 default = true

@@ -73,6 +73,11 @@ fn key_rules(facts: &Facts, flag: &mut impl FnMut(Rule, bool, String)) {
             bits != 256 && bits != 384,
             format!("ECDSA key of {bits} bits (P-256 or P-384)"),
         ),
+        PublicKeyKind::EcdsaUnsupported { curve } => flag(
+            rules::EC_CURVE,
+            true,
+            format!("ECDSA key on {curve} (P-256 or P-384)"),
+        ),
         PublicKeyKind::Ed25519 => {}
         PublicKeyKind::Other => flag(
             rules::KEY_ALGORITHM,

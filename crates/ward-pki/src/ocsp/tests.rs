@@ -107,7 +107,12 @@ fn requests_round_trip_with_both_hashes_and_nonce() {
         assert!(!q.is_about(&root));
         assert_eq!(q.serial(), Some(serial.clone()));
     }
-    // A nonce longer than MAX_NONCE is not echoed.
+    // Nonces up to MAX_NONCE octets are echoed (the OCTET STRING's
+    // header does not count); a longer one is not.
+    for len in [1, 32, MAX_NONCE - 1, MAX_NONCE] {
+        let der = build_request(&req.queries, Some(&vec![1u8; len])).unwrap();
+        assert!(parse_request(&der).unwrap().has_nonce(), "{len} octets");
+    }
     let der = build_request(&req.queries, Some(&[1u8; MAX_NONCE + 1])).unwrap();
     assert!(!parse_request(&der).unwrap().has_nonce());
 }

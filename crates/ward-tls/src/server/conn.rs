@@ -5,8 +5,9 @@
 //! Split from the accept loop in [`super`] so each reads in one sitting.
 //! Nothing here may log request contents or key material.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +20,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
-use tower::util::{Oneshot, ServiceExt};
+use tower::util::ServiceExt;
 use tracing::debug;
 
+use super::lifetime::{Streams, Tracked};
 use super::{BoxError, ConfigSource, PeerInfo};
 
 /// What every connection task shares: the TLS source and one HTTP builder
@@ -31,6 +33,12 @@ pub(super) struct Shared {
     pub(super) h1: auto::Builder<TokioExecutor>,
     pub(super) h2: auto::Builder<TokioExecutor>,
     pub(super) handshake_timeout: Duration,
+    /// See [`super::ServeOptions::idle_timeout`].
+    pub(super) idle_timeout: Option<Duration>,
+    /// See [`super::ServeOptions::max_connection_age`].
+    pub(super) max_connection_age: Option<Duration>,
+    /// Time in-flight requests get once a connection expired.
+    pub(super) grace: Duration,
 }
 
 /// One connection, from TCP to the end of HTTP. Holds `_permit` for its
@@ -46,7 +54,7 @@ pub(super) async fn handle<S, B>(
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -55,7 +63,7 @@ pub(super) async fn handle<S, B>(
     }
     let Some(tls) = &shared.tls else {
         let peer = PeerInfo::plain(addr);
-        return serve_connection(tcp, peer, &shared.h1, service, stop).await;
+        return serve_connection(tcp, peer, &shared, &shared.h1, service, stop).await;
     };
     let acceptor = TlsAcceptor::from(tls.current());
     let handshake = tokio::time::timeout(shared.handshake_timeout, acceptor.accept(tcp));
@@ -78,14 +86,17 @@ pub(super) async fn handle<S, B>(
         Some(b"h2") => &shared.h2,
         _ => &shared.h1,
     };
-    serve_connection(stream, peer, builder, service, stop).await;
+    serve_connection(stream, peer, &shared, builder, service, stop).await;
 }
 
 /// Serves HTTP on an established connection until it closes; on shutdown,
-/// lets in-flight requests finish first.
+/// lets in-flight requests finish first. A connection idle or old past its
+/// limits is shut down gracefully too (HTTP/2: GOAWAY), and its in-flight
+/// requests get `shared.grace` to finish.
 async fn serve_connection<IO, S, B>(
     io: IO,
     peer: PeerInfo,
+    shared: &Shared,
     builder: &auto::Builder<TokioExecutor>,
     service: S,
     stop: watch::Receiver<bool>,
@@ -94,21 +105,35 @@ async fn serve_connection<IO, S, B>(
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     let addr = peer.remote_addr;
+    let streams = Streams::new();
     let service = WithPeer {
         inner: service,
         peer,
+        streams: streams.clone(),
     };
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let expired = streams.expired(shared.idle_timeout, shared.max_connection_age);
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = stopped(stop) => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        why = expired => {
+            debug!(peer = %addr, reason = why.as_str(), in_flight = streams.in_flight(), "closing the connection gracefully");
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(shared.grace, conn.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    debug!(peer = %addr, "in-flight requests did not finish in time; closing");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(error) = result {
@@ -122,23 +147,35 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Adapts a tower service to hyper, adding the connection's [`PeerInfo`]
-/// to each request.
+/// to each request and counting it in flight until its response is done.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: PeerInfo,
+    streams: Streams,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for WithPeer<S>
+impl<S, B> hyper::service::Service<Request<Incoming>> for WithPeer<S>
 where
-    S: Service<Request<Incoming>> + Clone,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    B: Body + Unpin + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<Tracked<B>>;
     type Error = S::Error;
-    type Future = Oneshot<S, Request<Incoming>>;
+    type Future = InFlight<B, S::Error>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.peer.clone());
-        self.inner.clone().oneshot(request)
+        let guard = self.streams.open();
+        let response = self.inner.clone().oneshot(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| Tracked::new(body, guard)))
+        })
     }
 }
+
+/// A request's response on its way, counted in flight until its body ends.
+type InFlight<B, E> = Pin<Box<dyn Future<Output = Result<Response<Tracked<B>>, E>> + Send>>;

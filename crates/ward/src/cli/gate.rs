@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use ward_gate::Source;
 use ward_gate::config::{
     AllowRules, Dur, GateConfig, IdentityConfig, IdentityHeaders, ListenConfig, RevocationConfig,
     RouteConfig, TenantConfig, TlsConfig, UnknownSni, UpstreamTls,
 };
-use ward_gate::{Source, runtime::Runtime};
 
 use super::Outcome;
 
@@ -97,6 +97,11 @@ pub(crate) struct ServeArgs {
     /// Do not staple OCSP responses to the server certificate (flag form).
     #[arg(long, conflicts_with = "config")]
     no_ocsp_stapling: bool,
+    /// Trust the forwarding headers (x-forwarded-for, forwarded,
+    /// x-real-ip, x-forwarded-host) of clients from this network, e.g. a
+    /// load balancer's (repeatable; flag form). Others' are dropped.
+    #[arg(long, value_name = "CIDR", conflicts_with = "config")]
+    trust_forwarded_from: Vec<ward_gate::forwarding::Cidr>,
     /// Where audit lines go: stdout, stderr, off, or a file path.
     #[arg(long, default_value = "stdout")]
     audit_log: String,
@@ -233,6 +238,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             address: args.listen.clone().context("--listen is required")?,
             admin: args.admin.clone(),
             max_connections: 10_000,
+            trusted_proxies: args.trust_forwarded_from.clone(),
         },
         tls: TlsConfig {
             allow_tls12: args.allow_tls12,
@@ -275,22 +281,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
     };
     if args.check_config {
         let config = source.load()?;
-        if let Some(identity) = &config.identity {
+        let address = config.listen.address.clone();
+        let ca = config.identity.as_ref().map(|i| i.ca.clone());
+        let checked = ward_gate::check::check(config).context("the configuration does not load")?;
+        match ca {
             // The identity exists only once obtained; everything else is checked.
-            outln!(
-                "configuration OK: {} tenant(s), listening on {}; the gate's certificate comes from {} at start",
-                config.tenants.len(),
-                config.listen.address,
-                identity.ca
-            );
-            return Ok(Outcome::Success);
+            Some(ca) => outln!(
+                "configuration OK: {} tenant(s), listening on {address}; the gate's certificate comes from {ca} at start",
+                checked.tenants,
+            ),
+            None => outln!(
+                "configuration OK: {} tenant(s), listening on {address}",
+                checked.tenants
+            ),
         }
-        let runtime = Runtime::build(config).context("the configuration does not load")?;
-        outln!(
-            "configuration OK: {} tenant(s), listening on {}",
-            runtime.tenants.len(),
-            runtime.config.listen.address
-        );
         return Ok(Outcome::Success);
     }
     ward_telemetry::init_tracing(args.log_format, "info")?;

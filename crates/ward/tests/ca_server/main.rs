@@ -12,6 +12,7 @@ mod common;
 mod harness;
 
 mod api;
+mod hardening;
 mod load;
 mod seed;
 mod sign;

@@ -31,8 +31,6 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-pub(crate) use crate::proxy::is_identity_header;
-
 /// The comma-separated tokens of every field called `name`, trimmed.
 pub(crate) fn tokens<'h>(
     headers: &'h [httparse::Header<'h>],
@@ -122,11 +120,18 @@ pub(crate) struct Added<'a> {
     pub fields: &'a [(&'static str, &'a [u8])],
     /// `host` to add when the client sent none.
     pub default_host: &'a str,
+    /// The client is a trusted proxy: its forwarding fields are kept
+    /// (see [`crate::forwarding`]).
+    pub trusted: bool,
+    /// The request's one body length, written once for however many
+    /// (equal) `content-length` values the client sent.
+    pub content_length: Option<u64>,
 }
 
 /// Writes the head to send upstream: the request line (HTTP/1.1, origin
-/// form), the client's fields minus hop-by-hop, spoofable identity,
-/// `x-forwarded-for` and `x-forwarded-proto` fields, then the gate's own.
+/// form), the client's fields minus hop-by-hop, spoofable identity and
+/// forwarding fields ([`crate::forwarding::drop_from_client`]), one
+/// `content-length`, then the gate's own.
 pub(crate) fn write_request_head(
     out: &mut Vec<u8>,
     method: &str,
@@ -141,13 +146,21 @@ pub(crate) fn write_request_head(
     let listed = has(headers, "connection");
     let mut host = false;
     let mut xff: Option<Vec<u8>> = None;
+    let mut length_written = false;
     for h in headers {
         let name = h.name;
-        if is_hop_by_hop(name)
-            || is_identity_header(name)
-            || name.eq_ignore_ascii_case("x-forwarded-proto")
+        if crate::forwarding::drop_from_client(name, add.trusted)
             || listed && connection_has(headers, name)
         {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            // `5, 5` or two equal fields: one value (the caller checked
+            // they agree).
+            if let Some(n) = add.content_length.filter(|_| !length_written) {
+                put_field(out, name.as_bytes(), n.to_string().as_bytes());
+                length_written = true;
+            }
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {

@@ -65,6 +65,16 @@ impl Req {
         }
     }
 
+    /// Replaces the `Content-Type` (`None`: sends none).
+    pub(crate) fn content_type(mut self, value: Option<&str>) -> Req {
+        self.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+        if let Some(v) = value {
+            self.headers.push(("content-type".into(), v.into()));
+        }
+        self
+    }
+
     /// Adds a header.
     pub(crate) fn header(mut self, name: &str, value: &str) -> Req {
         self.headers.push((name.into(), value.into()));

@@ -12,8 +12,13 @@ fn parse_req<'b>(
 }
 
 fn rewrite(raw: &[u8], fields: &[(&'static str, &[u8])]) -> String {
+    rewrite_from(raw, fields, false)
+}
+
+fn rewrite_from(raw: &[u8], fields: &[(&'static str, &[u8])], trusted: bool) -> String {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (method, path, headers) = parse_req(raw, &mut storage);
+    let content_length = content_length(&headers).unwrap();
     let mut out = Vec::new();
     write_request_head(
         &mut out,
@@ -24,6 +29,8 @@ fn rewrite(raw: &[u8], fields: &[(&'static str, &[u8])]) -> String {
             client_ip: "192.0.2.7",
             fields,
             default_host: "backend:8080",
+            trusted,
+            content_length,
         },
     );
     String::from_utf8(out).unwrap()
@@ -48,15 +55,49 @@ fn request_head_drops_hop_by_hop_and_spoofed_identity() {
 }
 
 #[test]
-fn request_head_appends_to_x_forwarded_for_and_adds_a_missing_host() {
-    let got = rewrite(
+fn request_head_appends_to_a_trusted_x_forwarded_for_and_adds_a_missing_host() {
+    let got = rewrite_from(
         b"GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2 \r\n\r\n",
         &[],
+        true,
     );
     assert_eq!(
         got,
         "GET / HTTP/1.1\r\nhost: backend:8080\r\n\
          x-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\nx-forwarded-proto: https\r\n\r\n"
+    );
+}
+
+#[test]
+fn request_head_drops_untrusted_forwarding_fields_and_underscore_spellings() {
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\
+          X-Real-IP: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nx_ward_spiffe_id: spiffe://evil/x\r\n\
+          x_forwarded_client_cert: By=evil\r\nx_forwarded_for: 7.7.7.7\r\ntransfer_encoding: chunked\r\n\
+          x_custom: kept\r\n\r\n";
+    assert_eq!(
+        rewrite(raw, &[]),
+        "GET / HTTP/1.1\r\nHost: a\r\nx_custom: kept\r\n\
+         x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n\r\n"
+    );
+    // A trusted proxy keeps its forwarding fields, never the underscore ones.
+    assert_eq!(
+        rewrite_from(raw, &[], true),
+        "GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
+         X-Forwarded-Host: evil\r\nx_custom: kept\r\n\
+         x-forwarded-for: 6.6.6.6, 192.0.2.7\r\nx-forwarded-proto: https\r\n\r\n"
+    );
+}
+
+#[test]
+fn request_head_sends_one_content_length() {
+    let got = rewrite(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+        &[],
+    );
+    assert_eq!(
+        got,
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\
+         x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n\r\n"
     );
 }
 
