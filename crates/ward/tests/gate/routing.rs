@@ -361,9 +361,15 @@ fn an_https_upstream_refused_for_its_certificate_is_logged_with_the_reason() {
         &["--dns", "other.example"],
     );
     let fx = |n: &str| s(&fixture(n));
+    // The committed key is 0644 in a checkout; the gate serves only 0600 keys.
+    let expired_key = ward_testkit::temp_copy(&["expired.key"]);
     let good = upstream_gate(&crt(&inner), &key(&inner), &root);
     let wrong_name = upstream_gate(&crt(&misnamed), &key(&misnamed), &root);
-    let expired = upstream_gate(&fx("expired.crt"), &fx("expired.key"), &fx("root.crt"));
+    let expired = upstream_gate(
+        &fx("expired.crt"),
+        &s(&expired_key.path().join("expired.key")),
+        &fx("root.crt"),
+    );
     // Another CA with the same names reads as a bad signature to webpki.
     let cases: [(&Gate, String, &[&str]); 3] = [
         (&good, s(&other.root()), &["UnknownIssuer", "BadSignature"]),

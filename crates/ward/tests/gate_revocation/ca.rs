@@ -84,7 +84,9 @@ fn spawn_server(
         "127.0.0.1:0",
     ]);
     if let Some(url) = database {
-        cmd.args(["--database", url]);
+        // A fresh PostgreSQL database holds no store until one is created
+        // explicitly; on an existing store the flag changes nothing.
+        cmd.args(["--database", url, "--init-storage"]);
     }
     let mut child = cmd
         .stdin(Stdio::null())
