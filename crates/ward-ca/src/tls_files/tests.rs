@@ -116,7 +116,7 @@ async fn a_kubernetes_data_swap_and_a_rename_are_picked_up_and_a_half_update_wai
     publish(dir, "..2026_02", &c2, &k2);
     let took = until_served(&resolver, &d2).await;
     assert!(
-        took < POLL,
+        took < Duration::from_secs(5),
         "a ..data swap took {took:?}: seen by the poll, not an event"
     );
 
@@ -134,7 +134,7 @@ async fn a_kubernetes_data_swap_and_a_rename_are_picked_up_and_a_half_update_wai
     write(&dir.join("next.key"), &k3, 0o600);
     fs::rename(dir.join("next.key"), dir.join("tls.key")).unwrap();
     let took = until_served(&resolver, &d3).await;
-    assert!(took < POLL, "a rename took {took:?}");
+    assert!(took < Duration::from_secs(5), "a rename took {took:?}");
 
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(2), task)
