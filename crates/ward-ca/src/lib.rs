@@ -12,6 +12,8 @@ pub mod config;
 pub mod csr;
 pub mod dir;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ocsp;
 pub mod revocation;

@@ -12,6 +12,8 @@
 pub mod admin;
 pub mod authz;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
 pub mod ocsp;
