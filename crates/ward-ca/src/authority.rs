@@ -847,6 +847,12 @@ impl Authority {
     }
 }
 
+/// The check [`Authority::sign_for_token`] makes of a CSR against the
+/// token's binding, alone (for the fuzz targets).
+pub(crate) fn check_csr_for_token(token: &Token, csr: &CheckedCsr) -> Result<(), AuthorityError> {
+    Binding::of_token(token)?.check_request(csr)
+}
+
 /// The names a certificate may carry: a token's binding, or the identity of
 /// a certificate being renewed.
 #[derive(Clone, Debug)]

@@ -13,6 +13,8 @@ pub mod cpu;
 pub mod csr;
 pub mod dir;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ocsp;
 pub mod revocation;

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio::sync::watch;
-use ward_pki::ocsp::{self, IssuerId, Query, Refusal, Signer, Status};
+use ward_pki::ocsp::{self, IssuerId, Query, Refusal, Request, Signer, Status};
 use ward_pki::{KeyType, PublicKeyKind, Serial};
 
 use ward_store::Origin;
@@ -240,20 +240,7 @@ impl Responder {
         } else {
             &leaf.signer
         };
-        let now = now.replace_nanosecond(0).unwrap_or(now);
-        let next = now + self.settings.validity;
-        match signer.respond(&request, &answers, now, next) {
-            Ok(der) => Answer {
-                der,
-                max_age: self.settings.validity.as_secs(),
-                successful: true,
-                result: summary(&answers),
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "signing an OCSP response failed");
-                Answer::refused(Refusal::InternalError)
-            }
-        }
+        sign_answer(signer, &request, &answers, now, self.settings.validity)
     }
 
     async fn status(&self, q: &Query) -> Result<Status, ward_store::StoreError> {
@@ -281,6 +268,31 @@ impl Responder {
             return Ok(Status::Good);
         }
         Ok(Status::Unknown)
+    }
+}
+
+/// Signs the answers to `request`, valid for `validity` from `now` (shared
+/// by [`Responder::answer`] and the fuzz targets).
+pub(crate) fn sign_answer(
+    signer: &Signer,
+    request: &Request,
+    answers: &[(Query, Status)],
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Answer {
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    let next = now + validity;
+    match signer.respond(request, answers, now, next) {
+        Ok(der) => Answer {
+            der,
+            max_age: validity.as_secs(),
+            successful: true,
+            result: summary(answers),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "signing an OCSP response failed");
+            Answer::refused(Refusal::InternalError)
+        }
     }
 }
 

@@ -14,6 +14,8 @@ pub mod authz;
 pub mod check;
 pub mod config;
 pub mod forwarding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod metrics;
 pub mod ocsp;

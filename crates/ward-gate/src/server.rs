@@ -22,7 +22,7 @@ use crate::proxy::ConnContext;
 use crate::revocation::Tracking;
 use crate::runtime::TenantKind;
 
-mod h1;
+pub(crate) mod h1;
 mod prefixed;
 
 #[derive(Serialize)]
@@ -124,7 +124,7 @@ fn alpn_name(alpn: &[u8]) -> &'static str {
 }
 
 /// Whether a ClientHello offers any TLS 1.3 cipher suite (0x1301–0x1305).
-fn offers_tls13(suites: &[rustls::CipherSuite]) -> bool {
+pub(crate) fn offers_tls13(suites: &[rustls::CipherSuite]) -> bool {
     suites
         .iter()
         .any(|s| matches!(u16::from(*s), 0x1301..=0x1305))

@@ -6,6 +6,7 @@ pub mod admin;
 mod body;
 pub mod crl;
 mod error;
+pub(crate) mod fuzz;
 mod limits;
 mod metrics;
 pub mod ocsp;

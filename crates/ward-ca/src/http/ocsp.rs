@@ -82,7 +82,7 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The DER request carried in a GET path segment.
-fn decode_get(encoded: &str) -> Option<Vec<u8>> {
+pub(super) fn decode_get(encoded: &str) -> Option<Vec<u8>> {
     let text = percent_decode(encoded)?;
     let text: Vec<u8> = text
         .into_iter()

@@ -23,26 +23,26 @@ use crate::csr::parse_csr;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignRequest {
-    token: Option<String>,
-    csr: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) csr: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IssueRequest {
-    token: Option<String>,
-    key_type: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) key_type: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub(super) struct SeedRequest {
-    bootstrap_token: Option<String>,
+    pub(super) bootstrap_token: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RenewRequest {
-    csr: Option<String>,
+    pub(super) csr: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -261,7 +261,7 @@ async fn sign_inner(
     Ok((issued, ()))
 }
 
-fn key_type(name: Option<&str>) -> Result<KeyType, ApiError> {
+pub(super) fn key_type(name: Option<&str>) -> Result<KeyType, ApiError> {
     match name {
         None => Ok(KeyType::EcdsaP256),
         Some(n) => n

@@ -32,8 +32,8 @@ use crate::config::{IdentityHeaders, Upstream};
 use crate::proxy::{self, ConnContext};
 use crate::runtime::{Route, TenantKind};
 
-mod chunked;
-mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;
 mod upstream;
 
 use head::{Framing, MAX_HEAD, MAX_HEADERS};

@@ -1,0 +1,285 @@
+//! Entry points for the fuzz targets in `fuzz/` at the repository root.
+//!
+//! Not an API: hidden from the documentation and used by nothing but the
+//! fuzz targets. Each function runs the parsing the gate does on bytes a
+//! client or an upstream sends, without sockets: the ClientHello reader,
+//! the HTTP/1 fast path's request and response heads, and its chunked body
+//! scanner. Parsers that are public anyway
+//! ([`crate::revocation::crl`], [`crate::config::GateConfig::from_toml`])
+//! are called by the targets directly.
+
+use crate::server::h1::{chunked, head};
+
+/// What the gate reads from a ClientHello before choosing a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The server name (SNI), as rustls accepted it.
+    pub sni: Option<String>,
+    /// Whether any TLS 1.3 cipher suite is offered.
+    pub tls13: bool,
+}
+
+/// Reads a ClientHello from the bytes a client sent first, as the gate's
+/// accept loop does (rustls' `Acceptor`, then the SNI and the TLS 1.3
+/// check). `Ok(None)` when more bytes are needed; `Err` when rustls refuses.
+pub fn client_hello(mut bytes: &[u8]) -> Result<Option<Hello>, String> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    while !bytes.is_empty() {
+        let n = acceptor.read_tls(&mut bytes).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                return Ok(Some(Hello {
+                    sni: hello.server_name().map(str::to_owned),
+                    tls13: crate::server::offers_tls13(hello.cipher_suites()),
+                }));
+            }
+            Ok(None) => {}
+            Err((e, _alert)) => return Err(e.to_string()),
+        }
+    }
+    Ok(None)
+}
+
+/// A request head the HTTP/1 fast path accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Bytes of the head in the buffer.
+    pub len: usize,
+    /// The body length announced.
+    pub body: u64,
+    /// The `Host` name, lowercase, without port.
+    pub host: Option<String>,
+    /// The head written for the upstream.
+    pub upstream: Vec<u8>,
+}
+
+/// What the fast path makes of the bytes at the start of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// More bytes are needed.
+    Partial,
+    /// Refused with this status.
+    Refused(u16),
+    /// Left to the general (hyper) path.
+    Handoff,
+    /// Forwarded.
+    Forward(RequestHead),
+}
+
+/// Parses a request head as the HTTP/1 fast path does before routing
+/// (`server::h1::decide`), then writes the upstream head as it does for a
+/// forwarded request, with fixed connection values.
+pub fn request_head(buf: &[u8]) -> RequestOutcome {
+    let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= head::MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return RequestOutcome::Refused(431);
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= head::MAX_HEAD => {
+            return RequestOutcome::Refused(431);
+        }
+        Ok(httparse::Status::Partial) => return RequestOutcome::Partial,
+        Err(_) => return RequestOutcome::Refused(400),
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return RequestOutcome::Handoff;
+    };
+    let headers: &[httparse::Header<'_>] = req.headers;
+    if !target.starts_with('/')
+        || head::has(headers, "transfer-encoding")
+        || head::has(headers, "upgrade")
+        || head::has(headers, "expect")
+        || head::connection_has(headers, "upgrade")
+    {
+        return RequestOutcome::Handoff;
+    }
+    let Ok(body) = head::content_length(headers) else {
+        return RequestOutcome::Refused(400);
+    };
+    let Ok(host) = head::host(headers) else {
+        return RequestOutcome::Refused(400);
+    };
+    if hyper::Method::from_bytes(method.as_bytes()).is_err() {
+        return RequestOutcome::Refused(400);
+    }
+    let _path = head::path_of(target);
+    let _close = head::connection_has(headers, "close");
+    let mut upstream = Vec::new();
+    head::write_request_head(
+        &mut upstream,
+        method,
+        target,
+        headers,
+        &head::Added {
+            client_ip: "192.0.2.1",
+            fields: &[
+                ("x-forwarded-client-cert", b"Hash=00"),
+                ("x-ward-spiffe-id", b"spiffe://example.org/fuzz"),
+            ],
+            default_host: "upstream.invalid",
+            trusted: false,
+            content_length: body,
+        },
+    );
+    RequestOutcome::Forward(RequestHead {
+        len,
+        body: body.unwrap_or(0),
+        host,
+        upstream,
+    })
+}
+
+/// A parsed upstream response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Bytes of the head in the buffer.
+    pub len: usize,
+    /// A 1xx interim response.
+    pub interim: bool,
+    /// Whether the body is chunked.
+    pub chunked: bool,
+    /// The head written for the client (empty for an interim response).
+    pub client: Vec<u8>,
+}
+
+/// Parses an upstream response head as the fast path does; `Ok(None)` when
+/// more bytes are needed.
+pub fn response_head(
+    buf: &[u8],
+    head_request: bool,
+    close: bool,
+) -> Result<Option<ResponseHead>, String> {
+    let mut out = Vec::new();
+    let parsed =
+        head::parse_response(buf, head_request, close, &mut out).map_err(|e| e.to_string())?;
+    Ok(parsed.map(|r| ResponseHead {
+        status: r.status,
+        len: r.len,
+        interim: r.interim,
+        chunked: r.framing == head::Framing::Chunked,
+        client: out,
+    }))
+}
+
+/// The fast path's chunked body scanner.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkScanner(chunked::Scanner);
+
+impl ChunkScanner {
+    /// Consumes body bytes; returns how many belong to the body.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, String> {
+        self.0.feed(buf).map_err(|e| e.to_string())
+    }
+
+    /// Whether the body has ended.
+    pub fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The entry points must keep doing what the server does: these pin
+    //! their answers on ordinary inputs, so a drift shows here first.
+
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The first flight of a rustls client.
+    fn hello_from_rustls(sni: &str, tls13: bool) -> Vec<u8> {
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if !tls13 {
+            // rustls offers the suites of every version it was given.
+            provider
+                .cipher_suites
+                .retain(|s| s.version() == &rustls::version::TLS12);
+        }
+        let provider = Arc::new(provider);
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls13 {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS12]
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn client_hello_yields_sni_and_version() {
+        let hello = hello_from_rustls("gate.example.org", true);
+        let read = client_hello(&hello).unwrap().unwrap();
+        assert_eq!(read.sni.as_deref(), Some("gate.example.org"));
+        assert!(read.tls13);
+        let tls12 = client_hello(&hello_from_rustls("a.example", false))
+            .unwrap()
+            .unwrap();
+        assert!(!tls12.tls13);
+        assert_eq!(client_hello(&hello[..hello.len() / 2]), Ok(None));
+        assert!(client_hello(b"GET / HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn request_heads_are_refused_handed_off_or_rewritten() {
+        assert_eq!(
+            request_head(b"GET / HTTP/1.1\r\nHost: a"),
+            RequestOutcome::Partial
+        );
+        assert_eq!(
+            request_head(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            RequestOutcome::Refused(400)
+        );
+        assert_eq!(
+            request_head(b"GET / HTTP/1.0\r\n\r\n"),
+            RequestOutcome::Handoff
+        );
+        let RequestOutcome::Forward(head) = request_head(
+            b"GET /x HTTP/1.1\r\nHost: A.example:8443\r\nX-Ward-Spiffe-Id: spoof\r\ncontent-length: 2\r\n\r\nhi",
+        ) else {
+            panic!("not forwarded");
+        };
+        assert_eq!((head.body, head.host.as_deref()), (2, Some("a.example")));
+        let text = String::from_utf8(head.upstream).unwrap();
+        assert!(!text.contains("spoof"), "{text}");
+        assert!(text.contains("x-forwarded-for: 192.0.2.1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn response_heads_and_chunked_bodies() {
+        let head = response_head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nkeep-alive: 1\r\n\r\n",
+            false,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(head.chunked && !head.interim);
+        assert!(
+            !String::from_utf8(head.client)
+                .unwrap()
+                .contains("keep-alive")
+        );
+        assert_eq!(response_head(b"HTTP/1.1 200", false, false), Ok(None));
+        assert!(response_head(b"HTTP/1.1 101 Switching\r\n\r\n", false, false).is_err());
+        let mut scanner = ChunkScanner::default();
+        assert_eq!(scanner.feed(b"2\r\nhi\r\n0\r\n\r\nNEXT"), Ok(12));
+        assert!(scanner.is_done());
+        assert!(ChunkScanner::default().feed(b"x\r\n").is_err());
+    }
+}
