@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use ward_ca::cidr::Cidr;
+use ward_pki::cidr::Cidr;
 use ward_ca::token::{TOKEN_PREFIX, TokenSecret};
 
 fuzz_target!(|data: &[u8]| {

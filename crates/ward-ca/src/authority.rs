@@ -16,9 +16,9 @@ use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, SpiffeId, TrustDomain, 
 use ward_store::{NewCertificate, NewToken, Origin, RevokeTokenOutcome, Store, StoreError, Token};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::cidr::Cidr;
 use crate::csr::CheckedCsr;
 use crate::token::{TokenSecret, new_token_id};
+use ward_pki::cidr::Cidr;
 
 /// Why an authority call failed. Each variant is one HTTP status; messages
 /// are safe to show a client and never contain a secret.

@@ -5,7 +5,7 @@
 //! (request bodies, headers, CSRs, OCSP requests), stopping where the real
 //! path would authenticate a caller or read storage. Parsers that are public
 //! anyway ([`crate::token::TokenSecret::parse`], [`crate::CaConfig::parse`],
-//! [`crate::cidr::Cidr`]) are called by the targets directly.
+//! [`ward_pki::cidr::Cidr`]) are called by the targets directly.
 
 use std::time::Duration;
 

@@ -7,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
-pub mod cidr;
 pub mod config;
 pub mod cpu;
 pub mod csr;

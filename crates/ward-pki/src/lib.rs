@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cidr;
 pub mod crl;
 mod error;
 mod hex;

@@ -19,7 +19,7 @@ use super::AppState;
 use super::body::{parse_json, read_json};
 use super::error::ApiError;
 use crate::authority::TokenSpec;
-use crate::cidr::Cidr;
+use ward_pki::cidr::Cidr;
 
 /// Default lifetime of a token when the request names none.
 pub const DEFAULT_TOKEN_EXPIRY: Duration = Duration::from_secs(24 * 3600);

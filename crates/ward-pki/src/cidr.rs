@@ -1,9 +1,12 @@
-//! Source-address restrictions for tokens: `10.0.0.0/8`, `2001:db8::/32`,
-//! or a bare address (a /32 or /128).
+//! IP networks: `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32
+//! or /128). Used for the source-address restrictions of tokens (CA) and
+//! the trusted proxies of the gate.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IP network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +71,19 @@ impl fmt::Display for Cidr {
     }
 }
 
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +103,16 @@ mod tests {
         assert!(v6.contains("2001:db8::1".parse().unwrap()));
         assert!(!v6.contains("10.0.0.1".parse().unwrap()));
         assert_eq!(v6.to_string(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let nets: Vec<Cidr> = serde_json::from_str(r#"["10.0.0.0/8","::1"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&nets).unwrap(),
+            r#"["10.0.0.0/8","::1/128"]"#
+        );
+        assert!(serde_json::from_str::<Cidr>(r#""10.0.0.0/40""#).is_err());
     }
 
     #[test]
