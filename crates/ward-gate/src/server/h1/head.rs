@@ -13,22 +13,11 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one head.
 pub(crate) const MAX_HEADERS: usize = 100;
 
-/// Header fields that describe one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "transfer-encoding",
-];
-
 /// Whether `name` is a hop-by-hop field.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    crate::forwarding::HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// The comma-separated tokens of every field called `name`, trimmed.
