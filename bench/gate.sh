@@ -35,6 +35,10 @@
 #                        Rust stacks for the by-class breakdown)
 #   KEEP=1               keep the temporary directory
 #   BUILD=0              use the release binaries already built
+#   WARD_BIN=path        the ward binary to measure (default: the release build)
+#   WARD_BASE=path       a second ward binary (say, the commit before a
+#                        refactor), run as server "before" in the same
+#                        rotation as every other server
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -113,7 +117,7 @@ fi
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
     echo "${CARGO_TARGET_DIR:-$ROOT/target}")
-WARD=$TARGET_DIR/release/ward
+WARD=${WARD_BIN:-$TARGET_DIR/release/ward}
 BENCH=$TARGET_DIR/release/ward-bench
 
 # ---------------------------------------------------------------- certificates
@@ -376,6 +380,7 @@ TLS_ARGS=(--ca-bundle "$CA/root.crt" --cert "$WORK/client.crt" --key "$WORK/clie
 start_proxy() { # ward|nginx|haproxy [mem]
     case $1 in
         ward) start_gate "${2:-}" ;;
+        before) WARD=$WARD_BASE start_gate "${2:-}" ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
     esac
@@ -529,6 +534,7 @@ run_mem() { # label
 }
 
 PEERS=()
+[[ -n ${WARD_BASE:-} ]] && PEERS+=(before)
 [[ $HAVE_NGINX == 1 ]] && PEERS+=(nginx)
 [[ $HAVE_HAPROXY == 1 ]] && PEERS+=(haproxy)
 if [[ -n $CONFIGS_ENV ]]; then

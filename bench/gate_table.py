@@ -53,11 +53,13 @@ def pairs(runs):
     peer ÷ Ward for CPU per request and memory (also: bigger is better for
     Ward), so every ratio reads "how many times better Ward is"."""
     out = []
-    for peer in ("nginx", "haproxy"):
-        name = {"nginx": "nginx", "haproxy": "HAProxy"}[peer]
+    for peer in ("before", "nginx", "haproxy"):
+        name = {"before": "Ward before", "nginx": "nginx", "haproxy": "HAProxy"}[peer]
         for wl, what, target in (("hs", "full mTLS handshakes/s", 4.0),
                                  ("rs", "resumed mTLS handshakes/s", None),
                                  ("ka", "keep-alive requests/s", 1.5 if peer == "haproxy" else None)):
+            if peer == "before":
+                target = None
             a, b = runs.get(f"ward-{wl}"), runs.get(f"{peer}-{wl}")
             if not a or not b:
                 continue
@@ -82,6 +84,7 @@ def main():
     kx = e["KX_GROUP"]
     servers = {
         "ward": "Ward gate",
+        "before": "Ward gate (before: WARD_BASE)",
         "nginx": f"nginx {e.get('NGINX_VERSION', '')}".strip(),
         "haproxy": f"HAProxy {e.get('HAPROXY_VERSION', '')}".strip(),
         "direct": "direct (plain HTTP)",
@@ -114,7 +117,7 @@ def main():
           "| proxy CPU % | proxy µs/req | upstream CPU % | load CPU % | req/s per run |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     order = [(srv, wl, suffix) for wl in ("hs", "rs", "ka", "lat") for suffix in ("", "-pq")
-             for srv in ("ward", "nginx", "haproxy", "direct")]
+             for srv in ("ward", "before", "nginx", "haproxy", "direct")]
     for srv, wl, suffix in order:
         rs = runs.get(f"{srv}-{wl}{suffix}")
         if not rs:
@@ -136,7 +139,7 @@ def main():
               "| RSS before MiB | RSS after MiB | KiB per connection |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for v, what in (("hs", "after the handshake"), ("req", "after one request")):
-            for srv in ("ward", "nginx", "haproxy"):
+            for srv in ("ward", "before", "nginx", "haproxy"):
                 r = dict(mem).get(f"{srv}-mem-{v}")
                 if not r:
                     continue

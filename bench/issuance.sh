@@ -19,6 +19,10 @@
 #                                 repeat of each configuration; reports there
 #   KEEP=1                        keep the temporary directory
 #   BUILD=0                       use the release binaries already built
+#   WARD_BIN=path                 the ward binary to measure (default: release build)
+#   WARD_BASE=path                a second ward binary (say, the commit before a
+#                                 refactor), run on SQLite as "before" in the
+#                                 same rotation
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -85,7 +89,7 @@ if [[ $BUILD == 1 ]]; then
     (cd "$ROOT" && cargo build --release -q -p ward -p ward-bench)
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-WARD=$TARGET_DIR/release/ward
+WARD=${WARD_BIN:-$TARGET_DIR/release/ward}
 BENCH=$TARGET_DIR/release/ward-bench
 
 # ---------------------------------------------------------------- CA
@@ -210,13 +214,16 @@ run_one() { # label rep
         sqlite-sign | sqlite-issue)
             start_ward "$label"
             token=(--token-file "$WORK/token.sqlite") ;;
+        before-sqlite-sign | before-sqlite-issue)
+            WARD=$WARD_BASE start_ward "$label"
+            token=(--token-file "$WORK/token.sqlite") ;;
         pg-sign | pg-issue)
             start_ward "$label" --database "$PG_URL/$PG_DB"
             token=(--token-file "$WORK/token.pg") ;;
         cfssl-sign)
             start_cfssl ;;
     esac
-    mode=${label#*-}
+    mode=${label##*-}
     [[ $label == cfssl-sign ]] && mode=cfssl-sign
     if [[ -n $PERF_DIR && $rep == 1 ]]; then
         mkdir -p "$PERF_DIR"
@@ -245,6 +252,7 @@ run_one() { # label rep
 }
 
 CONFIGS=(sqlite-sign sqlite-issue)
+[[ -n ${WARD_BASE:-} ]] && CONFIGS+=(before-sqlite-sign before-sqlite-issue)
 [[ $HAVE_PG == 1 ]] && CONFIGS+=(pg-sign pg-issue)
 [[ $HAVE_CFSSL == 1 ]] && CONFIGS+=(cfssl-sign)
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -278,6 +286,8 @@ for line in open(sys.argv[1]):
 names = {
     "sqlite-sign": ("Ward", "SQLite", "/v1/sign"),
     "sqlite-issue": ("Ward", "SQLite", "/v1/issue"),
+    "before-sqlite-sign": ("Ward before (WARD_BASE)", "SQLite", "/v1/sign"),
+    "before-sqlite-issue": ("Ward before (WARD_BASE)", "SQLite", "/v1/issue"),
     "pg-sign": ("Ward", "PostgreSQL", "/v1/sign"),
     "pg-issue": ("Ward", "PostgreSQL", "/v1/issue"),
     "cfssl-sign": ("cfssl 1.2 serve", "none", "/api/v1/cfssl/sign"),
@@ -301,6 +311,11 @@ for label, (srv, store, route) in names.items():
     print(f"| {srv} | {store} | `{route}` | {med(rs, 'rps'):.0f} | {med(rs, 'p50_ms'):.2f} | "
           f"{med(rs, 'p90_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | {med(rs, 'max_ms'):.2f} | "
           f"{errors} | {per_run} |")
+for route in ("sign", "issue"):
+    a, b = runs.get(f"sqlite-{route}"), runs.get(f"before-sqlite-{route}")
+    if a and b:
+        print()
+        print(f"Ward /v1/{route} (SQLite) ÷ Ward before: {med(a, 'rps') / max(med(b, 'rps'), 1e-9):.3f}×")
 if "sqlite-sign" in runs and "cfssl-sign" in runs:
     ratio = med(runs["sqlite-sign"], "rps") / max(med(runs["cfssl-sign"], "rps"), 1e-9)
     print()
