@@ -17,13 +17,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use ward_tls::config::{ClientCert, ServerAuth, client_config};
 
 use crate::{ClientError, MAX_RESPONSE, REQUEST_TIMEOUT};
 
@@ -228,22 +229,14 @@ pub(crate) fn client_tls(
     roots: &[CertificateDer<'static>],
     identity: Option<Identity>,
 ) -> Result<ClientConfig, ClientError> {
-    let mut store = RootCertStore::empty();
-    for root in roots {
-        store
-            .add(root.clone())
-            .map_err(|e| ClientError::Config(format!("unusable CA root: {e}")))?;
-    }
-    let builder = ClientConfig::builder_with_provider(ward_tls::provider())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .map_err(|e| ClientError::Config(e.to_string()))?
-        .with_root_certificates(store);
-    match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .map_err(|e| ClientError::Config(format!("unusable client certificate: {e}"))),
-        None => Ok(builder.with_no_client_auth()),
-    }
+    let server = ServerAuth::roots(roots)
+        .map_err(|e| ClientError::Config(format!("unusable CA root: {e}")))?;
+    let cert = match identity {
+        Some(id) => ClientCert::Fixed(id.chain, id.key),
+        None => ClientCert::None,
+    };
+    client_config(server, cert)
+        .map_err(|e| ClientError::Config(format!("unusable client certificate: {e}")))
 }
 
 /// A CA endpoint and how to talk to it.
