@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use ward_tls::config::{ClientCert, ServerAuth, client_config};
+use ward_tls::http::read_capped;
 
 use crate::{ClientError, MAX_RESPONSE, REQUEST_TIMEOUT};
 
@@ -169,11 +170,9 @@ impl Conn {
             .await
             .map_err(|e| self.endpoint.connect_error(format!("request failed: {e}")))?;
         let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
+        let bytes = read_capped(resp.into_body(), MAX_RESPONSE as u64)
             .await
-            .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?
-            .to_bytes();
+            .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?;
         Ok((status, bytes))
     }
 

@@ -136,16 +136,27 @@ impl HttpClient {
         {
             return Err(FetchError::TooLarge { len, max });
         }
-        let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Body(e.to_string()))?
-            .to_bytes();
+        let body = read_capped(body, max).await?;
         Ok(Fetched {
             status: parts.status,
             headers: parts.headers,
             body,
         })
     }
+}
+
+/// Reads a whole body of at most `max` bytes: the one size cap of every
+/// answer Ward reads from a server it does not proxy (this client's, the
+/// CA client's).
+pub async fn read_capped<B>(body: B, max: u64) -> Result<Bytes, FetchError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| FetchError::Body(e.to_string()))
 }
