@@ -1,5 +1,8 @@
-//! The one HTTP(S) client Ward fetches with: CRLs, OCSP responses, and any
-//! other small document from a server that is not a proxied upstream.
+//! The HTTP(S) clients Ward talks to servers it does not proxy with:
+//! [`HttpClient`] fetches CRLs and OCSP responses, [`Connection`] carries
+//! the CA API (one TLS connection on which several requests can be made:
+//! the pinned bootstrap sends its token on the connection it authenticated).
+//! Both cap what they read with [`read_capped`].
 //!
 //! `https://` URLs are verified against the roots it was built with
 //! (through [`crate::config::client_config`]), `http://` URLs are allowed
@@ -7,16 +10,22 @@
 //! signed), redirects are not followed, and every answer is size-capped and
 //! optionally time-limited. Only a `200 OK` body is read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::RootCertStore;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 
 use crate::config::{ClientCert, ServerAuth, client_config};
 
@@ -159,4 +168,88 @@ where
         .await
         .map(|b| b.to_bytes())
         .map_err(|e| FetchError::Body(e.to_string()))
+}
+
+/// Why a [`Connection`] could not be opened or used; each variant's text
+/// is the cause alone, for the caller to put in context.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The TCP connection failed.
+    #[error("{0}")]
+    Tcp(std::io::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    /// The HTTP/1.1 session could not start.
+    #[error("{0}")]
+    Http(hyper::Error),
+    /// The connection closed before the request could be sent.
+    #[error("connection closed: {0}")]
+    Closed(hyper::Error),
+    /// The request was sent but no answer came.
+    #[error("request failed: {0}")]
+    Request(hyper::Error),
+    /// The answer's body was unreadable or over the cap.
+    #[error("{0}")]
+    Body(FetchError),
+}
+
+/// One HTTP/1.1-over-TLS connection; requests on it run one at a time.
+#[derive(Debug)]
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    driver: JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Connection {
+    /// Connects to `addr`, shakes hands with `tls` for `server_name`, and
+    /// starts an HTTP/1.1 session.
+    pub async fn open(
+        addr: &str,
+        server_name: ServerName<'static>,
+        tls: Arc<ClientConfig>,
+    ) -> Result<Self, ConnectionError> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(ConnectionError::Tcp)?;
+        let _ = tcp.set_nodelay(true);
+        let stream = TlsConnector::from(tls)
+            .connect(server_name, tcp)
+            .await
+            .map_err(ConnectionError::Tls)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectionError::Http)?;
+        Ok(Connection {
+            sender,
+            driver: tokio::spawn(conn),
+        })
+    }
+
+    /// Sends `req` and returns the status and a body of at most `max`
+    /// bytes, whatever the status.
+    pub async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        max: u64,
+    ) -> Result<(StatusCode, Bytes), ConnectionError> {
+        self.sender.ready().await.map_err(ConnectionError::Closed)?;
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .map_err(ConnectionError::Request)?;
+        let status = resp.status();
+        let bytes = read_capped(resp.into_body(), max)
+            .await
+            .map_err(ConnectionError::Body)?;
+        Ok((status, bytes))
+    }
 }
