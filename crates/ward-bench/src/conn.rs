@@ -25,12 +25,12 @@ use hyper_util::rt::TokioIo;
 use rustls::HandshakeKind;
 use rustls::RootCertStore;
 use rustls::client::Resumption;
-use rustls::crypto::aws_lc_rs::kx_group;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use ward_tls::config::{ClientCert, ClientOptions, ServerAuth, client_config_with};
 
 /// The request-sending half of one HTTP/1.1 connection.
 pub(crate) type Sender = SendRequest<Full<Bytes>>;
@@ -154,28 +154,13 @@ impl Target {
         let server_name =
             ServerName::try_from(name).context("server name is neither a DNS name nor an IP")?;
 
-        let mut provider = Arc::unwrap_or_clone(ward_tls::provider());
-        match opts.kx_group.unwrap_or(KxGroup::Default) {
-            KxGroup::Default => {}
-            KxGroup::X25519 => provider.kx_groups = vec![kx_group::X25519],
-            KxGroup::X25519mlkem768 => provider.kx_groups = vec![kx_group::X25519MLKEM768],
-            KxGroup::P256 => provider.kx_groups = vec![kx_group::SECP256R1],
-        }
-        let provider = Arc::new(provider);
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(ward_tls::TLS13_ONLY)
-            .context("TLS 1.3 with Ward's provider")?;
-        let builder = if opts.skip_chain_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(
-                    ward_tls::danger::CapturingVerifier::new(provider),
-                ))
+        let server = if opts.skip_chain_verify {
+            ServerAuth::Verifier(ward_tls::danger::CapturingVerifier::new().verifier())
         } else {
-            builder.with_root_certificates(load_roots(opts.ca_bundle)?)
+            ServerAuth::Roots(load_roots(opts.ca_bundle)?)
         };
-        let mut config = match opts.client_cert {
-            None => builder.with_no_client_auth(),
+        let cert = match opts.client_cert {
+            None => ClientCert::None,
             Some((cert, key)) => {
                 let chain = CertificateDer::pem_file_iter(cert)
                     .with_context(|| format!("reading {}", cert.display()))?
@@ -186,11 +171,21 @@ impl Target {
                 }
                 let key = PrivateKeyDer::from_pem_file(key)
                     .with_context(|| format!("reading the key {}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .context("client certificate and key")?
+                ClientCert::Fixed(chain, key)
             }
         };
+        let kx_group = match opts.kx_group.unwrap_or(KxGroup::Default) {
+            KxGroup::Default => None,
+            KxGroup::X25519 => Some(ward_tls::config::KxGroup::X25519),
+            KxGroup::X25519mlkem768 => Some(ward_tls::config::KxGroup::X25519Mlkem768),
+            KxGroup::P256 => Some(ward_tls::config::KxGroup::P256),
+        };
+        let options = ClientOptions {
+            kx_group,
+            ..ClientOptions::default()
+        };
+        let mut config = client_config_with(server, cert, &options)
+            .context("TLS 1.3 with Ward's provider, client certificate and key")?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         if !opts.resumption {
             config.resumption = Resumption::disabled();

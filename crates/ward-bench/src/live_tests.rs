@@ -11,10 +11,11 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use ward_tls::config::{ClientAuth, server_config};
+use ward_tls::credentials::Credentials;
 
 use crate::conn::{Target, TlsOptions};
 use crate::load::{Load, Workload};
@@ -74,22 +75,15 @@ impl Pki {
 
     /// Starts the mTLS server; returns its `https://` URL.
     async fn serve(&self) -> String {
-        let provider = ward_tls::provider();
         let mut roots = RootCertStore::empty();
         roots.add(self.root.clone()).unwrap();
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .build()
-                .unwrap();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(ward_tls::TLS13_ONLY)
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                self.server_chain.clone(),
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone())),
-            )
-            .unwrap();
+        let credentials = Credentials::new(
+            self.server_chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone())),
+        )
+        .unwrap();
+        let mut config =
+            server_config(Arc::new(credentials), ClientAuth::Required(Arc::new(roots))).unwrap();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

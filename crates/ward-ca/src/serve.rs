@@ -14,9 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ward_pki::pem;
 use ward_telemetry::{AuditLog, Registry};
-use ward_tls::rotating::{ClientAuth, RotatingCert, server_config};
+use ward_tls::config::{ClientAuth, server_config};
+use ward_tls::credentials::Credentials;
 use ward_tls::server::{ServeOptions, serve_http, serve_https, set_http_alpn};
-use ward_tls::verifier::AnyTlsEkuVerifier;
+use ward_tls::verifier::ClientVerifier;
 
 use crate::authority::{Authority, Policy};
 use crate::dir::{ADMIN_PATH, CaDir};
@@ -189,7 +190,7 @@ pub async fn run(
         Some(files) => (Arc::new(files.load()?), None),
         None => {
             let (chain, key, renew) = server_identity(&authority, &dns, &ips).await?;
-            let resolver = RotatingCert::new(chain, key)
+            let resolver = Credentials::new(chain, key)
                 .map_err(|e| server_err("server certificate")(e.to_string()))?;
             (Arc::new(resolver), Some(renew))
         }
@@ -197,7 +198,7 @@ pub async fn run(
     // Client certificates are optional (token routes need none) and may
     // carry either TLS EKU: a workload holding a `server`-profile
     // certificate renews with it. The authority decides what each may do.
-    let verifier = AnyTlsEkuVerifier::new(&roots)
+    let verifier = ClientVerifier::any_tls_eku(&roots)
         .map_err(|e| server_err("root certificate")(e.to_string()))?;
     let mut tls = server_config(resolver.clone(), ClientAuth::Custom(Arc::new(verifier)))
         .map_err(|e| server_err("TLS configuration")(e.to_string()))?;
@@ -344,7 +345,7 @@ async fn server_identity(
 /// every `crl_refresh` and prunes rate limiter state, until asked to stop.
 async fn background_tasks(
     authority: Arc<Authority>,
-    resolver: Arc<RotatingCert>,
+    resolver: Arc<Credentials>,
     dns: Vec<String>,
     ips: Vec<IpAddr>,
     mut renews_at: Option<OffsetDateTime>,

@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 use ward_pki::pem;
-use ward_tls::rotating::RotatingCert;
+use ward_tls::credentials::Credentials;
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -75,10 +75,10 @@ impl TlsFiles {
 
     /// Reads the pair and builds the resolver serving it; errors name the
     /// file at fault.
-    pub fn load(&self) -> Result<RotatingCert, Error> {
+    pub fn load(&self) -> Result<Credentials, Error> {
         let contents = self.read()?;
         let (chain, key) = self.parse(&contents)?;
-        RotatingCert::new(chain, key).map_err(|e| self.pair_error(&e))
+        Credentials::new(chain, key).map_err(|e| self.pair_error(&e))
     }
 
     fn pair_error(&self, e: &ward_tls::Error) -> Error {
@@ -94,7 +94,7 @@ impl TlsFiles {
 /// Changes are seen through [`ward_tls::watch::watch_files`], the one file
 /// watcher every Ward process uses (symlink swaps, renames, replaced
 /// directories); a refused pair is retried there.
-pub async fn follow(files: TlsFiles, resolver: Arc<RotatingCert>, mut stop: watch::Receiver<bool>) {
+pub async fn follow(files: TlsFiles, resolver: Arc<Credentials>, mut stop: watch::Receiver<bool>) {
     let paths = [files.cert.clone(), files.key.clone()];
     let reload = move || {
         let swapped = files.read().and_then(|contents| {

@@ -13,17 +13,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
+use ward_tls::config::{ClientCert, ServerAuth, client_config};
+use ward_tls::http::{Connection, ConnectionError};
 
 use crate::{ClientError, MAX_RESPONSE, REQUEST_TIMEOUT};
 
@@ -108,36 +105,21 @@ impl Endpoint {
 
     /// Opens a TLS connection with `tls` and an HTTP/1.1 session on it.
     pub(crate) async fn connect(&self, tls: Arc<ClientConfig>) -> Result<Conn, ClientError> {
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|e| self.connect_error(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = TlsConnector::from(tls)
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| self.connect_error(format!("TLS handshake: {e}")))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let connection = Connection::open(&self.addr, self.server_name.clone(), tls)
             .await
             .map_err(|e| self.connect_error(e.to_string()))?;
         Ok(Conn {
-            sender,
-            driver: tokio::spawn(conn),
+            connection,
             endpoint: self.clone(),
         })
     }
 }
 
-/// One open HTTP/1.1-over-TLS connection; requests on it run one at a time.
+/// One open HTTP/1.1-over-TLS connection to the CA; requests on it run one
+/// at a time.
 pub(crate) struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    driver: JoinHandle<Result<(), hyper::Error>>,
+    connection: Connection,
     endpoint: Endpoint,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
 }
 
 impl Conn {
@@ -158,22 +140,15 @@ impl Conn {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Config(e.to_string()))?;
-        self.sender.ready().await.map_err(|e| {
-            self.endpoint
-                .connect_error(format!("connection closed: {e}"))
-        })?;
-        let resp = self
-            .sender
-            .send_request(req)
+        self.connection
+            .send(req, MAX_RESPONSE as u64)
             .await
-            .map_err(|e| self.endpoint.connect_error(format!("request failed: {e}")))?;
-        let status = resp.status();
-        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("reading the answer: {e}")))?
-            .to_bytes();
-        Ok((status, bytes))
+            .map_err(|e| match e {
+                ConnectionError::Body(e) => {
+                    ClientError::Protocol(format!("reading the answer: {e}"))
+                }
+                other => self.endpoint.connect_error(other.to_string()),
+            })
     }
 
     /// Sends JSON (or nothing) and decodes a JSON answer like [`CaClient::json`].
@@ -228,22 +203,14 @@ pub(crate) fn client_tls(
     roots: &[CertificateDer<'static>],
     identity: Option<Identity>,
 ) -> Result<ClientConfig, ClientError> {
-    let mut store = RootCertStore::empty();
-    for root in roots {
-        store
-            .add(root.clone())
-            .map_err(|e| ClientError::Config(format!("unusable CA root: {e}")))?;
-    }
-    let builder = ClientConfig::builder_with_provider(ward_tls::provider())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .map_err(|e| ClientError::Config(e.to_string()))?
-        .with_root_certificates(store);
-    match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .map_err(|e| ClientError::Config(format!("unusable client certificate: {e}"))),
-        None => Ok(builder.with_no_client_auth()),
-    }
+    let server = ServerAuth::roots(roots)
+        .map_err(|e| ClientError::Config(format!("unusable CA root: {e}")))?;
+    let cert = match identity {
+        Some(id) => ClientCert::Fixed(id.chain, id.key),
+        None => ClientCert::None,
+    };
+    client_config(server, cert)
+        .map_err(|e| ClientError::Config(format!("unusable client certificate: {e}")))
 }
 
 /// A CA endpoint and how to talk to it.

@@ -18,10 +18,10 @@
 //!
 //! - [`Rotator::current`] is the identity now, [`Rotator::subscribe`] a
 //!   `watch::Receiver<Arc<Svid>>` that sees every rotation;
-//! - [`Rotator::resolver`] is an [`SvidResolver`], both a rustls
-//!   `ResolvesServerCert` and `ResolvesClientCert` over an `ArcSwap`: plug it
-//!   into any `ServerConfig`/`ClientConfig` and new handshakes use the new key
-//!   while open connections keep theirs;
+//! - [`Rotator::resolver`] is ward-tls' [`Credentials`] store, both a
+//!   rustls `ResolvesServerCert` and `ResolvesClientCert`: plug it into any
+//!   `ServerConfig`/`ClientConfig` and new handshakes use the new key while
+//!   open connections keep theirs;
 //! - [`Rotator::server_config`] and [`Rotator::client_config`] build Ward's
 //!   TLS 1.3 configurations around that resolver, verifying peers against the
 //!   trust bundle the CA sent;
@@ -39,7 +39,6 @@
 mod ca;
 mod csr;
 mod error;
-mod resolver;
 mod rotator;
 pub mod schedule;
 mod svid;
@@ -51,13 +50,13 @@ use std::time::Duration;
 
 pub use ca::{CaClient, Identity};
 pub use error::ClientError;
-pub use resolver::SvidResolver;
 pub use rotator::{
     BootstrapConfig, Refusal, RotationState, RotationStatus, Rotator, WorkloadApiConfig,
 };
 pub use svid::Svid;
 pub use token::Token;
 pub use trust::CaTrust;
+pub use ward_tls::credentials::Credentials;
 
 /// Largest response body read from the CA.
 pub const MAX_RESPONSE: usize = 1024 * 1024;

@@ -75,19 +75,11 @@ impl Svid {
         let spiffe_id = verified.spiffe_id.ok_or_else(|| {
             ClientError::Identity("the certificate carries no single SPIFFE ID".into())
         })?;
-        let provider = ward_tls::provider();
-        let signing_key = provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                key_pkcs8.to_vec(),
-            )))
-            .map_err(|e| ClientError::Identity(format!("the private key is unusable: {e}")))?;
-        let certified = CertifiedKey::new(chain.clone(), signing_key);
-        certified.keys_match().map_err(|e| {
-            ClientError::Identity(format!(
-                "the private key does not match the certificate: {e}"
-            ))
-        })?;
+        let certified = ward_tls::credentials::certified_key(
+            chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec())),
+        )
+        .map_err(|e| ClientError::Identity(e.to_string()))?;
         Ok(Svid {
             spiffe_id,
             chain,

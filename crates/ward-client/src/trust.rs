@@ -14,12 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper::{Method, StatusCode};
-use rustls::ClientConfig;
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use ward_pki::Fingerprint;
+use ward_tls::config::{ClientCert, ServerAuth, client_config};
 use ward_tls::danger::CapturingVerifier;
+use ward_tls::verifier::ServerVerifier;
 
 use crate::ClientError;
 use crate::ca::{Conn, Endpoint, client_tls};
@@ -83,14 +83,9 @@ async fn open_pinned(
     endpoint: &Endpoint,
     pin: &Fingerprint,
 ) -> Result<(Conn, Vec<CertificateDer<'static>>), ClientError> {
-    let provider = ward_tls::provider();
-    let capture = Arc::new(CapturingVerifier::new(provider.clone()));
-    let tls = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .map_err(|e| ClientError::Config(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(capture.clone())
-        .with_no_client_auth();
+    let capture = CapturingVerifier::new();
+    let tls = client_config(ServerAuth::Verifier(capture.verifier()), ClientCert::None)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
     let mut conn = endpoint.connect(Arc::new(tls)).await?;
     let (status, body) = conn.send(Method::GET, "/v1/roots", None).await?;
     if status != StatusCode::OK {
@@ -116,9 +111,8 @@ async fn open_pinned(
     store
         .add(root.clone())
         .map_err(|e| ClientError::Trust(format!("the pinned root is unusable: {e}")))?;
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
-        .build()
-        .map_err(|e| ClientError::Trust(e.to_string()))?;
+    let verifier =
+        ServerVerifier::webpki(Arc::new(store)).map_err(|e| ClientError::Trust(e.to_string()))?;
     verifier
         .verify_server_cert(
             leaf,

@@ -19,18 +19,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use bytes::Bytes;
 use der::asn1::{Null, ObjectIdentifier, OctetString};
 use der::{Decode, Encode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header;
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
+use ward_tls::credentials::Credentials;
+use ward_tls::http::{FetchError, HttpClient, Pooling};
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_ocsp::{CertId, OcspRequest, Request, TbsRequest, Version};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
@@ -44,7 +44,7 @@ use self::validate::{Good, Refused, refused, validate};
 const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
 const OID_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 /// Largest OCSP response accepted.
-const MAX_RESPONSE: usize = 64 * 1024;
+const MAX_RESPONSE: u64 = 64 * 1024;
 /// Time allowed for one OCSP exchange.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Allowed clock skew on thisUpdate.
@@ -53,22 +53,19 @@ const SKEW_SECONDS: i64 = 300;
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
-type OcspClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
-
-/// One served chain and its stapled OCSP response.
+/// One served chain and its stapled OCSP response: the credentials every
+/// handshake of the tenants serving this chain is answered from, and the
+/// task that keeps their staple fresh.
 #[derive(Debug)]
 pub struct Staple {
-    current: ArcSwap<CertifiedKey>,
+    credentials: Arc<Credentials>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Staple {
     fn new(key: CertifiedKey) -> Arc<Self> {
         Arc::new(Staple {
-            current: ArcSwap::from_pointee(key),
+            credentials: Arc::new(Credentials::of(Arc::new(key))),
             task: Mutex::new(None),
         })
     }
@@ -78,32 +75,24 @@ impl Staple {
         Self::new(key)
     }
 
+    /// The credentials handshakes are answered from (the rustls resolver).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.clone()
+    }
+
     /// The DER OCSP response stapled now, if any.
     pub fn ocsp(&self) -> Option<Vec<u8>> {
-        self.current.load().ocsp.clone()
+        self.credentials.ocsp_staple()
     }
 
     fn set_ocsp(&self, ocsp: Option<Vec<u8>>) {
-        let cur = self.current.load_full();
-        let mut next = CertifiedKey::new(cur.cert.clone(), cur.key.clone());
-        next.ocsp = ocsp;
-        self.current.store(Arc::new(next));
+        self.credentials.set_ocsp_staple(ocsp);
     }
 
     fn abort(&self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
         }
-    }
-}
-
-/// Answers every ClientHello of a tenant with its staple's current key.
-#[derive(Debug)]
-pub struct StapleResolver(pub Arc<Staple>);
-
-impl ResolvesServerCert for StapleResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current.load_full())
     }
 }
 
@@ -299,58 +288,35 @@ impl Target {
     }
 }
 
-fn client() -> Option<OcspClient> {
-    let tls = rustls::ClientConfig::builder_with_provider(ward_tls::provider())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .ok()?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Some(
-        // One request every few minutes: a pooled connection would only
-        // pin a responder behind a load balancer.
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector),
-    )
+/// The HTTP client of one stapling task.
+fn client() -> Option<HttpClient> {
+    // One request every few minutes: a pooled connection would only pin a
+    // responder behind a load balancer.
+    HttpClient::new(rustls::RootCertStore::empty(), Pooling::Unpooled).ok()
 }
 
 /// POSTs the request; the response body (size-limited).
-async fn fetch(client: &OcspClient, target: &Target) -> Result<Vec<u8>, Refused> {
+async fn fetch(client: &HttpClient, target: &Target) -> Result<Vec<u8>, Refused> {
     let failed = refused("fetch_failed");
     let req = hyper::Request::post(&target.url)
         .header(header::CONTENT_TYPE, "application/ocsp-request")
         .header(header::ACCEPT, "application/ocsp-response")
         .body(Full::new(Bytes::from(target.request.clone())))
         .map_err(|e| failed(format!("building the request: {e}")))?;
-    let work = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| failed(format!("POST {}: {e}", target.url)))?;
-        if resp.status() != hyper::StatusCode::OK {
-            return Err(failed(format!(
-                "POST {}: HTTP {}",
-                target.url,
-                resp.status()
-            )));
-        }
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| failed(format!("POST {}: reading the response: {e}", target.url)))?;
-        Ok(body.to_bytes().to_vec())
-    };
-    tokio::time::timeout(FETCH_TIMEOUT, work)
+    let url = &target.url;
+    let fetched = client
+        .fetch(req, MAX_RESPONSE, Some(FETCH_TIMEOUT))
         .await
-        .map_err(|_| failed(format!("POST {}: no answer in time", target.url)))?
+        .map_err(|e| match e {
+            FetchError::Body(_) | FetchError::TooLarge { .. } => {
+                failed(format!("POST {url}: reading the response: {e}"))
+            }
+            _ => failed(format!("POST {url}: {e}")),
+        })?;
+    if fetched.status != hyper::StatusCode::OK {
+        return Err(failed(format!("POST {url}: HTTP {}", fetched.status)));
+    }
+    Ok(fetched.body.to_vec())
 }
 
 fn now_unix() -> i64 {

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError};
+use rustls::{CertificateError, ClientConfig, OtherError};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use time::OffsetDateTime;
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +20,8 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use ward_pki::inspect::CertInfo;
 use ward_pki::{SpiffeId, SpiffeIdPattern};
+use ward_tls::config::{ClientCert, ServerAuth, client_config};
+use ward_tls::verifier::{ServerCheck, ServerVerifier};
 
 use crate::Error;
 use crate::pipe::{PipeEnd, pipe};
@@ -95,27 +95,18 @@ impl ClientOptions {
     /// Reads the files and builds the TLS configuration (TLS 1.3, client
     /// certificate, roots from `ca`, optional SPIFFE ID check).
     pub fn tls_config(&self) -> Result<Arc<ClientConfig>, Error> {
-        let provider = ward_tls::provider();
         let roots = Arc::new(root_store(&self.ca)?);
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
+        let webpki = ServerVerifier::webpki(roots)
             .map_err(|e| Error::Config(format!("{}: {e}", self.ca.display())))?;
-        let verifier: Arc<dyn ServerCertVerifier> = match self.pattern()? {
-            Some(pattern) => Arc::new(CheckSpiffeId {
-                inner: webpki,
-                pattern,
-            }),
+        let verifier = match self.pattern()? {
+            Some(pattern) => webpki.with_check(Arc::new(CheckSpiffeId { pattern })),
             None => webpki,
         };
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(ward_tls::TLS13_ONLY)
-            .map_err(|e| Error::Config(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(
-                read_certs(&self.cert)?,
-                read_key(&self.key, self.allow_insecure_permissions)?,
-            )
+        let cert = ClientCert::Fixed(
+            read_certs(&self.cert)?,
+            read_key(&self.key, self.allow_insecure_permissions)?,
+        );
+        let config = client_config(ServerAuth::Verifier(Arc::new(verifier)), cert)
             .map_err(|e| Error::Config(format!("client certificate: {e}")))?;
         Ok(Arc::new(config))
     }
@@ -137,12 +128,11 @@ fn target_host(target: &str) -> Result<String, Error> {
         .to_owned())
 }
 
-/// The standard WebPKI server check, then the leaf's SPIFFE ID against a
+/// After the standard WebPKI server check, the leaf's SPIFFE ID against a
 /// pattern. Failing here aborts the handshake before the client
 /// certificate is sent to a server that is not the expected workload.
 #[derive(Debug)]
 struct CheckSpiffeId {
-    inner: Arc<WebPkiServerVerifier>,
     pattern: SpiffeIdPattern,
 }
 
@@ -154,22 +144,14 @@ struct SpiffeMismatch {
     wanted: String,
 }
 
-impl ServerCertVerifier for CheckSpiffeId {
-    fn verify_server_cert(
+impl ServerCheck for CheckSpiffeId {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _now: UnixTime,
+    ) -> Result<(), rustls::Error> {
         let found = CertInfo::from_der(end_entity, OffsetDateTime::now_utc())
             .ok()
             .and_then(|info| info.spiffe_id);
@@ -185,29 +167,7 @@ impl ServerCertVerifier for CheckSpiffeId {
                 })),
             )));
         }
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        Ok(())
     }
 }
 

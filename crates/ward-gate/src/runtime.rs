@@ -11,11 +11,12 @@ use hyper::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use ward_pki::inspect::CertInfo;
+use ward_tls::config::{ClientCert, ServerAuth, client_config};
 
 use crate::Error;
 use crate::config::{GateConfig, IdentityHeaders, Upstream};
@@ -254,7 +255,7 @@ impl Runtime {
                 None => crate::ocsp::Staple::fixed(certified),
             };
             let tls = crate::tls::server_config(
-                staple.clone(),
+                &staple,
                 root_store_of(client_ca, &client_ca_name).map_err(ctx)?,
                 config.tls.allow_tls12,
                 config.tls.disable_resumption,
@@ -350,7 +351,7 @@ fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamC
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.timeouts.upstream_connect.0));
     http.set_nodelay(true);
-    let tls = match &config.upstream_tls {
+    let (roots, cert) = match &config.upstream_tls {
         Some(u) => {
             let roots = match &u.ca {
                 Some(path) => root_store(path)?,
@@ -359,30 +360,22 @@ fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamC
                     Path::new("[identity] trust bundle"),
                 )?,
             };
-            let builder = ClientConfig::builder_with_provider(ward_tls::provider())
-                .with_protocol_versions(ward_tls::TLS13_ONLY)
-                .map_err(|e| Error::Config(e.to_string()))?
-                .with_root_certificates(roots);
-            let auth_err = |e: rustls::Error| Error::Config(format!("upstream_tls: {e}"));
-            match (&u.cert, &u.key, &services.identity) {
-                (Some(c), Some(k), _) => builder
-                    .with_client_auth_cert(
-                        read_certs(c)?,
-                        read_key(k, config.tls.allow_insecure_permissions)?,
-                    )
-                    .map_err(auth_err)?,
-                (_, _, Some(svid)) if config.identity.is_some() => builder
-                    .with_client_auth_cert(svid.chain().to_vec(), svid.private_key())
-                    .map_err(auth_err)?,
-                _ => builder.with_no_client_auth(),
-            }
+            let cert = match (&u.cert, &u.key, &services.identity) {
+                (Some(c), Some(k), _) => ClientCert::Fixed(
+                    read_certs(c)?,
+                    read_key(k, config.tls.allow_insecure_permissions)?,
+                ),
+                (_, _, Some(svid)) if config.identity.is_some() => {
+                    ClientCert::Fixed(svid.chain().to_vec(), svid.private_key())
+                }
+                _ => ClientCert::None,
+            };
+            (roots, cert)
         }
-        None => ClientConfig::builder_with_provider(ward_tls::provider())
-            .with_protocol_versions(ward_tls::TLS13_ONLY)
-            .map_err(|e| Error::Config(e.to_string()))?
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth(),
+        None => (RootCertStore::empty(), ClientCert::None),
     };
+    let tls = client_config(ServerAuth::Roots(roots), cert)
+        .map_err(|e| Error::Config(format!("upstream_tls: {e}")))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()

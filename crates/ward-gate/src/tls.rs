@@ -1,20 +1,18 @@
-//! Per-tenant TLS: the server configuration, a client verifier that demands
-//! the clientAuth EKU, and the classification of handshake failures.
+//! Per-tenant TLS: the server configuration (built by ward-tls), the gate's
+//! own client-certificate check (clientAuth EKU, CRLs) plugged into
+//! ward-tls' verifier, and the classification of handshake failures.
 
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
-};
+use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use ward_tls::config::{ClientAuth, ServerOptions, server_config_with};
+use ward_tls::verifier::{ClientCheck, ClientVerifier};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::Error;
-use crate::ocsp::{Staple, StapleResolver};
+use crate::ocsp::Staple;
 use crate::revocation::Revocation;
 use crate::revocation::crl::LeafRef;
 
@@ -52,25 +50,21 @@ fn remember_refused(leaf: &CertificateDer<'_>) {
 }
 
 /// webpki's `client_auth()` accepts a leaf with no EKU at all
-/// (ARCHITECTURE.md, trap 7); this verifier also requires clientAuth to be
-/// present, and checks the leaf against the gate's current CRLs.
+/// (ARCHITECTURE.md, trap 7); the gate also requires clientAuth to be
+/// present, and checks the leaf against its current CRLs. Runs inside
+/// ward-tls' client verifier, after path validation.
 #[derive(Debug)]
-pub struct RequireClientAuthEku {
-    inner: Arc<dyn ClientCertVerifier>,
+struct ClientAuthAndRevocation {
     revocation: Option<Arc<Revocation>>,
 }
 
-impl RequireClientAuthEku {
-    /// Path validation, the clientAuth EKU, then the CRLs.
-    fn verify(
+impl ClientCheck for ClientAuthAndRevocation {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
+    ) -> Result<(), rustls::Error> {
         let bad_purpose = || rustls::Error::InvalidCertificate(CertificateError::InvalidPurpose);
         let Ok((_, leaf)) = X509Certificate::from_der(end_entity) else {
             return Err(bad_purpose());
@@ -94,70 +88,12 @@ impl RequireClientAuthEku {
                 return Err(e);
             }
         }
-        Ok(verified)
-    }
-}
-
-impl ClientCertVerifier for RequireClientAuthEku {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        Ok(())
     }
 
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.verify(end_entity, intermediates, now)
-            .inspect_err(|_| remember_refused(end_entity))
+    fn refused(&self, end_entity: &CertificateDer<'_>) {
+        remember_refused(end_entity);
     }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// TLS 1.2 suites allowed when TLS 1.2 is opted into: ECDHE with AEAD only.
-fn tls12_aead_suites(provider: &mut rustls::crypto::CryptoProvider) {
-    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
-    provider.cipher_suites = vec![
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-    ];
-}
-
-/// Puts TLS13_AES_128_GCM_SHA256 first (clients such as rustls and
-/// OpenSSL list AES-256-GCM first), keeping the rest in their order.
-fn prefer_aes128(provider: &mut rustls::crypto::CryptoProvider) {
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
 }
 
 /// Loads a server chain and key as rustls' `CertifiedKey`, checking they match.
@@ -165,47 +101,34 @@ pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, Error> {
-    CertifiedKey::from_der(chain, key, &ward_tls::provider())
+    ward_tls::credentials::certified_key(chain, key)
         .map_err(|e| Error::Config(format!("server certificate: {e}")))
 }
 
 /// Builds a tenant's server configuration; handshakes are answered with
-/// the staple's current key (and OCSP response).
+/// the staple's current credentials (and OCSP response).
 pub fn server_config(
-    staple: Arc<Staple>,
+    staple: &Staple,
     client_roots: RootCertStore,
     allow_tls12: bool,
     disable_resumption: bool,
     revocation: Option<Arc<Revocation>>,
 ) -> Result<ServerConfig, Error> {
-    let mut provider = Arc::unwrap_or_clone(ward_tls::provider());
-    if allow_tls12 {
-        tls12_aead_suites(&mut provider);
-    }
-    prefer_aes128(&mut provider);
-    let provider = Arc::new(provider);
-    let versions: &[&rustls::SupportedProtocolVersion] = if allow_tls12 {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    } else {
-        ward_tls::TLS13_ONLY
+    let verifier = ClientVerifier::required(Arc::new(client_roots))
+        .map_err(|e| Error::Config(format!("client CA: {e}")))?
+        .with_check(Arc::new(ClientAuthAndRevocation { revocation }));
+    let options = ServerOptions {
+        allow_tls12,
+        prefer_aes128: true,
+        disable_resumption,
     };
-    let inner =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
-            .build()
-            .map_err(|e| Error::Config(format!("client CA: {e}")))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .map_err(|e| Error::Config(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(RequireClientAuthEku { inner, revocation }))
-        .with_cert_resolver(Arc::new(StapleResolver(staple)));
+    let mut config = server_config_with(
+        staple.credentials(),
+        ClientAuth::Custom(Arc::new(verifier)),
+        &options,
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
     ward_tls::server::set_http_alpn(&mut config);
-    // The server's order wins: AES-128-GCM with SHA-256 is the cheapest
-    // suite every TLS 1.3 client offers (SHA-256 runs on SHA-NI).
-    config.ignore_client_order = true;
-    if disable_resumption {
-        config.send_tls13_tickets = 0;
-        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    }
     Ok(config)
 }
 

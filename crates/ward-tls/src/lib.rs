@@ -2,18 +2,23 @@
 //!
 //! Everything Ward speaks TLS with comes from here, so the protocol versions,
 //! key-exchange groups and crypto provider are decided once: TLS 1.3, groups
-//! X25519MLKEM768 → X25519 → P-256, aws-lc-rs. Anything that weakens
-//! verification lives in [`danger`]. [`rotating`] holds a server certificate
-//! that can be replaced without a restart, [`server`] serves HTTP(S) on
-//! top of these configurations, and [`watch`] tells when the files they are
-//! read from change (renames, symlink swaps, Kubernetes Secret updates).
+//! X25519MLKEM768 → X25519 → P-256, aws-lc-rs. [`config`] builds server and
+//! client configurations, [`verifier`] holds every certificate verifier
+//! (anything that weakens verification lives in [`danger`]),
+//! [`credentials`] is the one store of a certificate and key that rotation,
+//! file reload, CA renewal and OCSP stapling publish into, [`http`] is the
+//! client for fetching CRLs and OCSP responses, [`server`] serves HTTP(S)
+//! on top of these configurations, and [`watch`] tells when the files they
+//! are read from change (renames, symlink swaps, Kubernetes Secret updates).
 
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod credentials;
 pub mod danger;
+pub mod http;
 pub mod probe;
 pub mod probe_legacy;
-pub mod rotating;
 pub mod server;
 pub mod verifier;
 pub mod watch;

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ClientConfig;
 use rustls::pki_types::PrivateKeyDer;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::Error;
+use crate::config::{ClientCert, ClientOptions, ServerAuth, client_config_with};
 use crate::danger::CapturingVerifier;
 
 /// What a probe saw.
@@ -48,16 +48,16 @@ pub async fn fetch_chain(
     identity: Option<ClientIdentity>,
     timeout: Duration,
 ) -> Result<Presented, Error> {
-    let provider = crate::provider();
-    let verifier = Arc::new(CapturingVerifier::new(provider.clone()));
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(rustls::ALL_VERSIONS)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier.clone());
-    let config = match identity {
-        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
-        None => builder.with_no_client_auth(),
+    let capture = CapturingVerifier::new();
+    let cert = match identity {
+        Some(id) => ClientCert::Fixed(id.chain, id.key),
+        None => ClientCert::None,
     };
+    let options = ClientOptions {
+        examine_legacy: true,
+        ..ClientOptions::default()
+    };
+    let config = client_config_with(ServerAuth::Verifier(capture.verifier()), cert, &options)?;
     let server_name = ServerName::try_from(sni.to_owned())
         .map_err(|_| Error::Input(format!("{sni:?} is not a valid server name")))?;
 
@@ -74,7 +74,7 @@ pub async fn fetch_chain(
     let result = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| Error::Timeout(format!("TLS handshake with {addr}")))??;
-    let chain = verifier.captured();
+    let chain = capture.captured();
     match result {
         Ok(stream) => {
             let (_, conn) = stream.get_ref();

@@ -8,7 +8,7 @@
 //!
 //! The TLS configuration is read from a [`ConfigSource`] at each handshake,
 //! so a credential store that publishes fresh configurations (or a
-//! [`crate::rotating::RotatingCert`] inside one configuration) rotates
+//! [`crate::credentials::Credentials`] inside one configuration) rotates
 //! certificates without restarting the listener.
 //!
 //! This module decides nothing about identity: it reports the chain rustls
@@ -59,7 +59,7 @@ pub fn set_http_alpn(config: &mut ServerConfig) {
 /// Where the server gets the TLS configuration for each new handshake.
 ///
 /// Implemented for a fixed `Arc<ServerConfig>` (which may still rotate its
-/// certificate through a [`crate::rotating::RotatingCert`]) and for a
+/// certificate through a [`crate::credentials::Credentials`]) and for a
 /// `watch::Receiver` fed by a credential store.
 pub trait ConfigSource: Send + Sync + 'static {
     /// The configuration the next handshake uses.

@@ -40,7 +40,7 @@ fn files(dir: &Path) -> TlsFiles {
     }
 }
 
-fn served(resolver: &RotatingCert) -> Vec<u8> {
+fn served(resolver: &Credentials) -> Vec<u8> {
     resolver.current().cert[0].to_vec()
 }
 
@@ -87,7 +87,7 @@ fn publish(dir: &Path, stamp: &str, cert: &str, key: &str) {
     fs::rename(&tmp, dir.join("..data")).unwrap();
 }
 
-async fn until_served(resolver: &RotatingCert, want: &[u8]) -> Duration {
+async fn until_served(resolver: &Credentials, want: &[u8]) -> Duration {
     let start = Instant::now();
     while served(resolver) != want {
         assert!(start.elapsed() < Duration::from_secs(3), "not picked up");

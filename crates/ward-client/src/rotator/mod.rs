@@ -5,7 +5,7 @@
 //! Two sources feed it: the CA ([`Rotator::bootstrap`], [`ca_source`]) and a
 //! SPIFFE Workload API socket ([`Rotator::from_workload_api`],
 //! [`workload_source`]). Either way a background task owns the watch senders
-//! and updates the [`SvidResolver`] before publishing, so a subscriber that
+//! and publishes into the [`Credentials`] store before the watch channel, so a subscriber that
 //! sees a new identity can rely on new handshakes already using it. The task
 //! stops when the last handle is dropped.
 
@@ -16,15 +16,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use ward_pki::KeyType;
+use ward_tls::config::{ClientAuth, ClientCert, ServerAuth, client_config, server_config};
 
 use crate::schedule::Backoff;
-use crate::{CaTrust, ClientError, Svid, SvidResolver, Token};
+use crate::{CaTrust, ClientError, Credentials, Svid, Token};
 
 /// Everything [`Rotator::bootstrap`] needs.
 #[derive(Clone, Debug)]
@@ -147,14 +147,14 @@ impl RotationStatus {
 struct Publisher {
     svid: watch::Sender<Arc<Svid>>,
     status: watch::Sender<RotationStatus>,
-    resolver: Arc<SvidResolver>,
+    resolver: Arc<Credentials>,
 }
 
 impl Publisher {
     /// Makes `next` current: resolver first, then subscribers.
     fn publish(&self, next: Svid) {
         let next = Arc::new(next);
-        self.resolver.update(next.certified_key());
+        self.resolver.publish(next.certified_key());
         self.svid.send_replace(next);
     }
 
@@ -170,7 +170,7 @@ impl Publisher {
 struct Shared {
     svid: watch::Receiver<Arc<Svid>>,
     status: watch::Receiver<RotationStatus>,
-    resolver: Arc<SvidResolver>,
+    resolver: Arc<Credentials>,
     task: JoinHandle<()>,
 }
 
@@ -223,7 +223,7 @@ impl Rotator {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let first = Arc::new(first);
-        let resolver = Arc::new(SvidResolver::new(first.certified_key()));
+        let resolver = Arc::new(Credentials::of(first.certified_key()));
         let (svid_tx, svid_rx) = watch::channel(first);
         let (status_tx, status_rx) = watch::channel(RotationStatus::healthy());
         let publisher = Publisher {
@@ -259,7 +259,7 @@ impl Rotator {
     }
 
     /// The resolver presenting the current identity, for any rustls config.
-    pub fn resolver(&self) -> Arc<SvidResolver> {
+    pub fn resolver(&self) -> Arc<Credentials> {
         self.shared.resolver.clone()
     }
 
@@ -269,11 +269,11 @@ impl Rotator {
     /// this is called (call it again after a bundle change).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, ClientError> {
         let roots = root_store(self.current().bundle())?;
-        let config = ClientConfig::builder_with_provider(ward_tls::provider())
-            .with_protocol_versions(ward_tls::TLS13_ONLY)
-            .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_cert_resolver(self.resolver());
+        let config = client_config(
+            ServerAuth::Roots(roots),
+            ClientCert::Resolver(self.resolver()),
+        )
+        .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Arc::new(config))
     }
 
@@ -282,16 +282,9 @@ impl Rotator {
     /// bundle. Authorization by SPIFFE ID is the caller's (read the peer
     /// certificate after the handshake). No ALPN is set.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, ClientError> {
-        let provider = ward_tls::provider();
         let roots = Arc::new(root_store(self.current().bundle())?);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| ClientError::Config(format!("client verifier: {e}")))?;
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(ward_tls::TLS13_ONLY)
-            .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(self.resolver());
+        let config = server_config(self.resolver(), ClientAuth::Required(roots))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Arc::new(config))
     }
 }

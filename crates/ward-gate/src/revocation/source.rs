@@ -5,20 +5,18 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use tokio::io::AsyncReadExt;
+use ward_tls::http::{FetchError, Pooling};
 
 use crate::config::CrlSource;
 
 /// The HTTP(S) client CRL sources share.
-pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(crate) type HttpClient = ward_tls::http::HttpClient;
 
 /// Builds the client; `https://` sources are verified against `roots` (the
 /// client CA bundles, which Ward's CA server certificate chains to).
@@ -27,20 +25,7 @@ pub(crate) fn http_client(roots: &[Vec<u8>]) -> Option<HttpClient> {
     for der in roots {
         let _ = store.add(CertificateDer::from(der.clone()));
     }
-    let tls = ClientConfig::builder_with_provider(ward_tls::provider())
-        .with_protocol_versions(ward_tls::TLS13_ONLY)
-        .ok()?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Some(Client::builder(TokioExecutor::new()).build(connector))
+    HttpClient::new(store, Pooling::Pooled).ok()
 }
 
 /// What conditional GET remembers from the last answer.
@@ -155,47 +140,37 @@ impl Fetcher {
         {
             req = req.header(header::IF_MODIFIED_SINCE, v);
         }
-        let req = match req.body(Empty::new()) {
+        let req = match req.body(Full::new(Bytes::new())) {
             Ok(r) => r,
             Err(e) => return Fetched::Failed(format!("building the request: {e}")),
         };
-        let resp = match client.request(req).await {
+        let resp = match client.fetch(req, self.max, None).await {
             Ok(r) => r,
+            Err(FetchError::TooLarge { len, max }) => {
+                return Fetched::Failed(format!(
+                    "GET {url}: {len} bytes is more than crl_max_bytes ({max})"
+                ));
+            }
+            Err(e @ FetchError::Body(_)) => {
+                return Fetched::Failed(format!("GET {url}: reading the body: {e}"));
+            }
             Err(e) => return Fetched::Failed(format!("GET {url}: {e}")),
         };
-        match resp.status() {
+        match resp.status {
             StatusCode::NOT_MODIFIED => return Fetched::NotModified,
             StatusCode::OK => {}
             other => return Fetched::Failed(format!("GET {url}: HTTP {other}")),
         }
         let text = |name: header::HeaderName| {
-            resp.headers()
+            resp.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let etag = text(header::ETAG);
-        let last_modified = text(header::LAST_MODIFIED);
-        if let Some(len) = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            && len > self.max
-        {
-            return Fetched::Failed(format!(
-                "GET {url}: {len} bytes is more than crl_max_bytes ({})",
-                self.max
-            ));
-        }
-        let limit = usize::try_from(self.max).unwrap_or(usize::MAX);
-        match Limited::new(resp.into_body(), limit).collect().await {
-            Ok(body) => Fetched::Body {
-                bytes: body.to_bytes().to_vec(),
-                etag,
-                last_modified,
-            },
-            Err(e) => Fetched::Failed(format!("GET {url}: reading the body: {e}")),
+        Fetched::Body {
+            etag: text(header::ETAG),
+            last_modified: text(header::LAST_MODIFIED),
+            bytes: resp.body.to_vec(),
         }
     }
 }

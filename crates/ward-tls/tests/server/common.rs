@@ -26,7 +26,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use ward_pki::inspect::spiffe_id_of;
 use ward_testkit::{read_certs, read_key};
-use ward_tls::rotating::{ClientAuth, RotatingCert, server_config};
+use ward_tls::config::{ClientAuth, server_config};
+use ward_tls::credentials::Credentials;
 use ward_tls::server::{PeerInfo, ServeOptions, serve_http, serve_https, set_http_alpn};
 
 /// Bounds every wait that should end on its own, so a bug fails the test
@@ -108,9 +109,9 @@ pub(crate) fn leaf(name: &str) -> CertificateDer<'static> {
 
 /// The fixture server certificate in a rotating resolver, and an HTTP
 /// server configuration around it.
-pub(crate) fn tls_config(client_auth: ClientAuth) -> (Arc<RotatingCert>, Arc<ServerConfig>) {
+pub(crate) fn tls_config(client_auth: ClientAuth) -> (Arc<Credentials>, Arc<ServerConfig>) {
     let cert =
-        Arc::new(RotatingCert::new(read_certs("server.crt"), read_key("server.key")).unwrap());
+        Arc::new(Credentials::new(read_certs("server.crt"), read_key("server.key")).unwrap());
     let mut config = server_config(cert.clone(), client_auth).unwrap();
     set_http_alpn(&mut config);
     (cert, Arc::new(config))
@@ -155,7 +156,7 @@ pub(crate) async fn start(
     }
 }
 
-pub(crate) async fn start_tls(client_auth: ClientAuth) -> (Arc<RotatingCert>, Running) {
+pub(crate) async fn start_tls(client_auth: ClientAuth) -> (Arc<Credentials>, Running) {
     let (cert, config) = tls_config(client_auth);
     let server = start(
         Some(config),

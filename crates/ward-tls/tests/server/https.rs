@@ -8,7 +8,7 @@ use rustls::AlertDescription;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use ward_tls::rotating::ClientAuth;
+use ward_tls::config::ClientAuth;
 use ward_tls::server::ServeOptions;
 
 use crate::common::{

@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use ward_testkit::{read_certs, read_key};
-use ward_tls::rotating::{ClientAuth, RotatingCert};
+use ward_tls::config::ClientAuth;
+use ward_tls::credentials::Credentials;
 use ward_tls::server::{ServeOptions, serve_http};
 
 use crate::common::{
@@ -235,14 +236,14 @@ async fn zero_max_connections_is_refused_up_front() {
 
 #[test]
 fn rotating_cert_checks_credentials() {
-    let empty = RotatingCert::new(Vec::new(), read_key("server.key")).unwrap_err();
+    let empty = Credentials::new(Vec::new(), read_key("server.key")).unwrap_err();
     assert!(matches!(empty, ward_tls::Error::Credentials(_)), "{empty}");
-    let mismatch = RotatingCert::new(read_certs("server.crt"), read_key("client.key")).unwrap_err();
+    let mismatch = Credentials::new(read_certs("server.crt"), read_key("client.key")).unwrap_err();
     assert!(
         matches!(mismatch, ward_tls::Error::Credentials(_)),
         "{mismatch}"
     );
-    let cert = RotatingCert::new(read_certs("server.crt"), read_key("server.key")).unwrap();
+    let cert = Credentials::new(read_certs("server.crt"), read_key("server.key")).unwrap();
     assert_eq!(cert.current().cert[0], leaf("server.crt"));
     assert!(!format!("{cert:?}").contains("key:"), "Debug shows no key");
 }
@@ -270,6 +271,6 @@ fn rotating_cert_accepts_every_key_type_ward_issues() {
         let key = key_type.generate().unwrap();
         let cert = new_root(&spec, &key, now).unwrap();
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der().to_vec()));
-        RotatingCert::new(vec![cert.der], der).unwrap_or_else(|e| panic!("{key_type}: {e}"));
+        Credentials::new(vec![cert.der], der).unwrap_or_else(|e| panic!("{key_type}: {e}"));
     }
 }

@@ -1,4 +1,4 @@
-//! `ward_tls::server` and `ward_tls::rotating` over real sockets on
+//! `ward_tls::server` and `ward_tls::credentials` over real sockets on
 //! 127.0.0.1: an axum `Router` served over HTTP/1.1 and HTTP/2 with and
 //! without client certificates, handshake deadlines, connection limits,
 //! certificate rotation and graceful shutdown. Every wait is on an event
@@ -8,5 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 
 mod common;
+mod credentials;
 mod https;
 mod lifecycle;
