@@ -23,6 +23,7 @@ pub mod ocsp;
 pub mod outbound;
 pub mod pipe;
 pub mod policy;
+mod pool;
 pub mod proxy;
 pub mod revocation;
 pub mod runtime;
@@ -86,6 +87,7 @@ pub async fn run(
             revocation: Some(revocation.clone()),
             stapler: Some(stapler.clone()),
             identity: identity.as_ref().map(ward_client::Rotator::current),
+            pool: None,
         },
     )?;
     let listen_addr = runtime.config.listen.address.clone();

@@ -69,6 +69,7 @@ impl ConnContext {
         let trusted =
             crate::forwarding::is_trusted(&runtime.config.listen.trusted_proxies, remote.ip());
         let headers = ConnHeaders::new(&identity, &tenant, remote, trusted);
+        let upstreams = own_upstream.then(|| Upstreams::new(runtime.pool.clone()));
         ConnContext {
             remote,
             sni,
@@ -77,7 +78,7 @@ impl ConnContext {
             runtime,
             tls,
             headers,
-            upstreams: own_upstream.then(Upstreams::default),
+            upstreams,
             accepted: Instant::now(),
         }
     }

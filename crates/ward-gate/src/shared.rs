@@ -126,6 +126,7 @@ impl Shared {
             revocation: Some(self.revocation.clone()),
             stapler: Some(self.stapler.clone()),
             identity: self.identity.as_ref().map(ward_client::Rotator::current),
+            pool: Some(self.runtime.load().pool.clone()),
         }
     }
 

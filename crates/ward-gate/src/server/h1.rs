@@ -39,6 +39,8 @@ mod upstream;
 use head::{Framing, MAX_HEAD, MAX_HEADERS};
 use upstream::UpConn;
 
+use crate::pool::UpstreamPool;
+
 /// How long a quiet connection keeps its buffers and upstream connection.
 const IDLE_RELEASE: Duration = Duration::from_millis(250);
 /// Bytes read from a socket at a time.
@@ -68,10 +70,11 @@ struct Bufs {
 }
 
 impl Bufs {
-    /// Gives back everything a quiet connection does not need.
-    fn release(&mut self) {
+    /// Gives back everything a quiet connection does not need (its
+    /// upstream connection to `pool`).
+    fn release(&mut self, pool: &UpstreamPool) {
         if let Some(up) = self.up.take() {
-            upstream::put(up);
+            upstream::put(pool, up);
         }
         if self.client.is_empty() {
             self.client = BytesMut::new();
@@ -104,11 +107,11 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
                 Wait::Request => {}
                 // The client is gone: nobody to tell.
                 Wait::Closed => {
-                    bufs.release();
+                    bufs.release(&ctx.runtime.pool);
                     return End::Done;
                 }
                 Wait::Quiet => {
-                    bufs.release();
+                    bufs.release(&ctx.runtime.pool);
                     close(&mut tls).await;
                     return End::Done;
                 }
@@ -128,14 +131,14 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
         match step {
             Step::Next => {}
             Step::Close => {
-                bufs.release();
+                bufs.release(&ctx.runtime.pool);
                 close(&mut tls).await;
                 return End::Done;
             }
             Step::Abort => return End::Done,
             Step::Handoff => {
                 let rest = std::mem::take(&mut bufs.client);
-                bufs.release();
+                bufs.release(&ctx.runtime.pool);
                 return End::Handoff(tls, rest);
             }
         }
@@ -171,7 +174,7 @@ async fn next_request(tls: &mut Tls, bufs: &mut Bufs, ctx: &ConnContext) -> Wait
                 tracing::debug!(error = %e, peer = %ctx.remote, "connection ended with an error");
                 return Wait::Closed;
             }
-            Err(_) => bufs.release(),
+            Err(_) => bufs.release(&ctx.runtime.pool),
         }
     }
     let mut first = [0u8; 1];
@@ -594,13 +597,13 @@ async fn send(
     let connect_timeout = ctx.runtime.config.timeouts.upstream_connect.0;
     let mut reused = None;
     if let Some(up) = bufs.up.take() {
-        if up.authority == authority && (f.idempotent || upstream::usable(&up.stream)) {
+        if up.authority == authority && (f.idempotent || crate::pool::usable(&up.stream)) {
             reused = Some(up);
         } else {
-            upstream::put(up);
+            upstream::put(&ctx.runtime.pool, up);
         }
     }
-    let mut reused = reused.or_else(|| upstream::take(authority));
+    let mut reused = reused.or_else(|| upstream::take(&ctx.runtime.pool, authority));
     loop {
         let was_reused = reused.is_some();
         let mut up = match reused.take() {
@@ -609,8 +612,8 @@ async fn send(
                 .await
                 .map_err(|e| {
                     SendError::Upstream(match e {
-                        upstream::ConnectError::Timeout => Failure::ConnectTimeout,
-                        upstream::ConnectError::Failed(e) => Failure::Failed(e.to_string()),
+                        crate::pool::ConnectError::Timeout => Failure::ConnectTimeout,
+                        crate::pool::ConnectError::Failed(e) => Failure::Failed(e.to_string()),
                     })
                 })?,
         };
