@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ocsp;
 pub mod outbound;
 pub mod pipe;
+pub mod pipeline;
 pub mod policy;
 mod pool;
 pub mod proxy;

@@ -29,28 +29,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::ClientBody;
+use crate::pipeline::UpstreamError;
 use crate::pool::{ConnectError, Http1Conn as UpConn, Http1Idle, UpstreamPool};
 
 /// How long an unused upstream connection is kept for its client connection.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(250);
-
-/// Why an upstream request failed.
-#[derive(Debug)]
-pub(crate) enum UpstreamError {
-    /// Connecting took longer than the upstream connect timeout.
-    ConnectTimeout,
-    /// Connecting or the exchange failed.
-    Failed(String),
-}
-
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
-            UpstreamError::Failed(e) => f.write_str(e),
-        }
-    }
-}
 
 /// An error and every error beneath it, `: `-separated. hyper's client
 /// says only "client error (Connect)"; why a TLS upstream was refused
