@@ -2,7 +2,10 @@
 //!
 //! Flow: accept → ClientHello (SNI → tenant) → handshake (chain, EKU,
 //! validity, CRL) → revocation re-check (resumed sessions) → identity → route → authorize (default deny) → sanitize and
-//! set identity headers → upstream (HTTP or TCP) → audit + metrics.
+//! set identity headers → upstream (HTTP or TCP) → audit + metrics. The
+//! request steps are [`pipeline`]'s, called by both HTTP transports (the
+//! fast path in `server/h1.rs` and the hyper path in [`proxy`]); idle
+//! upstream connections are the runtime's pool.
 //! Configuration lives in one [`runtime::Runtime`] behind an `ArcSwap`: a
 //! reload builds a new one and swaps it; connections keep the one they
 //! started with.
