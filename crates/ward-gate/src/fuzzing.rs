@@ -70,52 +70,24 @@ pub enum RequestOutcome {
     Forward(RequestHead),
 }
 
-/// Parses a request head as the HTTP/1 fast path does before routing
-/// (`server::h1::decide`), then writes the upstream head as it does for a
-/// forwarded request, with fixed connection values.
+/// Reads a request head with the HTTP/1 fast path's own reader
+/// (`server::h1::head::read_request`, what the fast path routes on), then
+/// writes the upstream head as it does for a forwarded request, with fixed
+/// connection values.
 pub fn request_head(buf: &[u8]) -> RequestOutcome {
     let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= head::MAX_HEAD => n,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return RequestOutcome::Refused(431);
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= head::MAX_HEAD => {
-            return RequestOutcome::Refused(431);
-        }
-        Ok(httparse::Status::Partial) => return RequestOutcome::Partial,
-        Err(_) => return RequestOutcome::Refused(400),
+    let req = match head::read_request(buf, &mut fields) {
+        head::ReadRequest::Partial => return RequestOutcome::Partial,
+        head::ReadRequest::Handoff => return RequestOutcome::Handoff,
+        head::ReadRequest::Refuse(refusal) => return RequestOutcome::Refused(refusal.status),
+        head::ReadRequest::Head(req) => req,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return RequestOutcome::Handoff;
-    };
-    let headers: &[httparse::Header<'_>] = req.headers;
-    if !target.starts_with('/')
-        || head::has(headers, "transfer-encoding")
-        || head::has(headers, "upgrade")
-        || head::has(headers, "expect")
-        || head::connection_has(headers, "upgrade")
-    {
-        return RequestOutcome::Handoff;
-    }
-    let Ok(body) = head::content_length(headers) else {
-        return RequestOutcome::Refused(400);
-    };
-    let Ok(host) = head::host(headers) else {
-        return RequestOutcome::Refused(400);
-    };
-    if hyper::Method::from_bytes(method.as_bytes()).is_err() {
-        return RequestOutcome::Refused(400);
-    }
-    let _path = head::path_of(target);
-    let _close = head::connection_has(headers, "close");
     let mut upstream = Vec::new();
     head::write_request_head(
         &mut upstream,
-        method,
-        target,
-        headers,
+        req.method,
+        req.target,
+        req.headers,
         &head::Added {
             client_ip: "192.0.2.1",
             fields: &[
@@ -124,13 +96,13 @@ pub fn request_head(buf: &[u8]) -> RequestOutcome {
             ],
             default_host: "upstream.invalid",
             trusted: false,
-            content_length: body,
+            content_length: req.content_length,
         },
     );
     RequestOutcome::Forward(RequestHead {
-        len,
-        body: body.unwrap_or(0),
-        host,
+        len: req.len,
+        body: req.content_length.unwrap_or(0),
+        host: req.host,
         upstream,
     })
 }

@@ -2,7 +2,10 @@
 //!
 //! Flow: accept → ClientHello (SNI → tenant) → handshake (chain, EKU,
 //! validity, CRL) → revocation re-check (resumed sessions) → identity → route → authorize (default deny) → sanitize and
-//! set identity headers → upstream (HTTP or TCP) → audit + metrics.
+//! set identity headers → upstream (HTTP or TCP) → audit + metrics. The
+//! request steps are [`pipeline`]'s, called by both HTTP transports (the
+//! fast path in `server/h1.rs` and the hyper path in [`proxy`]); idle
+//! upstream connections are the runtime's pool.
 //! Configuration lives in one [`runtime::Runtime`] behind an `ArcSwap`: a
 //! reload builds a new one and swaps it; connections keep the one they
 //! started with.
@@ -13,6 +16,7 @@ pub mod admin;
 pub mod authz;
 pub mod check;
 pub mod config;
+mod error;
 pub mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -21,171 +25,33 @@ pub mod metrics;
 pub mod ocsp;
 pub mod outbound;
 pub mod pipe;
+pub mod pipeline;
 pub mod policy;
+mod pool;
 pub mod proxy;
 pub mod revocation;
 pub mod runtime;
 pub mod server;
+mod shared;
 pub mod tls;
 
+pub use error::Error;
+pub use shared::{Shared, Source};
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use ward_telemetry::{AuditLog, Registry};
 
-use crate::config::GateConfig;
 use crate::metrics::GateMetrics;
 use crate::ocsp::Stapler;
 use crate::revocation::Revocation;
 use crate::runtime::Runtime;
 use crate::runtime::Services;
-
-/// Errors of the gate.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The configuration or a file it names is invalid.
-    #[error("{0}")]
-    Config(String),
-    /// A listener failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done.
-        context: String,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-/// Where the configuration comes from, for reloads.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// A TOML file, re-read on reload.
-    File(PathBuf),
-    /// A fixed configuration (the flag form); reload re-reads its files.
-    Fixed(Box<GateConfig>),
-}
-
-impl Source {
-    /// The configuration as it is now.
-    pub fn load(&self) -> Result<GateConfig, Error> {
-        match self {
-            Source::File(path) => GateConfig::load(path),
-            Source::Fixed(config) => Ok((**config).clone()),
-        }
-    }
-}
-
-/// State shared by every connection.
-pub struct Shared {
-    /// The live configuration.
-    pub runtime: ArcSwap<Runtime>,
-    /// Metrics.
-    pub metrics: GateMetrics,
-    /// Their registry.
-    pub registry: Registry,
-    /// Audit lines.
-    pub audit: AuditLog,
-    /// Where the configuration comes from.
-    pub source: Source,
-    /// CRLs and the registry of open connections they may close.
-    pub revocation: Arc<Revocation>,
-    /// OCSP stapling for the tenants' server certificates.
-    pub stapler: Arc<Stapler>,
-    /// The gate's own identity from the CA, when `[identity]` is set.
-    pub identity: Option<ward_client::Rotator>,
-    /// Held while a runtime is built and swapped in, so a reload that read
-    /// the old identity cannot land after a renewal that installed the new.
-    rebuilding: std::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("source", &self.source)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// Rebuilds the runtime from the source; on failure the old one stays,
-    /// and the failure is logged and counted.
-    pub fn reload(&self) -> Result<(), Error> {
-        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self
-            .source
-            .load()
-            .and_then(|config| Runtime::build_with(config, &self.services()));
-        match result {
-            Ok(runtime) => {
-                self.install(runtime);
-                self.metrics.reloads.with(&["success"]).inc();
-                tracing::info!("configuration reloaded");
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.reloads.with(&["failure"]).inc();
-                tracing::error!(error = %e, "reload rejected; the previous configuration stays in force");
-                Err(e)
-            }
-        }
-    }
-
-    /// Puts the current `[identity]` certificate into service: the
-    /// configuration in force is rebuilt with it (tenants, upstream client,
-    /// stapler), without reading the configuration file, which may be
-    /// mid-edit or invalid just then. A renewal must not wait for it.
-    pub fn renew_identity(&self) -> Result<(), Error> {
-        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
-        let config = self.runtime.load().config.clone();
-        match Runtime::build_with(config, &self.services()) {
-            Ok(runtime) => {
-                self.install(runtime);
-                tracing::info!("renewed identity in service");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot put the renewed identity into service; the previous certificate stays");
-                Err(e)
-            }
-        }
-    }
-
-    /// Swaps `runtime` in; new handshakes and requests use it.
-    fn install(&self, runtime: Runtime) {
-        self.revocation
-            .configure(&runtime.config.revocation, runtime.client_roots.clone());
-        self.update_expiry(&runtime);
-        let staples = runtime.staples.clone();
-        self.runtime.store(Arc::new(runtime));
-        self.stapler.retain(&staples);
-    }
-
-    /// What runtimes are built against.
-    pub fn services(&self) -> Services {
-        Services {
-            revocation: Some(self.revocation.clone()),
-            stapler: Some(self.stapler.clone()),
-            identity: self.identity.as_ref().map(ward_client::Rotator::current),
-        }
-    }
-
-    fn update_expiry(&self, runtime: &Runtime) {
-        let now = OffsetDateTime::now_utc();
-        for t in &runtime.tenants {
-            self.metrics
-                .cert_expiry
-                .with(&[&t.name])
-                .set((t.cert_not_after - now).whole_seconds());
-        }
-    }
-}
 
 /// Addresses the gate listens on.
 #[derive(Debug, Clone, Copy)]
@@ -225,6 +91,7 @@ pub async fn run(
             revocation: Some(revocation.clone()),
             stapler: Some(stapler.clone()),
             identity: identity.as_ref().map(ward_client::Rotator::current),
+            pool: None,
         },
     )?;
     let listen_addr = runtime.config.listen.address.clone();

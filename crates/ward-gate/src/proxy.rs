@@ -1,9 +1,10 @@
-//! HTTP forwarding: route, authorize, sanitize identity headers, forward
-//! with streamed bodies, and account for it.
+//! The general HTTP path (hyper, HTTP/1.1 and HTTP/2 clients): runs each
+//! request through the [`crate::pipeline`] (route, authorize, account) and
+//! does the hyper side of it: header hygiene on a `HeaderMap`, forwarding
+//! with streamed bodies, refusals as JSON responses.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,180 +14,25 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use serde::Serialize;
 
 use crate::Shared;
 use crate::config::{IdentityHeaders, Upstream};
-use crate::identity::Identity;
-use crate::policy::{IdentityInput, PolicyInput, RequestInput, Verdict};
-use crate::runtime::{Route, Runtime, Tenant, TenantKind};
+use crate::pipeline::{self, ConnContext, Refusal, RequestHead, UpstreamError};
+use crate::runtime::{Route, TenantKind};
 
 mod body;
 mod upstream;
 
 pub use body::ClientBody;
-use upstream::UpstreamError;
 pub use upstream::Upstreams;
 
 /// The response body type: upstream bodies stream through; errors are small JSON.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// Per-connection facts every request of the connection shares.
-#[derive(Debug)]
-pub struct ConnContext {
-    /// Client address.
-    pub remote: SocketAddr,
-    /// SNI the client sent.
-    pub sni: Option<String>,
-    /// The tenant that accepted the connection.
-    pub tenant: Arc<Tenant>,
-    /// The client's identity.
-    pub identity: Arc<Identity>,
-    /// The runtime in force when the connection was accepted.
-    pub runtime: Arc<Runtime>,
-    /// What the handshake negotiated.
-    pub tls: Negotiated,
-    /// The identity headers, built once for all requests of the connection.
-    pub headers: ConnHeaders,
-    /// The connection's own upstream connection for `http://` routes
-    /// (HTTP/1.1 clients); `None`: every request uses the pooled client.
-    pub upstreams: Option<Upstreams>,
-    /// When the connection was accepted (for `max_connection_age`).
-    pub accepted: Instant,
-}
-
-impl ConnContext {
-    /// The context of a connection; `own_upstream` for HTTP/1.1 clients.
-    pub fn new(
-        remote: SocketAddr,
-        sni: Option<String>,
-        tenant: Arc<Tenant>,
-        identity: Arc<Identity>,
-        runtime: Arc<Runtime>,
-        tls: Negotiated,
-        own_upstream: bool,
-    ) -> Self {
-        let trusted =
-            crate::forwarding::is_trusted(&runtime.config.listen.trusted_proxies, remote.ip());
-        let headers = ConnHeaders::new(&identity, &tenant, remote, trusted);
-        ConnContext {
-            remote,
-            sni,
-            tenant,
-            identity,
-            runtime,
-            tls,
-            headers,
-            upstreams: own_upstream.then(Upstreams::default),
-            accepted: Instant::now(),
-        }
-    }
-
-    /// Whether the connection has reached `max_connection_age`: it closes
-    /// after the response in progress.
-    pub fn aged(&self) -> bool {
-        self.runtime
-            .config
-            .timeouts
-            .max_age()
-            .is_some_and(|age| self.accepted.elapsed() >= age)
-    }
-}
-
-/// Header values that depend only on the connection.
-#[derive(Debug)]
-pub struct ConnHeaders {
-    /// `x-forwarded-client-cert`.
-    xfcc: Option<HeaderValue>,
-    /// `x-ward-spiffe-id`.
-    spiffe: Option<HeaderValue>,
-    /// The client's IP address for `x-forwarded-for`.
-    client_ip: String,
-    /// Its header value, when there is no earlier `x-forwarded-for`.
-    client_ip_value: Option<HeaderValue>,
-    /// RFC 9440 `client-cert` and `client-cert-chain`, built on first use.
-    rfc9440: OnceLock<(Option<HeaderValue>, Option<HeaderValue>)>,
-    /// The client is a trusted proxy: its forwarding fields are kept.
-    trusted: bool,
-}
-
-impl ConnHeaders {
-    fn new(id: &Identity, tenant: &Tenant, remote: SocketAddr, trusted: bool) -> Self {
-        let client_ip = remote.ip().to_string();
-        ConnHeaders {
-            xfcc: shared_value(id.xfcc(tenant.by.as_deref())),
-            spiffe: id.spiffe_str().and_then(|s| shared_value(s.to_owned())),
-            client_ip_value: shared_value(client_ip.clone()),
-            client_ip,
-            rfc9440: OnceLock::new(),
-            trusted,
-        }
-    }
-}
-
-impl ConnHeaders {
-    /// `x-forwarded-client-cert`, when the identity gives one.
-    pub(crate) fn xfcc(&self) -> Option<&[u8]> {
-        self.xfcc.as_ref().map(HeaderValue::as_bytes)
-    }
-
-    /// `x-ward-spiffe-id`, when the client has a SPIFFE ID.
-    pub(crate) fn spiffe(&self) -> Option<&[u8]> {
-        self.spiffe.as_ref().map(HeaderValue::as_bytes)
-    }
-
-    /// The client's IP address.
-    pub(crate) fn client_ip(&self) -> &str {
-        &self.client_ip
-    }
-
-    /// Whether the client is a trusted proxy (`[listen] trusted_proxies`).
-    pub(crate) fn trusted(&self) -> bool {
-        self.trusted
-    }
-
-    /// RFC 9440 `client-cert` and `client-cert-chain`, built on first use.
-    pub(crate) fn rfc9440(&self, id: &Identity) -> (Option<&[u8]>, Option<&[u8]>) {
-        let (cert, chain) = self.rfc9440.get_or_init(|| {
-            (
-                id.rfc9440_cert().and_then(shared_value),
-                id.rfc9440_chain().and_then(shared_value),
-            )
-        });
-        (
-            cert.as_ref().map(HeaderValue::as_bytes),
-            chain.as_ref().map(HeaderValue::as_bytes),
-        )
-    }
-}
-
-/// A header value backed by shared bytes, so cloning it per request is a
-/// reference count; `None` when `s` is not a valid value.
-fn shared_value(s: String) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(Bytes::from(s)).ok()
-}
-
-/// The negotiated TLS parameters of a connection, for metrics and audit lines.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Negotiated {
-    /// Protocol version (`TLSv1.3`).
-    pub version: Option<&'static str>,
-    /// Cipher suite.
-    pub cipher: Option<&'static str>,
-    /// Key-exchange group.
-    pub group: Option<&'static str>,
-    /// ALPN protocol.
-    pub alpn: Option<&'static str>,
-}
-
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 const XF_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-const WARD_SPIFFE_ID: HeaderName = HeaderName::from_static("x-ward-spiffe-id");
-const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
-const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -260,16 +106,10 @@ fn one_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
     Ok(())
 }
 
-/// Whether `name` is spelled exactly like a hop-by-hop field: those stay
-/// visible to policies as they always were.
-fn is_hop_by_hop_exact(name: &str) -> bool {
-    crate::forwarding::HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-}
-
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+/// A refusal as a response.
+fn json_error(refusal: &Refusal) -> Response<ProxyBody> {
+    let body = refusal.body();
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -283,89 +123,6 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBo
     resp
 }
 
-/// One audit line per request (SPEC §6).
-#[derive(Serialize)]
-struct RequestEvent<'a> {
-    event: &'static str,
-    remote: String,
-    sni: Option<&'a str>,
-    tenant: &'a str,
-    tls_version: Option<&'static str>,
-    cipher: Option<&'static str>,
-    group: Option<&'static str>,
-    alpn: Option<&'static str>,
-    spiffe_id: Option<&'a str>,
-    subject: &'a str,
-    sans: Vec<&'a str>,
-    serial: &'a str,
-    fingerprint: &'a str,
-    method: &'a str,
-    path: &'a str,
-    host: Option<&'a str>,
-    route: &'a str,
-    result: &'static str,
-    reason: Option<&'a str>,
-    status: u16,
-    duration_ms: f64,
-}
-
-/// The request as an audit line names it.
-pub(crate) struct Seen<'a> {
-    pub(crate) method: &'a str,
-    pub(crate) path: &'a str,
-    pub(crate) host: Option<&'a str>,
-    pub(crate) started: Instant,
-}
-
-/// Writes one request audit line (SPEC §6): the connection's identity and
-/// TLS facts, the request, where it went and how it ended.
-pub(crate) fn audit_request(
-    shared: &Shared,
-    ctx: &ConnContext,
-    seen: &Seen<'_>,
-    route: &str,
-    status: u16,
-    reason: Option<&str>,
-) {
-    let id = &ctx.identity;
-    shared.audit.record(&RequestEvent {
-        event: "request",
-        remote: ctx.remote.to_string(),
-        sni: ctx.sni.as_deref(),
-        tenant: &ctx.tenant.name,
-        tls_version: ctx.tls.version,
-        cipher: ctx.tls.cipher,
-        group: ctx.tls.group,
-        alpn: ctx.tls.alpn,
-        spiffe_id: id.spiffe_str(),
-        subject: &id.subject,
-        sans: id.sans(),
-        serial: &id.serial,
-        fingerprint: &id.fingerprint,
-        method: seen.method,
-        path: seen.path,
-        host: seen.host,
-        route,
-        result: if reason.is_none() {
-            "forwarded"
-        } else {
-            "refused"
-        },
-        reason,
-        status,
-        duration_ms: seen.started.elapsed().as_secs_f64() * 1000.0,
-    });
-}
-
-/// What a request audit line needs from the request, kept only when the
-/// audit log is on.
-struct AuditFacts {
-    started: Instant,
-    method: hyper::Method,
-    path: String,
-    host: Option<String>,
-}
-
 /// Handles one request on a connection.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -373,91 +130,41 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let TenantKind::Http(routes) = &ctx.tenant.kind else {
-        return Ok(json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "not an HTTP tenant",
-        ));
+        return Ok(json_error(&Refusal {
+            status: 500,
+            code: "internal",
+            message: "not an HTTP tenant".into(),
+        }));
     };
     let host = request_host(&req);
-    let route = routes
-        .iter()
-        .find(|r| r.matches(host.as_deref(), req.uri().path(), req.method()));
-    let audit = shared.audit.is_enabled().then(|| AuditFacts {
-        started: Instant::now(),
-        method: req.method().clone(),
-        path: req.uri().path().to_owned(),
-        host: host.as_deref().map(str::to_owned),
-    });
-    let (route_name, outcome) = match route {
-        None => (
-            "-",
-            Err((
-                StatusCode::NOT_FOUND,
-                "no_route",
-                Cow::Borrowed("no route matches this request"),
-            )),
-        ),
-        Some(r) => match authorize(
-            r,
-            &ctx,
-            req.method().as_str(),
-            req.uri().path(),
-            host.as_deref(),
-            || {
-                policy_headers(
-                    req.headers()
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_bytes())),
-                    ctx.headers.trusted,
-                )
-            },
-        ) {
-            Ok(()) => (r.name.as_str(), Ok(r)),
-            Err(message) => {
-                shared
-                    .metrics
-                    .denied
-                    .with(&[&ctx.tenant.name, &r.name])
-                    .inc();
-                (
-                    r.name.as_str(),
-                    Err((StatusCode::FORBIDDEN, "forbidden", message)),
-                )
-            }
-        },
+    let head = RequestHead {
+        method: req.method(),
+        path: req.uri().path(),
+        host: host.as_deref(),
     };
+    let facts = pipeline::facts(&shared, &head, Instant::now());
+    let admitted = pipeline::route(routes, &head).and_then(|route| {
+        let fields = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()));
+        pipeline::authorize(&shared, &ctx, route, &head, fields).map(|()| route)
+    });
     drop(host);
-    let response = match outcome {
+    let (route_name, response) = match admitted {
         // Refusals (no route, forbidden) are audited with their reason below.
-        Err(refusal) => Err(refusal),
-        Ok(route) => forward(&shared, &ctx, route, req).await,
+        Err(refused) => (refused.route, Err(refused.refusal)),
+        Ok(route) => (
+            route.name.as_str(),
+            forward(&shared, &ctx, route, req).await,
+        ),
     };
     let (response, reason) = match response {
         Ok(r) => (r, None),
-        Err((status, code, message)) => (json_error(status, code, &message), Some(code)),
+        Err(refusal) => (json_error(&refusal), Some(refusal.code)),
     };
-    let status = response.status();
-    shared
-        .metrics
-        .requests
-        .with(&[route_name, status.as_str()])
-        .inc();
-    if let Some(facts) = audit {
-        audit_request(
-            &shared,
-            &ctx,
-            &Seen {
-                method: facts.method.as_str(),
-                path: &facts.path,
-                host: facts.host.as_deref(),
-                started: facts.started,
-            },
-            route_name,
-            status.as_u16(),
-            reason,
-        );
-    }
+    let status = response.status().as_u16();
+    pipeline::finish(&shared, &ctx, facts, route_name, status, reason);
     Ok(response)
 }
 
@@ -481,8 +188,6 @@ fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
         Cow::Borrowed(host)
     })
 }
-
-type Refusal = (StatusCode, &'static str, Cow<'static, str>);
 
 /// Sends an authorized request to its route's upstream.
 async fn forward(
@@ -531,97 +236,15 @@ async fn forward(
             // The client's own body broke (a malformed chunk, a reset):
             // not the upstream's fault.
             tracing::debug!(route = %route.name, peer = %ctx.remote, "the request body could not be read");
-            Err((
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                Cow::Borrowed("the request body is malformed or incomplete"),
+            Err(Refusal::bad_request(
+                "the request body is malformed or incomplete",
             ))
         }
         Err(e) => {
             tracing::warn!(error = %e, route = %route.name, "upstream request failed");
-            Err(match e {
-                UpstreamError::ConnectTimeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    Cow::Borrowed("the upstream did not answer in time"),
-                ),
-                UpstreamError::Failed(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    Cow::Borrowed("the upstream could not be reached"),
-                ),
-            })
+            Err(Refusal::from(&e))
         }
     }
-}
-
-/// Applies the route's allow rules and policy; the error is the 403
-/// message. Policy failures are logged here and never shown to the client.
-pub(crate) fn authorize(
-    route: &Route,
-    ctx: &ConnContext,
-    method: &str,
-    path: &str,
-    host: Option<&str>,
-    headers: impl FnOnce() -> std::collections::BTreeMap<String, String>,
-) -> Result<(), Cow<'static, str>> {
-    let input = || PolicyInput {
-        identity: IdentityInput::of(&ctx.identity),
-        request: Some(RequestInput {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            host: host.map(str::to_owned),
-            headers: headers(),
-        }),
-        route: Some(&route.name),
-        tenant: &ctx.tenant.name,
-    };
-    match route.access.decide(&ctx.identity, input) {
-        Verdict::Allowed => Ok(()),
-        Verdict::DeniedByRules => Err(Cow::Borrowed("this identity may not use this route")),
-        Verdict::DeniedByPolicy(messages) if messages.is_empty() => {
-            Err(Cow::Borrowed("denied by policy"))
-        }
-        Verdict::DeniedByPolicy(messages) => Err(Cow::Owned(format!(
-            "denied by policy: {}",
-            messages.join("; ")
-        ))),
-        Verdict::PolicyError(reason) => {
-            tracing::warn!(
-                route = %route.name,
-                tenant = %ctx.tenant.name,
-                policy = route.access.policy().map_or("-", |p| p.name()),
-                spiffe_id = ctx.identity.spiffe_str().unwrap_or("-"),
-                error = %reason,
-                "policy evaluation failed; request denied"
-            );
-            Err(Cow::Borrowed("denied by policy"))
-        }
-    }
-}
-
-/// Header fields as a policy sees them: lowercase names → values,
-/// repeated fields joined with ", ". Policies see the client's fields the
-/// upstream would see: never a spoofable identity field, forwarding
-/// fields only from trusted proxies. Both HTTP paths use it.
-pub(crate) fn policy_headers<'a>(
-    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
-    trusted: bool,
-) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::<String, String>::new();
-    for (name, value) in fields {
-        if crate::forwarding::drop_from_client(name, trusted) && !is_hop_by_hop_exact(name) {
-            continue;
-        }
-        let value = String::from_utf8_lossy(value);
-        out.entry(name.to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&value);
-            })
-            .or_insert_with(|| value.into_owned());
-    }
-    out
 }
 
 /// Rewrites the request for the upstream: origin-form URI for the
@@ -659,14 +282,8 @@ fn prepare(
     let conn = &ctx.headers;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    strip_client_fields(headers, conn.trusted);
-    one_content_length(headers).map_err(|()| {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            Cow::Borrowed("invalid content-length"),
-        )
-    })?;
+    strip_client_fields(headers, conn.trusted());
+    one_content_length(headers).map_err(|()| Refusal::bad_request("invalid content-length"))?;
     if !headers.contains_key(header::HOST) {
         let host = match original_authority {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -688,9 +305,9 @@ fn prepare(
         .filter(|v| !v.is_empty())
         .collect();
     let xff = if prev.is_empty() {
-        conn.client_ip_value.clone()
+        conn.client_ip_value().cloned()
     } else {
-        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), conn.client_ip)).ok()
+        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), conn.client_ip())).ok()
     };
     match xff {
         Some(v) => {
@@ -701,26 +318,8 @@ fn prepare(
         }
     }
     headers.insert(XF_PROTO, HeaderValue::from_static("https"));
-    if let Some(v) = &conn.xfcc {
-        headers.insert(XFCC, v.clone());
-    }
-    if let Some(v) = &conn.spiffe {
-        headers.insert(WARD_SPIFFE_ID, v.clone());
-    }
-    if mode == IdentityHeaders::Rfc9440 {
-        let (cert, chain) = conn.rfc9440.get_or_init(|| {
-            let id = &ctx.identity;
-            (
-                id.rfc9440_cert().and_then(shared_value),
-                id.rfc9440_chain().and_then(shared_value),
-            )
-        });
-        if let Some(v) = cert {
-            headers.insert(CLIENT_CERT, v.clone());
-        }
-        if let Some(v) = chain {
-            headers.insert(CLIENT_CERT_CHAIN, v.clone());
-        }
-    }
+    conn.identity_fields(&ctx.identity, mode, |name, value| {
+        headers.insert(name.clone(), value.clone());
+    });
     Ok(())
 }

@@ -120,6 +120,9 @@ pub struct Runtime {
     pub client_roots: Vec<Vec<u8>>,
     /// The staples this runtime's tenants use.
     pub staples: std::collections::HashSet<crate::ocsp::StapleId>,
+    /// Idle connections to `http://` upstreams, for every transport (the
+    /// previous runtime's, when there was one).
+    pub pool: Arc<crate::pool::UpstreamPool>,
 }
 
 /// The long-lived services a runtime is built against (none for
@@ -132,6 +135,8 @@ pub struct Services {
     pub stapler: Option<Arc<crate::ocsp::Stapler>>,
     /// The gate's own identity from the CA (`[identity]`), as it is now.
     pub identity: Option<Arc<ward_client::Svid>>,
+    /// The upstream connection pool to keep (a new one when `None`).
+    pub pool: Option<Arc<crate::pool::UpstreamPool>>,
 }
 
 impl Services {
@@ -330,6 +335,7 @@ impl Runtime {
             default,
             client,
             client_roots,
+            pool: services.pool.clone().unwrap_or_default(),
             staples,
         })
     }

@@ -17,8 +17,8 @@ use ward_tls::server::lifetime::{Streams, Tracked};
 
 use crate::Shared;
 use crate::identity::Identity;
+use crate::pipeline::ConnContext;
 use crate::policy::{Access, IdentityInput, PolicyInput, Verdict};
-use crate::proxy::ConnContext;
 use crate::revocation::Tracking;
 use crate::runtime::TenantKind;
 
@@ -253,7 +253,7 @@ async fn handshake(
         .handshake_seconds_all
         .observe(started.elapsed().as_secs_f64());
     let (_, conn) = tls.get_ref();
-    let negotiated = crate::proxy::Negotiated {
+    let negotiated = crate::pipeline::Negotiated {
         version: conn.protocol_version().map(version_name),
         cipher: conn
             .negotiated_cipher_suite()

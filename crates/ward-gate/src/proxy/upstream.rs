@@ -8,87 +8,32 @@
 //! to its HTTP server, so the request, the upstream I/O and the response
 //! body all run in one task.
 //!
-//! Connected lazily (reusing an idle one from a small gate-wide stash when
-//! there is one), reconnected after a close or an error, and given back to
-//! the stash once the client connection has been quiet for
+//! Connected lazily (reusing an idle one from the runtime's
+//! [`UpstreamPool`] when there is one), reconnected after a close or an
+//! error, and given back to the pool once the client connection has been quiet for
 //! [`IDLE_RELEASE`], so that idle client connections do not each hold an
 //! upstream connection. Anything this cannot serve (a second request while
 //! one is in flight) goes through the shared pooled client instead.
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::ClientBody;
+use crate::pipeline::UpstreamError;
+use crate::pool::{ConnectError, Http1Conn as UpConn, Http1Idle, UpstreamPool};
 
 /// How long an unused upstream connection is kept for its client connection.
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(250);
-/// Most idle upstream connections kept in the stash.
-const STASH_MAX: usize = 64;
-/// Stashed connections older than this are closed, not reused.
-const STASH_AGE: Duration = Duration::from_secs(60);
-
-/// An idle upstream connection no client connection holds (not polled).
-struct Idle {
-    authority: String,
-    sender: SendRequest<ClientBody>,
-    conn: Pin<Box<UpConn>>,
-    since: Instant,
-}
-
-/// Idle upstream connections, shared by every client connection.
-static STASH: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
-
-fn stash() -> std::sync::MutexGuard<'static, Vec<Idle>> {
-    STASH.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Keeps an idle connection for another client connection.
-fn stash_put(idle: Idle) {
-    let mut stash = stash();
-    stash.retain(|i| i.since.elapsed() < STASH_AGE && !i.sender.is_closed());
-    if stash.len() < STASH_MAX {
-        stash.push(idle);
-    }
-}
-
-/// The most recently stashed connection to `authority`, if any.
-fn stash_take(authority: &str) -> Option<Idle> {
-    let mut stash = stash();
-    let at = stash.iter().rposition(|i| {
-        i.authority == authority && i.since.elapsed() < STASH_AGE && !i.sender.is_closed()
-    })?;
-    Some(stash.swap_remove(at))
-}
-
-type UpConn = Connection<TokioIo<TcpStream>, ClientBody>;
-
-/// Why an upstream request failed.
-#[derive(Debug)]
-pub(crate) enum UpstreamError {
-    /// Connecting took longer than the upstream connect timeout.
-    ConnectTimeout,
-    /// Connecting or the exchange failed.
-    Failed(String),
-}
-
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
-            UpstreamError::Failed(e) => f.write_str(e),
-        }
-    }
-}
 
 /// An error and every error beneath it, `: `-separated. hyper's client
 /// says only "client error (Connect)"; why a TLS upstream was refused
@@ -134,9 +79,10 @@ impl State {
 }
 
 /// One client connection's upstream connection (see the module docs).
-#[derive(Default)]
 pub struct Upstreams {
     state: Mutex<State>,
+    /// Where idle connections come from and go back to.
+    pool: Arc<UpstreamPool>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -152,6 +98,15 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Upstreams {
+    /// A client connection's (not yet connected) upstream connection,
+    /// taking idle ones from and giving them back to `pool`.
+    pub fn new(pool: Arc<UpstreamPool>) -> Self {
+        Upstreams {
+            state: Mutex::default(),
+            pool,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -209,12 +164,7 @@ impl Upstreams {
                 let conn = state.conn.take();
                 state.release = None;
                 if let (Some((authority, sender)), Some(conn)) = (state.sender.take(), conn) {
-                    stash_put(Idle {
-                        authority,
-                        sender,
-                        conn,
-                        since: now,
-                    });
+                    self.pool.put_http1(authority, Http1Idle { sender, conn });
                 }
             }
             if !state
@@ -257,11 +207,19 @@ impl Lease<'_> {
                 s.as_ref()
                     .is_some_and(|(to, sender)| to == authority && !sender.is_closed())
             };
-            if !usable(&self.sender)
-                && let Some(idle) = stash_take(authority)
-            {
-                self.owner.install(idle.conn);
-                self.sender = Some((idle.authority, idle.sender));
+            if !usable(&self.sender) {
+                match self.owner.pool.take_for_http1(authority) {
+                    Some(Ok(idle)) => {
+                        self.owner.install(idle.conn);
+                        self.sender = Some((authority.to_owned(), idle.sender));
+                    }
+                    Some(Err(tcp)) => {
+                        self.sender = None;
+                        let sender = self.handshake(authority, tcp).await?;
+                        self.sender = Some((authority.to_owned(), sender));
+                    }
+                    None => {}
+                }
             }
             let reused = usable(&self.sender)
                 && match &mut self.sender {
@@ -297,16 +255,24 @@ impl Lease<'_> {
         authority: &str,
         timeout: Duration,
     ) -> Result<SendRequest<ClientBody>, UpstreamError> {
-        let tcp = match tokio::time::timeout(timeout, TcpStream::connect(authority)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
+        let tcp = match crate::pool::connect(authority, timeout).await {
+            Ok(tcp) => tcp,
+            Err(ConnectError::Failed(e)) => {
                 return Err(UpstreamError::Failed(format!(
                     "connecting to {authority}: {e}"
                 )));
             }
-            Err(_) => return Err(UpstreamError::ConnectTimeout),
+            Err(ConnectError::Timeout) => return Err(UpstreamError::ConnectTimeout),
         };
-        let _ = tcp.set_nodelay(true);
+        self.handshake(authority, tcp).await
+    }
+
+    /// Starts an HTTP/1 client connection on `tcp` (nothing is written).
+    async fn handshake(
+        &self,
+        authority: &str,
+        tcp: TcpStream,
+    ) -> Result<SendRequest<ClientBody>, UpstreamError> {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(tcp))
             .await
@@ -324,12 +290,7 @@ impl Drop for Upstreams {
         if let (Some((authority, sender)), Some(conn)) = (state.sender.take(), state.conn.take())
             && !sender.is_closed()
         {
-            stash_put(Idle {
-                authority,
-                sender,
-                conn,
-                since: Instant::now(),
-            });
+            self.pool.put_http1(authority, Http1Idle { sender, conn });
         }
     }
 }

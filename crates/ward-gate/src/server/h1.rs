@@ -18,7 +18,6 @@
 //! is not origin-form, an `https://` upstream. Those are correct there and
 //! rare here.
 
-use std::borrow::Cow;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -28,16 +27,18 @@ use tokio::sync::watch;
 
 use super::{Conn, Tls, stopped};
 use crate::Shared;
-use crate::config::{IdentityHeaders, Upstream};
-use crate::proxy::{self, ConnContext};
+use crate::config::Upstream;
+use crate::pipeline::{self, ConnContext, Facts, Refusal, RequestHead, UpstreamError};
 use crate::runtime::{Route, TenantKind};
 
 pub(crate) mod chunked;
 pub(crate) mod head;
 mod upstream;
 
-use head::{Framing, MAX_HEAD, MAX_HEADERS};
+use head::{Framing, MAX_HEADERS, ReadRequest};
 use upstream::UpConn;
+
+use crate::pool::UpstreamPool;
 
 /// How long a quiet connection keeps its buffers and upstream connection.
 const IDLE_RELEASE: Duration = Duration::from_millis(250);
@@ -68,10 +69,11 @@ struct Bufs {
 }
 
 impl Bufs {
-    /// Gives back everything a quiet connection does not need.
-    fn release(&mut self) {
+    /// Gives back everything a quiet connection does not need (its
+    /// upstream connection to `pool`).
+    fn release(&mut self, pool: &UpstreamPool) {
         if let Some(up) = self.up.take() {
-            upstream::put(up);
+            upstream::put(pool, up);
         }
         if self.client.is_empty() {
             self.client = BytesMut::new();
@@ -104,11 +106,11 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
                 Wait::Request => {}
                 // The client is gone: nobody to tell.
                 Wait::Closed => {
-                    bufs.release();
+                    bufs.release(&ctx.runtime.pool);
                     return End::Done;
                 }
                 Wait::Quiet => {
-                    bufs.release();
+                    bufs.release(&ctx.runtime.pool);
                     close(&mut tls).await;
                     return End::Done;
                 }
@@ -128,14 +130,14 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
         match step {
             Step::Next => {}
             Step::Close => {
-                bufs.release();
+                bufs.release(&ctx.runtime.pool);
                 close(&mut tls).await;
                 return End::Done;
             }
             Step::Abort => return End::Done,
             Step::Handoff => {
                 let rest = std::mem::take(&mut bufs.client);
-                bufs.release();
+                bufs.release(&ctx.runtime.pool);
                 return End::Handoff(tls, rest);
             }
         }
@@ -171,7 +173,7 @@ async fn next_request(tls: &mut Tls, bufs: &mut Bufs, ctx: &ConnContext) -> Wait
                 tracing::debug!(error = %e, peer = %ctx.remote, "connection ended with an error");
                 return Wait::Closed;
             }
-            Err(_) => bufs.release(),
+            Err(_) => bufs.release(&ctx.runtime.pool),
         }
     }
     let mut first = [0u8; 1];
@@ -212,15 +214,14 @@ enum Decision<'r> {
     /// The general path must serve this request.
     Handoff,
     /// Answered by the gate itself.
-    Refuse(Refusal<'r>),
+    Refuse(Refused<'r>),
     /// Forwarded; the upstream head is in `out`.
     Forward(Forward<'r>),
 }
 
-struct Refusal<'r> {
-    status: u16,
-    code: &'static str,
-    message: Cow<'static, str>,
+/// A refusal and where the request ends in the buffer.
+struct Refused<'r> {
+    refusal: Refusal,
     route: &'r str,
     /// Head length, or `None` when the head itself is unusable (the
     /// connection closes).
@@ -239,15 +240,9 @@ struct Forward<'r> {
     idempotent: bool,
 }
 
-/// What the request audit line needs, kept only when the audit log is on.
-struct Facts {
-    method: String,
-    path: String,
-    host: Option<String>,
-}
-
-/// Parses, routes and authorizes the request at the start of `buf`; for a
-/// request to forward, writes the upstream head into `out`.
+/// Parses the request at the start of `buf` and runs it through the
+/// pipeline (route, authorize); for a request to forward, writes the
+/// upstream head into `out`.
 fn decide<'r>(
     buf: &[u8],
     ctx: &ConnContext,
@@ -255,137 +250,79 @@ fn decide<'r>(
     routes: &'r [Route],
     out: &mut Vec<u8>,
     facts: &mut Option<Facts>,
+    started: Instant,
 ) -> Decision<'r> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let bad = |status, code, message| {
-        Decision::Refuse(Refusal {
-            status,
-            code,
-            message: Cow::Borrowed(message),
-            route: "-",
-            head_len: None,
-            body: 0,
+    let req = match head::read_request(buf, &mut fields) {
+        ReadRequest::Partial => return Decision::Partial,
+        ReadRequest::Handoff => return Decision::Handoff,
+        ReadRequest::Refuse(refusal) => {
+            return Decision::Refuse(Refused {
+                refusal,
+                route: "-",
+                head_len: None,
+                body: 0,
+            });
+        }
+        ReadRequest::Head(req) => req,
+    };
+    let body = req.content_length.unwrap_or(0);
+    let refused = |r: pipeline::Refused<'r>| {
+        Decision::Refuse(Refused {
+            refusal: r.refusal,
+            route: r.route,
+            head_len: Some(req.len),
+            body,
         })
     };
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return bad(431, "headers_too_large", "the request head is too large");
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return bad(431, "headers_too_large", "the request head is too large");
-        }
-        Ok(httparse::Status::Partial) => return Decision::Partial,
-        Err(_) => return bad(400, "bad_request", "the request is malformed"),
+    let head = RequestHead {
+        method: &req.method_value,
+        path: req.path(),
+        host: req.host.as_deref(),
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        // HTTP/1.0 (or a missing part): the general path knows its rules.
-        return Decision::Handoff;
-    };
-    let headers: &[httparse::Header<'_>] = req.headers;
-    if !target.starts_with('/')
-        || head::has(headers, "transfer-encoding")
-        || head::has(headers, "upgrade")
-        || head::has(headers, "expect")
-        || head::connection_has(headers, "upgrade")
-    {
-        return Decision::Handoff;
-    }
-    let Ok(content_length) = head::content_length(headers) else {
-        return bad(400, "bad_request", "invalid content-length");
-    };
-    let body = content_length.unwrap_or(0);
-    let Ok(host) = head::host(headers) else {
-        return bad(400, "bad_request", "more than one host");
-    };
-    let Ok(method_value) = hyper::Method::from_bytes(method.as_bytes()) else {
-        return bad(400, "bad_request", "the request is malformed");
-    };
-    let path = head::path_of(target);
-    if shared.audit.is_enabled() {
-        *facts = Some(Facts {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            host: host.clone(),
-        });
-    }
-    let Some(route) = routes
-        .iter()
-        .find(|r| r.matches(host.as_deref(), path, &method_value))
-    else {
-        return Decision::Refuse(Refusal {
-            status: 404,
-            code: "no_route",
-            message: Cow::Borrowed("no route matches this request"),
-            route: "-",
-            head_len: Some(head_len),
-            body,
-        });
+    *facts = pipeline::facts(shared, &head, started);
+    let route = match pipeline::route(routes, &head) {
+        Ok(route) => route,
+        Err(r) => return refused(r),
     };
     let authority = match &route.upstream {
         Upstream::Http(authority) => authority.as_str(),
         Upstream::Https { .. } | Upstream::Tcp(_) => return Decision::Handoff,
     };
-    let trusted = ctx.headers.trusted();
-    let policy_headers =
-        || proxy::policy_headers(headers.iter().map(|h| (h.name, h.value)), trusted);
-    if let Err(message) =
-        proxy::authorize(route, ctx, method, path, host.as_deref(), policy_headers)
-    {
-        shared
-            .metrics
-            .denied
-            .with(&[&ctx.tenant.name, &route.name])
-            .inc();
-        return Decision::Refuse(Refusal {
-            status: 403,
-            code: "forbidden",
-            message,
-            route: &route.name,
-            head_len: Some(head_len),
-            body,
-        });
+    let client_fields = req.headers.iter().map(|h| (h.name, h.value));
+    if let Err(r) = pipeline::authorize(shared, ctx, route, &head, client_fields) {
+        return refused(r);
     }
     let conn = &ctx.headers;
-    let rfc9440 = if route.headers == IdentityHeaders::Rfc9440 {
-        conn.rfc9440(&ctx.identity)
-    } else {
-        (None, None)
-    };
-    let mut fields: [(&'static str, &[u8]); 4] = [("", b""); 4];
+    let mut added: [(&'static str, &[u8]); 4] = [("", b""); 4];
     let mut n = 0;
-    for (name, value) in [
-        ("x-forwarded-client-cert", conn.xfcc()),
-        ("x-ward-spiffe-id", conn.spiffe()),
-        ("client-cert", rfc9440.0),
-        ("client-cert-chain", rfc9440.1),
-    ] {
-        if let Some(v) = value {
-            fields[n] = (name, v);
+    conn.identity_fields(&ctx.identity, route.headers, |name, value| {
+        if let Some(slot) = added.get_mut(n) {
+            *slot = (name.as_str(), value.as_bytes());
             n += 1;
         }
-    }
+    });
+    let method = req.method;
     out.clear();
     head::write_request_head(
         out,
         method,
-        target,
-        headers,
+        req.target,
+        req.headers,
         &head::Added {
             client_ip: conn.client_ip(),
-            fields: &fields[..n],
+            fields: &added[..n],
             default_host: authority,
-            trusted,
-            content_length,
+            trusted: conn.trusted(),
+            content_length: req.content_length,
         },
     );
     Decision::Forward(Forward {
         route,
         authority,
-        head_len,
+        head_len: req.len,
         body,
-        close: head::connection_has(headers, "close"),
+        close: head::connection_has(req.headers, "close"),
         head_request: method == "HEAD",
         idempotent: matches!(
             method,
@@ -407,7 +344,15 @@ async fn request(
     let deadline = tokio::time::Instant::now() + ctx.runtime.config.timeouts.header_read.0;
     let mut facts = None;
     let decision = loop {
-        match decide(&bufs.client, ctx, shared, routes, &mut bufs.out, &mut facts) {
+        match decide(
+            &bufs.client,
+            ctx,
+            shared,
+            routes,
+            &mut bufs.out,
+            &mut facts,
+            started,
+        ) {
             Decision::Partial => {}
             d => break d,
         }
@@ -437,13 +382,13 @@ async fn request(
                 _ => true,
             };
             bufs.out.clear();
-            head::error_response(&mut bufs.out, r.status, r.code, &r.message, close);
+            head::error_response(&mut bufs.out, &r.refusal, close);
             let step = match write_flush(tls, &bufs.out).await {
                 Ok(()) if close => Step::Close,
                 Ok(()) => Step::Next,
                 Err(_) => Step::Abort,
             };
-            (r.route, r.status, Some(r.code), step)
+            (r.route, r.refusal.status, Some(r.refusal.code), step)
         }
         Decision::Forward(f) => {
             let close = f.close || *stop.borrow() || ctx.aged();
@@ -451,55 +396,13 @@ async fn request(
             (f.route.name.as_str(), status, reason, step)
         }
     };
-    shared
-        .metrics
-        .requests
-        .with(&[route_name, &status_label(status)])
-        .inc();
-    if let Some(facts) = facts {
-        let seen = proxy::Seen {
-            method: &facts.method,
-            path: &facts.path,
-            host: facts.host.as_deref(),
-            started,
-        };
-        proxy::audit_request(shared, ctx, &seen, route_name, status, reason);
-    }
+    pipeline::finish(shared, ctx, facts, route_name, status, reason);
     step
-}
-
-/// A status code as a metric label, without formatting the common ones.
-fn status_label(status: u16) -> Cow<'static, str> {
-    Cow::Borrowed(match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        206 => "206",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        431 => "431",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        other => return Cow::Owned(other.to_string()),
-    })
 }
 
 async fn write_flush(tls: &mut Tls, bytes: &[u8]) -> io::Result<()> {
     tls.write_all(bytes).await?;
     tls.flush().await
-}
-
-/// Why forwarding failed before anything reached the client.
-enum Failure {
-    ConnectTimeout,
-    Failed(String),
 }
 
 /// Sends the request upstream and its response back: (status, refusal
@@ -536,21 +439,15 @@ async fn forward(
         Err(SendError::Client) => return (499, Some("client_closed"), Step::Abort),
         Err(SendError::Upstream(failure)) => {
             observe(shared);
-            let (status, code, message) = match failure {
-                Failure::ConnectTimeout => (
-                    504,
-                    "upstream_timeout",
-                    "the upstream did not answer in time",
-                ),
-                Failure::Failed(e) => {
-                    tracing::warn!(error = %e, route = %f.route.name, "upstream request failed");
-                    (502, "bad_gateway", "the upstream could not be reached")
-                }
-            };
+            if let UpstreamError::Failed(e) = &failure {
+                tracing::warn!(error = %e, route = %f.route.name, "upstream request failed");
+            }
+            let refusal = Refusal::from(&failure);
+            let (status, code) = (refusal.status, refusal.code);
             // The client's body may be partly unread: close after.
             let close = close || rest > 0;
             bufs.out.clear();
-            head::error_response(&mut bufs.out, status, code, message, close);
+            head::error_response(&mut bufs.out, &refusal, close);
             let step = match write_flush(tls, &bufs.out).await {
                 Ok(()) if close => Step::Close,
                 Ok(()) => Step::Next,
@@ -569,7 +466,7 @@ enum SendError {
     /// The client went away while its body was being read.
     Client,
     /// The upstream could not be reached or failed before answering.
-    Upstream(Failure),
+    Upstream(UpstreamError),
 }
 
 /// Writes `bufs.out` and then `rest` more body bytes from the client to an
@@ -594,13 +491,13 @@ async fn send(
     let connect_timeout = ctx.runtime.config.timeouts.upstream_connect.0;
     let mut reused = None;
     if let Some(up) = bufs.up.take() {
-        if up.authority == authority && (f.idempotent || upstream::usable(&up.stream)) {
+        if up.authority == authority && (f.idempotent || crate::pool::usable(&up.stream)) {
             reused = Some(up);
         } else {
-            upstream::put(up);
+            upstream::put(&ctx.runtime.pool, up);
         }
     }
-    let mut reused = reused.or_else(|| upstream::take(authority));
+    let mut reused = reused.or_else(|| upstream::take(&ctx.runtime.pool, authority));
     loop {
         let was_reused = reused.is_some();
         let mut up = match reused.take() {
@@ -609,8 +506,10 @@ async fn send(
                 .await
                 .map_err(|e| {
                     SendError::Upstream(match e {
-                        upstream::ConnectError::Timeout => Failure::ConnectTimeout,
-                        upstream::ConnectError::Failed(e) => Failure::Failed(e.to_string()),
+                        crate::pool::ConnectError::Timeout => UpstreamError::ConnectTimeout,
+                        crate::pool::ConnectError::Failed(e) => {
+                            UpstreamError::Failed(e.to_string())
+                        }
                     })
                 })?,
         };
@@ -622,7 +521,7 @@ async fn send(
             if was_reused && rest == 0 {
                 continue;
             }
-            return Err(SendError::Upstream(Failure::Failed(e.to_string())));
+            return Err(SendError::Upstream(UpstreamError::Failed(e.to_string())));
         }
         if rest > 0 && stream_body(tls, bufs, &mut up, rest, idle).await? {
             up.cut = true;
@@ -634,11 +533,11 @@ async fn send(
             Ok(_) if retryable => continue,
             Err(_) if retryable => continue,
             Ok(_) => {
-                return Err(SendError::Upstream(Failure::Failed(
+                return Err(SendError::Upstream(UpstreamError::Failed(
                     "the upstream closed the connection without answering".into(),
                 )));
             }
-            Err(e) => return Err(SendError::Upstream(Failure::Failed(e.to_string()))),
+            Err(e) => return Err(SendError::Upstream(UpstreamError::Failed(e.to_string()))),
         }
     }
 }
@@ -818,21 +717,16 @@ async fn bad_gateway(
     tracing::warn!(peer = %ctx.remote, error = why, "unusable upstream response");
     bufs.upstream.clear();
     bufs.out.clear();
-    head::error_response(
-        &mut bufs.out,
-        502,
-        "bad_gateway",
-        "the upstream's response could not be used",
-        close,
-    );
+    let refusal = Refusal::unusable_response();
+    head::error_response(&mut bufs.out, &refusal, close);
     let step = match write_flush(tls, &bufs.out).await {
         Ok(()) if close => Step::Close,
         Ok(()) => Step::Next,
         Err(_) => Step::Abort,
     };
     Relayed {
-        status: 502,
-        reason: Some("bad_gateway"),
+        status: refusal.status,
+        reason: Some(refusal.code),
         step,
         up: None,
     }

@@ -7,11 +7,109 @@
 
 use bytes::BufMut;
 
+use crate::pipeline::Refusal;
+
 /// Largest request or response head accepted (the request line or status
 /// line and all header fields).
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one head.
 pub(crate) const MAX_HEADERS: usize = 100;
+
+/// A request head the fast path can serve, borrowed from the buffer.
+pub(crate) struct Request<'b, 'h> {
+    /// Bytes of the head.
+    pub len: usize,
+    /// The method as sent.
+    pub method: &'b str,
+    /// The method, parsed.
+    pub method_value: hyper::Method,
+    /// The origin-form request target.
+    pub target: &'b str,
+    /// The header fields.
+    pub headers: &'h [httparse::Header<'b>],
+    /// The one body length the fields announce, if any.
+    pub content_length: Option<u64>,
+    /// The `Host` name, lowercase, without port.
+    pub host: Option<String>,
+}
+
+impl Request<'_, '_> {
+    /// The path of the target, without the query.
+    pub(crate) fn path(&self) -> &str {
+        path_of(self.target)
+    }
+}
+
+/// What the bytes at the start of a client buffer are.
+pub(crate) enum ReadRequest<'b, 'h> {
+    /// The head is not complete yet.
+    Partial,
+    /// The general path must serve this request (HTTP/1.0, `Upgrade`,
+    /// `Expect`, a body with a transfer coding, a target that is not
+    /// origin-form).
+    Handoff,
+    /// The head itself is unusable: answered, then the connection closes.
+    Refuse(Refusal),
+    /// A head to route.
+    Head(Request<'b, 'h>),
+}
+
+/// Parses the request head at the start of `buf` (into `fields`) and
+/// checks what the fast path needs of it; routing is the pipeline's.
+pub(crate) fn read_request<'b, 'h>(
+    buf: &'b [u8],
+    fields: &'h mut [httparse::Header<'b>],
+) -> ReadRequest<'b, 'h> {
+    let mut req = httparse::Request::new(fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return ReadRequest::Refuse(Refusal::head_too_large());
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return ReadRequest::Refuse(Refusal::head_too_large());
+        }
+        Ok(httparse::Status::Partial) => return ReadRequest::Partial,
+        Err(_) => return ReadRequest::Refuse(Refusal::bad_request("the request is malformed")),
+    };
+    let httparse::Request {
+        method,
+        path,
+        version,
+        headers,
+    } = req;
+    let (Some(method), Some(target), Some(1)) = (method, path, version) else {
+        // HTTP/1.0 (or a missing part): the general path knows its rules.
+        return ReadRequest::Handoff;
+    };
+    let headers: &'h [httparse::Header<'b>] = headers;
+    if !target.starts_with('/')
+        || has(headers, "transfer-encoding")
+        || has(headers, "upgrade")
+        || has(headers, "expect")
+        || connection_has(headers, "upgrade")
+    {
+        return ReadRequest::Handoff;
+    }
+    let Ok(content_length) = content_length(headers) else {
+        return ReadRequest::Refuse(Refusal::bad_request("invalid content-length"));
+    };
+    let Ok(host) = host(headers) else {
+        return ReadRequest::Refuse(Refusal::bad_request("more than one host"));
+    };
+    let Ok(method_value) = hyper::Method::from_bytes(method.as_bytes()) else {
+        return ReadRequest::Refuse(Refusal::bad_request("the request is malformed"));
+    };
+    ReadRequest::Head(Request {
+        len,
+        method,
+        method_value,
+        target,
+        headers,
+        content_length,
+        host,
+    })
+}
 
 /// Whether `name` is a hop-by-hop field.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
@@ -343,14 +441,9 @@ fn itoa_3(status: u16) -> [u8; 3] {
 }
 
 /// A complete response the gate makes itself: a small JSON error.
-pub(crate) fn error_response(
-    out: &mut Vec<u8>,
-    status: u16,
-    code: &str,
-    message: &str,
-    close: bool,
-) {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+pub(crate) fn error_response(out: &mut Vec<u8>, refusal: &Refusal, close: bool) {
+    let status = refusal.status;
+    let body = refusal.body();
     let reason = hyper::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

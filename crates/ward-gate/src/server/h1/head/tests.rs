@@ -267,7 +267,7 @@ fn response_interim_and_errors() {
 #[test]
 fn error_responses_are_complete_messages() {
     let mut out = Vec::new();
-    error_response(&mut out, 403, "forbidden", "no \"way\"", true);
+    error_response(&mut out, &Refusal::forbidden("no \"way\"".into()), true);
     let text = String::from_utf8(out).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"));

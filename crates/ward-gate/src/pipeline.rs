@@ -1,0 +1,352 @@
+//! The gate's one HTTP request pipeline, shared by every transport: the
+//! HTTP/1 fast path ([`crate::server::h1`]), the hyper path
+//! ([`crate::proxy`]) and the HTTP/2 upstreams to come.
+//!
+//! Given the connection ([`ConnContext`]: identity, tenant, runtime) and a
+//! request head ([`RequestHead`]), it routes ([`route`]), authorizes
+//! ([`authorize`], default deny), names every answer the gate gives itself
+//! ([`Refusal`]), decides which identity fields go upstream
+//! ([`ConnHeaders::identity_fields`]), and after the response accounts
+//! for the request ([`finish`]: the request metric and the audit line).
+//! Transports keep only their framing: parsing and writing heads, header
+//! hygiene in their own representation, moving bodies. Nothing here
+//! allocates on the way of an allowed request unless the audit log is on
+//! or a policy asks for the request's fields.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use hyper::{Method, StatusCode};
+use serde::Serialize;
+
+use crate::Shared;
+use crate::policy::{IdentityInput, PolicyInput, RequestInput, Verdict};
+use crate::runtime::Route;
+
+mod conn;
+
+pub use conn::{ConnContext, ConnHeaders, Negotiated};
+
+/// The parts of a request head the pipeline decides on, borrowed from
+/// whatever the transport parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The host (lowercase, no port), from `:authority` or `Host`.
+    pub host: Option<&'a str>,
+}
+
+/// An answer the gate gives itself instead of forwarding: status, the
+/// `error` code (also the audit line's `reason`) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status.
+    pub status: u16,
+    /// The machine-readable code.
+    pub code: &'static str,
+    /// The human-readable message.
+    pub message: Cow<'static, str>,
+}
+
+impl Refusal {
+    /// 404: no route matches.
+    pub fn no_route() -> Self {
+        Refusal::new(404, "no_route", "no route matches this request")
+    }
+
+    /// 403 with the authorization's message.
+    pub fn forbidden(message: Cow<'static, str>) -> Self {
+        Refusal {
+            status: 403,
+            code: "forbidden",
+            message,
+        }
+    }
+
+    /// 400 with `message`.
+    pub fn bad_request(message: &'static str) -> Self {
+        Refusal::new(400, "bad_request", message)
+    }
+
+    /// 431: the request head is too large.
+    pub fn head_too_large() -> Self {
+        Refusal::new(431, "headers_too_large", "the request head is too large")
+    }
+
+    /// 502: the upstream's response cannot be used.
+    pub fn unusable_response() -> Self {
+        Refusal::new(
+            502,
+            "bad_gateway",
+            "the upstream's response could not be used",
+        )
+    }
+
+    fn new(status: u16, code: &'static str, message: &'static str) -> Self {
+        Refusal {
+            status,
+            code,
+            message: Cow::Borrowed(message),
+        }
+    }
+
+    /// The JSON body every transport sends: `{"error":…,"message":…}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.code, "message": self.message }).to_string()
+    }
+}
+
+/// Why an upstream request failed before anything reached the client.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// Connecting took longer than the upstream connect timeout.
+    ConnectTimeout,
+    /// Connecting or the exchange failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::ConnectTimeout => f.write_str("connecting to the upstream timed out"),
+            UpstreamError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<&UpstreamError> for Refusal {
+    /// 504 for a connect timeout, 502 for anything else.
+    fn from(e: &UpstreamError) -> Self {
+        match e {
+            UpstreamError::ConnectTimeout => Refusal::new(
+                504,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ),
+            UpstreamError::Failed(_) => {
+                Refusal::new(502, "bad_gateway", "the upstream could not be reached")
+            }
+        }
+    }
+}
+
+/// A refusal and the route it is counted under (`-` for none).
+#[derive(Debug)]
+pub struct Refused<'r> {
+    /// The route's name, or `-`.
+    pub route: &'r str,
+    /// The answer.
+    pub refusal: Refusal,
+}
+
+/// The first route of the tenant that matches the request, or 404.
+pub fn route<'r>(routes: &'r [Route], head: &RequestHead<'_>) -> Result<&'r Route, Refused<'r>> {
+    routes
+        .iter()
+        .find(|r| r.matches(head.host, head.path, head.method))
+        .ok_or_else(|| Refused {
+            route: "-",
+            refusal: Refusal::no_route(),
+        })
+}
+
+/// Applies the route's allow rules and policy (default deny); a denial is
+/// counted and answered 403. `fields` are the request's header fields as
+/// the client sent them; they are read only when a policy asks.
+pub fn authorize<'r, 'a>(
+    shared: &Shared,
+    ctx: &ConnContext,
+    route: &'r Route,
+    head: &RequestHead<'_>,
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<(), Refused<'r>> {
+    let trusted = ctx.headers.trusted();
+    let decided = decide(route, ctx, head, || policy_headers(fields, trusted));
+    decided.map_err(|message| {
+        shared
+            .metrics
+            .denied
+            .with(&[&ctx.tenant.name, &route.name])
+            .inc();
+        Refused {
+            route: &route.name,
+            refusal: Refusal::forbidden(message),
+        }
+    })
+}
+
+/// The route's verdict; the error is the 403 message. Policy failures are
+/// logged here and never shown to the client.
+fn decide(
+    route: &Route,
+    ctx: &ConnContext,
+    head: &RequestHead<'_>,
+    headers: impl FnOnce() -> std::collections::BTreeMap<String, String>,
+) -> Result<(), Cow<'static, str>> {
+    let input = || PolicyInput {
+        identity: IdentityInput::of(&ctx.identity),
+        request: Some(RequestInput {
+            method: head.method.as_str().to_owned(),
+            path: head.path.to_owned(),
+            host: head.host.map(str::to_owned),
+            headers: headers(),
+        }),
+        route: Some(&route.name),
+        tenant: &ctx.tenant.name,
+    };
+    match route.access.decide(&ctx.identity, input) {
+        Verdict::Allowed => Ok(()),
+        Verdict::DeniedByRules => Err(Cow::Borrowed("this identity may not use this route")),
+        Verdict::DeniedByPolicy(messages) if messages.is_empty() => {
+            Err(Cow::Borrowed("denied by policy"))
+        }
+        Verdict::DeniedByPolicy(messages) => Err(Cow::Owned(format!(
+            "denied by policy: {}",
+            messages.join("; ")
+        ))),
+        Verdict::PolicyError(reason) => {
+            tracing::warn!(
+                route = %route.name,
+                tenant = %ctx.tenant.name,
+                policy = route.access.policy().map_or("-", |p| p.name()),
+                spiffe_id = ctx.identity.spiffe_str().unwrap_or("-"),
+                error = %reason,
+                "policy evaluation failed; request denied"
+            );
+            Err(Cow::Borrowed("denied by policy"))
+        }
+    }
+}
+
+/// Header fields as a policy sees them: lowercase names → values,
+/// repeated fields joined with ", ". Policies see the client's fields the
+/// upstream would see: never a spoofable identity field, forwarding
+/// fields only from trusted proxies.
+fn policy_headers<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    trusted: bool,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (name, value) in fields {
+        if crate::forwarding::drop_from_client(name, trusted) && !is_hop_by_hop_exact(name) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value);
+        out.entry(name.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    out
+}
+
+/// Whether `name` is spelled exactly like a hop-by-hop field: those stay
+/// visible to policies as they always were.
+fn is_hop_by_hop_exact(name: &str) -> bool {
+    crate::forwarding::HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// What a request audit line needs from the request, kept only when the
+/// audit log is on.
+#[derive(Debug)]
+pub struct Facts {
+    started: Instant,
+    method: Method,
+    path: String,
+    host: Option<String>,
+}
+
+/// The request's audit facts, when the audit log is on; `started` is when
+/// the transport began on the request.
+pub fn facts(shared: &Shared, head: &RequestHead<'_>, started: Instant) -> Option<Facts> {
+    shared.audit.is_enabled().then(|| Facts {
+        started,
+        method: head.method.clone(),
+        path: head.path.to_owned(),
+        host: head.host.map(str::to_owned),
+    })
+}
+
+/// Accounts for a request once its answer is known: the request metric
+/// (route, status) and, when the audit log is on, its audit line.
+/// `reason` is the refusal's code (`None`: forwarded).
+pub fn finish(
+    shared: &Shared,
+    ctx: &ConnContext,
+    facts: Option<Facts>,
+    route: &str,
+    status: u16,
+    reason: Option<&str>,
+) {
+    // Valid codes have static labels; an upstream's odd one is formatted.
+    let code = StatusCode::from_u16(status).ok();
+    let label = match &code {
+        Some(code) => Cow::Borrowed(code.as_str()),
+        None => Cow::Owned(status.to_string()),
+    };
+    shared.metrics.requests.with(&[route, &label]).inc();
+    let Some(facts) = facts else {
+        return;
+    };
+    let id = &ctx.identity;
+    shared.audit.record(&RequestEvent {
+        event: "request",
+        remote: ctx.remote.to_string(),
+        sni: ctx.sni.as_deref(),
+        tenant: &ctx.tenant.name,
+        tls_version: ctx.tls.version,
+        cipher: ctx.tls.cipher,
+        group: ctx.tls.group,
+        alpn: ctx.tls.alpn,
+        spiffe_id: id.spiffe_str(),
+        subject: &id.subject,
+        sans: id.sans(),
+        serial: &id.serial,
+        fingerprint: &id.fingerprint,
+        method: facts.method.as_str(),
+        path: &facts.path,
+        host: facts.host.as_deref(),
+        route,
+        result: if reason.is_none() {
+            "forwarded"
+        } else {
+            "refused"
+        },
+        reason,
+        status,
+        duration_ms: facts.started.elapsed().as_secs_f64() * 1000.0,
+    });
+}
+
+/// One audit line per request (SPEC §6).
+#[derive(Serialize)]
+struct RequestEvent<'a> {
+    event: &'static str,
+    remote: String,
+    sni: Option<&'a str>,
+    tenant: &'a str,
+    tls_version: Option<&'static str>,
+    cipher: Option<&'static str>,
+    group: Option<&'static str>,
+    alpn: Option<&'static str>,
+    spiffe_id: Option<&'a str>,
+    subject: &'a str,
+    sans: Vec<&'a str>,
+    serial: &'a str,
+    fingerprint: &'a str,
+    method: &'a str,
+    path: &'a str,
+    host: Option<&'a str>,
+    route: &'a str,
+    result: &'static str,
+    reason: Option<&'a str>,
+    status: u16,
+    duration_ms: f64,
+}
