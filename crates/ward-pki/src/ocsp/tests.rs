@@ -73,7 +73,12 @@ fn malformed_requests_are_refused_with_a_reason() {
     // Trailing bytes after the request.
     let ca = ca();
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
-    let q = Query::new(&id, &Serial::random().unwrap(), false).unwrap();
+    let q = Query::new(
+        &id,
+        &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        false,
+    )
+    .unwrap();
     let mut der = build_request(&[q], None).unwrap();
     der.push(0);
     assert!(parse_request(&der).is_err());
@@ -84,7 +89,14 @@ fn too_many_queries_are_malformed() {
     let ca = ca();
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let qs: Vec<_> = (0..=MAX_QUERIES)
-        .map(|_| Query::new(&id, &Serial::random().unwrap(), false).unwrap())
+        .map(|_| {
+            Query::new(
+                &id,
+                &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+                false,
+            )
+            .unwrap()
+        })
         .collect();
     let der = build_request(&qs, None).unwrap();
     assert!(parse_request(&der).unwrap_err().0.contains("at most"));
@@ -95,7 +107,7 @@ fn requests_round_trip_with_both_hashes_and_nonce() {
     let ca = ca();
     let int = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let root = IssuerId::from_cert_der(ca.root.cert_der()).unwrap();
-    let serial = Serial::random().unwrap();
+    let serial = Serial::random(OffsetDateTime::now_utc()).unwrap();
     let q1 = Query::new(&int, &serial, false).unwrap();
     let q256 = Query::new(&int, &serial, true).unwrap();
     let der = build_request(&[q1, q256], Some(&[7u8; 16])).unwrap();
@@ -152,9 +164,9 @@ fn delegated_responder_signs_good_revoked_and_unknown() {
 
     let int = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let (a, b, c) = (
-        Serial::random().unwrap(),
-        Serial::random().unwrap(),
-        Serial::random().unwrap(),
+        Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        Serial::random(OffsetDateTime::now_utc()).unwrap(),
     );
     let queries = vec![
         Query::new(&int, &a, false).unwrap(),
@@ -226,7 +238,12 @@ fn every_key_type_signs_with_a_matching_algorithm() {
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let req = parse_request(
         &build_request(
-            &[Query::new(&id, &Serial::random().unwrap(), false).unwrap()],
+            &[Query::new(
+                &id,
+                &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+                false,
+            )
+            .unwrap()],
             None,
         )
         .unwrap(),
@@ -268,7 +285,12 @@ fn signer_refuses_a_foreign_key_and_bad_windows() {
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let req = parse_request(
         &build_request(
-            &[Query::new(&id, &Serial::random().unwrap(), false).unwrap()],
+            &[Query::new(
+                &id,
+                &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+                false,
+            )
+            .unwrap()],
             None,
         )
         .unwrap(),
@@ -307,7 +329,7 @@ fn leaves_carry_the_ocsp_url_in_aia_and_pass_the_pre_issuance_lint() {
         common_name: None,
         ttl: Duration::from_secs(3600),
         clamp_to_issuer: true,
-        serial: Serial::random().unwrap(),
+        serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
         crl_url: Some("http://127.0.0.1:1/v1/crl".into()),
         ocsp_url: Some("http://127.0.0.1:1/ocsp".into()),
     };
