@@ -136,21 +136,30 @@ impl Query {
                 "the issuer certificate did not issue the certificate (the names differ)".into(),
             ));
         }
-        let id = IssuerId::from_cert_der(issuer_der)?;
-        let h = id
+        let issuer = IssuerId::from_cert_der(issuer_der)?;
+        Self::with_serial(&issuer, OID_SHA1, leaf.tbs_certificate.serial_number)
+    }
+
+    /// The CertID of `serial_number` under `issuer`, hashed with `alg`.
+    fn with_serial(
+        issuer: &IssuerId,
+        alg: ObjectIdentifier,
+        serial_number: x509_cert::serial_number::SerialNumber,
+    ) -> Result<Self, Error> {
+        let h = issuer
             .hashes
             .iter()
-            .find(|h| h.alg == OID_SHA1)
+            .find(|h| h.alg == alg)
             .ok_or_else(|| Error::Crypto("missing issuer hash".into()))?;
         Ok(Query {
             cert_id: CertId {
                 hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
-                    oid: OID_SHA1,
+                    oid: alg,
                     parameters: Some(Any::from(Null)),
                 },
                 issuer_name_hash: octets(h.name.clone())?,
                 issuer_key_hash: octets(h.key.clone())?,
-                serial_number: leaf.tbs_certificate.serial_number,
+                serial_number,
             },
         })
     }
@@ -169,27 +178,13 @@ impl Query {
     /// (for tests and clients).
     pub fn new(issuer: &IssuerId, serial: &Serial, sha256: bool) -> Result<Self, Error> {
         let alg = if sha256 { OID_SHA256 } else { OID_SHA1 };
-        let h = issuer
-            .hashes
-            .iter()
-            .find(|h| h.alg == alg)
-            .ok_or_else(|| Error::Crypto("missing issuer hash".into()))?;
         let mut serial_der = serial.as_bytes().to_vec();
         if serial_der.first().is_some_and(|b| b & 0x80 != 0) {
             serial_der.insert(0, 0);
         }
-        Ok(Query {
-            cert_id: CertId {
-                hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
-                    oid: alg,
-                    parameters: Some(Any::from(Null)),
-                },
-                issuer_name_hash: octets(h.name.clone())?,
-                issuer_key_hash: octets(h.key.clone())?,
-                serial_number: x509_cert::serial_number::SerialNumber::new(&serial_der)
-                    .map_err(|e| enc("serial", e))?,
-            },
-        })
+        let serial_number = x509_cert::serial_number::SerialNumber::new(&serial_der)
+            .map_err(|e| enc("serial", e))?;
+        Self::with_serial(issuer, alg, serial_number)
     }
 }
 

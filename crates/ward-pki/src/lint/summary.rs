@@ -40,4 +40,10 @@ impl Summary {
             plural(self.notice, "notice")
         )
     }
+
+    /// The last line of a text report: "PASS: 0 errors, … (fail-on error)".
+    pub fn verdict_line(&self, passed: bool, fail_on: Severity) -> String {
+        let verdict = if passed { "PASS" } else { "FAIL" };
+        format!("{verdict}: {} (fail-on {fail_on})\n", self.text())
+    }
 }

@@ -185,11 +185,6 @@ fn render(r: &CheckReport) -> String {
             f.message
         ));
     }
-    let verdict = if r.passed { "PASS" } else { "FAIL" };
-    out.push_str(&format!(
-        "{verdict}: {} (fail-on {})\n",
-        r.summary.text(),
-        r.fail_on
-    ));
+    out.push_str(&r.summary.verdict_line(r.passed, r.fail_on));
     out
 }

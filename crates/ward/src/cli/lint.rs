@@ -193,11 +193,6 @@ fn render(report: &LintReport) -> String {
             out.push_str(&finding_line(f));
         }
     }
-    let verdict = if report.passed { "PASS" } else { "FAIL" };
-    out.push_str(&format!(
-        "{verdict}: {} (fail-on {})\n",
-        report.summary.text(),
-        report.fail_on
-    ));
+    out.push_str(&report.summary.verdict_line(report.passed, report.fail_on));
     out
 }
