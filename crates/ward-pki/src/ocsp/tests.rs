@@ -371,3 +371,108 @@ fn leaves_carry_the_ocsp_url_in_aia_and_pass_the_pre_issuance_lint() {
     };
     assert!(ca.int.sign_leaf(&key.public_key_der(), &bad, t).is_err());
 }
+
+/// A leaf of `ca.int` with a fresh serial.
+fn leaf(ca: &Ca, t: OffsetDateTime) -> Issued {
+    let key = KeyType::EcdsaP256.generate().unwrap();
+    let req = LeafRequest {
+        profile: Profile::Client,
+        spiffe_id: Some("spiffe://example.org/a".parse().unwrap()),
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        common_name: None,
+        ttl: Duration::from_secs(3600),
+        clamp_to_issuer: true,
+        serial: Serial::random(t).unwrap(),
+        crl_url: None,
+        ocsp_url: None,
+    };
+    ca.int.sign_leaf(&key.public_key_der(), &req, t).unwrap()
+}
+
+#[test]
+fn responses_validate_for_the_certificate_asked_about() {
+    let ca = ca();
+    let t = now();
+    let algs = webpki::ALL_VERIFICATION_ALGS;
+    let key = KeyType::EcdsaP256.generate().unwrap();
+    let responder = issue_responder(
+        &ca.int,
+        &key,
+        "Test",
+        "OCSP Responder",
+        Duration::from_secs(3600),
+        t,
+    )
+    .unwrap();
+    let signer = Signer::new(&responder.der, key, &[responder.der.clone()]).unwrap();
+    let (ours, other) = (leaf(&ca, t), leaf(&ca, t));
+    let query = Query::for_certificate(&ours.der, ca.int.cert_der()).unwrap();
+    // The request asks about the leaf's serial under the issuer.
+    let req = parse_request(&build_request(std::slice::from_ref(&query), None).unwrap()).unwrap();
+    assert_eq!(req.queries[0].serial(), Some(ours.serial.clone()));
+    let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
+    assert!(req.queries[0].is_about(&id));
+    let next = t + Duration::from_secs(300);
+    let revoked_at = t - Duration::from_secs(60);
+    let answer = |status| signer.respond(&req, &[(req.queries[0].clone(), status)], t, next);
+
+    let good = answer(Status::Good).unwrap();
+    let unix = t.unix_timestamp();
+    let v = validate_response(&good, &query, ca.int.cert_der(), unix, algs).unwrap();
+    assert_eq!(v.state, CertState::Good);
+    assert_eq!(v.this_update, unix);
+    assert_eq!(v.next_update, Some(next.unix_timestamp()));
+    let revoked = answer(Status::Revoked {
+        at: revoked_at,
+        reason: None,
+    })
+    .unwrap();
+    assert_eq!(
+        validate_response(&revoked, &query, ca.int.cert_der(), unix, algs)
+            .unwrap()
+            .state,
+        CertState::Revoked {
+            at: revoked_at.unix_timestamp()
+        }
+    );
+    // About another certificate of the same issuer: says nothing about it.
+    let theirs = Query::for_certificate(&other.der, ca.int.cert_der()).unwrap();
+    assert_eq!(
+        validate_response(&good, &theirs, ca.int.cert_der(), unix, algs),
+        Err(ResponseError::OtherCertificate)
+    );
+    // The delegated responder counts only while it is valid, and only for
+    // the issuer that certified it.
+    let later = unix + 2 * 3600;
+    assert_eq!(
+        validate_response(&good, &query, ca.int.cert_der(), later, algs),
+        Err(ResponseError::Untrusted)
+    );
+    assert_eq!(
+        validate_response(&good, &query, ca.root.cert_der(), unix, algs),
+        Err(ResponseError::Untrusted)
+    );
+    // No algorithm accepted, no signature accepted.
+    assert_eq!(
+        validate_response(&good, &query, ca.int.cert_der(), unix, &[]),
+        Err(ResponseError::Untrusted)
+    );
+    // Refusals and garbage.
+    assert!(matches!(
+        validate_response(
+            &refusal(Refusal::TryLater),
+            &query,
+            ca.int.cert_der(),
+            unix,
+            algs
+        ),
+        Err(ResponseError::Unsuccessful(_))
+    ));
+    assert!(matches!(
+        validate_response(b"\x30\x00", &query, ca.int.cert_der(), unix, algs),
+        Err(ResponseError::Malformed(_))
+    ));
+    // A leaf and an issuer that did not issue it make no request.
+    assert!(Query::for_certificate(&ours.der, ca.root.cert_der()).is_err());
+}
