@@ -1,5 +1,6 @@
-//! The CRL verifier (`ward_pki::crl`, used by the gate and `ward check`): PEM or DER decoding, parsing, issuer lookup,
-//! signature, time and extension checks, and matching client leaves.
+//! The CRL verifier (`ward_pki::crl`, used by the gate and `ward check`):
+//! PEM or DER decoding, parsing, issuer lookup, signature, time and
+//! extension checks, and matching client leaves.
 //!
 //! Input: a CRL (DER or PEM). The trusted issuers are the test fixtures'
 //! root and intermediate.

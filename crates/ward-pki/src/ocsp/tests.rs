@@ -405,7 +405,7 @@ fn responses_validate_for_the_certificate_asked_about() {
         t,
     )
     .unwrap();
-    let signer = Signer::new(&responder.der, key, &[responder.der.clone()]).unwrap();
+    let signer = Signer::new(&responder.der, key, std::slice::from_ref(&responder.der)).unwrap();
     let (ours, other) = (leaf(&ca, t), leaf(&ca, t));
     let query = Query::for_certificate(&ours.der, ca.int.cert_der()).unwrap();
     // The request asks about the leaf's serial under the issuer.
