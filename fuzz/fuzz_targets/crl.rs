@@ -1,5 +1,6 @@
-//! The gate's CRL verifier: PEM or DER decoding, parsing, issuer lookup,
-//! signature, time and extension checks, and matching client leaves.
+//! The CRL verifier (`ward_pki::crl`, used by the gate and `ward check`):
+//! PEM or DER decoding, parsing, issuer lookup, signature, time and
+//! extension checks, and matching client leaves.
 //!
 //! Input: a CRL (DER or PEM). The trusted issuers are the test fixtures'
 //! root and intermediate.
@@ -8,7 +9,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use ward_gate::revocation::crl::{LeafRef, Trust, decode, verify};
+use ward_pki::crl::{LeafRef, Trust, decode, verify};
 
 const ROOT: &str = include_str!("../../crates/ward-testkit/fixtures/root.crt");
 const INTERMEDIATE: &str = include_str!("../../crates/ward-testkit/fixtures/intermediate.crt");
@@ -21,7 +22,7 @@ fn first_der(pem: &str) -> Vec<u8> {
 static TRUST: LazyLock<Trust> = LazyLock::new(|| {
     let mut trust = Trust::default();
     trust.set_roots(&[first_der(ROOT)]);
-    assert!(trust.learn(&first_der(INTERMEDIATE)));
+    assert!(trust.learn(&first_der(INTERMEDIATE), NOW));
     trust
 });
 

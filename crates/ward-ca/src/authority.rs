@@ -790,7 +790,7 @@ impl Authority {
         origin: Origin,
         now: OffsetDateTime,
     ) -> Result<(Issuance, NewCertificate), AuthorityError> {
-        let serial = Serial::random().map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        let serial = Serial::random(now).map_err(|e| AuthorityError::Internal(e.to_string()))?;
         let request = LeafRequest {
             profile: binding.profile,
             spiffe_id: Some(binding.spiffe_id.clone()),

@@ -246,7 +246,7 @@ impl CaDir {
                     common_name: None,
                     ttl: opts.intermediate_validity,
                     clamp_to_issuer: true,
-                    serial: Serial::random().map_err(Error::pki("drawing a serial"))?,
+                    serial: Serial::random(now).map_err(Error::pki("drawing a serial"))?,
                     crl_url: None,
                     ocsp_url: None,
                 },

@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
-use der::asn1::{Null, ObjectIdentifier, OctetString};
-use der::{Decode, Encode};
 use http_body_util::Full;
 use hyper::header;
 use rustls::sign::CertifiedKey;
@@ -31,9 +29,9 @@ use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use ward_tls::credentials::Credentials;
 use ward_tls::http::{FetchError, HttpClient, Pooling};
-use x509_cert::spki::AlgorithmIdentifierOwned;
-use x509_ocsp::{CertId, OcspRequest, Request, TbsRequest, Version};
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
+
+use ward_pki::ocsp::{self, Query};
 
 use crate::metrics::GateMetrics;
 
@@ -41,8 +39,6 @@ mod validate;
 
 use self::validate::{Good, Refused, refused, validate};
 
-const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
-const OID_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 /// Largest OCSP response accepted.
 const MAX_RESPONSE: u64 = 64 * 1024;
 /// Time allowed for one OCSP exchange.
@@ -199,15 +195,9 @@ impl Stapler {
 struct Target {
     url: String,
     request: Vec<u8>,
-    cert_id: CertId,
+    query: Query,
     /// The issuer certificate (DER).
     issuer: Vec<u8>,
-}
-
-fn sha1(bytes: &[u8]) -> Vec<u8> {
-    digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, bytes)
-        .as_ref()
-        .to_vec()
 }
 
 fn err<E: std::fmt::Display>(context: &'static str) -> impl Fn(E) -> String {
@@ -240,49 +230,14 @@ impl Target {
         let issuer_der = chain
             .get(1)
             .ok_or("the chain holds no issuer certificate to name in the OCSP request")?;
-        let leaf = x509_cert::Certificate::from_der(leaf_der).map_err(err("the leaf"))?;
-        let issuer =
-            x509_cert::Certificate::from_der(issuer_der).map_err(err("the issuer certificate"))?;
-        if leaf.tbs_certificate.issuer != issuer.tbs_certificate.subject {
-            return Err("the second certificate of the chain did not issue the leaf".into());
-        }
-        let name = issuer
-            .tbs_certificate
-            .subject
-            .to_der()
-            .map_err(err("issuer name"))?;
-        let key = issuer
-            .tbs_certificate
-            .subject_public_key_info
-            .subject_public_key
-            .raw_bytes();
-        let cert_id = CertId {
-            hash_algorithm: AlgorithmIdentifierOwned {
-                oid: OID_SHA1,
-                parameters: Some(Null.into()),
-            },
-            issuer_name_hash: OctetString::new(sha1(&name)).map_err(err("CertID"))?,
-            issuer_key_hash: OctetString::new(sha1(key)).map_err(err("CertID"))?,
-            serial_number: leaf.tbs_certificate.serial_number.clone(),
-        };
-        let request = OcspRequest {
-            tbs_request: TbsRequest {
-                version: Version::V1,
-                requestor_name: None,
-                request_list: vec![Request {
-                    req_cert: cert_id.clone(),
-                    single_request_extensions: None,
-                }],
-                request_extensions: None,
-            },
-            optional_signature: None,
-        }
-        .to_der()
-        .map_err(err("encoding the OCSP request"))?;
+        let query = Query::for_certificate(leaf_der, issuer_der)
+            .map_err(err("the second certificate of the chain"))?;
+        let request = ocsp::build_request(std::slice::from_ref(&query), None)
+            .map_err(err("encoding the OCSP request"))?;
         Ok(Some(Target {
             url,
             request,
-            cert_id,
+            query,
             issuer: issuer_der.to_vec(),
         }))
     }

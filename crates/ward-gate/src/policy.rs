@@ -5,17 +5,18 @@
 //! `allow` (the request passes only when it is exactly `true`) and
 //! optionally `deny`, a set of messages: any message denies, whatever
 //! `allow` says, and the messages go into the 403 body. The input document
-//! is [`PolicyInput`]. A policy is parsed and analysed once per (re)load;
-//! each evaluation clones the prepared engine (cheap: reference-counted
-//! modules) and fails closed on any error.
+//! is [`PolicyInput`]. A policy is parsed and analysed once per (re)load by
+//! `ward_pki::rego::Evaluator` (the engine and execution limit lint
+//! policies use too); each evaluation clones the prepared engine (cheap:
+//! reference-counted modules) and fails closed on any error, including
+//! running past the evaluator's time limit.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
+use ward_pki::rego::Evaluator;
 
 use crate::Error;
 use crate::authz::Allow;
@@ -30,8 +31,6 @@ const ALLOW: &str = "data.ward.gate.allow";
 const DENY: &str = "data.ward.gate.deny";
 /// Largest policy file accepted.
 const MAX_POLICY_BYTES: u64 = 1024 * 1024;
-/// Wall-clock budget of one evaluation; past it the request is denied.
-const EVAL_LIMIT: Duration = Duration::from_millis(100);
 /// At most this many deny messages (each cut to `MAX_MESSAGE` chars) reach the client.
 const MAX_MESSAGES: usize = 8;
 const MAX_MESSAGE: usize = 200;
@@ -107,15 +106,14 @@ pub enum Decision {
 /// A compiled policy, ready to evaluate.
 #[derive(Clone)]
 pub struct Policy {
-    engine: regorus::Engine,
-    name: String,
+    evaluator: Evaluator,
     has_deny: bool,
 }
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
-            .field("name", &self.name)
+            .field("name", &self.evaluator.name())
             .field("has_deny", &self.has_deny)
             .finish_non_exhaustive()
     }
@@ -145,40 +143,24 @@ impl Policy {
         let err = |e: &dyn std::fmt::Display| {
             Error::Config(format!("policy {name}: {}", tidy(&format!("{e:#}"))))
         };
-        let mut engine = regorus::Engine::new();
-        // A failing builtin is an error (deny), not a silently undefined rule.
-        engine.set_strict_builtin_errors(true);
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-            limit: EVAL_LIMIT,
-            check_interval: NonZeroU32::MIN,
-        });
-        let package = engine
-            .add_policy(name.to_owned(), source.to_owned())
-            .map_err(|e| err(&e))?;
+        let (mut evaluator, package) = Evaluator::compile(name, source).map_err(|e| err(&e))?;
         if package != PACKAGE {
             return Err(err(&format!(
                 "declare `package ward.gate` (found `package {}`)",
                 package.trim_start_matches("data.")
             )));
         }
-        let has_allow = engine
-            .has_declared_rule_rooted_at(name, "allow")
-            .map_err(|e| err(&e))?;
+        let has_allow = evaluator.has_rule("allow").map_err(|e| err(&e))?;
         if !has_allow {
             return Err(err(&"the policy defines no `allow` rule"));
         }
-        let has_deny = engine
-            .has_declared_rule_rooted_at(name, "deny")
-            .map_err(|e| err(&e))?;
+        let has_deny = evaluator.has_rule("deny").map_err(|e| err(&e))?;
         // Analyses the modules (imports, functions, scheduling) now, so a
         // broken policy is a configuration error and evaluations start
         // from a prepared engine.
-        engine
-            .compile_with_entrypoint(&regorus::Rc::from(ALLOW))
-            .map_err(|e| err(&e))?;
+        evaluator.prepare(ALLOW).map_err(|e| err(&e))?;
         let policy = Policy {
-            engine,
-            name: name.to_owned(),
+            evaluator,
             has_deny,
         };
         policy.dry_run().map_err(|e| err(&e))?;
@@ -212,10 +194,8 @@ impl Policy {
         for input in [http, sample(None)] {
             let json = serde_json::to_value(&input).map_err(|e| e.to_string())?;
             for rule in rules.iter().flatten() {
-                let mut engine = self.engine.clone();
-                engine.set_input(regorus::Value::from(json.clone()));
-                if let Err(e) = engine.eval_rule((*rule).to_owned()) {
-                    let text = format!("{e:#}");
+                if let Err(e) = self.evaluator.with_input(json.clone()).rule(rule) {
+                    let text = e.to_string();
                     if text.contains("could not find function") {
                         return Err(text);
                     }
@@ -227,7 +207,7 @@ impl Policy {
 
     /// The file the policy came from.
     pub fn name(&self) -> &str {
-        &self.name
+        self.evaluator.name()
     }
 
     /// Evaluates the policy; any failure is [`Decision::Error`].
@@ -240,21 +220,14 @@ impl Policy {
 
     fn try_evaluate(&self, input: &PolicyInput<'_>) -> Result<Decision, String> {
         let json = serde_json::to_value(input).map_err(|e| format!("input: {e}"))?;
-        let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from(json));
+        let mut bound = self.evaluator.with_input(json);
         if self.has_deny {
-            let messages = deny_messages(
-                &engine
-                    .eval_rule(DENY.to_owned())
-                    .map_err(|e| format!("{DENY}: {e}"))?,
-            )?;
+            let messages = deny_messages(&bound.rule(DENY).map_err(|e| format!("{DENY}: {e}"))?)?;
             if !messages.is_empty() {
                 return Ok(Decision::Deny(messages));
             }
         }
-        let allow = engine
-            .eval_rule(ALLOW.to_owned())
-            .map_err(|e| format!("{ALLOW}: {e}"))?;
+        let allow = bound.rule(ALLOW).map_err(|e| format!("{ALLOW}: {e}"))?;
         match allow {
             regorus::Value::Bool(true) => Ok(Decision::Allow),
             regorus::Value::Bool(false) | regorus::Value::Undefined => {

@@ -19,7 +19,7 @@
 //! This module never trusts a CRL it could not verify, and never lets a
 //! failed fetch replace a CRL in force.
 
-pub mod crl;
+pub use ward_pki::crl;
 mod refresh;
 mod source;
 mod tracking;
@@ -345,7 +345,7 @@ impl Revocation {
         let mut st = self.lock();
         let mut learned = false;
         for c in fresh {
-            if st.trust.learn(c) {
+            if st.trust.learn(c, now) {
                 tracing::info!("learned an intermediate CA certificate from a client chain");
                 learned = true;
             }

@@ -39,7 +39,7 @@ fn crl(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
     let entries: Vec<CrlEntry> = (0..ENTRIES)
         .map(|i| CrlEntry {
-            serial: Serial::random().unwrap(),
+            serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
             revoked_at: now - Duration::from_secs(i as u64),
             reason: (i % 3 == 0).then_some(1),
         })
@@ -78,7 +78,12 @@ fn ocsp(c: &mut Criterion) {
     )
     .unwrap();
     let id = IssuerId::from_cert_der(issuer.cert_der()).unwrap();
-    let query = Query::new(&id, &Serial::random().unwrap(), false).unwrap();
+    let query = Query::new(
+        &id,
+        &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        false,
+    )
+    .unwrap();
     let request = build_request(&[query], Some(&[7u8; 16])).unwrap();
     c.bench_function("ocsp/parse_build_sign_one", |b| {
         b.iter(|| {

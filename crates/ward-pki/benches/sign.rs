@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
                     common_name: None,
                     ttl: Duration::from_secs(3600),
                     clamp_to_issuer: false,
-                    serial: Serial::random().unwrap(),
+                    serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
                     crl_url: None,
                     ocsp_url: None,
                 };

@@ -4,6 +4,9 @@
 //! module writes the authority key identifier (copied from the issuer's
 //! subject key identifier, so path builders match it), the CRL number and the
 //! reason codes. ARCHITECTURE.md trap 4: the issuer needs cRLSign.
+//!
+//! Verifying a CRL someone else signed (the gate's CRL sources, `ward
+//! check`) is [`verify`](fn@verify), against a [`Trust`].
 
 use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
@@ -13,6 +16,13 @@ use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 use crate::issue::Issuer;
 use crate::{Error, Serial};
+
+mod verify;
+
+pub use self::verify::{
+    CrlError, IssuerCert, IssuerKey, LeafRef, Trust, VerifiedCrl, decode, normalize_serial,
+    revoked_at, sha256, verify,
+};
 
 /// RFC 5280 CRLReason names with their codes, in the RFC's spelling.
 pub const REASONS: &[(&str, i16)] = &[

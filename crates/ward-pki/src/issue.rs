@@ -138,7 +138,7 @@ fn finish(params: CertificateParams, serial: Serial, der: CertificateDer<'static
 /// Builds and self-signs a root: CA:true with pathLen 1, keyCertSign and
 /// cRLSign.
 pub fn new_root(spec: &CaSpec, key: &PrivateKey, now: OffsetDateTime) -> Result<Issued, Error> {
-    let serial = Serial::random()?;
+    let serial = Serial::random(now)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = ca_name(&spec.name, "Root CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
@@ -246,7 +246,7 @@ impl Issuer {
         key: &PrivateKey,
         now: OffsetDateTime,
     ) -> Result<Issued, Error> {
-        let serial = Serial::random()?;
+        let serial = Serial::random(now)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = ca_name(&spec.name, "Intermediate CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -317,9 +317,7 @@ impl Issuer {
             }];
         }
         if let Some(url) = &req.ocsp_url {
-            params
-                .custom_extensions
-                .push(crate::ocsp::aia_extension(url)?);
+            params.custom_extensions.push(crate::aia::extension(url)?);
         }
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod aia;
 pub mod cidr;
 pub mod crl;
 mod error;
@@ -22,6 +23,7 @@ pub mod lint;
 pub mod ocsp;
 pub mod pem;
 pub mod perms;
+pub mod rego;
 mod serial;
 mod ttl;
 pub mod uri;

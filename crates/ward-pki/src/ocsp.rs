@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use der::asn1::{BitString, GeneralizedTime, Ia5String, Null, ObjectIdentifier, OctetString};
+use der::asn1::{BitString, GeneralizedTime, Null, ObjectIdentifier, OctetString};
 use der::{Any, Decode, Encode};
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -20,8 +20,7 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_cert::Certificate;
 use x509_cert::ext::Extension;
-use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax, CrlReason};
+use x509_cert::ext::pkix::CrlReason;
 use x509_ocsp::{
     BasicOcspResponse, CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse,
     OcspResponseStatus, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
@@ -29,6 +28,10 @@ use x509_ocsp::{
 
 use crate::issue::{Issued, Issuer};
 use crate::{Error, PrivateKey, Serial};
+
+mod validate;
+
+pub use self::validate::{CertState, ResponseError, Validated, validate_response};
 
 /// Largest OCSP request accepted (DER bytes). A request for one certificate
 /// is about 80 bytes; this leaves room for many plus a signature.
@@ -48,9 +51,8 @@ const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.10
 const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 const OID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
 const OID_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.2");
-const OID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
-/// id-pe-authorityInfoAccess, as rcgen wants it.
-const ARCS_AIA: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+/// id-pkix-ocsp-basic.
+const OID_OCSP_BASIC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 /// id-pkix-ocsp-nocheck, as rcgen wants it.
 const ARCS_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 
@@ -121,19 +123,34 @@ impl Query {
         })
     }
 
-    /// The CertID for `serial` under `issuer`, hashed with SHA-1 or SHA-256
-    /// (for tests and clients).
-    pub fn new(issuer: &IssuerId, serial: &Serial, sha256: bool) -> Result<Self, Error> {
-        let alg = if sha256 { OID_SHA256 } else { OID_SHA1 };
+    /// The SHA-1 CertID (what RFC 5019 clients send) of the certificate
+    /// `leaf_der`, issued by `issuer_der`: what the gate staples and
+    /// `ward check` asks about. The serial is taken as the leaf carries it.
+    pub fn for_certificate(leaf_der: &[u8], issuer_der: &[u8]) -> Result<Self, Error> {
+        let leaf = Certificate::from_der(leaf_der)
+            .map_err(|e| Error::InvalidCertificate(format!("the certificate: {e}")))?;
+        let issuer = Certificate::from_der(issuer_der)
+            .map_err(|e| Error::InvalidCertificate(format!("the issuer certificate: {e}")))?;
+        if leaf.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+            return Err(Error::InvalidCertificate(
+                "the issuer certificate did not issue the certificate (the names differ)".into(),
+            ));
+        }
+        let issuer = IssuerId::from_cert_der(issuer_der)?;
+        Self::with_serial(&issuer, OID_SHA1, leaf.tbs_certificate.serial_number)
+    }
+
+    /// The CertID of `serial_number` under `issuer`, hashed with `alg`.
+    fn with_serial(
+        issuer: &IssuerId,
+        alg: ObjectIdentifier,
+        serial_number: x509_cert::serial_number::SerialNumber,
+    ) -> Result<Self, Error> {
         let h = issuer
             .hashes
             .iter()
             .find(|h| h.alg == alg)
             .ok_or_else(|| Error::Crypto("missing issuer hash".into()))?;
-        let mut serial_der = serial.as_bytes().to_vec();
-        if serial_der.first().is_some_and(|b| b & 0x80 != 0) {
-            serial_der.insert(0, 0);
-        }
         Ok(Query {
             cert_id: CertId {
                 hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
@@ -142,10 +159,32 @@ impl Query {
                 },
                 issuer_name_hash: octets(h.name.clone())?,
                 issuer_key_hash: octets(h.key.clone())?,
-                serial_number: x509_cert::serial_number::SerialNumber::new(&serial_der)
-                    .map_err(|e| enc("serial", e))?,
+                serial_number,
             },
         })
+    }
+
+    /// Whether `other` is this CertID (same hash algorithm, hashes and
+    /// serial).
+    fn same_cert(&self, other: &CertId) -> bool {
+        let a = &self.cert_id;
+        a.hash_algorithm.oid == other.hash_algorithm.oid
+            && a.issuer_name_hash == other.issuer_name_hash
+            && a.issuer_key_hash == other.issuer_key_hash
+            && a.serial_number == other.serial_number
+    }
+
+    /// The CertID for `serial` under `issuer`, hashed with SHA-1 or SHA-256
+    /// (for tests and clients).
+    pub fn new(issuer: &IssuerId, serial: &Serial, sha256: bool) -> Result<Self, Error> {
+        let alg = if sha256 { OID_SHA256 } else { OID_SHA1 };
+        let mut serial_der = serial.as_bytes().to_vec();
+        if serial_der.first().is_some_and(|b| b & 0x80 != 0) {
+            serial_der.insert(0, 0);
+        }
+        let serial_number = x509_cert::serial_number::SerialNumber::new(&serial_der)
+            .map_err(|e| enc("serial", e))?;
+        Self::with_serial(issuer, alg, serial_number)
     }
 }
 
@@ -504,7 +543,7 @@ pub fn issue_responder(
     validity: Duration,
     now: OffsetDateTime,
 ) -> Result<Issued, Error> {
-    let serial = Serial::random()?;
+    let serial = Serial::random(now)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, org);
@@ -540,18 +579,6 @@ pub fn issue_responder(
         not_before: params.not_before,
         not_after: params.not_after,
     })
-}
-
-/// The Authority Information Access extension with one id-ad-ocsp URI.
-pub(crate) fn aia_extension(url: &str) -> Result<CustomExtension, Error> {
-    let uri = Ia5String::new(url)
-        .map_err(|_| Error::Policy(format!("OCSP URL {url:?} is not an ASCII string")))?;
-    let aia = AuthorityInfoAccessSyntax(vec![AccessDescription {
-        access_method: OID_AD_OCSP,
-        access_location: GeneralName::UniformResourceIdentifier(uri),
-    }]);
-    let der = aia.to_der().map_err(|e| enc("authorityInfoAccess", e))?;
-    Ok(CustomExtension::from_oid_content(ARCS_AIA, der))
 }
 
 fn gtime(t: OffsetDateTime) -> Result<OcspGeneralizedTime, Error> {

@@ -28,19 +28,19 @@ const TIME_MARK: u8 = 0x40;
 pub struct Serial(Vec<u8>);
 
 impl Serial {
-    /// A fresh serial: the current second, then 88 bits from the OS CSPRNG.
+    /// A fresh serial: the second of `now` (the caller's clock), then 88
+    /// bits from the OS CSPRNG.
     ///
     /// Unpredictable and unique like a fully random one, but serials of
     /// one second sort together, so a CA database's serial index grows at
     /// its right edge instead of touching a random page per certificate.
     /// The second it reveals is in the certificate's notBefore anyway.
-    pub fn random() -> Result<Self, Error> {
+    pub fn random(now: time::OffsetDateTime) -> Result<Self, Error> {
         let mut random = [0u8; RANDOM_LEN];
         aws_lc_rs::rand::fill(&mut random)
             .map_err(|_| Error::Crypto("the system random generator failed".into()))?;
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        // Before 1970 counts as second 0, as it always has.
+        let secs = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         Ok(Self::timed(secs, &random))
     }
 
@@ -255,7 +255,7 @@ mod tests {
     fn random_serials_are_positive_minimal_and_distinct() {
         let mut seen = HashSet::new();
         for _ in 0..1000 {
-            let s = Serial::random().unwrap();
+            let s = Serial::random(time::OffsetDateTime::now_utc()).unwrap();
             assert_eq!(s.as_bytes().len(), 16);
             assert!(s.as_bytes()[0] != 0 && s.as_bytes()[0] & 0x80 == 0);
             assert!(seen.insert(s));

@@ -70,7 +70,10 @@ fn spec(id: &str) -> TokenSpec {
 }
 
 fn openssl_csr(dir: &std::path::Path, subj: &str, san: Option<&str>) -> CheckedCsr {
-    let csr = dir.join(format!("{}.csr", Serial::random().unwrap()));
+    let csr = dir.join(format!(
+        "{}.csr",
+        Serial::random(OffsetDateTime::now_utc()).unwrap()
+    ));
     let mut cmd = Command::new("openssl");
     cmd.args([
         "req",

@@ -114,7 +114,12 @@ async fn unknown_serials_and_foreign_issuers_are_unknown() {
     let foreign = IssuerId::from_cert_der(other.authority.intermediate_der()).unwrap();
     let (_, serial) = leaf(&f, now).await;
     let queries = [
-        Query::new(&int, &Serial::random().unwrap(), false).unwrap(),
+        Query::new(
+            &int,
+            &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+            false,
+        )
+        .unwrap(),
         Query::new(&foreign, &serial, true).unwrap(),
         Query::new(&int, &serial, true).unwrap(),
     ];

@@ -92,7 +92,7 @@ async fn revoke_is_idempotent_and_resigns_the_crl() {
         r.revoked_at.unix_timestamp()
     );
 
-    let unknown = Serial::random().unwrap();
+    let unknown = Serial::random(OffsetDateTime::now_utc()).unwrap();
     assert!(matches!(
         a.revoke_certificate(&unknown, None, now).await,
         Err(AuthorityError::NotFound(_))

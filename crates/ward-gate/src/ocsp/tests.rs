@@ -12,9 +12,10 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 
-use x509_ocsp::OcspResponse;
+use der::asn1::ObjectIdentifier;
+use der::{Decode, Encode};
+use x509_ocsp::{BasicOcspResponse, OcspRequest, OcspResponse};
 
-use super::validate::first_element;
 use super::*;
 
 const SERIAL: u64 = 0x1234;
@@ -134,7 +135,11 @@ fn the_request_names_the_leaf_and_its_responder() {
     let req = OcspRequest::from_der(&target.request).unwrap();
     let id = &req.tbs_request.request_list[0].req_cert;
     assert_eq!(id.serial_number.as_bytes(), &[0x12, 0x34]);
-    assert_eq!(id.hash_algorithm.oid, OID_SHA1);
+    assert_eq!(
+        id.hash_algorithm.oid,
+        ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
+        "SHA-1, as RFC 5019 asks"
+    );
     // No AIA, no target; no issuer in the chain, an error.
     let plain = CertificateParams::new(vec!["x.test".to_owned()])
         .unwrap()
@@ -185,7 +190,9 @@ fn responses_are_validated_like_a_careful_client_would() {
     // A flipped bit in the signed data (the last digit of the last time).
     let mut tampered = pki.answer(&target, "V", "issuer");
     let resp = OcspResponse::from_der(&tampered).unwrap();
-    let tbs = first_element(resp.response_bytes.unwrap().response.as_bytes()).unwrap();
+    let basic =
+        BasicOcspResponse::from_der(resp.response_bytes.unwrap().response.as_bytes()).unwrap();
+    let tbs = basic.tbs_response_data.to_der().unwrap();
     let at = tampered
         .windows(tbs.len())
         .position(|w| w == tbs.as_slice())
@@ -196,7 +203,9 @@ fn responses_are_validated_like_a_careful_client_would() {
     assert_eq!(label(validate(&target, b"\x30\x00", now())), "invalid");
     // An answer about another certificate of the same issuer.
     let mut elsewhere = target.clone();
-    elsewhere.cert_id.serial_number = x509_cert::serial_number::SerialNumber::new(&[0x56]).unwrap();
+    let issuer = ocsp::IssuerId::from_cert_der(&pki.chain[1]).unwrap();
+    let serial = ward_pki::Serial::from_be_bytes(&[0x56]).unwrap();
+    elsewhere.query = Query::new(&issuer, &serial, false).unwrap();
     let der = pki.answer(&target, "V", "issuer");
     assert_eq!(label(validate(&elsewhere, &der, now())), "invalid");
 }

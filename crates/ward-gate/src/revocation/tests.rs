@@ -113,8 +113,8 @@ fn a_crl_from_the_intermediate_waits_for_the_intermediate() {
         crl::verify(&der, &trust, now()),
         Err(CrlError::UnknownIssuer(_))
     ));
-    assert!(trust.learn(&ca.int_der()));
-    assert!(!trust.learn(&ca.int_der()), "learned once");
+    assert!(trust.learn(&ca.int_der(), now()));
+    assert!(!trust.learn(&ca.int_der(), now()), "learned once");
     let v = crl::verify(&der, &trust, now()).unwrap();
     assert!(v.revoked.contains(&vec![7u8]));
     assert_eq!(v.number_display(), "1");
@@ -132,9 +132,9 @@ fn a_same_named_foreign_ca_is_not_trusted() {
     let ours = Ca::new();
     let foreign = Ca::new();
     let mut trust = trust_of(&[ours.root_der()]);
-    assert!(trust.learn(&ours.int_der()));
+    assert!(trust.learn(&ours.int_der(), now()));
     // Same names, other keys: the foreign intermediate does not chain to our root.
-    assert!(!trust.learn(&foreign.int_der()));
+    assert!(!trust.learn(&foreign.int_der(), now()));
     let err = crl::verify(&foreign.crl(&[1], 9, now(), 60), &trust, now()).unwrap_err();
     assert!(matches!(err, CrlError::BadSignature(_)), "{err:?}");
     assert_eq!(err.label(), "untrusted");
@@ -144,9 +144,9 @@ fn a_same_named_foreign_ca_is_not_trusted() {
 fn leaves_and_garbage_are_not_learned() {
     let ca = Ca::new();
     let mut trust = trust_of(&[ca.root_der()]);
-    assert!(trust.learn(&ca.int_der()));
-    assert!(!trust.learn(&ca.leaf(5, true)), "a leaf is no CA");
-    assert!(!trust.learn(b"not a certificate"));
+    assert!(trust.learn(&ca.int_der(), now()));
+    assert!(!trust.learn(&ca.leaf(5, true), now()), "a leaf is no CA");
+    assert!(!trust.learn(b"not a certificate", now()));
 }
 
 #[test]

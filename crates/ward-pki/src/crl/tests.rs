@@ -42,8 +42,8 @@ fn reasons_parse_by_name_any_case_and_code() {
 fn crl_lists_entries_with_number_reason_and_aki() {
     let issuer = intermediate();
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-    let a = Serial::random().unwrap();
-    let b = Serial::random().unwrap();
+    let a = Serial::random(OffsetDateTime::now_utc()).unwrap();
+    let b = Serial::random(OffsetDateTime::now_utc()).unwrap();
     let entries = [
         CrlEntry {
             serial: a.clone(),

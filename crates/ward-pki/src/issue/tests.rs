@@ -48,7 +48,7 @@ fn request(profile: Profile, id: &str) -> LeafRequest {
         common_name: None,
         ttl: HOUR,
         clamp_to_issuer: false,
-        serial: Serial::random().unwrap(),
+        serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
         crl_url: None,
         ocsp_url: None,
     }

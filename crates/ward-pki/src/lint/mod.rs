@@ -16,6 +16,7 @@ mod rego;
 pub mod revocation;
 pub mod rules;
 mod structure;
+mod summary;
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,6 +29,7 @@ pub use facts::{ExtensionFact, Facts};
 pub use policy::{Eku, LintPolicy, Oid, SanPattern};
 pub use rego::{RegoInput, RegoPolicy};
 pub use rules::Rule;
+pub use summary::Summary;
 
 use crate::Error;
 

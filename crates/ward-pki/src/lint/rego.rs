@@ -6,6 +6,8 @@
 //! notice. Other rules are helpers and are ignored. The input is
 //! [`RegoInput`], whose JSON shape `docs/lint-input.schema.json` documents.
 //! The source is handed in as text: reading files is the caller's job.
+//! The engine and its execution limit are [`crate::rego::Evaluator`]'s,
+//! shared with the gate's authorization policies.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -15,6 +17,7 @@ use super::rules;
 use super::{Finding, Role, Severity};
 use crate::Error;
 use crate::issue::rfc3339;
+use crate::rego::Evaluator;
 
 /// The package every Ward Rego policy declares.
 const PACKAGE: &str = "data.ward.lint";
@@ -47,14 +50,13 @@ impl RegoInput {
 /// A compiled Rego policy.
 #[derive(Clone)]
 pub struct RegoPolicy {
-    engine: regorus::Engine,
-    name: String,
+    evaluator: Evaluator,
 }
 
 impl std::fmt::Debug for RegoPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegoPolicy")
-            .field("name", &self.name)
+            .field("name", &self.evaluator.name())
             .finish_non_exhaustive()
     }
 }
@@ -63,15 +65,10 @@ impl RegoPolicy {
     /// Parses `source` (named `name` in messages); it must declare
     /// `package ward.lint` and use Rego v1 syntax.
     pub fn compile(name: &str, source: &str) -> Result<Self, Error> {
-        let mut engine = regorus::Engine::new();
-        // A failing builtin (division by zero, bad regex) is an error, not
-        // an undefined rule that would silently pass.
-        engine.set_strict_builtin_errors(true);
-        engine
-            .add_policy(name.to_owned(), source.to_owned())
+        let (evaluator, _) = Evaluator::compile(name, source)
             .map_err(|e| Error::Policy(format!("Rego policy {name}: {e}")))?;
-        let packages = engine
-            .get_packages()
+        let packages = evaluator
+            .packages()
             .map_err(|e| Error::Policy(format!("Rego policy {name}: {e}")))?;
         if !packages.iter().any(|p| p == PACKAGE) {
             return Err(Error::Policy(format!(
@@ -79,10 +76,7 @@ impl RegoPolicy {
                 packages.join(", ")
             )));
         }
-        Ok(RegoPolicy {
-            engine,
-            name: name.to_owned(),
-        })
+        Ok(RegoPolicy { evaluator })
     }
 
     /// Evaluates the policy on `input`. An evaluation error is itself a
@@ -90,26 +84,20 @@ impl RegoPolicy {
     pub fn evaluate(&self, input: &RegoInput) -> Vec<Finding> {
         match self.try_evaluate(input) {
             Ok(findings) => findings,
-            Err(e) => vec![rules::REGO_ERROR.finding(format!("{}: {e}", self.name))],
+            Err(e) => vec![rules::REGO_ERROR.finding(format!("{}: {e}", self.evaluator.name()))],
         }
     }
 
     fn try_evaluate(&self, input: &RegoInput) -> Result<Vec<Finding>, String> {
-        let mut engine = self.engine.clone();
-        let json = serde_json::to_string(input).map_err(|e| e.to_string())?;
-        engine.set_input_json(&json).map_err(|e| e.to_string())?;
-        let results = engine
-            .eval_query(PACKAGE.to_owned(), false)
-            .map_err(|e| e.to_string())?;
-        let Some(value) = results
-            .result
-            .first()
-            .and_then(|r| r.expressions.first())
-            .map(|e| &e.value)
+        let json = serde_json::to_value(input).map_err(|e| e.to_string())?;
+        let Some(value) = self
+            .evaluator
+            .with_input(json)
+            .query(PACKAGE)
+            .map_err(|e| e.to_string())?
         else {
             return Ok(Vec::new());
         };
-        let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
         let mut findings = Vec::new();
         let Some(rules) = value.as_object() else {
             return Ok(findings);

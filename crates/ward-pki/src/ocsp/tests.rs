@@ -73,7 +73,12 @@ fn malformed_requests_are_refused_with_a_reason() {
     // Trailing bytes after the request.
     let ca = ca();
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
-    let q = Query::new(&id, &Serial::random().unwrap(), false).unwrap();
+    let q = Query::new(
+        &id,
+        &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        false,
+    )
+    .unwrap();
     let mut der = build_request(&[q], None).unwrap();
     der.push(0);
     assert!(parse_request(&der).is_err());
@@ -84,7 +89,14 @@ fn too_many_queries_are_malformed() {
     let ca = ca();
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let qs: Vec<_> = (0..=MAX_QUERIES)
-        .map(|_| Query::new(&id, &Serial::random().unwrap(), false).unwrap())
+        .map(|_| {
+            Query::new(
+                &id,
+                &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+                false,
+            )
+            .unwrap()
+        })
         .collect();
     let der = build_request(&qs, None).unwrap();
     assert!(parse_request(&der).unwrap_err().0.contains("at most"));
@@ -95,7 +107,7 @@ fn requests_round_trip_with_both_hashes_and_nonce() {
     let ca = ca();
     let int = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let root = IssuerId::from_cert_der(ca.root.cert_der()).unwrap();
-    let serial = Serial::random().unwrap();
+    let serial = Serial::random(OffsetDateTime::now_utc()).unwrap();
     let q1 = Query::new(&int, &serial, false).unwrap();
     let q256 = Query::new(&int, &serial, true).unwrap();
     let der = build_request(&[q1, q256], Some(&[7u8; 16])).unwrap();
@@ -152,9 +164,9 @@ fn delegated_responder_signs_good_revoked_and_unknown() {
 
     let int = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let (a, b, c) = (
-        Serial::random().unwrap(),
-        Serial::random().unwrap(),
-        Serial::random().unwrap(),
+        Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        Serial::random(OffsetDateTime::now_utc()).unwrap(),
+        Serial::random(OffsetDateTime::now_utc()).unwrap(),
     );
     let queries = vec![
         Query::new(&int, &a, false).unwrap(),
@@ -226,7 +238,12 @@ fn every_key_type_signs_with_a_matching_algorithm() {
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let req = parse_request(
         &build_request(
-            &[Query::new(&id, &Serial::random().unwrap(), false).unwrap()],
+            &[Query::new(
+                &id,
+                &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+                false,
+            )
+            .unwrap()],
             None,
         )
         .unwrap(),
@@ -268,7 +285,12 @@ fn signer_refuses_a_foreign_key_and_bad_windows() {
     let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
     let req = parse_request(
         &build_request(
-            &[Query::new(&id, &Serial::random().unwrap(), false).unwrap()],
+            &[Query::new(
+                &id,
+                &Serial::random(OffsetDateTime::now_utc()).unwrap(),
+                false,
+            )
+            .unwrap()],
             None,
         )
         .unwrap(),
@@ -307,7 +329,7 @@ fn leaves_carry_the_ocsp_url_in_aia_and_pass_the_pre_issuance_lint() {
         common_name: None,
         ttl: Duration::from_secs(3600),
         clamp_to_issuer: true,
-        serial: Serial::random().unwrap(),
+        serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
         crl_url: Some("http://127.0.0.1:1/v1/crl".into()),
         ocsp_url: Some("http://127.0.0.1:1/ocsp".into()),
     };
@@ -348,4 +370,109 @@ fn leaves_carry_the_ocsp_url_in_aia_and_pass_the_pre_issuance_lint() {
         ..req
     };
     assert!(ca.int.sign_leaf(&key.public_key_der(), &bad, t).is_err());
+}
+
+/// A leaf of `ca.int` with a fresh serial.
+fn leaf(ca: &Ca, t: OffsetDateTime) -> Issued {
+    let key = KeyType::EcdsaP256.generate().unwrap();
+    let req = LeafRequest {
+        profile: Profile::Client,
+        spiffe_id: Some("spiffe://example.org/a".parse().unwrap()),
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+        common_name: None,
+        ttl: Duration::from_secs(3600),
+        clamp_to_issuer: true,
+        serial: Serial::random(t).unwrap(),
+        crl_url: None,
+        ocsp_url: None,
+    };
+    ca.int.sign_leaf(&key.public_key_der(), &req, t).unwrap()
+}
+
+#[test]
+fn responses_validate_for_the_certificate_asked_about() {
+    let ca = ca();
+    let t = now();
+    let algs = webpki::ALL_VERIFICATION_ALGS;
+    let key = KeyType::EcdsaP256.generate().unwrap();
+    let responder = issue_responder(
+        &ca.int,
+        &key,
+        "Test",
+        "OCSP Responder",
+        Duration::from_secs(3600),
+        t,
+    )
+    .unwrap();
+    let signer = Signer::new(&responder.der, key, std::slice::from_ref(&responder.der)).unwrap();
+    let (ours, other) = (leaf(&ca, t), leaf(&ca, t));
+    let query = Query::for_certificate(&ours.der, ca.int.cert_der()).unwrap();
+    // The request asks about the leaf's serial under the issuer.
+    let req = parse_request(&build_request(std::slice::from_ref(&query), None).unwrap()).unwrap();
+    assert_eq!(req.queries[0].serial(), Some(ours.serial.clone()));
+    let id = IssuerId::from_cert_der(ca.int.cert_der()).unwrap();
+    assert!(req.queries[0].is_about(&id));
+    let next = t + Duration::from_secs(300);
+    let revoked_at = t - Duration::from_secs(60);
+    let answer = |status| signer.respond(&req, &[(req.queries[0].clone(), status)], t, next);
+
+    let good = answer(Status::Good).unwrap();
+    let unix = t.unix_timestamp();
+    let v = validate_response(&good, &query, ca.int.cert_der(), unix, algs).unwrap();
+    assert_eq!(v.state, CertState::Good);
+    assert_eq!(v.this_update, unix);
+    assert_eq!(v.next_update, Some(next.unix_timestamp()));
+    let revoked = answer(Status::Revoked {
+        at: revoked_at,
+        reason: None,
+    })
+    .unwrap();
+    assert_eq!(
+        validate_response(&revoked, &query, ca.int.cert_der(), unix, algs)
+            .unwrap()
+            .state,
+        CertState::Revoked {
+            at: revoked_at.unix_timestamp()
+        }
+    );
+    // About another certificate of the same issuer: says nothing about it.
+    let theirs = Query::for_certificate(&other.der, ca.int.cert_der()).unwrap();
+    assert_eq!(
+        validate_response(&good, &theirs, ca.int.cert_der(), unix, algs),
+        Err(ResponseError::OtherCertificate)
+    );
+    // The delegated responder counts only while it is valid, and only for
+    // the issuer that certified it.
+    let later = unix + 2 * 3600;
+    assert_eq!(
+        validate_response(&good, &query, ca.int.cert_der(), later, algs),
+        Err(ResponseError::Untrusted)
+    );
+    assert_eq!(
+        validate_response(&good, &query, ca.root.cert_der(), unix, algs),
+        Err(ResponseError::Untrusted)
+    );
+    // No algorithm accepted, no signature accepted.
+    assert_eq!(
+        validate_response(&good, &query, ca.int.cert_der(), unix, &[]),
+        Err(ResponseError::Untrusted)
+    );
+    // Refusals and garbage.
+    assert!(matches!(
+        validate_response(
+            &refusal(Refusal::TryLater),
+            &query,
+            ca.int.cert_der(),
+            unix,
+            algs
+        ),
+        Err(ResponseError::Unsuccessful(_))
+    ));
+    assert!(matches!(
+        validate_response(b"\x30\x00", &query, ca.int.cert_der(), unix, algs),
+        Err(ResponseError::Malformed(_))
+    ));
+    // A leaf and an issuer that did not issue it make no request.
+    assert!(Query::for_certificate(&ours.der, ca.root.cert_der()).is_err());
 }

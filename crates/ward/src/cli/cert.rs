@@ -162,7 +162,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         common_name: args.cn,
         ttl,
         clamp_to_issuer,
-        serial: Serial::random()?,
+        serial: Serial::random(OffsetDateTime::now_utc())?,
         crl_url: None,
         ocsp_url: None,
     };

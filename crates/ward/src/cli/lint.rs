@@ -12,6 +12,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use ward_pki::lint::{
     CertReport, Context, Facts, Finding, LintPolicy, Linter, RegoInput, RegoPolicy, Role, Severity,
+    Summary,
 };
 use ward_pki::pem;
 
@@ -76,40 +77,6 @@ pub(crate) fn load_linter(path: Option<&Path>) -> anyhow::Result<Linter> {
         }
     };
     Ok(Linter::new(policy, rego))
-}
-
-/// Counts of findings by severity.
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct Summary {
-    error: usize,
-    warning: usize,
-    notice: usize,
-}
-
-impl Summary {
-    /// Counts findings by their severities.
-    pub(crate) fn of(severities: impl IntoIterator<Item = Severity>) -> Self {
-        let mut s = Summary::default();
-        for severity in severities {
-            match severity {
-                Severity::Error => s.error += 1,
-                Severity::Warning => s.warning += 1,
-                Severity::Notice => s.notice += 1,
-            }
-        }
-        s
-    }
-
-    /// "1 error, 2 warnings, 0 notices".
-    pub(crate) fn text(&self) -> String {
-        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-        format!(
-            "{}, {}, {}",
-            plural(self.error, "error"),
-            plural(self.warning, "warning"),
-            plural(self.notice, "notice")
-        )
-    }
 }
 
 /// One finding as a text line.
@@ -226,11 +193,6 @@ fn render(report: &LintReport) -> String {
             out.push_str(&finding_line(f));
         }
     }
-    let verdict = if report.passed { "PASS" } else { "FAIL" };
-    out.push_str(&format!(
-        "{verdict}: {} (fail-on {})\n",
-        report.summary.text(),
-        report.fail_on
-    ));
+    out.push_str(&report.summary.verdict_line(report.passed, report.fail_on));
     out
 }

@@ -7,6 +7,9 @@ use rcgen::{
     CertificateRevocationListParams, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
 };
 
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
 use super::*;
 use crate::pem;
 

@@ -84,7 +84,7 @@ fn everything_wards_issuance_builds_passes_every_lint() {
                 common_name: (rng.below(3) == 0).then(|| rng.label()),
                 ttl: Duration::from_secs(60 + rng.next() % max),
                 clamp_to_issuer: true,
-                serial: Serial::random().unwrap(),
+                serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
                 crl_url: None,
                 ocsp_url: None,
             };
@@ -128,7 +128,7 @@ fn bound_pre_issuance_matches_pre_issuance_but_trusts_its_own_signature() {
         common_name: None,
         ttl: Duration::from_secs(2 * 3600),
         clamp_to_issuer: true,
-        serial: Serial::random().unwrap(),
+        serial: Serial::random(OffsetDateTime::now_utc()).unwrap(),
         crl_url: None,
         ocsp_url: None,
     };

@@ -89,6 +89,6 @@ fn peer_profile(uris: &[&str]) -> anyhow::Result<CertificateParams> {
     params.use_authority_key_identifier_extension = true;
     params.not_before = GOOD_FROM;
     params.not_after = GOOD_UNTIL;
-    params.serial_number = Some(Serial::random()?.to_rcgen());
+    params.serial_number = Some(Serial::random(time::OffsetDateTime::now_utc())?.to_rcgen());
     Ok(params)
 }

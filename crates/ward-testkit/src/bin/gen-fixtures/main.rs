@@ -247,7 +247,7 @@ fn issue(
         common_name: None,
         ttl: std::time::Duration::try_from(lifetime)?,
         clamp_to_issuer: false,
-        serial: Serial::random()?,
+        serial: Serial::random(now)?,
         crl_url: None,
         ocsp_url: None,
     };

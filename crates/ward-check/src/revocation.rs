@@ -5,44 +5,21 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use time::OffsetDateTime;
 use ward_pki::lint::revocation::{Answer, Status, crl_status, ocsp_request, ocsp_status};
 use ward_pki::lint::rules::check as rules;
 use ward_pki::lint::{Facts, Finding};
 
-use super::fetch;
+use crate::fetch;
+use crate::report::RevocationReport;
 
-/// What the check learned about revocation.
-#[derive(Debug, Serialize)]
-pub(super) struct RevocationReport {
-    /// `good`, `revoked`, `unknown` or `unchecked`.
-    pub(super) status: &'static str,
-    /// `crl` or `ocsp`, when a source answered.
-    pub(super) source: Option<&'static str>,
-    /// The URL that answered.
-    pub(super) url: Option<String>,
-    /// Human summary.
-    pub(super) message: String,
-}
-
-impl RevocationReport {
-    fn unchecked(message: String) -> Self {
-        RevocationReport {
-            status: "unchecked",
-            source: None,
-            url: None,
-            message,
-        }
-    }
-}
-
-/// Checks the leaf; `issuer` authenticates the answer.
-pub(super) async fn check(
+/// Checks the leaf at `now`; `issuer` authenticates the answer.
+pub(crate) async fn check(
     leaf: &[u8],
     facts: &Facts,
     issuer: Option<&[u8]>,
     timeout: Duration,
+    now: OffsetDateTime,
 ) -> (RevocationReport, Vec<Finding>) {
     let mut findings = Vec::new();
     if facts.crl_urls.is_empty() && facts.ocsp_urls.is_empty() {
@@ -55,7 +32,6 @@ pub(super) async fn check(
         findings.push(rules::REVOCATION_UNCHECKED.finding(msg.clone()));
         return (RevocationReport::unchecked(msg), findings);
     };
-    let now = OffsetDateTime::now_utc();
     let mut failures = Vec::new();
     let sources = facts
         .crl_urls

@@ -7,9 +7,9 @@ use ward_pki::lint::{Facts, Finding};
 use ward_pki::verify::{Purpose, VerifyError, VerifyOptions, verify};
 use ward_tls::probe_legacy::{LegacyOutcome, LegacyProbe, LegacyResult};
 
-use super::report::{ChainReport, LegacyReport, MissingIssuer};
+use crate::report::{ChainReport, LegacyReport, MissingIssuer};
 
-pub(super) fn judge_legacy(
+pub(crate) fn judge_legacy(
     probe: LegacyProbe,
     result: &Result<LegacyResult, ward_tls::Error>,
 ) -> (LegacyReport, Option<Finding>) {
@@ -54,7 +54,7 @@ pub(super) fn judge_legacy(
 
 /// Builds the path to `roots` and reports why it fails, naming a missing
 /// issuer when the chain stops short.
-pub(super) fn build_path(
+pub(crate) fn build_path(
     chain: &[CertificateDer<'_>],
     roots: &[CertificateDer<'_>],
     facts: &[Option<Facts>],

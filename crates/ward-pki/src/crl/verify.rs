@@ -1,8 +1,10 @@
 //! CRL verification: a DER CRL is accepted only when its signature verifies
-//! against an issuer certificate the gate trusts ([`Trust`]): a certificate
-//! of a configured client CA bundle, or an intermediate that validates to
-//! one (learned from the bundle or from client chains that passed the
-//! handshake). Nothing here does I/O.
+//! against an issuer certificate the caller trusts ([`Trust`]): a configured
+//! root, or an intermediate that validates to one (learned from a bundle or
+//! from client chains that passed a handshake). The gate keeps the set of
+//! CRLs in force, `ward check` judges one CRL; both verify here.
+//!
+//! Pure: the caller fetches the bytes and hands in the clock.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,9 +14,11 @@ use x509_parser::oid_registry::{
     OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_CRL_NUMBER,
     OID_X509_EXT_ISSUER_DISTRIBUTION_POINT,
 };
-use x509_parser::prelude::{CertificateRevocationList, FromDer, ParsedExtension, X509Certificate};
+use x509_parser::prelude::{
+    ASN1Time, CertificateRevocationList, FromDer, ParsedExtension, X509Certificate,
+};
 
-/// Most intermediates the gate learns from client chains.
+/// Most intermediates learned from client chains.
 const MAX_LEARNED: usize = 256;
 /// Most distinct intermediates remembered as already looked at.
 const MAX_SEEN: usize = 4096;
@@ -24,8 +28,8 @@ const SKEW_SECONDS: i64 = 300;
 /// Identifies an issuing key: SHA-256 over the subject name and the SPKI.
 pub type IssuerKey = [u8; 32];
 
-/// SHA-256 of `bytes`.
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+/// SHA-256 of `bytes` (how CRLs and intermediates are told apart).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
     out
@@ -42,7 +46,7 @@ fn issuer_key(subject: &[u8], spki: &[u8]) -> IssuerKey {
 }
 
 /// A serial without the leading zero bytes DER may add.
-pub(crate) fn normalize_serial(raw: &[u8]) -> Vec<u8> {
+pub fn normalize_serial(raw: &[u8]) -> Vec<u8> {
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
     raw[start..].to_vec()
 }
@@ -99,7 +103,7 @@ impl IssuerCert {
     }
 }
 
-/// Issuer certificates the gate trusts to sign CRLs.
+/// Issuer certificates trusted to sign CRLs.
 #[derive(Debug, Default, Clone)]
 pub struct Trust {
     roots: Vec<IssuerCert>,
@@ -148,9 +152,9 @@ impl Trust {
     }
 
     /// Looks at an intermediate from a client chain: it is learned when it
-    /// is a CA certificate, valid now, whose signature verifies with a
-    /// trusted issuer's key. Returns whether it was learned.
-    pub fn learn(&mut self, der: &[u8]) -> bool {
+    /// is a CA certificate, valid at `now` (Unix seconds), whose signature
+    /// verifies with a trusted issuer's key. Returns whether it was learned.
+    pub fn learn(&mut self, der: &[u8], now: i64) -> bool {
         let digest = sha256(der);
         if self.seen.contains(&digest) || self.seen.len() >= MAX_SEEN {
             return false;
@@ -162,7 +166,8 @@ impl Trust {
         let Ok((rest, cert)) = X509Certificate::from_der(der) else {
             return false;
         };
-        if !rest.is_empty() || !cert.is_ca() || !cert.validity().is_valid() {
+        let valid_now = ASN1Time::from_timestamp(now).is_ok_and(|t| cert.validity().is_valid_at(t));
+        if !rest.is_empty() || !cert.is_ca() || !valid_now {
             return false;
         }
         let issued = self.issuers_named(cert.issuer().as_raw()).any(|issuer| {
@@ -258,7 +263,7 @@ pub enum CrlError {
 }
 
 impl CrlError {
-    /// The `result` label of `ward_gate_crl_refresh_total`.
+    /// A short label for metrics (the gate's `ward_gate_crl_refresh_total`).
     pub fn label(&self) -> &'static str {
         match self {
             CrlError::Malformed(_) => "malformed",
@@ -365,6 +370,16 @@ pub fn verify(der: &[u8], trust: &Trust, now: i64) -> Result<VerifiedCrl, CrlErr
         next_update: crl.next_update().map(|t| t.timestamp()),
         revoked,
     })
+}
+
+/// When the DER CRL `der` says the certificate with the normalized
+/// `serial` was revoked (Unix seconds); `None` when it does not list it or
+/// does not parse. For reports: [`verify`] is what decides.
+pub fn revoked_at(der: &[u8], serial: &[u8]) -> Option<i64> {
+    let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+    crl.iter_revoked_certificates()
+        .find(|entry| normalize_serial(entry.raw_serial()) == serial)
+        .map(|entry| entry.revocation_date.timestamp())
 }
 
 /// What revocation checks need from a client's leaf certificate.
