@@ -20,6 +20,7 @@ pub mod revocation;
 pub mod serve;
 pub mod tls_files;
 pub mod token;
+pub mod wire;
 
 pub use config::CaConfig;
 pub use dir::{CaDir, InitOptions};
