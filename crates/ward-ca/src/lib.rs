@@ -16,7 +16,6 @@ pub mod files;
 pub mod fuzzing;
 pub mod http;
 pub mod ocsp;
-pub mod revocation;
 pub mod serve;
 pub mod tls_files;
 pub mod token;

@@ -16,8 +16,8 @@ use ward_pki::issue::{Profile, rfc3339};
 use ward_pki::{SpiffeId, parse_duration};
 use ward_store::{Certificate, Token};
 
+use crate::authority::revocation::Revoked;
 use crate::authority::{CreatedToken, Issuance, TokenSpec};
-use crate::revocation::Revoked;
 
 /// Default lifetime of a token when the request names none.
 pub const DEFAULT_TOKEN_EXPIRY: Duration = Duration::from_secs(24 * 3600);

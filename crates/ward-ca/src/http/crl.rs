@@ -17,7 +17,7 @@ use super::AppState;
 use super::admin::{done, require_admin};
 use super::body::{parse_json, read_json};
 use super::error::ApiError;
-use crate::revocation::PublishedCrl;
+use crate::authority::revocation::PublishedCrl;
 use crate::wire::revoke_response;
 
 pub(super) async fn revoke(

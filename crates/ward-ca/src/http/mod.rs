@@ -22,7 +22,7 @@ use ward_telemetry::{AuditLog, Registry};
 
 pub use body::MAX_BODY;
 pub use error::ApiError;
-pub use limits::{Limits, LimitsConfig};
+pub use limits::Limits;
 pub use metrics::CaMetrics;
 
 use crate::authority::Authority;

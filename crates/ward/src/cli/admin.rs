@@ -4,14 +4,14 @@
 //! admin client certificate.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use ward_ca::CaDir;
-use ward_ca::authority::{Authority, Policy};
+use ward_ca::authority::Authority;
+use ward_ca::dir::Storage;
 use ward_client::{CaClient, Identity};
 
 /// Which CA an administrative command acts on.
@@ -98,20 +98,7 @@ pub(crate) async fn local_authority(
 ) -> anyhow::Result<Authority> {
     let dir = CaDir::new(dir);
     let config = dir.config()?;
-    let policy = Policy {
-        trust_domain: config.ca.trust_domain.clone(),
-        default_ttl: config.issuance.default_ttl()?,
-        max_ttl: config.issuance.max_ttl()?,
-    };
-    // Everything that can fail is read before the store is opened, so a
-    // bad directory leaves the store untouched.
-    let issuer = dir.intermediate_issuer()?;
-    let roots = dir.roots()?;
-    let store = dir.open_store(&config, database).await?;
-    Ok(
-        Authority::new(policy, issuer, &roots, Arc::clone(&store)).with_certificate_urls(
-            config.revocation.crl_url.clone(),
-            config.revocation.ocsp_url.clone(),
-        ),
-    )
+    Ok(dir
+        .open_authority(&config, Storage::Existing { database })
+        .await?)
 }
