@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct SignRequest<S = String> {
     /// The bootstrap token; may come as `Authorization: Bearer` instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<S>,
     /// The PKCS#10 CSR, PEM; required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub csr: Option<S>,
 }
 
@@ -24,10 +24,10 @@ pub struct SignRequest<S = String> {
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest<S = String> {
     /// The bootstrap token; may come as `Authorization: Bearer` instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<S>,
     /// Key type name (`ecdsa-p256` when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_type: Option<S>,
 }
 
@@ -36,7 +36,7 @@ pub struct IssueRequest<S = String> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeedRequest<S = String> {
     /// The bootstrap token; required and non-empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap_token: Option<S>,
 }
 
@@ -45,7 +45,7 @@ pub struct SeedRequest<S = String> {
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// A CSR for a new key, PEM; without one the current key is kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub csr: Option<String>,
 }
 
@@ -65,7 +65,7 @@ pub struct Issued {
     /// End of validity, RFC 3339.
     pub not_after: String,
     /// The PKCS#8 key, PEM: only from `/v1/issue`, absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
 }
 
@@ -99,6 +99,10 @@ mod tests {
         let renew = RenewRequest { csr: None };
         assert_eq!(serde_json::to_string(&renew).unwrap(), "{}");
         assert!(serde_json::from_str::<SignRequest>(r#"{"token":"t","x":1}"#).is_err());
+        // A sequence is no request: missing fields are not defaulted there.
+        assert!(serde_json::from_str::<SignRequest>("[]").is_err());
+        let empty: SignRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, SignRequest::default());
         let seed: SeedRequest = serde_json::from_str(r#"{"bootstrap_token":"t","x":1}"#).unwrap();
         assert_eq!(seed.bootstrap_token.as_deref(), Some("t"));
     }

@@ -16,6 +16,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod http;
 pub mod ocsp;
+pub mod offline;
 pub mod serve;
 pub mod tls_files;
 pub mod token;

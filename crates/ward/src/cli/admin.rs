@@ -82,22 +82,12 @@ impl AdminTarget {
     }
 }
 
+/// The authority of the local CA directory, on its existing store (never a
+/// new one).
 async fn authority(local: &AdminTarget) -> anyhow::Result<Authority> {
-    local_authority(
-        local.dir.as_deref().context("--dir is required")?,
-        local.database.as_deref(),
-    )
-    .await
-}
-
-/// The authority of a local CA directory, on its existing store (never a
-/// new one), writing the CRL and OCSP URLs of ca.toml into certificates.
-pub(crate) async fn local_authority(
-    dir: &std::path::Path,
-    database: Option<&str>,
-) -> anyhow::Result<Authority> {
-    let dir = CaDir::new(dir);
+    let dir = CaDir::new(local.dir.as_deref().context("--dir is required")?);
     let config = dir.config()?;
+    let database = local.database.as_deref();
     Ok(dir
         .open_authority(&config, Storage::Existing { database })
         .await?)
