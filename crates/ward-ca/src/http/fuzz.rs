@@ -1,5 +1,6 @@
 //! The request parsing of the API's handlers, without a server, for the
-//! fuzz targets (re-exported by [`crate::fuzzing`]).
+//! fuzz targets (the crate's `fuzzing` module re-exports them; this module
+//! does not name it, so the two import in one direction only).
 //!
 //! Each function runs on untrusted bytes exactly the pure steps its handler
 //! runs before it authenticates anyone or touches storage: the JSON body,
