@@ -22,7 +22,7 @@ pub struct CaConfig {
     pub issuance: IssuanceSection,
     /// Rate limits on issuance.
     #[serde(default)]
-    pub limits: crate::http::LimitsConfig,
+    pub limits: LimitsConfig,
     /// CRL publication and the URLs written into issued certificates.
     #[serde(default)]
     pub revocation: RevocationSection,
@@ -142,6 +142,73 @@ impl IssuanceSection {
     pub fn offline_default_ttl(&self) -> Result<Duration, Error> {
         duration("issuance.offline_default_ttl", &self.offline_default_ttl)
     }
+}
+
+/// Rate limit settings (`[limits]` in ca.toml).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Issuance requests per second from one source address.
+    pub per_address_per_second: u32,
+    /// Burst allowance per source address.
+    pub per_address_burst: u32,
+    /// Issuance requests per second presenting one token.
+    pub per_token_per_second: u32,
+    /// Burst allowance per token.
+    pub per_token_burst: u32,
+    /// Expensive server-side key generations (RSA, `/v1/issue`) one token
+    /// may have running or queued at once; more are refused with 429.
+    pub key_generations_per_token: u32,
+    /// Expensive key generations running or queued in all; more are
+    /// refused with 429.
+    pub key_generations_total: u32,
+    /// Close a connection with no request in flight for this long
+    /// (HTTP/2 gets GOAWAY); `off`: never.
+    pub connection_idle_timeout: String,
+    /// Close a connection this old once its requests finish (HTTP/2 gets
+    /// GOAWAY at once, in-flight requests complete); `off`: never.
+    pub max_connection_age: String,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            per_address_per_second: 200,
+            per_address_burst: 1000,
+            per_token_per_second: 200,
+            per_token_burst: 1000,
+            key_generations_per_token: 1,
+            key_generations_total: 32,
+            connection_idle_timeout: "5m".into(),
+            max_connection_age: "1h".into(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The connection idle limit; `None` for `off`.
+    pub fn idle_timeout(&self) -> Result<Option<Duration>, Error> {
+        optional_duration(
+            "ca.toml: limits.connection_idle_timeout",
+            &self.connection_idle_timeout,
+        )
+    }
+
+    /// The connection age limit; `None` for `off`.
+    pub fn max_age(&self) -> Result<Option<Duration>, Error> {
+        optional_duration(
+            "ca.toml: limits.max_connection_age",
+            &self.max_connection_age,
+        )
+    }
+}
+
+fn optional_duration(name: &str, value: &str) -> Result<Option<Duration>, Error> {
+    if matches!(value.trim(), "off" | "0" | "0s") {
+        return Ok(None);
+    }
+    let d = parse_duration(value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    Ok((!d.is_zero()).then_some(d))
 }
 
 fn duration(field: &str, value: &str) -> Result<Duration, Error> {

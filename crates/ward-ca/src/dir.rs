@@ -636,6 +636,9 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 mod checks;
+mod open;
+
+pub use open::{Storage, policy};
 
 #[cfg(test)]
 mod tests;

@@ -16,10 +16,11 @@ pub mod files;
 pub mod fuzzing;
 pub mod http;
 pub mod ocsp;
-pub mod revocation;
+pub mod offline;
 pub mod serve;
 pub mod tls_files;
 pub mod token;
+pub mod wire;
 
 pub use config::CaConfig;
 pub use dir::{CaDir, InitOptions};

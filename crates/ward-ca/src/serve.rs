@@ -19,11 +19,11 @@ use ward_tls::credentials::Credentials;
 use ward_tls::server::{ServeOptions, serve_http, serve_https, set_http_alpn};
 use ward_tls::verifier::ClientVerifier;
 
-use crate::authority::{Authority, Policy};
-use crate::dir::{ADMIN_PATH, CaDir};
+use crate::authority::Authority;
+use crate::authority::revocation::CrlSettings;
+use crate::dir::{ADMIN_PATH, CaDir, Storage};
 use crate::http::{AppState, CaMetrics, Limits, app, public_app};
 use crate::ocsp::{OcspSettings, Responder};
-use crate::revocation::CrlSettings;
 use crate::tls_files::TlsFiles;
 
 /// Lifetime of the CA's own TLS server certificate; renewed at two thirds.
@@ -110,30 +110,21 @@ pub async fn run(
             ));
         }
     };
-    let issuer = dir.intermediate_issuer()?;
-    let roots = dir.roots()?;
-    let now = OffsetDateTime::now_utc();
-    let store = if config.init_storage {
-        dir.init_store(&ca, config.database.as_deref(), now).await?
-    } else {
-        let store = dir.open_store(&ca, config.database.as_deref()).await?;
-        dir.record_own_certificates(store.as_ref(), now).await?;
-        store
-    };
-    let policy = Policy {
-        trust_domain: ca.ca.trust_domain.clone(),
-        default_ttl: ca.issuance.default_ttl()?,
-        max_ttl: ca.issuance.max_ttl()?,
-    };
     let crl_settings = CrlSettings {
         validity: ca.revocation.crl_validity()?,
         refresh: ca.revocation.crl_refresh()?,
     };
+    let storage = Storage::Serving {
+        database: config.database.as_deref(),
+        init: config.init_storage,
+        now: OffsetDateTime::now_utc(),
+    };
     let authority = Arc::new(
-        Authority::new(policy, issuer, &roots, store)
-            .with_revocation(crl_settings, ca.revocation.crl_url.clone())
-            .with_ocsp_url(ca.revocation.ocsp_url.clone()),
+        dir.open_authority(&ca, storage)
+            .await?
+            .with_revocation(crl_settings),
     );
+    let roots = dir.roots()?;
     let ocsp = Arc::new(Responder::new(
         authority.clone(),
         dir.root_ocsp_signer(OffsetDateTime::now_utc())?,
@@ -245,7 +236,7 @@ pub async fn run(
     ));
     let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
     let follow = revocations.map(|changes| {
-        tokio::spawn(crate::revocation::follow_revocations(
+        tokio::spawn(crate::authority::revocation::follow_revocations(
             authority.clone(),
             changes,
             stop_rx.clone(),

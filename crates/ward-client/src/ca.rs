@@ -174,13 +174,7 @@ fn encode(body: Option<&(impl Serialize + ?Sized)>) -> Result<Option<Vec<u8>>, C
 /// the CA's error code.
 fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
     if !status.is_success() {
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            error: String,
-            #[serde(default)]
-            message: String,
-        }
-        let (code, message) = serde_json::from_slice::<ErrorBody>(bytes)
+        let (code, message) = serde_json::from_slice::<ward_api::ErrorBody>(bytes)
             .map(|e| (e.error, e.message))
             .unwrap_or_else(|_| {
                 (

@@ -5,9 +5,17 @@ use std::process::Command;
 use time::OffsetDateTime;
 use ward_pki::verify::{Purpose, VerifyOptions, verify};
 
+use std::net::IpAddr;
+
+use ward_pki::issue::Profile;
+use ward_pki::{KeyType, Serial};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
 use super::*;
+use crate::csr::CheckedCsr;
 use crate::csr::parse_csr;
 use crate::dir::{CaDir, InitOptions};
+use crate::token::TokenSecret;
 
 struct Fixture {
     _dir: tempfile::TempDir,

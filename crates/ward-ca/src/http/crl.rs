@@ -6,42 +6,19 @@ use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::macros::format_description;
+use ward_api::{RevokeRequest, RevokeResponse};
 use ward_pki::Serial;
-use ward_pki::crl::{parse_reason, reason_name};
-use ward_pki::issue::rfc3339;
+use ward_pki::crl::parse_reason;
 use ward_tls::server::PeerInfo;
 
 use super::AppState;
 use super::admin::{done, require_admin};
 use super::body::{parse_json, read_json};
 use super::error::ApiError;
-use crate::revocation::PublishedCrl;
-
-/// A revocation request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeRequest {
-    /// Serial in hex (any case, colons optional).
-    pub serial: String,
-    /// RFC 5280 reason name (e.g. `keyCompromise`); unspecified when absent.
-    pub reason: Option<String>,
-}
-
-/// The revocation answer: what is recorded (the first time and reason).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RevokeResponse {
-    /// Serial, lowercase hex.
-    pub serial: String,
-    /// When it was revoked, RFC 3339.
-    pub revoked_at: String,
-    /// RFC 5280 reason name.
-    pub reason: String,
-    /// Whether this request revoked it (false: it already was).
-    pub newly_revoked: bool,
-}
+use crate::authority::revocation::PublishedCrl;
+use crate::wire::revoke_response;
 
 pub(super) async fn revoke(
     State(state): State<AppState>,
@@ -66,14 +43,7 @@ pub(super) async fn revoke(
         .authority
         .revoke_certificate(&serial, reason, OffsetDateTime::now_utc())
         .await?;
-    let answer = RevokeResponse {
-        serial: revoked.serial.to_string(),
-        revoked_at: rfc3339(revoked.revoked_at),
-        reason: reason_name(revoked.reason.unwrap_or(0))
-            .unwrap_or("unspecified")
-            .to_owned(),
-        newly_revoked: revoked.newly_revoked,
-    };
+    let answer = revoke_response(&revoked);
     done(
         &state,
         "revoke_certificate",

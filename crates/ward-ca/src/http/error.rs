@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use ward_api::ErrorBody;
 
 use crate::authority::AuthorityError;
 
@@ -17,12 +17,6 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human text; never a secret.
     pub message: String,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: &'a str,
-    message: &'a str,
 }
 
 impl ApiError {
@@ -79,9 +73,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(Body {
-                error: self.code,
-                message: &self.message,
+            Json(ErrorBody {
+                error: self.code.to_owned(),
+                message: self.message,
             }),
         )
             .into_response()

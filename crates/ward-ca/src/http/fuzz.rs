@@ -1,5 +1,6 @@
 //! The request parsing of the API's handlers, without a server, for the
-//! fuzz targets (re-exported by [`crate::fuzzing`]).
+//! fuzz targets (the crate's `fuzzing` module re-exports them; this module
+//! does not name it, so the two import in one direction only).
 //!
 //! Each function runs on untrusted bytes exactly the pure steps its handler
 //! runs before it authenticates anyone or touches storage: the JSON body,
@@ -9,11 +10,13 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use ward_pki::Serial;
 
-use super::admin::CreateTokenRequest;
+use ward_api::{
+    CreateTokenRequest, IssueRequest, RenewRequest, RevokeRequest, SeedRequest, SignRequest,
+};
+
 use super::body::{bearer, parse_json};
-use super::crl::RevokeRequest;
 use super::error::ApiError;
-use super::routes::{IssueRequest, RenewRequest, SeedRequest, SignRequest, key_type};
+use super::routes::key_type;
 use crate::csr::parse_csr;
 
 /// A JSON route of the API.
@@ -75,7 +78,7 @@ pub fn json_body(route: JsonRoute, body: &[u8]) -> Result<(), ApiError> {
         }
         JsonRoute::CreateToken => {
             let req: CreateTokenRequest = parse_json(body)?;
-            req.into_spec().map_err(bad("bad_request"))?;
+            crate::wire::token_spec(req).map_err(bad("bad_request"))?;
         }
         JsonRoute::Revoke => {
             let req: RevokeRequest = parse_json(body)?;

@@ -6,78 +6,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
 
-/// Rate limit settings (`[limits]` in ca.toml).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Issuance requests per second from one source address.
-    pub per_address_per_second: u32,
-    /// Burst allowance per source address.
-    pub per_address_burst: u32,
-    /// Issuance requests per second presenting one token.
-    pub per_token_per_second: u32,
-    /// Burst allowance per token.
-    pub per_token_burst: u32,
-    /// Expensive server-side key generations (RSA, `/v1/issue`) one token
-    /// may have running or queued at once; more are refused with 429.
-    pub key_generations_per_token: u32,
-    /// Expensive key generations running or queued in all; more are
-    /// refused with 429.
-    pub key_generations_total: u32,
-    /// Close a connection with no request in flight for this long
-    /// (HTTP/2 gets GOAWAY); `off`: never.
-    pub connection_idle_timeout: String,
-    /// Close a connection this old once its requests finish (HTTP/2 gets
-    /// GOAWAY at once, in-flight requests complete); `off`: never.
-    pub max_connection_age: String,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            per_address_per_second: 200,
-            per_address_burst: 1000,
-            per_token_per_second: 200,
-            per_token_burst: 1000,
-            key_generations_per_token: 1,
-            key_generations_total: 32,
-            connection_idle_timeout: "5m".into(),
-            max_connection_age: "1h".into(),
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The connection idle limit; `None` for `off`.
-    pub fn idle_timeout(&self) -> Result<Option<Duration>, crate::Error> {
-        optional_duration(
-            "ca.toml: limits.connection_idle_timeout",
-            &self.connection_idle_timeout,
-        )
-    }
-
-    /// The connection age limit; `None` for `off`.
-    pub fn max_age(&self) -> Result<Option<Duration>, crate::Error> {
-        optional_duration(
-            "ca.toml: limits.max_connection_age",
-            &self.max_connection_age,
-        )
-    }
-}
-
-fn optional_duration(name: &str, value: &str) -> Result<Option<Duration>, crate::Error> {
-    if matches!(value.trim(), "off" | "0" | "0s") {
-        return Ok(None);
-    }
-    let d = ward_pki::parse_duration(value)
-        .map_err(|e| crate::Error::Config(format!("{name}: {e}")))?;
-    Ok((!d.is_zero()).then_some(d))
-}
+use crate::config::LimitsConfig;
 
 /// The live limiters.
 #[derive(Clone)]
@@ -190,6 +122,8 @@ impl Limits {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -2,9 +2,9 @@
 //! [`Authority`] → render. Handlers hold no policy; the authority holds no
 //! HTTP. [`app`] returns the router so tests can drive it without a socket.
 
-pub mod admin;
+mod admin;
 mod body;
-pub mod crl;
+mod crl;
 mod error;
 pub(crate) mod fuzz;
 mod limits;
@@ -16,12 +16,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
+use ward_api::paths;
 use ward_pki::SpiffeId;
 use ward_telemetry::{AuditLog, Registry};
 
 pub use body::MAX_BODY;
 pub use error::ApiError;
-pub use limits::{Limits, LimitsConfig};
+pub use limits::Limits;
 pub use metrics::CaMetrics;
 
 use crate::authority::Authority;
@@ -56,17 +57,17 @@ impl std::fmt::Debug for AppState {
 /// The full API, served on the HTTPS listener.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/v1/sign", post(routes::sign))
-        .route("/v1/issue", post(routes::issue))
-        .route("/internal/pki/issue-certificate", post(routes::seed_issue))
-        .route("/v1/renew", post(routes::renew))
+        .route(paths::SIGN, post(routes::sign))
+        .route(paths::ISSUE, post(routes::issue))
+        .route(paths::SEED_ISSUE, post(routes::seed_issue))
+        .route(paths::RENEW, post(routes::renew))
         .route(
-            "/v1/admin/tokens",
+            paths::ADMIN_TOKENS,
             post(admin::create_token).get(admin::list_tokens),
         )
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
-        .route("/v1/admin/certificates", get(admin::list_certificates))
-        .route("/v1/revoke", post(crl::revoke))
+        .route(paths::ADMIN_CERTIFICATES, get(admin::list_certificates))
+        .route(paths::REVOKE, post(crl::revoke))
         .merge(public_routes())
         .fallback(routes::not_found)
         .with_state(state)
@@ -81,9 +82,9 @@ pub fn public_app(state: AppState) -> Router {
 
 fn public_routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/roots", get(routes::roots))
-        .route("/v1/crl", get(crl::crl_der))
-        .route("/v1/crl.pem", get(crl::crl_pem))
+        .route(paths::ROOTS, get(routes::roots))
+        .route(paths::CRL, get(crl::crl_der))
+        .route(paths::CRL_PEM, get(crl::crl_pem))
         .route("/ocsp", get(ocsp::get_empty).post(ocsp::post))
         .route("/ocsp/", get(ocsp::get_empty))
         .route("/ocsp/{*request}", get(ocsp::get))

@@ -7,10 +7,10 @@ use axum::body::Body;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
+use ward_api::{IssueRequest, RenewRequest, SeedRequest, SignRequest};
 use ward_pki::KeyType;
-use ward_pki::issue::rfc3339;
 use ward_tls::server::PeerInfo;
 use zeroize::Zeroizing;
 
@@ -19,57 +19,7 @@ use super::body::{bearer, parse_json, read_json};
 use super::error::ApiError;
 use crate::authority::{AuthorityError, Issuance};
 use crate::csr::parse_csr;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SignRequest {
-    pub(super) token: Option<String>,
-    pub(super) csr: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct IssueRequest {
-    pub(super) token: Option<String>,
-    pub(super) key_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct SeedRequest {
-    pub(super) bootstrap_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RenewRequest {
-    pub(super) csr: Option<String>,
-}
-
-#[derive(Serialize)]
-pub(super) struct Issued {
-    certificate: String,
-    chain: String,
-    ca_bundle: String,
-    serial: String,
-    spiffe_id: String,
-    not_after: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    private_key: Option<String>,
-}
-
-impl Issued {
-    fn from(i: &Issuance, private_key: Option<String>) -> Self {
-        Issued {
-            certificate: i.certificate_pem.clone(),
-            chain: i.chain_pem.clone(),
-            ca_bundle: i.ca_bundle_pem.clone(),
-            serial: i.serial.to_string(),
-            spiffe_id: i.spiffe_id.to_string(),
-            not_after: rfc3339(i.not_after),
-            private_key,
-        }
-    }
-}
+use crate::wire::{issued as issued_body, seed_response};
 
 /// One audit line per issuance attempt. Never the token itself.
 #[derive(Serialize)]
@@ -231,7 +181,7 @@ pub(super) async fn sign(
     let result = sign_inner(&state, &headers, body, &mut attempt).await;
     attempt.finish(&result, StatusCode::CREATED);
     let (issued, ()) = result?;
-    Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
+    Ok((StatusCode::CREATED, Json(issued_body(&issued, None))).into_response())
 }
 
 async fn sign_inner(
@@ -280,7 +230,7 @@ pub(super) async fn issue(
     let result = issue_inner(&state, &headers, body, &mut attempt).await;
     attempt.finish(&result, StatusCode::CREATED);
     let (issued, key_pem) = result?;
-    let body = Issued::from(&issued, Some(key_pem.to_string()));
+    let body = issued_body(&issued, Some(key_pem.to_string()));
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -321,13 +271,6 @@ async fn issue_inner(
     Ok((issued, key.to_pkcs8_pem()))
 }
 
-#[derive(Serialize)]
-pub(super) struct SeedResponse {
-    certificate: String,
-    private_key: String,
-    ca_chain: String,
-}
-
 /// The Phoenix CA wire format: `{"bootstrap_token"}` → 200
 /// `{certificate, private_key, ca_chain}`; 400 `missing_bootstrap_token`;
 /// 401 `invalid_bootstrap_token` for any token refusal.
@@ -341,11 +284,7 @@ pub(super) async fn seed_issue(
     let result = seed_inner(&state, &headers, body, &mut attempt).await;
     attempt.finish(&result, StatusCode::OK);
     let (issued, key_pem) = result?;
-    let body = SeedResponse {
-        certificate: issued.chain_pem.clone(),
-        private_key: key_pem.to_string(),
-        ca_chain: issued.ca_chain_pem.clone(),
-    };
+    let body = seed_response(&issued, key_pem.to_string());
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
@@ -394,7 +333,7 @@ pub(super) async fn renew(
     let result = renew_inner(&state, &peer, &headers, body).await;
     attempt.finish(&result, StatusCode::CREATED);
     let (issued, ()) = result?;
-    Ok((StatusCode::CREATED, Json(Issued::from(&issued, None))).into_response())
+    Ok((StatusCode::CREATED, Json(issued_body(&issued, None))).into_response())
 }
 
 async fn renew_inner(

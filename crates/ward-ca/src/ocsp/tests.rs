@@ -7,8 +7,8 @@ use ward_pki::lint::revocation::{Status as Seen, ocsp_request, ocsp_status};
 
 use super::*;
 use crate::authority::Policy;
+use crate::authority::revocation::CrlSettings;
 use crate::dir::{CaDir, InitOptions};
-use crate::revocation::CrlSettings;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -46,7 +46,7 @@ async fn fixture(offline_root: bool) -> Fixture {
         &ca.roots().unwrap(),
         store,
     )
-    .with_revocation(CrlSettings::default(), None);
+    .with_revocation(CrlSettings::default());
     Fixture {
         _tmp: tmp,
         ca,

@@ -4,7 +4,7 @@ use std::time::{Instant, SystemTime};
 
 use hyper::Method;
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
+use ward_api::{Issued, RenewRequest, SignRequest, paths};
 use ward_pki::{KeyType, PrivateKey, SpiffeId};
 
 use super::{Publisher, Refusal, RotationState, sleep_until};
@@ -12,24 +12,6 @@ use crate::ca::Endpoint;
 use crate::csr::{key_and_csr, pkcs8};
 use crate::schedule::{Backoff, backoff_delay, random_jitter, renew_at, retry_after};
 use crate::{BootstrapConfig, CaClient, ClientError, Identity, REQUEST_TIMEOUT, Svid, trust};
-
-#[derive(Serialize)]
-struct SignBody<'a> {
-    token: &'a str,
-    csr: &'a str,
-}
-
-#[derive(Serialize)]
-struct RenewBody<'a> {
-    csr: &'a str,
-}
-
-/// The part of the CA's issuance answer used here.
-#[derive(Deserialize)]
-struct Issued {
-    chain: String,
-    ca_bundle: String,
-}
 
 /// What the renewal task needs after bootstrap.
 pub(super) struct Renewer {
@@ -65,11 +47,11 @@ async fn sign_once(
     let (key, csr) = key_and_csr(config.key_type)?;
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         let (mut conn, anchors) = trust::open(&endpoint, &config.trust).await?;
-        let body = SignBody {
-            token: config.token.expose(),
-            csr: &csr,
+        let body = SignRequest {
+            token: Some(config.token.expose()),
+            csr: Some(csr.as_str()),
         };
-        let issued: Issued = conn.json(Method::POST, "/v1/sign", Some(&body)).await?;
+        let issued: Issued = conn.json(Method::POST, paths::SIGN, Some(&body)).await?;
         Ok((svid_from(issued, &key)?, anchors))
     })
     .await
@@ -124,7 +106,11 @@ impl Renewer {
         let client = CaClient::new(&self.ca_url, &self.anchors, Some(identity))?;
         let (key, csr) = key_and_csr(self.key_type)?;
         let issued: Issued = client
-            .json(Method::POST, "/v1/renew", Some(&RenewBody { csr: &csr }))
+            .json(
+                Method::POST,
+                paths::RENEW,
+                Some(&RenewRequest { csr: Some(csr) }),
+            )
             .await?;
         let next = svid_from(issued, &key)?;
         same_identity(current.spiffe_id(), next.spiffe_id())?;

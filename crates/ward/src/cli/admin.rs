@@ -4,14 +4,14 @@
 //! admin client certificate.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use ward_ca::CaDir;
-use ward_ca::authority::{Authority, Policy};
+use ward_ca::authority::Authority;
+use ward_ca::dir::Storage;
 use ward_client::{CaClient, Identity};
 
 /// Which CA an administrative command acts on.
@@ -82,36 +82,13 @@ impl AdminTarget {
     }
 }
 
+/// The authority of the local CA directory, on its existing store (never a
+/// new one).
 async fn authority(local: &AdminTarget) -> anyhow::Result<Authority> {
-    local_authority(
-        local.dir.as_deref().context("--dir is required")?,
-        local.database.as_deref(),
-    )
-    .await
-}
-
-/// The authority of a local CA directory, on its existing store (never a
-/// new one), writing the CRL and OCSP URLs of ca.toml into certificates.
-pub(crate) async fn local_authority(
-    dir: &std::path::Path,
-    database: Option<&str>,
-) -> anyhow::Result<Authority> {
-    let dir = CaDir::new(dir);
+    let dir = CaDir::new(local.dir.as_deref().context("--dir is required")?);
     let config = dir.config()?;
-    let policy = Policy {
-        trust_domain: config.ca.trust_domain.clone(),
-        default_ttl: config.issuance.default_ttl()?,
-        max_ttl: config.issuance.max_ttl()?,
-    };
-    // Everything that can fail is read before the store is opened, so a
-    // bad directory leaves the store untouched.
-    let issuer = dir.intermediate_issuer()?;
-    let roots = dir.roots()?;
-    let store = dir.open_store(&config, database).await?;
-    Ok(
-        Authority::new(policy, issuer, &roots, Arc::clone(&store)).with_certificate_urls(
-            config.revocation.crl_url.clone(),
-            config.revocation.ocsp_url.clone(),
-        ),
-    )
+    let database = local.database.as_deref();
+    Ok(dir
+        .open_authority(&config, Storage::Existing { database })
+        .await?)
 }

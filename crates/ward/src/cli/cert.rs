@@ -10,15 +10,12 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 use time::OffsetDateTime;
 use ward_ca::CaDir;
-use ward_ca::authority::{AuthorityError, check_common_name, check_reserved};
-use ward_pki::lint::LintPolicy;
-
-use super::admin::local_authority;
-use ward_ca::files::{PUBLIC_MODE, Replace, SECRET_MODE, Staged};
+use ward_ca::authority::AuthorityError;
+use ward_ca::offline::{OfflineError, OfflineRequest};
 use ward_pki::inspect::CertInfo;
-use ward_pki::issue::{LeafRequest, Profile, humanize, rfc3339};
+use ward_pki::issue::{Profile, humanize, rfc3339};
 use ward_pki::verify::{Purpose, VerifyOptions, verify};
-use ward_pki::{KeyType, Serial, SpiffeId, SpiffeIdPattern, pem};
+use ward_pki::{KeyType, SpiffeId, SpiffeIdPattern, pem};
 
 use super::{Format, Outcome, duration_arg};
 
@@ -114,12 +111,6 @@ pub(crate) async fn run(cmd: CertCommand) -> anyhow::Result<Outcome> {
     }
 }
 
-fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 /// Turns an authority error into one that shows its detail (a command-line
 /// user is the operator: nothing is hidden from them).
 fn authority_error(e: AuthorityError) -> anyhow::Error {
@@ -130,73 +121,33 @@ fn authority_error(e: AuthorityError) -> anyhow::Error {
     }
 }
 
+/// The CLI's wording of an offline issuance failure.
+fn offline_error(e: OfflineError) -> anyhow::Error {
+    match e {
+        OfflineError::CommonName(e) => anyhow::anyhow!("--cn: {e}"),
+        OfflineError::Issue(e) => authority_error(e).context("cannot issue the certificate"),
+        OfflineError::Ca(e) => e.into(),
+        OfflineError::Pki(e) => e.into(),
+        other => anyhow::Error::msg(other.to_string()),
+    }
+}
+
 async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
-    let ca = CaDir::new(&args.ca_dir);
-    let config = ca.config()?;
-    if let Some(id) = &args.spiffe_id {
-        if !id.is_member_of(&config.ca.trust_domain) {
-            bail!(
-                "SPIFFE ID {id} is outside this CA's trust domain {}",
-                config.ca.trust_domain
-            );
-        }
-        check_reserved(id, args.allow_reserved).map_err(anyhow::Error::msg)?;
-    }
-    if let Some(cn) = &args.cn {
-        check_common_name(cn).map_err(|e| anyhow::anyhow!("--cn: {e}"))?;
-    }
-    let (ttl, clamp_to_issuer) = match args.ttl {
-        Some(ttl) => (ttl, false),
-        None => (config.issuance.offline_default_ttl()?, true),
-    };
-    // Every certificate signed with the directory's keys is recorded, so it
-    // can be revoked (OCSP, CRL, `ward revoke`): no store, no certificate.
-    let issuer = ca.intermediate_issuer()?;
-    let authority = local_authority(&args.ca_dir, args.database.as_deref()).await?;
-    let key = args.key_type.generate()?;
-    let request = LeafRequest {
+    let request = OfflineRequest {
         profile: args.profile,
         spiffe_id: args.spiffe_id,
         dns_names: args.dns,
         ip_addresses: args.ip,
         common_name: args.cn,
-        ttl,
-        clamp_to_issuer,
-        serial: Serial::random(OffsetDateTime::now_utc())?,
-        crl_url: None,
-        ocsp_url: None,
+        ttl: args.ttl,
+        key_type: args.key_type,
+        allow_reserved: args.allow_reserved,
     };
-    // The pre-issuance lint of online issuance; offline certificates may
-    // live as long as asked (within the intermediate), so only the
-    // lifetime caps follow the request.
-    let defaults = LintPolicy::default();
-    let lint = LintPolicy {
-        max_server_lifetime: defaults.max_server_lifetime.max(ttl),
-        max_workload_lifetime: defaults.max_workload_lifetime.max(ttl),
-        ..defaults
-    };
-    let issued = authority
-        .issue_offline(
-            &key.public_key_der(),
-            request,
-            &lint,
-            OffsetDateTime::now_utc(),
-        )
+    let issued = CaDir::new(&args.ca_dir)
+        .issue_offline(request, args.database.as_deref(), OffsetDateTime::now_utc())
         .await
-        .map_err(authority_error)
-        .context("cannot issue the certificate");
-    authority.store().close().await;
-    let issued = issued?;
-
-    let crt_path = with_suffix(&args.out, ".crt");
-    let key_path = with_suffix(&args.out, ".key");
-    let chain = pem::certs_to_pem([issued.der.as_ref(), issuer.cert_der().as_ref()]);
-    // Stage both files before either takes its name, so a failure leaves
-    // neither a new key without its certificate nor the reverse.
-    let staged_key = Staged::new(&key_path, key.to_pkcs8_pem().as_bytes(), SECRET_MODE)?;
-    let staged_crt = Staged::new(&crt_path, chain.as_bytes(), PUBLIC_MODE)?;
-    staged_key.commit(Replace::Allow)?;
-    staged_crt.commit(Replace::Allow)?;
+        .map_err(offline_error)?;
+    let (crt_path, key_path) = issued.write(&args.out)?;
 
     eprintln!(
         "Wrote {} (leaf + intermediate) and {} (0600)",

@@ -20,9 +20,9 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
+use ward_api::{CreateTokenRequest, CreatedTokenView, paths};
 use ward_ca::CaDir;
 use ward_ca::dir::InitOptions;
-use ward_ca::http::admin::{CreateTokenRequest, CreatedTokenView};
 use ward_client::{BootstrapConfig, CaClient, CaTrust, Identity, Token};
 use ward_pki::{Fingerprint, KeyType, TrustDomain};
 
@@ -243,7 +243,7 @@ async fn create_token(admin: &CaClient, spiffe_id: &str, dns: &[&str]) -> anyhow
         ..CreateTokenRequest::default()
     };
     let created: CreatedTokenView = admin
-        .json(Method::POST, "/v1/admin/tokens", Some(&request))
+        .json(Method::POST, paths::ADMIN_TOKENS, Some(&request))
         .await
         .with_context(|| format!("cannot create a token for {spiffe_id}"))?;
     Ok(Token::new(&created.token)?)

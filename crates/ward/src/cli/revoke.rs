@@ -11,10 +11,10 @@ use anyhow::Context;
 use clap::Args;
 use hyper::Method;
 use time::OffsetDateTime;
-use ward_ca::http::crl::{RevokeRequest, RevokeResponse};
+use ward_api::{RevokeRequest, RevokeResponse, paths};
+use ward_ca::wire::revoke_response;
 use ward_pki::Serial;
 use ward_pki::crl::{parse_reason, reason_name};
-use ward_pki::issue::rfc3339;
 
 use super::Outcome;
 use super::admin::{AdminTarget, Backend};
@@ -50,15 +50,7 @@ pub(crate) async fn run(args: RevokeArgs) -> anyhow::Result<Outcome> {
                 .await
                 .with_context(|| format!("cannot revoke {serial}"));
             authority.store().close().await;
-            let r = result?;
-            RevokeResponse {
-                serial: r.serial.to_string(),
-                revoked_at: rfc3339(r.revoked_at),
-                reason: reason_name(r.reason.unwrap_or(0))
-                    .unwrap_or("unspecified")
-                    .to_owned(),
-                newly_revoked: r.newly_revoked,
-            }
+            revoke_response(&result?)
         }
         Backend::Remote(client) => {
             let request = RevokeRequest {
@@ -66,7 +58,7 @@ pub(crate) async fn run(args: RevokeArgs) -> anyhow::Result<Outcome> {
                 reason: reason.and_then(reason_name).map(str::to_owned),
             };
             client
-                .json::<RevokeResponse>(Method::POST, "/v1/revoke", Some(&request))
+                .json::<RevokeResponse>(Method::POST, paths::REVOKE, Some(&request))
                 .await
                 .with_context(|| format!("cannot revoke {serial}"))?
         }

@@ -9,9 +9,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use hyper::Method;
 use time::OffsetDateTime;
-use ward_ca::http::admin::{
-    CreateTokenRequest, CreatedTokenView, RevokedToken, TokenList, TokenView,
-};
+use ward_api::{CreateTokenRequest, CreatedTokenView, RevokedToken, TokenList, TokenView, paths};
+use ward_ca::wire::{created_token_view, token_spec, token_view};
 
 use super::admin::{AdminTarget, Backend};
 use super::{Format, Outcome};
@@ -103,21 +102,18 @@ async fn create(args: CreateArgs) -> anyhow::Result<Outcome> {
         cn: args.cn,
         allow_reserved: args.allow_reserved,
     };
-    let view = match args.local.open().await? {
+    let view: CreatedTokenView = match args.local.open().await? {
         Backend::Local(authority) => {
-            let spec = request.into_spec().map_err(anyhow::Error::msg)?;
+            let spec = token_spec(request).map_err(anyhow::Error::msg)?;
             let created = authority
                 .create_token(&spec, OffsetDateTime::now_utc())
                 .await
                 .context("cannot create the token")?;
             authority.store().close().await;
-            CreatedTokenView {
-                token: created.secret.expose().to_owned(),
-                info: TokenView::from(&created.token),
-            }
+            created_token_view(&created)
         }
         Backend::Remote(client) => client
-            .json(Method::POST, "/v1/admin/tokens", Some(&request))
+            .json(Method::POST, paths::ADMIN_TOKENS, Some(&request))
             .await
             .context("cannot create the token")?,
     };
@@ -151,14 +147,14 @@ async fn list(args: ListArgs) -> anyhow::Result<Outcome> {
                 .list_tokens()
                 .await?
                 .iter()
-                .map(TokenView::from)
+                .map(token_view)
                 .collect();
             authority.store().close().await;
             tokens
         }
         Backend::Remote(client) => {
             client
-                .json::<TokenList>(Method::GET, "/v1/admin/tokens", None::<&()>)
+                .json::<TokenList>(Method::GET, paths::ADMIN_TOKENS, None::<&()>)
                 .await?
                 .tokens
         }
@@ -212,10 +208,7 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Outcome> {
             n
         }
         Backend::Remote(client) => {
-            let path = format!(
-                "/v1/admin/tokens/{}?with_certificates={}",
-                args.id, args.with_certificates
-            );
+            let path = paths::admin_token(&args.id, args.with_certificates);
             client
                 .json::<RevokedToken>(Method::DELETE, &path, None::<&()>)
                 .await

@@ -39,7 +39,8 @@ async fn authority(tmp: &std::path::Path, crl_url: Option<String>) -> Authority 
         &ca.roots().unwrap(),
         store,
     )
-    .with_revocation(CrlSettings::default(), crl_url)
+    .with_certificate_urls(crl_url, None)
+    .with_revocation(CrlSettings::default())
 }
 
 fn listed(crl: &PublishedCrl) -> Vec<(Vec<u8>, Option<u8>)> {

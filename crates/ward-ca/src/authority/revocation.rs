@@ -23,7 +23,7 @@ use ward_pki::Serial;
 use ward_pki::crl::{CrlEntry, crl_to_pem, sign_crl};
 use ward_store::{RevocationWatch, RevokeOutcome};
 
-use crate::authority::{Authority, AuthorityError};
+use super::{Authority, AuthorityError};
 
 /// How the CRL is published.
 #[derive(Clone, Copy, Debug)]
@@ -137,7 +137,7 @@ impl Authority {
             .store()
             .revoke_certificate(&key, reason, now)
             .await
-            .map_err(crate::authority::store_err)?;
+            .map_err(super::store_err)?;
         let newly_revoked = match outcome {
             RevokeOutcome::NotFound => {
                 return Err(AuthorityError::NotFound(format!(
@@ -151,7 +151,7 @@ impl Authority {
             .store()
             .certificate(&key)
             .await
-            .map_err(crate::authority::store_err)?
+            .map_err(super::store_err)?
             .ok_or_else(|| AuthorityError::Internal("revoked certificate vanished".into()))?;
         self.after_revocation(now).await;
         Ok(Revoked {
@@ -174,7 +174,7 @@ impl Authority {
             .store()
             .revoked_certificates(now)
             .await
-            .map_err(crate::authority::store_err)?;
+            .map_err(super::store_err)?;
         let mut entries = Vec::with_capacity(rows.len());
         let mut ctx = digest::Context::new(&digest::SHA256);
         for row in &rows {
@@ -202,7 +202,7 @@ impl Authority {
             .store()
             .next_crl_number()
             .await
-            .map_err(crate::authority::store_err)?;
+            .map_err(super::store_err)?;
         let next_update = now + settings.validity;
         // An RSA signature or a large set takes milliseconds: off the worker.
         let heavy = self.issuer().is_rsa() || entries.len() > 1000;
