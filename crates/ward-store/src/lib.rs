@@ -22,9 +22,11 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod dialect;
 mod error;
 mod model;
 mod postgres;
+mod shared;
 mod sql;
 mod sqlite;
 mod watch;
@@ -204,8 +206,8 @@ pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn S
         return Err(StoreError::Invalid("max_connections must be at least 1"));
     }
     match parse_url(url)? {
-        Target::Postgres => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
-        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?)),
+        Target::Postgres => Ok(Arc::new(postgres::PgDriver::open(url, options).await?)),
+        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteDriver::open(path, options).await?)),
     }
 }
 
@@ -307,20 +309,6 @@ async fn ping_if_idle<C: sqlx::Connection>(
     Ok(true)
 }
 
-/// Ties a certificate to the token it is issued from.
-fn bind_to_token(mut c: NewCertificate, token_id: &str) -> Result<NewCertificate, StoreError> {
-    match c.token_id.as_deref() {
-        None => c.token_id = Some(token_id.to_owned()),
-        Some(id) if id == token_id => {}
-        Some(_) => {
-            return Err(StoreError::Invalid(
-                "certificate.token_id differs from token_id",
-            ));
-        }
-    }
-    Ok(c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,25 +346,5 @@ mod tests {
         let msg = "failed for ward:s3cr%21t and other";
         assert_eq!(redact(msg, url), "failed for ward:*** and ***");
         assert_eq!(redact("x", "postgres://db/ward"), "x");
-    }
-
-    #[test]
-    fn certificates_are_bound_to_their_token() {
-        let c = NewCertificate {
-            serial: "01".into(),
-            spiffe_id: "spiffe://t/a".into(),
-            token_id: None,
-            not_before: OffsetDateTime::UNIX_EPOCH,
-            not_after: OffsetDateTime::UNIX_EPOCH,
-            der: vec![],
-            fingerprint: "00".repeat(32),
-            issued_at: OffsetDateTime::UNIX_EPOCH,
-            renewed_from: None,
-            origin: Origin::Token,
-        };
-        let bound = bind_to_token(c.clone(), "tok_a").unwrap();
-        assert_eq!(bound.token_id.as_deref(), Some("tok_a"));
-        assert!(bind_to_token(bound.clone(), "tok_a").is_ok());
-        assert!(bind_to_token(bound, "tok_b").is_err());
     }
 }

@@ -22,32 +22,26 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
-use crate::error::{Violation, violation};
-use crate::model::{
-    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list,
-    normalize_certificate, normalize_serial, truncate_to_storage_precision as micros,
-    validate_reason, validate_token,
-};
-use crate::{
-    Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
-    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql, watch,
-};
+use crate::dialect::{BoxFuture, Param, Statements, WriteTx};
+use crate::model::truncate_to_storage_precision as micros;
+use crate::shared::{Driver, SqlStore, token_from_row};
+use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
 
 /// Migrations for this backend, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// A PostgreSQL store: the shared logic over this backend's connections.
+pub(crate) type PgStore = SqlStore<PgDriver>;
+
 /// A PostgreSQL database behind a connection pool.
-pub(crate) struct PgStore {
+pub(crate) struct PgDriver {
     /// The pool; every replica has its own.
     pool: PgPool,
-    /// Group commit of certificate records.
-    committer: Committer,
 }
 
 /// The PostgreSQL half of group commit.
@@ -56,12 +50,12 @@ struct PgBatch {
     pool: PgPool,
 }
 
-impl PgStore {
+impl PgDriver {
     /// Connects to and migrates the database named by `url`.
     ///
     /// Errors name the host, port and database, never the URL (which may hold
     /// a password).
-    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::InvalidUrl(crate::redact(&e.to_string(), url)))?;
         let shown = format!(
@@ -106,7 +100,10 @@ impl PgStore {
             .await
             .map_err(|e| migrate_error(format!("migrating PostgreSQL database {shown}"), e))?;
         let committer = Committer::spawn(PgBatch { pool: pool.clone() }, options.max_batch);
-        Ok(Self { pool, committer })
+        Ok(SqlStore {
+            driver: PgDriver { pool },
+            committer,
+        })
     }
 }
 
@@ -272,266 +269,41 @@ impl Columns {
     }
 }
 
-/// Decodes a row selected with the `tokens` column list.
-fn token_from_row(row: &PgRow) -> Result<Token, StoreError> {
-    let d = |e| StoreError::other("decoding a token row", e);
-    Ok(Token {
-        id: row.try_get(0).map_err(d)?,
-        hash: decode_hash(row.try_get::<&[u8], _>(1).map_err(d)?)?,
-        spiffe_id: row.try_get(2).map_err(d)?,
-        dns_names: decode_list("tokens.dns_names", row.try_get(3).map_err(d)?)?,
-        profile: row.try_get(4).map_err(d)?,
-        cert_ttl_secs: row.try_get(5).map_err(d)?,
-        expires_at: row.try_get(6).map_err(d)?,
-        max_uses: row.try_get(7).map_err(d)?,
-        uses: row.try_get(8).map_err(d)?,
-        allowed_cidrs: decode_list("tokens.allowed_cidrs", row.try_get(9).map_err(d)?)?,
-        created_at: row.try_get(10).map_err(d)?,
-        revoked_at: row.try_get(11).map_err(d)?,
-        revoked_with_certs: row.try_get(12).map_err(d)?,
-        common_name: row.try_get(13).map_err(d)?,
-    })
-}
-
-/// Decodes a row selected with the `certificates` column list.
-fn certificate_from_row(row: &PgRow) -> Result<Certificate, StoreError> {
-    let d = |e| StoreError::other("decoding a certificate row", e);
-    Ok(Certificate {
-        serial: row.try_get(0).map_err(d)?,
-        spiffe_id: row.try_get(1).map_err(d)?,
-        token_id: row.try_get(2).map_err(d)?,
-        not_before: row.try_get(3).map_err(d)?,
-        not_after: row.try_get(4).map_err(d)?,
-        der: row.try_get(5).map_err(d)?,
-        fingerprint: row.try_get(6).map_err(d)?,
-        issued_at: row.try_get(7).map_err(d)?,
-        renewed_from: row.try_get(8).map_err(d)?,
-        revoked_at: row.try_get(9).map_err(d)?,
-        revocation_reason: row.try_get(10).map_err(d)?,
-        origin: decode_origin(row.try_get(11).map_err(d)?)?,
-    })
-}
-
 #[async_trait]
-impl Store for PgStore {
-    async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
-        validate_token(t)?;
-        sqlx::query(sql::INSERT_TOKEN)
-            .bind(&t.id)
-            .bind(&t.hash[..])
-            .bind(&t.spiffe_id)
-            .bind(encode_list(&t.dns_names))
-            .bind(&t.profile)
-            .bind(t.cert_ttl_secs)
-            .bind(micros(t.expires_at))
-            .bind(t.max_uses)
-            .bind(encode_list(&t.allowed_cidrs))
-            .bind(micros(t.created_at))
-            .bind(&t.common_name)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| match violation(&e) {
-                Some(Violation::Unique) => StoreError::DuplicateToken,
-                _ => StoreError::db("creating a token", e),
-            })
-    }
+impl Driver for PgDriver {
+    type Row = PgRow;
 
-    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query(sql::TOKEN_BY_HASH)
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("looking up a token", e))?;
-        row.as_ref().map(token_from_row).transpose()
-    }
+    const BACKEND: Backend = Backend::Postgres;
 
-    async fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query(sql::TOKEN_BY_ID)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("reading a token", e))?;
-        row.as_ref().map(token_from_row).transpose()
-    }
+    // Every replica's CRL follows, at commit (see `watch`).
+    const REVOCATION_NOTICE: Option<&'static str> = Some(watch::PG_NOTIFY);
 
-    async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
-        let rows = sqlx::query(sql::LIST_TOKENS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing tokens", e))?;
-        rows.iter().map(token_from_row).collect()
-    }
-
-    async fn revoke_token(
+    async fn read(
         &self,
-        id: &str,
-        with_certificates: bool,
-        at: OffsetDateTime,
-    ) -> Result<RevokeTokenOutcome, StoreError> {
-        let ctx = "revoking a token";
+        sql: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        (&self.pool).fetch_all(sql, params).await
+    }
+
+    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx<'_, PgRow>) -> BoxFuture<'t, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
-        let marked = sqlx::query(sql::REVOKE_TOKEN)
-            .bind(id)
-            .bind(micros(at))
-            .bind(with_certificates)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if marked.rows_affected() == 0 {
-            return Ok(RevokeTokenOutcome::NotFound);
-        }
-        let mut certificates_revoked = 0;
-        if with_certificates {
-            // The token row is locked by the UPDATE above, so no certificate
-            // can be issued from it until this transaction ends.
-            certificates_revoked = sqlx::query(sql::REVOKE_TOKEN_CERTIFICATES)
-                .bind(id)
-                .bind(micros(at))
-                .bind(REASON_PRIVILEGE_WITHDRAWN)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?
-                .rows_affected();
-            if certificates_revoked > 0 {
-                // Every replica's CRL, at commit (see `watch`).
-                sqlx::query(watch::PG_NOTIFY)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::db(ctx, e))?;
-            }
-        }
+        let out = work(&mut tx).await?;
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-        Ok(RevokeTokenOutcome::Revoked {
-            certificates_revoked,
-        })
+        Ok(out)
     }
 
-    async fn issue_with_token(
-        &self,
-        token_id: &str,
-        now: OffsetDateTime,
-        certificate: &NewCertificate,
-    ) -> Result<(), StoreError> {
-        let c = crate::bind_to_token(normalize_certificate(certificate)?, token_id)?;
-        self.committer
-            .submit(Item::with_token(token_id, now, c))
-            .await
-    }
-
-    async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError> {
-        let c = normalize_certificate(certificate)?;
-        self.committer.submit(Item::record(c)).await
-    }
-
-    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(None);
-        };
-        let row = sqlx::query(sql::CERTIFICATE_BY_SERIAL)
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("reading a certificate", e))?;
-        row.as_ref().map(certificate_from_row).transpose()
-    }
-
-    async fn list_certificates(
-        &self,
-        limit: u32,
-        offset: u64,
-    ) -> Result<Vec<Certificate>, StoreError> {
-        let offset = i64::try_from(offset).map_err(|_| StoreError::Invalid("offset too large"))?;
-        let rows = sqlx::query(sql::LIST_CERTIFICATES)
-            .bind(i64::from(limit))
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing certificates", e))?;
-        rows.iter().map(certificate_from_row).collect()
-    }
-
-    async fn count_certificates(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(sql::COUNT_CERTIFICATES)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("counting certificates", e))?;
-        u64::try_from(n).map_err(|e| StoreError::other("counting certificates", e))
-    }
-
-    async fn revoke_certificate(
-        &self,
-        serial: &str,
-        reason: Option<i16>,
-        at: OffsetDateTime,
-    ) -> Result<RevokeOutcome, StoreError> {
-        validate_reason(reason)?;
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(RevokeOutcome::NotFound);
-        };
-        let ctx = "revoking a certificate";
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
-            .bind(&serial)
-            .bind(micros(at))
-            .bind(reason)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if revoked.rows_affected() == 1 {
-            // Announced to every replica when, and only if, it commits.
-            sqlx::query(watch::PG_NOTIFY)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?;
-            tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-            return Ok(RevokeOutcome::Revoked);
-        }
-        // Nothing changed; revocation is final and rows are never deleted,
-        // so the existence check needs no transaction.
-        drop(tx);
-        let n: i64 = sqlx::query_scalar(sql::CERTIFICATE_EXISTS)
-            .bind(&serial)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        Ok(if n == 0 {
-            RevokeOutcome::NotFound
-        } else {
-            RevokeOutcome::AlreadyRevoked
-        })
-    }
-
-    async fn revoked_certificates(
-        &self,
-        now: OffsetDateTime,
-    ) -> Result<Vec<RevokedCertificate>, StoreError> {
-        let d = |e| StoreError::db("listing revoked certificates", e);
-        let rows = sqlx::query(sql::REVOKED_CERTIFICATES)
-            .bind(micros(now))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(d)?;
-        rows.iter()
-            .map(|row| {
-                Ok(RevokedCertificate {
-                    serial: row.try_get(0).map_err(d)?,
-                    revoked_at: row.try_get(1).map_err(d)?,
-                    reason: row.try_get(2).map_err(d)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn watch_revocations(&self) -> Result<watch::RevocationWatch, StoreError> {
+    async fn watch(&self) -> Result<watch::RevocationWatch, StoreError> {
         let ctx = "listening for revocations";
         let mut listener = PgListener::connect_with(&self.pool)
             .await
@@ -545,30 +317,7 @@ impl Store for PgStore {
         Ok(rx)
     }
 
-    async fn next_crl_number(&self) -> Result<u64, StoreError> {
-        let ctx = "taking a CRL number";
-        let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
-            .bind(crate::model::to_micros(OffsetDateTime::now_utc()))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(sql::PING)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| StoreError::db("pinging the database", e))
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
     async fn close(&self) {
-        self.committer.flush().await;
         self.pool.close().await;
     }
 }
