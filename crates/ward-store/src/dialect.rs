@@ -90,6 +90,11 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The statements of one write transaction, as the shared logic sees them.
 pub(crate) type WriteTx<'t, R> = dyn Statements<Row = R> + 't;
 
+/// What one write transaction does, given its statements (see
+/// [`crate::shared::Driver::write`]).
+pub(crate) type Work<T, R> =
+    Box<dyn for<'t> FnOnce(&'t mut WriteTx<'_, R>) -> BoxFuture<'t, Result<T, StoreError>> + Send>;
+
 /// Instantiates [`Columns`] for a driver's row and [`Statements`] for its
 /// pool and its transactions. `$time` is the Rust type a time column is
 /// bound and read as; `$encode` and `$decode` convert it.

@@ -27,7 +27,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use time::OffsetDateTime;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
-use crate::dialect::{BoxFuture, Param, Statements, WriteTx};
+use crate::dialect::Work;
 use crate::model::truncate_to_storage_precision as micros;
 use crate::shared::{Driver, SqlStore, token_from_row};
 use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
@@ -278,21 +278,17 @@ impl Driver for PgDriver {
     // Every replica's CRL follows, at commit (see `watch`).
     const REVOCATION_NOTICE: Option<&'static str> = Some(watch::PG_NOTIFY);
 
-    async fn read(
-        &self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<PgRow>, sqlx::Error> {
-        (&self.pool).fetch_all(sql, params).await
+    type Readers<'a> = &'a PgPool;
+
+    fn readers(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&'t mut WriteTx<'_, PgRow>) -> BoxFuture<'t, Result<T, StoreError>>
-            + Send
-            + 'static,
-    {
+    async fn write<T: Send>(
+        &self,
+        ctx: &'static str,
+        work: Work<T, PgRow>,
+    ) -> Result<T, StoreError> {
         let mut tx = self
             .pool
             .begin()

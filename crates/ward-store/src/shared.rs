@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::batch::{Committer, Item};
-use crate::dialect::{BoxFuture, Columns, Param, WriteTx};
+use crate::dialect::{BoxFuture, Columns, Param, Statements, Work, WriteTx};
 use crate::error::{Violation, violation};
 use crate::model::{
     REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list,
@@ -37,22 +37,22 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// they notice by themselves.
     const REVOCATION_NOTICE: Option<&'static str>;
 
-    /// Runs a read statement on the read pool and returns its rows.
-    async fn read(
-        &self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<Self::Row>, sqlx::Error>;
+    /// Where reads run: the read pool.
+    type Readers<'a>: Statements<Row = Self::Row>
+    where
+        Self: 'a;
+
+    /// The read pool.
+    fn readers(&self) -> Self::Readers<'_>;
 
     /// Runs `work` in one write transaction and commits it if `work`
     /// succeeds (`ctx` names the operation in errors); on error nothing
     /// `work` did is kept.
-    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&'t mut WriteTx<'_, Self::Row>) -> BoxFuture<'t, Result<T, StoreError>>
-            + Send
-            + 'static;
+    async fn write<T: Send>(
+        &self,
+        ctx: &'static str,
+        work: Work<T, Self::Row>,
+    ) -> Result<T, StoreError>;
 
     /// Starts watching for revocations (see [`Store::watch_revocations`]).
     async fn watch(&self) -> Result<RevocationWatch, StoreError>;
@@ -70,22 +70,6 @@ pub(crate) struct SqlStore<D> {
 }
 
 impl<D: Driver> SqlStore<D> {
-    /// The first row `sql` returns, decoded with `decode`.
-    async fn read_one<T>(
-        &self,
-        ctx: &'static str,
-        sql: &'static str,
-        params: &[Param<'_>],
-        decode: fn(&D::Row) -> Result<T, StoreError>,
-    ) -> Result<Option<T>, StoreError> {
-        let rows = self
-            .driver
-            .read(sql, params)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        rows.first().map(decode).transpose()
-    }
-
     /// Every row `sql` returns, decoded with `decode`.
     async fn read_all<T>(
         &self,
@@ -96,10 +80,24 @@ impl<D: Driver> SqlStore<D> {
     ) -> Result<Vec<T>, StoreError> {
         let rows = self
             .driver
-            .read(sql, params)
+            .readers()
+            .fetch_all(sql, params)
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
         rows.iter().map(decode).collect()
+    }
+
+    /// Runs `work` in one write transaction of the backend (see
+    /// [`Driver::write`]); taking the closure here lets its signature be
+    /// inferred before it is boxed.
+    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send,
+        F: for<'t> FnOnce(&'t mut WriteTx<'_, D::Row>) -> BoxFuture<'t, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        self.driver.write(ctx, Box::new(work)).await
     }
 }
 
@@ -108,47 +106,46 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
         validate_token(t)?;
         let t = t.clone();
-        self.driver
-            .write("creating a token", move |tx| {
-                Box::pin(async move {
-                    let dns_names = encode_list(&t.dns_names);
-                    let allowed_cidrs = encode_list(&t.allowed_cidrs);
-                    let params = [
-                        Param::Text(&t.id),
-                        Param::Bytes(&t.hash),
-                        Param::Text(&t.spiffe_id),
-                        Param::Text(&dns_names),
-                        Param::Text(&t.profile),
-                        Param::Int(t.cert_ttl_secs),
-                        Param::Time(t.expires_at),
-                        Param::Int(t.max_uses),
-                        Param::Text(&allowed_cidrs),
-                        Param::Time(t.created_at),
-                        Param::OptText(t.common_name.as_deref()),
-                    ];
-                    match tx.execute(sql::INSERT_TOKEN, &params).await {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(match violation(&e) {
-                            Some(Violation::Unique) => StoreError::DuplicateToken,
-                            _ => StoreError::db("creating a token", e),
-                        }),
-                    }
-                })
+        self.write("creating a token", move |tx| {
+            Box::pin(async move {
+                let dns_names = encode_list(&t.dns_names);
+                let allowed_cidrs = encode_list(&t.allowed_cidrs);
+                let params = [
+                    Param::Text(&t.id),
+                    Param::Bytes(&t.hash),
+                    Param::Text(&t.spiffe_id),
+                    Param::Text(&dns_names),
+                    Param::Text(&t.profile),
+                    Param::Int(t.cert_ttl_secs),
+                    Param::Time(t.expires_at),
+                    Param::Int(t.max_uses),
+                    Param::Text(&allowed_cidrs),
+                    Param::Time(t.created_at),
+                    Param::OptText(t.common_name.as_deref()),
+                ];
+                match tx.execute(sql::INSERT_TOKEN, &params).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(match violation(&e) {
+                        Some(Violation::Unique) => StoreError::DuplicateToken,
+                        _ => StoreError::db("creating a token", e),
+                    }),
+                }
             })
-            .await
+        })
+        .await
     }
 
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
         let params = [Param::Bytes(hash)];
         let ctx = "looking up a token";
-        self.read_one(ctx, sql::TOKEN_BY_HASH, &params, token_from_row)
-            .await
+        let rows = self.read_all(ctx, sql::TOKEN_BY_HASH, &params, token_from_row);
+        rows.await.map(first)
     }
 
     async fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
         let params = [Param::Text(id)];
-        self.read_one("reading a token", sql::TOKEN_BY_ID, &params, token_from_row)
-            .await
+        let rows = self.read_all("reading a token", sql::TOKEN_BY_ID, &params, token_from_row);
+        rows.await.map(first)
     }
 
     async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
@@ -164,42 +161,41 @@ impl<D: Driver> Store for SqlStore<D> {
     ) -> Result<RevokeTokenOutcome, StoreError> {
         let ctx = "revoking a token";
         let id = id.to_owned();
-        self.driver
-            .write(ctx, move |tx| {
-                Box::pin(async move {
-                    let db = |e| StoreError::db(ctx, e);
-                    let mark = [
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                let mark = [
+                    Param::Text(&id),
+                    Param::Time(at),
+                    Param::Flag(with_certificates),
+                ];
+                if tx.execute(sql::REVOKE_TOKEN, &mark).await.map_err(db)? == 0 {
+                    return Ok(RevokeTokenOutcome::NotFound);
+                }
+                let mut certificates_revoked = 0;
+                if with_certificates {
+                    // The token row is locked by the UPDATE above (the
+                    // write lock on SQLite), so no certificate can be
+                    // issued from it until this transaction ends.
+                    let kill = [
                         Param::Text(&id),
                         Param::Time(at),
-                        Param::Flag(with_certificates),
+                        Param::Reason(Some(REASON_PRIVILEGE_WITHDRAWN)),
                     ];
-                    if tx.execute(sql::REVOKE_TOKEN, &mark).await.map_err(db)? == 0 {
-                        return Ok(RevokeTokenOutcome::NotFound);
+                    certificates_revoked = tx
+                        .execute(sql::REVOKE_TOKEN_CERTIFICATES, &kill)
+                        .await
+                        .map_err(db)?;
+                    if certificates_revoked > 0 {
+                        announce_revocation::<D>(tx, ctx).await?;
                     }
-                    let mut certificates_revoked = 0;
-                    if with_certificates {
-                        // The token row is locked by the UPDATE above (the
-                        // write lock on SQLite), so no certificate can be
-                        // issued from it until this transaction ends.
-                        let kill = [
-                            Param::Text(&id),
-                            Param::Time(at),
-                            Param::Reason(Some(REASON_PRIVILEGE_WITHDRAWN)),
-                        ];
-                        certificates_revoked = tx
-                            .execute(sql::REVOKE_TOKEN_CERTIFICATES, &kill)
-                            .await
-                            .map_err(db)?;
-                        if certificates_revoked > 0 {
-                            announce_revocation::<D>(tx, ctx).await?;
-                        }
-                    }
-                    Ok(RevokeTokenOutcome::Revoked {
-                        certificates_revoked,
-                    })
+                }
+                Ok(RevokeTokenOutcome::Revoked {
+                    certificates_revoked,
                 })
             })
-            .await
+        })
+        .await
     }
 
     async fn issue_with_token(
@@ -225,13 +221,13 @@ impl<D: Driver> Store for SqlStore<D> {
         };
         let params = [Param::Text(&serial)];
         let ctx = "reading a certificate";
-        self.read_one(
+        let rows = self.read_all(
             ctx,
             sql::CERTIFICATE_BY_SERIAL,
             &params,
             certificate_from_row,
-        )
-        .await
+        );
+        rows.await.map(first)
     }
 
     async fn list_certificates(
@@ -249,11 +245,13 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn count_certificates(&self) -> Result<u64, StoreError> {
         let ctx = "counting certificates";
         let n = self
-            .read_one(ctx, sql::COUNT_CERTIFICATES, &[], |row| {
+            .read_all(ctx, sql::COUNT_CERTIFICATES, &[], |row| {
                 row.int(0)
                     .map_err(|e| StoreError::db("counting certificates", e))
             })
             .await?
+            .first()
+            .copied()
             .unwrap_or(0);
         u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
     }
@@ -269,35 +267,34 @@ impl<D: Driver> Store for SqlStore<D> {
             return Ok(RevokeOutcome::NotFound);
         };
         let ctx = "revoking a certificate";
-        self.driver
-            .write(ctx, move |tx| {
-                Box::pin(async move {
-                    let db = |e| StoreError::db(ctx, e);
-                    let revoke = [Param::Text(&serial), Param::Time(at), Param::Reason(reason)];
-                    if tx
-                        .execute(sql::REVOKE_CERTIFICATE, &revoke)
-                        .await
-                        .map_err(db)?
-                        == 1
-                    {
-                        // Announced when, and only if, it commits.
-                        announce_revocation::<D>(tx, ctx).await?;
-                        return Ok(RevokeOutcome::Revoked);
-                    }
-                    // Nothing changed: revocation is final and rows are
-                    // never deleted, so existence decides the answer.
-                    let row = tx
-                        .fetch_one(sql::CERTIFICATE_EXISTS, &[Param::Text(&serial)])
-                        .await
-                        .map_err(db)?;
-                    Ok(if row.int(0).map_err(db)? == 0 {
-                        RevokeOutcome::NotFound
-                    } else {
-                        RevokeOutcome::AlreadyRevoked
-                    })
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                let revoke = [Param::Text(&serial), Param::Time(at), Param::Reason(reason)];
+                if tx
+                    .execute(sql::REVOKE_CERTIFICATE, &revoke)
+                    .await
+                    .map_err(db)?
+                    == 1
+                {
+                    // Announced when, and only if, it commits.
+                    announce_revocation::<D>(tx, ctx).await?;
+                    return Ok(RevokeOutcome::Revoked);
+                }
+                // Nothing changed: revocation is final and rows are
+                // never deleted, so existence decides the answer.
+                let row = tx
+                    .fetch_one(sql::CERTIFICATE_EXISTS, &[Param::Text(&serial)])
+                    .await
+                    .map_err(db)?;
+                Ok(if row.int(0).map_err(db)? == 0 {
+                    RevokeOutcome::NotFound
+                } else {
+                    RevokeOutcome::AlreadyRevoked
                 })
             })
-            .await
+        })
+        .await
     }
 
     async fn revoked_certificates(
@@ -324,24 +321,24 @@ impl<D: Driver> Store for SqlStore<D> {
     async fn next_crl_number(&self) -> Result<u64, StoreError> {
         let ctx = "taking a CRL number";
         let floor = to_micros(OffsetDateTime::now_utc());
-        self.driver
-            .write(ctx, move |tx| {
-                Box::pin(async move {
-                    let db = |e| StoreError::db(ctx, e);
-                    let row = tx
-                        .fetch_one(sql::NEXT_CRL_NUMBER, &[Param::Int(floor)])
-                        .await
-                        .map_err(db)?;
-                    let n = row.int(0).map_err(db)?;
-                    u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
-                })
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                let row = tx
+                    .fetch_one(sql::NEXT_CRL_NUMBER, &[Param::Int(floor)])
+                    .await
+                    .map_err(db)?;
+                let n = row.int(0).map_err(db)?;
+                u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
             })
-            .await
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.driver
-            .read(sql::PING, &[])
+            .readers()
+            .fetch_all(sql::PING, &[])
             .await
             .map(drop)
             .map_err(|e| StoreError::db("pinging the database", e))
@@ -355,6 +352,11 @@ impl<D: Driver> Store for SqlStore<D> {
         self.committer.flush().await;
         self.driver.close().await;
     }
+}
+
+/// The one row a lookup by key returns, if any.
+fn first<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
 }
 
 /// Runs the backend's revocation announcement, if it has one.

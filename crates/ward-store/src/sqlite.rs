@@ -32,7 +32,7 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Mutex;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
-use crate::dialect::{BoxFuture, Param, Statements, WriteTx};
+use crate::dialect::Work;
 use crate::model::to_micros;
 use crate::shared::{Driver, SqlStore, token_from_row};
 use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
@@ -393,21 +393,17 @@ impl Driver for SqliteDriver {
     // Other processes notice any commit through `PRAGMA data_version`.
     const REVOCATION_NOTICE: Option<&'static str> = None;
 
-    async fn read(
-        &self,
-        sql: &'static str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
-        (&self.pool).fetch_all(sql, params).await
+    type Readers<'a> = &'a SqlitePool;
+
+    fn readers(&self) -> &SqlitePool {
+        &self.pool
     }
 
-    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'t> FnOnce(&'t mut WriteTx<'_, SqliteRow>) -> BoxFuture<'t, Result<T, StoreError>>
-            + Send
-            + 'static,
-    {
+    async fn write<T: Send>(
+        &self,
+        ctx: &'static str,
+        work: Work<T, SqliteRow>,
+    ) -> Result<T, StoreError> {
         let mut conn = lock_writer(&self.writer).await?;
         let mut tx = begin_write(&mut conn).await?;
         let out = work(&mut tx).await?;
