@@ -14,7 +14,8 @@
 //! - string lists (`dns_names`, `allowed_cidrs`) are JSON text;
 //! - times keep microseconds (SQLite: INTEGER µs since the epoch, PostgreSQL:
 //!   `timestamptz`) and come back in UTC;
-//! - serials and fingerprints are stored as lowercase hex;
+//! - serials and fingerprints are stored as lowercase hex; a certificate
+//!   without a SPIFFE ID stores an empty one;
 //! - the secret of a token is never stored, only its SHA-256.
 //!
 //! This crate must never log or return a secret: no token, no password.
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use ward_pki::Serial;
 
 pub use error::{BoxError, StoreError};
 pub use model::{
@@ -97,8 +99,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::DuplicateSerial`].
     async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError>;
 
-    /// Finds a certificate by serial (hex, any case).
-    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError>;
+    /// Finds a certificate by serial.
+    async fn certificate(&self, serial: &Serial) -> Result<Option<Certificate>, StoreError>;
 
     /// Lists certificates, newest first, `limit` from `offset`.
     async fn list_certificates(
@@ -113,7 +115,7 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a certificate with an RFC 5280 reason code; idempotent, keeps the first time and reason.
     async fn revoke_certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
         reason: Option<i16>,
         at: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError>;

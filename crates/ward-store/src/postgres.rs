@@ -25,10 +25,11 @@ use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
+use ward_pki::Serial;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::dialect::Work;
-use crate::model::truncate_to_storage_precision as micros;
+use crate::model::{encode_optional_spiffe_id, truncate_to_storage_precision as micros};
 use crate::shared::{Driver, SqlStore, token_from_row};
 use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
 
@@ -142,8 +143,9 @@ impl BatchWriter for PgBatch {
             let mut columns = Columns::default();
             let mut index_of = HashMap::with_capacity(chunk.len());
             for (i, c) in chunk {
-                columns.push(c, items[*i].consume.is_some());
-                index_of.insert(c.serial.as_str(), *i);
+                let serial = c.serial.to_string();
+                index_of.insert(serial.clone(), *i);
+                columns.push(serial, c, items[*i].consume.is_some());
             }
             let written: Vec<(String, i64, i64)> = sqlx::query_as(sql::PG_INSERT_CERTIFICATES)
                 .bind(columns.serial)
@@ -163,7 +165,7 @@ impl BatchWriter for PgBatch {
             // The tokens this chunk's written rows take a use of.
             let mut charged = HashSet::new();
             for (serial, _, _) in &written {
-                if let Some(&i) = index_of.get(serial.as_str()) {
+                if let Some(&i) = index_of.get(serial) {
                     inserted.insert(i);
                     if let Some((id, _)) = &items[i].consume {
                         charged.insert(id.as_str());
@@ -198,12 +200,13 @@ const STATEMENT_BUDGET: usize = 14 * 1024;
 /// What one row adds to the write statement, near enough: its variable
 /// fields, a length word per column, three timestamps and a flag.
 fn encoded_len(c: &NewCertificate) -> usize {
+    let hex = |s: &Serial| 2 * s.as_bytes().len();
     c.der.len()
-        + c.serial.len()
-        + c.spiffe_id.len()
+        + hex(&c.serial)
+        + encode_optional_spiffe_id(c.spiffe_id.as_ref()).len()
         + c.token_id.as_ref().map_or(0, String::len)
         + c.fingerprint.len()
-        + c.renewed_from.as_ref().map_or(0, String::len)
+        + c.renewed_from.as_ref().map_or(0, hex)
         + c.origin.as_str().len()
         + 11 * 4
         + 3 * 8
@@ -252,18 +255,20 @@ struct Columns {
 }
 
 impl Columns {
-    /// Appends one (normalised) certificate, and whether it consumes a use
-    /// of its token.
-    fn push(&mut self, c: &NewCertificate, consumes: bool) {
-        self.serial.push(c.serial.clone());
-        self.spiffe_id.push(c.spiffe_id.clone());
+    /// Appends one (normalised) certificate, its serial as stored, and
+    /// whether it consumes a use of its token.
+    fn push(&mut self, serial: String, c: &NewCertificate, consumes: bool) {
+        self.serial.push(serial);
+        let spiffe_id = encode_optional_spiffe_id(c.spiffe_id.as_ref());
+        self.spiffe_id.push(spiffe_id.to_owned());
         self.token_id.push(c.token_id.clone());
         self.not_before.push(micros(c.not_before));
         self.not_after.push(micros(c.not_after));
         self.der.push(c.der.clone());
         self.fingerprint.push(c.fingerprint.clone());
         self.issued_at.push(micros(c.issued_at));
-        self.renewed_from.push(c.renewed_from.clone());
+        self.renewed_from
+            .push(c.renewed_from.as_ref().map(ToString::to_string));
         self.consumes.push(consumes);
         self.origin.push(c.origin.as_str());
     }
@@ -353,8 +358,8 @@ mod tests {
     fn cert(der_len: usize) -> NewCertificate {
         let now = OffsetDateTime::now_utc();
         NewCertificate {
-            serial: "40".repeat(16),
-            spiffe_id: "spiffe://example.org/w".into(),
+            serial: "40".repeat(16).parse().unwrap(),
+            spiffe_id: Some("spiffe://example.org/w".parse().unwrap()),
             token_id: Some("t".repeat(32)),
             not_before: now,
             not_after: now,

@@ -10,13 +10,15 @@
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use ward_pki::Serial;
 
 use crate::batch::{Committer, Item};
 use crate::dialect::{BoxFuture, Columns, Param, Statements, Work, WriteTx};
 use crate::error::{Violation, violation};
 use crate::model::{
-    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list,
-    normalize_certificate, normalize_serial, to_micros, validate_reason, validate_token,
+    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_optional_spiffe_id, decode_origin,
+    decode_profile, decode_serial, decode_spiffe_id, encode_list, normalize_certificate, to_micros,
+    validate_reason, validate_token,
 };
 use crate::{
     Backend, Certificate, NewCertificate, NewToken, RevocationWatch, RevokeOutcome,
@@ -113,9 +115,9 @@ impl<D: Driver> Store for SqlStore<D> {
                 let params = [
                     Param::Text(&t.id),
                     Param::Bytes(&t.hash),
-                    Param::Text(&t.spiffe_id),
+                    Param::Text(t.spiffe_id.as_str()),
                     Param::Text(&dns_names),
-                    Param::Text(&t.profile),
+                    Param::Text(t.profile.as_str()),
                     Param::Int(t.cert_ttl_secs),
                     Param::Time(t.expires_at),
                     Param::Int(t.max_uses),
@@ -215,10 +217,8 @@ impl<D: Driver> Store for SqlStore<D> {
         self.committer.submit(Item::record(c)).await
     }
 
-    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(None);
-        };
+    async fn certificate(&self, serial: &Serial) -> Result<Option<Certificate>, StoreError> {
+        let serial = serial.to_string();
         let params = [Param::Text(&serial)];
         let ctx = "reading a certificate";
         let rows = self.read_all(
@@ -258,14 +258,12 @@ impl<D: Driver> Store for SqlStore<D> {
 
     async fn revoke_certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
         reason: Option<i16>,
         at: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError> {
         validate_reason(reason)?;
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(RevokeOutcome::NotFound);
-        };
+        let serial = serial.to_string();
         let ctx = "revoking a certificate";
         self.write(ctx, move |tx| {
             Box::pin(async move {
@@ -306,7 +304,7 @@ impl<D: Driver> Store for SqlStore<D> {
         self.read_all(ctx, sql::REVOKED_CERTIFICATES, &params, |row| {
             let d = |e| StoreError::db("listing revoked certificates", e);
             Ok(RevokedCertificate {
-                serial: row.text(0).map_err(d)?,
+                serial: decode_serial("certificates.serial", &row.text(0).map_err(d)?)?,
                 revoked_at: row.time(1)?,
                 reason: row.reason(2).map_err(d)?,
             })
@@ -393,39 +391,46 @@ pub(crate) fn bind_to_token(
 pub(crate) fn token_from_row(row: &impl Columns) -> Result<Token, StoreError> {
     let d = |e| StoreError::other("decoding a token row", e);
     Ok(Token {
-        id: row.text(0).map_err(d)?,
-        hash: decode_hash(&row.bytes(1).map_err(d)?)?,
-        spiffe_id: row.text(2).map_err(d)?,
-        dns_names: decode_list("tokens.dns_names", &row.text(3).map_err(d)?)?,
-        profile: row.text(4).map_err(d)?,
-        cert_ttl_secs: row.int(5).map_err(d)?,
-        expires_at: row.time(6)?,
-        max_uses: row.int(7).map_err(d)?,
+        created: NewToken {
+            id: row.text(0).map_err(d)?,
+            hash: decode_hash(&row.bytes(1).map_err(d)?)?,
+            spiffe_id: decode_spiffe_id("tokens.spiffe_id", &row.text(2).map_err(d)?)?,
+            dns_names: decode_list("tokens.dns_names", &row.text(3).map_err(d)?)?,
+            profile: decode_profile(&row.text(4).map_err(d)?)?,
+            cert_ttl_secs: row.int(5).map_err(d)?,
+            expires_at: row.time(6)?,
+            max_uses: row.int(7).map_err(d)?,
+            allowed_cidrs: decode_list("tokens.allowed_cidrs", &row.text(9).map_err(d)?)?,
+            created_at: row.time(10)?,
+            common_name: row.opt_text(13).map_err(d)?,
+        },
         uses: row.int(8).map_err(d)?,
-        allowed_cidrs: decode_list("tokens.allowed_cidrs", &row.text(9).map_err(d)?)?,
-        created_at: row.time(10)?,
         revoked_at: row.opt_time(11)?,
         revoked_with_certs: row.flag(12).map_err(d)?,
-        common_name: row.opt_text(13).map_err(d)?,
     })
 }
 
 /// Decodes a row selected with the `certificates` column list.
 fn certificate_from_row(row: &impl Columns) -> Result<Certificate, StoreError> {
     let d = |e| StoreError::other("decoding a certificate row", e);
+    let renewed_from = row.opt_text(8).map_err(d)?;
     Ok(Certificate {
-        serial: row.text(0).map_err(d)?,
-        spiffe_id: row.text(1).map_err(d)?,
-        token_id: row.opt_text(2).map_err(d)?,
-        not_before: row.time(3)?,
-        not_after: row.time(4)?,
-        der: row.bytes(5).map_err(d)?,
-        fingerprint: row.text(6).map_err(d)?,
-        issued_at: row.time(7)?,
-        renewed_from: row.opt_text(8).map_err(d)?,
+        record: NewCertificate {
+            serial: decode_serial("certificates.serial", &row.text(0).map_err(d)?)?,
+            spiffe_id: decode_optional_spiffe_id(&row.text(1).map_err(d)?)?,
+            token_id: row.opt_text(2).map_err(d)?,
+            not_before: row.time(3)?,
+            not_after: row.time(4)?,
+            der: row.bytes(5).map_err(d)?,
+            fingerprint: row.text(6).map_err(d)?,
+            issued_at: row.time(7)?,
+            renewed_from: renewed_from
+                .map(|s| decode_serial("certificates.renewed_from", &s))
+                .transpose()?,
+            origin: decode_origin(&row.text(11).map_err(d)?)?,
+        },
         revoked_at: row.opt_time(9)?,
         revocation_reason: row.reason(10).map_err(d)?,
-        origin: decode_origin(&row.text(11).map_err(d)?)?,
     })
 }
 
@@ -437,8 +442,8 @@ mod tests {
     #[test]
     fn certificates_are_bound_to_their_token() {
         let c = NewCertificate {
-            serial: "01".into(),
-            spiffe_id: "spiffe://t/a".into(),
+            serial: "01".parse().unwrap(),
+            spiffe_id: Some("spiffe://t/a".parse().unwrap()),
             token_id: None,
             not_before: OffsetDateTime::UNIX_EPOCH,
             not_after: OffsetDateTime::UNIX_EPOCH,

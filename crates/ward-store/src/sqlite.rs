@@ -33,7 +33,7 @@ use tokio::sync::Mutex;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::dialect::Work;
-use crate::model::to_micros;
+use crate::model::{encode_optional_spiffe_id, to_micros};
 use crate::shared::{Driver, SqlStore, token_from_row};
 use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
 
@@ -247,7 +247,7 @@ impl BatchWriter for SqliteBatch {
             return Ok(plan.finish(items, &HashSet::new()).0);
         }
         let planned: Vec<(usize, &NewCertificate)> = plan.inserts(items).collect();
-        let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(planned.len());
+        let mut index_of: HashMap<String, usize> = HashMap::with_capacity(planned.len());
         let mut inserted = HashSet::with_capacity(planned.len());
         let mut rest = &planned[..];
         while !rest.is_empty() {
@@ -255,18 +255,19 @@ impl BatchWriter for SqliteBatch {
             rest = tail;
             let mut insert = sqlx::query(sql::insert_rows_sql(chunk.len()));
             for (i, c) in chunk {
-                index_of.insert(c.serial.as_str(), *i);
+                let serial = c.serial.to_string();
                 insert = insert
-                    .bind(&c.serial)
-                    .bind(&c.spiffe_id)
+                    .bind(serial.clone())
+                    .bind(encode_optional_spiffe_id(c.spiffe_id.as_ref()))
                     .bind(&c.token_id)
                     .bind(to_micros(c.not_before))
                     .bind(to_micros(c.not_after))
                     .bind(&c.der)
                     .bind(&c.fingerprint)
                     .bind(to_micros(c.issued_at))
-                    .bind(&c.renewed_from)
+                    .bind(c.renewed_from.as_ref().map(ToString::to_string))
                     .bind(c.origin.as_str());
+                index_of.insert(serial, *i);
             }
             let written = insert
                 .fetch_all(&mut *tx)

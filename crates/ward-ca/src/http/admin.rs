@@ -70,7 +70,7 @@ async fn admin_record(state: &AppState, leaf: &[u8]) -> Result<(), ApiError> {
     let record = state
         .authority
         .store()
-        .certificate(&serial.to_string())
+        .certificate(&serial)
         .await
         .map_err(|e| -> ApiError {
             if e.is_unavailable() {
@@ -200,9 +200,9 @@ impl From<&Token> for TokenView {
     fn from(t: &Token) -> Self {
         TokenView {
             id: t.id.clone(),
-            spiffe_id: t.spiffe_id.clone(),
+            spiffe_id: t.spiffe_id.to_string(),
             dns: t.dns_names.clone(),
-            profile: t.profile.clone(),
+            profile: t.profile.to_string(),
             cert_ttl_seconds: t.cert_ttl_secs,
             expires_at: rfc3339(t.expires_at),
             max_uses: t.max_uses,
@@ -338,13 +338,17 @@ pub(super) struct CertificateView {
 impl From<&Certificate> for CertificateView {
     fn from(c: &Certificate) -> Self {
         CertificateView {
-            serial: c.serial.clone(),
-            spiffe_id: c.spiffe_id.clone(),
+            serial: c.serial.to_string(),
+            spiffe_id: c
+                .spiffe_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             token_id: c.token_id.clone(),
             not_before: rfc3339(c.not_before),
             not_after: rfc3339(c.not_after),
             fingerprint: c.fingerprint.clone(),
-            renewed_from: c.renewed_from.clone(),
+            renewed_from: c.renewed_from.as_ref().map(ToString::to_string),
             revoked_at: c.revoked_at.map(rfc3339),
             revocation_reason: c.revocation_reason,
             origin: c.origin.as_str(),

@@ -41,9 +41,9 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
     let t = NewToken {
         id: "tok_1".into(),
         hash: [1; 32],
-        spiffe_id: "spiffe://t/a".into(),
+        spiffe_id: "spiffe://t/a".parse().unwrap(),
         dns_names: vec![],
-        profile: "peer".into(),
+        profile: ward_pki::issue::Profile::Peer,
         cert_ttl_secs: 60,
         expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
         max_uses: 0,
@@ -66,8 +66,8 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         64,
     ));
     let cert = |serial: &str| NewCertificate {
-        serial: serial.into(),
-        spiffe_id: t.spiffe_id.clone(),
+        serial: serial.parse().unwrap(),
+        spiffe_id: Some(t.spiffe_id.clone()),
         token_id: Some(t.id.clone()),
         not_before: t.created_at,
         not_after: t.expires_at,
