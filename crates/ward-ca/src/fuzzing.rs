@@ -25,21 +25,26 @@ use crate::ocsp::Answer;
 pub fn csr(pem: &str, spiffe_id: &str, dns: &[String]) -> Result<CheckedCsr, String> {
     let checked = parse_csr(pem).map_err(|e| e.to_string())?;
     let now = OffsetDateTime::UNIX_EPOCH;
+    let spiffe_id = spiffe_id
+        .parse()
+        .map_err(|e: ward_pki::Error| e.to_string())?;
     let token = ward_store::Token {
-        id: "tok_0000000000000000".into(),
-        hash: [0; 32],
-        spiffe_id: spiffe_id.into(),
-        dns_names: dns.to_vec(),
-        profile: "peer".into(),
-        cert_ttl_secs: 3600,
-        expires_at: now,
-        max_uses: 1,
+        created: ward_store::NewToken {
+            id: "tok_0000000000000000".into(),
+            hash: [0; 32],
+            spiffe_id,
+            dns_names: dns.to_vec(),
+            profile: ward_pki::issue::Profile::Peer,
+            cert_ttl_secs: 3600,
+            expires_at: now,
+            max_uses: 1,
+            allowed_cidrs: Vec::new(),
+            created_at: now,
+            common_name: None,
+        },
         uses: 0,
-        allowed_cidrs: Vec::new(),
-        created_at: now,
         revoked_at: None,
         revoked_with_certs: false,
-        common_name: None,
     };
     crate::authority::check_csr_for_token(&token, &checked).map_err(|e| e.to_string())?;
     Ok(checked)

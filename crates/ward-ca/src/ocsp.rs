@@ -248,11 +248,7 @@ impl Responder {
             return Ok(Status::Unknown);
         };
         if q.is_about(&self.intermediate) {
-            let record = self
-                .authority
-                .store()
-                .certificate(&serial.to_string())
-                .await?;
+            let record = self.authority.store().certificate(&serial).await?;
             return Ok(match record {
                 None => Status::Unknown,
                 Some(c) => match c.revoked_at {

@@ -59,9 +59,9 @@ pub fn token_spec(request: CreateTokenRequest) -> Result<TokenSpec, String> {
 pub fn token_view(t: &Token) -> TokenView {
     TokenView {
         id: t.id.clone(),
-        spiffe_id: t.spiffe_id.clone(),
+        spiffe_id: t.spiffe_id.to_string(),
         dns: t.dns_names.clone(),
-        profile: t.profile.clone(),
+        profile: t.profile.to_string(),
         cert_ttl_seconds: t.cert_ttl_secs,
         expires_at: rfc3339(t.expires_at),
         max_uses: t.max_uses,
@@ -85,13 +85,17 @@ pub fn created_token_view(created: &CreatedToken) -> CreatedTokenView {
 /// A recorded certificate as the admin API lists it.
 pub fn certificate_view(c: &Certificate) -> CertificateView {
     CertificateView {
-        serial: c.serial.clone(),
-        spiffe_id: c.spiffe_id.clone(),
+        serial: c.serial.to_string(),
+        spiffe_id: c
+            .spiffe_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         token_id: c.token_id.clone(),
         not_before: rfc3339(c.not_before),
         not_after: rfc3339(c.not_after),
         fingerprint: c.fingerprint.clone(),
-        renewed_from: c.renewed_from.clone(),
+        renewed_from: c.renewed_from.as_ref().map(ToString::to_string),
         revoked_at: c.revoked_at.map(rfc3339),
         revocation_reason: c.revocation_reason,
         origin: c.origin.as_str().to_owned(),

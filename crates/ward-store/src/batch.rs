@@ -33,6 +33,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+use ward_pki::Serial;
 
 use crate::model::refusal;
 use crate::{NewCertificate, StoreError, Token, truncate_to_storage_precision};
@@ -162,7 +163,7 @@ pub(crate) fn token_ids(items: &[Item]) -> Vec<String> {
 /// exhausted token in the same batch has already been refused.
 pub(crate) fn plan(items: &[Item], tokens: &HashMap<String, Token>) -> Plan {
     let mut taken: HashMap<&str, i64> = HashMap::new();
-    let mut serials: HashSet<&str> = HashSet::with_capacity(items.len());
+    let mut serials: HashSet<&Serial> = HashSet::with_capacity(items.len());
     let refused = items
         .iter()
         .map(|item| {
@@ -172,7 +173,7 @@ pub(crate) fn plan(items: &[Item], tokens: &HashMap<String, Token>) -> Plan {
             {
                 return Some(StoreError::TokenNotFound);
             }
-            if serials.contains(c.serial.as_str()) {
+            if serials.contains(&c.serial) {
                 return Some(StoreError::DuplicateSerial);
             }
             if let Some((id, now)) = &item.consume {
@@ -189,7 +190,7 @@ pub(crate) fn plan(items: &[Item], tokens: &HashMap<String, Token>) -> Plan {
                 }
                 *taken.entry(id.as_str()).or_insert(0) += 1;
             }
-            serials.insert(c.serial.as_str());
+            serials.insert(&c.serial);
             None
         })
         .collect();

@@ -14,7 +14,8 @@
 //! - string lists (`dns_names`, `allowed_cidrs`) are JSON text;
 //! - times keep microseconds (SQLite: INTEGER µs since the epoch, PostgreSQL:
 //!   `timestamptz`) and come back in UTC;
-//! - serials and fingerprints are stored as lowercase hex;
+//! - serials and fingerprints are stored as lowercase hex; a certificate
+//!   without a SPIFFE ID stores an empty one;
 //! - the secret of a token is never stored, only its SHA-256.
 //!
 //! This crate must never log or return a secret: no token, no password.
@@ -22,9 +23,11 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod dialect;
 mod error;
 mod model;
 mod postgres;
+mod shared;
 mod sql;
 mod sqlite;
 mod watch;
@@ -36,6 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use ward_pki::Serial;
 
 pub use error::{BoxError, StoreError};
 pub use model::{
@@ -95,8 +99,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::DuplicateSerial`].
     async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError>;
 
-    /// Finds a certificate by serial (hex, any case).
-    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError>;
+    /// Finds a certificate by serial.
+    async fn certificate(&self, serial: &Serial) -> Result<Option<Certificate>, StoreError>;
 
     /// Lists certificates, newest first, `limit` from `offset`.
     async fn list_certificates(
@@ -111,7 +115,7 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a certificate with an RFC 5280 reason code; idempotent, keeps the first time and reason.
     async fn revoke_certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
         reason: Option<i16>,
         at: OffsetDateTime,
     ) -> Result<RevokeOutcome, StoreError>;
@@ -204,8 +208,8 @@ pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn S
         return Err(StoreError::Invalid("max_connections must be at least 1"));
     }
     match parse_url(url)? {
-        Target::Postgres => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
-        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?)),
+        Target::Postgres => Ok(Arc::new(postgres::PgDriver::open(url, options).await?)),
+        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteDriver::open(path, options).await?)),
     }
 }
 
@@ -307,20 +311,6 @@ async fn ping_if_idle<C: sqlx::Connection>(
     Ok(true)
 }
 
-/// Ties a certificate to the token it is issued from.
-fn bind_to_token(mut c: NewCertificate, token_id: &str) -> Result<NewCertificate, StoreError> {
-    match c.token_id.as_deref() {
-        None => c.token_id = Some(token_id.to_owned()),
-        Some(id) if id == token_id => {}
-        Some(_) => {
-            return Err(StoreError::Invalid(
-                "certificate.token_id differs from token_id",
-            ));
-        }
-    }
-    Ok(c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,25 +348,5 @@ mod tests {
         let msg = "failed for ward:s3cr%21t and other";
         assert_eq!(redact(msg, url), "failed for ward:*** and ***");
         assert_eq!(redact("x", "postgres://db/ward"), "x");
-    }
-
-    #[test]
-    fn certificates_are_bound_to_their_token() {
-        let c = NewCertificate {
-            serial: "01".into(),
-            spiffe_id: "spiffe://t/a".into(),
-            token_id: None,
-            not_before: OffsetDateTime::UNIX_EPOCH,
-            not_after: OffsetDateTime::UNIX_EPOCH,
-            der: vec![],
-            fingerprint: "00".repeat(32),
-            issued_at: OffsetDateTime::UNIX_EPOCH,
-            renewed_from: None,
-            origin: Origin::Token,
-        };
-        let bound = bind_to_token(c.clone(), "tok_a").unwrap();
-        assert_eq!(bound.token_id.as_deref(), Some("tok_a"));
-        assert!(bind_to_token(bound.clone(), "tok_a").is_ok());
-        assert!(bind_to_token(bound, "tok_b").is_err());
     }
 }

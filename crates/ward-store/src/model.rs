@@ -6,6 +6,8 @@
 //! and PostgreSQL so that the CA cannot tell which backend it runs on.
 
 use time::OffsetDateTime;
+use ward_pki::issue::Profile;
+use ward_pki::{Serial, SpiffeId};
 
 use crate::StoreError;
 
@@ -79,37 +81,62 @@ pub(crate) fn decode_origin(name: &str) -> Result<Origin, StoreError> {
     })
 }
 
-/// A bootstrap token as stored: the secret itself is never stored, only its hash.
+/// What the CA supplies to create a token (usage and revocation start empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Token {
+pub struct NewToken {
     /// Public identifier (`tok_` + 16 hex); the primary key.
     pub id: String,
     /// SHA-256 of the secret token; unique.
     pub hash: [u8; 32],
     /// The one SPIFFE ID certificates issued from this token may carry.
-    pub spiffe_id: String,
+    pub spiffe_id: SpiffeId,
     /// DNS SANs certificates issued from this token may carry.
     pub dns_names: Vec<String>,
-    /// Certificate profile: `"server"`, `"client"` or `"peer"`.
-    pub profile: String,
-    /// Lifetime of certificates issued from this token, in seconds.
+    /// Certificate profile.
+    pub profile: Profile,
+    /// Lifetime of certificates issued from this token, in seconds (> 0).
     pub cert_ttl_secs: i64,
     /// When the token itself stops being usable (exclusive).
     pub expires_at: OffsetDateTime,
     /// How many certificates the token may issue; 0 means unlimited until expiry.
     pub max_uses: i64,
-    /// How many certificates the token has issued so far.
-    pub uses: i64,
     /// Source networks (CIDR strings) the token may be presented from; empty means any.
     pub allowed_cidrs: Vec<String>,
     /// When the token was created.
     pub created_at: OffsetDateTime,
+    /// Subject common name its certificates may carry, if one is bound.
+    pub common_name: Option<String>,
+}
+
+/// A bootstrap token as stored: what it was created with, its usage and its
+/// revocation. The secret itself is never stored, only its hash.
+///
+/// Derefs to the [`NewToken`] it was created from, so `token.spiffe_id`
+/// reads and writes as a field of the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// What the token was created with.
+    pub created: NewToken,
+    /// How many certificates the token has issued so far.
+    pub uses: i64,
     /// When the token was revoked (the first time), if it was.
     pub revoked_at: Option<OffsetDateTime>,
     /// Whether a revocation also revoked the certificates issued from the token.
     pub revoked_with_certs: bool,
-    /// Subject common name its certificates may carry, if one is bound.
-    pub common_name: Option<String>,
+}
+
+impl std::ops::Deref for Token {
+    type Target = NewToken;
+
+    fn deref(&self) -> &NewToken {
+        &self.created
+    }
+}
+
+impl std::ops::DerefMut for Token {
+    fn deref_mut(&mut self) -> &mut NewToken {
+        &mut self.created
+    }
 }
 
 impl Token {
@@ -121,71 +148,15 @@ impl Token {
     }
 }
 
-/// What the CA supplies to create a token (usage and revocation start empty).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewToken {
-    /// Public identifier (`tok_` + 16 hex).
-    pub id: String,
-    /// SHA-256 of the secret token.
-    pub hash: [u8; 32],
-    /// The SPIFFE ID the token is bound to.
-    pub spiffe_id: String,
-    /// DNS SANs the token allows.
-    pub dns_names: Vec<String>,
-    /// Certificate profile: `"server"`, `"client"` or `"peer"`.
-    pub profile: String,
-    /// Lifetime of certificates issued from this token, in seconds (> 0).
-    pub cert_ttl_secs: i64,
-    /// When the token stops being usable.
-    pub expires_at: OffsetDateTime,
-    /// Use limit; 0 means unlimited until expiry.
-    pub max_uses: i64,
-    /// Allowed source networks (CIDR strings); empty means any.
-    pub allowed_cidrs: Vec<String>,
-    /// Creation time.
-    pub created_at: OffsetDateTime,
-    /// Subject common name to bind, if any.
-    pub common_name: Option<String>,
-}
-
-/// An issued certificate as recorded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Certificate {
-    /// Serial number, lowercase hex; the primary key.
-    pub serial: String,
-    /// The SPIFFE ID in the certificate; empty when it carries none (offline
-    /// server certificates, OCSP responders).
-    pub spiffe_id: String,
-    /// The token it was issued from, if any (renewals keep the original token).
-    pub token_id: Option<String>,
-    /// Start of validity.
-    pub not_before: OffsetDateTime,
-    /// End of validity.
-    pub not_after: OffsetDateTime,
-    /// The DER-encoded certificate.
-    pub der: Vec<u8>,
-    /// SHA-256 of `der`, lowercase hex.
-    pub fingerprint: String,
-    /// When it was recorded.
-    pub issued_at: OffsetDateTime,
-    /// Serial of the certificate this one renewed, if any.
-    pub renewed_from: Option<String>,
-    /// When it was revoked (the first time), if it was.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// RFC 5280 CRLReason code given at revocation; `None` means unspecified.
-    pub revocation_reason: Option<i16>,
-    /// Where it came from.
-    pub origin: Origin,
-}
-
 /// What the CA supplies to record a certificate (revocation starts empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewCertificate {
-    /// Serial number, hex (stored lowercase); must be new.
-    pub serial: String,
-    /// The SPIFFE ID in the certificate; empty when it carries none.
-    pub spiffe_id: String,
-    /// The token it was issued from, if any.
+    /// Serial number; the primary key (stored as lowercase hex), must be new.
+    pub serial: Serial,
+    /// The SPIFFE ID in the certificate; `None` when it carries none
+    /// (offline server certificates, OCSP responders).
+    pub spiffe_id: Option<SpiffeId>,
+    /// The token it was issued from, if any (renewals keep the original token).
     pub token_id: Option<String>,
     /// Start of validity.
     pub not_before: OffsetDateTime,
@@ -195,19 +166,47 @@ pub struct NewCertificate {
     pub der: Vec<u8>,
     /// SHA-256 of `der`, hex (stored lowercase).
     pub fingerprint: String,
-    /// When it was issued.
+    /// When it was issued (recorded).
     pub issued_at: OffsetDateTime,
     /// Serial of the certificate this one renews, if any.
-    pub renewed_from: Option<String>,
+    pub renewed_from: Option<Serial>,
     /// Where it comes from.
     pub origin: Origin,
+}
+
+/// An issued certificate as recorded: the record and its revocation.
+///
+/// Derefs to the [`NewCertificate`] that was recorded, so `cert.serial`
+/// reads and writes as a field of the certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// What was recorded.
+    pub record: NewCertificate,
+    /// When it was revoked (the first time), if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// RFC 5280 CRLReason code given at revocation; `None` means unspecified.
+    pub revocation_reason: Option<i16>,
+}
+
+impl std::ops::Deref for Certificate {
+    type Target = NewCertificate;
+
+    fn deref(&self) -> &NewCertificate {
+        &self.record
+    }
+}
+
+impl std::ops::DerefMut for Certificate {
+    fn deref_mut(&mut self) -> &mut NewCertificate {
+        &mut self.record
+    }
 }
 
 /// One entry of a CRL: an unexpired, revoked certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevokedCertificate {
-    /// Serial number, lowercase hex.
-    pub serial: String,
+    /// Serial number.
+    pub serial: Serial,
     /// When it was revoked.
     pub revoked_at: OffsetDateTime,
     /// RFC 5280 CRLReason code, if one was given.
@@ -251,17 +250,11 @@ pub(crate) fn refusal(token: Option<&Token>, now: OffsetDateTime) -> StoreError 
     }
 }
 
-/// Checks the values SQL cannot check the same way on both backends.
+/// Checks the values SQL cannot check the same way on both backends (the
+/// SPIFFE ID and profile are checked by their types).
 pub(crate) fn validate_token(t: &NewToken) -> Result<(), StoreError> {
-    if t.id.is_empty() || t.spiffe_id.is_empty() {
-        return Err(StoreError::Invalid(
-            "token id and SPIFFE ID must not be empty",
-        ));
-    }
-    if !matches!(t.profile.as_str(), "server" | "client" | "peer") {
-        return Err(StoreError::Invalid(
-            "profile must be server, client or peer",
-        ));
+    if t.id.is_empty() {
+        return Err(StoreError::Invalid("token id must not be empty"));
     }
     if t.cert_ttl_secs <= 0 || t.max_uses < 0 {
         return Err(StoreError::Invalid(
@@ -274,31 +267,16 @@ pub(crate) fn validate_token(t: &NewToken) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks and normalises a certificate before it is recorded.
+/// Checks and normalises a certificate before it is recorded (the serials
+/// are checked by their type).
 pub(crate) fn normalize_certificate(c: &NewCertificate) -> Result<NewCertificate, StoreError> {
-    let serial =
-        normalize_serial(&c.serial).ok_or(StoreError::Invalid("serial must be non-empty hex"))?;
-    let renewed_from = match &c.renewed_from {
-        Some(s) => Some(
-            normalize_serial(s).ok_or(StoreError::Invalid("renewed_from must be non-empty hex"))?,
-        ),
-        None => None,
-    };
     if c.fingerprint.len() != 64 || !c.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(StoreError::Invalid("fingerprint must be 64 hex digits"));
     }
     Ok(NewCertificate {
-        serial,
-        renewed_from,
         fingerprint: c.fingerprint.to_ascii_lowercase(),
         ..c.clone()
     })
-}
-
-/// Lowercases a hex serial; `None` if it is empty or not hex.
-pub(crate) fn normalize_serial(serial: &str) -> Option<String> {
-    let ok = !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_hexdigit());
-    ok.then(|| serial.to_ascii_lowercase())
 }
 
 /// Checks an RFC 5280 CRLReason code (0..=10, 7 is unused).
@@ -320,6 +298,35 @@ pub(crate) fn encode_list(list: &[String]) -> String {
 /// Decodes a string list stored as JSON text.
 pub(crate) fn decode_list(column: &'static str, text: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::other(column, e))
+}
+
+/// Decodes a serial column (lowercase hex).
+pub(crate) fn decode_serial(column: &'static str, text: &str) -> Result<Serial, StoreError> {
+    text.parse().map_err(|e| StoreError::other(column, e))
+}
+
+/// Decodes a SPIFFE ID column.
+pub(crate) fn decode_spiffe_id(column: &'static str, text: &str) -> Result<SpiffeId, StoreError> {
+    text.parse().map_err(|e| StoreError::other(column, e))
+}
+
+/// Decodes a certificate's SPIFFE ID column: empty when it carries none.
+pub(crate) fn decode_optional_spiffe_id(text: &str) -> Result<Option<SpiffeId>, StoreError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    decode_spiffe_id("certificates.spiffe_id", text).map(Some)
+}
+
+/// Encodes a certificate's SPIFFE ID column: empty when it carries none.
+pub(crate) fn encode_optional_spiffe_id(id: Option<&SpiffeId>) -> &str {
+    id.map_or("", SpiffeId::as_str)
+}
+
+/// Decodes a profile column.
+pub(crate) fn decode_profile(text: &str) -> Result<Profile, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::other("tokens.profile", e))
 }
 
 /// Decodes a 32-byte hash column.
@@ -347,28 +354,37 @@ pub fn truncate_to_storage_precision(t: OffsetDateTime) -> OffsetDateTime {
     from_micros(to_micros(t)).unwrap_or(t)
 }
 
+/// A usable token for unit tests: `peer` profile, valid until 2030.
+#[cfg(test)]
+pub(crate) fn test_token(id: &str, max_uses: i64, uses: i64) -> Token {
+    use time::macros::datetime;
+    Token {
+        created: NewToken {
+            id: id.into(),
+            hash: [0; 32],
+            spiffe_id: "spiffe://t/a".parse().unwrap(),
+            dns_names: vec![],
+            profile: Profile::Peer,
+            cert_ttl_secs: 60,
+            expires_at: datetime!(2030-01-01 0:00 UTC),
+            max_uses,
+            allowed_cidrs: vec![],
+            created_at: datetime!(2020-01-01 0:00 UTC),
+            common_name: None,
+        },
+        uses,
+        revoked_at: None,
+        revoked_with_certs: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
 
     fn token() -> Token {
-        Token {
-            id: "tok_0".into(),
-            hash: [0; 32],
-            spiffe_id: "spiffe://t/a".into(),
-            dns_names: vec![],
-            profile: "peer".into(),
-            cert_ttl_secs: 60,
-            expires_at: datetime!(2030-01-01 0:00 UTC),
-            max_uses: 1,
-            uses: 0,
-            allowed_cidrs: vec![],
-            created_at: datetime!(2020-01-01 0:00 UTC),
-            revoked_at: None,
-            revoked_with_certs: false,
-            common_name: None,
-        }
+        test_token("tok_0", 1, 0)
     }
 
     #[test]
@@ -404,13 +420,6 @@ mod tests {
         assert_eq!(back, datetime!(2025-06-01 12:00:00.123456 UTC));
         let before_epoch = datetime!(1969-12-31 23:59:59.9999995 UTC);
         assert!(from_micros(to_micros(before_epoch)).unwrap() <= before_epoch);
-    }
-
-    #[test]
-    fn serials_are_lowercased_and_checked() {
-        assert_eq!(normalize_serial("0AbC").as_deref(), Some("0abc"));
-        assert_eq!(normalize_serial(""), None);
-        assert_eq!(normalize_serial("0x1"), None);
     }
 
     #[test]

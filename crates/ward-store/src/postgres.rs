@@ -22,32 +22,27 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use time::OffsetDateTime;
+use ward_pki::Serial;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
-use crate::error::{Violation, violation};
-use crate::model::{
-    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list,
-    normalize_certificate, normalize_serial, truncate_to_storage_precision as micros,
-    validate_reason, validate_token,
-};
-use crate::{
-    Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
-    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql, watch,
-};
+use crate::dialect::Work;
+use crate::model::{encode_optional_spiffe_id, truncate_to_storage_precision as micros};
+use crate::shared::{Driver, SqlStore, token_from_row};
+use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
 
 /// Migrations for this backend, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// A PostgreSQL store: the shared logic over this backend's connections.
+pub(crate) type PgStore = SqlStore<PgDriver>;
+
 /// A PostgreSQL database behind a connection pool.
-pub(crate) struct PgStore {
+pub(crate) struct PgDriver {
     /// The pool; every replica has its own.
     pool: PgPool,
-    /// Group commit of certificate records.
-    committer: Committer,
 }
 
 /// The PostgreSQL half of group commit.
@@ -56,12 +51,12 @@ struct PgBatch {
     pool: PgPool,
 }
 
-impl PgStore {
+impl PgDriver {
     /// Connects to and migrates the database named by `url`.
     ///
     /// Errors name the host, port and database, never the URL (which may hold
     /// a password).
-    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+    pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::InvalidUrl(crate::redact(&e.to_string(), url)))?;
         let shown = format!(
@@ -106,7 +101,10 @@ impl PgStore {
             .await
             .map_err(|e| migrate_error(format!("migrating PostgreSQL database {shown}"), e))?;
         let committer = Committer::spawn(PgBatch { pool: pool.clone() }, options.max_batch);
-        Ok(Self { pool, committer })
+        Ok(SqlStore {
+            driver: PgDriver { pool },
+            committer,
+        })
     }
 }
 
@@ -145,8 +143,9 @@ impl BatchWriter for PgBatch {
             let mut columns = Columns::default();
             let mut index_of = HashMap::with_capacity(chunk.len());
             for (i, c) in chunk {
-                columns.push(c, items[*i].consume.is_some());
-                index_of.insert(c.serial.as_str(), *i);
+                let serial = c.serial.to_string();
+                index_of.insert(serial.clone(), *i);
+                columns.push(serial, c, items[*i].consume.is_some());
             }
             let written: Vec<(String, i64, i64)> = sqlx::query_as(sql::PG_INSERT_CERTIFICATES)
                 .bind(columns.serial)
@@ -166,7 +165,7 @@ impl BatchWriter for PgBatch {
             // The tokens this chunk's written rows take a use of.
             let mut charged = HashSet::new();
             for (serial, _, _) in &written {
-                if let Some(&i) = index_of.get(serial.as_str()) {
+                if let Some(&i) = index_of.get(serial) {
                     inserted.insert(i);
                     if let Some((id, _)) = &items[i].consume {
                         charged.insert(id.as_str());
@@ -201,12 +200,13 @@ const STATEMENT_BUDGET: usize = 14 * 1024;
 /// What one row adds to the write statement, near enough: its variable
 /// fields, a length word per column, three timestamps and a flag.
 fn encoded_len(c: &NewCertificate) -> usize {
+    let hex = |s: &Serial| 2 * s.as_bytes().len();
     c.der.len()
-        + c.serial.len()
-        + c.spiffe_id.len()
+        + hex(&c.serial)
+        + encode_optional_spiffe_id(c.spiffe_id.as_ref()).len()
         + c.token_id.as_ref().map_or(0, String::len)
         + c.fingerprint.len()
-        + c.renewed_from.as_ref().map_or(0, String::len)
+        + c.renewed_from.as_ref().map_or(0, hex)
         + c.origin.as_str().len()
         + 11 * 4
         + 3 * 8
@@ -255,283 +255,56 @@ struct Columns {
 }
 
 impl Columns {
-    /// Appends one (normalised) certificate, and whether it consumes a use
-    /// of its token.
-    fn push(&mut self, c: &NewCertificate, consumes: bool) {
-        self.serial.push(c.serial.clone());
-        self.spiffe_id.push(c.spiffe_id.clone());
+    /// Appends one (normalised) certificate, its serial as stored, and
+    /// whether it consumes a use of its token.
+    fn push(&mut self, serial: String, c: &NewCertificate, consumes: bool) {
+        self.serial.push(serial);
+        let spiffe_id = encode_optional_spiffe_id(c.spiffe_id.as_ref());
+        self.spiffe_id.push(spiffe_id.to_owned());
         self.token_id.push(c.token_id.clone());
         self.not_before.push(micros(c.not_before));
         self.not_after.push(micros(c.not_after));
         self.der.push(c.der.clone());
         self.fingerprint.push(c.fingerprint.clone());
         self.issued_at.push(micros(c.issued_at));
-        self.renewed_from.push(c.renewed_from.clone());
+        self.renewed_from
+            .push(c.renewed_from.as_ref().map(ToString::to_string));
         self.consumes.push(consumes);
         self.origin.push(c.origin.as_str());
     }
 }
 
-/// Decodes a row selected with the `tokens` column list.
-fn token_from_row(row: &PgRow) -> Result<Token, StoreError> {
-    let d = |e| StoreError::other("decoding a token row", e);
-    Ok(Token {
-        id: row.try_get(0).map_err(d)?,
-        hash: decode_hash(row.try_get::<&[u8], _>(1).map_err(d)?)?,
-        spiffe_id: row.try_get(2).map_err(d)?,
-        dns_names: decode_list("tokens.dns_names", row.try_get(3).map_err(d)?)?,
-        profile: row.try_get(4).map_err(d)?,
-        cert_ttl_secs: row.try_get(5).map_err(d)?,
-        expires_at: row.try_get(6).map_err(d)?,
-        max_uses: row.try_get(7).map_err(d)?,
-        uses: row.try_get(8).map_err(d)?,
-        allowed_cidrs: decode_list("tokens.allowed_cidrs", row.try_get(9).map_err(d)?)?,
-        created_at: row.try_get(10).map_err(d)?,
-        revoked_at: row.try_get(11).map_err(d)?,
-        revoked_with_certs: row.try_get(12).map_err(d)?,
-        common_name: row.try_get(13).map_err(d)?,
-    })
-}
-
-/// Decodes a row selected with the `certificates` column list.
-fn certificate_from_row(row: &PgRow) -> Result<Certificate, StoreError> {
-    let d = |e| StoreError::other("decoding a certificate row", e);
-    Ok(Certificate {
-        serial: row.try_get(0).map_err(d)?,
-        spiffe_id: row.try_get(1).map_err(d)?,
-        token_id: row.try_get(2).map_err(d)?,
-        not_before: row.try_get(3).map_err(d)?,
-        not_after: row.try_get(4).map_err(d)?,
-        der: row.try_get(5).map_err(d)?,
-        fingerprint: row.try_get(6).map_err(d)?,
-        issued_at: row.try_get(7).map_err(d)?,
-        renewed_from: row.try_get(8).map_err(d)?,
-        revoked_at: row.try_get(9).map_err(d)?,
-        revocation_reason: row.try_get(10).map_err(d)?,
-        origin: decode_origin(row.try_get(11).map_err(d)?)?,
-    })
-}
-
 #[async_trait]
-impl Store for PgStore {
-    async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
-        validate_token(t)?;
-        sqlx::query(sql::INSERT_TOKEN)
-            .bind(&t.id)
-            .bind(&t.hash[..])
-            .bind(&t.spiffe_id)
-            .bind(encode_list(&t.dns_names))
-            .bind(&t.profile)
-            .bind(t.cert_ttl_secs)
-            .bind(micros(t.expires_at))
-            .bind(t.max_uses)
-            .bind(encode_list(&t.allowed_cidrs))
-            .bind(micros(t.created_at))
-            .bind(&t.common_name)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| match violation(&e) {
-                Some(Violation::Unique) => StoreError::DuplicateToken,
-                _ => StoreError::db("creating a token", e),
-            })
+impl Driver for PgDriver {
+    type Row = PgRow;
+
+    const BACKEND: Backend = Backend::Postgres;
+
+    // Every replica's CRL follows, at commit (see `watch`).
+    const REVOCATION_NOTICE: Option<&'static str> = Some(watch::PG_NOTIFY);
+
+    type Readers<'a> = &'a PgPool;
+
+    fn readers(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query(sql::TOKEN_BY_HASH)
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("looking up a token", e))?;
-        row.as_ref().map(token_from_row).transpose()
-    }
-
-    async fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query(sql::TOKEN_BY_ID)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("reading a token", e))?;
-        row.as_ref().map(token_from_row).transpose()
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
-        let rows = sqlx::query(sql::LIST_TOKENS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing tokens", e))?;
-        rows.iter().map(token_from_row).collect()
-    }
-
-    async fn revoke_token(
+    async fn write<T: Send>(
         &self,
-        id: &str,
-        with_certificates: bool,
-        at: OffsetDateTime,
-    ) -> Result<RevokeTokenOutcome, StoreError> {
-        let ctx = "revoking a token";
+        ctx: &'static str,
+        work: Work<T, PgRow>,
+    ) -> Result<T, StoreError> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| StoreError::db(ctx, e))?;
-        let marked = sqlx::query(sql::REVOKE_TOKEN)
-            .bind(id)
-            .bind(micros(at))
-            .bind(with_certificates)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if marked.rows_affected() == 0 {
-            return Ok(RevokeTokenOutcome::NotFound);
-        }
-        let mut certificates_revoked = 0;
-        if with_certificates {
-            // The token row is locked by the UPDATE above, so no certificate
-            // can be issued from it until this transaction ends.
-            certificates_revoked = sqlx::query(sql::REVOKE_TOKEN_CERTIFICATES)
-                .bind(id)
-                .bind(micros(at))
-                .bind(REASON_PRIVILEGE_WITHDRAWN)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?
-                .rows_affected();
-            if certificates_revoked > 0 {
-                // Every replica's CRL, at commit (see `watch`).
-                sqlx::query(watch::PG_NOTIFY)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::db(ctx, e))?;
-            }
-        }
+        let out = work(&mut tx).await?;
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-        Ok(RevokeTokenOutcome::Revoked {
-            certificates_revoked,
-        })
+        Ok(out)
     }
 
-    async fn issue_with_token(
-        &self,
-        token_id: &str,
-        now: OffsetDateTime,
-        certificate: &NewCertificate,
-    ) -> Result<(), StoreError> {
-        let c = crate::bind_to_token(normalize_certificate(certificate)?, token_id)?;
-        self.committer
-            .submit(Item::with_token(token_id, now, c))
-            .await
-    }
-
-    async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError> {
-        let c = normalize_certificate(certificate)?;
-        self.committer.submit(Item::record(c)).await
-    }
-
-    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(None);
-        };
-        let row = sqlx::query(sql::CERTIFICATE_BY_SERIAL)
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("reading a certificate", e))?;
-        row.as_ref().map(certificate_from_row).transpose()
-    }
-
-    async fn list_certificates(
-        &self,
-        limit: u32,
-        offset: u64,
-    ) -> Result<Vec<Certificate>, StoreError> {
-        let offset = i64::try_from(offset).map_err(|_| StoreError::Invalid("offset too large"))?;
-        let rows = sqlx::query(sql::LIST_CERTIFICATES)
-            .bind(i64::from(limit))
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing certificates", e))?;
-        rows.iter().map(certificate_from_row).collect()
-    }
-
-    async fn count_certificates(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(sql::COUNT_CERTIFICATES)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("counting certificates", e))?;
-        u64::try_from(n).map_err(|e| StoreError::other("counting certificates", e))
-    }
-
-    async fn revoke_certificate(
-        &self,
-        serial: &str,
-        reason: Option<i16>,
-        at: OffsetDateTime,
-    ) -> Result<RevokeOutcome, StoreError> {
-        validate_reason(reason)?;
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(RevokeOutcome::NotFound);
-        };
-        let ctx = "revoking a certificate";
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
-            .bind(&serial)
-            .bind(micros(at))
-            .bind(reason)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if revoked.rows_affected() == 1 {
-            // Announced to every replica when, and only if, it commits.
-            sqlx::query(watch::PG_NOTIFY)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?;
-            tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-            return Ok(RevokeOutcome::Revoked);
-        }
-        // Nothing changed; revocation is final and rows are never deleted,
-        // so the existence check needs no transaction.
-        drop(tx);
-        let n: i64 = sqlx::query_scalar(sql::CERTIFICATE_EXISTS)
-            .bind(&serial)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        Ok(if n == 0 {
-            RevokeOutcome::NotFound
-        } else {
-            RevokeOutcome::AlreadyRevoked
-        })
-    }
-
-    async fn revoked_certificates(
-        &self,
-        now: OffsetDateTime,
-    ) -> Result<Vec<RevokedCertificate>, StoreError> {
-        let d = |e| StoreError::db("listing revoked certificates", e);
-        let rows = sqlx::query(sql::REVOKED_CERTIFICATES)
-            .bind(micros(now))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(d)?;
-        rows.iter()
-            .map(|row| {
-                Ok(RevokedCertificate {
-                    serial: row.try_get(0).map_err(d)?,
-                    revoked_at: row.try_get(1).map_err(d)?,
-                    reason: row.try_get(2).map_err(d)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn watch_revocations(&self) -> Result<watch::RevocationWatch, StoreError> {
+    async fn watch(&self) -> Result<watch::RevocationWatch, StoreError> {
         let ctx = "listening for revocations";
         let mut listener = PgListener::connect_with(&self.pool)
             .await
@@ -545,30 +318,7 @@ impl Store for PgStore {
         Ok(rx)
     }
 
-    async fn next_crl_number(&self) -> Result<u64, StoreError> {
-        let ctx = "taking a CRL number";
-        let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
-            .bind(crate::model::to_micros(OffsetDateTime::now_utc()))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(sql::PING)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| StoreError::db("pinging the database", e))
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
     async fn close(&self) {
-        self.committer.flush().await;
         self.pool.close().await;
     }
 }
@@ -608,8 +358,8 @@ mod tests {
     fn cert(der_len: usize) -> NewCertificate {
         let now = OffsetDateTime::now_utc();
         NewCertificate {
-            serial: "40".repeat(16),
-            spiffe_id: "spiffe://example.org/w".into(),
+            serial: "40".repeat(16).parse().unwrap(),
+            spiffe_id: Some("spiffe://example.org/w".parse().unwrap()),
             token_id: Some("t".repeat(32)),
             not_before: now,
             not_after: now,

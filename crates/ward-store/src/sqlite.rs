@@ -29,19 +29,13 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Row};
-use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
-use crate::error::{Violation, violation};
-use crate::model::{
-    REASON_PRIVILEGE_WITHDRAWN, decode_hash, decode_list, decode_origin, encode_list, from_micros,
-    normalize_certificate, normalize_serial, to_micros, validate_reason, validate_token,
-};
-use crate::{
-    Backend, Certificate, NewCertificate, NewToken, RevokeOutcome, RevokeTokenOutcome,
-    RevokedCertificate, Store, StoreError, StoreOptions, Token, migrate_error, sql, watch,
-};
+use crate::dialect::Work;
+use crate::model::{encode_optional_spiffe_id, to_micros};
+use crate::shared::{Driver, SqlStore, token_from_row};
+use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
 
 /// Migrations for this backend, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -71,14 +65,15 @@ async fn lock_writer(
     })
 }
 
-/// A SQLite database file behind a connection pool.
-pub(crate) struct SqliteStore {
+/// A SQLite store: the shared logic over this backend's connections.
+pub(crate) type SqliteStore = SqlStore<SqliteDriver>;
+
+/// A SQLite database file behind a connection pool and one writer.
+pub(crate) struct SqliteDriver {
     /// The readers' pool; WAL lets readers run beside the one writer.
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     /// The one write connection: this process's writers queue on it.
     writer: Writer,
-    /// Group commit of certificate records.
-    committer: Committer,
     /// How to open another connection (the revocation watch's).
     connect: SqliteConnectOptions,
 }
@@ -89,9 +84,12 @@ struct SqliteBatch {
     writer: Writer,
 }
 
-impl SqliteStore {
+impl SqliteDriver {
     /// Opens (creating it with mode 0600 if missing) and migrates a database file.
-    pub(crate) async fn open(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+    pub(crate) async fn open(
+        path: &Path,
+        options: &StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
         let shown = path.display();
         if options.create {
             create_private_file(path)
@@ -149,11 +147,13 @@ impl SqliteStore {
         let batch = SqliteBatch {
             writer: writer.clone(),
         };
-        Ok(Self {
-            pool,
-            writer,
+        Ok(SqlStore {
+            driver: SqliteDriver {
+                pool,
+                writer,
+                connect: watch_connect,
+            },
             committer: Committer::spawn(batch, options.max_batch),
-            connect: watch_connect,
         })
     }
 }
@@ -247,7 +247,7 @@ impl BatchWriter for SqliteBatch {
             return Ok(plan.finish(items, &HashSet::new()).0);
         }
         let planned: Vec<(usize, &NewCertificate)> = plan.inserts(items).collect();
-        let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(planned.len());
+        let mut index_of: HashMap<String, usize> = HashMap::with_capacity(planned.len());
         let mut inserted = HashSet::with_capacity(planned.len());
         let mut rest = &planned[..];
         while !rest.is_empty() {
@@ -255,18 +255,19 @@ impl BatchWriter for SqliteBatch {
             rest = tail;
             let mut insert = sqlx::query(sql::insert_rows_sql(chunk.len()));
             for (i, c) in chunk {
-                index_of.insert(c.serial.as_str(), *i);
+                let serial = c.serial.to_string();
                 insert = insert
-                    .bind(&c.serial)
-                    .bind(&c.spiffe_id)
+                    .bind(serial.clone())
+                    .bind(encode_optional_spiffe_id(c.spiffe_id.as_ref()))
                     .bind(&c.token_id)
                     .bind(to_micros(c.not_before))
                     .bind(to_micros(c.not_after))
                     .bind(&c.der)
                     .bind(&c.fingerprint)
                     .bind(to_micros(c.issued_at))
-                    .bind(&c.renewed_from)
+                    .bind(c.renewed_from.as_ref().map(ToString::to_string))
                     .bind(c.origin.as_str());
+                index_of.insert(serial, *i);
             }
             let written = insert
                 .fetch_all(&mut *tx)
@@ -384,246 +385,34 @@ async fn create_private_file(path: &Path) -> std::io::Result<()> {
     open.open(path).await.map(drop)
 }
 
-/// Decodes a row selected with the `tokens` column list.
-fn token_from_row(row: &SqliteRow) -> Result<Token, StoreError> {
-    let d = |e| StoreError::other("decoding a token row", e);
-    let revoked_at: Option<i64> = row.try_get(11).map_err(d)?;
-    Ok(Token {
-        id: row.try_get(0).map_err(d)?,
-        hash: decode_hash(row.try_get::<&[u8], _>(1).map_err(d)?)?,
-        spiffe_id: row.try_get(2).map_err(d)?,
-        dns_names: decode_list("tokens.dns_names", row.try_get(3).map_err(d)?)?,
-        profile: row.try_get(4).map_err(d)?,
-        cert_ttl_secs: row.try_get(5).map_err(d)?,
-        expires_at: from_micros(row.try_get(6).map_err(d)?)?,
-        max_uses: row.try_get(7).map_err(d)?,
-        uses: row.try_get(8).map_err(d)?,
-        allowed_cidrs: decode_list("tokens.allowed_cidrs", row.try_get(9).map_err(d)?)?,
-        created_at: from_micros(row.try_get(10).map_err(d)?)?,
-        revoked_at: revoked_at.map(from_micros).transpose()?,
-        revoked_with_certs: row.try_get(12).map_err(d)?,
-        common_name: row.try_get(13).map_err(d)?,
-    })
-}
-
-/// Decodes a row selected with the `certificates` column list.
-fn certificate_from_row(row: &SqliteRow) -> Result<Certificate, StoreError> {
-    let d = |e| StoreError::other("decoding a certificate row", e);
-    let revoked_at: Option<i64> = row.try_get(9).map_err(d)?;
-    Ok(Certificate {
-        serial: row.try_get(0).map_err(d)?,
-        spiffe_id: row.try_get(1).map_err(d)?,
-        token_id: row.try_get(2).map_err(d)?,
-        not_before: from_micros(row.try_get(3).map_err(d)?)?,
-        not_after: from_micros(row.try_get(4).map_err(d)?)?,
-        der: row.try_get(5).map_err(d)?,
-        fingerprint: row.try_get(6).map_err(d)?,
-        issued_at: from_micros(row.try_get(7).map_err(d)?)?,
-        renewed_from: row.try_get(8).map_err(d)?,
-        revoked_at: revoked_at.map(from_micros).transpose()?,
-        revocation_reason: row.try_get(10).map_err(d)?,
-        origin: decode_origin(row.try_get(11).map_err(d)?)?,
-    })
-}
-
 #[async_trait]
-impl Store for SqliteStore {
-    async fn create_token(&self, t: &NewToken) -> Result<(), StoreError> {
-        validate_token(t)?;
-        let mut conn = lock_writer(&self.writer).await?;
-        sqlx::query(sql::INSERT_TOKEN)
-            .bind(&t.id)
-            .bind(&t.hash[..])
-            .bind(&t.spiffe_id)
-            .bind(encode_list(&t.dns_names))
-            .bind(&t.profile)
-            .bind(t.cert_ttl_secs)
-            .bind(to_micros(t.expires_at))
-            .bind(t.max_uses)
-            .bind(encode_list(&t.allowed_cidrs))
-            .bind(to_micros(t.created_at))
-            .bind(&t.common_name)
-            .execute(&mut *conn)
-            .await
-            .map(drop)
-            .map_err(|e| match violation(&e) {
-                Some(Violation::Unique) => StoreError::DuplicateToken,
-                _ => StoreError::db("creating a token", e),
-            })
+impl Driver for SqliteDriver {
+    type Row = SqliteRow;
+
+    const BACKEND: Backend = Backend::Sqlite;
+
+    // Other processes notice any commit through `PRAGMA data_version`.
+    const REVOCATION_NOTICE: Option<&'static str> = None;
+
+    type Readers<'a> = &'a SqlitePool;
+
+    fn readers(&self) -> &SqlitePool {
+        &self.pool
     }
 
-    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query(sql::TOKEN_BY_HASH)
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("looking up a token", e))?;
-        row.as_ref().map(token_from_row).transpose()
-    }
-
-    async fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
-        let row = sqlx::query(sql::TOKEN_BY_ID)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("reading a token", e))?;
-        row.as_ref().map(token_from_row).transpose()
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<Token>, StoreError> {
-        let rows = sqlx::query(sql::LIST_TOKENS)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing tokens", e))?;
-        rows.iter().map(token_from_row).collect()
-    }
-
-    async fn revoke_token(
+    async fn write<T: Send>(
         &self,
-        id: &str,
-        with_certificates: bool,
-        at: OffsetDateTime,
-    ) -> Result<RevokeTokenOutcome, StoreError> {
-        let ctx = "revoking a token";
+        ctx: &'static str,
+        work: Work<T, SqliteRow>,
+    ) -> Result<T, StoreError> {
         let mut conn = lock_writer(&self.writer).await?;
         let mut tx = begin_write(&mut conn).await?;
-        let marked = sqlx::query(sql::REVOKE_TOKEN)
-            .bind(id)
-            .bind(to_micros(at))
-            .bind(with_certificates)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if marked.rows_affected() == 0 {
-            return Ok(RevokeTokenOutcome::NotFound);
-        }
-        let mut certificates_revoked = 0;
-        if with_certificates {
-            certificates_revoked = sqlx::query(sql::REVOKE_TOKEN_CERTIFICATES)
-                .bind(id)
-                .bind(to_micros(at))
-                .bind(REASON_PRIVILEGE_WITHDRAWN)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?
-                .rows_affected();
-        }
+        let out = work(&mut tx).await?;
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-        Ok(RevokeTokenOutcome::Revoked {
-            certificates_revoked,
-        })
+        Ok(out)
     }
 
-    async fn issue_with_token(
-        &self,
-        token_id: &str,
-        now: OffsetDateTime,
-        certificate: &NewCertificate,
-    ) -> Result<(), StoreError> {
-        let c = crate::bind_to_token(normalize_certificate(certificate)?, token_id)?;
-        self.committer
-            .submit(Item::with_token(token_id, now, c))
-            .await
-    }
-
-    async fn record_certificate(&self, certificate: &NewCertificate) -> Result<(), StoreError> {
-        let c = normalize_certificate(certificate)?;
-        self.committer.submit(Item::record(c)).await
-    }
-
-    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, StoreError> {
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(None);
-        };
-        let row = sqlx::query(sql::CERTIFICATE_BY_SERIAL)
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("reading a certificate", e))?;
-        row.as_ref().map(certificate_from_row).transpose()
-    }
-
-    async fn list_certificates(
-        &self,
-        limit: u32,
-        offset: u64,
-    ) -> Result<Vec<Certificate>, StoreError> {
-        let offset = i64::try_from(offset).map_err(|_| StoreError::Invalid("offset too large"))?;
-        let rows = sqlx::query(sql::LIST_CERTIFICATES)
-            .bind(i64::from(limit))
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("listing certificates", e))?;
-        rows.iter().map(certificate_from_row).collect()
-    }
-
-    async fn count_certificates(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(sql::COUNT_CERTIFICATES)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| StoreError::db("counting certificates", e))?;
-        u64::try_from(n).map_err(|e| StoreError::other("counting certificates", e))
-    }
-
-    async fn revoke_certificate(
-        &self,
-        serial: &str,
-        reason: Option<i16>,
-        at: OffsetDateTime,
-    ) -> Result<RevokeOutcome, StoreError> {
-        validate_reason(reason)?;
-        let Some(serial) = normalize_serial(serial) else {
-            return Ok(RevokeOutcome::NotFound);
-        };
-        let ctx = "revoking a certificate";
-        let mut conn = lock_writer(&self.writer).await?;
-        let mut tx = begin_write(&mut conn).await?;
-        let revoked = sqlx::query(sql::REVOKE_CERTIFICATE)
-            .bind(&serial)
-            .bind(to_micros(at))
-            .bind(reason)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        if revoked.rows_affected() == 1 {
-            tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-            return Ok(RevokeOutcome::Revoked);
-        }
-        let n: i64 = sqlx::query_scalar(sql::CERTIFICATE_EXISTS)
-            .bind(&serial)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        Ok(if n == 0 {
-            RevokeOutcome::NotFound
-        } else {
-            RevokeOutcome::AlreadyRevoked
-        })
-    }
-
-    async fn revoked_certificates(
-        &self,
-        now: OffsetDateTime,
-    ) -> Result<Vec<RevokedCertificate>, StoreError> {
-        let d = |e| StoreError::db("listing revoked certificates", e);
-        let rows = sqlx::query(sql::REVOKED_CERTIFICATES)
-            .bind(to_micros(now))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(d)?;
-        rows.iter()
-            .map(|row| {
-                Ok(RevokedCertificate {
-                    serial: row.try_get(0).map_err(d)?,
-                    revoked_at: from_micros(row.try_get(1).map_err(d)?)?,
-                    reason: row.try_get(2).map_err(d)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn watch_revocations(&self) -> Result<watch::RevocationWatch, StoreError> {
+    async fn watch(&self) -> Result<watch::RevocationWatch, StoreError> {
         let ctx = "opening the revocation watch";
         let mut conn = self
             .connect
@@ -643,33 +432,7 @@ impl Store for SqliteStore {
         Ok(rx)
     }
 
-    async fn next_crl_number(&self) -> Result<u64, StoreError> {
-        let ctx = "taking a CRL number";
-        let mut conn = lock_writer(&self.writer).await?;
-        let mut tx = begin_write(&mut conn).await?;
-        let n: i64 = sqlx::query_scalar(sql::NEXT_CRL_NUMBER)
-            .bind(to_micros(OffsetDateTime::now_utc()))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| StoreError::db(ctx, e))?;
-        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-        u64::try_from(n).map_err(|e| StoreError::other(ctx, e))
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query(sql::PING)
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| StoreError::db("pinging the database", e))
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
-
     async fn close(&self) {
-        self.committer.flush().await;
         self.pool.close().await;
         // Fold the WAL into the database file, so that the file alone holds
         // everything (copies, backups) even while this handle lives on.

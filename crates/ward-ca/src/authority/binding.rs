@@ -36,16 +36,10 @@ pub(super) struct Binding {
 impl Binding {
     pub(super) fn of_token(token: &Token) -> Result<Self, AuthorityError> {
         Ok(Binding {
-            spiffe_id: token
-                .spiffe_id
-                .parse()
-                .map_err(|e: ward_pki::Error| AuthorityError::Internal(e.to_string()))?,
+            spiffe_id: token.spiffe_id.clone(),
             dns_names: token.dns_names.clone(),
             ip_addresses: Vec::new(),
-            profile: token
-                .profile
-                .parse()
-                .map_err(|e: ward_pki::Error| AuthorityError::Internal(e.to_string()))?,
+            profile: token.profile,
             bound_common_name: token.common_name.clone(),
             common_name: None,
         })

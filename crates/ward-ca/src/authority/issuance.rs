@@ -139,7 +139,7 @@ impl Authority {
             .map_err(|_| AuthorityError::unauthenticated("bad_certificate", "bad serial number"))?;
         let record = self
             .store
-            .certificate(&serial.to_string())
+            .certificate(&serial)
             .await
             .map_err(store_err)?
             .ok_or_else(|| {
@@ -222,7 +222,7 @@ impl Authority {
             &spki,
             ttl,
             record.token_id.clone(),
-            Some(serial.to_string()),
+            Some(serial),
             Origin::Renewal,
             now,
         )?;
@@ -322,7 +322,7 @@ impl Authority {
         spki_der: &[u8],
         ttl: Duration,
         token_id: Option<String>,
-        renewed_from: Option<String>,
+        renewed_from: Option<Serial>,
         origin: Origin,
         now: OffsetDateTime,
     ) -> Result<(Issuance, NewCertificate), AuthorityError> {
@@ -357,8 +357,8 @@ impl Authority {
         .map_err(AuthorityError::Internal)?;
         let certificate_pem = pem::cert_to_pem(&issued.der);
         let record = NewCertificate {
-            serial: serial.to_string(),
-            spiffe_id: binding.spiffe_id.to_string(),
+            serial: serial.clone(),
+            spiffe_id: Some(binding.spiffe_id.clone()),
             token_id: token_id.clone(),
             not_before: issued.not_before,
             not_after: issued.not_after,
@@ -419,12 +419,9 @@ fn record_of(
     let bad = |e: String| AuthorityError::Internal(format!("reading a certificate to record: {e}"));
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
     let serial = Serial::from_be_bytes(cert.raw_serial()).map_err(|e| bad(e.to_string()))?;
-    let spiffe_id = ward_pki::inspect::spiffe_id_of(der)
-        .map_err(|e| bad(e.to_string()))?
-        .map(|id| id.to_string())
-        .unwrap_or_default();
+    let spiffe_id = ward_pki::inspect::spiffe_id_of(der).map_err(|e| bad(e.to_string()))?;
     Ok(NewCertificate {
-        serial: serial.to_string(),
+        serial,
         spiffe_id,
         token_id: None,
         not_before: cert.validity().not_before.to_datetime(),

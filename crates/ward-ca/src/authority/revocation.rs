@@ -132,16 +132,15 @@ impl Authority {
         reason: Option<i16>,
         now: OffsetDateTime,
     ) -> Result<Revoked, AuthorityError> {
-        let key = serial.to_string();
         let outcome = self
             .store()
-            .revoke_certificate(&key, reason, now)
+            .revoke_certificate(serial, reason, now)
             .await
             .map_err(super::store_err)?;
         let newly_revoked = match outcome {
             RevokeOutcome::NotFound => {
                 return Err(AuthorityError::NotFound(format!(
-                    "no certificate with serial {key} was issued by this CA"
+                    "no certificate with serial {serial} was issued by this CA"
                 )));
             }
             RevokeOutcome::Revoked => true,
@@ -149,7 +148,7 @@ impl Authority {
         };
         let record = self
             .store()
-            .certificate(&key)
+            .certificate(serial)
             .await
             .map_err(super::store_err)?
             .ok_or_else(|| AuthorityError::Internal("revoked certificate vanished".into()))?;
@@ -178,9 +177,7 @@ impl Authority {
         let mut entries = Vec::with_capacity(rows.len());
         let mut ctx = digest::Context::new(&digest::SHA256);
         for row in &rows {
-            let serial: Serial = row.serial.parse().map_err(|e| {
-                AuthorityError::Internal(format!("stored serial {:?}: {e}", row.serial))
-            })?;
+            let serial = row.serial.clone();
             ctx.update(serial.as_bytes());
             ctx.update(&row.revoked_at.unix_timestamp().to_be_bytes());
             ctx.update(&row.reason.unwrap_or(-1).to_be_bytes());

@@ -66,20 +66,22 @@ mod tests {
 
     fn token(id: &str, hash: u8) -> Token {
         Token {
-            id: id.into(),
-            hash: [hash; 32],
-            spiffe_id: "spiffe://t/a".into(),
-            dns_names: vec![],
-            profile: "peer".into(),
-            cert_ttl_secs: 60,
-            expires_at: OffsetDateTime::UNIX_EPOCH,
-            max_uses: 0,
+            created: ward_store::NewToken {
+                id: id.into(),
+                hash: [hash; 32],
+                spiffe_id: "spiffe://t/a".parse().unwrap(),
+                dns_names: vec![],
+                profile: ward_pki::issue::Profile::Peer,
+                cert_ttl_secs: 60,
+                expires_at: OffsetDateTime::UNIX_EPOCH,
+                max_uses: 0,
+                allowed_cidrs: vec![],
+                created_at: OffsetDateTime::UNIX_EPOCH,
+                common_name: None,
+            },
             uses: 0,
-            allowed_cidrs: vec![],
-            created_at: OffsetDateTime::UNIX_EPOCH,
             revoked_at: None,
             revoked_with_certs: false,
-            common_name: None,
         }
     }
 
@@ -89,7 +91,10 @@ mod tests {
         let t0 = Instant::now();
         cache.put(&token("a", 1), t0);
         cache.put(&token("b", 2), t0);
-        assert_eq!(cache.get(&[1; 32], t0).map(|t| t.id), Some("a".into()));
+        assert_eq!(
+            cache.get(&[1; 32], t0).map(|t| t.id.clone()),
+            Some("a".into())
+        );
         assert!(cache.get(&[1; 32], t0 + TTL).is_none(), "expired");
         assert!(cache.get(&[3; 32], t0).is_none());
         cache.evict("b");

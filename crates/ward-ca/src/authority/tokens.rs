@@ -138,9 +138,9 @@ impl Authority {
         let new = NewToken {
             id: new_token_id().map_err(|e| AuthorityError::Internal(e.to_string()))?,
             hash: secret.hash(),
-            spiffe_id: spec.spiffe_id.to_string(),
+            spiffe_id: spec.spiffe_id.clone(),
             dns_names,
-            profile: spec.profile.as_str().to_owned(),
+            profile: spec.profile,
             cert_ttl_secs: i64::try_from(cert_ttl.as_secs()).unwrap_or(i64::MAX),
             expires_at,
             max_uses: i64::from(spec.max_uses),

@@ -63,7 +63,7 @@ async fn admin_record(state: &AppState, leaf: &[u8]) -> Result<(), ApiError> {
     let record = state
         .authority
         .store()
-        .certificate(&serial.to_string())
+        .certificate(&serial)
         .await
         .map_err(|e| -> ApiError {
             if e.is_unavailable() {

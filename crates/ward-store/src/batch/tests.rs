@@ -11,28 +11,13 @@ use super::*;
 const NOW: OffsetDateTime = datetime!(2025-01-01 0:00 UTC);
 
 fn token(id: &str, max_uses: i64, uses: i64) -> Token {
-    Token {
-        id: id.into(),
-        hash: [0; 32],
-        spiffe_id: "spiffe://t/a".into(),
-        dns_names: vec![],
-        profile: "peer".into(),
-        cert_ttl_secs: 60,
-        expires_at: datetime!(2030-01-01 0:00 UTC),
-        max_uses,
-        uses,
-        allowed_cidrs: vec![],
-        created_at: datetime!(2020-01-01 0:00 UTC),
-        revoked_at: None,
-        revoked_with_certs: false,
-        common_name: None,
-    }
+    crate::model::test_token(id, max_uses, uses)
 }
 
 fn cert(serial: &str, token_id: Option<&str>) -> NewCertificate {
     NewCertificate {
-        serial: serial.into(),
-        spiffe_id: "spiffe://t/a".into(),
+        serial: serial.parse().unwrap(),
+        spiffe_id: Some("spiffe://t/a".parse().unwrap()),
         token_id: token_id.map(Into::into),
         not_before: NOW,
         not_after: NOW,
@@ -229,7 +214,9 @@ fn submit_all(
     (0..n)
         .map(|i| {
             let c = committer.clone();
-            tokio::spawn(async move { c.submit(issue("t", &format!("{i:04x}"))).await })
+            // Serials 0001..: a serial is positive.
+            let serial = format!("{:04x}", i + 1);
+            tokio::spawn(async move { c.submit(issue("t", &serial)).await })
         })
         .collect()
 }
@@ -291,7 +278,10 @@ async fn a_failed_transaction_fails_every_waiter_of_its_batch() {
 #[tokio::test]
 async fn a_batch_broken_by_one_item_is_retried_item_by_item() {
     fn poison(_: usize, items: &[Item]) -> BatchResult {
-        if items.iter().any(|i| i.certificate.serial == "0002") {
+        if items
+            .iter()
+            .any(|i| i.certificate.serial == "0003".parse().unwrap())
+        {
             return Err(StoreError::other("committing certificates", "corrupt row"));
         }
         Ok(items.iter().map(|_| Ok(())).collect())

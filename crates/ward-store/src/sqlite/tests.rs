@@ -1,16 +1,19 @@
 //! Checks of what only the SQLite backend promises: per-connection
 //! durability and locking settings, which the contract tests cannot see.
 
+use time::OffsetDateTime;
+
 use super::*;
+use crate::{NewToken, Store};
 
 /// Durability settings are per connection: check one the pool hands out.
 #[tokio::test]
 async fn connections_use_wal_full_sync_busy_timeout_and_foreign_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("ca.db"), &StoreOptions::default())
+    let store = SqliteDriver::open(&dir.path().join("ca.db"), &StoreOptions::default())
         .await
         .unwrap();
-    let mut conn = store.pool.acquire().await.unwrap();
+    let mut conn = store.driver.pool.acquire().await.unwrap();
     let mut pragma = async |name: &'static str| -> String {
         let row = sqlx::query(name).fetch_one(&mut *conn).await.unwrap();
         row.try_get::<String, _>(0)
@@ -32,15 +35,15 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ca.db");
-    let store = SqliteStore::open(&path, &StoreOptions::default())
+    let store = SqliteDriver::open(&path, &StoreOptions::default())
         .await
         .unwrap();
     let t = NewToken {
         id: "tok_1".into(),
         hash: [1; 32],
-        spiffe_id: "spiffe://t/a".into(),
+        spiffe_id: "spiffe://t/a".parse().unwrap(),
         dns_names: vec![],
-        profile: "peer".into(),
+        profile: ward_pki::issue::Profile::Peer,
         cert_ttl_secs: 60,
         expires_at: OffsetDateTime::now_utc() + time::Duration::hours(1),
         max_uses: 0,
@@ -63,8 +66,8 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         64,
     ));
     let cert = |serial: &str| NewCertificate {
-        serial: serial.into(),
-        spiffe_id: t.spiffe_id.clone(),
+        serial: serial.parse().unwrap(),
+        spiffe_id: Some(t.spiffe_id.clone()),
         token_id: Some(t.id.clone()),
         not_before: t.created_at,
         not_after: t.expires_at,

@@ -9,7 +9,7 @@ use sqlx::{Connection, PgConnection, SqliteConnection};
 use tokio::sync::Barrier;
 use ward_store::{Store, StoreError};
 
-use crate::harness::{Ctx, Kind, cert, now, token};
+use crate::harness::{Ctx, Kind, cert, now, s, token};
 
 /// What each call of [`mixed_good_and_refused_items_share_batches`] sends.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,7 +87,7 @@ pub(crate) async fn mixed_good_and_refused_items_share_batches(ctx: Ctx) {
                     Call::Renewal => {
                         let mut c = cert(&serial);
                         c.token_id = Some(ids[0].clone());
-                        c.renewed_from = Some("f2".into());
+                        c.renewed_from = Some(s("f2"));
                         store.record_certificate(&c).await
                     }
                     Call::RenewalOfMissingToken => {
@@ -142,7 +142,10 @@ pub(crate) async fn mixed_good_and_refused_items_share_batches(ctx: Ctx) {
     // f2 and f5 from before, plus every success.
     let expected = 2 + good_issued + renewals + single_wins;
     assert_eq!(store.count_certificates().await.unwrap() as usize, expected);
-    assert_eq!(store.certificate("f5").await.unwrap().unwrap().der, b"f5");
+    assert_eq!(
+        store.certificate(&s("f5")).await.unwrap().unwrap().der,
+        b"f5"
+    );
 }
 
 /// A trigger makes every certificate insert fail: each caller of the batch

@@ -104,9 +104,9 @@ pub(crate) fn token(id: &str, max_uses: i64) -> NewToken {
     NewToken {
         id: id.to_owned(),
         hash,
-        spiffe_id: "spiffe://example.org/fn/a".into(),
+        spiffe_id: "spiffe://example.org/fn/a".parse().unwrap(),
         dns_names: vec!["a.example.org".into()],
-        profile: "peer".into(),
+        profile: ward_pki::issue::Profile::Peer,
         cert_ttl_secs: 3600,
         expires_at: now + Duration::hours(1),
         max_uses,
@@ -116,12 +116,17 @@ pub(crate) fn token(id: &str, max_uses: i64) -> NewToken {
     }
 }
 
+/// A serial from hex (tests use valid ones only).
+pub(crate) fn s(hex: &str) -> ward_pki::Serial {
+    hex.parse().unwrap()
+}
+
 /// A certificate valid for an hour with distinctive DER bytes.
 pub(crate) fn cert(serial: &str) -> NewCertificate {
     let now = now();
     NewCertificate {
-        serial: serial.to_owned(),
-        spiffe_id: "spiffe://example.org/fn/a".into(),
+        serial: s(serial),
+        spiffe_id: Some("spiffe://example.org/fn/a".parse().unwrap()),
         token_id: None,
         not_before: now,
         not_after: now + Duration::hours(1),

@@ -126,7 +126,7 @@ async fn damaged_sqlite_files_are_refused_by_name() {
     let url = path.to_str().unwrap().to_owned();
     let store = ward_store::connect(&url).await.unwrap();
     for i in 0..300 {
-        let mut c = harness::cert(&format!("{i:04x}"));
+        let mut c = harness::cert(&format!("{:04x}", i + 1));
         c.der = vec![0x5a; 600];
         store.record_certificate(&c).await.unwrap();
     }

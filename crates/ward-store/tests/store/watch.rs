@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ward_store::RevocationWatch;
 
-use crate::harness::{Ctx, cert, now, token};
+use crate::harness::{Ctx, cert, now, s, token};
 
 /// The bound a signal must arrive within.
 const BOUND: Duration = Duration::from_secs(1);
@@ -38,7 +38,7 @@ pub(crate) async fn another_handles_revocations_are_signalled(ctx: Ctx) {
 
     drain(&mut watch).await;
     other
-        .revoke_certificate("c3", Some(1), now())
+        .revoke_certificate(&s("c3"), Some(1), now())
         .await
         .unwrap();
     let signalled = tokio::time::timeout(BOUND, watch.changed()).await;
