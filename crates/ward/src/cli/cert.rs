@@ -190,45 +190,22 @@ struct TlsSummary {
 /// Where `inspect` reads from.
 enum Target {
     File(PathBuf),
-    Endpoint { addr: String, host: String },
+    Endpoint(ward_check::Endpoint),
 }
 
+/// A file when one exists at `raw`, else an endpoint (`ward check`'s parser).
 fn parse_target(raw: &str) -> anyhow::Result<Target> {
     let path = Path::new(raw);
     if path.exists() {
         return Ok(Target::File(path.to_owned()));
     }
-    let (rest, default_port) = match raw.strip_prefix("https://") {
-        Some(rest) => (rest, Some(443)),
-        None => (raw, None),
-    };
-    let authority = rest.split('/').next().unwrap_or(rest);
-    // [v6]:port, host:port, or host alone for https://.
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, p) = v6.split_once(']').context("unterminated '[' in address")?;
-        (h.to_owned(), p.strip_prefix(':').map(str::to_owned))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p.to_owned())),
-            None => (authority.to_owned(), None),
+    match ward_check::Endpoint::parse(raw) {
+        Ok(endpoint) => Ok(Target::Endpoint(endpoint)),
+        Err(ward_check::TargetError::NoPort(_)) => {
+            bail!("{raw}: no such file, and not HOST:PORT or https://HOST[:PORT]")
         }
-    };
-    let port: u16 = match (port, default_port) {
-        (Some(p), _) => p
-            .parse()
-            .with_context(|| format!("invalid port in {raw:?}"))?,
-        (None, Some(d)) => d,
-        (None, None) => bail!("{raw}: no such file, and not HOST:PORT or https://HOST[:PORT]"),
-    };
-    if host.is_empty() {
-        bail!("{raw}: missing host");
+        Err(e) => Err(e.into()),
     }
-    let addr = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    Ok(Target::Endpoint { addr, host })
 }
 
 async fn inspect(args: InspectArgs) -> anyhow::Result<Outcome> {
@@ -247,7 +224,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<Outcome> {
                 certificates: describe(&certs, now)?,
             }
         }
-        Target::Endpoint { addr, host } => {
+        Target::Endpoint(ward_check::Endpoint { addr, host }) => {
             let sni = args.sni.unwrap_or(host);
             let seen = ward_tls::probe::fetch_chain(&addr, &sni, None, Duration::from_secs(10))
                 .await
