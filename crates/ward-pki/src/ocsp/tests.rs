@@ -129,12 +129,10 @@ fn requests_round_trip_with_both_hashes_and_nonce() {
     assert!(!parse_request(&der).unwrap().has_nonce());
 }
 
-#[test]
-fn delegated_responder_signs_good_revoked_and_unknown() {
-    let ca = ca();
-    let t = now();
+/// A delegated responder (valid for an hour from `t`) and its key.
+fn responder(ca: &Ca, t: OffsetDateTime) -> (Issued, PrivateKey) {
     let key = KeyType::EcdsaP256.generate().unwrap();
-    let responder = issue_responder(
+    let cert = issue_responder(
         &ca.int,
         &key,
         "Test",
@@ -143,6 +141,14 @@ fn delegated_responder_signs_good_revoked_and_unknown() {
         t,
     )
     .unwrap();
+    (cert, key)
+}
+
+#[test]
+fn delegated_responder_signs_good_revoked_and_unknown() {
+    let ca = ca();
+    let t = now();
+    let (responder, key) = responder(&ca, t);
     let (_, parsed) = X509Certificate::from_der(&responder.der).unwrap();
     let eku = parsed.extended_key_usage().unwrap().unwrap();
     assert!(eku.value.ocsp_signing);
@@ -395,16 +401,7 @@ fn responses_validate_for_the_certificate_asked_about() {
     let ca = ca();
     let t = now();
     let algs = webpki::ALL_VERIFICATION_ALGS;
-    let key = KeyType::EcdsaP256.generate().unwrap();
-    let responder = issue_responder(
-        &ca.int,
-        &key,
-        "Test",
-        "OCSP Responder",
-        Duration::from_secs(3600),
-        t,
-    )
-    .unwrap();
+    let (responder, key) = responder(&ca, t);
     let signer = Signer::new(&responder.der, key, std::slice::from_ref(&responder.der)).unwrap();
     let (ours, other) = (leaf(&ca, t), leaf(&ca, t));
     let query = Query::for_certificate(&ours.der, ca.int.cert_der()).unwrap();
