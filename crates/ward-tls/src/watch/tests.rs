@@ -113,7 +113,11 @@ async fn a_failed_callback_is_retried_once_without_a_new_event() {
     let file = tmp.path().join("server.key");
     std::fs::write(&file, "one").unwrap();
     let (_watcher, mut calls) = watched(std::slice::from_ref(&file), vec![false, false]);
-    std::fs::write(&file, "two!").unwrap();
+    // Renamed over in one step: a write in place is open(O_TRUNC) and
+    // write(), two events that a loaded machine may deliver a debounce
+    // apart, and the second would count as "the next event".
+    std::fs::write(tmp.path().join("server.key.new"), "two!").unwrap();
+    std::fs::rename(tmp.path().join("server.key.new"), &file).unwrap();
     assert_eq!(next_call(&mut calls, Duration::from_secs(2)).await, Some(1));
     // Failed: tried again after RETRY, with no event in between.
     assert_eq!(next_call(&mut calls, RETRY * 3).await, Some(2));
