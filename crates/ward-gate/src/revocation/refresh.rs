@@ -96,6 +96,9 @@ impl Revocation {
         let st = &mut *guard;
         let fail_open = st.settings.crl_fail_open;
         let mut changed = false;
+        // Published after the sweep: once `ward_gate_crl_stale` reads 1,
+        // the connections it condemns are already closed.
+        let mut staleness = Vec::with_capacity(st.sources.len());
         for s in &mut st.sources {
             let next = s.current.as_ref().and_then(|c| c.next_update);
             let stale = match &s.current {
@@ -114,10 +117,7 @@ impl Revocation {
                     .with(&[&s.label])
                     .set(now.saturating_sub(c.this_update));
             }
-            self.metrics
-                .crl_stale
-                .with(&[&s.label])
-                .set(i64::from(stale));
+            staleness.push((s.label.clone(), stale));
             if s.stale == Some(stale) || (s.stale.is_none() && !stale) {
                 s.stale = Some(stale);
                 continue;
@@ -146,9 +146,12 @@ impl Revocation {
                 ),
             }
         }
+        drop(guard);
         if changed {
-            drop(guard);
             self.sweep(now);
+        }
+        for (label, stale) in staleness {
+            self.metrics.crl_stale.with(&[&label]).set(i64::from(stale));
         }
     }
 }
