@@ -227,3 +227,21 @@ fn oversized_metadata_is_refused_precisely() {
     assert_eq!(ok["ok"], "hello", "{ok}");
     assert!(!gate.stderr().contains("panicked"), "{}", gate.stderr());
 }
+
+#[test]
+fn an_upstream_reset_reaches_the_client_as_a_reset() {
+    if !python_has(&["grpc", "grpc_health.v1.health", "h2"]) {
+        return;
+    }
+    let setup = Setup::new();
+    let upstream = Py::start("h2_reset.py", &[]);
+    let gate = start(&setup, &upstream);
+    let out = client(&gate, &setup, &setup.app, "reset");
+    upstream.wait_event("reset");
+    // The message before the reset arrived; then the upstream's
+    // RST_STREAM(CANCEL) reached grpcio as one (CANCELLED), not as a
+    // clean end of the call.
+    assert_eq!(out["first"], "started", "{out}");
+    assert_eq!(out["after"], "CANCELLED", "{out}");
+    assert!(!gate.stderr().contains("panicked"), "{}", gate.stderr());
+}

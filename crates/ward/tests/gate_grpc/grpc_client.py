@@ -110,6 +110,21 @@ def cancel(ch):
     return {"first": first, "after": after}
 
 
+def reset(ch):
+    hold = ch.unary_stream(SERVICE + "Hold")
+    call = hold(b"x", timeout=10)
+    out = {}
+    try:
+        out["first"] = next(call).decode()
+        next(call)
+        out["after"] = "more"
+    except grpc.RpcError as e:
+        out["after"] = e.code().name
+    except StopIteration:
+        out["after"] = "end"
+    return out
+
+
 def single(ch, method, payload=b"hello"):
     try:
         return {"ok": ch.unary_unary(SERVICE + method)(payload, timeout=10).decode()}
@@ -126,6 +141,8 @@ def main():
         out = deadline(ch)
     elif scenario == "cancel":
         out = cancel(ch)
+    elif scenario == "reset":
+        out = reset(ch)
     elif scenario.startswith("method:"):
         out = single(ch, scenario[len("method:"):])
     elif scenario.startswith("path:"):
