@@ -447,3 +447,62 @@ struct RequestEvent<'a> {
     status: u16,
     duration_ms: f64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_follow_the_grammar() {
+        for ok in ["1S", "10m", "99999999n", "5H", "0u", "3M"] {
+            assert!(valid_grpc_timeout(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "S",
+            "10",
+            "10x",
+            "123456789S",
+            "-1S",
+            "1.5S",
+            " 1S",
+            "1s",
+        ] {
+            assert!(!valid_grpc_timeout(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grpc_calls_need_the_content_type_and_a_method_path() {
+        let call = GrpcCall::of(Some(b"application/grpc+proto"), "/pkg.Svc/Do");
+        assert_eq!(
+            call,
+            Some(GrpcCall {
+                service: "pkg.Svc",
+                method: "Do"
+            })
+        );
+        assert!(GrpcCall::of(Some(b"application/grpc"), "/pkg.Svc/Do").is_some());
+        assert!(GrpcCall::of(Some(b"application/grpc-web"), "/pkg.Svc/Do").is_none());
+        assert!(GrpcCall::of(Some(b"application/json"), "/pkg.Svc/Do").is_none());
+        assert!(GrpcCall::of(None, "/pkg.Svc/Do").is_none());
+        assert!(GrpcCall::of(Some(b"application/grpc"), "/pkg.Svc").is_none());
+        assert!(GrpcCall::of(Some(b"application/grpc"), "/a/b/c").is_none());
+    }
+
+    #[test]
+    fn refusals_map_to_grpc_statuses() {
+        assert_eq!(Refusal::forbidden("x".into()).grpc_status(), 7);
+        assert_eq!(Refusal::no_route().grpc_status(), 12);
+        assert_eq!(Refusal::bad_grpc_timeout().grpc_status(), 3);
+        assert_eq!(Refusal::head_too_large().grpc_status(), 8);
+        assert_eq!(
+            Refusal::from(&UpstreamError::ConnectTimeout).grpc_status(),
+            14
+        );
+        assert_eq!(
+            Refusal::from(&UpstreamError::Failed("x".into())).grpc_status(),
+            14
+        );
+    }
+}
