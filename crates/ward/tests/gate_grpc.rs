@@ -12,7 +12,7 @@ mod common;
 mod grpc;
 #[path = "gate_grpc/h2.rs"]
 mod h2;
-#[allow(dead_code)] // shared with tests/gate: this binary uses part of it
+#[allow(dead_code, unused_imports)] // shared with tests/gate: this binary uses part of it
 #[path = "gate/harness.rs"]
 mod harness;
 #[allow(dead_code)] // as above

@@ -137,13 +137,6 @@ impl Setup {
         let pki = Pki::init(&[]);
         let server = server_cert(&pki, "spiffe://example.org/gate", "gate");
         let app = mint(&pki, "client", "spiffe://example.org/ns/app", "app", &[]);
-        let reader = mint(
-            &pki,
-            "client",
-            "spiffe://example.org/ns/reader",
-            "reader",
-            &[],
-        );
         let admin = mint(
             &pki,
             "client",
