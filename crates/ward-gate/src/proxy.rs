@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -182,8 +182,14 @@ pub async fn handle(
         .all(|v| pipeline::valid_grpc_timeout(v.as_bytes()));
     let (route_name, response) = match admitted {
         // Refusals (no route, forbidden) are audited with their reason below.
-        Err(refused) => (refused.route, Err(refused.refusal)),
-        Ok(route) if !timeout_ok => (route.name.as_str(), Err(Refusal::bad_grpc_timeout())),
+        Err(refused) => {
+            drain(req).await;
+            (refused.route, Err(refused.refusal))
+        }
+        Ok(route) if !timeout_ok => {
+            drain(req).await;
+            (route.name.as_str(), Err(Refusal::bad_grpc_timeout()))
+        }
         Ok(route) => (
             route.name.as_str(),
             forward(&shared, &ctx, route, req).await,
@@ -229,6 +235,30 @@ pub async fn handle(
         }
     };
     Ok(response)
+}
+
+/// Reads what is left of a refused HTTP/2 request's body (at most 64 KiB,
+/// for at most a second), so that a client still sending sees its stream
+/// end cleanly after the answer instead of reset (curl reports a reset
+/// stream as an error even after a complete response).
+async fn drain(req: Request<Incoming>) {
+    if req.version() != Version::HTTP_2 || req.body().is_end_stream() {
+        return;
+    }
+    let mut body = req.into_body();
+    let mut left: usize = 64 * 1024;
+    let read = async {
+        while left > 0 {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let n = frame.data_ref().map_or(0, Bytes::len);
+                    left = left.saturating_sub(n);
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
 }
 
 /// Host from the URI (HTTP/2 `:authority`) or the `Host` header,
