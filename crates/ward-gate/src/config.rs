@@ -390,6 +390,39 @@ pub struct RouteConfig {
     /// `rfc9440` (adds `Client-Cert`/`Client-Cert-Chain`).
     #[serde(default)]
     pub identity_headers: IdentityHeaders,
+    /// HTTP version spoken to the upstream: `http1` (default), `h2`
+    /// (prior knowledge for `http://`, ALPN `h2` for `https://`) or `auto`
+    /// (ALPN for `https://`, HTTP/1.1 for `http://`).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version the gate speaks to a route's upstream.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (upgrades such as WebSocket pass through).
+    #[default]
+    Http1,
+    /// HTTP/2 only: prior knowledge over `http://`, ALPN `h2` over `https://`.
+    H2,
+    /// HTTP/2 when the `https://` upstream offers it by ALPN, else HTTP/1.1.
+    Auto,
+}
+
+impl FromStr for UpstreamProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http1" => Ok(UpstreamProtocol::Http1),
+            "h2" => Ok(UpstreamProtocol::H2),
+            "auto" => Ok(UpstreamProtocol::Auto),
+            other => Err(format!(
+                "unknown upstream protocol {other:?} (http1, h2 or auto)"
+            )),
+        }
+    }
 }
 
 fn default_prefix() -> String {

@@ -11,7 +11,8 @@ pub struct GateMetrics {
     pub handshakes: CounterVec,
     /// `ward_gate_handshake_seconds`.
     pub handshake_seconds: HistogramVec,
-    /// `ward_gate_requests_total{route,status}`.
+    /// `ward_gate_requests_total{route,status,grpc_status}` (`grpc_status`
+    /// empty for a request that is not gRPC, `-` for a call without one).
     pub requests: CounterVec,
     /// `ward_gate_upstream_seconds{route}`.
     pub upstream_seconds: HistogramVec,
@@ -78,8 +79,8 @@ impl GateMetrics {
             )?,
             requests: r.counter(
                 "ward_gate_requests_total",
-                "HTTP requests by route and status.",
-                &["route", "status"],
+                "HTTP requests by route, status and (for gRPC calls) grpc-status.",
+                &["route", "status", "grpc_status"],
             )?,
             upstream_seconds: r.histogram(
                 "ward_gate_upstream_seconds",

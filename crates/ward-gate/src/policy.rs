@@ -75,6 +75,17 @@ pub struct RequestInput {
     /// Headers after identity-header stripping: lowercase name → value
     /// (repeated headers joined with ", ").
     pub headers: BTreeMap<String, String>,
+    /// The gRPC call, for a gRPC request; null otherwise.
+    pub grpc: Option<GrpcInput>,
+}
+
+/// The gRPC part of a request's input: `{service, method}`.
+#[derive(Debug, Serialize)]
+pub struct GrpcInput {
+    /// `package.Service`.
+    pub service: String,
+    /// `Method`.
+    pub method: String,
 }
 
 /// The whole input document:
@@ -189,6 +200,7 @@ impl Policy {
             path: "/".into(),
             host: Some("example.org".into()),
             headers: BTreeMap::from([("user-agent".to_owned(), "ward".to_owned())]),
+            grpc: None,
         }));
         let rules = [Some(ALLOW), self.has_deny.then_some(DENY)];
         for input in [http, sample(None)] {

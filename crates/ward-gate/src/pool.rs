@@ -1,6 +1,8 @@
-//! The gate's one pool of idle upstream connections to plain `http://`
-//! upstreams, owned by the runtime (and handed on to the next one on a
-//! reload), so that no transport keeps a process-global stash of its own.
+//! The gate's one pool of upstream connections, owned by the runtime (and
+//! handed on to the next one on a reload), so that no transport keeps a
+//! process-global stash of its own: idle connections to plain `http://`
+//! upstreams (below) and the shared, multiplexed HTTP/2 connections
+//! ([`h2`]).
 //!
 //! A client connection holds an upstream connection while it is busy and
 //! gives it back here once it goes quiet (`IDLE_RELEASE`), so that idle
@@ -19,6 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::proxy::ClientBody;
+
+pub(crate) mod h2;
 
 /// Most idle upstream connections kept (the two stashes this pool
 /// replaces kept 64 each).
@@ -70,6 +74,8 @@ impl Idle {
 #[derive(Default)]
 pub struct UpstreamPool {
     idle: Mutex<Vec<Idle>>,
+    /// One HTTP/2 connection per HTTP/2 upstream.
+    pub(crate) h2: h2::H2Pool,
 }
 
 impl std::fmt::Debug for UpstreamPool {

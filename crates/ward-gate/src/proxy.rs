@@ -10,21 +10,25 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 
 use crate::Shared;
-use crate::config::{IdentityHeaders, Upstream};
-use crate::pipeline::{self, ConnContext, Refusal, RequestHead, UpstreamError};
+use crate::config::{IdentityHeaders, Upstream, UpstreamProtocol};
+use crate::pipeline::{self, ConnContext, GrpcCall, Refusal, RequestHead, UpstreamError};
+use crate::pool::h2::{H2Route, H2Sender, H2Target};
 use crate::runtime::{Route, TenantKind};
 
 mod body;
+mod grpc;
+mod upgrade;
 mod upstream;
 
 pub use body::ClientBody;
 pub use upstream::Upstreams;
+pub(crate) use upstream::error_chain;
 
 /// The response body type: upstream bodies stream through; errors are small JSON.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -33,6 +37,7 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
 const XF_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -106,6 +111,17 @@ fn one_content_length(headers: &mut HeaderMap) -> Result<(), ()> {
     Ok(())
 }
 
+/// Whether the client's `te` names `trailers` (the only value HTTP/2
+/// allows; gRPC servers insist on it).
+fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// A refusal as a response.
 fn json_error(refusal: &Refusal) -> Response<ProxyBody> {
     let body = refusal.body();
@@ -137,11 +153,19 @@ pub async fn handle(
         }));
     };
     let host = request_host(&req);
+    let grpc = GrpcCall::of(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+        req.uri().path(),
+    );
     let head = RequestHead {
         method: req.method(),
         path: req.uri().path(),
         host: host.as_deref(),
+        grpc,
     };
+    let is_grpc = grpc.is_some();
     let facts = pipeline::facts(&shared, &head, Instant::now());
     let admitted = pipeline::route(routes, &head).and_then(|route| {
         let fields = req
@@ -151,21 +175,90 @@ pub async fn handle(
         pipeline::authorize(&shared, &ctx, route, &head, fields).map(|()| route)
     });
     drop(host);
+    let timeout_ok = req
+        .headers()
+        .get_all(GRPC_TIMEOUT)
+        .iter()
+        .all(|v| pipeline::valid_grpc_timeout(v.as_bytes()));
     let (route_name, response) = match admitted {
         // Refusals (no route, forbidden) are audited with their reason below.
-        Err(refused) => (refused.route, Err(refused.refusal)),
+        Err(refused) => {
+            drain(req).await;
+            (refused.route, Err(refused.refusal))
+        }
+        Ok(route) if !timeout_ok => {
+            drain(req).await;
+            (route.name.as_str(), Err(Refusal::bad_grpc_timeout()))
+        }
         Ok(route) => (
             route.name.as_str(),
             forward(&shared, &ctx, route, req).await,
         ),
     };
-    let (response, reason) = match response {
-        Ok(r) => (r, None),
-        Err(refusal) => (json_error(&refusal), Some(refusal.code)),
+    let response = match response {
+        Ok(r) if is_grpc => {
+            // Accounted once the call's status (in the trailers) is known.
+            let pending = grpc::Pending {
+                shared: shared.clone(),
+                ctx: ctx.clone(),
+                facts,
+                route: route_name.to_owned(),
+                status: r.status().as_u16(),
+            };
+            return Ok(grpc::Accounted::wrap(r, pending));
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            pipeline::finish(&shared, &ctx, facts, route_name, status, None, None);
+            r
+        }
+        Err(refusal) => {
+            let (r, grpc_status) = if is_grpc {
+                (
+                    grpc::refusal(&refusal),
+                    Some(refusal.grpc_status().to_string()),
+                )
+            } else {
+                (json_error(&refusal), None)
+            };
+            let status = r.status().as_u16();
+            pipeline::finish(
+                &shared,
+                &ctx,
+                facts,
+                route_name,
+                status,
+                Some(refusal.code),
+                grpc_status.as_deref(),
+            );
+            r
+        }
     };
-    let status = response.status().as_u16();
-    pipeline::finish(&shared, &ctx, facts, route_name, status, reason);
     Ok(response)
+}
+
+/// Reads what is left of a refused HTTP/2 request's body (at most 64 KiB,
+/// for at most a second), so that a client still sending sees its stream
+/// end cleanly after the answer instead of reset (curl reports a reset
+/// stream as an error even after a complete response).
+async fn drain(req: Request<Incoming>) {
+    if req.version() != Version::HTTP_2 || req.body().is_end_stream() {
+        return;
+    }
+    let mut body = req.into_body();
+    let mut left: usize = 64 * 1024;
+    let read = async {
+        while left > 0 {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let n = frame.data_ref().map_or(0, Bytes::len);
+                    left = left.saturating_sub(n);
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
 }
 
 /// Host from the URI (HTTP/2 `:authority`) or the `Host` header,
@@ -189,6 +282,32 @@ fn request_host(req: &Request<Incoming>) -> Option<Cow<'_, str>> {
     })
 }
 
+/// How a request reaches its upstream.
+enum Via<'c> {
+    /// The client connection's own HTTP/1.1 upstream connection.
+    Own(upstream::Lease<'c>, &'c str),
+    /// The pooled HTTP/1.1 client.
+    Pooled,
+    /// The upstream's shared HTTP/2 connection.
+    H2(H2Sender),
+    /// A new HTTP/1.1 connection to an `auto` upstream that chose it.
+    Http1Once(hyper::client::conn::http1::SendRequest<ClientBody>),
+}
+
+impl Via<'_> {
+    fn version(&self) -> Version {
+        match self {
+            Via::H2(_) => Version::HTTP_2,
+            _ => Version::HTTP_11,
+        }
+    }
+
+    /// Whether the request goes out in origin form with a `Host` field.
+    fn origin_form(&self) -> bool {
+        matches!(self, Via::Own(..) | Via::Http1Once(_))
+    }
+}
+
 /// Sends an authorized request to its route's upstream.
 async fn forward(
     shared: &Shared,
@@ -196,30 +315,71 @@ async fn forward(
     route: &Route,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    let own = match (&route.upstream, &ctx.upstreams) {
-        (Upstream::Http(authority), Some(upstreams)) => {
-            upstreams.lease().map(|lease| (lease, authority.as_str()))
+    if upgrade::requested(&req) {
+        return upgrade::forward(ctx, route, req).await;
+    }
+    let connect = ctx.runtime.config.timeouts.upstream_connect.0;
+    let started = Instant::now();
+    let via = match (route.protocol, &route.upstream) {
+        (UpstreamProtocol::H2, _) | (UpstreamProtocol::Auto, Upstream::Https { .. }) => {
+            let target = match &route.upstream {
+                Upstream::Https { authority, host } => H2Target {
+                    authority: authority.as_str(),
+                    tls: Some((
+                        ctx.runtime.upstream_tls.for_protocol(route.protocol),
+                        host.as_str(),
+                    )),
+                    auto: route.protocol == UpstreamProtocol::Auto,
+                },
+                Upstream::Http(authority) | Upstream::Tcp(authority) => H2Target {
+                    authority: authority.as_str(),
+                    tls: None,
+                    auto: false,
+                },
+            };
+            match ctx.runtime.pool.h2.route(&target, connect).await {
+                Ok(H2Route::H2(sender)) => Via::H2(sender),
+                Ok(H2Route::Http1Once(sender)) => Via::Http1Once(sender),
+                Ok(H2Route::Http1) => Via::Pooled,
+                Err(e) => {
+                    tracing::warn!(error = %e, route = %route.name, "upstream connection failed");
+                    return Err(Refusal::from(&e));
+                }
+            }
         }
-        _ => None,
+        (_, Upstream::Http(authority)) => match &ctx.upstreams {
+            Some(upstreams) => upstreams
+                .lease()
+                .map_or(Via::Pooled, |lease| Via::Own(lease, authority.as_str())),
+            None => Via::Pooled,
+        },
+        _ => Via::Pooled,
     };
     let (parts, body) = req.into_parts();
     let (body, client_failed) = ClientBody::new(body);
     let mut req = Request::from_parts(parts, body);
-    prepare(&mut req, ctx, route.headers, &route.upstream, own.is_some())?;
-    let started = Instant::now();
-    let result = match own {
-        Some((mut lease, authority)) => {
-            let connect = ctx.runtime.config.timeouts.upstream_connect.0;
-            lease.send(authority, req, connect).await
-        }
-        None => ctx.runtime.client.request(req).await.map_err(|e| {
+    prepare(&mut req, ctx, route.headers, &route.upstream, &via)?;
+    let result = match via {
+        Via::Own(mut lease, authority) => lease.send(authority, req, connect).await,
+        Via::Pooled => ctx.runtime.client.request(req).await.map_err(|e| {
             let debug = format!("{e:?}");
             if debug.contains("ConnectTimeout") || debug.contains("timed out") {
                 UpstreamError::ConnectTimeout
             } else {
-                UpstreamError::Failed(upstream::error_chain(&e))
+                UpstreamError::Failed(error_chain(&e))
             }
         }),
+        Via::H2(mut sender) => match sender.ready().await {
+            Ok(()) => sender
+                .send_request(req)
+                .await
+                .map_err(|e| UpstreamError::Failed(error_chain(&e))),
+            Err(e) => Err(UpstreamError::Failed(error_chain(&e))),
+        },
+        Via::Http1Once(mut sender) => sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamError::Failed(error_chain(&e))),
     };
     shared
         .metrics
@@ -247,18 +407,23 @@ async fn forward(
     }
 }
 
-/// Rewrites the request for the upstream: origin-form URI for the
-/// connection's own upstream connection (`own`), absolute URI for the
-/// pooled client; HTTP/1.1; hop-by-hop, spoofable identity and (from
-/// untrusted clients) forwarding fields removed, one `content-length`;
-/// the connection's identity and forwarding fields set.
+/// Rewrites the request for the upstream: origin-form URI and `Host` for
+/// a connection of its own, absolute URI for the pooled client and for
+/// HTTP/2 (whose `:authority` carries the client's host); the version
+/// `via` speaks; hop-by-hop, spoofable identity and (from untrusted
+/// clients) forwarding fields removed, `te: trailers` kept for HTTP/2
+/// (gRPC needs it), one `content-length`; the connection's identity and
+/// forwarding fields set.
 fn prepare(
     req: &mut Request<ClientBody>,
     ctx: &ConnContext,
     mode: IdentityHeaders,
     upstream: &Upstream,
-    own: bool,
+    via: &Via<'_>,
 ) -> Result<(), Refusal> {
+    let own = via.origin_form();
+    let h2 = via.version() == Version::HTTP_2;
+    let te_trailers = h2 && wants_trailers(req.headers());
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
     let original_authority = parts.authority.take();
     if parts.path_and_query.is_none() {
@@ -270,6 +435,15 @@ fn prepare(
     };
     if own {
         parts.scheme = None;
+    } else if h2 {
+        // `:authority` is what `Host` is for HTTP/1.1: the client's.
+        let client_host = original_authority.clone().or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        });
+        parts.scheme = Some(scheme);
+        parts.authority = client_host.or_else(|| authority.parse::<Authority>().ok());
     } else {
         parts.scheme = Some(scheme);
         parts.authority = authority.parse::<Authority>().ok();
@@ -277,14 +451,20 @@ fn prepare(
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
-    // HTTP/2 in, HTTP/1.1 out (ARCHITECTURE.md, trap 8).
-    *req.version_mut() = Version::HTTP_11;
+    // HTTP/2 in, HTTP/1.1 out unless the route says h2 (ARCHITECTURE.md,
+    // trap 8).
+    *req.version_mut() = via.version();
     let conn = &ctx.headers;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     strip_client_fields(headers, conn.trusted());
     one_content_length(headers).map_err(|()| Refusal::bad_request("invalid content-length"))?;
-    if !headers.contains_key(header::HOST) {
+    if h2 {
+        headers.remove(header::HOST);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    } else if !headers.contains_key(header::HOST) {
         let host = match original_authority {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             // What the pooled client would send.

@@ -16,10 +16,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use ward_pki::inspect::CertInfo;
-use ward_tls::config::{ClientCert, ServerAuth, client_config};
+use ward_tls::config::{ClientCert, ClientOptions, ServerAuth, client_config, client_config_with};
 
 use crate::Error;
-use crate::config::{GateConfig, IdentityHeaders, Upstream};
+use crate::config::{GateConfig, IdentityHeaders, Upstream, UpstreamProtocol};
 use crate::policy::{Access, Policy};
 
 /// The pooled HTTP(S) client for upstreams.
@@ -74,6 +74,8 @@ pub struct Route {
     pub access: Access,
     /// Identity headers for the upstream.
     pub headers: IdentityHeaders,
+    /// The HTTP version spoken to the upstream.
+    pub protocol: UpstreamProtocol,
 }
 
 impl Route {
@@ -113,8 +115,10 @@ pub struct Runtime {
     pub tenants: Vec<Arc<Tenant>>,
     by_sni: HashMap<String, usize>,
     default: Option<usize>,
-    /// The pooled upstream client.
+    /// The pooled HTTP/1.1 upstream client (`https://` routes).
     pub client: UpstreamClient,
+    /// TLS client configurations for `https://` upstreams by ALPN offer.
+    pub upstream_tls: UpstreamTlsConfigs,
     /// Every certificate of every tenant's client CA bundle (DER, no
     /// duplicates): the issuers CRLs may be verified against.
     pub client_roots: Vec<Vec<u8>>,
@@ -298,6 +302,7 @@ impl Runtime {
                                 access: Access::new(&r.allow, route_policy)
                                     .map_err(Error::Config)?,
                                 headers: r.identity_headers,
+                                protocol: r.protocol,
                             })
                         })
                         .collect::<Result<_, Error>>()
@@ -327,13 +332,14 @@ impl Runtime {
                 cert_not_after,
             }));
         }
-        let client = upstream_client(&config, services)?;
+        let (client, upstream_tls) = upstream_client(&config, services)?;
         Ok(Runtime {
             config,
             tenants,
             by_sni,
             default,
             client,
+            upstream_tls,
             client_roots,
             pool: services.pool.clone().unwrap_or_default(),
             staples,
@@ -352,7 +358,33 @@ impl Runtime {
     }
 }
 
-fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamClient, Error> {
+/// The TLS client configurations for `https://` upstreams, one per ALPN
+/// offer, all with the same roots and client certificate.
+#[derive(Debug, Clone)]
+pub struct UpstreamTlsConfigs {
+    /// Offers `http/1.1` (upgrades on `https://` upstreams).
+    pub http1: Arc<rustls::ClientConfig>,
+    /// Offers `h2` only (`protocol = "h2"`).
+    pub h2: Arc<rustls::ClientConfig>,
+    /// Offers `h2` then `http/1.1` (`protocol = "auto"`).
+    pub auto: Arc<rustls::ClientConfig>,
+}
+
+impl UpstreamTlsConfigs {
+    /// The configuration for `protocol`.
+    pub fn for_protocol(&self, protocol: UpstreamProtocol) -> &Arc<rustls::ClientConfig> {
+        match protocol {
+            UpstreamProtocol::Http1 => &self.http1,
+            UpstreamProtocol::H2 => &self.h2,
+            UpstreamProtocol::Auto => &self.auto,
+        }
+    }
+}
+
+fn upstream_client(
+    config: &GateConfig,
+    services: &Services,
+) -> Result<(UpstreamClient, UpstreamTlsConfigs), Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.timeouts.upstream_connect.0));
@@ -380,6 +412,20 @@ fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamC
         }
         None => (RootCertStore::empty(), ClientCert::None),
     };
+    let with_alpn = |alpn: &[&[u8]]| {
+        let options = ClientOptions {
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+            ..ClientOptions::default()
+        };
+        client_config_with(ServerAuth::Roots(roots.clone()), same_cert(&cert), &options)
+            .map(Arc::new)
+            .map_err(|e| Error::Config(format!("upstream_tls: {e}")))
+    };
+    let configs = UpstreamTlsConfigs {
+        http1: with_alpn(&[b"http/1.1"])?,
+        h2: with_alpn(&[b"h2"])?,
+        auto: with_alpn(&[b"h2", b"http/1.1"])?,
+    };
     let tls = client_config(ServerAuth::Roots(roots), cert)
         .map_err(|e| Error::Config(format!("upstream_tls: {e}")))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -387,9 +433,19 @@ fn upstream_client(config: &GateConfig, services: &Services) -> Result<UpstreamC
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector))
+        .build(connector);
+    Ok((client, configs))
+}
+
+/// Another handle on the same client certificate.
+fn same_cert(cert: &ClientCert) -> ClientCert {
+    match cert {
+        ClientCert::None => ClientCert::None,
+        ClientCert::Fixed(chain, key) => ClientCert::Fixed(chain.clone(), key.clone_key()),
+        ClientCert::Resolver(r) => ClientCert::Resolver(r.clone()),
+    }
 }
 
 #[cfg(test)]

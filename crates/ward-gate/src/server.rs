@@ -385,8 +385,10 @@ impl Conn {
 async fn serve_http(tls: Tls, mut conn: Conn, h2: bool) {
     if !h2 {
         if let h1::End::Handoff(tls, read) = h1::serve(tls, &mut conn).await {
+            // A client without ALPN may still speak HTTP/2 (prior knowledge).
+            let h2 = read.starts_with(h1::H2_PREFACE);
             let io = prefixed::Prefixed::new(tls, read);
-            Box::pin(serve_hyper(io, conn, false)).await;
+            Box::pin(serve_hyper(io, conn, h2)).await;
         }
         return;
     }
@@ -457,7 +459,9 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
             }
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // Upgrades (WebSocket) pass through: the proxy answers 101 and joins
+    // the two upgraded streams.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut stop = conn_state.stop.clone();
     let timeouts = &ctx.runtime.config.timeouts;

@@ -173,6 +173,8 @@ pub struct ClientOptions {
     /// Accept every version rustls knows (TLS 1.2 too), to examine what a
     /// legacy endpoint presents. Never for authenticated connections.
     pub examine_legacy: bool,
+    /// ALPN protocols to offer, most preferred first (none when empty).
+    pub alpn: Vec<Vec<u8>>,
 }
 
 /// Ward's client configuration: TLS 1.3 only, [`crate::provider`], the
@@ -208,9 +210,11 @@ pub fn client_config_with(
             .dangerous()
             .with_custom_certificate_verifier(verifier),
     };
-    match cert {
-        ClientCert::None => Ok(builder.with_no_client_auth()),
-        ClientCert::Fixed(chain, key) => builder.with_client_auth_cert(chain, key),
-        ClientCert::Resolver(resolver) => Ok(builder.with_client_cert_resolver(resolver)),
-    }
+    let mut config = match cert {
+        ClientCert::None => builder.with_no_client_auth(),
+        ClientCert::Fixed(chain, key) => builder.with_client_auth_cert(chain, key)?,
+        ClientCert::Resolver(resolver) => builder.with_client_cert_resolver(resolver),
+    };
+    config.alpn_protocols.clone_from(&options.alpn);
+    Ok(config)
 }

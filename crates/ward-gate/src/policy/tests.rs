@@ -34,6 +34,7 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestInput {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<BTreeMap<_, _>>(),
+        grpc: None,
     }
 }
 

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::{Conn, Tls, stopped};
 use crate::Shared;
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamProtocol};
 use crate::pipeline::{self, ConnContext, Facts, Refusal, RequestHead, UpstreamError};
 use crate::runtime::{Route, TenantKind};
 
@@ -35,6 +35,7 @@ pub(crate) mod chunked;
 pub(crate) mod head;
 mod upstream;
 
+pub(crate) use head::H2_PREFACE;
 use head::{Framing, MAX_HEADERS, ReadRequest};
 use upstream::UpConn;
 
@@ -279,6 +280,8 @@ fn decide<'r>(
         method: &req.method_value,
         path: req.path(),
         host: req.host.as_deref(),
+        // gRPC is HTTP/2; on HTTP/1.1 it is just a request.
+        grpc: None,
     };
     *facts = pipeline::facts(shared, &head, started);
     let route = match pipeline::route(routes, &head) {
@@ -286,8 +289,13 @@ fn decide<'r>(
         Err(r) => return refused(r),
     };
     let authority = match &route.upstream {
-        Upstream::Http(authority) => authority.as_str(),
-        Upstream::Https { .. } | Upstream::Tcp(_) => return Decision::Handoff,
+        Upstream::Http(authority) if route.protocol == UpstreamProtocol::Http1 => {
+            authority.as_str()
+        }
+        // HTTPS and HTTP/2 upstreams are the general path's.
+        Upstream::Http(_) | Upstream::Https { .. } | Upstream::Tcp(_) => {
+            return Decision::Handoff;
+        }
     };
     let client_fields = req.headers.iter().map(|h| (h.name, h.value));
     if let Err(r) = pipeline::authorize(shared, ctx, route, &head, client_fields) {
@@ -396,7 +404,7 @@ async fn request(
             (f.route.name.as_str(), status, reason, step)
         }
     };
-    pipeline::finish(shared, ctx, facts, route_name, status, reason);
+    pipeline::finish(shared, ctx, facts, route_name, status, reason, None);
     step
 }
 

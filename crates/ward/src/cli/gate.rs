@@ -57,6 +57,10 @@ pub(crate) struct ServeArgs {
     /// http://, https:// or tcp:// upstream (flag form).
     #[arg(long, required_unless_present = "config")]
     upstream: Option<String>,
+    /// HTTP version to the upstream: http1, h2 (prior knowledge for
+    /// http://, ALPN for https://) or auto (ALPN) (flag form).
+    #[arg(long, default_value = "http1", conflicts_with = "config")]
+    upstream_protocol: ward_gate::config::UpstreamProtocol,
     /// Allowed SPIFFE ID, exact or prefix/* (repeatable; none allows nobody
     /// unless --policy is given).
     #[arg(long)]
@@ -230,6 +234,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
                 allow,
                 policy: args.policy.clone(),
                 identity_headers: IdentityHeaders::Xfcc,
+                protocol: args.upstream_protocol,
             }]
         },
     };

@@ -40,6 +40,9 @@ impl Request<'_, '_> {
     }
 }
 
+/// The first bytes an HTTP/2 client sends (RFC 9113 §3.4).
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// What the bytes at the start of a client buffer are.
 pub(crate) enum ReadRequest<'b, 'h> {
     /// The head is not complete yet.
@@ -60,6 +63,16 @@ pub(crate) fn read_request<'b, 'h>(
     buf: &'b [u8],
     fields: &'h mut [httparse::Header<'b>],
 ) -> ReadRequest<'b, 'h> {
+    // HTTP/2 with prior knowledge over TLS without ALPN (a TCP tunnel such
+    // as `ward gate client` in front of h2load): the general path speaks it.
+    let preface_part = &H2_PREFACE[..buf.len().min(H2_PREFACE.len())];
+    if buf.starts_with(preface_part) {
+        return if buf.len() >= H2_PREFACE.len() {
+            ReadRequest::Handoff
+        } else {
+            ReadRequest::Partial
+        };
+    }
     let mut req = httparse::Request::new(fields);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,

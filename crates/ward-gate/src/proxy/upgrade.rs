@@ -1,0 +1,185 @@
+//! HTTP/1.1 upgrades (WebSocket and others) on the hyper path: the
+//! upgrade request goes through the pipeline like any other (route,
+//! authorization, identity fields), on an upstream connection of its own;
+//! when the upstream answers 101, the client gets the 101 and the two
+//! upgraded streams are joined, bytes both ways, until either side closes
+//! or nothing moves for the idle timeout.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+
+use super::{ClientBody, ProxyBody, Via, prepare, strip_hop_by_hop};
+use crate::config::{Upstream, UpstreamProtocol};
+use crate::pipeline::{ConnContext, Refusal, UpstreamError};
+use crate::pool::ConnectError;
+use crate::runtime::Route;
+
+/// Whether `req` asks for an HTTP/1.1 upgrade (`Connection: upgrade` and
+/// `Upgrade`).
+pub(super) fn requested(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Forwards an upgrade request; on 101 joins the upgraded streams.
+pub(super) async fn forward(
+    ctx: &ConnContext,
+    route: &Route,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if route.protocol == UpstreamProtocol::H2 {
+        return Err(Refusal::bad_request(
+            "this route's upstream speaks HTTP/2 only: no HTTP/1.1 upgrade",
+        ));
+    }
+    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let client_side = hyper::upgrade::on(&mut req);
+    let (parts, body) = req.into_parts();
+    let (body, _) = ClientBody::new(body);
+    let mut req = Request::from_parts(parts, body);
+    prepare(&mut req, ctx, route.headers, &route.upstream, &Via::Pooled)?;
+    // Origin form on a connection of its own; the hop-by-hop fields that
+    // ask for the upgrade go back in.
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = None;
+    parts.authority = None;
+    if let Ok(uri) = hyper::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    let headers = req.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+    }
+    let connect = ctx.runtime.config.timeouts.upstream_connect.0;
+    let sent = match &route.upstream {
+        Upstream::Http(authority) | Upstream::Tcp(authority) => {
+            let tcp = tcp(authority, connect).await?;
+            send(authority, tcp, req).await
+        }
+        Upstream::Https { authority, host } => {
+            let tcp = tcp(authority, connect).await?;
+            let name =
+                ServerName::try_from(host.clone()).map_err(|_| Refusal::unusable_response())?;
+            let tls = TlsConnector::from(ctx.runtime.upstream_tls.http1.clone());
+            let stream = match tokio::time::timeout(connect, tls.connect(name, tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let e = UpstreamError::Failed(format!(
+                        "TLS to {authority}: {}",
+                        super::error_chain(&e)
+                    ));
+                    tracing::warn!(error = %e, route = %route.name, "upstream upgrade failed");
+                    return Err(Refusal::from(&e));
+                }
+                Err(_) => return Err(Refusal::from(&UpstreamError::ConnectTimeout)),
+            };
+            send(authority, stream, req).await
+        }
+    };
+    let mut resp = sent.map_err(|e| {
+        tracing::warn!(error = %e, route = %route.name, "upstream upgrade failed");
+        Refusal::from(&e)
+    })?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        return Ok(Response::from_parts(parts, body.boxed()));
+    }
+    let upstream_side = hyper::upgrade::on(&mut resp);
+    let idle = ctx.runtime.config.timeouts.idle.0;
+    let peer = ctx.remote;
+    let route_name = route.name.clone();
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, upstream_side) {
+            Ok((client, upstream)) => {
+                join(
+                    TokioIo::new(client),
+                    TokioIo::new(upstream),
+                    idle,
+                    &route_name,
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, route = %route_name, "upgrade did not complete");
+            }
+        }
+    });
+    let (mut parts, body) = resp.into_parts();
+    // The 101 keeps `Connection: upgrade` and `Upgrade`; nothing else
+    // hop-by-hop.
+    let upgrade = parts.headers.remove(header::UPGRADE);
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(upgrade) = upgrade {
+        parts.headers.insert(header::UPGRADE, upgrade);
+    }
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+async fn tcp(authority: &str, timeout: Duration) -> Result<tokio::net::TcpStream, Refusal> {
+    crate::pool::connect(authority, timeout)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Timeout => Refusal::from(&UpstreamError::ConnectTimeout),
+            ConnectError::Failed(e) => {
+                tracing::warn!(error = %e, upstream = %authority, "connecting for an upgrade failed");
+                Refusal::from(&UpstreamError::Failed(e.to_string()))
+            }
+        })
+}
+
+/// Sends the upgrade request on a new HTTP/1.1 connection over `io`.
+async fn send<T>(
+    authority: &str,
+    io: T,
+    req: Request<ClientBody>,
+) -> Result<Response<Incoming>, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| UpstreamError::Failed(format!("upstream {authority}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upgrade connection to the upstream ended with an error");
+        }
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| UpstreamError::Failed(super::error_chain(&e)))
+}
+
+/// Moves bytes both ways until both sides close or nothing moves for `idle`.
+async fn join<A, B>(client: A, upstream: B, idle: Duration, route: &str)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    match crate::pipe::pipe(client, upstream, idle).await {
+        Ok(end) => tracing::debug!(?end, %route, "upgraded connection ended"),
+        Err(e) => tracing::debug!(error = %e, %route, "upgraded connection failed"),
+    }
+}

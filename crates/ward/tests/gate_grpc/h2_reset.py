@@ -1,0 +1,49 @@
+"""An HTTP/2 upstream (Python `h2`, prior knowledge) that answers every
+request with response headers and one gRPC message, then resets the stream
+(RST_STREAM CANCEL): the reverse direction of a cancelled call. Listens on
+127.0.0.1:0, prints "PORT n", and "EVENT reset" after each reset."""
+
+import socket
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+
+
+def serve(sock):
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    while True:
+        data = sock.recv(65535)
+        if not data:
+            return
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                sid = event.stream_id
+                conn.send_headers(
+                    sid, [(":status", "200"), ("content-type", "application/grpc")]
+                )
+                conn.send_data(sid, b"\x00\x00\x00\x00\x07started")
+                sock.sendall(conn.data_to_send())
+                conn.reset_stream(sid, error_code=8)
+                sock.sendall(conn.data_to_send())
+                print("EVENT reset", flush=True)
+        out = conn.data_to_send()
+        if out:
+            sock.sendall(out)
+
+
+def main():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    print("PORT %d" % listener.getsockname()[1], flush=True)
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=serve, args=(sock,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
