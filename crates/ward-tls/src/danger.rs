@@ -54,3 +54,23 @@ impl ServerCheck for CapturingVerifier {
         Ok(())
     }
 }
+
+/// The client configuration of an ACME tls-alpn-01 validator (RFC 8737):
+/// offers only the `acme-tls/1` protocol, accepts TLS 1.2 and 1.3, and
+/// captures whatever certificate the server presents into `capture`
+/// instead of judging it; the validator then checks that certificate's
+/// `acmeIdentifier` extension and name itself. Never for anything else.
+pub fn acme_tls_alpn01_client(
+    capture: &Arc<CapturingVerifier>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut config = crate::config::client_config_with(
+        crate::config::ServerAuth::Verifier(capture.verifier()),
+        crate::config::ClientCert::None,
+        &crate::config::ClientOptions {
+            examine_legacy: true,
+            ..Default::default()
+        },
+    )?;
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    Ok(config)
+}
