@@ -22,7 +22,7 @@ use ward_tls::server::PeerInfo;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 use super::handlers::{KeyRule, Signed, acme_for, json_response, signed, with_index};
-use super::jws::{b64, b64e};
+use super::jws::b64;
 use super::model::{
     Authz, Challenge, Identifier, OrderDoc, authz_json, challenge_json, order_json, order_status,
     rfc3339,
