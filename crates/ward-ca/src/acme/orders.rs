@@ -442,7 +442,7 @@ async fn run_validation(
                 a.status = "valid".into();
             }
             Err((kind, detail)) => {
-                let problem = Problem::new(*kind, StatusCode::FORBIDDEN, detail.clone());
+                let problem = Problem::new(kind, StatusCode::FORBIDDEN, detail.clone());
                 ch.status = "invalid".into();
                 ch.error = Some(problem.to_json());
                 a.status = "invalid".into();

@@ -120,6 +120,7 @@ async fn certbot_standalone_profile_ari_renewal_and_revoke() {
             work,
             &[
                 "renew",
+                "--no-random-sleep-on-renew",
                 "--http-01-address",
                 "127.0.0.1",
                 "--http-01-port",
