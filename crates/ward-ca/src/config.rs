@@ -29,6 +29,9 @@ pub struct CaConfig {
     /// Where the CA's records live.
     #[serde(default)]
     pub storage: StorageSection,
+    /// The ACME server (RFC 8555): validation settings and provisioners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<crate::acme::config::AcmeSection>,
 }
 
 /// `[storage]`: the database every command of this CA directory uses.
@@ -253,6 +256,9 @@ impl CaConfig {
             ward_pki::uri::check_url(url, &["http", "https"])
                 .map_err(|e| Error::Config(format!("ca.toml: revocation.ocsp_url {url:?} {e}")))?;
         }
+        if let Some(acme) = &self.acme {
+            acme.validate(self.issuance.max_ttl()?)?;
+        }
         let ocsp = self.revocation.ocsp_validity()?;
         if ocsp < Duration::from_secs(10) || ocsp > Duration::from_secs(7 * 86_400) {
             return Err(Error::Config(format!(
@@ -393,6 +399,7 @@ mod tests {
             limits: Default::default(),
             revocation: RevocationSection::default(),
             storage: StorageSection::default(),
+            acme: None,
         }
     }
 

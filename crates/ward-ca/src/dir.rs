@@ -273,6 +273,7 @@ impl CaDir {
             storage: crate::config::StorageSection {
                 database: opts.database.clone(),
             },
+            acme: None,
         };
 
         let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = vec![

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod authority;
 pub mod config;
 pub mod cpu;

@@ -172,6 +172,13 @@ pub async fn run(
         audit: Arc::new(audit),
         authority: authority.clone(),
         ocsp: ocsp.clone(),
+        acme: match &ca.acme {
+            Some(section) => Some(Arc::new(
+                crate::acme::Acme::new(section.clone(), authority.clone())
+                    .map_err(|e| server_err("ACME")(e.to_string()))?,
+            )),
+            None => None,
+        },
     };
 
     // The CA's own server identity, renewed by the CA itself, or the

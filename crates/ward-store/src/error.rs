@@ -35,6 +35,10 @@ pub enum StoreError {
     /// A token with this id or hash already exists.
     #[error("a token with this id or hash already exists")]
     DuplicateToken,
+    /// The row conflicts with one stored (a duplicate ACME key or id, a used
+    /// EAB key).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The caller passed a value the store refuses.
     #[error("invalid input: {0}")]
     Invalid(&'static str),
@@ -154,6 +158,7 @@ impl SharedError {
                 StoreError::DuplicateSerial => StoreError::DuplicateSerial,
                 StoreError::DuplicateToken => StoreError::DuplicateToken,
                 StoreError::Invalid(m) => StoreError::Invalid(m),
+                StoreError::Conflict(m) => StoreError::Conflict(m),
                 StoreError::InvalidUrl(m) => StoreError::InvalidUrl(m.clone()),
                 other => StoreError::other("committing a batch", other.to_string()),
             },

@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acme;
 mod batch;
 mod dialect;
 mod error;
@@ -41,6 +42,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use ward_pki::Serial;
 
+pub use acme::{AcmeAccount, AcmeEabKey, AcmeOrder, AcmeStore};
 pub use error::{BoxError, StoreError};
 pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
@@ -138,6 +140,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers (for readiness probes).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The ACME server's tables (accounts, orders, nonces, EAB keys).
+    fn acme(&self) -> &dyn AcmeStore;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;

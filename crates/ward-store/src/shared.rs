@@ -92,7 +92,7 @@ impl<D: Driver> SqlStore<D> {
     /// Runs `work` in one write transaction of the backend (see
     /// [`Driver::write`]); taking the closure here lets its signature be
     /// inferred before it is boxed.
-    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
     where
         T: Send,
         F: for<'t> FnOnce(&'t mut WriteTx<'_, D::Row>) -> BoxFuture<'t, Result<T, StoreError>>
@@ -340,6 +340,10 @@ impl<D: Driver> Store for SqlStore<D> {
             .await
             .map(drop)
             .map_err(|e| StoreError::db("pinging the database", e))
+    }
+
+    fn acme(&self) -> &dyn crate::AcmeStore {
+        self
     }
 
     fn backend(&self) -> Backend {

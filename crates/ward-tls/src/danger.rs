@@ -54,3 +54,86 @@ impl ServerCheck for CapturingVerifier {
         Ok(())
     }
 }
+
+/// Accepts any server certificate, even one with critical extensions
+/// webpki does not know (RFC 8737's acmeIdentifier), and keeps a copy.
+/// TLS 1.3 handshake signatures are checked against the certificate's raw
+/// public key, so the peer proved it holds that key.
+#[derive(Debug)]
+struct AcmeAlpnVerifier {
+    capture: Arc<CapturingVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AcmeAlpnVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.capture
+            .check(end_entity, intermediates, server_name, now)?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(
+            "tls-alpn-01 validation speaks TLS 1.3 only".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, parsed) = X509Certificate::from_der(cert)
+            .map_err(|_| rustls::Error::General("unreadable certificate".into()))?;
+        let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+        rustls::crypto::verify_tls13_signature_with_raw_key(
+            message,
+            &spki,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The client configuration of an ACME tls-alpn-01 validator (RFC 8737):
+/// TLS 1.3, offers only the `acme-tls/1` protocol, and captures whatever
+/// certificate the server presents into `capture` instead of judging it
+/// (it carries a critical extension webpki refuses); the validator then
+/// checks that certificate's `acmeIdentifier` and name itself. Never for
+/// anything else.
+pub fn acme_tls_alpn01_client(
+    capture: &Arc<CapturingVerifier>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = crate::provider();
+    let verifier = Arc::new(AcmeAlpnVerifier {
+        capture: capture.clone(),
+        provider: provider.clone(),
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(crate::TLS13_ONLY)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    Ok(config)
+}

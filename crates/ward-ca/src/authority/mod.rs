@@ -19,6 +19,7 @@ use ward_pki::issue::Issuer;
 use ward_pki::{TrustDomain, pem};
 use ward_store::Store;
 
+pub mod acme;
 mod binding;
 mod error;
 pub mod issuance;

@@ -44,6 +44,8 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     /// The OCSP responder.
     pub ocsp: Arc<crate::ocsp::Responder>,
+    /// The ACME server, when `ca.toml` configures `[acme]`.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route(paths::ADMIN_CERTIFICATES, get(admin::list_certificates))
         .route(paths::REVOKE, post(crl::revoke))
+        .merge(crate::acme::routes(state.clone()))
         .merge(public_routes())
         .fallback(routes::not_found)
         .with_state(state)

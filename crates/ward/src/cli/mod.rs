@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch; one file per command group.
 
+mod acme;
 mod admin;
 mod agent;
 mod ca;
@@ -53,6 +54,9 @@ enum Command {
     /// Workload agent: obtain, rotate and hand out this workload's identity.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// The CA's ACME server: external account binding keys.
+    #[command(subcommand)]
+    Acme(acme::AcmeCommand),
 }
 
 /// Output format of reporting commands.
@@ -76,6 +80,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Revoke(args) => revoke::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Agent(cmd) => agent::run(cmd).await,
+        Command::Acme(cmd) => acme::run(cmd).await,
     }
 }
 

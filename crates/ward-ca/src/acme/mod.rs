@@ -1,0 +1,264 @@
+//! The ACME server (RFC 8555), one directory per provisioner of
+//! `[acme.provisioners.NAME]`: `https://HOST:PORT/acme/NAME/directory`.
+//!
+//! Handlers parse the JWS ([`jws`]), check url, nonce and key, apply the
+//! provisioner's policy ([`config`]) and keep every state in the store
+//! (`ward_store::AcmeStore`), so replicas on one PostgreSQL database serve
+//! the same accounts, orders and nonces. Certificates come from
+//! [`crate::authority::Authority::issue_acme`]: DNS and IP SANs only,
+//! linted, recorded with origin `acme`.
+//!
+//! Must never: accept a nonce twice, issue for a name the order did not
+//! validate, or put anything from a CSR but its key into a certificate.
+
+pub mod config;
+mod dns;
+mod handlers;
+mod jws;
+mod model;
+mod orders;
+pub mod problem;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use time::OffsetDateTime;
+
+pub use config::{AcmeProvisioner, AcmeSection};
+pub use problem::Problem;
+pub use validate::Validator;
+
+use crate::authority::Authority;
+use crate::http::AppState;
+
+/// How long a nonce stays usable.
+const NONCE_LIFETIME: time::Duration = time::Duration::hours(1);
+/// How long an order (and its authorizations) may take to complete.
+const ORDER_LIFETIME: time::Duration = time::Duration::hours(1);
+/// Largest JWS body read.
+pub const MAX_JWS: usize = 64 * 1024;
+
+/// The ACME server's configuration and collaborators.
+pub struct Acme {
+    /// `[acme]` from `ca.toml`.
+    pub config: AcmeSection,
+    /// The authority that signs.
+    pub authority: Arc<Authority>,
+    /// How challenges are validated.
+    pub validator: Validator,
+}
+
+impl std::fmt::Debug for Acme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acme")
+            .field("provisioners", &self.config.provisioners.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acme {
+    /// The ACME server of `config` signing with `authority`.
+    pub fn new(config: AcmeSection, authority: Arc<Authority>) -> Result<Acme, crate::Error> {
+        let dns_resolver = match &config.dns_resolver {
+            Some(r) => Some(r.parse().map_err(|_| {
+                crate::Error::Config(format!("ca.toml: acme.dns_resolver {r:?} is not IP:PORT"))
+            })?),
+            None => None,
+        };
+        Ok(Acme {
+            validator: Validator {
+                http01_port: config.http01_port,
+                tlsalpn01_port: config.tlsalpn01_port,
+                dns_resolver,
+            },
+            config,
+            authority,
+        })
+    }
+
+    /// A fresh nonce, stored so every replica accepts it once.
+    pub(crate) async fn new_nonce(&self) -> Result<String, Problem> {
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Problem::internal("RNG failure"))?;
+        let nonce = jws::b64e(&bytes);
+        let now = OffsetDateTime::now_utc();
+        self.authority
+            .store()
+            .acme()
+            .put_nonce(&nonce, now + NONCE_LIFETIME, now)
+            .await?;
+        Ok(nonce)
+    }
+}
+
+/// The absolute URL prefix of one provisioner's directory, as the client
+/// addressed it (`https://HOST:PORT/acme/NAME/`).
+#[derive(Clone, Debug)]
+pub(crate) struct Base {
+    origin: String,
+    prefix: String,
+    /// The provisioner's name.
+    pub name: String,
+}
+
+impl Base {
+    /// The base for `name` from the request's authority (HTTP/2) or Host.
+    pub(crate) fn of(name: &str, uri: &Uri, headers: &HeaderMap) -> Result<Base, Problem> {
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| Problem::malformed("the request names no host"))?;
+        if host.is_empty() || host.contains(['/', ' ', '"', '\\']) {
+            return Err(Problem::malformed("bad Host header"));
+        }
+        Ok(Base {
+            origin: format!("https://{host}"),
+            prefix: format!("https://{host}/acme/{name}/"),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The absolute URL of a request path (what a JWS `url` must be).
+    pub(crate) fn request_url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+
+    /// The absolute URL of `rest` under this directory.
+    pub(crate) fn url(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    /// The account id in an account URL of this directory.
+    pub(crate) fn account_id<'a>(&self, kid: &'a str) -> Option<&'a str> {
+        kid.strip_prefix(&self.prefix)?
+            .strip_prefix("account/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+    }
+}
+
+/// Random id (128 bits, base64url).
+pub(crate) fn random_id() -> Result<String, Problem> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Problem::internal("RNG failure"))?;
+    Ok(jws::b64e(&bytes))
+}
+
+/// Adds a fresh `Replay-Nonce` to every answer that needs one (all POSTs
+/// and newNonce) and `Cache-Control: no-store` to newNonce.
+async fn nonces(State(state): State<AppState>, request: Request<Body>, next: Next) -> Response {
+    let wants_nonce =
+        request.method() == Method::POST || request.uri().path().ends_with("/new-nonce");
+    let mut response = next.run(request).await;
+    if !wants_nonce {
+        return response;
+    }
+    let Some(acme) = state.acme.as_ref() else {
+        return response;
+    };
+    match acme.new_nonce().await {
+        Ok(nonce) => {
+            if let Ok(v) = HeaderValue::from_str(&nonce) {
+                response.headers_mut().insert("replay-nonce", v);
+            }
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(p) => axum::response::IntoResponse::into_response(p),
+    }
+}
+
+/// The ACME routes, mounted under `/acme/` on the HTTPS router.
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/acme/{p}/directory", get(handlers::directory))
+        .route(
+            "/acme/{p}/new-nonce",
+            get(handlers::new_nonce_get).head(handlers::new_nonce_head),
+        )
+        .route("/acme/{p}/new-account", post(handlers::new_account))
+        .route("/acme/{p}/account/{id}", post(handlers::account))
+        .route(
+            "/acme/{p}/account/{id}/orders",
+            post(handlers::account_orders),
+        )
+        .route("/acme/{p}/key-change", post(handlers::key_change))
+        .route("/acme/{p}/new-order", post(orders::new_order))
+        .route("/acme/{p}/order/{id}", post(orders::order))
+        .route("/acme/{p}/order/{id}/finalize", post(orders::finalize))
+        .route("/acme/{p}/authz/{id}/{i}", post(orders::authz))
+        .route("/acme/{p}/chall/{id}/{i}/{kind}", post(orders::challenge))
+        .route("/acme/{p}/cert/{id}", post(orders::certificate))
+        .route("/acme/{p}/revoke-cert", post(orders::revoke))
+        .route("/acme/{p}/renewal-info/{id}", get(orders::renewal_info))
+        .layer(middleware::from_fn_with_state(state, nonces))
+}
+
+/// An external account binding key just made: shown once, stored as is
+/// (the server needs the key itself to check the MAC).
+#[derive(Clone)]
+pub struct CreatedEab {
+    /// The key id clients send (`--kid`, `--eab-kid`).
+    pub key_id: String,
+    /// The HMAC key, base64url (`--hmac`, `--eab-hmac-key`).
+    pub hmac_key: String,
+}
+
+impl std::fmt::Debug for CreatedEab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedEab")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates an EAB key for `provisioner` (which `ca.toml` must define).
+pub async fn create_eab_key(
+    store: &dyn ward_store::Store,
+    config: &crate::CaConfig,
+    provisioner: &str,
+    now: OffsetDateTime,
+) -> Result<CreatedEab, crate::Error> {
+    let known = config
+        .acme
+        .as_ref()
+        .is_some_and(|a| a.provisioners.contains_key(provisioner));
+    if !known {
+        return Err(crate::Error::Config(format!(
+            "ca.toml defines no [acme.provisioners.{provisioner}]"
+        )));
+    }
+    let rng = |_| crate::Error::Storage("the system RNG failed".into());
+    let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(secret.as_mut()).map_err(rng)?;
+    let key_id = random_id().map_err(|p| crate::Error::Storage(p.detail))?;
+    store
+        .acme()
+        .create_eab_key(&ward_store::AcmeEabKey {
+            id: key_id.clone(),
+            provisioner: provisioner.to_owned(),
+            hmac_key: secret.to_vec(),
+            created_at: now,
+            account_id: None,
+        })
+        .await
+        .map_err(|e| crate::Error::Storage(format!("storing the EAB key: {e}")))?;
+    Ok(CreatedEab {
+        key_id,
+        hmac_key: jws::b64e(secret.as_ref()),
+    })
+}

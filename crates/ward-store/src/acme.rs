@@ -1,0 +1,479 @@
+//! Storage of the ACME server (RFC 8555): nonces, external account binding
+//! keys, accounts and orders, on both backends through the shared driver.
+//!
+//! An order row carries its authorizations and challenges as a JSON
+//! document the CA owns (this crate never reads it); every change to an
+//! order is a compare-and-swap on its `version`, so replicas sharing a
+//! PostgreSQL database never both move the same order. Nonces are rows,
+//! deleted when used: a nonce taken on one replica is gone for all.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::StoreError;
+use crate::dialect::{Columns, Param, Statements};
+use crate::error::{Violation, violation};
+use crate::shared::{Driver, SqlStore};
+
+/// An ACME account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeAccount {
+    /// Account id (the last segment of its URL).
+    pub id: String,
+    /// The provisioner (directory) it belongs to.
+    pub provisioner: String,
+    /// RFC 7638 thumbprint of its key, base64url.
+    pub thumbprint: String,
+    /// Its public key as a JWK (JSON text).
+    pub jwk: String,
+    /// `valid`, `deactivated` or `revoked`.
+    pub status: String,
+    /// Contact URLs, JSON array text.
+    pub contact: String,
+    /// The external account binding key it was created with.
+    pub eab_key_id: Option<String>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// An ACME order; `doc` holds its authorizations and challenges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeOrder {
+    /// Order id.
+    pub id: String,
+    /// The account that owns it.
+    pub account_id: String,
+    /// The provisioner it was placed with.
+    pub provisioner: String,
+    /// `pending`, `ready`, `processing`, `valid` or `invalid`.
+    pub status: String,
+    /// When it expires.
+    pub expires_at: OffsetDateTime,
+    /// The CA's JSON document (identifiers, authorizations, challenges).
+    pub doc: String,
+    /// Serial (lowercase hex) of the issued certificate.
+    pub cert_serial: Option<String>,
+    /// Bumped by every update (compare-and-swap).
+    pub version: i64,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// An external account binding key (RFC 8555 §7.3.4); never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AcmeEabKey {
+    /// The key id the client sends as `kid`.
+    pub id: String,
+    /// The provisioner it is valid for.
+    pub provisioner: String,
+    /// The HMAC key.
+    pub hmac_key: Vec<u8>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// The account it was bound to (a key binds one account only).
+    pub account_id: Option<String>,
+}
+
+impl std::fmt::Debug for AcmeEabKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeEabKey")
+            .field("id", &self.id)
+            .field("provisioner", &self.provisioner)
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the ACME server stores. Every method is atomic.
+#[async_trait]
+pub trait AcmeStore: Send + Sync {
+    /// Stores a fresh nonce, and drops nonces expired before `now`.
+    async fn put_nonce(
+        &self,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Consumes a nonce: `true` once if it exists and has not expired.
+    async fn take_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Stores an EAB key; [`StoreError::Conflict`] if its id exists.
+    async fn create_eab_key(&self, key: &AcmeEabKey) -> Result<(), StoreError>;
+
+    /// Finds an EAB key.
+    async fn eab_key(&self, id: &str) -> Result<Option<AcmeEabKey>, StoreError>;
+
+    /// Creates an account, binding `eab_key_id` to it in the same
+    /// transaction; [`StoreError::Conflict`] if the key is already bound or
+    /// an account with this key exists.
+    async fn create_account(&self, account: &AcmeAccount) -> Result<(), StoreError>;
+
+    /// Finds an account by id.
+    async fn account(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError>;
+
+    /// Finds an account of a provisioner by its key thumbprint.
+    async fn account_by_thumbprint(
+        &self,
+        provisioner: &str,
+        thumbprint: &str,
+    ) -> Result<Option<AcmeAccount>, StoreError>;
+
+    /// Rewrites an account's key, status and contacts;
+    /// [`StoreError::Conflict`] if another account holds the new key.
+    async fn update_account(&self, account: &AcmeAccount) -> Result<(), StoreError>;
+
+    /// Creates an order (its `version` is stored as given).
+    async fn create_order(&self, order: &AcmeOrder) -> Result<(), StoreError>;
+
+    /// Finds an order by id.
+    async fn order(&self, id: &str) -> Result<Option<AcmeOrder>, StoreError>;
+
+    /// The ids of an account's orders, newest first (at most 1000).
+    async fn orders_of_account(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Finds the order that issued the certificate with this serial.
+    async fn order_by_certificate(&self, serial: &str) -> Result<Option<AcmeOrder>, StoreError>;
+
+    /// Replaces the order if its stored version is `order.version - 1`;
+    /// `false` if another writer got there first.
+    async fn update_order(&self, order: &AcmeOrder) -> Result<bool, StoreError>;
+}
+
+const ACCOUNT_BY_ID: &str = "SELECT id, provisioner, thumbprint, jwk, status, contact, \
+     eab_key_id, created_at FROM acme_accounts WHERE id = $1";
+const ACCOUNT_BY_THUMBPRINT: &str = "SELECT id, provisioner, thumbprint, jwk, status, contact, \
+     eab_key_id, created_at FROM acme_accounts WHERE provisioner = $1 AND thumbprint = $2";
+const ORDER_BY_ID: &str = "SELECT id, account_id, provisioner, status, expires_at, doc, \
+     cert_serial, version, created_at FROM acme_orders WHERE id = $1";
+const ORDER_BY_CERT: &str = "SELECT id, account_id, provisioner, status, expires_at, doc, \
+     cert_serial, version, created_at FROM acme_orders WHERE cert_serial = $1";
+
+fn account_from_row(row: &impl Columns) -> Result<AcmeAccount, StoreError> {
+    let db = |e| StoreError::other("decoding an ACME account", e);
+    Ok(AcmeAccount {
+        id: row.text(0).map_err(db)?,
+        provisioner: row.text(1).map_err(db)?,
+        thumbprint: row.text(2).map_err(db)?,
+        jwk: row.text(3).map_err(db)?,
+        status: row.text(4).map_err(db)?,
+        contact: row.text(5).map_err(db)?,
+        eab_key_id: row.opt_text(6).map_err(db)?,
+        created_at: row.time(7)?,
+    })
+}
+
+fn order_from_row(row: &impl Columns) -> Result<AcmeOrder, StoreError> {
+    let db = |e| StoreError::other("decoding an ACME order", e);
+    Ok(AcmeOrder {
+        id: row.text(0).map_err(db)?,
+        account_id: row.text(1).map_err(db)?,
+        provisioner: row.text(2).map_err(db)?,
+        status: row.text(3).map_err(db)?,
+        expires_at: row.time(4)?,
+        doc: row.text(5).map_err(db)?,
+        cert_serial: row.opt_text(6).map_err(db)?,
+        version: row.int(7).map_err(db)?,
+        created_at: row.time(8)?,
+    })
+}
+
+fn eab_from_row(row: &impl Columns) -> Result<AcmeEabKey, StoreError> {
+    let db = |e| StoreError::other("decoding an EAB key", e);
+    Ok(AcmeEabKey {
+        id: row.text(0).map_err(db)?,
+        provisioner: row.text(1).map_err(db)?,
+        hmac_key: row.bytes(2).map_err(db)?,
+        created_at: row.time(3)?,
+        account_id: row.opt_text(4).map_err(db)?,
+    })
+}
+
+/// Maps a unique violation to [`StoreError::Conflict`].
+fn conflict(ctx: &'static str, what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match violation(&e) {
+        Some(Violation::Unique) => StoreError::Conflict(what),
+        _ => StoreError::db(ctx, e),
+    }
+}
+
+#[async_trait]
+impl<D: Driver> AcmeStore for SqlStore<D> {
+    async fn put_nonce(
+        &self,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let ctx = "storing an ACME nonce";
+        let nonce = nonce.to_owned();
+        // Pruning on every 64th nonce (by its first byte's low bits) keeps
+        // the table small without a background task.
+        let prune = nonce.as_bytes().first().is_some_and(|b| b % 64 == 0);
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                if prune {
+                    tx.execute(
+                        "DELETE FROM acme_nonces WHERE expires_at <= $1",
+                        &[Param::Time(now)],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                tx.execute(
+                    "INSERT INTO acme_nonces (nonce, expires_at) VALUES ($1, $2)",
+                    &[Param::Text(&nonce), Param::Time(expires_at)],
+                )
+                .await
+                .map_err(conflict(ctx, "nonce exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn take_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let ctx = "using an ACME nonce";
+        let nonce = nonce.to_owned();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "DELETE FROM acme_nonces WHERE nonce = $1 AND expires_at > $2",
+                        &[Param::Text(&nonce), Param::Time(now)],
+                    )
+                    .await
+                    .map_err(|e| StoreError::db(ctx, e))?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    async fn create_eab_key(&self, key: &AcmeEabKey) -> Result<(), StoreError> {
+        let ctx = "creating an EAB key";
+        let key = key.clone();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO acme_eab_keys (id, provisioner, hmac_key, created_at, \
+                     account_id) VALUES ($1, $2, $3, $4, NULL)",
+                    &[
+                        Param::Text(&key.id),
+                        Param::Text(&key.provisioner),
+                        Param::Bytes(&key.hmac_key),
+                        Param::Time(key.created_at),
+                    ],
+                )
+                .await
+                .map_err(conflict(ctx, "an EAB key with this id exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn eab_key(&self, id: &str) -> Result<Option<AcmeEabKey>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(
+                "SELECT id, provisioner, hmac_key, created_at, account_id FROM acme_eab_keys \
+                 WHERE id = $1",
+                &[Param::Text(id)],
+            )
+            .await
+            .map_err(|e| StoreError::db("reading an EAB key", e))?;
+        rows.first().map(eab_from_row).transpose()
+    }
+
+    async fn create_account(&self, a: &AcmeAccount) -> Result<(), StoreError> {
+        let ctx = "creating an ACME account";
+        let a = a.clone();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                if let Some(kid) = &a.eab_key_id {
+                    let bound = tx
+                        .execute(
+                            "UPDATE acme_eab_keys SET account_id = $2 WHERE id = $1 AND \
+                             provisioner = $3 AND account_id IS NULL",
+                            &[
+                                Param::Text(kid),
+                                Param::Text(&a.id),
+                                Param::Text(&a.provisioner),
+                            ],
+                        )
+                        .await
+                        .map_err(db)?;
+                    if bound != 1 {
+                        return Err(StoreError::Conflict("the EAB key is unknown or used"));
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO acme_accounts (id, provisioner, thumbprint, jwk, status, \
+                     contact, eab_key_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    &[
+                        Param::Text(&a.id),
+                        Param::Text(&a.provisioner),
+                        Param::Text(&a.thumbprint),
+                        Param::Text(&a.jwk),
+                        Param::Text(&a.status),
+                        Param::Text(&a.contact),
+                        Param::OptText(a.eab_key_id.as_deref()),
+                        Param::Time(a.created_at),
+                    ],
+                )
+                .await
+                .map_err(conflict(ctx, "an account with this key exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(ACCOUNT_BY_ID, &[Param::Text(id)])
+            .await
+            .map_err(|e| StoreError::db("reading an ACME account", e))?;
+        rows.first().map(account_from_row).transpose()
+    }
+
+    async fn account_by_thumbprint(
+        &self,
+        provisioner: &str,
+        thumbprint: &str,
+    ) -> Result<Option<AcmeAccount>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(
+                ACCOUNT_BY_THUMBPRINT,
+                &[Param::Text(provisioner), Param::Text(thumbprint)],
+            )
+            .await
+            .map_err(|e| StoreError::db("reading an ACME account", e))?;
+        rows.first().map(account_from_row).transpose()
+    }
+
+    async fn update_account(&self, a: &AcmeAccount) -> Result<(), StoreError> {
+        let ctx = "updating an ACME account";
+        let a = a.clone();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "UPDATE acme_accounts SET thumbprint = $2, jwk = $3, status = $4, \
+                     contact = $5 WHERE id = $1",
+                    &[
+                        Param::Text(&a.id),
+                        Param::Text(&a.thumbprint),
+                        Param::Text(&a.jwk),
+                        Param::Text(&a.status),
+                        Param::Text(&a.contact),
+                    ],
+                )
+                .await
+                .map_err(conflict(ctx, "an account with this key exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn create_order(&self, o: &AcmeOrder) -> Result<(), StoreError> {
+        let ctx = "creating an ACME order";
+        let o = o.clone();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO acme_orders (id, account_id, provisioner, status, expires_at, \
+                     doc, cert_serial, version, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        Param::Text(&o.id),
+                        Param::Text(&o.account_id),
+                        Param::Text(&o.provisioner),
+                        Param::Text(&o.status),
+                        Param::Time(o.expires_at),
+                        Param::Text(&o.doc),
+                        Param::OptText(o.cert_serial.as_deref()),
+                        Param::Int(o.version),
+                        Param::Time(o.created_at),
+                    ],
+                )
+                .await
+                .map_err(conflict(ctx, "an order with this id exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<AcmeOrder>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(ORDER_BY_ID, &[Param::Text(id)])
+            .await
+            .map_err(|e| StoreError::db("reading an ACME order", e))?;
+        rows.first().map(order_from_row).transpose()
+    }
+
+    async fn orders_of_account(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(
+                "SELECT id FROM acme_orders WHERE account_id = $1 \
+                 ORDER BY created_at DESC, id LIMIT 1000",
+                &[Param::Text(account_id)],
+            )
+            .await
+            .map_err(|e| StoreError::db("listing ACME orders", e))?;
+        rows.iter()
+            .map(|r| {
+                r.text(0)
+                    .map_err(|e| StoreError::other("decoding an ACME order id", e))
+            })
+            .collect()
+    }
+
+    async fn order_by_certificate(&self, serial: &str) -> Result<Option<AcmeOrder>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(ORDER_BY_CERT, &[Param::Text(serial)])
+            .await
+            .map_err(|e| StoreError::db("reading an ACME order", e))?;
+        rows.first().map(order_from_row).transpose()
+    }
+
+    async fn update_order(&self, o: &AcmeOrder) -> Result<bool, StoreError> {
+        let ctx = "updating an ACME order";
+        let o = o.clone();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "UPDATE acme_orders SET status = $3, doc = $4, cert_serial = $5, \
+                         version = $2 WHERE id = $1 AND version = $2 - 1",
+                        &[
+                            Param::Text(&o.id),
+                            Param::Int(o.version),
+                            Param::Text(&o.status),
+                            Param::Text(&o.doc),
+                            Param::OptText(o.cert_serial.as_deref()),
+                        ],
+                    )
+                    .await
+                    .map_err(|e| StoreError::db(ctx, e))?;
+                Ok(n == 1)
+            })
+        })
+        .await
+    }
+}
