@@ -39,6 +39,8 @@
 #   WARD_BASE=path       a second ward binary (say, the commit before a
 #                        refactor), run as server "before" in the same
 #                        rotation as every other server
+#   WITH_NOCACHE=1       also run the gate with its chain cache off
+#                        (--verify-cache-entries 0) as server "nocache"
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +59,7 @@ SKIP_PQ=${SKIP_PQ:-0}
 SKIP_RESUME=${SKIP_RESUME:-0}
 SKIP_LAT=${SKIP_LAT:-0}
 SKIP_MEM=${SKIP_MEM:-0}
+WITH_NOCACHE=${WITH_NOCACHE:-0}
 MEM_CONNS=${MEM_CONNS:-10000}
 MEM_VARIANTS=${MEM_VARIANTS-hs req}
 INSTALL_NGINX=${INSTALL_NGINX:-1}
@@ -211,18 +214,23 @@ start_upstream() { # cpu
 # The gate from flags (as in SPEC §4); with `mem`, from an equivalent
 # config file that raises max_connections and the header-read timeout so
 # neither cuts a memory run short.
-start_gate() { # [mem]
-    local err=$WORK/gate.err addr i args
+start_gate() { # [mem] [nocache]
+    local err=$WORK/gate.err addr i args tls_section=""
     : >"$err"
     args=(--listen 127.0.0.1:0 --cert "$WORK/server.crt" --key "$WORK/server.key"
         --client-ca "$CA/root.crt" --upstream "$UP_URL"
         --allow-spiffe-id 'spiffe://example.org/*' --audit-log off)
+    if [[ ${2:-} == nocache ]]; then
+        args+=(--verify-cache-entries 0)
+        tls_section=$'[tls]\nverify_cache_entries = 0'
+    fi
     if [[ ${1:-} == mem ]]; then
         cat >"$WORK/gate.toml" <<EOF
 audit_log = "off"
 [listen]
 address = "127.0.0.1:0"
 max_connections = $((MEM_CONNS + 1000))
+$tls_section
 [timeouts]
 header_read = "300s"
 [[tenants]]
@@ -381,6 +389,7 @@ start_proxy() { # ward|nginx|haproxy [mem]
     case $1 in
         ward) start_gate "${2:-}" ;;
         before) WARD=$WARD_BASE start_gate "${2:-}" ;;
+        nocache) start_gate "${2:-}" nocache ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
     esac
@@ -535,6 +544,7 @@ run_mem() { # label
 
 PEERS=()
 [[ -n ${WARD_BASE:-} ]] && PEERS+=(before)
+[[ $WITH_NOCACHE == 1 ]] && PEERS+=(nocache)
 [[ $HAVE_NGINX == 1 ]] && PEERS+=(nginx)
 [[ $HAVE_HAPROXY == 1 ]] && PEERS+=(haproxy)
 if [[ -n $CONFIGS_ENV ]]; then

@@ -53,12 +53,13 @@ def pairs(runs):
     peer ÷ Ward for CPU per request and memory (also: bigger is better for
     Ward), so every ratio reads "how many times better Ward is"."""
     out = []
-    for peer in ("before", "nginx", "haproxy"):
-        name = {"before": "Ward before", "nginx": "nginx", "haproxy": "HAProxy"}[peer]
+    for peer in ("before", "nocache", "nginx", "haproxy"):
+        name = {"before": "Ward before", "nocache": "Ward without chain cache",
+                "nginx": "nginx", "haproxy": "HAProxy"}[peer]
         for wl, what, target in (("hs", "full mTLS handshakes/s", 4.0),
                                  ("rs", "resumed mTLS handshakes/s", None),
                                  ("ka", "keep-alive requests/s", 1.5 if peer == "haproxy" else None)):
-            if peer == "before":
+            if peer in ("before", "nocache"):
                 target = None
             a, b = runs.get(f"ward-{wl}"), runs.get(f"{peer}-{wl}")
             if not a or not b:
@@ -85,6 +86,7 @@ def main():
     servers = {
         "ward": "Ward gate",
         "before": "Ward gate (before: WARD_BASE)",
+        "nocache": "Ward gate, chain cache off",
         "nginx": f"nginx {e.get('NGINX_VERSION', '')}".strip(),
         "haproxy": f"HAProxy {e.get('HAPROXY_VERSION', '')}".strip(),
         "direct": "direct (plain HTTP)",
@@ -117,7 +119,7 @@ def main():
           "| proxy CPU % | proxy µs/req | upstream CPU % | load CPU % | req/s per run |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     order = [(srv, wl, suffix) for wl in ("hs", "rs", "ka", "lat") for suffix in ("", "-pq")
-             for srv in ("ward", "before", "nginx", "haproxy", "direct")]
+             for srv in ("ward", "before", "nocache", "nginx", "haproxy", "direct")]
     for srv, wl, suffix in order:
         rs = runs.get(f"{srv}-{wl}{suffix}")
         if not rs:

@@ -9,12 +9,14 @@
 //! is that upstream. `ward-bench resume` is `handshake` with TLS session
 //! resumption; `ward-bench idle` holds many idle mTLS connections open (for
 //! a server's memory per connection); `ward-bench ceiling` times the
-//! public-key operations of a full mTLS handshake. `bench/README.md` in the repository explains the fields
+//! public-key operations of a full mTLS handshake; `ward-bench cold-start`
+//! times a client process from start to its first mTLS request. `bench/README.md` in the repository explains the fields
 //! and the scripts that use this binary.
 
 #![forbid(unsafe_code)]
 
 mod ceiling;
+mod cold;
 mod conn;
 mod idle;
 mod issue;
@@ -61,6 +63,10 @@ enum Command {
     /// crypto provider and prints the full-mTLS-handshake ceiling of one
     /// core as one JSON line.
     Ceiling(CeilingArgs),
+    /// Cold start of the client library: times `--runs` fresh processes
+    /// from spawn to their first mTLS request with an identity just
+    /// obtained from the CA; one JSON line per run, then medians.
+    ColdStart(cold::ColdArgs),
     /// A fixed plain-HTTP upstream answering 200 with a small body to every
     /// request; prints `ward-bench upstream: listening on http://ADDR` on
     /// stderr and serves until killed.
@@ -269,6 +275,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&c)?);
             Ok(())
         }
+        Command::ColdStart(args) => cold::run(args),
         Command::Upstream(args) => {
             let runtime = runtime(args.threads)?;
             runtime.block_on(upstream::serve(args.listen))

@@ -222,7 +222,7 @@ fn default_max_connections() -> usize {
 }
 
 /// `[tls]`.
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Also accept TLS 1.2 (ECDHE + AEAD suites only). Off by default.
@@ -232,6 +232,37 @@ pub struct TlsConfig {
     /// Load private keys that group or others can access (refused by
     /// default, as ssh's `StrictModes` does).
     pub allow_insecure_permissions: bool,
+    /// Client chains whose path validation is remembered (keyed by their
+    /// exact DER and the tenant's client CAs, only within the
+    /// certificates' validity; revocation and EKU are still checked on
+    /// every handshake). 0 turns the cache off.
+    pub verify_cache_entries: usize,
+    /// Bytes the chain cache may hold (the chains' DER plus about 100
+    /// bytes each). 0 turns the cache off.
+    pub verify_cache_bytes: usize,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let cache = ward_tls::chain_cache::Limits::default();
+        TlsConfig {
+            allow_tls12: false,
+            disable_resumption: false,
+            allow_insecure_permissions: false,
+            verify_cache_entries: cache.entries,
+            verify_cache_bytes: cache.bytes,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The chain cache's bounds.
+    pub fn verify_cache_limits(&self) -> ward_tls::chain_cache::Limits {
+        ward_tls::chain_cache::Limits {
+            entries: self.verify_cache_entries,
+            bytes: self.verify_cache_bytes,
+        }
+    }
 }
 
 /// `[timeouts]`.

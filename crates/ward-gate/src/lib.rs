@@ -92,6 +92,8 @@ pub async fn run(
             stapler: Some(stapler.clone()),
             identity: identity.as_ref().map(ward_client::Rotator::current),
             pool: None,
+            verify_cache: None,
+            metrics: Some(metrics.clone()),
         },
     )?;
     let listen_addr = runtime.config.listen.address.clone();

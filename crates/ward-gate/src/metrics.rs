@@ -51,6 +51,9 @@ pub struct GateMetrics {
     pub ocsp_stapled: GaugeVec,
     /// `ward_gate_ocsp_next_update_seconds{tenant}`: of the stapled response.
     pub ocsp_next_update: GaugeVec,
+    /// `ward_gate_verify_cache_total{result}`: client chains found in the
+    /// chain cache (`hit`) or validated in full (`miss`).
+    pub verify_cache: CounterVec,
 }
 
 impl GateMetrics {
@@ -68,6 +71,11 @@ impl GateMetrics {
             &[],
         )?;
         Ok(GateMetrics {
+            verify_cache: r.counter(
+                "ward_gate_verify_cache_total",
+                "Client certificate chains by chain-cache lookup result (hit: path validation skipped; miss: validated in full). Revocation and EKU checks run on both.",
+                &["result"],
+            )?,
             connections_active_all: connections_active.try_with(&[])?,
             handshake_seconds_all: handshake_seconds.try_with(&[])?,
             handshake_seconds,

@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 use ward_pki::inspect::CertInfo;
+use ward_tls::chain_cache::{ChainCache, Limits, Lookup};
 use ward_tls::config::{ClientCert, ClientOptions, ServerAuth, client_config, client_config_with};
 
 use crate::Error;
@@ -124,6 +125,8 @@ pub struct Runtime {
     pub client_roots: Vec<Vec<u8>>,
     /// The staples this runtime's tenants use.
     pub staples: std::collections::HashSet<crate::ocsp::StapleId>,
+    /// The client chain cache its tenants' verifiers share.
+    pub verify_cache: ChainCache,
     /// Idle connections to `http://` upstreams, for every transport (the
     /// previous runtime's, when there was one).
     pub pool: Arc<crate::pool::UpstreamPool>,
@@ -141,9 +144,37 @@ pub struct Services {
     pub identity: Option<Arc<ward_client::Svid>>,
     /// The upstream connection pool to keep (a new one when `None`).
     pub pool: Option<Arc<crate::pool::UpstreamPool>>,
+    /// The client chain cache to keep if its bounds are unchanged (a new
+    /// one otherwise).
+    pub verify_cache: Option<ChainCache>,
+    /// Metrics the chain cache counts its lookups in.
+    pub metrics: Option<crate::metrics::GateMetrics>,
 }
 
 impl Services {
+    /// The chain cache for `limits`: the one in use if it has them, else a
+    /// new one counting into the metrics.
+    fn verify_cache(&self, limits: Limits) -> ChainCache {
+        if let Some(cache) = &self.verify_cache
+            && cache.limits() == limits
+        {
+            return cache.clone();
+        }
+        match &self.metrics {
+            Some(m) => {
+                let (hit, miss) = (
+                    m.verify_cache.with(&["hit"]),
+                    m.verify_cache.with(&["miss"]),
+                );
+                ChainCache::with_observer(limits, move |lookup| match lookup {
+                    Lookup::Hit => hit.inc(),
+                    Lookup::Miss => miss.inc(),
+                })
+            }
+            None => ChainCache::new(limits),
+        }
+    }
+
     /// The `[identity]` certificate, for what names no certificate file.
     fn identity(&self, what: &str) -> Result<&ward_client::Svid, Error> {
         self.identity.as_deref().ok_or_else(|| {
@@ -203,6 +234,7 @@ impl Runtime {
     pub fn build_with(config: GateConfig, services: &Services) -> Result<Self, Error> {
         config.validate()?;
         let mut client_roots: Vec<Vec<u8>> = Vec::new();
+        let verify_cache = services.verify_cache(config.tls.verify_cache_limits());
         let mut staples = std::collections::HashSet::new();
         let mut tenants = Vec::new();
         let mut by_sni = HashMap::new();
@@ -269,6 +301,7 @@ impl Runtime {
                 config.tls.allow_tls12,
                 config.tls.disable_resumption,
                 services.revocation.clone(),
+                &verify_cache,
             )
             .map_err(ctx)?;
             let kind = match &t.tcp_upstream {
@@ -341,6 +374,7 @@ impl Runtime {
             client,
             upstream_tls,
             client_roots,
+            verify_cache,
             pool: services.pool.clone().unwrap_or_default(),
             staples,
         })

@@ -112,6 +112,12 @@ impl Shared {
 
     /// Swaps `runtime` in; new handshakes and requests use it.
     fn install(&self, runtime: Runtime) {
+        let old = self.runtime.load();
+        if old.client_roots != runtime.client_roots {
+            // New verifiers key by the new anchors; what the old ones
+            // remembered can only take room.
+            runtime.verify_cache.clear();
+        }
         self.revocation
             .configure(&runtime.config.revocation, runtime.client_roots.clone());
         self.update_expiry(&runtime);
@@ -127,6 +133,8 @@ impl Shared {
             stapler: Some(self.stapler.clone()),
             identity: self.identity.as_ref().map(ward_client::Rotator::current),
             pool: Some(self.runtime.load().pool.clone()),
+            verify_cache: Some(self.runtime.load().verify_cache.clone()),
+            metrics: Some(self.metrics.clone()),
         }
     }
 

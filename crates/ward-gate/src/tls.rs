@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use ward_tls::chain_cache::ChainCache;
 use ward_tls::config::{ClientAuth, ServerOptions, server_config_with};
 use ward_tls::verifier::{ClientCheck, ClientVerifier};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -106,17 +107,21 @@ pub fn certified_key(
 }
 
 /// Builds a tenant's server configuration; handshakes are answered with
-/// the staple's current credentials (and OCSP response).
+/// the staple's current credentials (and OCSP response). Client chains
+/// that passed path validation are remembered in `verify_cache`; the
+/// clientAuth and revocation check runs on every handshake.
 pub fn server_config(
     staple: &Staple,
     client_roots: RootCertStore,
     allow_tls12: bool,
     disable_resumption: bool,
     revocation: Option<Arc<Revocation>>,
+    verify_cache: &ChainCache,
 ) -> Result<ServerConfig, Error> {
     let verifier = ClientVerifier::required(Arc::new(client_roots))
         .map_err(|e| Error::Config(format!("client CA: {e}")))?
-        .with_check(Arc::new(ClientAuthAndRevocation { revocation }));
+        .with_check(Arc::new(ClientAuthAndRevocation { revocation }))
+        .with_cache(verify_cache.clone());
     let options = ServerOptions {
         allow_tls12,
         prefer_aes128: true,

@@ -79,6 +79,12 @@ impl CertInfo {
     pub fn from_der(der: &[u8], now: OffsetDateTime) -> Result<Self, Error> {
         let (_, cert) =
             X509Certificate::from_der(der).map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+        Ok(Self::from_parsed(&cert, der, now))
+    }
+
+    /// Summarises `cert`, already parsed from `der`, as seen at `now` (for
+    /// callers that need the parsed form too: one parse instead of two).
+    pub(crate) fn from_parsed(cert: &X509Certificate<'_>, der: &[u8], now: OffsetDateTime) -> Self {
         let validity = cert.validity();
         let not_before = validity.not_before.to_datetime();
         let not_after = validity.not_after.to_datetime();
@@ -89,7 +95,7 @@ impl CertInfo {
         } else {
             "valid"
         };
-        let sans = sans_of(&cert);
+        let sans = sans_of(cert);
         let spiffe_id = match sans.uri.as_slice() {
             [one] => one.parse::<SpiffeId>().ok().map(|id| id.to_string()),
             _ => None,
@@ -129,7 +135,7 @@ impl CertInfo {
         let signature_algorithm = OID_NAMES
             .get(sig_oid)
             .map_or_else(|| sig_oid.to_id_string(), |e| e.sn().to_owned());
-        Ok(CertInfo {
+        CertInfo {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             serial: Serial::from_be_bytes(cert.raw_serial())
@@ -148,7 +154,7 @@ impl CertInfo {
             path_len,
             self_issued: cert.subject() == cert.issuer(),
             sha256_fingerprint: Fingerprint::of_der(der).to_string(),
-        })
+        }
     }
 
     /// A multi-line, human-readable rendering.

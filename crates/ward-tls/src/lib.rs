@@ -4,7 +4,8 @@
 //! key-exchange groups and crypto provider are decided once: TLS 1.3, groups
 //! X25519MLKEM768 → X25519 → P-256, aws-lc-rs. [`config`] builds server and
 //! client configurations, [`verifier`] holds every certificate verifier
-//! (anything that weakens verification lives in [`danger`]),
+//! (anything that weakens verification lives in [`danger`]; [`chain_cache`]
+//! remembers which client chains passed),
 //! [`credentials`] is the one store of a certificate and key that rotation,
 //! file reload, CA renewal and OCSP stapling publish into, [`http`] is the
 //! client for fetching CRLs and OCSP responses, [`server`] serves HTTP(S)
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain_cache;
 pub mod config;
 pub mod credentials;
 pub mod danger;

@@ -30,6 +30,7 @@ use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 
 use crate::Error;
+use crate::chain_cache::{ChainCache, Generation, Key};
 
 /// DER content of id-kp-serverAuth and id-kp-clientAuth.
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
@@ -200,7 +201,8 @@ enum ClientChain {
     WebPki(Arc<dyn ClientCertVerifier>),
 }
 
-/// Ward's client-certificate verifier: a chain rule, then the caller's
+/// Ward's client-certificate verifier: a chain rule (its outcome
+/// remembered in a [`ChainCache`] if one was given), then the caller's
 /// [`ClientCheck`] if one was given.
 #[derive(Debug)]
 pub struct ClientVerifier {
@@ -209,6 +211,9 @@ pub struct ClientVerifier {
     mandatory: bool,
     check: Option<Arc<dyn ClientCheck>>,
     signatures: Signatures,
+    /// The chain rule and trust anchors, as a cache key part.
+    generation: Generation,
+    cache: Option<ChainCache>,
 }
 
 impl ClientVerifier {
@@ -228,11 +233,13 @@ impl ClientVerifier {
             .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
         Ok(ClientVerifier {
+            generation: Generation::of("any-tls-eku", &anchors),
             chain: ClientChain::AnyTlsEku(anchors),
             subjects,
             mandatory: false,
             check: None,
             signatures: Signatures::new(),
+            cache: None,
         })
     }
 
@@ -250,6 +257,7 @@ impl ClientVerifier {
     }
 
     fn webpki(roots: Arc<RootCertStore>, optional: bool) -> Result<Self, VerifierBuilderError> {
+        let generation = Generation::of("webpki-client-auth", &roots.roots);
         let builder = WebPkiClientVerifier::builder_with_provider(roots, crate::provider());
         let inner = if optional {
             builder.allow_unauthenticated().build()?
@@ -262,6 +270,8 @@ impl ClientVerifier {
             chain: ClientChain::WebPki(inner),
             check: None,
             signatures: Signatures::new(),
+            generation,
+            cache: None,
         })
     }
 
@@ -272,13 +282,49 @@ impl ClientVerifier {
         self
     }
 
+    /// Remembers in `cache` the chains that pass path validation (see
+    /// [`crate::chain_cache`]); the [`ClientCheck`] still runs on every
+    /// handshake. Verifiers may share one cache: each keys its entries by
+    /// its own rule and trust anchors.
+    #[must_use]
+    pub fn with_cache(mut self, cache: ChainCache) -> Self {
+        self.cache = cache.enabled().then_some(cache);
+        self
+    }
+
     fn verify(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = match &self.chain {
+        let verified = match &self.cache {
+            None => self.verify_chain(end_entity, intermediates, now)?,
+            Some(cache) => {
+                let key = Key::new(&self.generation, end_entity, intermediates);
+                if cache.hit(&key, now) {
+                    ClientCertVerified::assertion()
+                } else {
+                    let verified = self.verify_chain(end_entity, intermediates, now)?;
+                    cache.insert(key, end_entity, intermediates, now);
+                    verified
+                }
+            }
+        };
+        if let Some(check) = &self.check {
+            check.check(end_entity, intermediates, now)?;
+        }
+        Ok(verified)
+    }
+
+    /// Path validation alone.
+    fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(match &self.chain {
             ClientChain::AnyTlsEku(roots) => {
                 let cert = EndEntityCert::try_from(end_entity)
                     .map_err(|e| rustls::Error::InvalidCertificate(other_err(format!("{e:?}"))))?;
@@ -297,11 +343,7 @@ impl ClientVerifier {
             ClientChain::WebPki(inner) => {
                 inner.verify_client_cert(end_entity, intermediates, now)?
             }
-        };
-        if let Some(check) = &self.check {
-            check.check(end_entity, intermediates, now)?;
-        }
-        Ok(verified)
+        })
     }
 }
 

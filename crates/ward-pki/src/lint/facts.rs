@@ -133,8 +133,8 @@ impl Facts {
     /// Parses a DER certificate; the error is x509-parser's reason.
     pub fn from_der(der: &[u8]) -> Result<Self, String> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
-        let info =
-            CertInfo::from_der(der, OffsetDateTime::UNIX_EPOCH).map_err(|e| e.to_string())?;
+        // One parse serves both: the summary and the facts only it has.
+        let info = CertInfo::from_parsed(&cert, der, OffsetDateTime::UNIX_EPOCH);
         let raw_serial = cert.raw_serial();
         let validity = cert.validity();
         let not_before = validity.not_before.to_datetime();

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 
+mod chain_cache;
 mod common;
 mod credentials;
 mod https;

@@ -83,6 +83,10 @@ pub(crate) struct ServeArgs {
     /// Also accept TLS 1.2 (ECDHE + AEAD only).
     #[arg(long)]
     allow_tls12: bool,
+    /// Client chains whose path validation the gate remembers (flag form;
+    /// in a config file: [tls] verify_cache_entries). 0 turns it off.
+    #[arg(long, default_value_t = TlsConfig::default().verify_cache_entries, conflicts_with = "config")]
+    verify_cache_entries: usize,
     /// Load private keys that group or others can read (flag form; in a
     /// config file: [tls] allow_insecure_permissions).
     #[arg(long, conflicts_with = "config")]
@@ -249,6 +253,8 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             allow_tls12: args.allow_tls12,
             disable_resumption: false,
             allow_insecure_permissions: args.allow_insecure_permissions,
+            verify_cache_entries: args.verify_cache_entries,
+            ..TlsConfig::default()
         },
         timeouts: Default::default(),
         // With --ca, https:// upstreams are verified against the CA's roots

@@ -1,7 +1,8 @@
 //! CRL enforcement: refusal within 3 s of `ward revoke` for new, resumed
 //! and open (keep-alive, TCP) connections; a file source; foreign and
 //! malformed CRLs rejected while the old one stays; fail-closed and
-//! fail-open past nextUpdate; a token's kill switch.
+//! fail-open past nextUpdate; a token's kill switch; refusal on a chain
+//! cache hit.
 
 use std::time::{Duration, Instant};
 
@@ -334,4 +335,43 @@ fn revoking_a_token_with_its_certificates_refuses_every_one_of_them() {
     }
     assert_eq!(other.get_once(gate.addr).unwrap(), 200);
     assert_eq!(metric(&gate, "ward_gate_crl_entries", &[]), 3.0);
+}
+
+#[test]
+fn a_revoked_client_is_refused_though_its_chain_is_in_the_chain_cache() {
+    const CACHE: &str = "ward_gate_verify_cache_total";
+    let ca = CaServer::start(&[]);
+    let echo = Echo::start();
+    let crl = ca.crl_url();
+    let gate = gate(
+        &ca,
+        &echo.url(),
+        "gate",
+        &["--crl", &crl, "--crl-refresh", "1s"],
+    );
+    let a = ca.issue("a");
+    let a_full = full(&ca, &a);
+    for _ in 0..3 {
+        assert_eq!(a_full.get_once(gate.addr).unwrap(), 200);
+    }
+    let m = gate.metrics();
+    let misses = m.sum(CACHE, &[("result", "miss")]);
+    assert_eq!(misses, 1.0, "the first handshake validates: {}", m.0);
+    assert_eq!(m.sum(CACHE, &[("result", "hit")]), 2.0, "{}", m.0);
+
+    ca.revoke(&a.serial);
+    let _ = until_refused(&a_full, &gate, BOUND);
+    // The refusal is the CRL's, on a cache hit: the chain is not validated
+    // again, its revocation status is.
+    let hits = metric(&gate, CACHE, &[("result", "hit")]);
+    let e = a_full.get_once(gate.addr).unwrap_err();
+    assert!(e.to_string().contains("CertificateRevoked"), "{e}");
+    let m = gate.metrics();
+    assert_eq!(m.sum(CACHE, &[("result", "hit")]), hits + 1.0, "{}", m.0);
+    assert_eq!(m.sum(CACHE, &[("result", "miss")]), misses, "{}", m.0);
+    assert!(m.sum(HANDSHAKES, &[("result", "failure"), ("reason", "revoked")]) >= 1.0);
+    // Another client of the same CA is unaffected, and validated once.
+    let b = ca.issue("b");
+    assert_eq!(full(&ca, &b).get_once(gate.addr).unwrap(), 200);
+    assert_eq!(metric(&gate, CACHE, &[("result", "miss")]), misses + 1.0);
 }
