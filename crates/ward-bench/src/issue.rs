@@ -109,7 +109,12 @@ fn make_csr(key_type: Option<&str>) -> anyhow::Result<String> {
         "ecdsa-p256" => &rcgen::PKCS_ECDSA_P256_SHA256,
         "ecdsa-p384" => &rcgen::PKCS_ECDSA_P384_SHA384,
         "ed25519" => &rcgen::PKCS_ED25519,
-        other => bail!("no CSR key type {other:?} (ecdsa-p256, ecdsa-p384, ed25519)"),
+        "ml-dsa-44" => &rcgen::PKCS_ML_DSA_44,
+        "ml-dsa-65" => &rcgen::PKCS_ML_DSA_65,
+        "ml-dsa-87" => &rcgen::PKCS_ML_DSA_87,
+        other => {
+            bail!("no CSR key type {other:?} (ecdsa-p256, ecdsa-p384, ed25519, ml-dsa-44/65/87)")
+        }
     };
     let key = rcgen::KeyPair::generate_for(alg).context("generating the CSR key")?;
     let mut params = rcgen::CertificateParams::default();

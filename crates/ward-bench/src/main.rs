@@ -214,7 +214,8 @@ struct IssueArgs {
     #[arg(long, value_enum)]
     mode: issue::Mode,
     /// Key type: of the CSR key for `sign` (ecdsa-p256, ecdsa-p384,
-    /// ed25519; default ecdsa-p256), sent as `key_type` for `issue` (default:
+    /// ed25519, ml-dsa-44/65/87; default ecdsa-p256), sent as `key_type`
+    /// for `issue` (default:
     /// none sent, the CA's default).
     #[arg(long)]
     key_type: Option<String>,

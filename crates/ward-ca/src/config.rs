@@ -287,7 +287,8 @@ impl CaConfig {
 trust_domain = {td}
 # Organisation name shown in the CA certificates' subjects.
 name = {name}
-# Key type of the CA keys: ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096.
+# Key type of the CA keys: ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096,
+# ml-dsa-44, ml-dsa-65, ml-dsa-87 (post-quantum; see docs/post-quantum.md).
 key_type = {kt}
 # true when the root key was written outside this directory (--offline-root);
 # the root is then needed only to sign a new intermediate.

@@ -13,7 +13,8 @@ use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-/// Largest CSR accepted, in bytes of PEM (a 4096-bit RSA CSR is ~1.7 KB).
+/// Largest CSR accepted, in bytes of PEM (a 4096-bit RSA CSR is ~1.7 KB,
+/// an ML-DSA-87 one ~10 KB).
 pub const MAX_CSR_PEM: usize = 16 * 1024;
 
 /// Why a CSR was refused (all map to HTTP 400).
@@ -32,7 +33,9 @@ pub enum CsrError {
     #[error("csr signature does not verify with its public key")]
     BadSignature,
     /// The key is weak or of a kind Ward does not issue for.
-    #[error("csr key is not accepted: {0} (use ECDSA P-256/P-384, Ed25519 or RSA 2048-4096)")]
+    #[error(
+        "csr key is not accepted: {0} (use ECDSA P-256/P-384, Ed25519, RSA 2048-4096 or ML-DSA-44/65/87)"
+    )]
     UnsupportedKey(String),
 }
 
@@ -90,7 +93,7 @@ pub fn parse_csr(pem: &str) -> Result<CheckedCsr, CsrError> {
             other => other.to_string(),
         }));
     }
-    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+    ward_pki::sig::verify_csr(&csr).map_err(|_| CsrError::BadSignature)?;
     let mut requested = RequestedNames::default();
     for cn in info.subject.iter_common_name() {
         requested.common_names.push(

@@ -13,14 +13,8 @@ pub(crate) fn key_and_csr(key_type: KeyType) -> Result<(PrivateKey, String), Cli
     let key = key_type
         .generate()
         .map_err(|e| ClientError::Config(format!("cannot generate a key: {e}")))?;
-    let der = key.to_pkcs8_der();
-    let pair = rcgen::KeyPair::try_from(der.as_slice())
-        .map_err(|e| ClientError::Config(format!("cannot load the new key: {e}")))?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params
-        .serialize_request(&pair)
-        .and_then(|csr| csr.pem())
+    let csr = key
+        .csr_pem()
         .map_err(|e| ClientError::Config(format!("cannot build the CSR: {e}")))?;
     Ok((key, csr))
 }

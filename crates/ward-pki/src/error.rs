@@ -35,7 +35,7 @@ pub enum Error {
     },
     /// An unknown key type name.
     #[error(
-        "unknown key type {0:?} (expected ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072 or rsa-4096)"
+        "unknown key type {0:?} (expected ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096, ml-dsa-44, ml-dsa-65 or ml-dsa-87)"
     )]
     UnknownKeyType(String),
     /// A duration could not be parsed.

@@ -132,9 +132,12 @@ impl CertInfo {
             }
         }
         let sig_oid = &cert.signature_algorithm.algorithm;
-        let signature_algorithm = OID_NAMES
-            .get(sig_oid)
-            .map_or_else(|| sig_oid.to_id_string(), |e| e.sn().to_owned());
+        let signature_algorithm = match crate::key::ml_dsa_oid(&sig_oid.to_id_string()) {
+            Some(set) => set.key_type().as_str().to_ascii_uppercase(),
+            None => OID_NAMES
+                .get(sig_oid)
+                .map_or_else(|| sig_oid.to_id_string(), |e| e.sn().to_owned()),
+        };
         CertInfo {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose, NameConstraints, SanType, SubjectPublicKeyInfo,
+    GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints, SanType,
 };
 use rustls_pki_types::CertificateDer;
 use serde::Serialize;
@@ -146,14 +146,14 @@ pub fn new_root(spec: &CaSpec, key: &PrivateKey, now: OffsetDateTime) -> Result<
     params.not_before = now;
     params.not_after = add(now, spec.root_validity)?;
     params.serial_number = Some(serial.to_rcgen());
-    let cert = params.self_signed(key.pair())?;
+    let cert = params.self_signed(key)?;
     Ok(finish(params, serial, cert.der().clone()))
 }
 
 /// A CA certificate with its key, ready to sign.
 pub struct Issuer {
     cert_der: CertificateDer<'static>,
-    inner: rcgen::Issuer<'static, KeyPair>,
+    inner: rcgen::Issuer<'static, PrivateKey>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     /// Its key is RSA: signing costs milliseconds of CPU, not microseconds.
@@ -201,7 +201,7 @@ impl Issuer {
         let not_before = validity.not_before.to_datetime();
         let not_after = validity.not_after.to_datetime();
         let rsa = PublicKeyKind::from_spki(cert.public_key()).is_rsa();
-        let inner = rcgen::Issuer::from_ca_cert_der(&cert_der, key.into_pair())
+        let inner = rcgen::Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| Error::InvalidCertificate(format!("CA certificate: {e}")))?;
         Ok(Issuer {
             cert_der,
@@ -219,7 +219,7 @@ impl Issuer {
     }
 
     /// The rcgen issuer, for signing CRLs in [`crate::crl`].
-    pub(crate) fn rcgen_issuer(&self) -> &rcgen::Issuer<'static, KeyPair> {
+    pub(crate) fn rcgen_issuer(&self) -> &rcgen::Issuer<'static, PrivateKey> {
         &self.inner
     }
 
@@ -270,7 +270,7 @@ impl Issuer {
         params.not_before = now.max(self.not_before);
         params.not_after = add(now, spec.intermediate_validity)?.min(self.not_after);
         params.serial_number = Some(serial.to_rcgen());
-        let cert = params.signed_by(key.pair(), &self.inner)?;
+        let cert = params.signed_by(key, &self.inner)?;
         Ok(finish(params, serial, cert.der().clone()))
     }
 
@@ -284,8 +284,7 @@ impl Issuer {
     ) -> Result<Issued, Error> {
         let kind = PublicKeyKind::from_spki_der(spki_der)?;
         kind.key_type()?; // refuse weak or unknown keys
-        let public_key = SubjectPublicKeyInfo::from_der(spki_der)
-            .map_err(|e| Error::InvalidKey(format!("bad public key: {e}")))?;
+        let public_key = crate::key::CertifiedKey::from_spki_der(spki_der)?;
         let (not_before, not_after) = self.leaf_validity(req, now)?;
 
         let mut params = CertificateParams::default();

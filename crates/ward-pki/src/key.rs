@@ -6,7 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rcgen::{KeyPair, PublicKeyData, RsaKeySize};
+use aws_lc_rs::signature::{self, KeyPair as _, PqdsaKeyPair, PqdsaSigningAlgorithm};
+use rcgen::{KeyPair, PublicKeyData, RsaKeySize, SigningKey};
 use serde::{Deserialize, Serialize};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
@@ -32,17 +33,26 @@ pub enum KeyType {
     Rsa3072,
     /// RSA, 4096-bit modulus.
     Rsa4096,
+    /// ML-DSA-44 (FIPS 204, security category 2), post-quantum.
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204, security category 3), post-quantum.
+    MlDsa65,
+    /// ML-DSA-87 (FIPS 204, security category 5), post-quantum.
+    MlDsa87,
 }
 
 impl KeyType {
     /// Every supported key type, in a stable order.
-    pub const ALL: [KeyType; 6] = [
+    pub const ALL: [KeyType; 9] = [
         KeyType::EcdsaP256,
         KeyType::EcdsaP384,
         KeyType::Ed25519,
         KeyType::Rsa2048,
         KeyType::Rsa3072,
         KeyType::Rsa4096,
+        KeyType::MlDsa44,
+        KeyType::MlDsa65,
+        KeyType::MlDsa87,
     ];
 
     /// The stable spelling used on the command line and in files.
@@ -54,6 +64,24 @@ impl KeyType {
             KeyType::Rsa2048 => "rsa-2048",
             KeyType::Rsa3072 => "rsa-3072",
             KeyType::Rsa4096 => "rsa-4096",
+            KeyType::MlDsa44 => "ml-dsa-44",
+            KeyType::MlDsa65 => "ml-dsa-65",
+            KeyType::MlDsa87 => "ml-dsa-87",
+        }
+    }
+
+    /// Whether this is a post-quantum (ML-DSA) key type.
+    pub fn is_post_quantum(self) -> bool {
+        self.ml_dsa().is_some()
+    }
+
+    /// The ML-DSA parameter set, for ML-DSA key types.
+    fn ml_dsa(self) -> Option<MlDsa> {
+        match self {
+            KeyType::MlDsa44 => Some(MlDsa::P44),
+            KeyType::MlDsa65 => Some(MlDsa::P65),
+            KeyType::MlDsa87 => Some(MlDsa::P87),
+            _ => None,
         }
     }
 
@@ -63,11 +91,21 @@ impl KeyType {
             KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
             KeyType::Ed25519 => &rcgen::PKCS_ED25519,
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+            KeyType::MlDsa44 => &rcgen::PKCS_ML_DSA_44,
+            KeyType::MlDsa65 => &rcgen::PKCS_ML_DSA_65,
+            KeyType::MlDsa87 => &rcgen::PKCS_ML_DSA_87,
         }
     }
 
     /// Generates a fresh private key of this type from the OS CSPRNG.
     pub fn generate(self) -> Result<PrivateKey, Error> {
+        if let Some(set) = self.ml_dsa() {
+            let pair = PqdsaKeyPair::generate(set.signing())
+                .map_err(|_| Error::Crypto(format!("generating a {} key", self.as_str())))?;
+            return MlDsaKey::new(set, pair).map(|k| PrivateKey {
+                inner: Inner::MlDsa(k),
+            });
+        }
         let alg = self.signature_algorithm();
         let pair = match self {
             KeyType::Rsa2048 => KeyPair::generate_rsa_for(alg, RsaKeySize::_2048),
@@ -76,8 +114,155 @@ impl KeyType {
             _ => KeyPair::generate_for(alg),
         }
         .map_err(|e| Error::Crypto(format!("generating a {} key: {e}", self.as_str())))?;
-        Ok(PrivateKey { pair })
+        Ok(PrivateKey {
+            inner: Inner::Classic(pair),
+        })
     }
+}
+
+/// The three ML-DSA parameter sets (FIPS 204).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MlDsa {
+    P44,
+    P65,
+    P87,
+}
+
+impl MlDsa {
+    const ALL: [MlDsa; 3] = [MlDsa::P44, MlDsa::P65, MlDsa::P87];
+
+    fn signing(self) -> &'static PqdsaSigningAlgorithm {
+        match self {
+            MlDsa::P44 => &signature::ML_DSA_44_SIGNING,
+            MlDsa::P65 => &signature::ML_DSA_65_SIGNING,
+            MlDsa::P87 => &signature::ML_DSA_87_SIGNING,
+        }
+    }
+
+    pub(crate) fn key_type(self) -> KeyType {
+        match self {
+            MlDsa::P44 => KeyType::MlDsa44,
+            MlDsa::P65 => KeyType::MlDsa65,
+            MlDsa::P87 => KeyType::MlDsa87,
+        }
+    }
+
+    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+        self.key_type().signature_algorithm()
+    }
+
+    fn level(self) -> u16 {
+        match self {
+            MlDsa::P44 => 44,
+            MlDsa::P65 => 65,
+            MlDsa::P87 => 87,
+        }
+    }
+
+    /// FIPS 204 table 2: public key sizes.
+    fn public_key_len(self) -> usize {
+        match self {
+            MlDsa::P44 => 1312,
+            MlDsa::P65 => 1952,
+            MlDsa::P87 => 2592,
+        }
+    }
+
+    /// The verification algorithm, for [`crate::sig`].
+    pub(crate) fn verification(self) -> &'static signature::PqdsaVerificationAlgorithm {
+        match self {
+            MlDsa::P44 => &signature::ML_DSA_44,
+            MlDsa::P65 => &signature::ML_DSA_65,
+            MlDsa::P87 => &signature::ML_DSA_87,
+        }
+    }
+}
+
+/// The ML-DSA parameter set an OID (dotted) names: id-ml-dsa-44/65/87
+/// (NIST CSOR, RFC 9881), used both as signature and key algorithm.
+pub(crate) fn ml_dsa_oid(dotted: &str) -> Option<MlDsa> {
+    match dotted {
+        "2.16.840.1.101.3.4.3.17" => Some(MlDsa::P44),
+        "2.16.840.1.101.3.4.3.18" => Some(MlDsa::P65),
+        "2.16.840.1.101.3.4.3.19" => Some(MlDsa::P87),
+        _ => None,
+    }
+}
+
+/// A public key to certify, as rcgen needs it. rcgen's own
+/// SubjectPublicKeyInfo parser does not know ML-DSA.
+pub(crate) struct CertifiedKey {
+    alg: &'static rcgen::SignatureAlgorithm,
+    raw: Vec<u8>,
+}
+
+impl CertifiedKey {
+    /// From a DER SubjectPublicKeyInfo Ward issues for.
+    pub(crate) fn from_spki_der(der: &[u8]) -> Result<Self, Error> {
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(der)
+            .map_err(|e| Error::InvalidKey(format!("bad public key: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::InvalidKey(
+                "bad public key: trailing bytes after it".into(),
+            ));
+        }
+        let key_type = PublicKeyKind::from_spki(&spki).key_type()?;
+        // For RSA the algorithm only picks the SPKI OID (rsaEncryption, the
+        // same for every size); the modulus is in the raw key.
+        Ok(CertifiedKey {
+            alg: key_type.signature_algorithm(),
+            raw: spki.subject_public_key.data.to_vec(),
+        })
+    }
+}
+
+impl PublicKeyData for CertifiedKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+/// An ML-DSA key pair with its PKCS#8 (seed form) encoding, which rcgen
+/// can generate but not load back.
+struct MlDsaKey {
+    set: MlDsa,
+    pair: PqdsaKeyPair,
+    pkcs8: Zeroizing<Vec<u8>>,
+}
+
+impl MlDsaKey {
+    fn new(set: MlDsa, pair: PqdsaKeyPair) -> Result<Self, Error> {
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|_| Error::Crypto("encoding an ML-DSA key as PKCS#8".into()))?;
+        Ok(MlDsaKey {
+            set,
+            pair,
+            pkcs8: Zeroizing::new(pkcs8.as_ref().to_vec()),
+        })
+    }
+
+    /// Reads a PKCS#8 ML-DSA key of any parameter set (seed, expanded key or
+    /// both, as RFC 9881 allows).
+    fn from_pkcs8(der: &[u8]) -> Option<Self> {
+        MlDsa::ALL.into_iter().find_map(|set| {
+            let pair = PqdsaKeyPair::from_pkcs8(set.signing(), der).ok()?;
+            Some(MlDsaKey {
+                set,
+                pair,
+                pkcs8: Zeroizing::new(der.to_vec()),
+            })
+        })
+    }
+}
+
+enum Inner {
+    Classic(KeyPair),
+    MlDsa(MlDsaKey),
 }
 
 impl FromStr for KeyType {
@@ -113,20 +298,34 @@ impl From<KeyType> for String {
 
 /// A private key that can sign certificates.
 pub struct PrivateKey {
-    pair: KeyPair,
+    inner: Inner,
 }
 
 impl PrivateKey {
-    /// Parses a PEM private key (PKCS#8, SEC1 or PKCS#1). The error never
-    /// quotes the input.
+    /// Parses a PEM private key (PKCS#8, SEC1 or PKCS#1; ML-DSA keys as
+    /// PKCS#8). The error never quotes the input.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
-        let pair = KeyPair::from_pem(pem).map_err(|e| {
-            Error::InvalidKey(match e {
-                rcgen::Error::PemError(_) => "not a PEM private key".to_owned(),
-                _ => "unsupported or corrupt private key".to_owned(),
-            })
-        })?;
-        Ok(PrivateKey { pair })
+        let pair = KeyPair::from_pem(pem).map_err(|e| match e {
+            rcgen::Error::PemError(_) => Error::InvalidKey("not a PEM private key".to_owned()),
+            _ => Error::InvalidKey("unsupported or corrupt private key".to_owned()),
+        });
+        match pair {
+            Ok(pair) => Ok(PrivateKey {
+                inner: Inner::Classic(pair),
+            }),
+            Err(e @ Error::InvalidKey(_)) => {
+                // rcgen cannot load ML-DSA keys: try them here.
+                use rustls_pki_types::pem::PemObject as _;
+                let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes());
+                der.ok()
+                    .and_then(|d| MlDsaKey::from_pkcs8(d.secret_pkcs8_der()))
+                    .map(|k| PrivateKey {
+                        inner: Inner::MlDsa(k),
+                    })
+                    .ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The key as PKCS#8 PEM; the returned buffer is wiped on drop.
@@ -149,9 +348,13 @@ impl PrivateKey {
     /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 without the optional
     /// public key): aws-lc produces v2, which OpenSSL 3.0 cannot read.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
-        let der = Zeroizing::new(self.pair.serialize_der());
-        if self.pair.algorithm() == &rcgen::PKCS_ED25519 {
-            let v1 = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        let pair = match &self.inner {
+            Inner::Classic(pair) => pair,
+            Inner::MlDsa(k) => return k.pkcs8.clone(),
+        };
+        let der = Zeroizing::new(pair.serialize_der());
+        if pair.algorithm() == &rcgen::PKCS_ED25519 {
+            let v1 = signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
                 .ok()
                 .and_then(|pair| pair.to_pkcs8v1().ok());
             if let Some(v1) = v1 {
@@ -163,7 +366,7 @@ impl PrivateKey {
 
     /// The DER SubjectPublicKeyInfo of the public half.
     pub fn public_key_der(&self) -> Vec<u8> {
-        self.pair.subject_public_key_info()
+        self.subject_public_key_info()
     }
 
     /// The key's type (RSA sizes are read from the modulus).
@@ -171,19 +374,56 @@ impl PrivateKey {
         PublicKeyKind::from_spki_der(&self.public_key_der())?.key_type()
     }
 
-    pub(crate) fn pair(&self) -> &KeyPair {
-        &self.pair
+    /// A PEM certificate signing request for this key, with an empty
+    /// subject and no extensions: proof of possession only (the CA takes
+    /// the names from elsewhere).
+    pub fn csr_pem(&self) -> Result<String, Error> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .serialize_request(self)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| Error::Crypto(format!("building a CSR: {e}")))
+    }
+}
+
+impl PublicKeyData for PrivateKey {
+    fn der_bytes(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Classic(pair) => pair.der_bytes(),
+            Inner::MlDsa(k) => k.pair.public_key().as_ref(),
+        }
     }
 
-    pub(crate) fn into_pair(self) -> KeyPair {
-        self.pair
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match &self.inner {
+            Inner::Classic(pair) => pair.algorithm(),
+            Inner::MlDsa(k) => k.set.rcgen(),
+        }
+    }
+}
+
+impl SigningKey for PrivateKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match &self.inner {
+            Inner::Classic(pair) => pair.sign(msg),
+            Inner::MlDsa(k) => {
+                let mut sig = vec![0; k.pair.algorithm().signature_len()];
+                let len = k
+                    .pair
+                    .sign(msg, &mut sig)
+                    .map_err(|_| rcgen::Error::RingUnspecified)?;
+                sig.truncate(len);
+                Ok(sig)
+            }
+        }
     }
 }
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrivateKey")
-            .field("algorithm", &self.pair.algorithm())
+            .field("algorithm", &PublicKeyData::algorithm(self))
             .field("secret", &"[redacted]")
             .finish()
     }
@@ -206,6 +446,11 @@ pub enum PublicKeyKind {
     },
     /// An Ed25519 key.
     Ed25519,
+    /// An ML-DSA key (FIPS 204), post-quantum.
+    MlDsa {
+        /// The parameter set: 44, 65 or 87.
+        level: u16,
+    },
     /// An RSA key with the given modulus size.
     Rsa {
         /// Modulus size in bits.
@@ -235,7 +480,17 @@ impl PublicKeyKind {
             _ if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => {
                 PublicKeyKind::Ed25519
             }
-            _ => PublicKeyKind::Other,
+            // RFC 9881: the parameters are absent and the key is the raw
+            // encoded public key of the set's fixed size.
+            _ => match ml_dsa_oid(&spki.algorithm.algorithm.to_id_string()) {
+                Some(set)
+                    if spki.algorithm.parameters.is_none()
+                        && spki.subject_public_key.data.len() == set.public_key_len() =>
+                {
+                    PublicKeyKind::MlDsa { level: set.level() }
+                }
+                _ => PublicKeyKind::Other,
+            },
         }
     }
 
@@ -249,6 +504,9 @@ impl PublicKeyKind {
             PublicKeyKind::Rsa { bits: 2048 } => Ok(KeyType::Rsa2048),
             PublicKeyKind::Rsa { bits: 3072 } => Ok(KeyType::Rsa3072),
             PublicKeyKind::Rsa { bits: 4096 } => Ok(KeyType::Rsa4096),
+            PublicKeyKind::MlDsa { level: 44 } => Ok(KeyType::MlDsa44),
+            PublicKeyKind::MlDsa { level: 65 } => Ok(KeyType::MlDsa65),
+            PublicKeyKind::MlDsa { level: 87 } => Ok(KeyType::MlDsa87),
             other => Err(Error::InvalidKey(format!("unsupported key: {other}"))),
         }
     }
@@ -257,6 +515,11 @@ impl PublicKeyKind {
     /// to a leaf's key usage.
     pub fn is_rsa(self) -> bool {
         matches!(self, PublicKeyKind::Rsa { .. })
+    }
+
+    /// Whether the key is post-quantum (ML-DSA).
+    pub fn is_post_quantum(self) -> bool {
+        matches!(self, PublicKeyKind::MlDsa { .. })
     }
 }
 
@@ -268,6 +531,7 @@ impl fmt::Display for PublicKeyKind {
                 write!(f, "ECDSA on the unsupported curve {curve}")
             }
             PublicKeyKind::Ed25519 => f.write_str("Ed25519"),
+            PublicKeyKind::MlDsa { level } => write!(f, "ML-DSA-{level}"),
             PublicKeyKind::Rsa { bits } => write!(f, "RSA {bits}"),
             PublicKeyKind::Other => f.write_str("unknown"),
         }

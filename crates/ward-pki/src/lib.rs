@@ -25,6 +25,7 @@ pub mod pem;
 pub mod perms;
 pub mod rego;
 mod serial;
+pub mod sig;
 mod ttl;
 pub mod uri;
 pub mod verify;

@@ -461,7 +461,6 @@ impl Signer {
         let tbs_der = tbs.to_der().map_err(|e| enc("response data", e))?;
         let signature = self
             .key
-            .pair()
             .sign(&tbs_der)
             .map_err(|e| Error::Crypto(format!("signing the OCSP response: {e}")))?;
         let basic = BasicOcspResponse {
@@ -506,7 +505,7 @@ fn crl_reason(code: i16) -> Option<CrlReason> {
 fn signature_algorithm(
     key: &PrivateKey,
 ) -> Result<x509_cert::spki::AlgorithmIdentifierOwned, Error> {
-    let alg = key.pair().algorithm();
+    let alg = rcgen::PublicKeyData::algorithm(key);
     let (oid, null_params) = if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
         ("1.2.840.10045.4.3.2", false)
     } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
@@ -519,6 +518,12 @@ fn signature_algorithm(
         ("1.2.840.113549.1.1.12", true)
     } else if alg == &rcgen::PKCS_RSA_SHA512 {
         ("1.2.840.113549.1.1.13", true)
+    } else if alg == &rcgen::PKCS_ML_DSA_44 {
+        ("2.16.840.1.101.3.4.3.17", false)
+    } else if alg == &rcgen::PKCS_ML_DSA_65 {
+        ("2.16.840.1.101.3.4.3.18", false)
+    } else if alg == &rcgen::PKCS_ML_DSA_87 {
+        ("2.16.840.1.101.3.4.3.19", false)
     } else {
         return Err(Error::InvalidKey(
             "unsupported key for signing OCSP responses".into(),
@@ -572,7 +577,7 @@ pub fn issue_responder(
         ));
     }
     params.serial_number = Some(serial.to_rcgen());
-    let cert = params.signed_by(key.pair(), issuer.rcgen_issuer())?;
+    let cert = params.signed_by(key, issuer.rcgen_issuer())?;
     Ok(Issued {
         der: cert.der().clone(),
         serial,

@@ -225,7 +225,7 @@ impl VerifyError {
 }
 
 /// Every key in the presented chain must be one Ward would issue for:
-/// RSA of at least 2048 bits, ECDSA P-256/P-384, Ed25519.
+/// RSA of at least 2048 bits, ECDSA P-256/P-384, Ed25519, ML-DSA.
 fn check_key_strength(chain: &[CertificateDer<'_>]) -> Result<(), VerifyError> {
     for (i, der) in chain.iter().enumerate() {
         let Ok((_, cert)) = X509Certificate::from_der(der) else {
@@ -235,7 +235,7 @@ fn check_key_strength(chain: &[CertificateDer<'_>]) -> Result<(), VerifyError> {
         let weak = match kind {
             PublicKeyKind::Rsa { bits } => bits < 2048,
             PublicKeyKind::Ecdsa { bits } => bits != 256 && bits != 384,
-            PublicKeyKind::Ed25519 => false,
+            PublicKeyKind::Ed25519 | PublicKeyKind::MlDsa { .. } => false,
             PublicKeyKind::EcdsaUnsupported { .. } | PublicKeyKind::Other => true,
         };
         if weak {
@@ -397,8 +397,7 @@ pub fn issued_by(child_der: &[u8], issuer_der: &[u8]) -> Result<(), String> {
             issuer.subject()
         ));
     }
-    child
-        .verify_signature(Some(issuer.public_key()))
+    crate::sig::verify_cert(&child, issuer.public_key())
         .map_err(|e| format!("its signature does not verify with that certificate's key ({e})"))
 }
 

@@ -253,7 +253,19 @@ impl Authority {
             bound_common_name: None,
             common_name: None,
         };
-        let key = KeyType::EcdsaP256
+        // ECDSA P-256, except under an ML-DSA intermediate: then the CA's
+        // own listener authenticates with ML-DSA too, or a client's
+        // connection to it would have no post-quantum authentication.
+        let key_type = x509_parser::parse_x509_certificate(self.intermediate_der())
+            .ok()
+            .and_then(|(_, c)| {
+                ward_pki::PublicKeyKind::from_spki(c.public_key())
+                    .key_type()
+                    .ok()
+            })
+            .filter(|k| k.is_post_quantum())
+            .unwrap_or(KeyType::EcdsaP256);
+        let key = key_type
             .generate()
             .map_err(|e| AuthorityError::Internal(e.to_string()))?;
         let (issuance, record) = self.sign(

@@ -172,7 +172,7 @@ impl Trust {
         }
         let issued = self.issuers_named(cert.issuer().as_raw()).any(|issuer| {
             issuer
-                .with_cert(|i| cert.verify_signature(Some(i.public_key())).is_ok())
+                .with_cert(|i| crate::sig::verify_cert(&cert, i.public_key()).is_ok())
                 .unwrap_or(false)
         });
         if !issued {
@@ -318,7 +318,7 @@ pub fn verify(der: &[u8], trust: &Trust, now: i64) -> Result<VerifiedCrl, CrlErr
                     Ok(None) => true,
                     Err(_) => false,
                 };
-                may_sign && crl.verify_signature(cert.public_key()).is_ok()
+                may_sign && crate::sig::verify_crl(&crl, cert.public_key()).is_ok()
             })
             .unwrap_or(false)
         })
@@ -425,7 +425,7 @@ impl LeafRef {
             return false;
         };
         X509Certificate::from_der(&self.der)
-            .map(|(_, leaf)| leaf.verify_signature(Some(issuer.public_key())).is_ok())
+            .map(|(_, leaf)| crate::sig::verify_cert(&leaf, issuer.public_key()).is_ok())
             .unwrap_or(false)
     }
 }

@@ -24,16 +24,19 @@ const WEAK_SIGNATURES: [(&str, &str); 6] = [
 ];
 
 /// Signature OIDs Ward knows to be sound.
-const GOOD_SIGNATURES: [&str; 9] = [
-    "1.2.840.113549.1.1.11", // sha256WithRSAEncryption
-    "1.2.840.113549.1.1.12", // sha384WithRSAEncryption
-    "1.2.840.113549.1.1.13", // sha512WithRSAEncryption
-    "1.2.840.113549.1.1.10", // RSASSA-PSS
-    "1.2.840.10045.4.3.2",   // ecdsa-with-SHA256
-    "1.2.840.10045.4.3.3",   // ecdsa-with-SHA384
-    "1.2.840.10045.4.3.4",   // ecdsa-with-SHA512
-    "1.3.101.112",           // Ed25519
-    "1.3.101.113",           // Ed448
+const GOOD_SIGNATURES: [&str; 12] = [
+    "1.2.840.113549.1.1.11",   // sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12",   // sha384WithRSAEncryption
+    "1.2.840.113549.1.1.13",   // sha512WithRSAEncryption
+    "1.2.840.113549.1.1.10",   // RSASSA-PSS
+    "1.2.840.10045.4.3.2",     // ecdsa-with-SHA256
+    "1.2.840.10045.4.3.3",     // ecdsa-with-SHA384
+    "1.2.840.10045.4.3.4",     // ecdsa-with-SHA512
+    "1.3.101.112",             // Ed25519
+    "1.3.101.113",             // Ed448
+    "2.16.840.1.101.3.4.3.17", // ML-DSA-44
+    "2.16.840.1.101.3.4.3.18", // ML-DSA-65
+    "2.16.840.1.101.3.4.3.19", // ML-DSA-87
 ];
 
 /// Runs every rule of this file.
@@ -52,6 +55,7 @@ pub(super) fn check(
         }
     };
     key_rules(facts, &mut flag);
+    post_quantum_rules(facts, issuer, &mut flag);
     signature_rules(der, facts, ctx, verify_signature, &mut flag);
     lifetime_rules(facts, ctx, issuer, policy, &mut flag);
     if ctx.role == Role::Leaf {
@@ -78,12 +82,60 @@ fn key_rules(facts: &Facts, flag: &mut impl FnMut(Rule, bool, String)) {
             true,
             format!("ECDSA key on {curve} (P-256 or P-384)"),
         ),
-        PublicKeyKind::Ed25519 => {}
+        PublicKeyKind::Ed25519 | PublicKeyKind::MlDsa { .. } => {}
         PublicKeyKind::Other => flag(
             rules::KEY_ALGORITHM,
             true,
-            "a key that is neither RSA, ECDSA on a named curve, nor Ed25519".into(),
+            "a key that is neither RSA, ECDSA on a named curve, Ed25519 nor ML-DSA".into(),
         ),
+    }
+}
+
+/// keyUsage bits an ML-DSA key may carry (RFC 9881 §5).
+const ML_DSA_USAGES: [&str; 4] = [
+    "digitalSignature",
+    "nonRepudiation",
+    "keyCertSign",
+    "cRLSign",
+];
+
+fn post_quantum_rules(
+    facts: &Facts,
+    issuer: Option<&Facts>,
+    flag: &mut impl FnMut(Rule, bool, String),
+) {
+    let PublicKeyKind::MlDsa { level } = facts.key else {
+        return;
+    };
+    let extra: Vec<&str> = facts
+        .key_usage
+        .iter()
+        .map(String::as_str)
+        .filter(|u| !ML_DSA_USAGES.contains(u))
+        .collect();
+    flag(
+        rules::ML_DSA_KEY_USAGE,
+        !extra.is_empty(),
+        format!(
+            "ML-DSA key with keyUsage {} (a signature-only key)",
+            extra.join(", ")
+        ),
+    );
+    let pq_signed = crate::key::ml_dsa_oid(&facts.signature_algorithm_oid).is_some();
+    flag(
+        rules::PQ_SIGNED_CLASSICALLY,
+        !pq_signed,
+        format!(
+            "ML-DSA-{level} key signed with {}: no post-quantum assurance for this certificate",
+            facts.signature_algorithm
+        ),
+    );
+    if let Some(PublicKeyKind::MlDsa { level: theirs }) = issuer.map(|i| i.key) {
+        flag(
+            rules::PQ_ISSUER_WEAKER,
+            theirs < level,
+            format!("ML-DSA-{level} key certified by an ML-DSA-{theirs} issuer"),
+        );
     }
 }
 
@@ -130,7 +182,7 @@ fn signature_rules(
         return;
     };
     if let Err(x509_parser::error::X509Error::SignatureVerificationError) =
-        cert.verify_signature(Some(issuer.public_key()))
+        crate::sig::verify_cert(&cert, issuer.public_key())
     {
         flag(
             rules::ISSUER_SIGNATURE,

@@ -93,11 +93,17 @@ rules! {
     /// EC curve.
     EC_CURVE = ("wkey.ec_curve", Error, "An ECDSA key is on P-256 or P-384.");
     /// Key algorithm.
-    KEY_ALGORITHM = ("wkey.algorithm", Error, "The key is RSA, ECDSA or Ed25519.");
+    KEY_ALGORITHM = ("wkey.algorithm", Error, "The key is RSA, ECDSA, Ed25519 or ML-DSA (an ML-DSA key of its parameter set's size, without parameters).");
+    /// ML-DSA key usage.
+    ML_DSA_KEY_USAGE = ("wkey.ml_dsa_key_usage", Error, "An ML-DSA key's keyUsage has only signing bits: digitalSignature, nonRepudiation, keyCertSign, cRLSign (RFC 9881 section 5).");
+    /// ML-DSA key under a classical signature.
+    PQ_SIGNED_CLASSICALLY = ("wkey.pq_signed_classically", Warning, "A certificate for an ML-DSA key is signed with ML-DSA (under a classical signature it gives no post-quantum assurance).");
+    /// ML-DSA issuer weaker than its subject.
+    PQ_ISSUER_WEAKER = ("wkey.pq_issuer_weaker", Notice, "An ML-DSA certificate's issuer key is an ML-DSA parameter set at least as strong as its own (a chain is as strong as its weakest signature).");
     /// Weak hash.
     WEAK_HASH = ("wsig.weak_hash", Error, "The signature does not use SHA-1, MD5 or MD2.");
     /// Unknown signature algorithm.
-    UNKNOWN_SIGNATURE = ("wsig.unknown_algorithm", Warning, "The signature algorithm is one Ward knows (RSA PKCS#1/PSS with SHA-2, ECDSA with SHA-2, Ed25519).");
+    UNKNOWN_SIGNATURE = ("wsig.unknown_algorithm", Warning, "The signature algorithm is one Ward knows (RSA PKCS#1/PSS with SHA-2, ECDSA with SHA-2, Ed25519, ML-DSA).");
     /// Signature check against the issuer.
     ISSUER_SIGNATURE = ("wsig.issuer_signature", Error, "The signature verifies with the issuer's public key.");
     /// Expired.

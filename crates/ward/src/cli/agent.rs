@@ -81,7 +81,7 @@ pub(crate) struct RunArgs {
     /// Admin listener for /healthz, /readyz, /metrics (e.g. 127.0.0.1:9090).
     #[arg(long)]
     admin: Option<String>,
-    /// Type of the keys generated here (a new one at every renewal).
+    /// Type of the keys generated here (a new one at every renewal) (ecdsa-p256, ecdsa-p384, ed25519, rsa-2048/3072/4096, ml-dsa-44/65/87).
     #[arg(long, default_value = "ecdsa-p256")]
     key_type: KeyType,
     /// First retry delay after a failed renewal (doubles each time).

@@ -72,7 +72,7 @@ pub(crate) struct InitArgs {
     /// Organisation name in the CA subjects.
     #[arg(long, default_value = "Ward")]
     name: String,
-    /// Key type for the CA keys.
+    /// Key type for the CA keys (ecdsa-p256, ecdsa-p384, ed25519, rsa-2048/3072/4096, ml-dsa-44/65/87).
     #[arg(long, default_value = "ecdsa-p256")]
     key_type: KeyType,
     /// Root lifetime.

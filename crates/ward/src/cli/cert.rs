@@ -54,7 +54,7 @@ pub(crate) struct CreateArgs {
     /// Lifetime (default: ca.toml's offline_default_ttl, 24h).
     #[arg(long, value_parser = duration_arg)]
     ttl: Option<Duration>,
-    /// Key type of the new key.
+    /// Key type of the new key (ecdsa-p256, ecdsa-p384, ed25519, rsa-2048/3072/4096, ml-dsa-44/65/87).
     #[arg(long, default_value = "ecdsa-p256")]
     key_type: KeyType,
     /// Output prefix: writes PREFIX.crt (leaf + intermediate) and PREFIX.key (0600).

@@ -16,6 +16,7 @@ mod upstream;
 
 mod handshake;
 mod observability;
+mod pq;
 mod reload;
 mod routing;
 mod tenants;

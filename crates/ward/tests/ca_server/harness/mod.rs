@@ -137,6 +137,11 @@ impl Ca {
     /// A fresh CA on `backend`; `None` (after saying so) when PostgreSQL is
     /// asked for but `WARD_TEST_DATABASE_URL` is not set.
     pub(crate) fn new(backend: Backend) -> Option<Ca> {
+        Ca::new_with(backend, &[])
+    }
+
+    /// Like [`Ca::new`], with extra `ward ca init` flags (`--key-type …`).
+    pub(crate) fn new_with(backend: Backend, init: &[&str]) -> Option<Ca> {
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -148,7 +153,7 @@ impl Ca {
             }
         };
         Some(Ca {
-            pki: Pki::init(&[]),
+            pki: Pki::init(init),
             db,
             files: AtomicUsize::new(0),
         })
