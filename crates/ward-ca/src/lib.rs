@@ -8,6 +8,7 @@
 
 pub mod authority;
 pub mod config;
+pub mod console;
 pub mod cpu;
 pub mod csr;
 pub mod dir;

@@ -21,7 +21,7 @@ use crate::model::{
     validate_reason, validate_token,
 };
 use crate::{
-    Backend, Certificate, NewCertificate, NewToken, RevocationWatch, RevokeOutcome,
+    Backend, Certificate, CertificateSearch, LoginUse, StoreOverview, NewCertificate, NewToken, RevocationWatch, RevokeOutcome,
     RevokeTokenOutcome, RevokedCertificate, Store, StoreError, Token, sql,
 };
 
@@ -73,7 +73,7 @@ pub(crate) struct SqlStore<D> {
 
 impl<D: Driver> SqlStore<D> {
     /// Every row `sql` returns, decoded with `decode`.
-    async fn read_all<T>(
+    pub(crate) async fn read_all<T>(
         &self,
         ctx: &'static str,
         sql: &'static str,
@@ -92,7 +92,7 @@ impl<D: Driver> SqlStore<D> {
     /// Runs `work` in one write transaction of the backend (see
     /// [`Driver::write`]); taking the closure here lets its signature be
     /// inferred before it is boxed.
-    async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
     where
         T: Send,
         F: for<'t> FnOnce(&'t mut WriteTx<'_, D::Row>) -> BoxFuture<'t, Result<T, StoreError>>
@@ -342,6 +342,40 @@ impl<D: Driver> Store for SqlStore<D> {
             .map_err(|e| StoreError::db("pinging the database", e))
     }
 
+    async fn search_certificates(
+        &self,
+        search: &CertificateSearch,
+        limit: u32,
+    ) -> Result<Vec<Certificate>, StoreError> {
+        self.console_search(search, limit).await
+    }
+
+    async fn overview(&self, now: OffsetDateTime, list: u32) -> Result<StoreOverview, StoreError> {
+        self.console_overview(now, list).await
+    }
+
+    async fn count_issued(&self, bounds: &[OffsetDateTime]) -> Result<Vec<u64>, StoreError> {
+        self.console_count_issued(bounds).await
+    }
+
+    async fn create_console_login(
+        &self,
+        hash: &[u8; 32],
+        created_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.console_create_login(hash, created_at, expires_at)
+            .await
+    }
+
+    async fn use_console_login(
+        &self,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<LoginUse, StoreError> {
+        self.console_use_login(hash, now).await
+    }
+
     fn backend(&self) -> Backend {
         D::BACKEND
     }
@@ -411,7 +445,7 @@ pub(crate) fn token_from_row(row: &impl Columns) -> Result<Token, StoreError> {
 }
 
 /// Decodes a row selected with the `certificates` column list.
-fn certificate_from_row(row: &impl Columns) -> Result<Certificate, StoreError> {
+pub(crate) fn certificate_from_row(row: &impl Columns) -> Result<Certificate, StoreError> {
     let d = |e| StoreError::other("decoding a certificate row", e);
     let renewed_from = row.opt_text(8).map_err(d)?;
     Ok(Certificate {
