@@ -21,8 +21,9 @@ use crate::model::{
     validate_reason, validate_token,
 };
 use crate::{
-    Backend, Certificate, CertificateSearch, LoginUse, StoreOverview, NewCertificate, NewToken, RevocationWatch, RevokeOutcome,
-    RevokeTokenOutcome, RevokedCertificate, Store, StoreError, Token, sql,
+    Backend, Certificate, CertificateSearch, LoginUse, NewCertificate, NewToken, RevocationWatch,
+    RevokeOutcome, RevokeTokenOutcome, RevokedCertificate, Store, StoreError, StoreOverview, Token,
+    sql,
 };
 
 /// What a backend supplies to the shared [`Store`] implementation.

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use time::OffsetDateTime;
-use ward_store::{LoginUse, Store};
+use ward_store::LoginUse;
 use ward_tls::server::PeerInfo;
 
 use super::html::{Nav, esc, page};
@@ -256,7 +256,11 @@ pub(crate) async fn login_form(
                  (<code>admin.crt</code>, <code>admin.key</code>) installed in your browser.</p>"
             .to_owned(),
     };
-    html(StatusCode::OK, page("Sign in", Nav::None, None, &body), None)
+    html(
+        StatusCode::OK,
+        page("Sign in", Nav::None, None, &body),
+        None,
+    )
 }
 
 /// The sign-in form.

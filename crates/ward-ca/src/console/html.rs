@@ -81,7 +81,7 @@ pub(crate) fn page(title: &str, nav: Nav, csrf: Option<&str>, body: &str) -> Str
     out.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\">",
+         <meta name=\"referrer\" content=\"same-origin\">",
     );
     let _ = write!(out, "<title>{} · Ward CA</title>", esc(title));
     out.push_str(
@@ -224,7 +224,12 @@ mod tests {
 
     #[test]
     fn pages_have_no_inline_script_or_style() {
-        let html = page("T<", Nav::Overview, Some("c\""), &bar_chart("c", &["a".into()], &[3]));
+        let html = page(
+            "T<",
+            Nav::Overview,
+            Some("c\""),
+            &bar_chart("c", &["a".into()], &[3]),
+        );
         assert!(!html.contains("<script>") && !html.contains("style="));
         assert!(html.contains("T&lt;") && html.contains("value=\"c&quot;\""));
         assert!(html.contains("aria-current=\"page\""));

@@ -116,7 +116,10 @@ pub async fn create_login_link(
 /// and body limit; merged into the HTTPS API or served alone.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(pages::overview::overview))
         .route("/console/login", get(auth::login_form).post(auth::login))
         .route("/console/logout", post(auth::logout))
@@ -149,7 +152,7 @@ async fn security_headers(mut response: Response) -> Response {
         (header::CONTENT_SECURITY_POLICY, CSP),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     ] {

@@ -90,7 +90,10 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     /// Starts a session; returns its id (for the cookie) and the session.
-    pub(crate) fn start(&self, via: Via) -> Result<(String, Session), aws_lc_rs::error::Unspecified> {
+    pub(crate) fn start(
+        &self,
+        via: Via,
+    ) -> Result<(String, Session), aws_lc_rs::error::Unspecified> {
         let id = random_token()?;
         let now = Instant::now();
         let session = Session {
@@ -141,7 +144,9 @@ impl Sessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
         // A panic while holding the lock leaves a consistent map.
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -41,25 +41,47 @@ pub(crate) async fn console_searches(ctx: Ctx) {
         search(prefix("spiffe://example.org/fn/a"), 10).await,
         ["0c01", "0c02"]
     );
-    assert_eq!(search(prefix("spiffe://example.org/fn/"), 10).await.len(), 3);
+    assert_eq!(
+        search(prefix("spiffe://example.org/fn/"), 10).await.len(),
+        3
+    );
     // Case matters: /FN/ is another path.
-    assert_eq!(search(prefix("spiffe://example.org/FN"), 10).await, ["0c04"]);
+    assert_eq!(
+        search(prefix("spiffe://example.org/FN"), 10).await,
+        ["0c04"]
+    );
     assert_eq!(search(prefix("spiffe://example.org/"), 2).await.len(), 2);
     assert!(search(prefix("spiffe://other.org/"), 10).await.is_empty());
     // LIKE wildcards mean nothing.
-    assert!(search(prefix("spiffe://example.org/fn/%"), 10).await.is_empty());
-    assert!(search(prefix("spiffe://example.org/fn/_"), 10).await.is_empty());
+    assert!(
+        search(prefix("spiffe://example.org/fn/%"), 10)
+            .await
+            .is_empty()
+    );
+    assert!(
+        search(prefix("spiffe://example.org/fn/_"), 10)
+            .await
+            .is_empty()
+    );
 
     assert_eq!(
         search(CertificateSearch::Serial(s("0C03")), 10).await,
         ["0c03"]
     );
-    assert!(search(CertificateSearch::Serial(s("0c99")), 10).await.is_empty());
+    assert!(
+        search(CertificateSearch::Serial(s("0c99")), 10)
+            .await
+            .is_empty()
+    );
     assert_eq!(
         search(CertificateSearch::Token(t.id.clone()), 10).await,
         ["0c01", "0c02"]
     );
-    assert!(search(CertificateSearch::Token("tok_none".into()), 10).await.is_empty());
+    assert!(
+        search(CertificateSearch::Token("tok_none".into()), 10)
+            .await
+            .is_empty()
+    );
     assert_eq!(
         search(CertificateSearch::Recent, 3).await,
         ["0c01", "0c02", "0c03"]
@@ -124,7 +146,11 @@ pub(crate) async fn console_login_links(ctx: Ctx) {
         .await
         .unwrap();
     store
-        .create_console_login(&[2; 32], now - Duration::minutes(10), now - Duration::minutes(5))
+        .create_console_login(
+            &[2; 32],
+            now - Duration::minutes(10),
+            now - Duration::minutes(5),
+        )
         .await
         .unwrap();
     let use_at = |hash: [u8; 32]| {

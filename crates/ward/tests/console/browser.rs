@@ -56,7 +56,13 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     browser.goto(&link);
     browser.screenshot(&shots, "01-login");
     browser.click("#sign-in");
-    assert_eq!(browser.url(), format!("{base}/console/"));
+    assert_eq!(
+        browser.url(),
+        format!("{base}/console/"),
+        "{}\n{}",
+        browser.source(),
+        server.output()
+    );
     assert_eq!(browser.text("h1"), "Overview");
     let cookies = browser.cookies();
     let session = cookies
@@ -106,7 +112,10 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     browser.goto(&format!(
         "{base}/console/certificates?q=spiffe%3A%2F%2Fexample.org%2Fconsole%2F&by=spiffe"
     ));
-    assert!(browser.source().contains(&serial), "the agent's certificate is listed");
+    assert!(
+        browser.source().contains(&serial),
+        "the agent's certificate is listed"
+    );
     browser.screenshot(&shots, "05-certificates");
     browser.goto(&format!("{base}/console/certificates?q={token_id}"));
     assert!(browser.source().contains(&serial));
@@ -129,11 +138,17 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     browser.screenshot(&shots, "07-confirm-revocation");
     browser.click("#revoke-confirm");
     let status = browser.text("#status");
-    assert!(status.contains("revoked") && status.contains("keyCompromise"), "{status}");
+    assert!(
+        status.contains("revoked") && status.contains("keyCompromise"),
+        "{status}"
+    );
     browser.screenshot(&shots, "08-revoked");
     let ocsp = ocsp_status(&ca, &server, &svid);
     assert!(ocsp.contains(": revoked"), "{ocsp}");
-    assert!(ocsp.contains("Key Compromise") || ocsp.contains("keyCompromise"), "{ocsp}");
+    assert!(
+        ocsp.contains("Key Compromise") || ocsp.contains("keyCompromise"),
+        "{ocsp}"
+    );
 
     // Revoke the token with its certificates from the list.
     browser.goto(&format!("{base}/console/tokens"));
@@ -150,18 +165,23 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     // Keyboard: the first Tab reaches the skip link, which leads to main.
     browser.goto(&format!("{base}/console/"));
     browser.keys("\u{E004}");
-    assert_eq!(browser.script("return document.activeElement.className"), "skip");
+    assert_eq!(
+        browser.script("return document.activeElement.className"),
+        "skip"
+    );
     // A 375 px wide screen: nothing overflows the page sideways.
     browser.resize(375, 812);
     for (path, name) in [
         ("/console/", "11-overview-375"),
         ("/console/tokens", "12-tokens-375"),
-        (&format!("/console/certificates/{serial}")[..], "13-certificate-375"),
+        (
+            &format!("/console/certificates/{serial}")[..],
+            "13-certificate-375",
+        ),
     ] {
         browser.goto(&format!("{base}{path}"));
-        let wide = browser.script(
-            "return document.documentElement.scrollWidth <= window.innerWidth",
-        );
+        let wide =
+            browser.script("return document.documentElement.scrollWidth <= window.innerWidth");
         assert_eq!(wide, true, "{path} fits 375 px");
         browser.screenshot(&shots, name);
     }

@@ -13,11 +13,25 @@ use crate::harness::{Backend, Ca};
 fn get(ca: &Ca, base: &str, path: &str, session: Option<&Session>) -> Http {
     let cookie = session.map(|s| s.cookie.clone());
     let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", c.as_str())).collect();
-    curl(&ca.root(), "GET", &format!("{base}{path}"), &headers, None, &[])
+    curl(
+        &ca.root(),
+        "GET",
+        &format!("{base}{path}"),
+        &headers,
+        None,
+        &[],
+    )
 }
 
 fn post(ca: &Ca, base: &str, path: &str, headers: &[(&str, &str)], form: &str) -> Http {
-    curl(&ca.root(), "POST", &format!("{base}{path}"), headers, Some(form), &[])
+    curl(
+        &ca.root(),
+        "POST",
+        &format!("{base}{path}"),
+        headers,
+        Some(form),
+        &[],
+    )
 }
 
 fn assert_refused(answer: &Http, status: u16, reason: &str) {
@@ -42,11 +56,20 @@ async fn login_links_work_once_and_expire(backend: Backend) {
     // Opening the link changes nothing: it shows a form to POST.
     let page = curl(&root, "GET", &link, &[], None, &[]);
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("<form method=\"post\" action=\"/console/login\""));
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/console/login\"")
+    );
     let first = use_link(&root, &base, &link);
     assert_eq!(first.status, 303, "{first:?}");
     let cookie = first.header("set-cookie").unwrap();
-    for attr in ["__Host-ward-console=", "Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+    for attr in [
+        "__Host-ward-console=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
         assert!(cookie.contains(attr), "{attr} in {cookie}");
     }
     assert_refused(&use_link(&root, &base, &link), 401, "login_link_used");
@@ -72,7 +95,11 @@ async fn login_links_work_once_and_expire(backend: Backend) {
     // The audit page lists the refusals by reason.
     let session = sign_in(&ca, &root, &base);
     let audit = get(&ca, &base, "/console/audit", Some(&session));
-    for reason in ["login_link_used", "login_link_expired", "login_link_unknown"] {
+    for reason in [
+        "login_link_used",
+        "login_link_expired",
+        "login_link_unknown",
+    ] {
         assert!(audit.body.contains(reason), "{reason} on the audit page");
     }
     drop(server);
@@ -84,15 +111,24 @@ async fn changes_need_a_session_the_origin_and_the_csrf_token(backend: Backend) 
     let base = server.url();
     let origin = base.clone();
     let before = token_count(&ca);
-    let form = |csrf: &str| format!("csrf={csrf}&spiffe_id=spiffe%3A%2F%2Fexample.org%2Fconsole%2Fa");
+    let form =
+        |csrf: &str| format!("csrf={csrf}&spiffe_id=spiffe%3A%2F%2Fexample.org%2Fconsole%2Fa");
 
     // No session: pages send to the sign-in page, changes are refused.
     let page = get(&ca, &base, "/console/", None);
     assert_eq!(page.status, 303);
     assert_eq!(page.header("location"), Some("/console/login"));
-    assert_refused(&post(&ca, &base, "/console/tokens", &[], &form("x")), 401, "missing_session");
+    assert_refused(
+        &post(&ca, &base, "/console/tokens", &[], &form("x")),
+        401,
+        "missing_session",
+    );
     let stale = [("Cookie", "__Host-ward-console=not-a-session")];
-    assert_refused(&post(&ca, &base, "/console/tokens", &stale, &form("x")), 401, "missing_session");
+    assert_refused(
+        &post(&ca, &base, "/console/tokens", &stale, &form("x")),
+        401,
+        "missing_session",
+    );
 
     let s = sign_in(&ca, &ca.root(), &base);
     let other = sign_in(&ca, &ca.root(), &base);
@@ -102,23 +138,61 @@ async fn changes_need_a_session_the_origin_and_the_csrf_token(backend: Backend) 
         vec![cookie, ("Origin", "https://evil.example")],
         vec![cookie, ("Origin", "null")],
         vec![cookie, ("Sec-Fetch-Site", "cross-site")],
-        vec![cookie, ("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-site")],
+        vec![
+            cookie,
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "same-site"),
+        ],
     ] {
-        assert_refused(&post(&ca, &base, "/console/tokens", &hostile, &form(&s.csrf)), 403, "cross_site_request");
+        assert_refused(
+            &post(&ca, &base, "/console/tokens", &hostile, &form(&s.csrf)),
+            403,
+            "cross_site_request",
+        );
     }
     // Sign-in itself is refused cross-site (login CSRF).
     let link = login_link(&ca, &base, "5m");
     let token = crate::console::server::link_token(&link);
     let evil = [("Origin", "https://evil.example")];
-    assert_refused(&post(&ca, &base, "/console/login", &evil, &format!("token={token}")), 403, "cross_site_request");
+    assert_refused(
+        &post(
+            &ca,
+            &base,
+            "/console/login",
+            &evil,
+            &format!("token={token}"),
+        ),
+        403,
+        "cross_site_request",
+    );
     // Without the CSRF token, or with another session's.
     let same = [cookie, ("Origin", origin.as_str())];
     let no_csrf = "spiffe_id=spiffe%3A%2F%2Fexample.org%2Fconsole%2Fa";
-    assert_refused(&post(&ca, &base, "/console/tokens", &same, no_csrf), 403, "csrf_missing");
-    assert_refused(&post(&ca, &base, "/console/tokens", &same, &form("")), 403, "csrf_missing");
-    assert_refused(&post(&ca, &base, "/console/tokens", &same, &form(&other.csrf)), 403, "csrf_mismatch");
-    assert_refused(&post(&ca, &base, "/console/logout", &same, "csrf=wrong"), 403, "csrf_mismatch");
-    assert_eq!(token_count(&ca), before, "no refused request created a token");
+    assert_refused(
+        &post(&ca, &base, "/console/tokens", &same, no_csrf),
+        403,
+        "csrf_missing",
+    );
+    assert_refused(
+        &post(&ca, &base, "/console/tokens", &same, &form("")),
+        403,
+        "csrf_missing",
+    );
+    assert_refused(
+        &post(&ca, &base, "/console/tokens", &same, &form(&other.csrf)),
+        403,
+        "csrf_mismatch",
+    );
+    assert_refused(
+        &post(&ca, &base, "/console/logout", &same, "csrf=wrong"),
+        403,
+        "csrf_mismatch",
+    );
+    assert_eq!(
+        token_count(&ca),
+        before,
+        "no refused request created a token"
+    );
 
     // The same request made right works (HTTP/2 and HTTP/1.1 alike).
     let made = post(&ca, &base, "/console/tokens", &same, &form(&s.csrf));
@@ -137,8 +211,17 @@ async fn changes_need_a_session_the_origin_and_the_csrf_token(backend: Backend) 
 
     // Oversized and malformed forms get a clear error, not a crash.
     let huge = format!("csrf={}&spiffe_id={}", s.csrf, "a".repeat(20_000));
-    assert_eq!(post(&ca, &base, "/console/tokens", &same, &huge).status, 413);
-    let bad = post(&ca, &base, "/console/tokens", &same, &format!("csrf={}&spiffe_id=not-an-id", s.csrf));
+    assert_eq!(
+        post(&ca, &base, "/console/tokens", &same, &huge).status,
+        413
+    );
+    let bad = post(
+        &ca,
+        &base,
+        "/console/tokens",
+        &same,
+        &format!("csrf={}&spiffe_id=not-an-id", s.csrf),
+    );
     assert_eq!(bad.status, 400, "{bad:?}");
     assert!(bad.body.contains("Not created"));
     let bad = get(&ca, &base, "/console/certificates?q=zz&by=serial", Some(&s));
@@ -147,7 +230,13 @@ async fn changes_need_a_session_the_origin_and_the_csrf_token(backend: Backend) 
     assert_eq!(bad.status, 400);
 
     // Logout ends the session.
-    let out = post(&ca, &base, "/console/logout", &same, &format!("csrf={}", s.csrf));
+    let out = post(
+        &ca,
+        &base,
+        "/console/logout",
+        &same,
+        &format!("csrf={}", s.csrf),
+    );
     assert_eq!(out.status, 200);
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
     assert_eq!(get(&ca, &base, "/console/", Some(&s)).status, 303);
@@ -162,24 +251,45 @@ async fn headers_certificates_and_the_console_listener(backend: Backend) {
     let root = ca.root();
 
     // Every console answer carries the policy; it allows no inline script.
-    for path in ["/console/login", "/console/", "/console/assets/console.js", "/console/nope"] {
+    for path in [
+        "/console/login",
+        "/console/",
+        "/console/assets/console.js",
+        "/console/nope",
+    ] {
         let answer = get(&ca, &base, path, None);
-        let csp = answer.header("content-security-policy").unwrap_or_else(|| panic!("CSP on {path}"));
+        let csp = answer
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("CSP on {path}"));
         assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
         assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
-        assert_eq!(answer.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(answer.header("referrer-policy"), Some("same-origin"));
         assert_eq!(answer.header("cache-control"), Some("no-store"));
     }
     let page = get(&ca, &base, "/console/login", None);
     assert!(!page.body.contains("<script>") && !page.body.contains("style="));
-    assert!(!page.body.contains("http://") && !page.body.contains("https://"), "no external asset");
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "no external asset"
+    );
 
     // The admin client certificate signs in by itself.
     let admin = ca.file("admin.crt");
     let key = ca.file("admin.key");
-    let with_cert = curl(&root, "GET", &format!("{base}/console/"), &[], None,
-        &["--cert", admin.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    let with_cert = curl(
+        &root,
+        "GET",
+        &format!("{base}/console/"),
+        &[],
+        None,
+        &[
+            "--cert",
+            admin.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
     assert_eq!(with_cert.status, 200, "{with_cert:?}");
     assert!(with_cert.header("set-cookie").unwrap().contains("HttpOnly"));
     assert!(with_cert.body.contains("<h1>Overview</h1>"));
@@ -187,11 +297,24 @@ async fn headers_certificates_and_the_console_listener(backend: Backend) {
     let mut extra: Vec<&str> = Vec::new();
     let db = ca.db_args();
     extra.extend(db.iter().map(String::as_str));
-    let leaf = ca.pki().issue("client", "spiffe://example.org/console/w", &extra);
+    let leaf = ca
+        .pki()
+        .issue("client", "spiffe://example.org/console/w", &extra);
     let crt = leaf.with_extension("crt");
     let lkey = leaf.with_extension("key");
-    let workload = curl(&root, "GET", &format!("{base}/console/"), &[], None,
-        &["--cert", crt.to_str().unwrap(), "--key", lkey.to_str().unwrap()]);
+    let workload = curl(
+        &root,
+        "GET",
+        &format!("{base}/console/"),
+        &[],
+        None,
+        &[
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            lkey.to_str().unwrap(),
+        ],
+    );
     assert_eq!(workload.status, 303);
 
     // The console-only listener serves the console and nothing else.

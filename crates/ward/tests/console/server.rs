@@ -44,6 +44,7 @@ impl Server {
             .args(["--console-listen", "127.0.0.1:0"])
             .args(["--audit-log", "stderr"])
             .args(ca.db_args())
+            .args(ca.init_storage_args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -56,8 +57,11 @@ impl Server {
             let text = output.lock().unwrap().clone();
             let find = |prefix: &str| {
                 text.lines().find_map(|l| {
-                    l.strip_prefix(prefix)
-                        .map(|a| a.trim_end_matches("/console/").parse::<SocketAddr>().unwrap())
+                    l.strip_prefix(prefix).map(|a| {
+                        a.trim_end_matches("/console/")
+                            .parse::<SocketAddr>()
+                            .unwrap()
+                    })
                 })
             };
             if let (Some(https), Some(http), Some(console)) = (
@@ -163,7 +167,14 @@ pub(crate) fn curl(
 
 /// `ward ca console-login` for this CA: the printed link.
 pub(crate) fn login_link(ca: &Ca, url: &str, expires_in: &str) -> String {
-    let out = ca.ward(&["ca", "console-login", "--url", url, "--expires-in", expires_in]);
+    let out = ca.ward(&[
+        "ca",
+        "console-login",
+        "--url",
+        url,
+        "--expires-in",
+        expires_in,
+    ]);
     assert!(out.status.success(), "console-login: {}", out.stderr_text());
     let link = out.stdout_text().trim().to_owned();
     assert!(

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 /// The key WebDriver names an element reference with.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecb";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Whether Chromium and chromedriver are installed; without them the test
 /// skips with a notice, unless `CI` is set (then it fails).
@@ -115,18 +115,42 @@ impl Browser {
             body.len()
         )
         .unwrap();
+        // Read the head, then exactly the body: chromedriver may keep the
+        // connection open whatever `Connection: close` says.
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("an HTTP answer");
+        let mut buf = [0u8; 16 * 1024];
+        let split = loop {
+            if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "WebDriver closed the connection early");
+            raw.extend_from_slice(&buf[..n]);
+        };
         let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-        let body = &raw[split + 4..];
-        let payload = if head.contains("transfer-encoding: chunked") {
-            dechunk(body)
-        } else {
-            body.to_vec()
+        let mut body = raw[split + 4..].to_vec();
+        let length = head.lines().find_map(|l| {
+            l.strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+        });
+        let payload = match length {
+            Some(length) => {
+                while body.len() < length {
+                    let n = stream.read(&mut buf).unwrap();
+                    assert!(n > 0, "WebDriver closed the connection early");
+                    body.extend_from_slice(&buf[..n]);
+                }
+                body.truncate(length);
+                body
+            }
+            None => {
+                stream.read_to_end(&mut body).unwrap();
+                if head.contains("transfer-encoding: chunked") {
+                    dechunk(&body)
+                } else {
+                    body
+                }
+            }
         };
         let payload = String::from_utf8_lossy(&payload);
         let v: Value = serde_json::from_str(&payload)
@@ -171,7 +195,11 @@ impl Browser {
             if let Some(id) = v.get(ELEMENT).and_then(Value::as_str) {
                 return id.to_owned();
             }
-            assert!(Instant::now() < end, "no element {css} on {}", self.url());
+            assert!(
+                Instant::now() < end,
+                "no element {css} on {}: {v}",
+                self.url()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -36,7 +36,12 @@ pub(crate) async fn audit(
     let rows: Vec<Vec<String>> = refusals
         .by_reason()
         .into_iter()
-        .map(|(reason, n)| vec![format!("<span class=\"mono\">{}</span>", esc(&reason)), n.to_string()])
+        .map(|(reason, n)| {
+            vec![
+                format!("<span class=\"mono\">{}</span>", esc(&reason)),
+                n.to_string(),
+            ]
+        })
         .collect();
     body.push_str(&table("Refusals by reason", &["Reason", "Count"], &rows));
     let rows: Vec<Vec<String>> = refusals

@@ -14,11 +14,11 @@ use ward_pki::Serial;
 use ward_pki::crl::{REASONS, parse_reason, reason_name};
 use ward_pki::inspect::CertInfo;
 use ward_pki::pem::cert_to_pem;
-use ward_store::{CertificateSearch, Store};
+use ward_store::CertificateSearch;
 use ward_tls::server::PeerInfo;
 
 use super::super::auth::{check_change, see_other, signed_in};
-use super::super::html::{Nav, csrf_field, esc, page, table, when, url_component};
+use super::super::html::{Nav, csrf_field, esc, page, table, url_component, when};
 use super::{CERT_HEAD, bad_request, cert_row, status, storage_failed};
 use crate::authority::AuthorityError;
 use crate::http::AppState;
@@ -193,7 +193,13 @@ pub(crate) async fn detail(
     let mut field = |name: &str, value: String| {
         let _ = write!(body, "<dt>{}</dt><dd>{value}</dd>", esc(name));
     };
-    field("Serial", format!("<span class=\"mono\">{}</span>", esc(&cert.serial.to_string())));
+    field(
+        "Serial",
+        format!(
+            "<span class=\"mono\">{}</span>",
+            esc(&cert.serial.to_string())
+        ),
+    );
     field(
         "SPIFFE ID",
         cert.spiffe_id
@@ -236,8 +242,18 @@ pub(crate) async fn detail(
             field("Public key", esc(&format!("{:?}", info.key)));
             field("Signature", esc(&info.signature_algorithm));
             field("Key usage", esc(&info.key_usage.join(", ")));
-            field("Extended key usage", esc(&info.extended_key_usage.join(", ")));
-            field("CA", if info.is_ca { "yes".into() } else { "no".into() });
+            field(
+                "Extended key usage",
+                esc(&info.extended_key_usage.join(", ")),
+            );
+            field(
+                "CA",
+                if info.is_ca {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+            );
             field("URI SANs", esc(&info.sans.uri.join(", ")));
             field("DNS SANs", esc(&info.sans.dns.join(", ")));
             field("IP SANs", esc(&info.sans.ip.join(", ")));
@@ -246,7 +262,10 @@ pub(crate) async fn detail(
     }
     field(
         "SHA-256",
-        format!("<span class=\"mono wrap\">{}</span>", esc(&cert.fingerprint)),
+        format!(
+            "<span class=\"mono wrap\">{}</span>",
+            esc(&cert.fingerprint)
+        ),
     );
     body.push_str("</dl></section>");
 
@@ -317,7 +336,15 @@ pub(crate) async fn revoke(
         Err(r) => return r,
     };
     let route = "revoke_certificate";
-    if let Err(r) = check_change(&state, &peer, route, &headers, &uri, &signed, form.csrf.as_deref()) {
+    if let Err(r) = check_change(
+        &state,
+        &peer,
+        route,
+        &headers,
+        &uri,
+        &signed,
+        form.csrf.as_deref(),
+    ) {
         return r;
     }
     let serial = match serial_of(&serial) {
@@ -337,7 +364,10 @@ pub(crate) async fn revoke(
         }
     };
     debug_assert!(REASONS.iter().any(|(_, c)| *c == reason));
-    let path = format!("/console/certificates/{}", url_component(&serial.to_string()));
+    let path = format!(
+        "/console/certificates/{}",
+        url_component(&serial.to_string())
+    );
     if form.confirm.as_deref() != Some("yes") {
         let body = format!(
             "<p>Revoke certificate <span class=\"mono\">{}</span> with reason <strong>{}</strong>? \

@@ -13,10 +13,17 @@ use ward_pki::crl::reason_name;
 use ward_store::Certificate;
 
 use super::auth::Signed;
-use super::html::{Nav, esc, page, when, url_component};
+use super::html::{Nav, esc, page, url_component, when};
 
 /// Columns of [`cert_row`].
-pub(crate) const CERT_HEAD: &[&str] = &["Serial", "SPIFFE ID", "Origin", "Issued", "Expires", "Status"];
+pub(crate) const CERT_HEAD: &[&str] = &[
+    "Serial",
+    "SPIFFE ID",
+    "Origin",
+    "Issued",
+    "Expires",
+    "Status",
+];
 
 /// A certificate's status at `now`: revoked (with the reason), expired or valid.
 pub(crate) fn status(c: &Certificate, now: OffsetDateTime) -> String {
@@ -76,10 +83,7 @@ pub(crate) fn bad_request(signed: &Signed, nav: Nav, message: &str) -> Response 
             "Not accepted",
             nav,
             Some(&signed.session.csrf),
-            &format!(
-                "<p class=\"error\" role=\"alert\">{}</p>",
-                esc(message)
-            ),
+            &format!("<p class=\"error\" role=\"alert\">{}</p>", esc(message)),
         ),
     )
 }

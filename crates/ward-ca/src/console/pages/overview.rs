@@ -13,8 +13,8 @@ use ward_store::Store;
 use ward_tls::server::PeerInfo;
 
 use super::super::auth::signed_in;
-use super::super::html::{Nav, bar_chart, esc, page, table, when, utc};
-use super::{cert_row, CERT_HEAD, storage_failed};
+use super::super::html::{Nav, bar_chart, esc, page, table, utc, when};
+use super::{CERT_HEAD, cert_row, storage_failed};
 use crate::http::AppState;
 
 /// How many certificates each list of the overview shows.
@@ -53,7 +53,11 @@ pub(crate) async fn overview(
     let store = state.authority.store().as_ref();
     let now = OffsetDateTime::now_utc();
     // Whole minutes and hours, so bars do not shift between views.
-    let minute = now.replace_second(0).unwrap_or(now).replace_nanosecond(0).unwrap_or(now);
+    let minute = now
+        .replace_second(0)
+        .unwrap_or(now)
+        .replace_nanosecond(0)
+        .unwrap_or(now);
     let hour = minute.replace_minute(0).unwrap_or(minute);
     let hour_start = minute - Duration::minutes(59);
     let day_start = hour - Duration::hours(23);
@@ -101,7 +105,11 @@ pub(crate) async fn overview(
         .iter()
         .map(|(origin, n)| vec![esc(origin.as_str()), n.to_string()])
         .collect();
-    body.push_str(&table("Active certificates by origin", &["Origin", "Active"], &rows));
+    body.push_str(&table(
+        "Active certificates by origin",
+        &["Origin", "Active"],
+        &rows,
+    ));
     body.push_str(
         "<p class=\"note\">By profile: not recorded per certificate; a certificate's \
          extended key usage is on its page.</p></section>",
@@ -109,7 +117,11 @@ pub(crate) async fn overview(
 
     let rows: Vec<Vec<String>> = overview.expiring.iter().map(|c| cert_row(c, now)).collect();
     body.push_str("<section aria-labelledby=\"expiring\"><h2 id=\"expiring\">Expiring next</h2>");
-    body.push_str(&table("The active certificates that expire first", CERT_HEAD, &rows));
+    body.push_str(&table(
+        "The active certificates that expire first",
+        CERT_HEAD,
+        &rows,
+    ));
     body.push_str("</section>");
 
     let rows: Vec<Vec<String>> = overview
@@ -154,8 +166,10 @@ pub(crate) async fn overview(
         body,
         "<section aria-labelledby=\"storage\"><h2 id=\"storage\">Storage</h2>\
          <dl><dt>Backend</dt><dd>{:?}</dd><dt>Health</dt><dd>reachable, ping {ping_ms:.1} ms</dd>\
-         <dt>This page's queries</dt><dd>{db_ms:.1} ms</dd></dl></section>",
-        store.backend()
+         <dt>This page's queries</dt><dd>{db_ms:.1} ms</dd></dl></section>\
+         <p class=\"note\">You are signed in with the {}.</p>",
+        store.backend(),
+        signed.session.via.as_str()
     );
     let mut response = signed.html(
         StatusCode::OK,

@@ -14,7 +14,7 @@ use ward_store::Token;
 use ward_tls::server::PeerInfo;
 
 use super::super::auth::{Signed, check_change, see_other, signed_in};
-use super::super::html::{Nav, csrf_field, esc, page, table, when, url_component};
+use super::super::html::{Nav, csrf_field, esc, page, table, url_component, when};
 use super::{bad_request, storage_failed};
 use crate::authority::AuthorityError;
 use crate::http::AppState;
@@ -53,17 +53,46 @@ fn create_form(csrf: &str, v: &TokenForm) -> String {
         "<form method=\"post\" action=\"/console/tokens\" class=\"create\">{}",
         csrf_field(csrf)
     );
-    out.push_str(&field("spiffe_id", "SPIFFE ID", &v.spiffe_id, "required: the one identity its certificates carry"));
-    out.push_str(&field("dns", "DNS names", &v.dns, "optional, separated by spaces or commas"));
+    out.push_str(&field(
+        "spiffe_id",
+        "SPIFFE ID",
+        &v.spiffe_id,
+        "required: the one identity its certificates carry",
+    ));
+    out.push_str(&field(
+        "dns",
+        "DNS names",
+        &v.dns,
+        "optional, separated by spaces or commas",
+    ));
     out.push_str("<div class=\"field\"><label for=\"profile\">Profile</label><select id=\"profile\" name=\"profile\">");
     for p in ["peer", "client", "server"] {
-        let selected = if v.profile.as_deref() == Some(p) { " selected" } else { "" };
+        let selected = if v.profile.as_deref() == Some(p) {
+            " selected"
+        } else {
+            ""
+        };
         let _ = write!(out, "<option{selected}>{p}</option>");
     }
     out.push_str("</select></div>");
-    out.push_str(&field("cert_ttl", "Certificate lifetime", &v.cert_ttl, "e.g. 1h; the CA's default when empty"));
-    out.push_str(&field("expires_in", "Token expires in", &v.expires_in, "e.g. 15m; 24h when empty"));
-    out.push_str(&field("uses", "Uses", &v.uses, "1 when empty; 0 = unlimited until expiry"));
+    out.push_str(&field(
+        "cert_ttl",
+        "Certificate lifetime",
+        &v.cert_ttl,
+        "e.g. 1h; the CA's default when empty",
+    ));
+    out.push_str(&field(
+        "expires_in",
+        "Token expires in",
+        &v.expires_in,
+        "e.g. 15m; 24h when empty",
+    ));
+    out.push_str(&field(
+        "uses",
+        "Uses",
+        &v.uses,
+        "1 when empty; 0 = unlimited until expiry",
+    ));
     out.push_str(&field("cn", "Common name", &v.cn, "optional subject CN"));
     out.push_str("<button type=\"submit\" id=\"create-token\">Create token</button></form>");
     out
@@ -142,8 +171,21 @@ async fn list_page(
         })
         .collect();
     body.push_str(&table(
-        &format!("{} tokens, newest first (at most {SHOWN} shown)", tokens.len()),
-        &["Id", "SPIFFE ID", "DNS", "Profile", "Uses", "Created", "Expires", "Status", "Revoke"],
+        &format!(
+            "{} tokens, newest first (at most {SHOWN} shown)",
+            tokens.len()
+        ),
+        &[
+            "Id",
+            "SPIFFE ID",
+            "DNS",
+            "Profile",
+            "Uses",
+            "Created",
+            "Expires",
+            "Status",
+            "Revoke",
+        ],
         &rows,
     ));
     body.push_str("</section>");
@@ -181,12 +223,18 @@ fn request(form: &TokenForm) -> Result<CreateTokenRequest, String> {
         &form.uses,
         &form.cn,
     ];
-    if fields.iter().any(|f| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD)) {
+    if fields
+        .iter()
+        .any(|f| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD))
+    {
         return Err(format!("a field is longer than {MAX_FIELD} bytes"));
     }
     let spiffe_id = nonempty(&form.spiffe_id).ok_or("the SPIFFE ID is required")?;
     let uses = nonempty(&form.uses)
-        .map(|u| u.parse::<u32>().map_err(|_| format!("uses: {u:?} is not a whole number")))
+        .map(|u| {
+            u.parse::<u32>()
+                .map_err(|_| format!("uses: {u:?} is not a whole number"))
+        })
         .transpose()?;
     Ok(CreateTokenRequest {
         spiffe_id,
@@ -221,17 +269,32 @@ pub(crate) async fn create(
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_change(&state, &peer, "create_token", &headers, &uri, &signed, form.csrf.as_deref()) {
+    if let Err(r) = check_change(
+        &state,
+        &peer,
+        "create_token",
+        &headers,
+        &uri,
+        &signed,
+        form.csrf.as_deref(),
+    ) {
         return r;
     }
     let refused = |m: String| {
-        let notice = format!("<p class=\"error\" role=\"alert\">Not created: {}</p>", esc(&m));
+        let notice = format!(
+            "<p class=\"error\" role=\"alert\">Not created: {}</p>",
+            esc(&m)
+        );
         (notice, m)
     };
     let spec = request(&form).and_then(token_spec);
     let created = match spec {
         Err(m) => Err(refused(m)),
-        Ok(spec) => match state.authority.create_token(&spec, OffsetDateTime::now_utc()).await {
+        Ok(spec) => match state
+            .authority
+            .create_token(&spec, OffsetDateTime::now_utc())
+            .await
+        {
             Ok(c) => Ok(c),
             Err(AuthorityError::BadRequest(m) | AuthorityError::Forbidden(m)) => Err(refused(m)),
             Err(AuthorityError::Unavailable(e)) => return storage_failed(&signed, &e),
@@ -270,7 +333,11 @@ pub(crate) async fn create(
         esc(t.spiffe_id.as_str()),
         esc(&t.dns_names.join(", ")),
         esc(t.profile.as_str()),
-        if t.max_uses == 0 { "unlimited until expiry".to_owned() } else { t.max_uses.to_string() },
+        if t.max_uses == 0 {
+            "unlimited until expiry".to_owned()
+        } else {
+            t.max_uses.to_string()
+        },
         when(t.expires_at),
         url_component(&t.id),
     );
@@ -301,7 +368,15 @@ pub(crate) async fn revoke(
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(r) = check_change(&state, &peer, "revoke_token", &headers, &uri, &signed, form.csrf.as_deref()) {
+    if let Err(r) = check_change(
+        &state,
+        &peer,
+        "revoke_token",
+        &headers,
+        &uri,
+        &signed,
+        form.csrf.as_deref(),
+    ) {
         return r;
     }
     let with_certificates = form.certificates.as_deref() == Some("yes");
@@ -322,7 +397,11 @@ pub(crate) async fn revoke(
         Err(AuthorityError::Unavailable(e)) => storage_failed(&signed, &e),
         Err(e) => {
             tracing::error!(error = %e, "console: revoking a token failed");
-            bad_request(&signed, Nav::Tokens, "the revocation failed; nothing changed")
+            bad_request(
+                &signed,
+                Nav::Tokens,
+                "the revocation failed; nothing changed",
+            )
         }
     }
 }
@@ -342,11 +421,21 @@ mod tests {
         let r = request(&form).unwrap();
         assert_eq!(r.spiffe_id, "spiffe://t/a");
         assert_eq!(r.dns, ["a.t", "b.t", "c.t"]);
-        assert_eq!((r.uses, r.cert_ttl, r.allow_reserved), (Some(0), None, false));
+        assert_eq!(
+            (r.uses, r.cert_ttl, r.allow_reserved),
+            (Some(0), None, false)
+        );
         assert!(request(&TokenForm::default()).is_err());
-        let bad = TokenForm { spiffe_id: Some("spiffe://t/a".into()), uses: Some("-1".into()), ..TokenForm::default() };
+        let bad = TokenForm {
+            spiffe_id: Some("spiffe://t/a".into()),
+            uses: Some("-1".into()),
+            ..TokenForm::default()
+        };
         assert!(request(&bad).is_err());
-        let long = TokenForm { spiffe_id: Some("x".repeat(MAX_FIELD + 1)), ..TokenForm::default() };
+        let long = TokenForm {
+            spiffe_id: Some("x".repeat(MAX_FIELD + 1)),
+            ..TokenForm::default()
+        };
         assert!(request(&long).is_err());
     }
 }
