@@ -9,6 +9,7 @@
 pub mod acme;
 pub mod authority;
 pub mod config;
+pub mod console;
 pub mod cpu;
 pub mod csr;
 pub mod dir;

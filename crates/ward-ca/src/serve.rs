@@ -22,7 +22,7 @@ use ward_tls::verifier::ClientVerifier;
 use crate::authority::Authority;
 use crate::authority::revocation::CrlSettings;
 use crate::dir::{ADMIN_PATH, CaDir, Storage};
-use crate::http::{AppState, CaMetrics, Limits, app, public_app};
+use crate::http::{AppState, CaMetrics, Limits, app, console_app, public_app};
 use crate::ocsp::{OcspSettings, Responder};
 use crate::tls_files::TlsFiles;
 
@@ -38,6 +38,9 @@ pub struct ServeConfig {
     pub listen: String,
     /// Optional plain-HTTP listener for the public objects.
     pub http_listen: Option<String>,
+    /// Optional HTTPS listener serving only the web console (`/console/`),
+    /// with the API's TLS configuration.
+    pub console_listen: Option<String>,
     /// Extra names (DNS or IP) for the server certificate.
     pub sans: Vec<String>,
     /// Database URL; ca.toml's `[storage] database`, else `DIR/ward.db`, when absent.
@@ -64,6 +67,8 @@ pub struct Bound {
     pub https: SocketAddr,
     /// The plain-HTTP listener, if any.
     pub http: Option<SocketAddr>,
+    /// The console-only HTTPS listener, if any.
+    pub console: Option<SocketAddr>,
 }
 
 /// Errors starting the CA server.
@@ -179,6 +184,7 @@ pub async fn run(
             )),
             None => None,
         },
+        console: Arc::new(crate::console::Console::new()),
     };
 
     // The CA's own server identity, renewed by the CA itself, or the
@@ -214,11 +220,20 @@ pub async fn run(
         ),
         None => None,
     };
+    let console = match &config.console_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| server_err(&format!("binding {addr}"))(e.to_string()))?,
+        ),
+        None => None,
+    };
     let bound = Bound {
         https: https
             .local_addr()
             .map_err(|e| server_err("listener")(e.to_string()))?,
         http: http.as_ref().and_then(|l| l.local_addr().ok()),
+        console: console.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -251,11 +266,20 @@ pub async fn run(
     });
     let https_task = tokio::spawn(serve_https(
         https,
-        tls,
+        tls.clone(),
         app(state.clone()),
         serve_options.clone(),
         stopped(stop_rx.clone()),
     ));
+    let console_task = console.map(|listener| {
+        tokio::spawn(serve_https(
+            listener,
+            tls.clone(),
+            console_app(state.clone()),
+            serve_options.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let http_task = http.map(|listener| {
         tokio::spawn(serve_http(
             listener,
@@ -276,6 +300,11 @@ pub async fn run(
         && let Ok(Err(e)) = task.await
     {
         result = Err(server_err("http listener")(e.to_string()));
+    }
+    if let Some(task) = console_task
+        && let Ok(Err(e)) = task.await
+    {
+        result = Err(server_err("console listener")(e.to_string()));
     }
     background.abort();
     ocsp_rotation.abort();

@@ -24,6 +24,7 @@
 
 mod acme;
 mod batch;
+mod console;
 mod dialect;
 mod error;
 mod model;
@@ -43,6 +44,7 @@ use time::OffsetDateTime;
 use ward_pki::Serial;
 
 pub use acme::{AcmeAccount, AcmeEabKey, AcmeOrder, AcmeStore};
+pub use console::{CertificateSearch, LoginUse, StoreOverview};
 pub use error::{BoxError, StoreError};
 pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
@@ -143,6 +145,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// The ACME server's tables (accounts, orders, nonces, EAB keys).
     fn acme(&self) -> &dyn AcmeStore;
+
+    /// Certificates matching `search`, at most `limit` (the console's search).
+    async fn search_certificates(
+        &self,
+        search: &CertificateSearch,
+        limit: u32,
+    ) -> Result<Vec<Certificate>, StoreError>;
+
+    /// The console overview's aggregates at `now`, with `list` rows of each list.
+    async fn overview(&self, now: OffsetDateTime, list: u32) -> Result<StoreOverview, StoreError>;
+
+    /// How many certificates were issued between each pair of consecutive `bounds` (`[a, b)`).
+    async fn count_issued(&self, bounds: &[OffsetDateTime]) -> Result<Vec<u64>, StoreError>;
+
+    /// Records a console login link by the SHA-256 of its secret.
+    async fn create_console_login(
+        &self,
+        hash: &[u8; 32],
+        created_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Uses a console login link: accepted once, before it expires.
+    async fn use_console_login(
+        &self,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<LoginUse, StoreError>;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -21,8 +21,9 @@ use crate::model::{
     validate_reason, validate_token,
 };
 use crate::{
-    Backend, Certificate, NewCertificate, NewToken, RevocationWatch, RevokeOutcome,
-    RevokeTokenOutcome, RevokedCertificate, Store, StoreError, Token, sql,
+    Backend, Certificate, CertificateSearch, LoginUse, NewCertificate, NewToken, RevocationWatch,
+    RevokeOutcome, RevokeTokenOutcome, RevokedCertificate, Store, StoreError, StoreOverview, Token,
+    sql,
 };
 
 /// What a backend supplies to the shared [`Store`] implementation.
@@ -73,7 +74,7 @@ pub(crate) struct SqlStore<D> {
 
 impl<D: Driver> SqlStore<D> {
     /// Every row `sql` returns, decoded with `decode`.
-    async fn read_all<T>(
+    pub(crate) async fn read_all<T>(
         &self,
         ctx: &'static str,
         sql: &'static str,
@@ -346,6 +347,40 @@ impl<D: Driver> Store for SqlStore<D> {
         self
     }
 
+    async fn search_certificates(
+        &self,
+        search: &CertificateSearch,
+        limit: u32,
+    ) -> Result<Vec<Certificate>, StoreError> {
+        self.console_search(search, limit).await
+    }
+
+    async fn overview(&self, now: OffsetDateTime, list: u32) -> Result<StoreOverview, StoreError> {
+        self.console_overview(now, list).await
+    }
+
+    async fn count_issued(&self, bounds: &[OffsetDateTime]) -> Result<Vec<u64>, StoreError> {
+        self.console_count_issued(bounds).await
+    }
+
+    async fn create_console_login(
+        &self,
+        hash: &[u8; 32],
+        created_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.console_create_login(hash, created_at, expires_at)
+            .await
+    }
+
+    async fn use_console_login(
+        &self,
+        hash: &[u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<LoginUse, StoreError> {
+        self.console_use_login(hash, now).await
+    }
+
     fn backend(&self) -> Backend {
         D::BACKEND
     }
@@ -415,7 +450,7 @@ pub(crate) fn token_from_row(row: &impl Columns) -> Result<Token, StoreError> {
 }
 
 /// Decodes a row selected with the `certificates` column list.
-fn certificate_from_row(row: &impl Columns) -> Result<Certificate, StoreError> {
+pub(crate) fn certificate_from_row(row: &impl Columns) -> Result<Certificate, StoreError> {
     let d = |e| StoreError::other("decoding a certificate row", e);
     let renewed_from = row.opt_text(8).map_err(d)?;
     Ok(Certificate {

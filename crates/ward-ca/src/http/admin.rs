@@ -21,7 +21,7 @@ use crate::wire::{certificate_view, created_token_view, token_spec, token_view};
 /// admin SPIFFE ID *and* recorded as the admin certificate (origin `admin`,
 /// made by `ward ca init`) and not revoked. A certificate that merely
 /// carries the ID (from a token created with `--allow-reserved`) is refused.
-pub(super) async fn require_admin(
+pub(crate) async fn require_admin(
     state: &AppState,
     peer: &PeerInfo,
     action: &'static str,
@@ -43,6 +43,13 @@ pub(super) async fn require_admin(
     };
     if let Err(e) = &result {
         state.metrics.admin.with(&[action, e.code]).inc();
+        state.console.refusals.record(crate::console::Refusal {
+            at: OffsetDateTime::now_utc(),
+            route: format!("admin:{action}"),
+            reason: e.code.to_owned(),
+            source: peer.remote_addr.ip().to_string(),
+            token_id: None,
+        });
     }
     result
 }
@@ -86,7 +93,7 @@ async fn admin_record(state: &AppState, leaf: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-pub(super) fn done(state: &AppState, action: &'static str, detail: serde_json::Value) {
+pub(crate) fn done(state: &AppState, action: &'static str, detail: serde_json::Value) {
     state.metrics.admin.with(&[action, "ok"]).inc();
     state.audit.record(&serde_json::json!({
         "event": "admin",

@@ -25,6 +25,8 @@ pub use error::ApiError;
 pub use limits::Limits;
 pub use metrics::CaMetrics;
 
+pub(crate) use admin::{done as admin_done, require_admin as admin_certificate};
+
 use crate::authority::Authority;
 
 /// Everything a handler may use.
@@ -46,6 +48,8 @@ pub struct AppState {
     pub ocsp: Arc<crate::ocsp::Responder>,
     /// The ACME server, when `ca.toml` configures `[acme]`.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// The web console's sessions and the recent refusals it shows.
+    pub console: Arc<crate::console::Console>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -72,6 +76,14 @@ pub fn app(state: AppState) -> Router {
         .route(paths::REVOKE, post(crl::revoke))
         .merge(crate::acme::routes(state.clone()))
         .merge(public_routes())
+        .merge(crate::console::router())
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// The console alone, for `--console-listen`.
+pub fn console_app(state: AppState) -> Router {
+    crate::console::router()
         .fallback(routes::not_found)
         .with_state(state)
 }

@@ -121,6 +121,15 @@ impl<'a> Attempt<'a> {
             .issuance_seconds
             .with(&[self.route])
             .observe(elapsed.as_secs_f64());
+        if let Some(reason) = reason {
+            self.state.console.refusals.record(crate::console::Refusal {
+                at: OffsetDateTime::now_utc(),
+                route: self.route.to_owned(),
+                reason: reason.to_owned(),
+                source: self.peer.remote_addr.ip().to_string(),
+                token_id: self.token_id.clone(),
+            });
+        }
         self.state.audit.record(&IssuanceEvent {
             event: "issuance",
             route: self.route,

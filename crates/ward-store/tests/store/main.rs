@@ -11,6 +11,7 @@
 mod basic;
 mod batch;
 mod concurrency;
+mod console;
 mod harness;
 mod watch;
 
@@ -49,6 +50,9 @@ on_both_backends!(
     basic::ping_and_crl_numbers_follow_the_clock,
     basic::origins_and_common_names_round_trip,
     basic::open_existing_refuses_a_missing_store,
+    console::console_searches,
+    console::console_overview,
+    console::console_login_links,
     concurrency::one_use_token_under_50_concurrent_calls,
     concurrency::unlimited_token_under_1000_concurrent_calls,
     concurrency::two_replicas_never_double_spend,

@@ -17,6 +17,27 @@ pub(crate) enum CaCommand {
     Init(InitArgs),
     /// Run the CA's HTTPS API (SPEC §5) until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Print a one-time link that signs a browser in to the web console
+    /// (`/console/` of `ward ca serve`).
+    ConsoleLogin(ConsoleLoginArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsoleLoginArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Database: a SQLite file path or postgres://… (default: ca.toml's
+    /// [storage] database, else DIR/ward.db); the one `ward ca serve` uses.
+    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Where the console is reached: https://HOST:PORT of `ward ca serve`
+    /// (its --listen or --console-listen address).
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    url: String,
+    /// How long the link works (at most 1h); it works once.
+    #[arg(long, default_value = "5m", value_parser = duration_arg)]
+    expires_in: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -30,6 +51,10 @@ pub(crate) struct ServeArgs {
     /// Also serve the public objects (roots, CRL, OCSP) over plain HTTP here.
     #[arg(long)]
     http_listen: Option<String>,
+    /// Also serve the web console (only /console/) over HTTPS here; it is
+    /// always on the main listener too.
+    #[arg(long, value_name = "ADDR")]
+    console_listen: Option<String>,
     /// Extra DNS name or IP address for the CA's server certificate (repeatable).
     #[arg(long)]
     san: Vec<String>,
@@ -97,6 +122,7 @@ pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
     match cmd {
         CaCommand::Init(args) => init(args).await,
         CaCommand::Serve(args) => serve(args).await,
+        CaCommand::ConsoleLogin(args) => console_login(args).await,
     }
 }
 
@@ -143,6 +169,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         dir: args.dir,
         listen: args.listen,
         http_listen: args.http_listen,
+        console_listen: args.console_listen,
         sans: args.san,
         database: args.database,
         init_storage: args.init_storage,
@@ -159,10 +186,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
             if let Some(http) = bound.http {
                 eprintln!("ward ca: listening on http://{http}");
             }
+            if let Some(console) = bound.console {
+                eprintln!("ward ca: console on https://{console}/console/");
+            }
         },
         super::shutdown_signal(),
     )
     .await
     .context("the CA server failed")?;
+    Ok(Outcome::Success)
+}
+
+/// Prints a one-time console link on stdout (alone, for scripts), its
+/// expiry on stderr.
+async fn console_login(args: ConsoleLoginArgs) -> anyhow::Result<Outcome> {
+    let url = args.url.trim_end_matches('/');
+    if !url.starts_with("https://") {
+        anyhow::bail!("--url must be the console's https:// address, e.g. https://ca.example:8443");
+    }
+    let dir = CaDir::new(&args.dir);
+    let config = dir.config()?;
+    let store = dir.open_store(&config, args.database.as_deref()).await?;
+    let now = OffsetDateTime::now_utc();
+    let link = ward_ca::console::create_login_link(store.as_ref(), args.expires_in, now).await;
+    store.close().await;
+    let link = link.context("cannot make a console login link")?;
+    outln!("{}", link.url(url));
+    eprintln!(
+        "ward ca: the link works once, until {} (UTC); keep it secret.",
+        ward_pki::issue::rfc3339(link.expires_at)
+    );
     Ok(Outcome::Success)
 }
