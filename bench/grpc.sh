@@ -87,9 +87,9 @@ WARD=${WARD_BIN:-$TARGET_DIR/release/ward}
 CA=$WORK/ca
 "$WARD" ca init --dir "$CA" --trust-domain example.org >/dev/null
 "$WARD" cert create --ca-dir "$CA" --profile server --dns localhost --ip 127.0.0.1 \
-    --spiffe-id spiffe://example.org/gate --out "$WORK/server" >/dev/null
+    --spiffe-id spiffe://example.org/gate --out "$WORK/server" >/dev/null 2>&1
 "$WARD" cert create --ca-dir "$CA" --profile client \
-    --spiffe-id spiffe://example.org/bench --out "$WORK/client" >/dev/null
+    --spiffe-id spiffe://example.org/bench --out "$WORK/client" >/dev/null 2>&1
 cat "$WORK/server.crt" "$WORK/server.key" >"$WORK/server.pem"
 
 # ---------------------------------------------------------------- upstream
@@ -225,7 +225,8 @@ run_one() { # proxy repeat
     h2 "$TUNNEL_ADDR" -c "$CONNS" -m $((CONCURRENCY / CONNS)) --rps=$((RATE / CONNS)) \
         -D "$DURATION" --log-file="$WORK/lat.log" >/dev/null 2>&1 || true
     lat=$(percentiles "$WORK/lat.log")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$2" "$rps" "$calls" "$errors" "$cpu" "$lat" | tee -a "$RAW" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$2" "$rps" "$calls" "$errors" "$cpu" \
+        "${lat% *}" "${lat#* }" | tee -a "$RAW" >&2
     [[ -n ${TUNNEL_PID:-} ]] && stop_pid "$TUNNEL_PID"
     TUNNEL_PID=""
     [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
