@@ -44,9 +44,12 @@ const RECENT: &str = concat!(
     " FROM certificates ORDER BY issued_at DESC LIMIT $1"
 );
 
-/// Unexpired, unrevoked certificates by origin.
-const ACTIVE_BY_ORIGIN: &str = "SELECT origin, COUNT(*) FROM certificates \
-     WHERE not_after > $1 AND revoked_at IS NULL GROUP BY origin";
+/// Unexpired, unrevoked certificates by origin. Grouping by `origin || ''`
+/// keeps SQLite from walking the whole `certificates_origin` index (and
+/// every row) to avoid a sort: it reads the few unexpired entries of
+/// `certificates_active` instead (1M rows: 14 s before, milliseconds after).
+const ACTIVE_BY_ORIGIN: &str = "SELECT origin || '', COUNT(*) FROM certificates \
+     WHERE not_after > $1 AND revoked_at IS NULL GROUP BY origin || ''";
 
 /// What expires next.
 const EXPIRING: &str = concat!(

@@ -112,9 +112,9 @@ pub(crate) fn page(title: &str, nav: Nav, csrf: Option<&str>, body: &str) -> Str
             csrf_field(csrf)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</header><main id=\"main\" tabindex=\"-1\"><h1>{}</h1>{body}</main></body></html>\n",
+        "</header><main id=\"main\" tabindex=\"-1\"><h1>{}</h1>{body}</main></body></html>",
         esc(title)
     );
     out
