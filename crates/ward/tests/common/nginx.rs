@@ -1,5 +1,5 @@
 //! nginx as a judge: find the binary, run it on a free port with a given
-//! configuration (stopped by its PID when dropped), and a `ssl_verify_client
+//! configuration (stopped by its PID, SIGTERM then SIGKILL, when dropped), and a `ssl_verify_client
 //! on; ssl_ocsp on;` server configuration; curl through it.
 
 use std::io::{BufRead, BufReader};
@@ -37,7 +37,19 @@ pub(crate) struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first: the master stops its workers. A SIGKILL would leave
+    /// the worker orphaned and running after the test.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
