@@ -55,7 +55,7 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     let link = login_link(&ca, &base, "5m");
     browser.goto(&link);
     browser.screenshot(&shots, "01-login");
-    browser.click("#sign-in");
+    browser.click_to_page("#sign-in");
     assert_eq!(
         browser.url(),
         format!("{base}/console/"),
@@ -77,11 +77,11 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     browser.screenshot(&shots, "02-overview");
 
     // Create a token bound to a SPIFFE ID; its secret is shown once.
-    browser.click("nav a[href='/console/tokens']");
+    browser.click_to_page("nav a[href='/console/tokens']");
     browser.screenshot(&shots, "03-tokens");
     browser.type_into("#spiffe_id", "spiffe://example.org/console/web");
     browser.type_into("#cert_ttl", "1h");
-    browser.click("#create-token");
+    browser.click_to_page("#create-token");
     assert_eq!(browser.text("h1"), "New token");
     let secret = browser.text("#new-token");
     let token_id = browser.text("#new-token-id");
@@ -119,7 +119,7 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     browser.screenshot(&shots, "05-certificates");
     browser.goto(&format!("{base}/console/certificates?q={token_id}"));
     assert!(browser.source().contains(&serial));
-    browser.click(&format!("a[href='/console/certificates/{serial}']"));
+    browser.click_to_page(&format!("a[href='/console/certificates/{serial}']"));
     assert!(browser.text("#status").contains("valid"));
     let page = browser.source();
     assert!(page.contains("spiffe://example.org/console/web"));
@@ -133,10 +133,10 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
 
     // Revoke it, with a reason, after confirming.
     browser.click("#reason option[value='keyCompromise']");
-    browser.click("#revoke-start");
+    browser.click_to_page("#revoke-start");
     assert_eq!(browser.text("h1"), "Confirm revocation");
     browser.screenshot(&shots, "07-confirm-revocation");
-    browser.click("#revoke-confirm");
+    browser.click_to_page("#revoke-confirm");
     let status = browser.text("#status");
     assert!(
         status.contains("revoked") && status.contains("keyCompromise"),
@@ -152,7 +152,7 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
 
     // Revoke the token with its certificates from the list.
     browser.goto(&format!("{base}/console/tokens"));
-    browser.click("button[name='certificates'][value='yes']");
+    browser.click_to_page("button[name='certificates'][value='yes']");
     assert!(browser.source().contains("certificates revoked too"));
     browser.screenshot(&shots, "09-token-revoked");
 
@@ -188,12 +188,12 @@ async fn a_browser_signs_in_creates_a_token_and_revokes_its_certificate() {
     browser.resize(1280, 900);
 
     // Sign out; the session is gone and the used link stays used.
-    browser.click("form.logout button");
+    browser.click_to_page("form.logout button");
     assert_eq!(browser.text("h1"), "Signed out");
     browser.goto(&format!("{base}/console/"));
     assert_eq!(browser.url(), format!("{base}/console/login"));
     browser.goto(&link);
-    browser.click("#sign-in");
+    browser.click_to_page("#sign-in");
     assert!(browser.source().contains("login_link_used"));
     browser.screenshot(&shots, "14-link-used");
     println!("screenshots in {}", shots.display());

@@ -215,6 +215,34 @@ impl Browser {
         );
     }
 
+    /// Clicks an element that leads to another page (a link, a submit
+    /// button) and waits up to 10 s for that page to load: WebDriver's click
+    /// may return before a form's submission has navigated.
+    pub(crate) fn click_to_page(&self, css: &str) {
+        let mark = "window.__wardOldPage = true; return true";
+        self.script(mark);
+        self.click(css);
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.try_call(
+                "POST",
+                &self.s("/execute/sync"),
+                Some(&json!({
+                    "script": "return !window.__wardOldPage && document.readyState === 'complete'",
+                    "args": []
+                })),
+            );
+            if v == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "clicking {css} led to no new page: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Types `text` into the element matching `css`.
     pub(crate) fn type_into(&self, css: &str, text: &str) {
         let id = self.find(css);
