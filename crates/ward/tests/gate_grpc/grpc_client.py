@@ -6,6 +6,7 @@ usage: grpc_client.py PORT ROOT CERT KEY SCENARIO"""
 
 import json
 import sys
+import threading
 import time
 
 import grpc
@@ -111,11 +112,21 @@ def cancel(ch):
 
 
 def reset(ch):
-    hold = ch.unary_stream(SERVICE + "Hold")
-    call = hold(b"x", timeout=10)
+    # Bidirectional, so the upstream can wait for a second message, sent
+    # only once the first answer is here, before it resets the stream.
+    bidi = ch.stream_stream(SERVICE + "Hold")
+    have_first = threading.Event()
+
+    def requests():
+        yield b"x"
+        have_first.wait(10)
+        yield b"y"
+
+    call = bidi(requests(), timeout=10)
     out = {}
     try:
         out["first"] = next(call).decode()
+        have_first.set()
         next(call)
         out["after"] = "more"
     except grpc.RpcError as e:

@@ -1,7 +1,9 @@
 """An HTTP/2 upstream (Python `h2`, prior knowledge) that answers every
-request with response headers and one gRPC message, then resets the stream
-(RST_STREAM CANCEL): the reverse direction of a cancelled call. Listens on
-127.0.0.1:0, prints "PORT n", and "EVENT reset" after each reset."""
+request with response headers and one gRPC message, then, once the client
+has sent its second message (so it has read the first answer), resets the
+stream (RST_STREAM CANCEL): the reverse direction of a cancelled call.
+Listens on 127.0.0.1:0, prints "PORT n", and "EVENT reset" after each
+reset."""
 
 import socket
 import threading
@@ -11,8 +13,13 @@ import h2.connection
 import h2.events
 
 
+# A gRPC message of one byte: 5 bytes of framing and the byte.
+MESSAGE = 6
+
+
 def serve(sock):
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    received = {}
     conn.initiate_connection()
     sock.sendall(conn.data_to_send())
     while True:
@@ -26,10 +33,18 @@ def serve(sock):
                     sid, [(":status", "200"), ("content-type", "application/grpc")]
                 )
                 conn.send_data(sid, b"\x00\x00\x00\x00\x07started")
-                sock.sendall(conn.data_to_send())
-                conn.reset_stream(sid, error_code=8)
-                sock.sendall(conn.data_to_send())
-                print("EVENT reset", flush=True)
+                received[sid] = 0
+            elif isinstance(event, h2.events.DataReceived):
+                sid = event.stream_id
+                conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                if sid not in received:
+                    continue
+                received[sid] += len(event.data)
+                if received[sid] >= 2 * MESSAGE:
+                    del received[sid]
+                    conn.reset_stream(sid, error_code=8)
+                    sock.sendall(conn.data_to_send())
+                    print("EVENT reset", flush=True)
         out = conn.data_to_send()
         if out:
             sock.sendall(out)
