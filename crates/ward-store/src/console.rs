@@ -306,22 +306,32 @@ impl<D: Driver> SqlStore<D> {
             Box::pin(async move {
                 let db = |e| StoreError::db(ctx, e);
                 let cursor = tx.fetch_all(BACKFILL_CURSOR, &[]).await.map_err(db)?;
-                let Some(cursor) = cursor.first() else {
+                let Some(after) = cursor.first().map(|r| r.text(0)).transpose().map_err(db)?
+                else {
                     return Ok(true);
                 };
-                let after = cursor.text(0).map_err(db)?;
+                drop(cursor);
                 let found = tx
                     .fetch_all(BACKFILL_ROWS, &[Param::Text(&after), Param::Int(rows)])
                     .await
                     .map_err(db)?;
+                // Decoded first: rows are not held across the inserts.
+                let found = found
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.text(0).map_err(db)?,
+                            dns_index_names(&row.bytes(1).map_err(db)?),
+                            row.time(2)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
                 let mut last = None;
-                for row in &found {
-                    let serial = row.text(0).map_err(db)?;
-                    let der = row.bytes(1).map_err(db)?;
-                    let issued_at = row.time(2)?;
-                    for name in dns_index_names(&der) {
+                for (serial, names, issued_at) in &found {
+                    let (serial, issued_at) = (serial.clone(), *issued_at);
+                    for name in names {
                         let params = [
-                            Param::Text(&name),
+                            Param::Text(name),
                             Param::Time(issued_at),
                             Param::Text(&serial),
                         ];
@@ -330,7 +340,7 @@ impl<D: Driver> SqlStore<D> {
                     last = Some(serial);
                 }
                 match last {
-                    Some(last) if found.len() as i64 == rows => {
+                    Some(last) if i64::try_from(found.len()).ok() == Some(rows) => {
                         tx.execute(BACKFILL_ADVANCE, &[Param::Text(&last)])
                             .await
                             .map_err(db)?;
