@@ -9,8 +9,8 @@
 use time::OffsetDateTime;
 use ward_pki::Serial;
 
-use crate::dialect::{Columns, Param, Statements};
 use crate::acme::{account_from_row, order_from_row};
+use crate::dialect::{Columns, Param, Statements};
 use crate::model::{decode_origin, dns_index_key, dns_index_names};
 use crate::shared::{Driver, SqlStore, certificate_from_row};
 use crate::{AcmeAccount, AcmeOrder, Certificate, Origin, StoreError};
@@ -306,8 +306,7 @@ impl<D: Driver> SqlStore<D> {
             Box::pin(async move {
                 let db = |e| StoreError::db(ctx, e);
                 let cursor = tx.fetch_all(BACKFILL_CURSOR, &[]).await.map_err(db)?;
-                let Some(after) = cursor.first().map(|r| r.text(0)).transpose().map_err(db)?
-                else {
+                let Some(after) = cursor.first().map(|r| r.text(0)).transpose().map_err(db)? else {
                     return Ok(true);
                 };
                 drop(cursor);
@@ -393,10 +392,18 @@ impl<D: Driver> SqlStore<D> {
         let limit = Param::Int(i64::from(limit));
         match account {
             Some(id) => {
-                self.read_all(ctx, ACME_ORDERS_OF, &[Param::Text(id), limit], order_from_row)
+                self.read_all(
+                    ctx,
+                    ACME_ORDERS_OF,
+                    &[Param::Text(id), limit],
+                    order_from_row,
+                )
+                .await
+            }
+            None => {
+                self.read_all(ctx, ACME_ORDERS, &[limit], order_from_row)
                     .await
             }
-            None => self.read_all(ctx, ACME_ORDERS, &[limit], order_from_row).await,
         }
     }
 

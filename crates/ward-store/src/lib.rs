@@ -192,8 +192,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<AcmeOrder>, StoreError>;
 
     /// Deactivates a valid ACME account (final); other states are left as they are.
-    async fn deactivate_acme_account(&self, id: &str)
-    -> Result<AccountDeactivation, StoreError>;
+    async fn deactivate_acme_account(&self, id: &str) -> Result<AccountDeactivation, StoreError>;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -295,7 +295,12 @@ pub(crate) fn dns_index_key(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > 253 || !name.is_ascii() {
         return None;
     }
-    Some(name.bytes().rev().map(|b| char::from(b.to_ascii_lowercase())).collect())
+    Some(
+        name.bytes()
+            .rev()
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect(),
+    )
 }
 
 /// Checks and normalises a certificate before it is recorded (the serials
@@ -304,8 +309,7 @@ pub(crate) fn normalize_certificate(c: &NewCertificate) -> Result<NewCertificate
     if c.fingerprint.len() != 64 || !c.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(StoreError::Invalid("fingerprint must be 64 hex digits"));
     }
-    if c
-        .profile
+    if c.profile
         .as_deref()
         .is_some_and(|p| p.is_empty() || p.len() > MAX_PROFILE)
     {

@@ -10,10 +10,10 @@ mod common;
 #[path = "ca_server/harness/mod.rs"]
 #[macro_use]
 mod harness;
-#[path = "agent/procs.rs"]
-mod procs;
 #[path = "acme/setup.rs"]
 mod acme_setup;
+#[path = "agent/procs.rs"]
+mod procs;
 
 mod console {
     pub(crate) mod acme;

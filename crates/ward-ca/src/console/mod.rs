@@ -120,7 +120,10 @@ const BACKFILL_ROWS: u32 = 500;
 /// search existed (migration 0012), a few hundred per transaction, until
 /// none is left or `stop`. Replicas may run it at once: each step locks the
 /// cursor and indexing a name twice is a no-op.
-pub async fn backfill_dns(store: std::sync::Arc<dyn Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn backfill_dns(
+    store: std::sync::Arc<dyn Store>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut indexed_batches = 0u64;
     loop {
         if *stop.borrow() {
@@ -129,7 +132,10 @@ pub async fn backfill_dns(store: std::sync::Arc<dyn Store>, mut stop: tokio::syn
         match store.backfill_dns(BACKFILL_ROWS).await {
             Ok(true) => {
                 if indexed_batches > 0 {
-                    tracing::info!(batches = indexed_batches, "console: DNS names of earlier certificates indexed");
+                    tracing::info!(
+                        batches = indexed_batches,
+                        "console: DNS names of earlier certificates indexed"
+                    );
                 }
                 return;
             }
@@ -175,10 +181,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/tokens/{id}/revoke", post(pages::tokens::revoke))
         .route("/console/audit", get(pages::audit::audit))
         .route("/console/acme", get(pages::acme::overview))
-        .route(
-            "/console/acme/accounts/{id}",
-            get(pages::acme::account),
-        )
+        .route("/console/acme/accounts/{id}", get(pages::acme::account))
         .route(
             "/console/acme/accounts/{id}/deactivate",
             post(pages::acme::deactivate),

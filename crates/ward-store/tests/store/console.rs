@@ -256,7 +256,10 @@ pub(crate) async fn console_dns_search(ctx: Ctx) {
     let name = |n: &str| CertificateSearch::DnsName(n.to_owned());
     let suffix = |n: &str| CertificateSearch::DnsSuffix(n.to_owned());
     assert_eq!(search(name("www.example.test"), 10).await, ["0e01", "0e02"]);
-    assert_eq!(search(name("WWW.EXAMPLE.TEST."), 10).await, ["0e01", "0e02"]);
+    assert_eq!(
+        search(name("WWW.EXAMPLE.TEST."), 10).await,
+        ["0e01", "0e02"]
+    );
     assert_eq!(search(name("www.example.test"), 1).await, ["0e01"]);
     assert_eq!(search(name("*.example.test"), 10).await, ["0e03"]);
     assert_eq!(search(name("example.test"), 10).await, ["0e04"]);
@@ -341,7 +344,13 @@ pub(crate) async fn console_dns_backfill(ctx: Ctx) {
     )
     .await;
     let all = CertificateSearch::DnsName("all.old.test".into());
-    assert!(store.search_certificates(&all, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .search_certificates(&all, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(!store.dns_index_complete().await.unwrap());
     // Two rows per step: 0f01-02, 0f03-04, 0f05-06 (full, so not yet
     // known to be the last), then an empty step that ends it.
@@ -384,8 +393,16 @@ pub(crate) async fn console_acme_lists(ctx: Ctx) {
         eab_key_id: None,
         created_at: now - Duration::minutes(age),
     };
-    store.acme().create_account(&account("acc1", 10)).await.unwrap();
-    store.acme().create_account(&account("acc2", 5)).await.unwrap();
+    store
+        .acme()
+        .create_account(&account("acc1", 10))
+        .await
+        .unwrap();
+    store
+        .acme()
+        .create_account(&account("acc2", 5))
+        .await
+        .unwrap();
     for (i, owner) in ["acc1", "acc1", "acc1", "acc2"].iter().enumerate() {
         let order = AcmeOrder {
             id: format!("ord{i}"),
@@ -413,7 +430,13 @@ pub(crate) async fn console_acme_lists(ctx: Ctx) {
         ids(store.acme_orders(Some("acc1"), 2).await.unwrap()),
         ["ord2", "ord1"]
     );
-    assert!(store.acme_orders(Some("none"), 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .acme_orders(Some("none"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     assert_eq!(
         store.deactivate_acme_account("acc1").await.unwrap(),

@@ -116,9 +116,8 @@ pub(crate) async fn overview(
         (Err(e), _) | (_, Err(e)) => return storage_failed(&signed, &e),
     };
     let now = OffsetDateTime::now_utc();
-    let mut body = String::from(
-        "<section aria-labelledby=\"accounts\"><h2 id=\"accounts\">Accounts</h2>",
-    );
+    let mut body =
+        String::from("<section aria-labelledby=\"accounts\"><h2 id=\"accounts\">Accounts</h2>");
     let rows: Vec<Vec<String>> = accounts
         .iter()
         .map(|(a, orders)| {
@@ -246,12 +245,7 @@ pub(crate) async fn account(
     }
     signed.html(
         StatusCode::OK,
-        page(
-            "ACME account",
-            Nav::Acme,
-            Some(&signed.session.csrf),
-            &body,
-        ),
+        page("ACME account", Nav::Acme, Some(&signed.session.csrf), &body),
     )
 }
 

@@ -67,36 +67,45 @@ pub(crate) fn parse_search(q: &str, by: &str) -> Result<CertificateSearch, Strin
     match by {
         "spiffe" => Ok(CertificateSearch::SpiffePrefix(q.to_owned())),
         "token" => Ok(CertificateSearch::Token(q.to_owned())),
-        "dns" | "dns-suffix" => {
-            let name = if by == "dns-suffix" {
-                q.strip_prefix('*').unwrap_or(q)
-            } else {
-                q
-            };
-            let bare = name.strip_prefix('.').unwrap_or(name);
-            if bare.is_empty()
-                || bare.len() > 253
-                || !bare
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'*' || b == b'_')
-            {
-                return Err(
-                    "not a DNS name: letters, digits, '-', '_', '.' and '*', at most 253".into(),
-                );
-            }
-            if by == "dns-suffix" {
-                // `example.test` as a suffix means names under it.
-                Ok(CertificateSearch::DnsSuffix(format!(".{bare}")))
-            } else {
-                Ok(CertificateSearch::DnsName(name.to_owned()))
-            }
-        }
+        "dns" => dns_search(q, false),
+        "dns-suffix" => dns_search(q, true),
         "serial" => q
             .parse::<Serial>()
             .map(CertificateSearch::Serial)
             .map_err(|e| format!("not a serial: {e}")),
         other => Err(format!("unknown search kind {other:?}")),
     }
+}
+
+/// A DNS name (`www.example.test`, `*.example.test`) or, with `suffix`, the
+/// names under one (`example.test`, `.example.test`, `*.example.test`):
+/// non-empty labels of letters, digits, `-` and `_`, at most 253 bytes, and
+/// `*` only as a whole first label.
+fn dns_search(q: &str, suffix: bool) -> Result<CertificateSearch, String> {
+    let q = q.strip_suffix('.').unwrap_or(q);
+    let (wildcard, rest) = match (q.strip_prefix("*."), q.strip_prefix('.')) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) if suffix => (true, rest),
+        _ => (false, q),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if rest.is_empty() || rest.len() > 253 || !rest.split('.').all(label_ok) {
+        return Err(
+            "not a DNS name: labels of letters, digits, '-' and '_' joined by dots, \
+             '*.' or (for a suffix) '.' in front, at most 253 bytes"
+                .into(),
+        );
+    }
+    Ok(match (suffix, wildcard) {
+        (true, _) => CertificateSearch::DnsSuffix(format!(".{rest}")),
+        (false, true) => CertificateSearch::DnsName(format!("*.{rest}")),
+        (false, false) => CertificateSearch::DnsName(rest.to_owned()),
+    })
 }
 
 /// `GET /console/certificates`.
@@ -503,7 +512,17 @@ mod tests {
             parse_search("*.example.test", "dns"),
             Ok(CertificateSearch::DnsName("*.example.test".into()))
         );
-        for bad in ["a b.test", "<x>.test", ".", "*.", "é.test"] {
+        for bad in [
+            "a b.test",
+            "<x>.test",
+            ".",
+            "*.",
+            "é.test",
+            "a..test",
+            ".example.test",
+            "a.*.test",
+            "%.test",
+        ] {
             assert!(parse_search(bad, "dns").is_err(), "{bad}");
         }
         assert!(parse_search(&format!("{}.test", "a".repeat(250)), "dns").is_err());
