@@ -144,7 +144,7 @@ COOKIE=$(curl -sS -o /dev/null -D - --cacert "$CA/root.crt" --data-urlencode "to
 SERIAL=$(printf '7%07x' 424242)
 SERIAL=$(curl -sS --cacert "$CA/root.crt" -H "Cookie: $COOKIE" \
     "$BASE/console/certificates?by=spiffe&q=spiffe%3A%2F%2Fexample.org%2Fns%2F42%2Fsvc%2F4242" |
-    grep -o 'href="/console/certificates/7[0-9a-f]*"' | head -n1 | sed 's/.*certificates\/\([0-9a-f]*\)"/\1/')
+    grep -o 'href="/console/certificates/7[0-9a-f]*"' | sed -n 1p | sed 's/.*certificates\/\([0-9a-f]*\)"/\1/')
 
 median_max() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f %.1f", v[int((NR + 1) / 2)], v[NR] }'; }
 measure() { # name path
@@ -179,6 +179,13 @@ measure "search: SPIFFE ID prefix (whole trust domain)" "/console/certificates?q
 measure "search: serial" "/console/certificates?q=$SERIAL"
 measure "search: token (1,000 matches)" "/console/certificates?q=$TOKEN_ID"
 # svc-S.ns-N with S = 4242, N = 42 written reversed: 200 certificates.
+# The searches must find what was loaded, not just answer 200.
+for q in "svc-$(echo 4242 | rev).ns-$(echo 42 | rev).example.test" ".ns-$(echo 42 | rev).example.test" ".example.test" "$TOKEN_ID"; do
+    n=$(taskset -c 1 curl -sS --cacert "$CA/root.crt" -H "Cookie: $COOKIE" "$BASE/console/certificates?q=$q" |
+        grep -o 'href="/console/certificates/7[0-9a-f]*"' | wc -l)
+    [ "$n" -gt 0 ] || { echo "search $q found nothing" >&2; exit 1; }
+    echo "search $q: $n rows shown" >&2
+done
 measure "search: DNS name (200 matches)" "/console/certificates?q=svc-$(echo 4242 | rev).ns-$(echo 42 | rev).example.test"
 measure "search: DNS suffix (1 namespace, 10,000 matches)" "/console/certificates?q=.ns-$(echo 42 | rev).example.test"
 measure "search: DNS suffix (all 1,000,000)" "/console/certificates?q=.example.test"

@@ -141,9 +141,32 @@ const RECENT_REVOCATIONS: &str = concat!(
     " FROM certificates WHERE revoked_at IS NOT NULL ORDER BY revoked_at DESC LIMIT $1"
 );
 
-/// Certificates issued in `[$1, $2)`.
-const ISSUED_BETWEEN: &str =
-    "SELECT COUNT(*) FROM certificates WHERE issued_at >= $1 AND issued_at < $2";
+/// Most intervals one issuance-count statement covers.
+const COUNT_CHUNK: usize = 32;
+
+/// Certificates issued in each of `k` consecutive intervals (bounds `$1` to
+/// `$k+1`), one row per interval, (index, count): one round trip for many
+/// index-range counts (the overview's 84 cost 84 round trips on PostgreSQL).
+fn issued_between_sql(k: usize) -> &'static str {
+    static TEXTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (1..=COUNT_CHUNK)
+            .map(|k| {
+                (0..k)
+                    .map(|i| {
+                        format!(
+                            "SELECT CAST({i} AS BIGINT), COUNT(*) FROM certificates \
+                             WHERE issued_at >= ${} AND issued_at < ${}",
+                            i + 1,
+                            i + 2
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            })
+            .collect()
+    });
+    TEXTS[k.clamp(1, COUNT_CHUNK) - 1].as_str()
+}
 
 /// Tokens that could still issue.
 const USABLE_TOKENS: &str = "SELECT COUNT(*) FROM tokens WHERE revoked_at IS NULL \
@@ -494,10 +517,33 @@ impl<D: Driver> SqlStore<D> {
         bounds: &[OffsetDateTime],
     ) -> Result<Vec<u64>, StoreError> {
         let ctx = "counting issuance";
-        let mut counts = Vec::with_capacity(bounds.len().saturating_sub(1));
-        for pair in bounds.windows(2) {
-            let params = [Param::Time(pair[0]), Param::Time(pair[1])];
-            counts.push(self.count(ctx, ISSUED_BETWEEN, &params).await?);
+        let intervals = bounds.len().saturating_sub(1);
+        let mut counts = vec![0; intervals];
+        let mut start = 0;
+        while start < intervals {
+            let k = (intervals - start).min(COUNT_CHUNK);
+            let params: Vec<Param<'_>> = bounds[start..=start + k]
+                .iter()
+                .map(|t| Param::Time(*t))
+                .collect();
+            let rows = self
+                .read_all(ctx, issued_between_sql(k), &params, |row| {
+                    let d = |e| StoreError::db("counting issuance", e);
+                    Ok((row.int(0).map_err(d)?, count(row.int(1).map_err(d)?)))
+                })
+                .await?;
+            if rows.len() != k {
+                return Err(StoreError::other(ctx, "one count per interval expected"));
+            }
+            for (i, n) in rows {
+                let slot = usize::try_from(i)
+                    .ok()
+                    .filter(|i| *i < k)
+                    .and_then(|i| counts.get_mut(start + i))
+                    .ok_or_else(|| StoreError::other(ctx, "an interval index out of range"))?;
+                *slot = n;
+            }
+            start += k;
         }
         Ok(counts)
     }

@@ -171,6 +171,19 @@ pub(crate) async fn console_overview(ctx: Ctx) {
     ];
     assert_eq!(store.count_issued(&bounds).await.unwrap(), [1, 1, 4]);
     assert!(store.count_issued(&bounds[..1]).await.unwrap().is_empty());
+    // More intervals than one statement counts (32), minute by minute.
+    let minutes: Vec<_> = (0..=70)
+        .map(|i| now - Duration::minutes(69) + Duration::minutes(i))
+        .collect();
+    let counts = store.count_issued(&minutes).await.unwrap();
+    assert_eq!(counts.len(), 70);
+    assert_eq!(counts[69], 4, "{counts:?}");
+    assert_eq!(counts.iter().sum::<u64>(), 4, "{counts:?}");
+    let mut early = minutes.clone();
+    early[21] = now - Duration::minutes(100);
+    early[22] = now + Duration::seconds(1);
+    let counts = store.count_issued(&early[20..24]).await.unwrap();
+    assert_eq!(counts, [0, 5, 0], "each interval counted on its own");
 }
 
 /// A login link works once, before it expires; an unknown one is unknown.
