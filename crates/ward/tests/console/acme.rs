@@ -179,6 +179,19 @@ async fn acme_accounts_orders_and_dns_search(backend: Backend) {
     assert_eq!(again.status, 400, "{again:?}");
     assert!(again.body.contains("deactivated, not valid"));
 
+    // A 375 px wide screen: the ACME pages do not overflow sideways.
+    browser.resize(375, 812);
+    for (url, name) in [
+        (format!("{base}/console/acme"), "26-acme-375"),
+        (account_url.clone(), "27-acme-account-375"),
+    ] {
+        browser.goto(&url);
+        let fits =
+            browser.script("return document.documentElement.scrollWidth <= window.innerWidth");
+        assert_eq!(fits, true, "{url} fits 375 px");
+        browser.screenshot(&shots, name);
+    }
+
     // The ACME server now refuses the account's key.
     let (ok, out) = lego(&ca, &server, &path, ports.http01, "again.acme.test");
     assert!(!ok, "a deactivated account still orders: {out}");
