@@ -199,3 +199,92 @@ async fn acme_accounts_orders_and_dns_search(backend: Backend) {
 }
 
 on_both_backends!(acme_accounts_orders_and_dns_search);
+
+/// A store from before the DNS index (certificates recorded, no names
+/// indexed, the backfill pending): `ward ca serve` indexes them after
+/// start, and the console then finds them by DNS name and suffix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_indexes_the_dns_names_of_earlier_certificates() {
+    if !have("sqlite3", "apt-get install sqlite3") {
+        return;
+    }
+    let ca = Ca::new(Backend::Sqlite).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut serials = Vec::new();
+    for name in ["a", "b", "c"] {
+        let out = work.path().join(name);
+        let made = crate::common::ward(&[
+            "cert",
+            "create",
+            "--ca-dir",
+            ca.dir(),
+            "--profile",
+            "server",
+            "--spiffe-id",
+            &format!("spiffe://example.org/old/{name}"),
+            "--dns",
+            &format!("{name}.old.test"),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(made.status.success(), "{}", made.stderr_text());
+        serials.push(serial_of(&out.with_extension("crt")));
+    }
+    // As an older Ward left it.
+    let sql = Command::new("sqlite3")
+        .arg(ca.file("ward.db"))
+        .arg("DELETE FROM cert_dns; INSERT INTO cert_dns_backfill (id, after) VALUES (1, '');")
+        .output()
+        .expect("sqlite3 runs");
+    assert!(sql.status.success(), "{}", sql.stderr_text());
+    let server = Server::start(&ca);
+    let base = server.url();
+    let s = sign_in(&ca, &ca.root(), &base);
+    let search = |q: &str| {
+        curl(
+            &ca.root(),
+            "GET",
+            &format!("{base}/console/certificates?q={q}"),
+            &[("Cookie", s.cookie.as_str())],
+            None,
+            &[],
+        )
+    };
+    // Bounded wait for the backfill (three certificates: one step).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = search(".old.test");
+        assert_eq!(page.status, 200, "{page:?}");
+        if serials.iter().all(|s| page.body.contains(s.as_str())) {
+            assert!(!page.body.contains("still being indexed"), "{}", page.body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not indexed after 30 s: {}\n{}",
+            page.body,
+            server.output()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let page = search("b.old.test");
+    assert!(page.body.contains(serials[1].as_str()));
+    assert!(!page.body.contains(serials[0].as_str()));
+    // Offline certificates record their profile.
+    let overview = curl(
+        &ca.root(),
+        "GET",
+        &format!("{base}/console/"),
+        &[("Cookie", s.cookie.as_str())],
+        None,
+        &[],
+    );
+    assert!(
+        overview
+            .body
+            .contains("<td>offline</td><td>server</td><td>3</td>"),
+        "{}",
+        overview.body
+    );
+    drop(server);
+}
