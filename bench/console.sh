@@ -13,7 +13,10 @@
 # The rows imitate a month of a busy CA: one certificate every ~2.6 s, most
 # living 1 h (so most are expired), every 50th 24 h, 1 % revoked, 1 in 1000
 # issued from one token; SPIFFE IDs spread over 100 namespaces x 5000
-# services. Bounded: ROWS rows, REPEATS requests per page, then it stops and
+# services, and one DNS name each, svc-S.ns-N.example.test (the digits of S
+# and N reversed, so the loader can write the index's reversed form
+# directly); profiles `peer`, `server` (offline) and `default` (ACME).
+# Bounded: ROWS rows, REPEATS requests per page, then it stops and
 # removes everything it made.
 #
 # Environment (all optional):
@@ -72,7 +75,7 @@ BEGIN;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS),
 r AS (SELECT i, $NOW_US - (i * ($MONTH_US / $ROWS)) AS t FROM n)
 INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, fingerprint,
-    issued_at, renewed_from, revoked_at, revocation_reason, origin)
+    issued_at, renewed_from, revoked_at, revocation_reason, origin, profile)
 SELECT printf('7%07x%08x', i, abs(random()) % 4294967296),
        'spiffe://example.org/ns/' || (i % 100) || '/svc/' || (i % 5000),
        CASE WHEN i % 1000 = 0 THEN '$TOKEN_ID' END,
@@ -81,15 +84,23 @@ SELECT printf('7%07x%08x', i, abs(random()) % 4294967296),
        CASE WHEN i % 100 = 1 THEN t + 60000000 END,
        CASE WHEN i % 100 = 1 THEN 1 END,
        CASE WHEN i % 1000 = 0 THEN 'token' WHEN i % 10 = 3 THEN 'offline' WHEN i % 10 = 5 THEN 'acme'
-            WHEN i % 2 = 0 THEN 'renewal' ELSE 'token' END
+            WHEN i % 2 = 0 THEN 'renewal' ELSE 'token' END,
+       CASE WHEN i % 1000 = 0 THEN 'peer' WHEN i % 10 = 3 THEN 'server' WHEN i % 10 = 5 THEN 'default'
+            ELSE 'peer' END
 FROM r;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS)
+INSERT INTO cert_dns (name_rev, issued_at, serial)
+SELECT 'tset.elpmaxe.' || (i % 100) || '-sn.' || (i % 5000) || '-cvs', c.issued_at, c.serial
+FROM n JOIN certificates c ON c.serial >= printf('7%07x', i) AND c.serial < printf('7%07x', i + 1);
+-- Loaded with its names: nothing for the CA to backfill.
+DELETE FROM cert_dns_backfill;
 COMMIT;
 ANALYZE;
 SQL
 else
     psql -q "$DB_URL" <<SQL
 INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, fingerprint,
-    issued_at, renewed_from, revoked_at, revocation_reason, origin)
+    issued_at, renewed_from, revoked_at, revocation_reason, origin, profile)
 SELECT '7' || lpad(to_hex(i), 7, '0') || lpad(to_hex((random() * 4294967295)::bigint), 8, '0'),
        'spiffe://example.org/ns/' || (i % 100) || '/svc/' || (i % 5000),
        CASE WHEN i % 1000 = 0 THEN '$TOKEN_ID' END,
@@ -98,10 +109,19 @@ SELECT '7' || lpad(to_hex(i), 7, '0') || lpad(to_hex((random() * 4294967295)::bi
        CASE WHEN i % 100 = 1 THEN t + interval '1 minute' END,
        CASE WHEN i % 100 = 1 THEN 1 END,
        CASE WHEN i % 1000 = 0 THEN 'token' WHEN i % 10 = 3 THEN 'offline' WHEN i % 10 = 5 THEN 'acme'
-            WHEN i % 2 = 0 THEN 'renewal' ELSE 'token' END
+            WHEN i % 2 = 0 THEN 'renewal' ELSE 'token' END,
+       CASE WHEN i % 1000 = 0 THEN 'peer' WHEN i % 10 = 3 THEN 'server' WHEN i % 10 = 5 THEN 'default'
+            ELSE 'peer' END
 FROM (SELECT i, to_timestamp(($NOW_US - i * ($MONTH_US / $ROWS)) / 1e6) AS t
       FROM generate_series(1, $ROWS) AS i) AS r;
+INSERT INTO cert_dns (name_rev, issued_at, serial)
+SELECT 'tset.elpmaxe.' || (i % 100) || '-sn.' || (i % 5000) || '-cvs', c.issued_at, c.serial
+FROM generate_series(1, $ROWS) AS i
+JOIN certificates c ON c.serial >= '7' || lpad(to_hex(i), 7, '0') AND c.serial < '7' || lpad(to_hex(i + 1), 7, '0');
+-- Loaded with its names: nothing for the CA to backfill.
+DELETE FROM cert_dns_backfill;
 ANALYZE certificates;
+ANALYZE cert_dns;
 SQL
 fi
 echo "loaded in $(( $(date +%s) - load_started )) s" >&2
@@ -124,7 +144,7 @@ COOKIE=$(curl -sS -o /dev/null -D - --cacert "$CA/root.crt" --data-urlencode "to
 SERIAL=$(printf '7%07x' 424242)
 SERIAL=$(curl -sS --cacert "$CA/root.crt" -H "Cookie: $COOKIE" \
     "$BASE/console/certificates?by=spiffe&q=spiffe%3A%2F%2Fexample.org%2Fns%2F42%2Fsvc%2F4242" |
-    grep -o 'href="/console/certificates/7[0-9a-f]*"' | head -n1 | sed 's/.*certificates\/\([0-9a-f]*\)"/\1/')
+    grep -o 'href="/console/certificates/7[0-9a-f]*"' | sed -n 1p | sed 's/.*certificates\/\([0-9a-f]*\)"/\1/')
 
 median_max() { sort -n | awk '{ v[NR] = $1 } END { printf "%.1f %.1f", v[int((NR + 1) / 2)], v[NR] }'; }
 measure() { # name path
@@ -158,5 +178,16 @@ measure "search: SPIFFE ID prefix (1 namespace, 10,000 matches)" "/console/certi
 measure "search: SPIFFE ID prefix (whole trust domain)" "/console/certificates?q=spiffe%3A%2F%2Fexample.org%2F"
 measure "search: serial" "/console/certificates?q=$SERIAL"
 measure "search: token (1,000 matches)" "/console/certificates?q=$TOKEN_ID"
+# svc-S.ns-N with S = 4242, N = 42 written reversed: 200 certificates.
+# The searches must find what was loaded, not just answer 200.
+for q in "svc-$(echo 4242 | rev).ns-$(echo 42 | rev).example.test" ".ns-$(echo 42 | rev).example.test" ".example.test" "$TOKEN_ID"; do
+    n=$(taskset -c 1 curl -sS --cacert "$CA/root.crt" -H "Cookie: $COOKIE" "$BASE/console/certificates?q=$q" |
+        grep -o 'href="/console/certificates/7[0-9a-f]*"' | wc -l)
+    [ "$n" -gt 0 ] || { echo "search $q found nothing" >&2; exit 1; }
+    echo "search $q: $n rows shown" >&2
+done
+measure "search: DNS name (200 matches)" "/console/certificates?q=svc-$(echo 4242 | rev).ns-$(echo 42 | rev).example.test"
+measure "search: DNS suffix (1 namespace, 10,000 matches)" "/console/certificates?q=.ns-$(echo 42 | rev).example.test"
+measure "search: DNS suffix (all 1,000,000)" "/console/certificates?q=.example.test"
 measure "newest certificates" "/console/certificates"
 measure "certificate page" "/console/certificates/$SERIAL"

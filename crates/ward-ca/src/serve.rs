@@ -257,6 +257,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
+    let dns_backfill = tokio::spawn(crate::console::backfill_dns(
+        authority.store().clone(),
+        stop_rx.clone(),
+    ));
     let follow = revocations.map(|changes| {
         tokio::spawn(crate::authority::revocation::follow_revocations(
             authority.clone(),
@@ -308,6 +312,8 @@ pub async fn run(
     }
     background.abort();
     ocsp_rotation.abort();
+    // The backfill stops at `stop`; an unfinished one resumes at the next start.
+    let _ = dns_backfill.await;
     for task in [follow, follow_files].into_iter().flatten() {
         task.abort();
     }

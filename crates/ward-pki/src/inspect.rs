@@ -256,6 +256,13 @@ pub fn uri_sans(der: &[u8]) -> Result<Vec<String>, Error> {
     Ok(sans_of(&cert).uri)
 }
 
+/// The DNS SANs of a DER certificate, as written in it.
+pub fn dns_sans(der: &[u8]) -> Result<Vec<String>, Error> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| Error::InvalidCertificate(e.to_string()))?;
+    Ok(sans_of(&cert).dns)
+}
+
 /// The SPIFFE ID of an X509-SVID: exactly one URI SAN, and it must parse.
 pub fn spiffe_id_of(der: &[u8]) -> Result<Option<SpiffeId>, Error> {
     match uri_sans(der)?.as_slice() {

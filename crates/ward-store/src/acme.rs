@@ -149,7 +149,7 @@ const ORDER_BY_ID: &str = "SELECT id, account_id, provisioner, status, expires_a
 const ORDER_BY_CERT: &str = "SELECT id, account_id, provisioner, status, expires_at, doc, \
      cert_serial, version, created_at FROM acme_orders WHERE cert_serial = $1";
 
-fn account_from_row(row: &impl Columns) -> Result<AcmeAccount, StoreError> {
+pub(crate) fn account_from_row(row: &impl Columns) -> Result<AcmeAccount, StoreError> {
     let db = |e| StoreError::other("decoding an ACME account", e);
     Ok(AcmeAccount {
         id: row.text(0).map_err(db)?,
@@ -163,7 +163,7 @@ fn account_from_row(row: &impl Columns) -> Result<AcmeAccount, StoreError> {
     })
 }
 
-fn order_from_row(row: &impl Columns) -> Result<AcmeOrder, StoreError> {
+pub(crate) fn order_from_row(row: &impl Columns) -> Result<AcmeOrder, StoreError> {
     let db = |e| StoreError::other("decoding an ACME order", e);
     Ok(AcmeOrder {
         id: row.text(0).map_err(db)?,

@@ -35,7 +35,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use ward_pki::Serial;
 
-use crate::model::refusal;
+use crate::model::{dns_index_names, refusal};
 use crate::{NewCertificate, StoreError, Token, truncate_to_storage_precision};
 
 /// One item's outcome.
@@ -57,6 +57,9 @@ pub(crate) struct Item {
     pub(crate) consume: Option<(String, OffsetDateTime)>,
     /// The normalised certificate (bound to the token when one is consumed).
     pub(crate) certificate: NewCertificate,
+    /// Its DNS SANs as indexed (`cert_dns.name_rev`), read from the DER by
+    /// the submitter so the commit task does not parse.
+    pub(crate) dns: Vec<String>,
 }
 
 impl Item {
@@ -64,6 +67,7 @@ impl Item {
     pub(crate) fn with_token(token_id: &str, now: OffsetDateTime, c: NewCertificate) -> Self {
         Item {
             consume: Some((token_id.to_owned(), truncate_to_storage_precision(now))),
+            dns: dns_index_names(&c.der),
             certificate: c,
         }
     }
@@ -72,6 +76,7 @@ impl Item {
     pub(crate) fn record(c: NewCertificate) -> Self {
         Item {
             consume: None,
+            dns: dns_index_names(&c.der),
             certificate: c,
         }
     }

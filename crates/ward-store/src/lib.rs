@@ -44,7 +44,7 @@ use time::OffsetDateTime;
 use ward_pki::Serial;
 
 pub use acme::{AcmeAccount, AcmeEabKey, AcmeOrder, AcmeStore};
-pub use console::{CertificateSearch, LoginUse, StoreOverview};
+pub use console::{AccountDeactivation, ActiveCount, CertificateSearch, LoginUse, StoreOverview};
 pub use error::{BoxError, StoreError};
 pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
@@ -173,6 +173,26 @@ pub trait Store: Send + Sync + 'static {
         hash: &[u8; 32],
         now: OffsetDateTime,
     ) -> Result<LoginUse, StoreError>;
+
+    /// Indexes the DNS names of up to `rows` certificates recorded before
+    /// the DNS index existed, in one transaction; `true` once none is left.
+    async fn backfill_dns(&self, rows: u32) -> Result<bool, StoreError>;
+
+    /// Whether every certificate's DNS names are indexed (the backfill is done).
+    async fn dns_index_complete(&self) -> Result<bool, StoreError>;
+
+    /// ACME accounts, newest first, each with how many orders it placed.
+    async fn acme_accounts(&self, limit: u32) -> Result<Vec<(AcmeAccount, u64)>, StoreError>;
+
+    /// ACME orders (of one account, or all), newest first.
+    async fn acme_orders(
+        &self,
+        account: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AcmeOrder>, StoreError>;
+
+    /// Deactivates a valid ACME account (final); other states are left as they are.
+    async fn deactivate_acme_account(&self, id: &str) -> Result<AccountDeactivation, StoreError>;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -172,6 +172,9 @@ pub struct NewCertificate {
     pub renewed_from: Option<Serial>,
     /// Where it comes from.
     pub origin: Origin,
+    /// The profile it was issued with (`server`, `client`, `peer`, or an
+    /// ACME profile's name; 1 to 64 bytes), if known.
+    pub profile: Option<String>,
 }
 
 /// An issued certificate as recorded: the record and its revocation.
@@ -267,11 +270,50 @@ pub(crate) fn validate_token(t: &NewToken) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Longest profile name stored with a certificate.
+pub(crate) const MAX_PROFILE: usize = 64;
+
+/// The DNS SANs of a certificate as indexed for search (`cert_dns.name_rev`):
+/// lowercase, without a trailing dot, reversed character by character, each
+/// once; names that are empty or longer than 253 bytes, or a DER that does
+/// not parse, index nothing.
+pub(crate) fn dns_index_names(der: &[u8]) -> Vec<String> {
+    let mut names: Vec<String> = ward_pki::inspect::dns_sans(der)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| dns_index_key(n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// One DNS name (or suffix) as `cert_dns.name_rev` holds it; `None` if empty,
+/// longer than 253 bytes or not ASCII.
+pub(crate) fn dns_index_key(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 || !name.is_ascii() {
+        return None;
+    }
+    Some(
+        name.bytes()
+            .rev()
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect(),
+    )
+}
+
 /// Checks and normalises a certificate before it is recorded (the serials
 /// are checked by their type).
 pub(crate) fn normalize_certificate(c: &NewCertificate) -> Result<NewCertificate, StoreError> {
     if c.fingerprint.len() != 64 || !c.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(StoreError::Invalid("fingerprint must be 64 hex digits"));
+    }
+    if c.profile
+        .as_deref()
+        .is_some_and(|p| p.is_empty() || p.len() > MAX_PROFILE)
+    {
+        return Err(StoreError::Invalid("profile must be 1 to 64 bytes"));
     }
     Ok(NewCertificate {
         fingerprint: c.fingerprint.to_ascii_lowercase(),

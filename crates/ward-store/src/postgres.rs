@@ -145,7 +145,7 @@ impl BatchWriter for PgBatch {
             for (i, c) in chunk {
                 let serial = c.serial.to_string();
                 index_of.insert(serial.clone(), *i);
-                columns.push(serial, c, items[*i].consume.is_some());
+                columns.push(serial, c, &items[*i].dns, items[*i].consume.is_some());
             }
             let written: Vec<(String, i64, i64)> = sqlx::query_as(sql::PG_INSERT_CERTIFICATES)
                 .bind(columns.serial)
@@ -159,6 +159,9 @@ impl BatchWriter for PgBatch {
                 .bind(columns.renewed_from)
                 .bind(columns.consumes)
                 .bind(columns.origin)
+                .bind(columns.profile)
+                .bind(columns.dns_serial)
+                .bind(columns.dns_name)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| StoreError::db(ctx, e))?;
@@ -198,7 +201,9 @@ impl BatchWriter for PgBatch {
 const STATEMENT_BUDGET: usize = 14 * 1024;
 
 /// What one row adds to the write statement, near enough: its variable
-/// fields, a length word per column, three timestamps and a flag.
+/// fields, a length word per column, three timestamps and a flag. Its DNS
+/// names (`cert_dns`) are not counted: they repeat SANs of the DER, a few
+/// dozen bytes, within the 2 KiB the budget leaves below a TLS record.
 fn encoded_len(c: &NewCertificate) -> usize {
     let hex = |s: &Serial| 2 * s.as_bytes().len();
     c.der.len()
@@ -208,7 +213,8 @@ fn encoded_len(c: &NewCertificate) -> usize {
         + c.fingerprint.len()
         + c.renewed_from.as_ref().map_or(0, hex)
         + c.origin.as_str().len()
-        + 11 * 4
+        + c.profile.as_ref().map_or(0, String::len)
+        + 14 * 4
         + 3 * 8
         + 1
 }
@@ -252,12 +258,21 @@ struct Columns {
     renewed_from: Vec<Option<String>>,
     consumes: Vec<bool>,
     origin: Vec<&'static str>,
+    profile: Vec<Option<String>>,
+    /// With `dns_name`: one entry per DNS name of each certificate.
+    dns_serial: Vec<String>,
+    /// Reversed DNS names (`cert_dns.name_rev`).
+    dns_name: Vec<String>,
 }
 
 impl Columns {
     /// Appends one (normalised) certificate, its serial as stored, and
     /// whether it consumes a use of its token.
-    fn push(&mut self, serial: String, c: &NewCertificate, consumes: bool) {
+    fn push(&mut self, serial: String, c: &NewCertificate, dns: &[String], consumes: bool) {
+        for name in dns {
+            self.dns_serial.push(serial.clone());
+            self.dns_name.push(name.clone());
+        }
         self.serial.push(serial);
         let spiffe_id = encode_optional_spiffe_id(c.spiffe_id.as_ref());
         self.spiffe_id.push(spiffe_id.to_owned());
@@ -271,6 +286,7 @@ impl Columns {
             .push(c.renewed_from.as_ref().map(ToString::to_string));
         self.consumes.push(consumes);
         self.origin.push(c.origin.as_str());
+        self.profile.push(c.profile.clone());
     }
 }
 
@@ -368,6 +384,7 @@ mod tests {
             issued_at: now,
             renewed_from: None,
             origin: crate::Origin::Token,
+            profile: None,
         }
     }
 

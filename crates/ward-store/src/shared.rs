@@ -381,6 +381,36 @@ impl<D: Driver> Store for SqlStore<D> {
         self.console_use_login(hash, now).await
     }
 
+    async fn backfill_dns(&self, rows: u32) -> Result<bool, StoreError> {
+        self.console_backfill_dns(rows).await
+    }
+
+    async fn dns_index_complete(&self) -> Result<bool, StoreError> {
+        self.console_dns_index_complete().await
+    }
+
+    async fn acme_accounts(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(crate::AcmeAccount, u64)>, StoreError> {
+        self.console_acme_accounts(limit).await
+    }
+
+    async fn acme_orders(
+        &self,
+        account: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::AcmeOrder>, StoreError> {
+        self.console_acme_orders(account, limit).await
+    }
+
+    async fn deactivate_acme_account(
+        &self,
+        id: &str,
+    ) -> Result<crate::AccountDeactivation, StoreError> {
+        self.console_deactivate_account(id).await
+    }
+
     fn backend(&self) -> Backend {
         D::BACKEND
     }
@@ -467,6 +497,7 @@ pub(crate) fn certificate_from_row(row: &impl Columns) -> Result<Certificate, St
                 .map(|s| decode_serial("certificates.renewed_from", &s))
                 .transpose()?,
             origin: decode_origin(&row.text(11).map_err(d)?)?,
+            profile: row.opt_text(12).map_err(d)?,
         },
         revoked_at: row.opt_time(9)?,
         revocation_reason: row.reason(10).map_err(d)?,
@@ -491,6 +522,7 @@ mod tests {
             issued_at: OffsetDateTime::UNIX_EPOCH,
             renewed_from: None,
             origin: Origin::Token,
+            profile: None,
         };
         let bound = bind_to_token(c.clone(), "tok_a").unwrap();
         assert_eq!(bound.token_id.as_deref(), Some("tok_a"));

@@ -19,7 +19,7 @@ macro_rules! token_columns {
 macro_rules! certificate_columns {
     () => {
         "serial, spiffe_id, token_id, not_before, not_after, der, fingerprint, issued_at, \
-         renewed_from, revoked_at, revocation_reason, origin"
+         renewed_from, revoked_at, revocation_reason, origin, profile"
     };
 }
 
@@ -69,7 +69,7 @@ pub(crate) fn insert_chunk_len(remaining: usize) -> usize {
     }
 }
 
-/// SQLite: inserts `rows` certificates (10 parameters each, in the column
+/// SQLite: inserts `rows` certificates (11 parameters each, in the column
 /// order below) unless their serial exists, and returns the serials actually
 /// inserted (group commit: a duplicate must not abort the batch's
 /// transaction). `rows` must be a power of two up to [`MAX_INSERT_ROWS`].
@@ -77,12 +77,12 @@ pub(crate) fn insert_rows_sql(rows: usize) -> &'static str {
     static TEXTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
         (0..=MAX_INSERT_ROWS.ilog2())
             .map(|k| {
-                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)";
+                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)";
                 let values = vec![row; 1 << k].join(", ");
                 format!(
                     "INSERT INTO certificates (serial, spiffe_id, token_id, not_before, \
                      not_after, der, fingerprint, issued_at, renewed_from, revoked_at, \
-                     revocation_reason, origin) VALUES {values} ON CONFLICT (serial) DO NOTHING \
+                     revocation_reason, origin, profile) VALUES {values} ON CONFLICT (serial) DO NOTHING \
                      RETURNING serial"
                 )
             })
@@ -94,7 +94,7 @@ pub(crate) fn insert_rows_sql(rows: usize) -> &'static str {
 
 /// Parameters per row of [`insert_rows_sql`].
 #[cfg(test)]
-pub(crate) const INSERT_PARAMS: usize = 10;
+pub(crate) const INSERT_PARAMS: usize = 11;
 
 /// Adds the uses a committed batch took from one token. The batch decided
 /// them from the token row it holds locked; the condition is a second check
@@ -111,19 +111,24 @@ pub(crate) const PG_LOCK_TOKENS: &str = concat!(
 );
 
 /// PostgreSQL only: a whole batch in one statement (one array per column,
-/// the last saying which rows consume a use of their `token_id`): inserts
-/// the certificates whose serial is new, adds one use per inserted consuming
+/// `consumes` saying which rows consume a use of their `token_id`, then two
+/// flat arrays of (serial, reversed DNS name) pairs): inserts the
+/// certificates whose serial is new and their DNS names, adds one use per inserted consuming
 /// row to its token (re-checking the limit, as [`ADD_TOKEN_USES`]), and
 /// returns each inserted serial with how many tokens needed uses and how
 /// many were updated (equal unless a limit would be overspent).
 pub(crate) const PG_INSERT_CERTIFICATES: &str = "WITH v AS (SELECT * FROM UNNEST($1::text[], \
      $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bytea[], $7::text[], \
-     $8::timestamptz[], $9::text[], $10::bool[], $11::text[]) AS v(serial, spiffe_id, token_id, \
-     not_before, not_after, der, fingerprint, issued_at, renewed_from, consumes, origin)), \
+     $8::timestamptz[], $9::text[], $10::bool[], $11::text[], $12::text[]) AS v(serial, spiffe_id, \
+     token_id, not_before, not_after, der, fingerprint, issued_at, renewed_from, consumes, origin, \
+     profile)), \
      ins AS (INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, \
-     fingerprint, issued_at, renewed_from, origin) SELECT serial, spiffe_id, token_id, not_before, \
-     not_after, der, fingerprint, issued_at, renewed_from, origin FROM v \
+     fingerprint, issued_at, renewed_from, origin, profile) SELECT serial, spiffe_id, token_id, \
+     not_before, not_after, der, fingerprint, issued_at, renewed_from, origin, profile FROM v \
      ON CONFLICT (serial) DO NOTHING RETURNING serial), \
+     dns AS (INSERT INTO cert_dns (name_rev, issued_at, serial) SELECT d.name_rev, v.issued_at, \
+     d.serial FROM UNNEST($13::text[], $14::text[]) AS d(serial, name_rev) \
+     JOIN ins ON ins.serial = d.serial JOIN v ON v.serial = d.serial ON CONFLICT DO NOTHING), \
      n AS (SELECT v.token_id AS id, COUNT(*) AS n FROM v JOIN ins ON ins.serial = v.serial \
      WHERE v.consumes GROUP BY v.token_id), \
      upd AS (UPDATE tokens SET uses = tokens.uses + n.n FROM n WHERE tokens.id = n.id \
@@ -167,6 +172,10 @@ pub(crate) const REVOKED_CERTIFICATES: &str = "SELECT serial, revoked_at, revoca
 /// rollback); the `+ 1` keeps them increasing when the clock steps back.
 pub(crate) const NEXT_CRL_NUMBER: &str = "UPDATE crl_counter SET value = CASE \
      WHEN value + 1 > $1 THEN value + 1 ELSE $1 END WHERE id = 1 RETURNING value";
+
+/// SQLite: indexes one DNS name of a certificate just inserted.
+pub(crate) const INSERT_CERT_DNS: &str = "INSERT INTO cert_dns (name_rev, issued_at, serial) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
 /// Readiness probe.
 pub(crate) const PING: &str = "SELECT 1";

@@ -266,7 +266,8 @@ impl BatchWriter for SqliteBatch {
                     .bind(&c.fingerprint)
                     .bind(to_micros(c.issued_at))
                     .bind(c.renewed_from.as_ref().map(ToString::to_string))
-                    .bind(c.origin.as_str());
+                    .bind(c.origin.as_str())
+                    .bind(&c.profile);
                 index_of.insert(serial, *i);
             }
             let written = insert
@@ -278,6 +279,21 @@ impl BatchWriter for SqliteBatch {
                 if let Some(i) = index_of.get(serial) {
                     inserted.insert(*i);
                 }
+            }
+        }
+        // The DNS names of the certificates actually inserted.
+        for &i in &inserted {
+            let item = &items[i];
+            let serial = item.certificate.serial.to_string();
+            let issued_at = to_micros(item.certificate.issued_at);
+            for name in &item.dns {
+                sqlx::query(sql::INSERT_CERT_DNS)
+                    .bind(name)
+                    .bind(issued_at)
+                    .bind(&serial)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(ctx, e))?;
             }
         }
         let (outcomes, uses) = plan.finish(items, &inserted);

@@ -15,7 +15,7 @@ pub mod config;
 mod dns;
 mod handlers;
 mod jws;
-mod model;
+pub(crate) mod model;
 mod orders;
 pub mod problem;
 mod validate;

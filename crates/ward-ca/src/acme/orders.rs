@@ -604,7 +604,7 @@ pub(crate) async fn finalize(
     let issued = s
         .acme
         .authority
-        .issue_acme(&csr.spki_der, &dns, &ips, ttl, now)
+        .issue_acme(&csr.spki_der, &dns, &ips, &doc.profile, ttl, now)
         .await;
     let (order, doc) = update_order(&s.acme, &id, |order, doc| {
         match &issued {

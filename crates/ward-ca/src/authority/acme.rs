@@ -28,13 +28,16 @@ pub struct AcmeIssuance {
 
 impl Authority {
     /// Signs `spki_der` for exactly these names with a server-auth profile
-    /// and records it (origin `acme`). The caller has checked the names
-    /// against the provisioner's policy and the order's validations.
+    /// and records it (origin `acme`, with the ACME `profile`'s name). The
+    /// caller has checked the names against the provisioner's policy and
+    /// the order's validations.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
     pub async fn issue_acme(
         &self,
         spki_der: &[u8],
         dns_names: &[String],
         ip_addresses: &[IpAddr],
+        profile: &str,
         ttl: Duration,
         now: OffsetDateTime,
     ) -> Result<AcmeIssuance, AuthorityError> {
@@ -77,6 +80,7 @@ impl Authority {
             issued_at: now,
             renewed_from: None,
             origin: Origin::Acme,
+            profile: Some(profile.to_owned()),
         };
         self.store
             .record_certificate(&record)

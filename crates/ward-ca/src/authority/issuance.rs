@@ -319,7 +319,8 @@ impl Authority {
             None => ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), lint, now),
         }
         .map_err(AuthorityError::Forbidden)?;
-        let record = record_of(&issued.der, Origin::Offline, now)?;
+        let mut record = record_of(&issued.der, Origin::Offline, now)?;
+        record.profile = Some(request.profile.as_str().to_owned());
         self.store
             .record_certificate(&record)
             .await
@@ -379,6 +380,7 @@ impl Authority {
             issued_at: now,
             renewed_from,
             origin,
+            profile: Some(binding.profile.as_str().to_owned()),
         };
         let issuance = Issuance {
             serial,
@@ -443,5 +445,8 @@ fn record_of(
         issued_at: now,
         renewed_from: None,
         origin,
+        // Signed elsewhere (the admin identity, OCSP responders): its
+        // maker did not say with which profile.
+        profile: None,
     })
 }

@@ -70,6 +70,8 @@ pub(crate) enum Nav {
     Tokens,
     /// Audit.
     Audit,
+    /// ACME accounts and orders.
+    Acme,
     /// Pages outside the navigation (login, errors).
     None,
 }
@@ -96,6 +98,7 @@ pub(crate) fn page(title: &str, nav: Nav, csrf: Option<&str>, body: &str) -> Str
             (Nav::Certificates, "/console/certificates", "Certificates"),
             (Nav::Tokens, "/console/tokens", "Tokens"),
             (Nav::Audit, "/console/audit", "Audit"),
+            (Nav::Acme, "/console/acme", "ACME"),
         ] {
             let current = if entry == nav {
                 " aria-current=\"page\""

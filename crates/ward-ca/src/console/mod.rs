@@ -1,6 +1,6 @@
 //! The CA's web console (issue 21), served under `/console/` on the HTTPS
-//! listener (and on `--console-listen`): overview, certificates, tokens and
-//! audit, as server-rendered HTML that works without JavaScript.
+//! listener (and on `--console-listen`): overview, certificates, tokens,
+//! audit and ACME, as server-rendered HTML that works without JavaScript.
 //!
 //! Secure by default: sign-in by the admin client certificate or a one-time
 //! link ([`create_login_link`], `ward ca console-login`); a session cookie
@@ -112,6 +112,48 @@ pub async fn create_login_link(
     Ok(LoginLink { secret, expires_at })
 }
 
+/// Certificates the DNS backfill indexes per transaction: short enough that
+/// issuance (which waits for SQLite's write lock) barely notices.
+const BACKFILL_ROWS: u32 = 500;
+
+/// Indexes the DNS names of certificates recorded before the console's DNS
+/// search existed (migration 0012), a few hundred per transaction, until
+/// none is left or `stop`. Replicas may run it at once: each step locks the
+/// cursor and indexing a name twice is a no-op.
+pub async fn backfill_dns(
+    store: std::sync::Arc<dyn Store>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut indexed_batches = 0u64;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match store.backfill_dns(BACKFILL_ROWS).await {
+            Ok(true) => {
+                if indexed_batches > 0 {
+                    tracing::info!(
+                        batches = indexed_batches,
+                        "console: DNS names of earlier certificates indexed"
+                    );
+                }
+                return;
+            }
+            Ok(false) => {
+                indexed_batches += 1;
+                tokio::task::yield_now().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "console: indexing DNS names of earlier certificates failed; retrying in 30 s");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+        }
+    }
+}
+
 /// The console's routes (all under `/console`), with their security headers
 /// and body limit; merged into the HTTPS API or served alone.
 pub fn router() -> Router<AppState> {
@@ -138,6 +180,12 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/tokens/{id}/revoke", post(pages::tokens::revoke))
         .route("/console/audit", get(pages::audit::audit))
+        .route("/console/acme", get(pages::acme::overview))
+        .route("/console/acme/accounts/{id}", get(pages::acme::account))
+        .route(
+            "/console/acme/accounts/{id}/deactivate",
+            post(pages::acme::deactivate),
+        )
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .route("/console/{*rest}", get(not_found).post(not_found))

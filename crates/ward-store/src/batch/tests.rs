@@ -26,6 +26,7 @@ fn cert(serial: &str, token_id: Option<&str>) -> NewCertificate {
         issued_at: NOW,
         renewed_from: None,
         origin: crate::Origin::Token,
+        profile: None,
     }
 }
 

@@ -76,6 +76,7 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
         issued_at: t.created_at,
         renewed_from: None,
         origin: crate::Origin::Token,
+        profile: None,
     };
     let item = |serial: &str| Item::with_token(&t.id, OffsetDateTime::now_utc(), cert(serial));
 
@@ -116,4 +117,60 @@ async fn submit_all(
         out.push(task.await.unwrap());
     }
     out
+}
+
+/// The console's queries read one index range each, never the table: the
+/// plans SQLite picks, on a store with rows and statistics (as after
+/// `ANALYZE` on a million certificates).
+#[tokio::test]
+async fn console_queries_are_answered_from_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteDriver::open(&dir.path().join("ca.db"), &StoreOptions::default())
+        .await
+        .unwrap();
+    let mut conn = store.driver.pool.acquire().await.unwrap();
+    for sql in [
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, \
+         fingerprint, issued_at, origin, profile) SELECT printf('%08x', i), 'spiffe://t/' || i, \
+         NULL, i, i + 3600, x'00', printf('%064x', i), i, 'token', 'peer' FROM n",
+        "INSERT INTO cert_dns (name_rev, issued_at, serial) \
+         SELECT 'tset.' || serial, issued_at, serial FROM certificates",
+        "ANALYZE",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
+    let plan = async |conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>, sql: &str| {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(&mut **conn)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let active = plan(&mut conn, crate::console::ACTIVE_BY_ORIGIN).await;
+    assert!(
+        active.contains("USING COVERING INDEX certificates_active (not_after>?)"),
+        "{active}"
+    );
+    let expiring = plan(&mut conn, crate::console::EXPIRING).await;
+    assert!(
+        expiring.contains("USING INDEX certificates_active (not_after>?)"),
+        "{expiring}"
+    );
+    let name = plan(&mut conn, crate::console::BY_DNS_NAME).await;
+    assert!(
+        name.contains("USING COVERING INDEX cert_dns_name (name_rev=?)")
+            && name.contains("USING INDEX sqlite_autoindex_certificates_1 (serial=?)")
+            && !name.contains("TEMP B-TREE"),
+        "{name}"
+    );
+    let suffix = plan(&mut conn, crate::console::BY_DNS_SUFFIX).await;
+    assert!(
+        suffix.contains("USING COVERING INDEX cert_dns_name (name_rev>? AND name_rev<?)")
+            && !suffix.contains("TEMP B-TREE"),
+        "{suffix}"
+    );
 }

@@ -135,5 +135,6 @@ pub(crate) fn cert(serial: &str) -> NewCertificate {
         issued_at: now,
         renewed_from: None,
         origin: ward_store::Origin::Token,
+        profile: Some("peer".into()),
     }
 }

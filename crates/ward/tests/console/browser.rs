@@ -13,7 +13,7 @@ use crate::console::webdriver::{Browser, available};
 use crate::harness::{Backend, Ca, OutputText};
 use crate::procs::{AgentDir, AgentProcess, DEADLINE, openssl_fingerprint};
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -1,4 +1,5 @@
-//! Certificates: search (SPIFFE ID prefix, serial, token), one
+//! Certificates: search (SPIFFE ID prefix, serial, token, DNS name or
+//! suffix), one
 //! certificate decoded with its chain, and revocation with a reason after
 //! a confirmation.
 
@@ -58,18 +59,53 @@ pub(crate) fn parse_search(q: &str, by: &str) -> Result<CertificateSearch, Strin
     let by = match by {
         "auto" | "" if q.starts_with("spiffe://") => "spiffe",
         "auto" | "" if q.starts_with("tok_") => "token",
+        "auto" | "" if q.starts_with('.') || q.starts_with("*.") => "dns-suffix",
+        "auto" | "" if q.contains('.') => "dns",
         "auto" | "" => "serial",
         other => other,
     };
     match by {
         "spiffe" => Ok(CertificateSearch::SpiffePrefix(q.to_owned())),
         "token" => Ok(CertificateSearch::Token(q.to_owned())),
+        "dns" => dns_search(q, false),
+        "dns-suffix" => dns_search(q, true),
         "serial" => q
             .parse::<Serial>()
             .map(CertificateSearch::Serial)
             .map_err(|e| format!("not a serial: {e}")),
         other => Err(format!("unknown search kind {other:?}")),
     }
+}
+
+/// A DNS name (`www.example.test`, `*.example.test`) or, with `suffix`, the
+/// names under one (`example.test`, `.example.test`, `*.example.test`):
+/// non-empty labels of letters, digits, `-` and `_`, at most 253 bytes, and
+/// `*` only as a whole first label.
+fn dns_search(q: &str, suffix: bool) -> Result<CertificateSearch, String> {
+    let q = q.strip_suffix('.').unwrap_or(q);
+    let (wildcard, rest) = match (q.strip_prefix("*."), q.strip_prefix('.')) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) if suffix => (true, rest),
+        _ => (false, q),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if rest.is_empty() || rest.len() > 253 || !rest.split('.').all(label_ok) {
+        return Err(
+            "not a DNS name: labels of letters, digits, '-' and '_' joined by dots, \
+             '*.' or (for a suffix) '.' in front, at most 253 bytes"
+                .into(),
+        );
+    }
+    Ok(match (suffix, wildcard) {
+        (true, _) => CertificateSearch::DnsSuffix(format!(".{rest}")),
+        (false, true) => CertificateSearch::DnsName(format!("*.{rest}")),
+        (false, false) => CertificateSearch::DnsName(rest.to_owned()),
+    })
 }
 
 /// `GET /console/certificates`.
@@ -109,7 +145,7 @@ pub(crate) async fn list(
     let _ = write!(
         body,
         "<input id=\"q\" name=\"q\" type=\"search\" value=\"{}\" \
-         placeholder=\"spiffe://… prefix, serial or tok_…\" maxlength=\"{MAX_QUERY}\">\
+         placeholder=\"spiffe://… prefix, serial, tok_…, name.example or .example suffix\" maxlength=\"{MAX_QUERY}\">\
          <label for=\"by\">by</label><select id=\"by\" name=\"by\">",
         esc(&q)
     );
@@ -118,6 +154,8 @@ pub(crate) async fn list(
         ("spiffe", "SPIFFE ID prefix"),
         ("serial", "serial"),
         ("token", "token id"),
+        ("dns", "DNS name"),
+        ("dns-suffix", "DNS suffix"),
     ] {
         let selected = if value == by { " selected" } else { "" };
         let _ = write!(body, "<option value=\"{value}\"{selected}>{label}</option>");
@@ -128,9 +166,26 @@ pub(crate) async fn list(
         CertificateSearch::SpiffePrefix(p) => format!("SPIFFE IDs starting with {p}"),
         CertificateSearch::Serial(s) => format!("Serial {s}"),
         CertificateSearch::Token(t) => format!("Issued from token {t}"),
+        CertificateSearch::DnsName(n) => format!("DNS name {n}"),
+        CertificateSearch::DnsSuffix(s) => format!("DNS names ending in {s}"),
     };
     let rows: Vec<_> = found.iter().map(|c| cert_row(c, now)).collect();
     body.push_str(&table(&caption, CERT_HEAD, &rows));
+    if matches!(
+        search,
+        CertificateSearch::DnsName(_) | CertificateSearch::DnsSuffix(_)
+    ) && !state
+        .authority
+        .store()
+        .dns_index_complete()
+        .await
+        .unwrap_or(true)
+    {
+        body.push_str(
+            "<p class=\"note\" role=\"status\">Certificates recorded before this CA version \
+             are still being indexed by DNS name: some may be missing for a while.</p>",
+        );
+    }
     let _ = write!(
         body,
         "<p class=\"note\">{} shown (at most {PAGE}); searched in {ms:.1} ms.</p>",
@@ -438,7 +493,40 @@ mod tests {
             Ok(CertificateSearch::Serial("0a1b".parse().unwrap()))
         );
         assert!(parse_search("zz", "serial").is_err());
-        assert!(parse_search("x", "dns").is_err());
+        assert_eq!(
+            parse_search("www.Example.test", "auto"),
+            Ok(CertificateSearch::DnsName("www.Example.test".into()))
+        );
+        for suffix in [".example.test", "*.example.test"] {
+            assert_eq!(
+                parse_search(suffix, "auto"),
+                Ok(CertificateSearch::DnsSuffix(".example.test".into())),
+                "{suffix}"
+            );
+        }
+        assert_eq!(
+            parse_search("example.test", "dns-suffix"),
+            Ok(CertificateSearch::DnsSuffix(".example.test".into()))
+        );
+        assert_eq!(
+            parse_search("*.example.test", "dns"),
+            Ok(CertificateSearch::DnsName("*.example.test".into()))
+        );
+        for bad in [
+            "a b.test",
+            "<x>.test",
+            ".",
+            "*.",
+            "é.test",
+            "a..test",
+            ".example.test",
+            "a.*.test",
+            "%.test",
+        ] {
+            assert!(parse_search(bad, "dns").is_err(), "{bad}");
+        }
+        assert!(parse_search(&format!("{}.test", "a".repeat(250)), "dns").is_err());
+        assert!(parse_search("x", "nothing").is_err());
         assert!(parse_search(&"a".repeat(MAX_QUERY + 1), "spiffe").is_err());
     }
 }

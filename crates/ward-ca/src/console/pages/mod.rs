@@ -1,6 +1,7 @@
 //! The console's pages. Each handler: session → (for a change: origin and
 //! CSRF) → the authority or the store → HTML.
 
+pub(crate) mod acme;
 pub(crate) mod audit;
 pub(crate) mod certificates;
 pub(crate) mod overview;

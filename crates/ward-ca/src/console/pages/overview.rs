@@ -1,5 +1,5 @@
 //! The overview: issuance over the last hour and day, active certificates
-//! by origin, what expires next, revocations, the CRL's age, OCSP answers
+//! by origin and profile, what expires next, revocations, the CRL's age, OCSP answers
 //! and the storage's health.
 
 use std::fmt::Write as _;
@@ -110,10 +110,26 @@ pub(crate) async fn overview(
         &["Origin", "Active"],
         &rows,
     ));
-    body.push_str(
-        "<p class=\"note\">By profile: not recorded per certificate; a certificate's \
-         extended key usage is on its page.</p></section>",
-    );
+    let rows: Vec<Vec<String>> = overview
+        .active_by_profile
+        .iter()
+        .map(|a| {
+            vec![
+                esc(a.origin.as_str()),
+                a.profile
+                    .as_deref()
+                    .map(esc)
+                    .unwrap_or_else(|| "<span class=\"note\">not recorded</span>".into()),
+                a.count.to_string(),
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        "Active certificates by origin and profile",
+        &["Origin", "Profile", "Active"],
+        &rows,
+    ));
+    body.push_str("</section>");
 
     let rows: Vec<Vec<String>> = overview.expiring.iter().map(|c| cert_row(c, now)).collect();
     body.push_str("<section aria-labelledby=\"expiring\"><h2 id=\"expiring\">Expiring next</h2>");
