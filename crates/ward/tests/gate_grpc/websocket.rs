@@ -317,3 +317,50 @@ fn an_http2_extended_connect_reaches_an_http1_websocket_upstream_with_the_identi
         "{audit:?}"
     );
 }
+
+#[test]
+fn an_upstream_with_a_wrong_websocket_accept_is_refused_for_extended_connect() {
+    use std::io::Read;
+
+    if !python_has(&["h2"]) {
+        return;
+    }
+    let setup = Setup::new();
+    // An HTTP/1.1 upstream that agrees to the upgrade with the wrong
+    // Sec-WebSocket-Accept; it reports the request it got.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+            if sock.read(&mut byte).unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        sock.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Accept: d3Jvbmc=\r\n\r\n",
+        )
+        .unwrap();
+        let _ = tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase());
+    });
+    let gate = Gate::config(&setup.config(&route(&url), ""));
+    let out = crate::grpc::raw(&gate, &setup, &["websocket", "/ws"]);
+    assert_eq!(out["status"], "502", "{out}");
+    let head = rx.recv_timeout(DEADLINE).unwrap();
+    assert!(head.starts_with("get /ws http/1.1\r\n"), "{head}");
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(head.contains("\r\nsec-websocket-version: 13\r\n"), "{head}");
+    assert!(head.contains("\r\nx-ward-spiffe-id: spiffe://example.org/ns/app\r\n"), "{head}");
+    // A fresh key: 16 bytes, base64.
+    let key = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+        .unwrap();
+    assert_eq!(key.len(), 24, "{head}");
+    assert!(!gate.stderr().contains("panicked"), "{}", gate.stderr());
+}
