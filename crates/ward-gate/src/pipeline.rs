@@ -494,7 +494,10 @@ mod tests {
         assert_eq!(grpc_timeout(b"2M"), Some(Duration::from_secs(120)));
         assert_eq!(grpc_timeout(b"3H"), Some(Duration::from_secs(10_800)));
         assert_eq!(grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
-        assert_eq!(grpc_timeout(b"99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         assert!(grpc_timeout(b"99999999H").is_some());
         assert_eq!(grpc_timeout(b"1s"), None);
         assert_eq!(grpc_timeout(b""), None);

@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderValue};
-use base64::Engine as _;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -99,7 +99,8 @@ pub(super) async fn forward(
             req.extensions_mut().remove::<hyper::ext::Protocol>();
             if value.as_bytes().eq_ignore_ascii_case(b"websocket") {
                 let key = websocket_key()?;
-                let header = HeaderValue::from_str(&key).map_err(|_| Refusal::unusable_response())?;
+                let header =
+                    HeaderValue::from_str(&key).map_err(|_| Refusal::unusable_response())?;
                 req.headers_mut().insert(header::SEC_WEBSOCKET_KEY, header);
                 generated_key = Some(key);
             }

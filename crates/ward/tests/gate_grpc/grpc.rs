@@ -309,12 +309,20 @@ fn a_grpcio_upstream_sleeping_past_the_deadline_gives_deadline_exceeded() {
     let setup = Setup::new();
     let upstream = Py::start("grpc_upstream.py", &[]);
     let gate = start(&setup, &upstream);
-    let out = raw(&gate, &setup, &["grpc", "/ward.test.Echo/Unary", "sleep:3", "500m"]);
+    let out = raw(
+        &gate,
+        &setup,
+        &["grpc", "/ward.test.Echo/Unary", "sleep:3", "500m"],
+    );
     assert_eq!(out["grpc_status"], "4", "{out}");
     let elapsed = out["elapsed"].as_f64().unwrap();
     assert!((0.45..2.5).contains(&elapsed), "{out}");
     // Without a deadline the same call completes.
-    let out = raw(&gate, &setup, &["grpc", "/ward.test.Echo/Unary", "sleep:0.1", "-"]);
+    let out = raw(
+        &gate,
+        &setup,
+        &["grpc", "/ward.test.Echo/Unary", "sleep:0.1", "-"],
+    );
     assert_eq!(out["grpc_status"], "0", "{out}");
     assert_eq!(out["data"], 10, "{out}");
 }
@@ -350,7 +358,13 @@ fn a_reload_moves_http2_upstream_connections_to_the_new_credentials() {
     let mut child = Command::new("python3")
         .arg("-u")
         .arg(script("grpc_client.py"))
-        .args([&gate.port().to_string(), &setup.root(), &cert, &key, "reload"])
+        .args([
+            &gate.port().to_string(),
+            &setup.root(),
+            &cert,
+            &key,
+            "reload",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -156,7 +156,10 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
     let start = Instant::now();
     while !reader.is_finished() {
         peak = peak.max(rss(pid));
-        assert!(start.elapsed() < Duration::from_secs(300), "download did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "download did not finish"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = reader.join().unwrap();

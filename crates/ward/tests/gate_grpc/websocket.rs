@@ -238,11 +238,7 @@ fn a_websocket_is_closed_when_its_client_certificate_is_revoked() {
     // the close without sending anything.
     assert_eq!(app.next(), "closed", "gate: {}", gate.stderr());
     assert_eq!(kept.send("still here"), "echo still here");
-    assert!(
-        gate.metrics()
-            .sum("ward_gate_revocation_closed_total", &[])
-            >= 1.0
-    );
+    assert!(gate.metrics().sum("ward_gate_revocation_closed_total", &[]) >= 1.0);
     // The kept WebSocket would hold the drain for its full time.
     drop(kept);
     drop(app);
@@ -264,10 +260,7 @@ fn sigterm_gives_a_websocket_the_drain_time_then_closes_it() {
     let setup = Setup::new();
     let upstream = Py::start("ws.py", &["server"]);
     let drain = Duration::from_secs(4);
-    let gate = Gate::config(&setup.config(
-        &route(&upstream.url()),
-        "[timeouts]\ndrain = \"4s\"\n",
-    ));
+    let gate = Gate::config(&setup.config(&route(&upstream.url()), "[timeouts]\ndrain = \"4s\"\n"));
     let mut gate = gate;
     let mut ws = Held::open(&gate, &setup, &setup.app);
     gate.signal("TERM");
@@ -295,10 +288,16 @@ fn an_http2_extended_connect_reaches_an_http1_websocket_upstream_with_the_identi
     // Python h2 sends RFC 8441 CONNECT with :protocol websocket once the
     // gate's SETTINGS allow it; websockets upstream sees an HTTP/1.1 upgrade.
     let out = crate::grpc::raw(&gate, &setup, &["websocket", "/ws"]);
-    assert_eq!(out["settings"], 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL: {out}");
+    assert_eq!(
+        out["settings"], 1,
+        "SETTINGS_ENABLE_CONNECT_PROTOCOL: {out}"
+    );
     assert_eq!(out["status"], "200", "{out}");
     let identity: Value = serde_json::from_str(out["frames"][0].as_str().unwrap()).unwrap();
-    assert_eq!(identity["spiffe_id"], "spiffe://example.org/ns/app", "{out}");
+    assert_eq!(
+        identity["spiffe_id"], "spiffe://example.org/ns/app",
+        "{out}"
+    );
     assert!(
         identity["xfcc"]
             .as_str()
@@ -355,7 +354,10 @@ fn an_upstream_with_a_wrong_websocket_accept_is_refused_for_extended_connect() {
     assert!(head.starts_with("get /ws http/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
     assert!(head.contains("\r\nsec-websocket-version: 13\r\n"), "{head}");
-    assert!(head.contains("\r\nx-ward-spiffe-id: spiffe://example.org/ns/app\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nx-ward-spiffe-id: spiffe://example.org/ns/app\r\n"),
+        "{head}"
+    );
     // A fresh key: 16 bytes, base64.
     let key = head
         .split("\r\n")
