@@ -25,7 +25,7 @@ use crate::runtime::Route;
 
 mod conn;
 
-pub use conn::{ConnContext, ConnHeaders, Negotiated};
+pub use conn::{ConnContext, ConnHeaders, Negotiated, Tunnels};
 
 /// The parts of a request head the pipeline decides on, borrowed from
 /// whatever the transport parsed.
@@ -86,6 +86,27 @@ pub fn valid_grpc_timeout(value: &[u8]) -> bool {
     }
 }
 
+/// A valid `grpc-timeout` value as a duration (`None` if invalid); the
+/// largest, 99999999H, is about 11,000 years and saturates.
+pub fn grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if !valid_grpc_timeout(value) {
+        return None;
+    }
+    let (unit, digits) = value.split_last()?;
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n.saturating_mul(3600)),
+        b'M' => Duration::from_secs(n.saturating_mul(60)),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        _ => Duration::from_nanos(n),
+    })
+}
+
 /// An answer the gate gives itself instead of forwarding: status, the
 /// `error` code (also the audit line's `reason`) and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,14 +153,27 @@ impl Refusal {
         )
     }
 
+    /// 504: a gRPC call's `grpc-timeout` passed before its upstream
+    /// answered (gRPC status 4).
+    pub fn deadline_exceeded() -> Self {
+        Refusal::new(
+            504,
+            "deadline_exceeded",
+            "the call's grpc-timeout passed before the upstream answered",
+        )
+    }
+
     /// The gRPC status a gRPC client gets for this refusal: 7
     /// PERMISSION_DENIED for a denial, 16 UNAUTHENTICATED for 401, 12
     /// UNIMPLEMENTED for no route, 14 UNAVAILABLE when the upstream failed,
-    /// 3 INVALID_ARGUMENT for a bad `grpc-timeout`, 8 RESOURCE_EXHAUSTED for
-    /// a head too large, otherwise gRPC's HTTP status mapping.
+    /// 3 INVALID_ARGUMENT for a bad `grpc-timeout`, 4 DEADLINE_EXCEEDED
+    /// when the call's own deadline passed in the gate, 8
+    /// RESOURCE_EXHAUSTED for a head too large, otherwise gRPC's HTTP
+    /// status mapping.
     pub fn grpc_status(&self) -> u16 {
         match (self.code, self.status) {
             ("bad_grpc_timeout", _) => 3,
+            ("deadline_exceeded", _) => 4,
             (_, 403) => 7,
             (_, 401) => 16,
             (_, 404) => 12,
@@ -451,6 +485,23 @@ struct RequestEvent<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_become_durations() {
+        use std::time::Duration;
+        assert_eq!(grpc_timeout(b"1S"), Some(Duration::from_secs(1)));
+        assert_eq!(grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(b"2M"), Some(Duration::from_secs(120)));
+        assert_eq!(grpc_timeout(b"3H"), Some(Duration::from_secs(10_800)));
+        assert_eq!(grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
+        assert_eq!(
+            grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        assert!(grpc_timeout(b"99999999H").is_some());
+        assert_eq!(grpc_timeout(b"1s"), None);
+        assert_eq!(grpc_timeout(b""), None);
+    }
 
     #[test]
     fn grpc_timeouts_follow_the_grammar() {

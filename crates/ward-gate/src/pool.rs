@@ -1,8 +1,9 @@
 //! The gate's one pool of upstream connections, owned by the runtime (and
 //! handed on to the next one on a reload), so that no transport keeps a
 //! process-global stash of its own: idle connections to plain `http://`
-//! upstreams (below) and the shared, multiplexed HTTP/2 connections
-//! ([`h2`]).
+//! upstreams (below). The shared, multiplexed HTTP/2 connections ([`h2`])
+//! belong to one runtime each instead: a reload opens new ones with the
+//! new credentials, and the old ones drain.
 //!
 //! A client connection holds an upstream connection while it is busy and
 //! gives it back here once it goes quiet (`IDLE_RELEASE`), so that idle
@@ -70,12 +71,12 @@ impl Idle {
 }
 
 /// Idle upstream connections shared by every client connection of the
-/// runtimes that own the pool.
+/// runtimes that own the pool. (The HTTP/2 connections are not here but
+/// in each [`crate::runtime::Runtime`]: they carry that runtime's upstream
+/// TLS credentials, and a reload must not reuse them.)
 #[derive(Default)]
 pub struct UpstreamPool {
     idle: Mutex<Vec<Idle>>,
-    /// One HTTP/2 connection per HTTP/2 upstream.
-    pub(crate) h2: h2::H2Pool,
 }
 
 impl std::fmt::Debug for UpstreamPool {

@@ -180,6 +180,13 @@ pub async fn handle(
         .get_all(GRPC_TIMEOUT)
         .iter()
         .all(|v| pipeline::valid_grpc_timeout(v.as_bytes()));
+    // The gate enforces a gRPC call's deadline itself: the upstream may
+    // not, and the caller's slot should not outlive it.
+    let deadline = if is_grpc && timeout_ok {
+        call_deadline(req.headers())
+    } else {
+        None
+    };
     let (route_name, response) = match admitted {
         // Refusals (no route, forbidden) are audited with their reason below.
         Err(refused) => {
@@ -190,10 +197,17 @@ pub async fn handle(
             drain(req).await;
             (route.name.as_str(), Err(Refusal::bad_grpc_timeout()))
         }
-        Ok(route) => (
-            route.name.as_str(),
-            forward(&shared, &ctx, route, req).await,
-        ),
+        Ok(route) => {
+            let sent = forward(&shared, &ctx, route, req);
+            let response = match deadline {
+                // Dropping the request future resets the upstream stream.
+                Some(at) => tokio::time::timeout_at(at, sent)
+                    .await
+                    .unwrap_or_else(|_| Err(Refusal::deadline_exceeded())),
+                None => sent.await,
+            };
+            (route.name.as_str(), response)
+        }
     };
     let response = match response {
         Ok(r) if is_grpc => {
@@ -205,7 +219,7 @@ pub async fn handle(
                 route: route_name.to_owned(),
                 status: r.status().as_u16(),
             };
-            return Ok(grpc::Accounted::wrap(r, pending));
+            return Ok(grpc::Accounted::wrap(r, pending, deadline));
         }
         Ok(r) => {
             let status = r.status().as_u16();
@@ -235,6 +249,21 @@ pub async fn handle(
         }
     };
     Ok(response)
+}
+
+/// Deadlines longer than this are not enforced (the upstream's own
+/// limits apply): no timer a year out.
+const LONGEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// When a gRPC call's `grpc-timeout` (the shortest, if several) runs out,
+/// counted from now.
+fn call_deadline(headers: &HeaderMap) -> Option<tokio::time::Instant> {
+    let timeout = headers
+        .get_all(GRPC_TIMEOUT)
+        .iter()
+        .filter_map(|v| pipeline::grpc_timeout(v.as_bytes()))
+        .min()?;
+    (timeout <= LONGEST_DEADLINE).then(|| tokio::time::Instant::now() + timeout)
 }
 
 /// Reads what is left of a refused HTTP/2 request's body (at most 64 KiB,
@@ -315,18 +344,23 @@ async fn forward(
     route: &Route,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
-    if upgrade::requested(&req) {
-        return upgrade::forward(ctx, route, req).await;
+    if upgrade::requested(&req) || upgrade::extended_connect(&req).is_some() {
+        return upgrade::forward(shared, ctx, route, req).await;
     }
     let connect = ctx.runtime.config.timeouts.upstream_connect.0;
     let started = Instant::now();
     let via = match (route.protocol, &route.upstream) {
         (UpstreamProtocol::H2, _) | (UpstreamProtocol::Auto, Upstream::Https { .. }) => {
+            // The current runtime's connections and credentials, not those
+            // of the runtime this client connection was accepted under: a
+            // reload (new upstream certificate) takes effect for every
+            // request, and the old connections drain.
+            let current = shared.runtime.load_full();
             let target = match &route.upstream {
                 Upstream::Https { authority, host } => H2Target {
                     authority: authority.as_str(),
                     tls: Some((
-                        ctx.runtime.upstream_tls.for_protocol(route.protocol),
+                        current.upstream_tls.for_protocol(route.protocol),
                         host.as_str(),
                     )),
                     auto: route.protocol == UpstreamProtocol::Auto,
@@ -337,7 +371,7 @@ async fn forward(
                     auto: false,
                 },
             };
-            match ctx.runtime.pool.h2.route(&target, connect).await {
+            match current.h2.route(&target, connect).await {
                 Ok(H2Route::H2(sender)) => Via::H2(sender),
                 Ok(H2Route::Http1Once(sender)) => Via::Http1Once(sender),
                 Ok(H2Route::Http1) => Via::Pooled,
@@ -361,14 +395,18 @@ async fn forward(
     prepare(&mut req, ctx, route.headers, &route.upstream, &via)?;
     let result = match via {
         Via::Own(mut lease, authority) => lease.send(authority, req, connect).await,
-        Via::Pooled => ctx.runtime.client.request(req).await.map_err(|e| {
-            let debug = format!("{e:?}");
-            if debug.contains("ConnectTimeout") || debug.contains("timed out") {
-                UpstreamError::ConnectTimeout
-            } else {
-                UpstreamError::Failed(error_chain(&e))
-            }
-        }),
+        // The current runtime's client, as for HTTP/2 above.
+        Via::Pooled => {
+            let client = shared.runtime.load().client.clone();
+            client.request(req).await.map_err(|e| {
+                let debug = format!("{e:?}");
+                if debug.contains("ConnectTimeout") || debug.contains("timed out") {
+                    UpstreamError::ConnectTimeout
+                } else {
+                    UpstreamError::Failed(error_chain(&e))
+                }
+            })
+        }
         Via::H2(mut sender) => match sender.ready().await {
             Ok(()) => sender
                 .send_request(req)

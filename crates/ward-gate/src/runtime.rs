@@ -130,6 +130,10 @@ pub struct Runtime {
     /// Idle connections to `http://` upstreams, for every transport (the
     /// previous runtime's, when there was one).
     pub pool: Arc<crate::pool::UpstreamPool>,
+    /// This runtime's HTTP/2 upstream connections (with its upstream TLS
+    /// credentials): every request uses the current runtime's, so after a
+    /// reload new requests open new connections and the old ones drain.
+    pub(crate) h2: crate::pool::h2::H2Pool,
 }
 
 /// The long-lived services a runtime is built against (none for
@@ -376,6 +380,7 @@ impl Runtime {
             client_roots,
             verify_cache,
             pool: services.pool.clone().unwrap_or_default(),
+            h2: crate::pool::h2::H2Pool::default(),
             staples,
         })
     }

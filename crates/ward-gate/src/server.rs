@@ -439,6 +439,8 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
         .header_read_timeout(ctx.runtime.config.timeouts.header_read.0)
         .writev(false)
         .keep_alive(true);
+    // RFC 8441: clients may open WebSockets with extended CONNECT.
+    builder.http2().enable_connect_protocol();
     let builder = if h2 {
         builder.http2_only()
     } else {
@@ -475,10 +477,18 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
         }
     };
     tokio::pin!(upstream);
+    // However this task ends (even aborted at the end of the drain), the
+    // connection's upgraded tunnels end with it.
+    let _tunnels = EndTunnels(&ctx);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
                 tracing::debug!(error = %e, peer = %ctx.remote, "connection ended with an error");
+            }
+            // An upgrade ends the HTTP exchange; its tunnel lives on
+            // under this connection's revocation and drain.
+            if ctx.tunnels.open() {
+                tunnels(&ctx, &mut conn_state).await;
             }
         }
         () = stopped(&mut stop) => {
@@ -514,6 +524,41 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
             conn_state.closed_by_revocation(reason, None);
         }
     }
+}
+
+/// Ends a connection's tunnels when dropped.
+struct EndTunnels<'a>(&'a ConnContext);
+
+impl Drop for EndTunnels<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels.end();
+    }
+}
+
+/// Waits for the upgraded tunnels of a connection whose HTTP exchange is
+/// over: until they close, or the client's certificate is revoked (closed
+/// at once), or the gate stops (closed after the drain time).
+async fn tunnels(ctx: &ConnContext, conn: &mut Conn) {
+    let mut stop = conn.stop.clone();
+    tokio::select! {
+        () = ctx.tunnels.closed() => {}
+        reason = conn.tracking.revoked() => {
+            conn.closed_by_revocation(reason, None);
+        }
+        () = stopped(&mut stop) => {
+            let drain = ctx.runtime.config.timeouts.drain.0;
+            tokio::select! {
+                () = ctx.tunnels.closed() => {}
+                () = tokio::time::sleep(drain) => {
+                    tracing::debug!(peer = %ctx.remote, "drain over: closing upgraded connections");
+                }
+                reason = conn.tracking.revoked() => {
+                    conn.closed_by_revocation(reason, None);
+                }
+            }
+        }
+    }
+    ctx.tunnels.end();
 }
 
 /// Closes a connection whose handshake failed without resetting it: rustls

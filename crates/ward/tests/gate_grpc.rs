@@ -15,6 +15,8 @@ mod h2;
 #[allow(dead_code, unused_imports)] // shared with tests/gate: this binary uses part of it
 #[path = "gate/harness.rs"]
 mod harness;
+#[path = "gate_grpc/memory.rs"]
+mod memory;
 #[allow(dead_code)] // as above
 #[path = "gate/pki.rs"]
 mod pki;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue};
+use tokio::sync::watch;
 
 use crate::config::IdentityHeaders;
 use crate::identity::Identity;
@@ -41,6 +42,54 @@ pub struct ConnContext {
     pub upstreams: Option<Upstreams>,
     /// When the connection was accepted (for `max_connection_age`).
     pub accepted: Instant,
+    /// Its upgraded connections (WebSocket and others), which outlive the
+    /// HTTP exchange that made them.
+    pub tunnels: Tunnels,
+}
+
+/// A connection's upgraded tunnels: each holds a subscription, and ends
+/// when the connection ends them (revocation of the client certificate,
+/// the drain, the connection's task going away).
+#[derive(Debug)]
+pub struct Tunnels {
+    end: watch::Sender<bool>,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels {
+            end: watch::channel(false).0,
+        }
+    }
+}
+
+impl Tunnels {
+    /// A new tunnel's signal: resolves (see [`Tunnels::ended`]) once the
+    /// connection ends its tunnels.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.end.subscribe()
+    }
+
+    /// Resolves once `signal` says the tunnel must end (or its connection
+    /// is gone).
+    pub(crate) async fn ended(signal: &mut watch::Receiver<bool>) {
+        let _ = signal.wait_for(|end| *end).await;
+    }
+
+    /// Whether any tunnel is open.
+    pub fn open(&self) -> bool {
+        self.end.receiver_count() > 0
+    }
+
+    /// Resolves once no tunnel is open.
+    pub async fn closed(&self) {
+        self.end.closed().await;
+    }
+
+    /// Ends every tunnel, open or yet to be made.
+    pub fn end(&self) {
+        self.end.send_replace(true);
+    }
 }
 
 impl ConnContext {
@@ -68,6 +117,7 @@ impl ConnContext {
             headers,
             upstreams,
             accepted: Instant::now(),
+            tunnels: Tunnels::default(),
         }
     }
 

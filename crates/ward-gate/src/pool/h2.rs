@@ -10,7 +10,8 @@
 //! Flow control is hyper's: a stream's window is granted only as the other
 //! side reads, so a slow reader on either side bounds what is buffered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -47,10 +48,9 @@ pub(crate) struct H2Target<'a> {
 }
 
 impl H2Target<'_> {
-    fn key(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mode = if self.auto { "auto" } else { "h2" };
-        format!("{scheme}://{}#{mode}", self.authority)
+    /// Which of an authority's four slots: plain or TLS, `h2` or `auto`.
+    fn mode(&self) -> usize {
+        usize::from(self.tls.is_some()) * 2 + usize::from(self.auto)
     }
 }
 
@@ -65,60 +65,90 @@ pub(crate) enum H2Route {
     Http1,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<H2Sender>>>;
+/// One upstream's connection in one mode.
+#[derive(Default)]
+struct Slot {
+    /// The live connection's sender: taken without waiting by every
+    /// request while the connection is up.
+    ready: Mutex<Option<H2Sender>>,
+    /// Held while connecting: requests that arrive meanwhile wait for
+    /// this connection instead of opening their own.
+    connecting: tokio::sync::Mutex<()>,
+    /// An `auto` upstream whose ALPN answer was `http/1.1`.
+    http1_only: AtomicBool,
+}
 
-/// The shared HTTP/2 connections, one per upstream.
+impl Slot {
+    /// A clone of the live connection's sender, if there is one.
+    fn live(&self) -> Option<H2Sender> {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        match ready.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *ready = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// The shared HTTP/2 connections of one runtime, one per upstream and
+/// mode. Dropped with the runtime: the connections then close once their
+/// last stream ends (hyper's client shuts a connection down when its last
+/// sender is gone, after the streams in flight).
 #[derive(Default)]
 pub(crate) struct H2Pool {
-    slots: Mutex<HashMap<String, Slot>>,
-    /// `auto` upstreams whose ALPN answer was `http/1.1`.
-    http1_only: Mutex<HashSet<String>>,
+    /// By authority (looked up without building a key), then by
+    /// [`H2Target::mode`].
+    slots: Mutex<HashMap<String, [Arc<Slot>; 4]>>,
+}
+
+impl std::fmt::Debug for H2Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Pool").finish_non_exhaustive()
+    }
 }
 
 impl H2Pool {
     /// The connection to send a request to `target` on, connecting within
-    /// `timeout` (TCP and TLS each) when there is none.
+    /// `timeout` (TCP and TLS each) when there is none. While the
+    /// connection is up this takes one short lock and no await.
     pub(crate) async fn route(
         &self,
         target: &H2Target<'_>,
         timeout: Duration,
     ) -> Result<H2Route, UpstreamError> {
-        let key = target.key();
-        if target.auto
-            && self
-                .http1_only
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&key)
-        {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            match slots.get(target.authority) {
+                Some(modes) => modes[target.mode()].clone(),
+                None => {
+                    let modes: [Arc<Slot>; 4] = Default::default();
+                    let slot = modes[target.mode()].clone();
+                    slots.insert(target.authority.to_owned(), modes);
+                    slot
+                }
+            }
+        };
+        if target.auto && slot.http1_only.load(Ordering::Relaxed) {
             return Ok(H2Route::Http1);
         }
-        let slot = self
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        // Held across the connect: requests that arrive meanwhile wait for
-        // this connection instead of opening their own.
-        let mut slot = slot.lock().await;
-        if let Some(sender) = slot.as_ref()
-            && !sender.is_closed()
-        {
-            return Ok(H2Route::H2(sender.clone()));
+        if let Some(sender) = slot.live() {
+            return Ok(H2Route::H2(sender));
         }
-        *slot = None;
+        let _connecting = slot.connecting.lock().await;
+        // Another request may have connected while this one waited.
+        if let Some(sender) = slot.live() {
+            return Ok(H2Route::H2(sender));
+        }
         match open(target, timeout).await? {
             Opened::H2(sender) => {
-                *slot = Some(sender.clone());
+                *slot.ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
                 Ok(H2Route::H2(sender))
             }
             Opened::Http1(sender) => {
-                self.http1_only
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key);
+                slot.http1_only.store(true, Ordering::Relaxed);
                 Ok(H2Route::Http1Once(sender))
             }
         }

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
+use tokio::time::{Instant, Sleep};
 
 use super::ProxyBody;
 use crate::Shared;
@@ -71,23 +72,35 @@ pub(super) struct Pending {
 
 /// A forwarded gRPC response body: streams unchanged, and accounts for the
 /// call (metric and audit line with its `grpc-status`) at its end, or when
-/// it is dropped unfinished (a cancelled call: no status, `-`).
+/// it is dropped unfinished (a cancelled call: no status, `-`). When the
+/// call's deadline passes before the upstream's trailers, the upstream
+/// body is dropped (its stream reset) and the client gets trailers with
+/// `grpc-status` 4 DEADLINE_EXCEEDED.
 pub(super) struct Accounted {
     inner: ProxyBody,
     pending: Option<Pending>,
     grpc_status: Option<String>,
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Accounted {
     /// Wraps the body of `response`, whose head may already carry the
-    /// status (a trailers-only response).
-    pub(super) fn wrap(response: Response<ProxyBody>, pending: Pending) -> Response<ProxyBody> {
+    /// status (a trailers-only response); `deadline` from `grpc-timeout`.
+    pub(super) fn wrap(
+        response: Response<ProxyBody>,
+        pending: Pending,
+        deadline: Option<Instant>,
+    ) -> Response<ProxyBody> {
         let grpc_status = status_of(response.headers());
+        let deadline = deadline
+            .filter(|_| grpc_status.is_none() && !response.body().is_end_stream())
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
         response.map(|inner| {
             Accounted {
                 inner,
                 pending: Some(pending),
                 grpc_status,
+                deadline,
             }
             .boxed()
         })
@@ -116,16 +129,35 @@ impl Body for Accounted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            self.deadline = None;
+            // Dropping the upstream body resets its stream.
+            self.inner = Empty::new().map_err(|never| match never {}).boxed();
+            self.grpc_status = Some("4".to_owned());
+            let mut trailers = HeaderMap::new();
+            trailers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("4"));
+            trailers.insert(
+                GRPC_MESSAGE.clone(),
+                HeaderValue::from_static("the call's grpc-timeout passed in the gate"),
+            );
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(status) = status_of(trailers)
-                {
-                    self.grpc_status = Some(status);
+                if let Some(trailers) = frame.trailers_ref() {
+                    self.deadline = None;
+                    if let Some(status) = status_of(trailers) {
+                        self.grpc_status = Some(status);
+                    }
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                self.deadline = None;
+                self.finish();
+            }
             Poll::Pending => {}
         }
         polled

@@ -245,3 +245,155 @@ fn an_upstream_reset_reaches_the_client_as_a_reset() {
     assert_eq!(out["after"], "CANCELLED", "{out}");
     assert!(!gate.stderr().contains("panicked"), "{}", gate.stderr());
 }
+
+/// Runs `h2_client.py` (raw HTTP/2, no deadline of its own) as `app`.
+pub(crate) fn raw(gate: &Gate, setup: &Setup, args: &[&str]) -> Value {
+    let (cert, key) = Setup::creds(&setup.app);
+    let out = Command::new("python3")
+        .arg(script("h2_client.py"))
+        .args([&gate.port().to_string(), &setup.root(), &cert, &key])
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "h2 client {args:?}: {}\ngate: {}",
+        out.stderr_text(),
+        gate.stderr()
+    );
+    serde_json::from_str(&out.stdout_text()).unwrap()
+}
+
+#[test]
+fn the_gate_enforces_grpc_timeout_on_an_upstream_that_ignores_it() {
+    if !python_has(&["h2"]) {
+        return;
+    }
+    let setup = Setup::new();
+    for mode in ["stall", "stall-body"] {
+        // A raw HTTP/2 upstream that never finishes the call, and a raw
+        // client that never gives up: only the gate can end it.
+        let upstream = Py::start("h2_reset.py", &[mode]);
+        let gate = start(&setup, &upstream);
+        let args = ["grpc", "/ward.test.Echo/Unary", "x", "500m"];
+        let out = raw(&gate, &setup, &args);
+        upstream.wait_event("request");
+        assert_eq!(out["grpc_status"], "4", "{mode}: {out}");
+        let message = out["grpc_message"].as_str().unwrap();
+        assert!(message.contains("grpc-timeout"), "{mode}: {out}");
+        assert_eq!(out["headers"][":status"], "200", "{mode}: {out}");
+        assert!(out["reset"].is_null(), "a clean end, not a reset: {out}");
+        let elapsed = out["elapsed"].as_f64().unwrap();
+        assert!((0.45..5.0).contains(&elapsed), "{mode}: {out}");
+        if mode == "stall-body" {
+            // What the upstream sent before the deadline was delivered.
+            assert_eq!(out["data"], 12, "{out}");
+        }
+        // The upstream's stream was reset, so it stops working on it.
+        upstream.wait_event("reset-by-peer");
+        let audit = gate.finish();
+        assert!(
+            audit
+                .iter()
+                .any(|l| l["event"] == "request" && l["grpc_status"] == "4"),
+            "{mode}: {audit:?}"
+        );
+    }
+}
+
+#[test]
+fn a_grpcio_upstream_sleeping_past_the_deadline_gives_deadline_exceeded() {
+    if !python_has(&["grpc", "grpc_health.v1.health", "h2"]) {
+        return;
+    }
+    let setup = Setup::new();
+    let upstream = Py::start("grpc_upstream.py", &[]);
+    let gate = start(&setup, &upstream);
+    let out = raw(
+        &gate,
+        &setup,
+        &["grpc", "/ward.test.Echo/Unary", "sleep:3", "500m"],
+    );
+    assert_eq!(out["grpc_status"], "4", "{out}");
+    let elapsed = out["elapsed"].as_f64().unwrap();
+    assert!((0.45..2.5).contains(&elapsed), "{out}");
+    // Without a deadline the same call completes.
+    let out = raw(
+        &gate,
+        &setup,
+        &["grpc", "/ward.test.Echo/Unary", "sleep:0.1", "-"],
+    );
+    assert_eq!(out["grpc_status"], "0", "{out}");
+    assert_eq!(out["data"], 10, "{out}");
+}
+
+#[test]
+fn a_reload_moves_http2_upstream_connections_to_the_new_credentials() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    if !python_has(MODULES) {
+        return;
+    }
+    let setup = Setup::new();
+    let pki = &setup.pki;
+    let upstream_cert = crate::harness::server_cert(pki, "spiffe://example.org/upstream", "up");
+    let gate_a = crate::harness::mint(pki, "client", "spiffe://example.org/gate-a", "gate-a", &[]);
+    let gate_b = crate::harness::mint(pki, "client", "spiffe://example.org/gate-b", "gate-b", &[]);
+    let (up_crt, up_key) = Setup::creds(&upstream_cert);
+    let upstream = Py::start("grpc_upstream.py", &["0", &up_crt, &up_key, &setup.root()]);
+    let url = format!("https://127.0.0.1:{}", upstream.port);
+    let config = |who: &std::path::Path| {
+        let (c, k) = Setup::creds(who);
+        let extra = format!(
+            "[upstream_tls]\nca = \"{}\"\ncert = \"{c}\"\nkey = \"{k}\"\n",
+            setup.root()
+        );
+        setup.config(&routes(&url, "h2"), &extra)
+    };
+    let file = config(&gate_a);
+    let gate = Gate::config(&file);
+
+    let (cert, key) = Setup::creds(&setup.app);
+    let mut child = Command::new("python3")
+        .arg("-u")
+        .arg(script("grpc_client.py"))
+        .args([
+            &gate.port().to_string(),
+            &setup.root(),
+            &cert,
+            &key,
+            "reload",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    assert_eq!(ready, "EVENT ready", "gate: {}", gate.stderr());
+
+    // New upstream credentials, picked up by SIGHUP.
+    let same = config(&gate_b);
+    assert_eq!(same, file);
+    gate.signal("HUP");
+    gate.wait_metric("ward_gate_reloads_total", &[("result", "success")], 1.0);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "go").unwrap();
+    drop(stdin);
+    let out: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let before = out["before"].to_string();
+    let after = out["after"].to_string();
+    assert!(before.contains("spiffe://example.org/gate-a"), "{out}");
+    // The same client connection's next call went out on a new upstream
+    // connection with the new certificate...
+    assert!(after.contains("spiffe://example.org/gate-b"), "{out}");
+    assert!(!after.contains("gate-a"), "{out}");
+    // ...while the stream open across the reload kept its old connection
+    // until it ended.
+    assert_eq!(out["stream_before"], "m0", "{out}");
+    assert_eq!(out["stream_after"], "m1", "{out}");
+    assert_eq!(out["stream_end"], serde_json::json!([]), "{out}");
+}

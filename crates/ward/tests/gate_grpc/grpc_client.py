@@ -136,6 +136,35 @@ def reset(ch):
     return out
 
 
+def reload(ch):
+    """The upstream's view of the gate's client certificate before and
+    after a reload (the test reloads the gate between "EVENT ready" and a
+    line on stdin), and a bidirectional stream open across it."""
+    import queue
+    unary = ch.unary_unary(SERVICE + "Unary")
+    out = {"before": json.loads(unary(b"peer", timeout=10))}
+    q = queue.Queue()
+
+    def gen():
+        while True:
+            m = q.get()
+            if m is None:
+                return
+            yield m
+
+    replies = ch.stream_stream(SERVICE + "Bidi")(gen(), timeout=60)
+    q.put(b"m0")
+    out["stream_before"] = next(replies).decode()
+    print("EVENT ready", flush=True)
+    sys.stdin.readline()
+    q.put(b"m1")
+    out["stream_after"] = next(replies).decode()
+    out["after"] = json.loads(unary(b"peer", timeout=10))
+    q.put(None)
+    out["stream_end"] = [m.decode() for m in replies]
+    return out
+
+
 def single(ch, method, payload=b"hello"):
     try:
         return {"ok": ch.unary_unary(SERVICE + method)(payload, timeout=10).decode()}
@@ -154,6 +183,8 @@ def main():
         out = cancel(ch)
     elif scenario == "reset":
         out = reset(ch)
+    elif scenario == "reload":
+        out = reload(ch)
     elif scenario.startswith("method:"):
         out = single(ch, scenario[len("method:"):])
     elif scenario.startswith("path:"):

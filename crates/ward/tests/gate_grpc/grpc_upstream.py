@@ -2,7 +2,9 @@
 implementation nobody here wrote). Service ward.test.Echo with raw-bytes
 messages (no generated code), plus grpc.health.v1.Health. Listens on
 127.0.0.1 (port 0 unless argv[1] names one), prints "PORT n" when serving,
-and "EVENT ..." lines for what the tests await (a cancelled call)."""
+and "EVENT ..." lines for what the tests await (a cancelled call).
+With argv "0 CERT KEY CA": TLS, requiring a client certificate from CA;
+the message "peer" is answered with the client certificate's SANs."""
 
 import json
 import sys
@@ -36,6 +38,11 @@ def unary(request, context):
         return b"slept"
     if request == b"deadline":
         return json.dumps({"remaining": context.time_remaining()}).encode()
+    if request == b"peer":
+        auth = context.auth_context()
+        return json.dumps(
+            {k: [v.decode("utf-8", "replace") for v in vs] for k, vs in auth.items()}
+        ).encode()
     if request == b"fail":
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, "asked to fail")
     return request
@@ -97,7 +104,14 @@ def main():
     status.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(status, server)
     want = sys.argv[1] if len(sys.argv) > 1 else "0"
-    port = server.add_insecure_port("127.0.0.1:" + want)
+    if len(sys.argv) > 4:
+        cert, key, ca = (open(p, "rb").read() for p in sys.argv[2:5])
+        creds = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+        port = server.add_secure_port("127.0.0.1:" + want, creds)
+    else:
+        port = server.add_insecure_port("127.0.0.1:" + want)
     server.start()
     print("PORT %d" % port, flush=True)
     server.wait_for_termination()

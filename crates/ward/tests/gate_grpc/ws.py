@@ -9,7 +9,11 @@ ws.py client PORT ROOT CERT KEY [QUIET_SECONDS]
     connects to wss://localhost:PORT/ws with a client certificate, reads
     the identity message, echoes a text and a 1 MiB binary message, then
     (with QUIET_SECONDS) stays quiet that long and reports whether the
-    connection is still open. Prints one JSON object."""
+    connection is still open. Prints one JSON object.
+ws.py hold PORT ROOT CERT KEY
+    connects as above, prints "EVENT open", then for each line "send TEXT"
+    on stdin sends TEXT and prints "EVENT echo TEXT"; prints "EVENT closed"
+    as soon as the connection closes (whoever closes it)."""
 
 import asyncio
 import json
@@ -70,9 +74,45 @@ async def client(port, root, cert, key, quiet):
     print(json.dumps(out))
 
 
+async def hold(port, root, cert, key):
+    ctx = ssl.create_default_context(cafile=root)
+    ctx.load_cert_chain(cert, key)
+    loop = asyncio.get_running_loop()
+    async with connect(
+        "wss://localhost:%s/ws" % port, ssl=ctx, open_timeout=10
+    ) as ws:
+        await asyncio.wait_for(ws.recv(), 10)
+        print("EVENT open", flush=True)
+        replies = asyncio.Queue()
+
+        async def reader():
+            try:
+                async for message in ws:
+                    await replies.put(message)
+            except ConnectionClosed:
+                pass
+            print("EVENT closed", flush=True)
+
+        reading = asyncio.ensure_future(reader())
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            if not line or reading.done():
+                break
+            text = line.strip().removeprefix("send ")
+            try:
+                await ws.send(text)
+                got = await asyncio.wait_for(replies.get(), 10)
+                print("EVENT echo %s" % got, flush=True)
+            except (ConnectionClosed, asyncio.TimeoutError) as e:
+                print("EVENT failed %s" % type(e).__name__, flush=True)
+        await reading
+
+
 def main():
     if sys.argv[1] == "server":
         asyncio.run(server())
+    elif sys.argv[1] == "hold":
+        asyncio.run(hold(*sys.argv[2:6]))
     else:
         port, root, cert, key = sys.argv[2:6]
         quiet = float(sys.argv[6]) if len(sys.argv) > 6 else 0
