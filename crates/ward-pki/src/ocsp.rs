@@ -462,7 +462,10 @@ impl Signer {
         let signature = self
             .key
             .sign(&tbs_der)
-            .map_err(|e| Error::Crypto(format!("signing the OCSP response: {e}")))?;
+            .map_err(|e| match e {
+                rcgen::Error::RemoteKeyError => Error::from(e),
+                e => Error::Crypto(format!("signing the OCSP response: {e}")),
+            })?;
         let basic = BasicOcspResponse {
             tbs_response_data: tbs,
             signature_algorithm: self.algorithm.clone(),
