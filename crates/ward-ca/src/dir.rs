@@ -343,7 +343,7 @@ impl CaDir {
             },
             acme: None,
             keys: match token_keys.as_slice() {
-                [root, intermediate, root_ocsp] => crate::config::KeysSection {
+                [root, intermediate, root_ocsp] => KeysSection {
                     root: Some(root.to_string()),
                     intermediate: Some(intermediate.to_string()),
                     root_ocsp: Some(root_ocsp.to_string()),

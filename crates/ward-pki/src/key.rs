@@ -659,6 +659,85 @@ mod tests {
         }
     }
 
+    /// A [`RemoteKey`] kept in memory, standing in for a token in unit
+    /// tests (the real one, SoftHSM2, runs in `ward`'s hsm tests).
+    struct InMemory {
+        pair: signature::EcdsaKeyPair,
+        spki: Vec<u8>,
+        gone: std::sync::atomic::AtomicBool,
+    }
+
+    impl RemoteKey for InMemory {
+        fn spki_der(&self) -> &[u8] {
+            &self.spki
+        }
+
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
+            if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("the token is gone".into());
+            }
+            self.pair
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing failed".into())
+        }
+    }
+
+    #[test]
+    fn a_remote_key_signs_certificates_and_its_failure_is_key_unavailable() {
+        use crate::issue::{CaSpec, Issuer, LeafRequest, Profile, new_root};
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let now = time::OffsetDateTime::now_utc();
+        let soft = KeyType::EcdsaP256.generate().unwrap();
+        let remote = Arc::new(InMemory {
+            pair: signature::EcdsaKeyPair::from_pkcs8(
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &soft.to_pkcs8_der(),
+            )
+            .unwrap(),
+            spki: soft.public_key_der(),
+            gone: false.into(),
+        });
+        let key = PrivateKey::remote(remote.clone()).unwrap();
+        assert!(key.is_remote());
+        assert!(key.to_pkcs8_der().is_empty(), "a remote key has no PKCS#8");
+        assert_eq!(key.key_type().unwrap(), KeyType::EcdsaP256);
+        assert_eq!(key.public_key_der(), soft.public_key_der());
+        let spec = CaSpec {
+            name: "T".into(),
+            root_validity: std::time::Duration::from_secs(86_400),
+            intermediate_validity: std::time::Duration::from_secs(3600),
+            permitted_dns: Vec::new(),
+        };
+        let root = new_root(&spec, &key, now).unwrap();
+        let issuer = Issuer::new(root.der.clone(), key).unwrap();
+        assert!(issuer.is_rsa(), "remote signatures run off the async workers");
+        let leaf_key = KeyType::EcdsaP256.generate().unwrap();
+        let req = LeafRequest {
+            profile: Profile::Peer,
+            spiffe_id: Some("spiffe://example.org/w".parse().unwrap()),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            common_name: None,
+            ttl: std::time::Duration::from_secs(60),
+            clamp_to_issuer: true,
+            serial: crate::Serial::random(now).unwrap(),
+            crl_url: None,
+            ocsp_url: None,
+        };
+        let leaf = issuer.sign_leaf(&leaf_key.public_key_der(), &req, now).unwrap();
+        crate::verify::issued_by(&leaf.der, &root.der).unwrap();
+
+        remote.gone.store(true, Ordering::SeqCst);
+        let err = issuer
+            .sign_leaf(&leaf_key.public_key_der(), &req, now)
+            .unwrap_err();
+        assert!(matches!(err, Error::KeyUnavailable(_)), "{err:?}");
+        let crl = crate::crl::sign_crl(&issuer, &[], 1, now, now + time::Duration::hours(1));
+        assert!(matches!(crl, Err(Error::KeyUnavailable(_))), "{crl:?}");
+    }
+
     #[test]
     fn debug_and_errors_never_show_the_secret() {
         let key = KeyType::EcdsaP256.generate().unwrap();

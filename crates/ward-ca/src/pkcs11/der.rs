@@ -141,5 +141,15 @@ mod tests {
         assert!(ec_spki(KeyType::EcdsaP384, point).is_err());
         let ed = KeyType::Ed25519.generate().unwrap().public_key_der();
         assert_eq!(ec_spki(KeyType::Ed25519, &ed[ed.len() - 32..]).unwrap(), ed);
+
+        use x509_parser::prelude::FromDer as _;
+        let rsa = KeyType::Rsa2048.generate().unwrap().public_key_der();
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&rsa).unwrap();
+        let Ok(x509_parser::public_key::PublicKey::RSA(key)) = spki.parsed() else {
+            panic!("not RSA")
+        };
+        // Tokens return the modulus without a sign byte.
+        let modulus = key.modulus.strip_prefix(&[0][..]).unwrap_or(key.modulus);
+        assert_eq!(rsa_spki(modulus, key.exponent), rsa);
     }
 }
