@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::{digest, signature};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -45,6 +45,9 @@ pub const POOL_SIZE: usize = 8;
 
 /// How long a signature waits for a free session before it gives up.
 const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// Least time between two re-initializations of a module.
+const REINIT_EVERY: Duration = Duration::from_secs(1);
 
 /// Largest PIN file read.
 const MAX_PIN_FILE: u64 = 1024;
@@ -72,31 +75,68 @@ fn ck(what: impl Into<String>) -> impl FnOnce(CkError) -> TokenError {
     }
 }
 
+/// A loaded and initialized PKCS#11 module, and when it was last
+/// re-initialized.
+struct Module {
+    ctx: Pkcs11,
+    reinitialized: Option<Instant>,
+}
+
 /// The loaded and initialized PKCS#11 modules of this process, by path: a
 /// module may be initialized only once.
-fn module(path: &Path) -> Result<Pkcs11, TokenError> {
-    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
-    let mut modules = MODULES
+fn modules() -> std::sync::MutexGuard<'static, HashMap<PathBuf, Module>> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Module>>> = OnceLock::new();
+    MODULES
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(ctx) = modules.get(path) {
-        return Ok(ctx.clone());
-    }
-    let shown = path.display();
-    let ctx = Pkcs11::new(path).map_err(|e| {
-        TokenError::Config(format!("loading the PKCS#11 module {shown}: {e}"))
-    })?;
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn initialize(ctx: &Pkcs11, path: &Path) -> Result<(), TokenError> {
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => {
-            return Err(TokenError::Config(format!(
-                "initializing the PKCS#11 module {shown}: {e}"
-            )));
-        }
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(TokenError::Config(format!(
+            "initializing the PKCS#11 module {}: {e}",
+            path.display()
+        ))),
     }
-    modules.insert(path.to_owned(), ctx.clone());
+}
+
+fn module(path: &Path) -> Result<Pkcs11, TokenError> {
+    let mut modules = modules();
+    if let Some(m) = modules.get(path) {
+        return Ok(m.ctx.clone());
+    }
+    let ctx = Pkcs11::new(path).map_err(|e| {
+        TokenError::Config(format!("loading the PKCS#11 module {}: {e}", path.display()))
+    })?;
+    initialize(&ctx, path)?;
+    modules.insert(
+        path.to_owned(),
+        Module {
+            ctx: ctx.clone(),
+            reinitialized: None,
+        },
+    );
     Ok(ctx)
+}
+
+/// Finalizes and initializes the module again, at most once per
+/// [`REINIT_EVERY`]: some modules (SoftHSM2 among them) notice a token
+/// that came back only then. Every session of the module is closed by it;
+/// the pools find that out on their next signature and open new ones.
+fn reinitialize(path: &Path) -> Result<(), TokenError> {
+    let mut modules = modules();
+    let Some(m) = modules.get_mut(path) else {
+        return Ok(());
+    };
+    if m.reinitialized.is_some_and(|at| at.elapsed() < REINIT_EVERY) {
+        return Ok(());
+    }
+    m.reinitialized = Some(Instant::now());
+    tracing::warn!(module = %path.display(), "re-initializing the PKCS#11 module to find the token again");
+    let _ = m.ctx.clone().finalize();
+    initialize(&m.ctx, path)
 }
 
 /// Reads a PIN file: at most 1 KiB, one line, the newline dropped.
@@ -141,8 +181,19 @@ impl Token {
         })
     }
 
-    /// The slot holding the token the URI names.
+    /// The slot holding the token the URI names; when it is missing, the
+    /// module is re-initialized (rate-limited) and asked again.
     fn slot(&self) -> Result<Slot, TokenError> {
+        match self.find_slot() {
+            Err(TokenError::Unavailable(_)) => {
+                reinitialize(&self.uri.module)?;
+                self.find_slot()
+            }
+            found => found,
+        }
+    }
+
+    fn find_slot(&self) -> Result<Slot, TokenError> {
         let slots = self
             .ctx
             .get_slots_with_token()
