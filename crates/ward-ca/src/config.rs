@@ -54,10 +54,7 @@ pub struct KeysSection {
 
 impl KeysSection {
     /// The parsed URI of one key, if it is in a token.
-    pub fn uri(
-        value: &Option<String>,
-        name: &str,
-    ) -> Result<Option<crate::pkcs11::KeyUri>, Error> {
+    pub fn uri(value: &Option<String>, name: &str) -> Result<Option<crate::pkcs11::KeyUri>, Error> {
         value
             .as_deref()
             .map(|v| {
@@ -71,7 +68,9 @@ impl KeysSection {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         let line = |name: &str, v: &Option<String>| match v {
             Some(uri) => format!("{name} = {}\n", q(uri)),
-            None => format!("# {name} = \"pkcs11:token=...;object=...;type=private?module-path=...&pin-source=file:...\"\n"),
+            None => format!(
+                "# {name} = \"pkcs11:token=...;object=...;type=private?module-path=...&pin-source=file:...\"\n"
+            ),
         };
         format!(
             "{}{}{}",

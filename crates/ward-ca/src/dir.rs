@@ -42,8 +42,8 @@ use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, TrustDomain, pem};
 use ward_store::{Origin, Store};
 
 use crate::config::{CaSection, IssuanceSection, KeysSection};
-use crate::pkcs11::{self, KeyUri};
 use crate::files::{self, PUBLIC_MODE, Replace, SECRET_MODE};
+use crate::pkcs11::{self, KeyUri};
 use crate::{CaConfig, Error};
 
 /// Path of the admin identity inside the trust domain.
@@ -230,7 +230,6 @@ impl CaDir {
         now: OffsetDateTime,
         token_keys: &mut Vec<KeyUri>,
     ) -> Result<InitReport, Error> {
-
         // Everything in memory first: nothing below can fail half-way on disk.
         let spec = CaSpec {
             name: opts.name.clone(),
@@ -265,7 +264,9 @@ impl CaDir {
             };
             let made = pkcs11::generate(&template, &format!("ward-{role}-{suffix}"), opts.key_type)
                 .map_err(|e| {
-                    Error::Config(format!("generating the {what} key in the PKCS#11 token: {e}"))
+                    Error::Config(format!(
+                        "generating the {what} key in the PKCS#11 token: {e}"
+                    ))
                 })?;
             token_keys.push(made.uri);
             made.key

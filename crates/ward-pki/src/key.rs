@@ -712,7 +712,10 @@ mod tests {
         };
         let root = new_root(&spec, &key, now).unwrap();
         let issuer = Issuer::new(root.der.clone(), key).unwrap();
-        assert!(issuer.is_rsa(), "remote signatures run off the async workers");
+        assert!(
+            issuer.is_rsa(),
+            "remote signatures run off the async workers"
+        );
         let leaf_key = KeyType::EcdsaP256.generate().unwrap();
         let req = LeafRequest {
             profile: Profile::Peer,
@@ -726,7 +729,9 @@ mod tests {
             crl_url: None,
             ocsp_url: None,
         };
-        let leaf = issuer.sign_leaf(&leaf_key.public_key_der(), &req, now).unwrap();
+        let leaf = issuer
+            .sign_leaf(&leaf_key.public_key_der(), &req, now)
+            .unwrap();
         crate::verify::issued_by(&leaf.der, &root.der).unwrap();
 
         remote.gone.store(true, Ordering::SeqCst);

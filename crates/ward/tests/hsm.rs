@@ -17,9 +17,8 @@ mod harness;
 #[path = "revocation/server.rs"]
 mod dual;
 
-mod agent {
-    pub(crate) mod procs;
-}
+#[path = "agent/procs.rs"]
+mod procs;
 
 mod hsm {
     pub(crate) mod outage;

@@ -108,7 +108,10 @@ fn module(path: &Path) -> Result<Pkcs11, TokenError> {
         return Ok(m.ctx.clone());
     }
     let ctx = Pkcs11::new(path).map_err(|e| {
-        TokenError::Config(format!("loading the PKCS#11 module {}: {e}", path.display()))
+        TokenError::Config(format!(
+            "loading the PKCS#11 module {}: {e}",
+            path.display()
+        ))
     })?;
     initialize(&ctx, path)?;
     modules.insert(
@@ -130,7 +133,9 @@ fn reinitialize(path: &Path) -> Result<(), TokenError> {
     let Some(m) = modules.get_mut(path) else {
         return Ok(());
     };
-    if m.reinitialized.is_some_and(|at| at.elapsed() < REINIT_EVERY) {
+    if m.reinitialized
+        .is_some_and(|at| at.elapsed() < REINIT_EVERY)
+    {
         return Ok(());
     }
     m.reinitialized = Some(Instant::now());
@@ -228,7 +233,10 @@ impl Token {
         } else {
             self.ctx.open_ro_session(slot)
         }
-        .map_err(ck(format!("opening a session on token {:?}", self.uri.token)))?;
+        .map_err(ck(format!(
+            "opening a session on token {:?}",
+            self.uri.token
+        )))?;
         let pin = AuthPin::new(self.pin.as_str().into());
         match session.login(UserType::User, Some(&pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
@@ -384,13 +392,13 @@ impl TokenKey {
             spki.subject_public_key.data.as_ref(),
         )
         .verify(msg, &sig)
-            .map_err(|_| {
-                TokenError::Config(format!(
-                    "the key {} in token {:?} does not belong to the certificate",
-                    self.token.key_name(),
-                    self.token.uri.token
-                ))
-            })
+        .map_err(|_| {
+            TokenError::Config(format!(
+                "the key {} in token {:?} does not belong to the certificate",
+                self.token.key_name(),
+                self.token.uri.token
+            ))
+        })
     }
 
     /// A session from the pool, or a new one while fewer than
@@ -472,8 +480,9 @@ impl TokenKey {
                 Ok(sig) => {
                     self.release(pooled);
                     return match self.scheme {
-                        Scheme::Ecdsa { field, .. } => der::ecdsa_sig(&sig, field)
-                            .map_err(|e| TokenError::Unavailable(format!("the token's signature: {e}"))),
+                        Scheme::Ecdsa { field, .. } => der::ecdsa_sig(&sig, field).map_err(|e| {
+                            TokenError::Unavailable(format!("the token's signature: {e}"))
+                        }),
                         _ => Ok(sig),
                     };
                 }
@@ -512,7 +521,11 @@ pub struct Generated {
 /// Generates a `key_type` key pair in the token `template` names (its
 /// `token`, `module` and `pin_file`), labelled `label` with a random
 /// CKA_ID. The private key is sensitive and not extractable.
-pub fn generate(template: &KeyUri, label: &str, key_type: KeyType) -> Result<Generated, TokenError> {
+pub fn generate(
+    template: &KeyUri,
+    label: &str,
+    key_type: KeyType,
+) -> Result<Generated, TokenError> {
     let scheme = Scheme::of(key_type)?;
     let token = Token::open(template)?;
     let session = token.session(true)?;
@@ -560,7 +573,10 @@ pub fn generate(template: &KeyUri, label: &str, key_type: KeyType) -> Result<Gen
     };
     let (pub_handle, _) = session
         .generate_key_pair(&mechanism, &public, &private)
-        .map_err(ck(format!("generating a {key_type} key in token {:?}", template.token)))?;
+        .map_err(ck(format!(
+            "generating a {key_type} key in token {:?}",
+            template.token
+        )))?;
     let spki = match scheme {
         Scheme::RsaSha256 => {
             let attrs = session

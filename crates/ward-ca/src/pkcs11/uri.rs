@@ -237,24 +237,65 @@ mod tests {
     fn hostile_or_incomplete_uris_are_refused_precisely() {
         let cases = [
             ("https://x", "does not start with pkcs11:"),
-            ("pkcs11:object=k?module-path=/m&pin-source=file:/p", "token attribute is missing"),
-            ("pkcs11:token=t?module-path=/m&pin-source=file:/p", "object= or id="),
-            ("pkcs11:token=t;object=k?pin-source=file:/p", "module-path is missing"),
-            ("pkcs11:token=t;object=k?module-path=/m", "pin-source is missing"),
-            ("pkcs11:token=t;object=k?module-path=/m&pin-value=1234", "pin-value is refused"),
-            ("pkcs11:token=t;object=k?module-path=/m&pin-source=|cat", "file: URI"),
-            ("pkcs11:token=t;object=k;type=public?module-path=/m&pin-source=file:/p", "private key"),
-            ("pkcs11:token=t;token=u;object=k?module-path=/m&pin-source=file:/p", "twice"),
-            ("pkcs11:token=%zz;object=k?module-path=/m&pin-source=file:/p", "two hex digits"),
-            ("pkcs11:token=%ff;object=k?module-path=/m&pin-source=file:/p", "not UTF-8"),
-            ("pkcs11:token=t;slot-id=1;object=k?module-path=/m&pin-source=file:/p", "not supported"),
-            ("pkcs11:token=t;object?module-path=/m&pin-source=file:/p", "no '='"),
+            (
+                "pkcs11:object=k?module-path=/m&pin-source=file:/p",
+                "token attribute is missing",
+            ),
+            (
+                "pkcs11:token=t?module-path=/m&pin-source=file:/p",
+                "object= or id=",
+            ),
+            (
+                "pkcs11:token=t;object=k?pin-source=file:/p",
+                "module-path is missing",
+            ),
+            (
+                "pkcs11:token=t;object=k?module-path=/m",
+                "pin-source is missing",
+            ),
+            (
+                "pkcs11:token=t;object=k?module-path=/m&pin-value=1234",
+                "pin-value is refused",
+            ),
+            (
+                "pkcs11:token=t;object=k?module-path=/m&pin-source=|cat",
+                "file: URI",
+            ),
+            (
+                "pkcs11:token=t;object=k;type=public?module-path=/m&pin-source=file:/p",
+                "private key",
+            ),
+            (
+                "pkcs11:token=t;token=u;object=k?module-path=/m&pin-source=file:/p",
+                "twice",
+            ),
+            (
+                "pkcs11:token=%zz;object=k?module-path=/m&pin-source=file:/p",
+                "two hex digits",
+            ),
+            (
+                "pkcs11:token=%ff;object=k?module-path=/m&pin-source=file:/p",
+                "not UTF-8",
+            ),
+            (
+                "pkcs11:token=t;slot-id=1;object=k?module-path=/m&pin-source=file:/p",
+                "not supported",
+            ),
+            (
+                "pkcs11:token=t;object?module-path=/m&pin-source=file:/p",
+                "no '='",
+            ),
         ];
         for (input, want) in cases {
             let err = input.parse::<KeyUri>().unwrap_err().to_string();
             assert!(err.contains(want), "{input}: {err}");
         }
         let long = format!("pkcs11:token={}", "a".repeat(MAX_URI));
-        assert!(long.parse::<KeyUri>().unwrap_err().to_string().contains("longer"));
+        assert!(
+            long.parse::<KeyUri>()
+                .unwrap_err()
+                .to_string()
+                .contains("longer")
+        );
     }
 }

@@ -186,7 +186,9 @@ async fn init(args: InitArgs) -> anyhow::Result<Outcome> {
         outln!("The root key is outside the CA directory: move it offline.");
     }
     if in_token {
-        outln!("CA keys:          in the PKCS#11 token (sensitive, not extractable; see ca.toml [keys])");
+        outln!(
+            "CA keys:          in the PKCS#11 token (sensitive, not extractable; see ca.toml [keys])"
+        );
     }
     Ok(Outcome::Success)
 }

@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use super::softhsm::{LABEL, hsm_ca};
-use crate::agent::procs::{AgentDir, AgentProcess, DEADLINE};
 use crate::common::{OutputText, openssl_verify};
 use crate::dual::DualServer;
 use crate::harness::{Ca, Client, openssl, sign_req};
+use crate::procs::{AgentDir, AgentProcess, DEADLINE};
 
 /// The URLs written into issued certificates (ports are placeholders:
 /// tests pass the real listener to openssl).
@@ -37,7 +37,10 @@ fn keys_live_in_the_token(ca: &Ca, hsm: &super::softhsm::SoftHsm) {
     for file in ["root.key", "intermediate.key", "root-ocsp.key"] {
         assert!(!ca.file(file).exists(), "{file} must not be written");
     }
-    assert!(ca.file("admin.key").exists(), "the admin identity is a file");
+    assert!(
+        ca.file("admin.key").exists(),
+        "the admin identity is a file"
+    );
     let toml = std::fs::read_to_string(ca.file("ca.toml")).unwrap();
     for role in ["root", "intermediate", "root_ocsp"] {
         let line = toml
@@ -45,21 +48,22 @@ fn keys_live_in_the_token(ca: &Ca, hsm: &super::softhsm::SoftHsm) {
             .find(|l| l.starts_with(&format!("{role} = \"pkcs11:")))
             .unwrap_or_else(|| panic!("no {role} URI in ca.toml:\n{toml}"));
         assert!(line.contains(&format!("token={LABEL}")), "{line}");
-        assert!(line.contains("module-path=/usr/lib/softhsm/libsofthsm2.so"), "{line}");
+        assert!(
+            line.contains("module-path=/usr/lib/softhsm/libsofthsm2.so"),
+            "{line}"
+        );
         assert!(line.contains("pin-source=file:"), "{line}");
         assert!(!line.contains("pin-value"), "{line}");
     }
 
     // The token's own account of the keys (OpenSC pkcs11-tool).
     let listing = hsm.list_private_keys();
-    let keys: Vec<&str> = listing
-        .split("Private Key Object")
-        .skip(1)
-        .collect();
+    let keys: Vec<&str> = listing.split("Private Key Object").skip(1).collect();
     assert_eq!(keys.len(), 3, "three private keys in the token:\n{listing}");
     for role in ["ward-root-", "ward-intermediate-", "ward-root-ocsp-"] {
         assert!(
-            keys.iter().any(|k| k.contains(&format!("label:      {role}"))),
+            keys.iter()
+                .any(|k| k.contains(&format!("label:      {role}"))),
             "no key labelled {role}…:\n{listing}"
         );
     }
@@ -70,7 +74,10 @@ fn keys_live_in_the_token(ca: &Ca, hsm: &super::softhsm::SoftHsm) {
             .unwrap_or_else(|| panic!("no Access line:\n{key}"));
         assert!(access.contains("sensitive"), "{access}");
         assert!(access.contains("never extractable"), "{access}");
-        assert!(!access.contains(" extractable,") || access.contains("never extractable"), "{access}");
+        assert!(
+            !access.contains(" extractable,") || access.contains("never extractable"),
+            "{access}"
+        );
     }
 }
 
@@ -177,7 +184,10 @@ async fn token_signs_everything(key_type: &str, with_agent: bool) {
         "-noout",
         "-text",
     ]);
-    assert!(ok && err.contains("verify OK"), "openssl crl -verify:\n{text}\n{err}");
+    assert!(
+        ok && err.contains("verify OK"),
+        "openssl crl -verify:\n{text}\n{err}"
+    );
     let hex = serial.to_ascii_uppercase();
     assert!(text.contains(&hex), "the CRL lists {hex}:\n{text}");
     let revoked = ocsp(&ca, &ca.file("intermediate.crt"), &leaf, &ocsp_url);
@@ -253,7 +263,8 @@ fn init_refuses_a_wrong_pin_and_leaves_nothing_behind() {
     );
     assert!(!out.status.success());
     assert!(
-        out.stderr_text().contains("no token labelled \"no-such-token\""),
+        out.stderr_text()
+            .contains("no token labelled \"no-such-token\""),
         "{}",
         out.stderr_text()
     );
@@ -280,7 +291,11 @@ fn init_refuses_a_wrong_pin_and_leaves_nothing_behind() {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = crate::common::ward_env(&refs, &hsm.envs());
     assert!(!out.status.success());
-    assert!(out.stderr_text().contains("refusing to reuse"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("refusing to reuse"),
+        "{}",
+        out.stderr_text()
+    );
     assert!(
         !hsm.list_private_keys().contains("Private Key Object"),
         "the keys made before the failure are removed:\n{}",

@@ -95,7 +95,14 @@ impl SoftHsm {
     pub(crate) fn list_private_keys(&self) -> String {
         let out = Command::new("pkcs11-tool")
             .args(["--module", MODULE, "--token-label", LABEL])
-            .args(["--login", "--pin", PIN, "--list-objects", "--type", "privkey"])
+            .args([
+                "--login",
+                "--pin",
+                PIN,
+                "--list-objects",
+                "--type",
+                "privkey",
+            ])
             .envs(self.envs().iter().map(|(k, v)| (k, v)))
             .output()
             .expect("pkcs11-tool runs (Debian opensc)");
