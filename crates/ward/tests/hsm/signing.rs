@@ -118,6 +118,7 @@ async fn token_signs_everything(key_type: &str, with_agent: bool) {
     };
     keys_live_in_the_token(&ca, &hsm);
     configure_urls(&ca);
+    ca.set_limits((10_000, 10_000), (10_000, 10_000));
     let server = DualServer::start(&ca);
     let client = Client::new(server.https, &ca.root(), None);
     let https = format!("https://{}", server.https);
@@ -134,6 +135,17 @@ async fn token_signs_everything(key_type: &str, with_agent: bool) {
     assert!(about_int.contains(": good"), "{about_int}");
 
     if with_agent {
+        // Concurrent issuance through the session pool: 16 in flight.
+        let many = ca.token("spiffe://example.org/many", &["--uses", "0"]);
+        let req = sign_req(&many.secret, &ca.csr(&[]).pem);
+        let burst = crate::harness::burst(&client, &req, 96, 16, std::sync::Arc::new(|_| {})).await;
+        assert!(
+            burst.statuses().iter().all(|s| *s == 201),
+            "{:?}",
+            burst.statuses()
+        );
+        println!("concurrent issuance through the token: {}", burst.summary());
+
         let token = ca.token("spiffe://example.org/agent", &[]);
         let dir = AgentDir::new(&ca, "agent");
         let out = dir.root.join("out");

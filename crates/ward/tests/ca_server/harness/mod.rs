@@ -164,6 +164,7 @@ impl Ca {
 
     /// A CA made by `init` in `pki` (a directory with no CA yet) on
     /// SQLite, every `ward` process of which gets `envs`.
+    #[allow(dead_code)] // used by the hsm tests, not by every binary
     pub(crate) fn in_pki(pki: Pki, init: &[&str], envs: Vec<(String, String)>) -> Ca {
         Ca {
             pki: pki.init_here(init, &envs),
@@ -174,6 +175,7 @@ impl Ca {
     }
 
     /// The environment every `ward` process of this CA gets.
+    #[allow(dead_code)] // used by the hsm and revocation tests, not by every binary
     pub(crate) fn envs(&self) -> &[(String, String)] {
         &self.envs
     }
