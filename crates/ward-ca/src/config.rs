@@ -32,6 +32,53 @@ pub struct CaConfig {
     /// The ACME server (RFC 8555): validation settings and provisioners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<crate::acme::config::AcmeSection>,
+    /// CA keys held in a PKCS#11 token instead of key files.
+    #[serde(default)]
+    pub keys: KeysSection,
+}
+
+/// `[keys]`: CA keys in a PKCS#11 token, as RFC 7512 URIs with
+/// `module-path` and `pin-source` (see [`crate::pkcs11::uri`]). A key not
+/// named here is read from its file in the CA directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSection {
+    /// The root key (used by `ward ca init` and rotations, and to sign OCSP
+    /// answers about the intermediate when there is no `root_ocsp` key).
+    pub root: Option<String>,
+    /// The intermediate key: signs every certificate and CRL.
+    pub intermediate: Option<String>,
+    /// The key of the root-issued OCSP responder (`root-ocsp.crt`).
+    pub root_ocsp: Option<String>,
+}
+
+impl KeysSection {
+    /// The parsed URI of one key, if it is in a token.
+    pub fn uri(value: &Option<String>, name: &str) -> Result<Option<crate::pkcs11::KeyUri>, Error> {
+        value
+            .as_deref()
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| Error::Config(format!("ca.toml: keys.{name}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn documented(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let line = |name: &str, v: &Option<String>| match v {
+            Some(uri) => format!("{name} = {}\n", q(uri)),
+            None => format!(
+                "# {name} = \"pkcs11:token=...;object=...;type=private?module-path=...&pin-source=file:...\"\n"
+            ),
+        };
+        format!(
+            "{}{}{}",
+            line("root", &self.root),
+            line("intermediate", &self.intermediate),
+            line("root_ocsp", &self.root_ocsp)
+        )
+    }
 }
 
 /// `[storage]`: the database every command of this CA directory uses.
@@ -271,6 +318,9 @@ impl CaConfig {
         }
         self.limits.idle_timeout()?;
         self.limits.max_age()?;
+        KeysSection::uri(&self.keys.root, "root")?;
+        KeysSection::uri(&self.keys.intermediate, "intermediate")?;
+        KeysSection::uri(&self.keys.root_ocsp, "root_ocsp")?;
         Ok(())
     }
 
@@ -349,7 +399,15 @@ ocsp_validity = {ocspv}
 # creates a store silently (`ward ca serve --init-storage` does on request).
 # --database or WARD_DATABASE_URL override this setting.
 {database}
-"#,
+
+[keys]
+# CA keys kept in a PKCS#11 token (an HSM) instead of key files, as RFC 7512
+# URIs naming the token, the key (object= label and/or id=), the module that
+# reaches the token (module-path=) and the file holding the user PIN
+# (pin-source=file:PATH). `ward ca init --pkcs11-module` writes them; an
+# existing key can be named by hand. A key not named here is read from its
+# file in this directory. See docs/hsm.md.
+{keys}"#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
             kt = q(self.ca.key_type.as_str()),
@@ -380,6 +438,7 @@ ocsp_validity = {ocspv}
                 Some(u) => format!("database = {}", q(u)),
                 None => "# database = \"postgres://ward@db.example.org/ward\"".to_owned(),
             },
+            keys = self.keys.documented(),
         )
     }
 }
@@ -401,6 +460,7 @@ mod tests {
             revocation: RevocationSection::default(),
             storage: StorageSection::default(),
             acme: None,
+            keys: Default::default(),
         }
     }
 

@@ -41,8 +41,9 @@ use ward_pki::ocsp::Signer;
 use ward_pki::{Fingerprint, KeyType, PrivateKey, Serial, TrustDomain, pem};
 use ward_store::{Origin, Store};
 
-use crate::config::{CaSection, IssuanceSection};
+use crate::config::{CaSection, IssuanceSection, KeysSection};
 use crate::files::{self, PUBLIC_MODE, Replace, SECRET_MODE};
+use crate::pkcs11::{self, KeyUri};
 use crate::{CaConfig, Error};
 
 /// Path of the admin identity inside the trust domain.
@@ -104,6 +105,20 @@ pub struct InitOptions {
     /// The store to create and write into ca.toml (`postgres://…` or a
     /// SQLite path); `None`: `DIR/ward.db`.
     pub database: Option<String>,
+    /// Make the root, intermediate and root OCSP responder keys in this
+    /// PKCS#11 token instead of key files.
+    pub pkcs11: Option<Pkcs11Init>,
+}
+
+/// Where `ward ca init --pkcs11-module` makes the CA keys.
+#[derive(Clone, Debug)]
+pub struct Pkcs11Init {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The file holding the user PIN.
+    pub pin_file: PathBuf,
 }
 
 /// The outcome of a successful `init`.
@@ -117,6 +132,8 @@ pub struct InitReport {
     pub files: Vec<PathBuf>,
     /// The admin certificate (leaf), to record in the store.
     pub admin_certificate: CertificateDer<'static>,
+    /// Keys made in a PKCS#11 token (removed again if init fails later).
+    pub token_keys: Vec<KeyUri>,
     /// Whether `init` created the directory itself.
     created_dir: bool,
 }
@@ -191,7 +208,28 @@ impl CaDir {
         if opts.name.trim().is_empty() {
             return Err(Error::Config("the CA name must not be empty".into()));
         }
+        if opts.pkcs11.is_some() && opts.offline_root.is_some() {
+            return Err(Error::Config(
+                "--offline-root and --pkcs11-module exclude each other: with a token the root key stays in the token".into(),
+            ));
+        }
+        let mut token_keys = Vec::new();
+        let made = self.init_keys(opts, now, &mut token_keys);
+        match made {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                destroy_token_keys(&token_keys);
+                Err(e)
+            }
+        }
+    }
 
+    fn init_keys(
+        &self,
+        opts: &InitOptions,
+        now: OffsetDateTime,
+        token_keys: &mut Vec<KeyUri>,
+    ) -> Result<InitReport, Error> {
         // Everything in memory first: nothing below can fail half-way on disk.
         let spec = CaSpec {
             name: opts.name.clone(),
@@ -204,12 +242,43 @@ impl CaDir {
                 .generate()
                 .map_err(Error::pki(format!("generating the {what} key")))
         };
-        let root_key = keygen("root")?;
+        // CA keys go into the token when there is one; labels carry a
+        // random suffix so several CAs can share a token.
+        let mut suffix = [0u8; 4];
+        aws_lc_rs::rand::fill(&mut suffix)
+            .map_err(|_| Error::Config("drawing a key label".into()))?;
+        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let mut ca_keygen = |what: &str, role: &str| -> Result<PrivateKey, Error> {
+            let Some(init) = &opts.pkcs11 else {
+                return keygen(what);
+            };
+            let template = KeyUri {
+                token: init.token.clone(),
+                object: None,
+                id: None,
+                serial: None,
+                manufacturer: None,
+                model: None,
+                module: init.module.clone(),
+                pin_file: init.pin_file.clone(),
+            };
+            let made = pkcs11::generate(&template, &format!("ward-{role}-{suffix}"), opts.key_type)
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "generating the {what} key in the PKCS#11 token: {e}"
+                    ))
+                })?;
+            token_keys.push(made.uri);
+            made.key
+                .private_key()
+                .map_err(|e| Error::Config(format!("the {what} key in the PKCS#11 token: {e}")))
+        };
+        let root_key = ca_keygen("root", "root")?;
         let root = new_root(&spec, &root_key, now).map_err(Error::pki("building the root"))?;
         let root_key_pem = root_key.to_pkcs8_pem();
         let root_issuer =
             Issuer::new(root.der.clone(), root_key).map_err(Error::pki("loading the root"))?;
-        let int_key = keygen("intermediate")?;
+        let int_key = ca_keygen("intermediate", "intermediate")?;
         let int = root_issuer
             .sign_intermediate(&spec, &int_key, now)
             .map_err(Error::pki("signing the intermediate"))?;
@@ -218,7 +287,7 @@ impl CaDir {
         // accepts that answer only from the root or a root-issued responder
         // (ARCHITECTURE.md, trap 13): issue one now, while the root key is
         // at hand, so the online CA never needs the root key.
-        let ocsp_key = keygen("root OCSP responder")?;
+        let ocsp_key = ca_keygen("root OCSP responder", "root-ocsp")?;
         let root_ocsp = ward_pki::ocsp::issue_responder(
             &root_issuer,
             &ocsp_key,
@@ -274,7 +343,16 @@ impl CaDir {
                 database: opts.database.clone(),
             },
             acme: None,
+            keys: match token_keys.as_slice() {
+                [root, intermediate, root_ocsp] => KeysSection {
+                    root: Some(root.to_string()),
+                    intermediate: Some(intermediate.to_string()),
+                    root_ocsp: Some(root_ocsp.to_string()),
+                },
+                _ => Default::default(),
+            },
         };
+        let in_token = !token_keys.is_empty();
 
         let mut plan: Vec<(PathBuf, Vec<u8>, u32)> = vec![
             // ca.toml first: it claims the directory.
@@ -299,6 +377,11 @@ impl CaDir {
                 SECRET_MODE,
             ),
             (
+                self.file(ROOT_OCSP_KEY),
+                ocsp_key.to_pkcs8_pem().as_bytes().to_vec(),
+                SECRET_MODE,
+            ),
+            (
                 self.file(ADMIN_CRT),
                 pem::certs_to_pem([admin.der.as_ref(), int.der.as_ref()]).into_bytes(),
                 PUBLIC_MODE,
@@ -313,17 +396,21 @@ impl CaDir {
                 pem::cert_to_pem(&root_ocsp.der).into_bytes(),
                 PUBLIC_MODE,
             ),
-            (
-                self.file(ROOT_OCSP_KEY),
-                ocsp_key.to_pkcs8_pem().as_bytes().to_vec(),
-                SECRET_MODE,
-            ),
         ];
         let root_key_path = opts
             .offline_root
             .clone()
             .unwrap_or_else(|| self.file(ROOT_KEY));
         plan.push((root_key_path, root_key_pem.as_bytes().to_vec(), SECRET_MODE));
+        if in_token {
+            // The token holds the three CA keys: no key files for them.
+            let token_files = [
+                self.file(INTERMEDIATE_KEY),
+                self.file(ROOT_OCSP_KEY),
+                self.file(ROOT_KEY),
+            ];
+            plan.retain(|(path, _, _)| !token_files.contains(path));
+        }
 
         let created_dir = !self.path.exists();
         if created_dir {
@@ -353,6 +440,7 @@ impl CaDir {
             admin_spiffe_id: admin_id.to_string(),
             files: written,
             admin_certificate: admin.der,
+            token_keys: token_keys.clone(),
             created_dir,
         })
     }
@@ -416,6 +504,7 @@ impl CaDir {
         for done in &report.files {
             let _ = fs::remove_file(done);
         }
+        destroy_token_keys(&report.token_keys);
         if let Some(file) = sqlite_file {
             for suffix in ["", "-wal", "-shm"] {
                 let mut name = file.as_os_str().to_owned();
@@ -525,6 +614,14 @@ impl CaDir {
     /// key is unreadable, garbled, or not the intermediate's.
     pub fn intermediate_issuer(&self) -> Result<Issuer, Error> {
         let cert = self.intermediate_cert()?;
+        let keys = self.config()?.keys;
+        if let Some(uri) = KeysSection::uri(&keys.intermediate, "intermediate")? {
+            let key = token_key(&uri, &cert, "intermediate")?;
+            return Issuer::new(cert, key).map_err(Error::pki(format!(
+                "pairing {} with its key in the PKCS#11 token",
+                self.file(INTERMEDIATE_CRT).display()
+            )));
+        }
         let key_path = self.file(INTERMEDIATE_KEY);
         let key_pem = zeroize::Zeroizing::new(files::read_to_string(&key_path)?);
         let key = PrivateKey::from_pem(&key_pem)
@@ -547,13 +644,17 @@ impl CaDir {
     /// responder of `ward ca init` while it is valid at `now`, else the root
     /// key when it is in the directory, else none.
     pub fn root_ocsp_signer(&self, now: OffsetDateTime) -> Result<RootOcspSigner, Error> {
+        let keys = self.config()?.keys;
         let crt = self.file(ROOT_OCSP_CRT);
         if crt.exists() {
             let cert = read_certs(&crt)?
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::Config(format!("{} holds no certificate", crt.display())))?;
-            let key = self.read_key(&self.file(ROOT_OCSP_KEY))?;
+            let key = match KeysSection::uri(&keys.root_ocsp, "root_ocsp")? {
+                Some(uri) => token_key(&uri, &cert, "root OCSP responder")?,
+                None => self.read_key(&self.file(ROOT_OCSP_KEY))?,
+            };
             let signer = Signer::new(&cert, key, std::slice::from_ref(&cert))
                 .map_err(Error::pki(format!("loading {}", crt.display())))?;
             if signer.not_after() > now {
@@ -561,13 +662,17 @@ impl CaDir {
             }
         }
         let root_key = self.file(ROOT_KEY);
-        if root_key.exists() {
+        let root_uri = KeysSection::uri(&keys.root, "root")?;
+        if root_key.exists() || root_uri.is_some() {
             let root = self
                 .roots()?
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::Config(format!("{ROOT_CRT} holds no certificate")))?;
-            let key = self.read_key(&root_key)?;
+            let key = match &root_uri {
+                Some(uri) => token_key(uri, &root, "root")?,
+                None => self.read_key(&root_key)?,
+            };
             let signer = Signer::new(&root, key, &[])
                 .map_err(Error::pki(format!("pairing {ROOT_CRT} with {ROOT_KEY}")))?;
             return Ok(RootOcspSigner::RootKey(signer));
@@ -578,6 +683,24 @@ impl CaDir {
     fn read_key(&self, path: &Path) -> Result<PrivateKey, Error> {
         let pem = zeroize::Zeroizing::new(files::read_to_string(path)?);
         PrivateKey::from_pem(&pem).map_err(Error::pki(format!("reading {}", path.display())))
+    }
+}
+
+/// The key of `cert` in a PKCS#11 token, proven to be that certificate's.
+fn token_key(uri: &KeyUri, cert: &CertificateDer<'_>, what: &str) -> Result<PrivateKey, Error> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| Error::Config(format!("the {what} certificate: {e}")))?;
+    pkcs11::TokenKey::open(uri, parsed.public_key().raw)
+        .and_then(|k| k.private_key())
+        .map_err(|e| Error::Config(format!("the {what} key in the PKCS#11 token: {e}")))
+}
+
+/// Removes keys a failed `ward ca init` made in a token.
+fn destroy_token_keys(uris: &[KeyUri]) {
+    for uri in uris {
+        if let Err(e) = pkcs11::destroy(uri) {
+            tracing::warn!(error = %e, key = %uri, "could not remove a key made in the PKCS#11 token");
+        }
     }
 }
 

@@ -262,6 +262,7 @@ mod tests {
                 offline_root: None,
                 permitted_dns: Vec::new(),
                 database: None,
+                pkcs11: None,
             },
             now,
         )

@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod ocsp;
 pub mod offline;
+pub mod pkcs11;
 pub mod serve;
 pub mod tls_files;
 pub mod token;

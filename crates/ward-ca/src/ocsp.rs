@@ -285,6 +285,10 @@ pub(crate) fn sign_answer(
             successful: true,
             result: summary(answers),
         },
+        Err(e @ ward_pki::Error::KeyUnavailable(_)) => {
+            tracing::error!(error = %e, "signing an OCSP response failed");
+            Answer::refused(Refusal::TryLater)
+        }
         Err(e) => {
             tracing::error!(error = %e, "signing an OCSP response failed");
             Answer::refused(Refusal::InternalError)

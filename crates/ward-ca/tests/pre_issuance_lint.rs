@@ -38,6 +38,7 @@ async fn ca(max_ttl: Duration, key_type: KeyType) -> Ca {
             offline_root: None,
             permitted_dns: Vec::new(),
             database: None,
+            pkcs11: None,
         },
         OffsetDateTime::now_utc(),
     )

@@ -62,10 +62,21 @@ pub enum Error {
     /// Signing or key generation failed inside the crypto library.
     #[error("crypto operation failed: {0}")]
     Crypto(String),
+    /// A key held outside the process (a PKCS#11 token) could not sign
+    /// now: the token is gone, busy or refused. Worth retrying later.
+    #[error("the signing key is unavailable: {0}")]
+    KeyUnavailable(String),
 }
 
 impl From<rcgen::Error> for Error {
     fn from(err: rcgen::Error) -> Self {
-        Error::Crypto(err.to_string())
+        match err {
+            // Only a [`crate::key::RemoteKey`] fails this way, and it has
+            // logged why.
+            rcgen::Error::RemoteKeyError => {
+                Error::KeyUnavailable("the key's token did not sign (see the log)".into())
+            }
+            other => Error::Crypto(other.to_string()),
+        }
     }
 }

@@ -156,7 +156,8 @@ pub struct Issuer {
     inner: rcgen::Issuer<'static, PrivateKey>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
-    /// Its key is RSA: signing costs milliseconds of CPU, not microseconds.
+    /// Its key is RSA or held in a token: signing costs milliseconds, not
+    /// microseconds.
     rsa: bool,
 }
 
@@ -200,7 +201,7 @@ impl Issuer {
         let validity = cert.validity();
         let not_before = validity.not_before.to_datetime();
         let not_after = validity.not_after.to_datetime();
-        let rsa = PublicKeyKind::from_spki(cert.public_key()).is_rsa();
+        let rsa = PublicKeyKind::from_spki(cert.public_key()).is_rsa() || key.is_remote();
         let inner = rcgen::Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| Error::InvalidCertificate(format!("CA certificate: {e}")))?;
         Ok(Issuer {
@@ -212,8 +213,8 @@ impl Issuer {
         })
     }
 
-    /// Whether the signing key is RSA (each signature costs milliseconds
-    /// of CPU, worth moving off an async worker).
+    /// Whether the signing key is RSA or held in a token (each signature
+    /// costs milliseconds, worth moving off an async worker).
     pub fn is_rsa(&self) -> bool {
         self.rsa
     }

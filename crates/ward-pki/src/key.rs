@@ -263,6 +263,30 @@ impl MlDsaKey {
 enum Inner {
     Classic(KeyPair),
     MlDsa(MlDsaKey),
+    Remote(RemoteHandle),
+}
+
+/// A private key that lives outside this process (a PKCS#11 token) and
+/// signs on request. The secret never reaches Ward.
+///
+/// `sign` gets the whole message and returns the signature as X.509 wants
+/// it for the key's type ([`KeyType`]): DER `ECDSA-Sig-Value` for ECDSA
+/// (with the curve's hash: SHA-256 for P-256, SHA-384 for P-384), PKCS#1
+/// v1.5 with SHA-256 for RSA, plain Ed25519.
+pub trait RemoteKey: Send + Sync + 'static {
+    /// The DER SubjectPublicKeyInfo of the key.
+    fn spki_der(&self) -> &[u8];
+
+    /// Signs `msg`; on failure the implementation logs why and returns a
+    /// message safe to show.
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// A [`RemoteKey`] with what rcgen needs to know of its public half.
+struct RemoteHandle {
+    key: std::sync::Arc<dyn RemoteKey>,
+    alg: &'static rcgen::SignatureAlgorithm,
+    raw: Vec<u8>,
 }
 
 impl FromStr for KeyType {
@@ -302,6 +326,39 @@ pub struct PrivateKey {
 }
 
 impl PrivateKey {
+    /// A key held by `key` outside the process. Its public key must be one
+    /// of the classical [`KeyType`]s (ML-DSA is not offered by tokens).
+    pub fn remote(key: std::sync::Arc<dyn RemoteKey>) -> Result<Self, Error> {
+        let der = key.spki_der();
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(der)
+            .map_err(|e| Error::InvalidKey(format!("bad public key: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::InvalidKey(
+                "bad public key: trailing bytes after it".into(),
+            ));
+        }
+        let key_type = PublicKeyKind::from_spki(&spki).key_type()?;
+        if key_type.is_post_quantum() {
+            return Err(Error::InvalidKey(
+                "ML-DSA keys in a token are not supported".into(),
+            ));
+        }
+        let raw = spki.subject_public_key.data.to_vec();
+        Ok(PrivateKey {
+            inner: Inner::Remote(RemoteHandle {
+                alg: key_type.signature_algorithm(),
+                raw,
+                key,
+            }),
+        })
+    }
+
+    /// Whether the key is held outside the process (its signatures cost a
+    /// round trip to the token, and it cannot be exported).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.inner, Inner::Remote(_))
+    }
+
     /// Parses a PEM private key (PKCS#8, SEC1 or PKCS#1; ML-DSA keys as
     /// PKCS#8). The error never quotes the input.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
@@ -328,9 +385,13 @@ impl PrivateKey {
         }
     }
 
-    /// The key as PKCS#8 PEM; the returned buffer is wiped on drop.
+    /// The key as PKCS#8 PEM; the returned buffer is wiped on drop. Empty
+    /// for a [remote](Self::is_remote) key, which cannot leave its token.
     pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
         use base64::Engine as _;
+        if self.is_remote() {
+            return Zeroizing::new(String::new());
+        }
         let der = self.to_pkcs8_der();
         let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*der));
         let mut pem = String::with_capacity(b64.len() + 64);
@@ -347,10 +408,12 @@ impl PrivateKey {
     ///
     /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 without the optional
     /// public key): aws-lc produces v2, which OpenSSL 3.0 cannot read.
+    /// Empty for a [remote](Self::is_remote) key.
     pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
         let pair = match &self.inner {
             Inner::Classic(pair) => pair,
             Inner::MlDsa(k) => return k.pkcs8.clone(),
+            Inner::Remote(_) => return Zeroizing::new(Vec::new()),
         };
         let der = Zeroizing::new(pair.serialize_der());
         if pair.algorithm() == &rcgen::PKCS_ED25519 {
@@ -392,6 +455,7 @@ impl PublicKeyData for PrivateKey {
         match &self.inner {
             Inner::Classic(pair) => pair.der_bytes(),
             Inner::MlDsa(k) => k.pair.public_key().as_ref(),
+            Inner::Remote(r) => &r.raw,
         }
     }
 
@@ -399,6 +463,7 @@ impl PublicKeyData for PrivateKey {
         match &self.inner {
             Inner::Classic(pair) => pair.algorithm(),
             Inner::MlDsa(k) => k.set.rcgen(),
+            Inner::Remote(r) => r.alg,
         }
     }
 }
@@ -416,6 +481,7 @@ impl SigningKey for PrivateKey {
                 sig.truncate(len);
                 Ok(sig)
             }
+            Inner::Remote(r) => r.key.sign(msg).map_err(|_| rcgen::Error::RemoteKeyError),
         }
     }
 }
@@ -591,6 +657,90 @@ mod tests {
             let again = PrivateKey::from_pem(&pem).unwrap();
             assert_eq!(again.public_key_der(), key.public_key_der());
         }
+    }
+
+    /// A [`RemoteKey`] kept in memory, standing in for a token in unit
+    /// tests (the real one, SoftHSM2, runs in `ward`'s hsm tests).
+    struct InMemory {
+        pair: signature::EcdsaKeyPair,
+        spki: Vec<u8>,
+        gone: std::sync::atomic::AtomicBool,
+    }
+
+    impl RemoteKey for InMemory {
+        fn spki_der(&self) -> &[u8] {
+            &self.spki
+        }
+
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
+            if self.gone.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err("the token is gone".into());
+            }
+            self.pair
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "signing failed".into())
+        }
+    }
+
+    #[test]
+    fn a_remote_key_signs_certificates_and_its_failure_is_key_unavailable() {
+        use crate::issue::{CaSpec, Issuer, LeafRequest, Profile, new_root};
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let now = time::OffsetDateTime::now_utc();
+        let soft = KeyType::EcdsaP256.generate().unwrap();
+        let remote = Arc::new(InMemory {
+            pair: signature::EcdsaKeyPair::from_pkcs8(
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &soft.to_pkcs8_der(),
+            )
+            .unwrap(),
+            spki: soft.public_key_der(),
+            gone: false.into(),
+        });
+        let key = PrivateKey::remote(remote.clone()).unwrap();
+        assert!(key.is_remote());
+        assert!(key.to_pkcs8_der().is_empty(), "a remote key has no PKCS#8");
+        assert_eq!(key.key_type().unwrap(), KeyType::EcdsaP256);
+        assert_eq!(key.public_key_der(), soft.public_key_der());
+        let spec = CaSpec {
+            name: "T".into(),
+            root_validity: std::time::Duration::from_secs(86_400),
+            intermediate_validity: std::time::Duration::from_secs(3600),
+            permitted_dns: Vec::new(),
+        };
+        let root = new_root(&spec, &key, now).unwrap();
+        let issuer = Issuer::new(root.der.clone(), key).unwrap();
+        assert!(
+            issuer.is_rsa(),
+            "remote signatures run off the async workers"
+        );
+        let leaf_key = KeyType::EcdsaP256.generate().unwrap();
+        let req = LeafRequest {
+            profile: Profile::Peer,
+            spiffe_id: Some("spiffe://example.org/w".parse().unwrap()),
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            common_name: None,
+            ttl: std::time::Duration::from_secs(60),
+            clamp_to_issuer: true,
+            serial: crate::Serial::random(now).unwrap(),
+            crl_url: None,
+            ocsp_url: None,
+        };
+        let leaf = issuer
+            .sign_leaf(&leaf_key.public_key_der(), &req, now)
+            .unwrap();
+        crate::verify::issued_by(&leaf.der, &root.der).unwrap();
+
+        remote.gone.store(true, Ordering::SeqCst);
+        let err = issuer
+            .sign_leaf(&leaf_key.public_key_der(), &req, now)
+            .unwrap_err();
+        assert!(matches!(err, Error::KeyUnavailable(_)), "{err:?}");
+        let crl = crate::crl::sign_crl(&issuer, &[], 1, now, now + time::Duration::hours(1));
+        assert!(matches!(crl, Err(Error::KeyUnavailable(_))), "{crl:?}");
     }
 
     #[test]

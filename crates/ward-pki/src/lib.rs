@@ -32,6 +32,6 @@ pub mod verify;
 
 pub use error::Error;
 pub use id::{SpiffeId, SpiffeIdPattern, TrustDomain};
-pub use key::{KeyType, PrivateKey, PublicKeyKind};
+pub use key::{KeyType, PrivateKey, PublicKeyKind, RemoteKey};
 pub use serial::{Fingerprint, Serial};
 pub use ttl::parse_duration;

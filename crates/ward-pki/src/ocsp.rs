@@ -459,10 +459,10 @@ impl Signer {
             response_extensions: request.nonce.clone().map(|n| vec![n]),
         };
         let tbs_der = tbs.to_der().map_err(|e| enc("response data", e))?;
-        let signature = self
-            .key
-            .sign(&tbs_der)
-            .map_err(|e| Error::Crypto(format!("signing the OCSP response: {e}")))?;
+        let signature = self.key.sign(&tbs_der).map_err(|e| match e {
+            rcgen::Error::RemoteKeyError => Error::from(e),
+            e => Error::Crypto(format!("signing the OCSP response: {e}")),
+        })?;
         let basic = BasicOcspResponse {
             tbs_response_data: tbs,
             signature_algorithm: self.algorithm.clone(),

@@ -122,6 +122,16 @@ impl From<AuthorityError> for Problem {
             AuthorityError::BadRequest(m) => Self::malformed(m),
             AuthorityError::NotFound(m) => Self::new("malformed", StatusCode::NOT_FOUND, m),
             AuthorityError::Unavailable(e) => e.into(),
+            AuthorityError::SignerUnavailable(detail) => {
+                tracing::error!(%detail, "the CA key is unavailable");
+                let mut p = Self::new(
+                    "serverInternal",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the CA's signing key is unavailable",
+                );
+                p.retry_after = Some(1);
+                p
+            }
             other => Self::internal(other),
         }
     }

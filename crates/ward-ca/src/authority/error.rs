@@ -39,6 +39,10 @@ pub enum AuthorityError {
     /// Storage is unreachable (503).
     #[error("storage unavailable")]
     Unavailable(#[source] StoreError),
+    /// The CA key cannot sign now: its PKCS#11 token is gone or failing
+    /// (503). The detail is logged, not shown.
+    #[error("signing key unavailable")]
+    SignerUnavailable(String),
     /// A bug or an unexpected failure (500); details go to the log.
     #[error("internal error")]
     Internal(String),
@@ -82,6 +86,7 @@ impl AuthorityError {
             AuthorityError::BadRequest(_) => "bad_request",
             AuthorityError::NotFound(_) => "not_found",
             AuthorityError::Unavailable(_) => "storage_unavailable",
+            AuthorityError::SignerUnavailable(_) => "signer_unavailable",
             AuthorityError::Internal(_) => "internal",
         }
     }
@@ -109,6 +114,9 @@ pub(crate) fn store_err(err: StoreError) -> AuthorityError {
 pub(super) fn pki_err(context: &str) -> impl FnOnce(ward_pki::Error) -> AuthorityError + '_ {
     move |e| match e {
         ward_pki::Error::Policy(m) => AuthorityError::Forbidden(m),
+        ward_pki::Error::KeyUnavailable(m) => {
+            AuthorityError::SignerUnavailable(format!("{context}: {m}"))
+        }
         other => AuthorityError::Internal(format!("{context}: {other}")),
     }
 }

@@ -206,7 +206,12 @@ impl Authority {
         let der = crate::cpu::heavy(heavy, || {
             sign_crl(self.issuer(), &entries, number, now, next_update)
         })
-        .map_err(|e| AuthorityError::Internal(format!("signing the CRL: {e}")))?;
+        .map_err(|e| match e {
+            ward_pki::Error::KeyUnavailable(m) => {
+                AuthorityError::SignerUnavailable(format!("signing the CRL: {m}"))
+            }
+            e => AuthorityError::Internal(format!("signing the CRL: {e}")),
+        })?;
         let etag = format!(
             "\"{}\"",
             hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])

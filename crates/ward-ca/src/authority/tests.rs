@@ -37,6 +37,7 @@ async fn fixture() -> Fixture {
             offline_root: None,
             permitted_dns: Vec::new(),
             database: None,
+            pkcs11: None,
         },
         OffsetDateTime::now_utc(),
     )

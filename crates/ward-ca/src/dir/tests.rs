@@ -12,6 +12,7 @@ fn opts() -> InitOptions {
         offline_root: None,
         permitted_dns: Vec::new(),
         database: None,
+        pkcs11: None,
     }
 }
 

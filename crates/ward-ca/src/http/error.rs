@@ -57,6 +57,14 @@ impl From<AuthorityError> for ApiError {
                     "storage is unavailable; retry later",
                 )
             }
+            AuthorityError::SignerUnavailable(detail) => {
+                tracing::error!(%detail, "the CA key is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "signer_unavailable",
+                    "the CA's signing key is unavailable; retry later",
+                )
+            }
             AuthorityError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 ApiError::new(

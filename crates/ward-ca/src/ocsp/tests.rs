@@ -29,6 +29,7 @@ async fn fixture(offline_root: bool) -> Fixture {
             offline_root: offline_root.then(|| tmp.path().join("root.key")),
             permitted_dns: Vec::new(),
             database: None,
+            pkcs11: None,
         },
         OffsetDateTime::now_utc(),
     )

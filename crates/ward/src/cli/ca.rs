@@ -116,6 +116,17 @@ pub(crate) struct InitArgs {
     /// path or postgres://… (default DIR/ward.db).
     #[arg(long)]
     database: Option<String>,
+    /// Make the root, intermediate and root OCSP responder keys in a PKCS#11
+    /// token reached through this module (e.g. libsofthsm2.so); ca.toml
+    /// names them with RFC 7512 URIs. Needs --pkcs11-token and --pin-file.
+    #[arg(long, value_name = "PATH", requires_all = ["pkcs11_token", "pin_file"], conflicts_with = "offline_root")]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the PKCS#11 token to make the keys in.
+    #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+    pkcs11_token: Option<String>,
+    /// File holding the token's user PIN (one line).
+    #[arg(long, value_name = "FILE", requires = "pkcs11_module")]
+    pin_file: Option<PathBuf>,
 }
 
 pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
@@ -128,6 +139,19 @@ pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
 
 async fn init(args: InitArgs) -> anyhow::Result<Outcome> {
     let dir = CaDir::new(&args.dir);
+    // ca.toml is read from anywhere: name the module and PIN file absolutely.
+    let absolute = |p: PathBuf, what: &str| {
+        std::path::absolute(&p).with_context(|| format!("resolving the {what} {}", p.display()))
+    };
+    let pkcs11 = match (args.pkcs11_module, args.pkcs11_token, args.pin_file) {
+        (Some(module), Some(token), Some(pin)) => Some(ward_ca::dir::Pkcs11Init {
+            module: absolute(module, "PKCS#11 module")?,
+            token,
+            pin_file: absolute(pin, "PIN file")?,
+        }),
+        _ => None,
+    };
+    let in_token = pkcs11.is_some();
     let opts = InitOptions {
         trust_domain: args.trust_domain,
         name: args.name,
@@ -137,6 +161,7 @@ async fn init(args: InitArgs) -> anyhow::Result<Outcome> {
         offline_root: args.offline_root,
         permitted_dns: args.permit_dns,
         database: args.database,
+        pkcs11,
     };
     let report = dir
         .init_with_store(&opts, OffsetDateTime::now_utc())
@@ -159,6 +184,11 @@ async fn init(args: InitArgs) -> anyhow::Result<Outcome> {
     outln!("Root fingerprint: {}", report.root_fingerprint);
     if opts.offline_root.is_some() {
         outln!("The root key is outside the CA directory: move it offline.");
+    }
+    if in_token {
+        outln!(
+            "CA keys:          in the PKCS#11 token (sensitive, not extractable; see ca.toml [keys])"
+        );
     }
     Ok(Outcome::Success)
 }

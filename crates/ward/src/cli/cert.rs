@@ -115,7 +115,7 @@ pub(crate) async fn run(cmd: CertCommand) -> anyhow::Result<Outcome> {
 /// user is the operator: nothing is hidden from them).
 fn authority_error(e: AuthorityError) -> anyhow::Error {
     match e {
-        AuthorityError::Internal(m) => anyhow::anyhow!(m),
+        AuthorityError::Internal(m) | AuthorityError::SignerUnavailable(m) => anyhow::anyhow!(m),
         AuthorityError::Unavailable(s) => anyhow::Error::new(s),
         other => anyhow::Error::new(other),
     }

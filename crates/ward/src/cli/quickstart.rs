@@ -203,6 +203,7 @@ async fn ensure_ca(ca_dir: &Path) -> anyhow::Result<Fingerprint> {
             offline_root: None,
             permitted_dns: Vec::new(),
             database: None,
+            pkcs11: None,
         };
         dir.init_with_store(&opts, OffsetDateTime::now_utc())
             .await

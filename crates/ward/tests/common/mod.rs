@@ -27,8 +27,15 @@ impl OutputText for Output {
 
 /// Runs the `ward` binary under test.
 pub(crate) fn ward(args: &[&str]) -> Output {
+    ward_env(args, &[])
+}
+
+/// Runs the `ward` binary under test with extra environment variables
+/// (`SOFTHSM2_CONF` of a test's own token directory).
+pub(crate) fn ward_env(args: &[&str], envs: &[(String, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ward"))
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("the ward binary runs")
 }
@@ -71,7 +78,13 @@ impl Pki {
 
     /// A fresh CA for trust domain example.org, with extra `ca init` flags.
     pub(crate) fn init(extra: &[&str]) -> Self {
-        let pki = Pki::empty();
+        Pki::empty().init_here(extra, &[])
+    }
+
+    /// Creates the CA of this (empty) directory, running `ward ca init`
+    /// with extra flags and environment variables.
+    pub(crate) fn init_here(self, extra: &[&str], envs: &[(String, String)]) -> Self {
+        let pki = self;
         let mut args = vec![
             "ca",
             "init",
@@ -81,7 +94,7 @@ impl Pki {
             "example.org",
         ];
         args.extend_from_slice(extra);
-        let out = ward(&args);
+        let out = ward_env(&args, envs);
         assert!(
             out.status.success(),
             "ca init failed: {}",

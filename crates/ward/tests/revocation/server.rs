@@ -27,6 +27,7 @@ impl DualServer {
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(ca.db_args())
             .args(ca.init_storage_args())
+            .envs(ca.envs().iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

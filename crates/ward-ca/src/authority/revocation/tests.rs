@@ -22,6 +22,7 @@ async fn authority(tmp: &std::path::Path, crl_url: Option<String>) -> Authority 
             offline_root: None,
             permitted_dns: Vec::new(),
             database: None,
+            pkcs11: None,
         },
         OffsetDateTime::now_utc(),
     )

@@ -131,6 +131,8 @@ pub(crate) struct Ca {
     pki: Pki,
     db: Option<PgDb>,
     files: AtomicUsize,
+    /// Environment every `ward` process of this CA gets.
+    envs: Vec<(String, String)>,
 }
 
 impl Ca {
@@ -156,7 +158,26 @@ impl Ca {
             pki: Pki::init(init),
             db,
             files: AtomicUsize::new(0),
+            envs: Vec::new(),
         })
+    }
+
+    /// A CA made by `init` in `pki` (a directory with no CA yet) on
+    /// SQLite, every `ward` process of which gets `envs`.
+    #[allow(dead_code)] // used by the hsm tests, not by every binary
+    pub(crate) fn in_pki(pki: Pki, init: &[&str], envs: Vec<(String, String)>) -> Ca {
+        Ca {
+            pki: pki.init_here(init, &envs),
+            db: None,
+            files: AtomicUsize::new(0),
+            envs,
+        }
+    }
+
+    /// The environment every `ward` process of this CA gets.
+    #[allow(dead_code)] // used by the hsm and revocation tests, not by every binary
+    pub(crate) fn envs(&self) -> &[(String, String)] {
+        &self.envs
     }
 
     /// The CA directory.
@@ -244,7 +265,7 @@ impl Ca {
         all.extend(["--dir".to_owned(), self.dir().to_owned()]);
         all.extend(self.db_args());
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        ward(&refs)
+        crate::common::ward_env(&refs, &self.envs)
     }
 
     /// `ward token create --spiffe-id ID EXTRA… --format json`.
@@ -394,6 +415,7 @@ impl Server {
             // an operator does on first start (`ca init` made the SQLite one).
             .args(ca.init_storage_args())
             .args(extra)
+            .envs(ca.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
