@@ -33,6 +33,11 @@ pub(crate) const INSERT_TOKEN: &str = "INSERT INTO tokens (id, hash, spiffe_id, 
 pub(crate) const TOKEN_BY_ID: &str =
     concat!("SELECT ", token_columns!(), " FROM tokens WHERE id = $1");
 
+/// SQLite's fast group commit only: the start of a read of several tokens
+/// by id; the caller appends the parameters and `)`.
+pub(crate) const TOKENS_BY_IDS_OPEN: &str =
+    concat!("SELECT ", token_columns!(), " FROM tokens WHERE id IN (");
+
 /// One token by the hash of its secret.
 pub(crate) const TOKEN_BY_HASH: &str =
     concat!("SELECT ", token_columns!(), " FROM tokens WHERE hash = $1");

@@ -51,18 +51,50 @@ const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// The connection every write of this process goes through; `None` once
 /// the store is closed.
-type Writer = Arc<Mutex<Option<SqliteConnection>>>;
+type Writer = Arc<Mutex<Option<WriterSlot>>>;
+
+/// The write connection, and whether a transaction begun by plain SQL (the
+/// fast group commit, [`fast_batch`]) may still be open on it.
+struct WriterSlot {
+    conn: SqliteConnection,
+    /// Set before such a transaction begins, cleared once it committed or
+    /// rolled back: still set when its task was dropped half-way, so the
+    /// next writer rolls it back before anything else.
+    open: bool,
+}
+
+/// Takes this process's turn on the writer connection, first rolling back
+/// a transaction a dropped batch left open.
+async fn lock_slot(
+    writer: &Writer,
+) -> Result<tokio::sync::MappedMutexGuard<'_, WriterSlot>, StoreError> {
+    let mut slot = tokio::sync::MutexGuard::try_map(writer.lock().await, Option::as_mut)
+        .map_err(|_| StoreError::Unavailable {
+            context: "writing to the SQLite database".into(),
+            source: "the store is closed".into(),
+        })?;
+    settle(&mut slot).await;
+    Ok(slot)
+}
+
+/// Rolls back a plain-SQL transaction that may still be open on the writer.
+async fn settle(slot: &mut WriterSlot) {
+    if slot.open {
+        // An error here means no transaction was open after all (it never
+        // began): nothing to undo either way.
+        let _ = sqlx::query("ROLLBACK").execute(&mut slot.conn).await;
+        slot.open = false;
+    }
+}
 
 /// Takes this process's turn on the writer connection.
 async fn lock_writer(
     writer: &Writer,
 ) -> Result<tokio::sync::MappedMutexGuard<'_, SqliteConnection>, StoreError> {
-    tokio::sync::MutexGuard::try_map(writer.lock().await, Option::as_mut).map_err(|_| {
-        StoreError::Unavailable {
-            context: "writing to the SQLite database".into(),
-            source: "the store is closed".into(),
-        }
-    })
+    Ok(tokio::sync::MappedMutexGuard::map(
+        lock_slot(writer).await?,
+        |slot| &mut slot.conn,
+    ))
 }
 
 /// A SQLite store: the shared logic over this backend's connections.
@@ -143,7 +175,10 @@ impl SqliteDriver {
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
-        let writer = Arc::new(Mutex::new(Some(writer)));
+        let writer = Arc::new(Mutex::new(Some(WriterSlot {
+            conn: writer,
+            open: false,
+        })));
         let batch = SqliteBatch {
             writer: writer.clone(),
         };
@@ -227,8 +262,19 @@ async fn begin_write(
 impl BatchWriter for SqliteBatch {
     async fn write_batch(&self, items: &[Item]) -> BatchResult {
         let ctx = "committing certificates";
-        let mut conn = lock_writer(&self.writer).await?;
-        let mut tx = begin_write(&mut conn).await?;
+        let mut slot = lock_slot(&self.writer).await?;
+        match fast_batch(&mut slot, items).await {
+            Ok(Some(outcomes)) => return Ok(outcomes),
+            // Rolled back: some item is refused (or a serial exists); the
+            // careful path below finds out which.
+            Ok(None) => {}
+            Err(e) if e.is_unavailable() => return Err(e),
+            // Rolled back; the careful path gives each item its outcome,
+            // or meets the same error.
+            Err(_) => {}
+        }
+        settle(&mut slot).await;
+        let mut tx = begin_write(&mut slot.conn).await?;
         // The write lock is held: nobody changes these rows until commit.
         let mut tokens = HashMap::new();
         for id in token_ids(items) {
@@ -298,6 +344,159 @@ impl BatchWriter for SqliteBatch {
         tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
         Ok(outcomes)
     }
+}
+
+/// The fast group commit: a whole batch in two round trips to the thread
+/// sqlx runs the connection on (each round trip is a thread hand-off, the
+/// largest cost of a small batch), instead of one per statement.
+///
+/// The first round trip is one multi-statement query: `BEGIN IMMEDIATE`,
+/// read the batch's tokens, insert every item, add every item's token use
+/// (each `UPDATE` re-checks the use limit and returns the row it changed).
+/// It assumes every item is admitted; then the tokens read (under the write
+/// lock, before anything was written) are checked exactly as the careful
+/// path does ([`plan`]). Only if every item is admitted, every row was
+/// inserted and every use was added does the second round trip commit.
+/// Otherwise the transaction is rolled back and `None` returned, and the
+/// careful path decides item by item. Errors roll back too.
+async fn fast_batch(
+    slot: &mut WriterSlot,
+    items: &[Item],
+) -> Result<Option<Vec<crate::batch::Outcome>>, StoreError> {
+    let ctx = "committing certificates";
+    let ids = token_ids(items);
+    let mut uses: Vec<(&str, i64)> = Vec::new();
+    for (id, _) in items.iter().filter_map(|item| item.consume.as_ref()) {
+        match uses.iter_mut().find(|(t, _)| *t == id) {
+            Some((_, n)) => *n += 1,
+            None => uses.push((id, 1)),
+        }
+    }
+    let text = fast_batch_sql(ids.len(), items.len(), uses.len());
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+    for id in &ids {
+        query = query.bind(id);
+    }
+    for item in items {
+        let c = &item.certificate;
+        query = query
+            .bind(c.serial.to_string())
+            .bind(encode_optional_spiffe_id(c.spiffe_id.as_ref()))
+            .bind(&c.token_id)
+            .bind(to_micros(c.not_before))
+            .bind(to_micros(c.not_after))
+            .bind(&c.der)
+            .bind(&c.fingerprint)
+            .bind(to_micros(c.issued_at))
+            .bind(c.renewed_from.as_ref().map(ToString::to_string))
+            .bind(c.origin.as_str());
+    }
+    for (id, n) in &uses {
+        query = query.bind(*n).bind(*id);
+    }
+    slot.open = true;
+    let rows = match query.fetch_all(&mut slot.conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            rollback(slot).await;
+            return Err(StoreError::db(ctx, e));
+        }
+    };
+    // Token rows have every token column; inserted serials and updated
+    // token ids come back as one column each, in statement order.
+    let mut tokens = HashMap::new();
+    let mut singles = 0usize;
+    for row in &rows {
+        if row.columns().len() == 1 {
+            singles += 1;
+            continue;
+        }
+        match token_from_row(row) {
+            Ok(token) => {
+                tokens.insert(token.created.id.clone(), token);
+            }
+            Err(e) => {
+                rollback(slot).await;
+                return Err(e);
+            }
+        }
+    }
+    let admitted = plan(items, &tokens);
+    let all_admitted = admitted.inserts(items).count() == items.len();
+    if !all_admitted || singles != items.len() + uses.len() {
+        rollback(slot).await;
+        return Ok(None);
+    }
+    // A failed COMMIT leaves `open` set: the next writer rolls back.
+    sqlx::query("COMMIT")
+        .execute(&mut slot.conn)
+        .await
+        .map_err(|e| StoreError::db(ctx, e))?;
+    slot.open = false;
+    Ok(Some(items.iter().map(|_| Ok(())).collect()))
+}
+
+/// Rolls back the plain-SQL transaction on the writer; if that fails the
+/// slot stays marked open and the next writer tries again.
+async fn rollback(slot: &mut WriterSlot) {
+    if sqlx::query("ROLLBACK")
+        .execute(&mut slot.conn)
+        .await
+        .is_ok()
+    {
+        slot.open = false;
+    }
+}
+
+/// The text of [`fast_batch`]'s query for `tokens` token ids, `rows`
+/// certificates (10 parameters each, in [`sql::insert_rows_sql`]'s order)
+/// and `updates` (uses, token id) pairs, numbered `?1`, `?2`, … in that
+/// order. Every inserted serial and updated token id is returned.
+fn fast_batch_sql(tokens: usize, rows: usize, updates: usize) -> String {
+    use std::fmt::Write as _;
+    let mut next = 0usize;
+    let mut param = || {
+        next += 1;
+        next
+    };
+    let mut text = String::from("BEGIN IMMEDIATE");
+    if tokens > 0 {
+        text.push_str("; ");
+        text.push_str(sql::TOKENS_BY_IDS_OPEN);
+        for i in 0..tokens {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(text, "{sep}?{}", param());
+        }
+        text.push(')');
+    }
+    let mut left = rows;
+    while left > 0 {
+        let chunk = sql::insert_chunk_len(left);
+        left -= chunk;
+        text.push_str(
+            "; INSERT INTO certificates (serial, spiffe_id, token_id, not_before, not_after, der, \
+             fingerprint, issued_at, renewed_from, revoked_at, revocation_reason, origin) VALUES ",
+        );
+        for r in 0..chunk {
+            let sep = if r == 0 { "" } else { ", " };
+            let p: Vec<usize> = (0..10).map(|_| param()).collect();
+            let _ = write!(
+                text,
+                "{sep}(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, NULL, NULL, ?{})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
+            );
+        }
+        text.push_str(" ON CONFLICT (serial) DO NOTHING RETURNING serial");
+    }
+    for _ in 0..updates {
+        let (n, id) = (param(), param());
+        let _ = write!(
+            text,
+            "; UPDATE tokens SET uses = uses + ?{n} WHERE id = ?{id} \
+             AND (max_uses = 0 OR uses + ?{n} <= max_uses) RETURNING id"
+        );
+    }
+    text
 }
 
 /// Refuses a database file that is missing or empty (0 bytes: what a
@@ -439,7 +638,14 @@ impl Driver for SqliteDriver {
         // Best effort: a failure leaves the WAL for the next open to fold in.
         // Closing the last connection also removes the -wal and -shm files.
         let writer = self.writer.lock().await.take();
-        if let Some(mut writer) = writer {
+        if let Some(WriterSlot {
+            conn: mut writer,
+            open,
+        }) = writer
+        {
+            if open {
+                let _ = sqlx::query("ROLLBACK").execute(&mut writer).await;
+            }
             let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&mut writer)
                 .await;
