@@ -116,7 +116,7 @@ if [[ -n $RESULTS ]]; then
         echo
         echo "\`bench/renewal.sh\`: $AGENTS agents, $DURATION, windows of $WINDOW, $STORE store" \
             "(certificate rows at the end: ${ROWS:-unknown}); CA on core $SERVER_CPU, agents on core $LOAD_CPU;" \
-            "load average $LOADAVG at start, $LOADAVG_END at end; binary: $WARD."
+            "load average $LOADAVG at start, $LOADAVG_END at end; binary: $(basename "$(dirname "$WARD")")/$(basename "$WARD")."
         echo
         printf '%s\n' "$TABLE"
     } >>"$RESULTS"
