@@ -39,8 +39,7 @@ const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent
 connection: close\r\n\r\nhello from ward-bench upstream\n";
 
 /// The answer to anything else; the connection closes after it.
-const BAD: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const BAD: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
 /// The TLS server configuration: the server chain and key from PEM files,
 /// client certificates required and verified against the roots in
@@ -249,7 +248,12 @@ mod tests {
             b"GET / HTTP/1.1\r\nno colon",
             b"\xff / HTTP/1.1",
         ] {
-            assert_eq!(parse_head(bad), Head::Bad, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse_head(bad),
+                Head::Bad,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -259,7 +263,9 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(respond(server));
         client
-            .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\nGET / HTTP/1.1\r\nconnection: close\r\n\r\n")
+            .write_all(
+                b"GET / HTTP/1.1\r\nhost: a\r\n\r\nGET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+            )
             .await
             .unwrap();
         let mut out = Vec::new();
@@ -271,10 +277,7 @@ mod tests {
 
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(respond(server));
-        client
-            .write_all(&vec![b'a'; MAX_HEAD + 10])
-            .await
-            .unwrap();
+        client.write_all(&vec![b'a'; MAX_HEAD + 10]).await.unwrap();
         let mut out = Vec::new();
         client.read_to_end(&mut out).await.unwrap();
         task.await.unwrap().unwrap();

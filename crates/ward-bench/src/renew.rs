@@ -163,7 +163,9 @@ async fn drive(args: &RenewArgs) -> anyhow::Result<RenewSummary> {
             set.spawn(async move { Rotator::bootstrap(config).await });
         }
         while let Some(done) = set.join_next().await {
-            let rotator = done.context("bootstrap task")?.context("bootstrapping an agent")?;
+            let rotator = done
+                .context("bootstrap task")?
+                .context("bootstrapping an agent")?;
             let svid = rotator.current();
             roots = svid.bundle().to_vec();
             agents.push(Current {

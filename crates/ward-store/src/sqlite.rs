@@ -68,10 +68,12 @@ struct WriterSlot {
 async fn lock_slot(
     writer: &Writer,
 ) -> Result<tokio::sync::MappedMutexGuard<'_, WriterSlot>, StoreError> {
-    let mut slot = tokio::sync::MutexGuard::try_map(writer.lock().await, Option::as_mut)
-        .map_err(|_| StoreError::Unavailable {
-            context: "writing to the SQLite database".into(),
-            source: "the store is closed".into(),
+    let mut slot =
+        tokio::sync::MutexGuard::try_map(writer.lock().await, Option::as_mut).map_err(|_| {
+            StoreError::Unavailable {
+                context: "writing to the SQLite database".into(),
+                source: "the store is closed".into(),
+            }
         })?;
     settle(&mut slot).await;
     Ok(slot)

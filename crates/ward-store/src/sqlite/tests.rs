@@ -126,7 +126,10 @@ async fn submit_all(
 #[test]
 fn fast_batch_sql_numbers_parameters_in_bind_order() {
     let text = fast_batch_sql(2, 3, 1);
-    assert!(text.starts_with("BEGIN IMMEDIATE; SELECT id, hash,"), "{text}");
+    assert!(
+        text.starts_with("BEGIN IMMEDIATE; SELECT id, hash,"),
+        "{text}"
+    );
     assert!(text.contains("WHERE id IN (?1, ?2)"), "{text}");
     // 3 rows: a chunk of 2 and a chunk of 1, parameters 3..=32.
     assert_eq!(text.matches("INSERT INTO certificates").count(), 2);
@@ -189,10 +192,19 @@ async fn a_transaction_left_open_is_rolled_back_by_the_next_writer() {
         origin: crate::Origin::Token,
     };
     // Both uses are still there: the abandoned update never committed.
-    store.issue_with_token(&t.id, now, &cert("c1")).await.unwrap();
-    store.issue_with_token(&t.id, now, &cert("c2")).await.unwrap();
+    store
+        .issue_with_token(&t.id, now, &cert("c1"))
+        .await
+        .unwrap();
+    store
+        .issue_with_token(&t.id, now, &cert("c2"))
+        .await
+        .unwrap();
     let third = store.issue_with_token(&t.id, now, &cert("c3")).await;
-    assert!(matches!(third, Err(StoreError::TokenExhausted)), "{third:?}");
+    assert!(
+        matches!(third, Err(StoreError::TokenExhausted)),
+        "{third:?}"
+    );
     assert_eq!(store.count_certificates().await.unwrap(), 2);
     assert_eq!(store.token(&t.id).await.unwrap().unwrap().uses, 2);
 }
@@ -239,11 +251,15 @@ async fn the_fast_path_commits_only_batches_it_can_admit_whole() {
         )
     };
     let mut slot = lock_slot(&store.driver.writer).await.unwrap();
-    let done = fast_batch(&mut slot, &[item("d1"), item("d2")]).await.unwrap();
+    let done = fast_batch(&mut slot, &[item("d1"), item("d2")])
+        .await
+        .unwrap();
     assert_eq!(done.map(|o| o.len()), Some(2));
     assert!(!slot.open);
     // Two more would overspend the limit of 3: rolled back, nothing written.
-    let done = fast_batch(&mut slot, &[item("d3"), item("d4")]).await.unwrap();
+    let done = fast_batch(&mut slot, &[item("d3"), item("d4")])
+        .await
+        .unwrap();
     assert!(done.is_none());
     // A serial already stored: rolled back too.
     let done = fast_batch(&mut slot, &[item("d1")]).await.unwrap();
