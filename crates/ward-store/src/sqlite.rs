@@ -265,15 +265,17 @@ impl BatchWriter for SqliteBatch {
     async fn write_batch(&self, items: &[Item]) -> BatchResult {
         let ctx = "committing certificates";
         let mut slot = lock_slot(&self.writer).await?;
-        match fast_batch(&mut slot, items).await {
-            Ok(Some(outcomes)) => return Ok(outcomes),
+        // An error of the COMMIT itself (`?`) is the batch's: whether it
+        // took effect is unknown, so nothing is retried here.
+        match fast_batch(&mut slot, items).await? {
+            Fast::Committed(outcomes) => return Ok(outcomes),
             // Rolled back: some item is refused (or a serial exists); the
             // careful path below finds out which.
-            Ok(None) => {}
-            Err(e) if e.is_unavailable() => return Err(e),
+            Fast::Declined => {}
+            Fast::Failed(e) if e.is_unavailable() => return Err(e),
             // Rolled back; the careful path gives each item its outcome,
             // or meets the same error.
-            Err(_) => {}
+            Fast::Failed(_) => {}
         }
         settle(&mut slot).await;
         let mut tx = begin_write(&mut slot.conn).await?;
@@ -360,11 +362,9 @@ impl BatchWriter for SqliteBatch {
 /// path does ([`plan`]). Only if every item is admitted, every row was
 /// inserted and every use was added does the second round trip commit.
 /// Otherwise the transaction is rolled back and `None` returned, and the
-/// careful path decides item by item. Errors roll back too.
-async fn fast_batch(
-    slot: &mut WriterSlot,
-    items: &[Item],
-) -> Result<Option<Vec<crate::batch::Outcome>>, StoreError> {
+/// careful path decides item by item. Errors before the commit roll back
+/// too ([`Fast::Failed`]); an error of the COMMIT is returned as `Err`.
+async fn fast_batch(slot: &mut WriterSlot, items: &[Item]) -> Result<Fast, StoreError> {
     let ctx = "committing certificates";
     let ids = token_ids(items);
     let mut uses: Vec<(&str, i64)> = Vec::new();
@@ -401,7 +401,7 @@ async fn fast_batch(
         Ok(rows) => rows,
         Err(e) => {
             rollback(slot).await;
-            return Err(StoreError::db(ctx, e));
+            return Ok(Fast::Failed(StoreError::db(ctx, e)));
         }
     };
     // Token rows have every token column; inserted serials and updated
@@ -419,7 +419,7 @@ async fn fast_batch(
             }
             Err(e) => {
                 rollback(slot).await;
-                return Err(e);
+                return Ok(Fast::Failed(e));
             }
         }
     }
@@ -427,7 +427,7 @@ async fn fast_batch(
     let all_admitted = admitted.inserts(items).count() == items.len();
     if !all_admitted || singles != items.len() + uses.len() {
         rollback(slot).await;
-        return Ok(None);
+        return Ok(Fast::Declined);
     }
     // A failed COMMIT leaves `open` set: the next writer rolls back.
     sqlx::query("COMMIT")
@@ -435,7 +435,17 @@ async fn fast_batch(
         .await
         .map_err(|e| StoreError::db(ctx, e))?;
     slot.open = false;
-    Ok(Some(items.iter().map(|_| Ok(())).collect()))
+    Ok(Fast::Committed(items.iter().map(|_| Ok(())).collect()))
+}
+
+/// What the fast group commit did.
+enum Fast {
+    /// Committed: every item written.
+    Committed(Vec<crate::batch::Outcome>),
+    /// Rolled back: not every item could be admitted and written.
+    Declined,
+    /// Rolled back after this error, before the commit.
+    Failed(StoreError),
 }
 
 /// Rolls back the plain-SQL transaction on the writer; if that fails the

@@ -254,16 +254,16 @@ async fn the_fast_path_commits_only_batches_it_can_admit_whole() {
     let done = fast_batch(&mut slot, &[item("d1"), item("d2")])
         .await
         .unwrap();
-    assert_eq!(done.map(|o| o.len()), Some(2));
+    assert!(matches!(done, Fast::Committed(ref o) if o.len() == 2));
     assert!(!slot.open);
     // Two more would overspend the limit of 3: rolled back, nothing written.
     let done = fast_batch(&mut slot, &[item("d3"), item("d4")])
         .await
         .unwrap();
-    assert!(done.is_none());
+    assert!(matches!(done, Fast::Declined));
     // A serial already stored: rolled back too.
     let done = fast_batch(&mut slot, &[item("d1")]).await.unwrap();
-    assert!(done.is_none());
+    assert!(matches!(done, Fast::Declined));
     assert!(!slot.open);
     drop(slot);
     assert_eq!(store.count_certificates().await.unwrap(), 2);
