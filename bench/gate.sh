@@ -36,11 +36,15 @@
 #   KEEP=1               keep the temporary directory
 #   BUILD=0              use the release binaries already built
 #   WARD_BIN=path        the ward binary to measure (default: the release build)
+#   BENCH_BIN=path       the ward-bench binary (default: the release build)
 #   WARD_BASE=path       a second ward binary (say, the commit before a
 #                        refactor), run as server "before" in the same
 #                        rotation as every other server
 #   WITH_NOCACHE=1       also run the gate with its chain cache off
 #                        (--verify-cache-entries 0) as server "nocache"
+#   SKIP_BARE=1          skip server "bare": the bare-rustls reference
+#                        (`ward-bench bare`: rustls + aws-lc-rs, mTLS, a
+#                        fixed 200 answered itself, nothing proxied)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,6 +64,7 @@ SKIP_RESUME=${SKIP_RESUME:-0}
 SKIP_LAT=${SKIP_LAT:-0}
 SKIP_MEM=${SKIP_MEM:-0}
 WITH_NOCACHE=${WITH_NOCACHE:-0}
+SKIP_BARE=${SKIP_BARE:-0}
 MEM_CONNS=${MEM_CONNS:-10000}
 MEM_VARIANTS=${MEM_VARIANTS-hs req}
 INSTALL_NGINX=${INSTALL_NGINX:-1}
@@ -121,7 +126,7 @@ TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/nu
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null ||
     echo "${CARGO_TARGET_DIR:-$ROOT/target}")
 WARD=${WARD_BIN:-$TARGET_DIR/release/ward}
-BENCH=$TARGET_DIR/release/ward-bench
+BENCH=${BENCH_BIN:-$TARGET_DIR/release/ward-bench}
 
 # ---------------------------------------------------------------- certificates
 # ECDSA P-256 root + intermediate; the server and client leaves are sent with
@@ -264,6 +269,31 @@ EOF
     exit 1
 }
 
+# The bare-rustls reference (`ward-bench bare`): same server chain and key,
+# same client root, TLS 1.3, client certificate required; it answers every
+# request itself with a fixed 200, so it does the TLS work of an mTLS
+# server and nothing a proxy adds (HTTP parsing, policy, the upstream).
+start_bare() {
+    local err=$WORK/bare.err addr i
+    : >"$err"
+    taskset -c "$SERVER_CPU" "$BENCH" bare --listen 127.0.0.1:0 --cert "$WORK/server.crt" \
+        --key "$WORK/server.key" --client-ca "$CA/root.crt" >/dev/null 2>"$err" &
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    for ((i = 0; i < 200; i++)); do
+        addr=$(grep -o 'ward-bench bare: listening on [^ ]*' "$err" | head -n1 | awk '{print $5}' || true)
+        if [[ -n $addr ]]; then
+            PROXY_URL=https://$addr/
+            return 0
+        fi
+        kill -0 "$PROXY_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "ward-bench bare did not start:"
+    cat "$err" >&2
+    exit 1
+}
+
 # Waits until PROXY_URL answers an mTLS GET with 2xx (curl, OpenSSL).
 wait_proxy() { # name logfiles...
     local name=$1 i
@@ -390,13 +420,14 @@ start_proxy() { # ward|nginx|haproxy [mem]
         ward) start_gate "${2:-}" ;;
         before) WARD=$WARD_BASE start_gate "${2:-}" ;;
         nocache) start_gate "${2:-}" nocache ;;
+        bare) start_bare ;;
         nginx) start_nginx ;;
         haproxy) start_haproxy ;;
     esac
 }
 
 # One throughput/latency run: label = SERVER-WORKLOAD[-pq], SERVER one of
-# ward, nginx, haproxy, direct; WORKLOAD hs (full handshakes), rs (resumed
+# ward, before, nocache, bare, nginx, haproxy, direct; WORKLOAD hs (full handshakes), rs (resumed
 # handshakes), ka (keep-alive, closed loop), lat (keep-alive at RATE/s).
 run_one() { # label rep
     local label=$1 rep=$2 mode url kx=$KX_GROUP rate=() tls=() up_cpu=$SERVER_CPU
@@ -545,6 +576,7 @@ run_mem() { # label
 PEERS=()
 [[ -n ${WARD_BASE:-} ]] && PEERS+=(before)
 [[ $WITH_NOCACHE == 1 ]] && PEERS+=(nocache)
+[[ $SKIP_BARE == 1 ]] || PEERS+=(bare)
 [[ $HAVE_NGINX == 1 ]] && PEERS+=(nginx)
 [[ $HAVE_HAPROXY == 1 ]] && PEERS+=(haproxy)
 if [[ -n $CONFIGS_ENV ]]; then

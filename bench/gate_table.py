@@ -53,13 +53,14 @@ def pairs(runs):
     peer ÷ Ward for CPU per request and memory (also: bigger is better for
     Ward), so every ratio reads "how many times better Ward is"."""
     out = []
-    for peer in ("before", "nocache", "nginx", "haproxy"):
+    for peer in ("before", "nocache", "bare", "nginx", "haproxy"):
         name = {"before": "Ward before", "nocache": "Ward without chain cache",
+                "bare": "bare rustls (proxies nothing)",
                 "nginx": "nginx", "haproxy": "HAProxy"}[peer]
-        for wl, what, target in (("hs", "full mTLS handshakes/s", 4.0),
+        for wl, what, target in (("hs", "full mTLS handshakes/s", 1.1 if peer == "bare" else 4.5),
                                  ("rs", "resumed mTLS handshakes/s", None),
                                  ("ka", "keep-alive requests/s", 1.5 if peer == "haproxy" else None)):
-            if peer in ("before", "nocache"):
+            if peer in ("before", "nocache") or (peer == "bare" and wl != "hs"):
                 target = None
             a, b = runs.get(f"ward-{wl}"), runs.get(f"{peer}-{wl}")
             if not a or not b:
@@ -87,6 +88,7 @@ def main():
         "ward": "Ward gate",
         "before": "Ward gate (before: WARD_BASE)",
         "nocache": "Ward gate, chain cache off",
+        "bare": "bare rustls + aws-lc-rs (no proxying)",
         "nginx": f"nginx {e.get('NGINX_VERSION', '')}".strip(),
         "haproxy": f"HAProxy {e.get('HAPROXY_VERSION', '')}".strip(),
         "direct": "direct (plain HTTP)",
@@ -119,7 +121,7 @@ def main():
           "| proxy CPU % | proxy µs/req | upstream CPU % | load CPU % | req/s per run |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     order = [(srv, wl, suffix) for wl in ("hs", "rs", "ka", "lat") for suffix in ("", "-pq")
-             for srv in ("ward", "before", "nocache", "nginx", "haproxy", "direct")]
+             for srv in ("ward", "before", "nocache", "bare", "nginx", "haproxy", "direct")]
     for srv, wl, suffix in order:
         rs = runs.get(f"{srv}-{wl}{suffix}")
         if not rs:
@@ -141,7 +143,7 @@ def main():
               "| RSS before MiB | RSS after MiB | KiB per connection |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for v, what in (("hs", "after the handshake"), ("req", "after one request")):
-            for srv in ("ward", "before", "nginx", "haproxy"):
+            for srv in ("ward", "before", "bare", "nginx", "haproxy"):
                 r = dict(mem).get(f"{srv}-mem-{v}")
                 if not r:
                     continue

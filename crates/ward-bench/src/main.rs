@@ -10,11 +10,14 @@
 //! resumption; `ward-bench idle` holds many idle mTLS connections open (for
 //! a server's memory per connection); `ward-bench ceiling` times the
 //! public-key operations of a full mTLS handshake; `ward-bench cold-start`
-//! times a client process from start to its first mTLS request. `bench/README.md` in the repository explains the fields
+//! times a client process from start to its first mTLS request;
+//! `ward-bench bare` is the bare-rustls mTLS reference server and
+//! `ward-bench renew` keeps many identities renewing against one CA. `bench/README.md` in the repository explains the fields
 //! and the scripts that use this binary.
 
 #![forbid(unsafe_code)]
 
+mod bare;
 mod ceiling;
 mod cold;
 mod conn;
@@ -23,6 +26,7 @@ mod issue;
 #[cfg(test)]
 mod live_tests;
 mod load;
+mod renew;
 mod stats;
 mod upstream;
 
@@ -71,6 +75,17 @@ enum Command {
     /// request; prints `ward-bench upstream: listening on http://ADDR` on
     /// stderr and serves until killed.
     Upstream(UpstreamArgs),
+    /// The bare-rustls reference: an mTLS responder (rustls + aws-lc-rs,
+    /// client certificate required) answering every GET with a fixed 200
+    /// itself, proxying nothing; prints `ward-bench bare: listening on
+    /// ADDR` on stderr and serves until killed.
+    Bare(BareArgs),
+    /// Renewal at scale: `--agents` identities bootstrapped with one
+    /// token, each renewing over mTLS (`POST /v1/renew`, fresh key and CSR,
+    /// the certificate just issued as the next client identity) back to
+    /// back for `--duration`; one JSON line with renewals/s, latency
+    /// percentiles, failures and a per-window series.
+    Renew(renew::RenewArgs),
 }
 
 /// Options shared by the HTTP load modes.
@@ -197,6 +212,25 @@ struct UpstreamArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct BareArgs {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// PEM server certificate chain (leaf first).
+    #[arg(long)]
+    cert: PathBuf,
+    /// PEM private key of `--cert`.
+    #[arg(long)]
+    key: PathBuf,
+    /// PEM root(s) client certificates must chain to.
+    #[arg(long)]
+    client_ca: PathBuf,
+    /// Runtime worker threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
 struct IssueArgs {
     /// The CA's base URL, e.g. https://127.0.0.1:8443.
     #[arg(long)]
@@ -281,6 +315,12 @@ fn main() -> anyhow::Result<()> {
             let runtime = runtime(args.threads)?;
             runtime.block_on(upstream::serve(args.listen))
         }
+        Command::Bare(args) => {
+            let config = bare::server_config(&args.cert, &args.key, &args.client_ca)?;
+            let runtime = runtime(args.threads)?;
+            runtime.block_on(bare::serve(args.listen, config))
+        }
+        Command::Renew(args) => renew::run(args),
     }
 }
 

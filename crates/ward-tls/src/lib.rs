@@ -81,3 +81,22 @@ pub enum Error {
     #[error("client verifier: {0}")]
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
+
+#[cfg(test)]
+mod tests {
+    /// The workspace builds aws-lc without CPU jitter entropy
+    /// (`.cargo/config.toml`, docs/entropy.md): its DRBG is seeded from the
+    /// kernel. A build that lost the switch fails here.
+    #[test]
+    fn entropy_source_is_the_operating_system() {
+        let mut b = [0u8; 32];
+        // Initialises the DRBG and with it the entropy source.
+        super::provider().secure_random.fill(&mut b).unwrap();
+        assert_ne!(b, [0u8; 32]);
+        assert_eq!(
+            aws_lc_rs::try_fips_cpu_jitter_entropy(),
+            Err("FIPS CPU Jitter Entropy not enabled!"),
+            "aws-lc was built with CPU jitter entropy; is AWS_LC_SYS_NO_JITTER_ENTROPY=1 set?"
+        );
+    }
+}
