@@ -257,6 +257,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
+    let acme_sweeper = state.acme.as_ref().map(|acme| acme.spawn_sweeper());
     let follow = revocations.map(|changes| {
         tokio::spawn(crate::authority::revocation::follow_revocations(
             authority.clone(),
@@ -308,7 +309,7 @@ pub async fn run(
     }
     background.abort();
     ocsp_rotation.abort();
-    for task in [follow, follow_files].into_iter().flatten() {
+    for task in [follow, follow_files, acme_sweeper].into_iter().flatten() {
         task.abort();
     }
     authority.store().close().await;
