@@ -10,11 +10,13 @@
 //! resumption; `ward-bench idle` holds many idle mTLS connections open (for
 //! a server's memory per connection); `ward-bench ceiling` times the
 //! public-key operations of a full mTLS handshake; `ward-bench cold-start`
-//! times a client process from start to its first mTLS request. `bench/README.md` in the repository explains the fields
+//! times a client process from start to its first mTLS request; `ward-bench
+//! acme` completes ACME orders with the instant-acme client. `bench/README.md` in the repository explains the fields
 //! and the scripts that use this binary.
 
 #![forbid(unsafe_code)]
 
+mod acme;
 mod ceiling;
 mod cold;
 mod conn;
@@ -67,6 +69,10 @@ enum Command {
     /// from spawn to their first mTLS request with an identity just
     /// obtained from the CA; one JSON line per run, then medians.
     ColdStart(cold::ColdArgs),
+    /// Complete ACME orders per second (newOrder → http-01 → finalize →
+    /// download) with the instant-acme client against any RFC 8555
+    /// server; one JSON line of results.
+    Acme(acme::AcmeArgs),
     /// A fixed plain-HTTP upstream answering 200 with a small body to every
     /// request; prints `ward-bench upstream: listening on http://ADDR` on
     /// stderr and serves until killed.
@@ -277,6 +283,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ColdStart(args) => cold::run(args),
+        Command::Acme(args) => acme::run(args),
         Command::Upstream(args) => {
             let runtime = runtime(args.threads)?;
             runtime.block_on(upstream::serve(args.listen))
