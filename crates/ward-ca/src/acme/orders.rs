@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +17,6 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use ward_pki::Serial;
 use ward_store::{AcmeOrder, Origin};
-use ward_tls::server::PeerInfo;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 use super::handlers::{ByEither, ByKid, Signed, acme_for, json_response, with_index};
