@@ -194,7 +194,15 @@ async fn eab_admin_api(backend: Backend) {
         .send(&crate::harness::Req::delete(&format!("{path}/nope")))
         .await
         .expect_error(404, "not_found");
-    let (ok, out) = lego(&ca, &server, &bound, http01, &["-d", "f.acme.test", "run"]);
+    // (lego wants the EAB flags whenever the directory requires EAB; with
+    // its stored account it does not register again.)
+    let (ok, out) = lego(
+        &ca,
+        &server,
+        &bound,
+        http01,
+        &["--eab", "--kid", &kid, "--hmac", &hmac, "-d", "f.acme.test", "run"],
+    );
     assert!(!ok, "a revoked EAB key's account still orders: {out}");
     assert!(out.contains("revoked"), "{out}");
 

@@ -77,7 +77,7 @@ class Answer:
         return f"{self.status} {self.body[:400]!r}"
 
 
-def http(method, url, body=None):
+def fetch(method, url, body=None):
     req = urllib.request.Request(url, data=body, method=method)
     if body is not None:
         req.add_header("Content-Type", "application/jose+json")
@@ -88,14 +88,14 @@ def http(method, url, body=None):
         return Answer(e.code, e.headers, e.read())
 
 
-DIR = http("GET", DIRECTORY).json()
+DIR = fetch("GET", DIRECTORY).json()
 NONCES = []
 
 
 def nonce():
     if NONCES:
         return NONCES.pop()
-    a = http("HEAD", DIR["newNonce"])
+    a = fetch("HEAD", DIR["newNonce"])
     return a.headers["Replay-Nonce"]
 
 
@@ -160,7 +160,7 @@ class Account:
     def post(self, url, payload=None, jwk=False):
         body = b"" if payload is None else json.dumps(payload).encode()
         data = self.key.sign(url, body, kid=None if jwk else self.url)
-        a = http("POST", url, data)
+        a = fetch("POST", url, data)
         if "Replay-Nonce" in a.headers:
             NONCES.append(a.headers["Replay-Nonce"])
         return a
