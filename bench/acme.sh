@@ -214,8 +214,8 @@ run_one() { # config repeat
         --http01-listen "127.0.0.1:$HTTP01_PORT" --concurrency "$CONCURRENCY" \
         --duration "$DURATION" --warmup "$WARMUP" >"$out" 2>"$WORK/$config.$r.err"; then
         log "$config run $r failed:"
-        cat "$WORK/$config.$r.err" >&2
     fi
+    cat "$WORK/$config.$r.err" >&2
     stop_pid "$SERVER_PID"
     log "$config #$r: $(cat "$out" 2>/dev/null)"
 }

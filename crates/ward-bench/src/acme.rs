@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -183,10 +184,16 @@ async fn one_order(
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(token.clone(), answer);
             tokens.push(token);
-            challenge.set_ready().await.context("answering the challenge")?;
+            challenge
+                .set_ready()
+                .await
+                .context("answering the challenge")?;
         }
     }
-    let status = order.poll_ready(policy).await.context("polling the order")?;
+    let status = order
+        .poll_ready(policy)
+        .await
+        .context("polling the order")?;
     {
         let mut map = answers.lock().unwrap_or_else(PoisonError::into_inner);
         for t in &tokens {
@@ -197,14 +204,14 @@ async fn one_order(
         bail!("order became {status:?}");
     }
     let key = rcgen::KeyPair::generate().context("generating a key")?;
-    let csr = rcgen::CertificateParams::new(vec![name.to_owned()])
-        .context("CSR parameters")?
-        .serialize_request(&key)
-        .context("signing the CSR")?;
-    order
-        .finalize_csr(csr.der())
-        .await
-        .context("finalize")?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_owned()]).context("CSR parameters")?;
+    // rcgen's default subject is CN=rcgen self signed cert, a name the
+    // order does not hold: Ward refuses such a CSR (badCSR), Pebble ignores
+    // it. The CSR names the order's name only, as ACME clients send.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).context("signing the CSR")?;
+    order.finalize_csr(csr.der()).await.context("finalize")?;
     let chain = order
         .poll_certificate(policy)
         .await

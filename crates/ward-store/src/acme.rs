@@ -174,8 +174,7 @@ pub trait AcmeStore: Send + Sync {
     ) -> Result<Option<String>, StoreError>;
 
     /// Forgets an account's reusable authorization (it was deactivated).
-    async fn drop_valid_authz(&self, account_id: &str, identifier: &str)
-    -> Result<(), StoreError>;
+    async fn drop_valid_authz(&self, account_id: &str, identifier: &str) -> Result<(), StoreError>;
 
     /// The order recorded as replacing the certificate with this serial.
     async fn replacement(&self, cert_serial: &str) -> Result<Option<String>, StoreError>;
@@ -575,7 +574,7 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                     .await
             }
         }
-            .map_err(|e| StoreError::db("listing EAB keys", e))?;
+        .map_err(|e| StoreError::db("listing EAB keys", e))?;
         rows.iter().map(eab_from_row).collect()
     }
 
@@ -667,11 +666,7 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
             .transpose()
     }
 
-    async fn drop_valid_authz(
-        &self,
-        account_id: &str,
-        identifier: &str,
-    ) -> Result<(), StoreError> {
+    async fn drop_valid_authz(&self, account_id: &str, identifier: &str) -> Result<(), StoreError> {
         let ctx = "forgetting a valid ACME authorization";
         let (account_id, identifier) = (account_id.to_owned(), identifier.to_owned());
         self.write(ctx, move |tx| {
@@ -748,7 +743,9 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                         }
                     }
                 }
-                insert_order(tx, &o).await.map_err(conflict(ctx, "an order with this id exists"))?;
+                insert_order(tx, &o)
+                    .await
+                    .map_err(conflict(ctx, "an order with this id exists"))?;
                 Ok(())
             })
         })
@@ -775,7 +772,10 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                      JOIN certificates c ON c.serial = o.cert_serial \
                      WHERE c.not_after <= $1 ORDER BY c.not_after LIMIT $2)",
                 ] {
-                    gone += tx.execute(sql, &[Param::Time(now), limit]).await.map_err(db)?;
+                    gone += tx
+                        .execute(sql, &[Param::Time(now), limit])
+                        .await
+                        .map_err(db)?;
                 }
                 gone += tx
                     .execute(

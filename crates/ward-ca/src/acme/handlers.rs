@@ -391,9 +391,7 @@ fn account_json(base: &Base, a: &AcmeAccount) -> Value {
 }
 
 /// POST `/acme/NAME/new-account`.
-pub(crate) async fn new_account(
-    ByJwk(s): ByJwk,
-) -> Result<Response, Problem> {
+pub(crate) async fn new_account(ByJwk(s): ByJwk) -> Result<Response, Problem> {
     let p = s.base.name.clone();
     let req: NewAccount = s.payload()?;
     let store = s.acme.authority.store().acme();

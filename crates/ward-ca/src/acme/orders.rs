@@ -111,9 +111,7 @@ fn check_identifier(
 }
 
 /// POST `/acme/NAME/new-order`.
-pub(crate) async fn new_order(
-    ByKid(s): ByKid,
-) -> Result<Response, Problem> {
+pub(crate) async fn new_order(ByKid(s): ByKid) -> Result<Response, Problem> {
     let account = s.account()?.clone();
     let prov = s.provisioner()?;
     let req: NewOrder = s.payload()?;
@@ -747,9 +745,7 @@ struct Revoke {
 
 /// POST `/acme/NAME/revoke-cert`: by the issuing account (kid) or by the
 /// certificate's own key (jwk).
-pub(crate) async fn revoke(
-    ByEither(s): ByEither,
-) -> Result<Response, Problem> {
+pub(crate) async fn revoke(ByEither(s): ByEither) -> Result<Response, Problem> {
     let req: Revoke = s.payload()?;
     if let Some(r) = req.reason
         && !matches!(r, 0..=6 | 8..=10)

@@ -240,7 +240,9 @@ impl Validator {
                 let (ip, after) = v6
                     .split_once(']')
                     .ok_or_else(|| format!("bad host in {location:?}"))?;
-                let ip: IpAddr = ip.parse().map_err(|_| format!("bad host in {location:?}"))?;
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| format!("bad host in {location:?}"))?;
                 let port = match after {
                     "" => None,
                     p => Some(p.strip_prefix(':').unwrap_or(p)),

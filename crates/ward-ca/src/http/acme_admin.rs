@@ -78,9 +78,7 @@ pub(super) async fn create(
     let created =
         crate::acme::store_eab_key(state.authority.store().as_ref(), &req.provisioner, now)
             .await
-            .map_err(|e| {
-                crate::authority::AuthorityError::Internal(e.to_string())
-            })?;
+            .map_err(|e| crate::authority::AuthorityError::Internal(e.to_string()))?;
     done(
         &state,
         "create_acme_eab",

@@ -45,11 +45,17 @@ pub(crate) async fn acme_valid_authz_round_trip(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(
-        acme.valid_authz("a1", "dns:x.test", t).await.unwrap().as_deref(),
+        acme.valid_authz("a1", "dns:x.test", t)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("one")
     );
     assert_eq!(acme.valid_authz("a2", "dns:x.test", t).await.unwrap(), None);
-    assert_eq!(acme.valid_authz("a1", "dns:*.x.test", t).await.unwrap(), None);
+    assert_eq!(
+        acme.valid_authz("a1", "dns:*.x.test", t).await.unwrap(),
+        None
+    );
     assert_eq!(
         acme.valid_authz("a1", "dns:x.test", t + Duration::hours(2))
             .await
@@ -61,7 +67,10 @@ pub(crate) async fn acme_valid_authz_round_trip(ctx: Ctx) {
         .await
         .unwrap();
     assert_eq!(
-        acme.valid_authz("a1", "dns:x.test", t).await.unwrap().as_deref(),
+        acme.valid_authz("a1", "dns:x.test", t)
+            .await
+            .unwrap()
+            .as_deref(),
         Some("two")
     );
     acme.drop_valid_authz("a1", "dns:x.test").await.unwrap();
@@ -78,7 +87,10 @@ pub(crate) async fn acme_one_replacement_per_certificate(ctx: Ctx) {
     acme.create_replacing_order(&order("o1", "a1", hour, None), "0a01", None)
         .await
         .unwrap();
-    assert_eq!(acme.replacement("0a01").await.unwrap().as_deref(), Some("o1"));
+    assert_eq!(
+        acme.replacement("0a01").await.unwrap().as_deref(),
+        Some("o1")
+    );
     let second = acme
         .create_replacing_order(&order("o2", "a1", hour, None), "0a01", None)
         .await;
@@ -93,7 +105,10 @@ pub(crate) async fn acme_one_replacement_per_certificate(ctx: Ctx) {
         .await;
     assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
     assert!(acme.order("o4").await.unwrap().is_none(), "o4 was stored");
-    assert_eq!(acme.replacement("0a01").await.unwrap().as_deref(), Some("o3"));
+    assert_eq!(
+        acme.replacement("0a01").await.unwrap().as_deref(),
+        Some("o3")
+    );
 }
 
 /// A revoked EAB key binds no account, and revoking a bound key revokes
@@ -113,7 +128,9 @@ pub(crate) async fn acme_eab_revocation(ctx: Ctx) {
         .await
         .unwrap();
     }
-    acme.create_account(&account("a1", Some("k1"))).await.unwrap();
+    acme.create_account(&account("a1", Some("k1")))
+        .await
+        .unwrap();
     assert!(acme.revoke_eab_key("k1", now()).await.unwrap());
     assert!(!acme.revoke_eab_key("k1", now()).await.unwrap(), "twice");
     assert!(!acme.revoke_eab_key("nope", now()).await.unwrap());
@@ -140,11 +157,18 @@ pub(crate) async fn acme_prune_is_bounded_and_keeps_live_state(ctx: Ctx) {
         acme.put_nonce(&format!("old{i}"), t + Duration::seconds(1), t)
             .await
             .unwrap();
-        acme.create_order(&order(&format!("dead{i}"), "a1", Duration::seconds(1), None))
-            .await
-            .unwrap();
+        acme.create_order(&order(
+            &format!("dead{i}"),
+            "a1",
+            Duration::seconds(1),
+            None,
+        ))
+        .await
+        .unwrap();
     }
-    acme.put_nonce("fresh", t + Duration::hours(2), t).await.unwrap();
+    acme.put_nonce("fresh", t + Duration::hours(2), t)
+        .await
+        .unwrap();
     acme.create_order(&order("live", "a1", Duration::hours(2), None))
         .await
         .unwrap();
@@ -175,7 +199,10 @@ pub(crate) async fn acme_prune_is_bounded_and_keeps_live_state(ctx: Ctx) {
     assert_eq!(total, 11, "5 nonces, 5 dead orders, 1 authorization");
     assert!(acme.take_nonce("fresh", later).await.unwrap());
     assert!(acme.order("live").await.unwrap().is_some());
-    assert!(acme.order("issued").await.unwrap().is_some(), "its certificate is valid");
+    assert!(
+        acme.order("issued").await.unwrap().is_some(),
+        "its certificate is valid"
+    );
     for i in 0..5 {
         assert!(acme.order(&format!("dead{i}")).await.unwrap().is_none());
     }

@@ -165,9 +165,22 @@ async fn eab_admin_api(backend: Backend) {
         &server,
         &bound,
         http01,
-        &["--eab", "--kid", &kid, "--hmac", &hmac, "-d", "e.acme.test", "run"],
+        &[
+            "--eab",
+            "--kid",
+            &kid,
+            "--hmac",
+            &hmac,
+            "-d",
+            "e.acme.test",
+            "run",
+        ],
     );
-    assert!(ok, "lego with an admin-API EAB key: {out}\nCA: {}", server.stderr());
+    assert!(
+        ok,
+        "lego with an admin-API EAB key: {out}\nCA: {}",
+        server.stderr()
+    );
 
     // List: the key, bound, without its HMAC key.
     let listed = admin.get(path).await.expect(200);
@@ -176,8 +189,14 @@ async fn eab_admin_api(backend: Backend) {
     assert_eq!(key["provisioner"], "eab", "{key}");
     assert!(key["account_id"].is_string(), "{key}");
     assert!(key["revoked_at"].is_null(), "{key}");
-    assert!(!listed.to_string().contains(&hmac), "the HMAC key was listed");
-    let filtered = admin.get(&format!("{path}?provisioner=web")).await.expect(200);
+    assert!(
+        !listed.to_string().contains(&hmac),
+        "the HMAC key was listed"
+    );
+    let filtered = admin
+        .get(&format!("{path}?provisioner=web"))
+        .await
+        .expect(200);
     assert_eq!(filtered["keys"].as_array().unwrap().len(), 0, "{filtered}");
 
     // Revoke: the account it bound can no longer order.
@@ -201,7 +220,16 @@ async fn eab_admin_api(backend: Backend) {
         &server,
         &bound,
         http01,
-        &["--eab", "--kid", &kid, "--hmac", &hmac, "-d", "f.acme.test", "run"],
+        &[
+            "--eab",
+            "--kid",
+            &kid,
+            "--hmac",
+            &hmac,
+            "-d",
+            "f.acme.test",
+            "run",
+        ],
     );
     assert!(!ok, "a revoked EAB key's account still orders: {out}");
     assert!(out.contains("revoked"), "{out}");
@@ -213,7 +241,9 @@ async fn eab_admin_api(backend: Backend) {
         .expect(201);
     let unused_kid = unused["key_id"].as_str().unwrap();
     admin
-        .send(&crate::harness::Req::delete(&format!("{path}/{unused_kid}")))
+        .send(&crate::harness::Req::delete(&format!(
+            "{path}/{unused_kid}"
+        )))
         .await
         .expect(200);
     let (ok, out) = lego(
