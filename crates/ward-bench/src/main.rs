@@ -11,12 +11,15 @@
 //! a server's memory per connection); `ward-bench ceiling` times the
 //! public-key operations of a full mTLS handshake; `ward-bench cold-start`
 //! times a client process from start to its first mTLS request;
-//! `ward-bench bare` is the bare-rustls mTLS reference server and
-//! `ward-bench renew` keeps many identities renewing against one CA. `bench/README.md` in the repository explains the fields
+//! `ward-bench bare` is the bare-rustls mTLS reference server;
+//! `ward-bench renew` keeps many identities renewing against one CA;
+//! `ward-bench acme` completes ACME orders with the instant-acme client.
+//! `bench/README.md` in the repository explains the fields
 //! and the scripts that use this binary.
 
 #![forbid(unsafe_code)]
 
+mod acme;
 mod bare;
 mod ceiling;
 mod cold;
@@ -71,6 +74,10 @@ enum Command {
     /// from spawn to their first mTLS request with an identity just
     /// obtained from the CA; one JSON line per run, then medians.
     ColdStart(cold::ColdArgs),
+    /// Complete ACME orders per second (newOrder → http-01 → finalize →
+    /// download) with the instant-acme client against any RFC 8555
+    /// server; one JSON line of results.
+    Acme(acme::AcmeArgs),
     /// A fixed plain-HTTP upstream answering 200 with a small body to every
     /// request; prints `ward-bench upstream: listening on http://ADDR` on
     /// stderr and serves until killed.
@@ -311,6 +318,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ColdStart(args) => cold::run(args),
+        Command::Acme(args) => acme::run(args),
         Command::Upstream(args) => {
             let runtime = runtime(args.threads)?;
             runtime.block_on(upstream::serve(args.listen))

@@ -261,6 +261,7 @@ pub async fn run(
         authority.store().clone(),
         stop_rx.clone(),
     ));
+    let acme_sweeper = state.acme.as_ref().map(|acme| acme.spawn_sweeper());
     let follow = revocations.map(|changes| {
         tokio::spawn(crate::authority::revocation::follow_revocations(
             authority.clone(),
@@ -314,7 +315,7 @@ pub async fn run(
     ocsp_rotation.abort();
     // The backfill stops at `stop`; an unfinished one resumes at the next start.
     let _ = dns_backfill.await;
-    for task in [follow, follow_files].into_iter().flatten() {
+    for task in [follow, follow_files, acme_sweeper].into_iter().flatten() {
         task.abort();
     }
     authority.store().close().await;

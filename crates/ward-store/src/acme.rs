@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::StoreError;
-use crate::dialect::{Columns, Param, Statements};
+use crate::dialect::{Columns, Param, Statements, WriteTx};
 use crate::error::{Violation, violation};
 use crate::shared::{Driver, SqlStore};
 
@@ -72,6 +72,8 @@ pub struct AcmeEabKey {
     pub created_at: OffsetDateTime,
     /// The account it was bound to (a key binds one account only).
     pub account_id: Option<String>,
+    /// When an administrator revoked it.
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 impl std::fmt::Debug for AcmeEabKey {
@@ -80,6 +82,7 @@ impl std::fmt::Debug for AcmeEabKey {
             .field("id", &self.id)
             .field("provisioner", &self.provisioner)
             .field("account_id", &self.account_id)
+            .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +141,62 @@ pub trait AcmeStore: Send + Sync {
     /// Replaces the order if its stored version is `order.version - 1`;
     /// `false` if another writer got there first.
     async fn update_order(&self, order: &AcmeOrder) -> Result<bool, StoreError>;
+
+    /// The EAB keys of a provisioner (all when `None`), newest first, at
+    /// most `limit`.
+    async fn eab_keys(
+        &self,
+        provisioner: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AcmeEabKey>, StoreError>;
+
+    /// Revokes an EAB key and revokes the account it bound, in one
+    /// transaction; `false` if no such key exists or it is already revoked.
+    async fn revoke_eab_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Records a valid authorization an account may reuse until
+    /// `expires_at` (replacing an older one for the same identifier).
+    async fn put_valid_authz(
+        &self,
+        account_id: &str,
+        identifier: &str,
+        doc: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// The reusable authorization (its JSON) of an account for an
+    /// identifier, if one has not expired at `now`.
+    async fn valid_authz(
+        &self,
+        account_id: &str,
+        identifier: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Forgets an account's reusable authorization (it was deactivated).
+    async fn drop_valid_authz(&self, account_id: &str, identifier: &str) -> Result<(), StoreError>;
+
+    /// The order recorded as replacing the certificate with this serial.
+    async fn replacement(&self, cert_serial: &str) -> Result<Option<String>, StoreError>;
+
+    /// Creates an order that replaces the certificate `cert_serial` (ARI):
+    /// records it as the replacement if `previous` (the replacement seen
+    /// before, which the caller found dead) is still the recorded one.
+    /// [`StoreError::Conflict`] if another order became the replacement
+    /// meanwhile; nothing is stored then.
+    async fn create_replacing_order(
+        &self,
+        order: &AcmeOrder,
+        cert_serial: &str,
+        previous: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// One bounded sweep: deletes at most `limit` rows of each kind that
+    /// can no longer matter at `now`: expired nonces and reusable
+    /// authorizations, orders that expired without a certificate, orders
+    /// whose certificate has expired, and replacement records of deleted
+    /// orders. Returns how many rows went.
+    async fn prune(&self, now: OffsetDateTime, limit: u32) -> Result<u64, StoreError>;
 }
 
 const ACCOUNT_BY_ID: &str = "SELECT id, provisioner, thumbprint, jwk, status, contact, \
@@ -186,7 +245,32 @@ fn eab_from_row(row: &impl Columns) -> Result<AcmeEabKey, StoreError> {
         hmac_key: row.bytes(2).map_err(db)?,
         created_at: row.time(3)?,
         account_id: row.opt_text(4).map_err(db)?,
+        revoked_at: row.opt_time(5)?,
     })
+}
+
+/// Inserts an order row inside a write transaction.
+async fn insert_order<R: Columns + Send>(
+    tx: &mut WriteTx<'_, R>,
+    o: &AcmeOrder,
+) -> Result<u64, sqlx::Error> {
+    tx.execute(
+        "INSERT INTO acme_orders (id, account_id, provisioner, status, expires_at, \
+         doc, cert_serial, version, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            Param::Text(&o.id),
+            Param::Text(&o.account_id),
+            Param::Text(&o.provisioner),
+            Param::Text(&o.status),
+            Param::Time(o.expires_at),
+            Param::Text(&o.doc),
+            Param::OptText(o.cert_serial.as_deref()),
+            Param::Int(o.version),
+            Param::Time(o.created_at),
+        ],
+    )
+    .await
 }
 
 /// Maps a unique violation to [`StoreError::Conflict`].
@@ -279,8 +363,8 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
             .driver
             .readers()
             .fetch_all(
-                "SELECT id, provisioner, hmac_key, created_at, account_id FROM acme_eab_keys \
-                 WHERE id = $1",
+                "SELECT id, provisioner, hmac_key, created_at, account_id, revoked_at \
+                 FROM acme_eab_keys WHERE id = $1",
                 &[Param::Text(id)],
             )
             .await
@@ -298,7 +382,7 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                     let bound = tx
                         .execute(
                             "UPDATE acme_eab_keys SET account_id = $2 WHERE id = $1 AND \
-                             provisioner = $3 AND account_id IS NULL",
+                             provisioner = $3 AND account_id IS NULL AND revoked_at IS NULL",
                             &[
                                 Param::Text(kid),
                                 Param::Text(&a.id),
@@ -389,24 +473,9 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
         let o = o.clone();
         self.write(ctx, move |tx| {
             Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO acme_orders (id, account_id, provisioner, status, expires_at, \
-                     doc, cert_serial, version, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    &[
-                        Param::Text(&o.id),
-                        Param::Text(&o.account_id),
-                        Param::Text(&o.provisioner),
-                        Param::Text(&o.status),
-                        Param::Time(o.expires_at),
-                        Param::Text(&o.doc),
-                        Param::OptText(o.cert_serial.as_deref()),
-                        Param::Int(o.version),
-                        Param::Time(o.created_at),
-                    ],
-                )
-                .await
-                .map_err(conflict(ctx, "an order with this id exists"))?;
+                insert_order(tx, &o)
+                    .await
+                    .map_err(conflict(ctx, "an order with this id exists"))?;
                 Ok(())
             })
         })
@@ -472,6 +541,253 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                     .await
                     .map_err(|e| StoreError::db(ctx, e))?;
                 Ok(n == 1)
+            })
+        })
+        .await
+    }
+
+    async fn eab_keys(
+        &self,
+        provisioner: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AcmeEabKey>, StoreError> {
+        let limit = Param::Int(i64::from(limit));
+        let mut readers = self.driver.readers();
+        let rows = match provisioner {
+            Some(p) => {
+                readers
+                    .fetch_all(
+                        "SELECT id, provisioner, hmac_key, created_at, account_id, revoked_at \
+                         FROM acme_eab_keys WHERE provisioner = $1 \
+                         ORDER BY created_at DESC, id LIMIT $2",
+                        &[Param::Text(p), limit],
+                    )
+                    .await
+            }
+            None => {
+                readers
+                    .fetch_all(
+                        "SELECT id, provisioner, hmac_key, created_at, account_id, revoked_at \
+                         FROM acme_eab_keys ORDER BY created_at DESC, id LIMIT $1",
+                        &[limit],
+                    )
+                    .await
+            }
+        }
+        .map_err(|e| StoreError::db("listing EAB keys", e))?;
+        rows.iter().map(eab_from_row).collect()
+    }
+
+    async fn revoke_eab_key(&self, id: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let ctx = "revoking an EAB key";
+        let id = id.to_owned();
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                let n = tx
+                    .execute(
+                        "UPDATE acme_eab_keys SET revoked_at = $2 \
+                         WHERE id = $1 AND revoked_at IS NULL",
+                        &[Param::Text(&id), Param::Time(now)],
+                    )
+                    .await
+                    .map_err(db)?;
+                if n != 1 {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE acme_accounts SET status = 'revoked' WHERE eab_key_id = $1",
+                    &[Param::Text(&id)],
+                )
+                .await
+                .map_err(db)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    async fn put_valid_authz(
+        &self,
+        account_id: &str,
+        identifier: &str,
+        doc: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let ctx = "recording a valid ACME authorization";
+        let (account_id, identifier, doc) =
+            (account_id.to_owned(), identifier.to_owned(), doc.to_owned());
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "INSERT INTO acme_valid_authz (account_id, identifier, doc, expires_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, identifier) \
+                     DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+                    &[
+                        Param::Text(&account_id),
+                        Param::Text(&identifier),
+                        Param::Text(&doc),
+                        Param::Time(expires_at),
+                    ],
+                )
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn valid_authz(
+        &self,
+        account_id: &str,
+        identifier: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(
+                "SELECT doc FROM acme_valid_authz WHERE account_id = $1 AND identifier = $2 \
+                 AND expires_at > $3",
+                &[
+                    Param::Text(account_id),
+                    Param::Text(identifier),
+                    Param::Time(now),
+                ],
+            )
+            .await
+            .map_err(|e| StoreError::db("reading a valid ACME authorization", e))?;
+        rows.first()
+            .map(|r| {
+                r.text(0)
+                    .map_err(|e| StoreError::other("decoding an ACME authorization", e))
+            })
+            .transpose()
+    }
+
+    async fn drop_valid_authz(&self, account_id: &str, identifier: &str) -> Result<(), StoreError> {
+        let ctx = "forgetting a valid ACME authorization";
+        let (account_id, identifier) = (account_id.to_owned(), identifier.to_owned());
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                tx.execute(
+                    "DELETE FROM acme_valid_authz WHERE account_id = $1 AND identifier = $2",
+                    &[Param::Text(&account_id), Param::Text(&identifier)],
+                )
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn replacement(&self, cert_serial: &str) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .driver
+            .readers()
+            .fetch_all(
+                "SELECT order_id FROM acme_replacements WHERE cert_serial = $1",
+                &[Param::Text(cert_serial)],
+            )
+            .await
+            .map_err(|e| StoreError::db("reading an ACME replacement", e))?;
+        rows.first()
+            .map(|r| {
+                r.text(0)
+                    .map_err(|e| StoreError::other("decoding an ACME replacement", e))
+            })
+            .transpose()
+    }
+
+    async fn create_replacing_order(
+        &self,
+        o: &AcmeOrder,
+        cert_serial: &str,
+        previous: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let ctx = "creating a replacing ACME order";
+        let o = o.clone();
+        let serial = cert_serial.to_owned();
+        let previous = previous.map(str::to_owned);
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                let taken = StoreError::Conflict("the certificate is already replaced");
+                match &previous {
+                    None => {
+                        tx.execute(
+                            "INSERT INTO acme_replacements (cert_serial, order_id) \
+                             VALUES ($1, $2)",
+                            &[Param::Text(&serial), Param::Text(&o.id)],
+                        )
+                        .await
+                        .map_err(conflict(ctx, "the certificate is already replaced"))?;
+                    }
+                    Some(previous) => {
+                        let n = tx
+                            .execute(
+                                "UPDATE acme_replacements SET order_id = $2 \
+                                 WHERE cert_serial = $1 AND order_id = $3",
+                                &[
+                                    Param::Text(&serial),
+                                    Param::Text(&o.id),
+                                    Param::Text(previous),
+                                ],
+                            )
+                            .await
+                            .map_err(db)?;
+                        if n != 1 {
+                            return Err(taken);
+                        }
+                    }
+                }
+                insert_order(tx, &o)
+                    .await
+                    .map_err(conflict(ctx, "an order with this id exists"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn prune(&self, now: OffsetDateTime, limit: u32) -> Result<u64, StoreError> {
+        let ctx = "pruning ACME state";
+        self.write(ctx, move |tx| {
+            Box::pin(async move {
+                let db = |e| StoreError::db(ctx, e);
+                let limit = Param::Int(i64::from(limit));
+                let mut gone = 0;
+                for sql in [
+                    "DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces \
+                     WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+                    "DELETE FROM acme_valid_authz WHERE (account_id, identifier) IN \
+                     (SELECT account_id, identifier FROM acme_valid_authz \
+                     WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+                    "DELETE FROM acme_orders WHERE id IN (SELECT id FROM acme_orders \
+                     WHERE cert_serial IS NULL AND expires_at <= $1 \
+                     ORDER BY expires_at LIMIT $2)",
+                    "DELETE FROM acme_orders WHERE id IN (SELECT o.id FROM acme_orders o \
+                     JOIN certificates c ON c.serial = o.cert_serial \
+                     WHERE c.not_after <= $1 ORDER BY c.not_after LIMIT $2)",
+                ] {
+                    gone += tx
+                        .execute(sql, &[Param::Time(now), limit])
+                        .await
+                        .map_err(db)?;
+                }
+                gone += tx
+                    .execute(
+                        "DELETE FROM acme_replacements WHERE cert_serial IN \
+                         (SELECT r.cert_serial FROM acme_replacements r \
+                         LEFT JOIN acme_orders o ON o.id = r.order_id \
+                         WHERE o.id IS NULL LIMIT $1)",
+                        &[limit],
+                    )
+                    .await
+                    .map_err(db)?;
+                Ok(gone)
             })
         })
         .await

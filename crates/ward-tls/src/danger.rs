@@ -57,8 +57,8 @@ impl ServerCheck for CapturingVerifier {
 
 /// Accepts any server certificate, even one with critical extensions
 /// webpki does not know (RFC 8737's acmeIdentifier), and keeps a copy.
-/// TLS 1.3 handshake signatures are checked against the certificate's raw
-/// public key, so the peer proved it holds that key.
+/// TLS 1.2 and 1.3 handshake signatures are checked against the
+/// certificate's raw public key, so the peer proved it holds that key.
 #[derive(Debug)]
 struct AcmeAlpnVerifier {
     capture: Arc<CapturingVerifier>,
@@ -81,13 +81,32 @@ impl rustls::client::danger::ServerCertVerifier for AcmeAlpnVerifier {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &rustls::DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(
-            "tls-alpn-01 validation speaks TLS 1.3 only".into(),
-        ))
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, parsed) = X509Certificate::from_der(cert)
+            .map_err(|_| rustls::Error::General("unreadable certificate".into()))?;
+        let key = parsed.public_key().subject_public_key.data.as_ref();
+        let bad = || rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
+        let (_, algorithms) = self
+            .provider
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == dss.scheme)
+            .ok_or_else(bad)?;
+        // TLS 1.2 lets a scheme cover several curves: the key decides,
+        // and a key that fits none of them fails every attempt.
+        if algorithms
+            .iter()
+            .any(|a| a.verify_signature(key, message, dss.signature()).is_ok())
+        {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        } else {
+            Err(bad())
+        }
     }
 
     fn verify_tls13_signature(
@@ -116,7 +135,7 @@ impl rustls::client::danger::ServerCertVerifier for AcmeAlpnVerifier {
 }
 
 /// The client configuration of an ACME tls-alpn-01 validator (RFC 8737):
-/// TLS 1.3, offers only the `acme-tls/1` protocol, and captures whatever
+/// TLS 1.2 or 1.3 (RFC 8737 §4 requires 1.2 or later), offers only the `acme-tls/1` protocol, and captures whatever
 /// certificate the server presents into `capture` instead of judging it
 /// (it carries a critical extension webpki refuses); the validator then
 /// checks that certificate's `acmeIdentifier` and name itself. Never for
@@ -124,16 +143,33 @@ impl rustls::client::danger::ServerCertVerifier for AcmeAlpnVerifier {
 pub fn acme_tls_alpn01_client(
     capture: &Arc<CapturingVerifier>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
+    acme_validation_client(capture, b"acme-tls/1")
+}
+
+/// The client configuration of an ACME http-01 validator following a
+/// redirect to `https://` (RFC 8555 §8.3): like Let's Encrypt it does not
+/// judge the certificate (the key authorization is the proof), speaks TLS
+/// 1.2 or 1.3 and offers `http/1.1`. Never for anything else.
+pub fn acme_http01_redirect_client(
+    capture: &Arc<CapturingVerifier>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    acme_validation_client(capture, b"http/1.1")
+}
+
+fn acme_validation_client(
+    capture: &Arc<CapturingVerifier>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = crate::provider();
     let verifier = Arc::new(AcmeAlpnVerifier {
         capture: capture.clone(),
         provider: provider.clone(),
     });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(crate::TLS13_ONLY)?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }

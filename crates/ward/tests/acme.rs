@@ -20,5 +20,6 @@ mod acme {
     pub(crate) mod hostile;
     pub(crate) mod jws;
     pub(crate) mod lego;
+    pub(crate) mod more;
     pub(crate) mod setup;
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -82,7 +82,7 @@ pub(crate) fn acme_for(state: &AppState, p: &str) -> Result<Arc<Acme>, Problem> 
 }
 
 /// Authenticates a POST: see the module doc.
-pub(crate) async fn signed(
+async fn signed(
     state: &AppState,
     peer: &PeerInfo,
     p: &str,
@@ -205,6 +205,48 @@ pub(crate) async fn signed(
         account,
     })
 }
+
+/// Takes a request apart for [`signed`]: the provisioner is the `{p}`
+/// path segment every ACME route has; the peer comes from the listener.
+async fn extract(request: Request, state: &AppState, rule: KeyRule) -> Result<Signed, Problem> {
+    let (mut parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<PeerInfo>()
+        .cloned()
+        .ok_or_else(|| Problem::internal("no peer information on the request"))?;
+    let params = RawPathParams::from_request_parts(&mut parts, state)
+        .await
+        .map_err(|e| Problem::malformed(format!("bad request path: {e}")))?;
+    let p = params
+        .iter()
+        .find(|(k, _)| *k == "p")
+        .map(|(_, v)| v.to_owned())
+        .ok_or_else(|| Problem::not_found("ACME directory"))?;
+    signed(state, &peer, &p, &parts.uri, &parts.headers, body, rule).await
+}
+
+/// A POST signed with an account `kid` ([`KeyRule::Kid`]).
+pub(crate) struct ByKid(pub Signed);
+/// A POST signed with an embedded `jwk` ([`KeyRule::Jwk`]).
+pub(crate) struct ByJwk(pub Signed);
+/// A POST signed with either ([`KeyRule::Either`]).
+pub(crate) struct ByEither(pub Signed);
+
+macro_rules! signed_extractor {
+    ($name:ident, $rule:expr) => {
+        impl FromRequest<AppState> for $name {
+            type Rejection = Problem;
+
+            async fn from_request(request: Request, state: &AppState) -> Result<Self, Problem> {
+                extract(request, state, $rule).await.map($name)
+            }
+        }
+    };
+}
+signed_extractor!(ByKid, KeyRule::Kid);
+signed_extractor!(ByJwk, KeyRule::Jwk);
+signed_extractor!(ByEither, KeyRule::Either);
 
 /// `Link: <directory>;rel="index"` on every answer.
 pub(crate) fn with_index(base: &Base, mut response: Response) -> Response {
@@ -349,15 +391,8 @@ fn account_json(base: &Base, a: &AcmeAccount) -> Value {
 }
 
 /// POST `/acme/NAME/new-account`.
-pub(crate) async fn new_account(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path(p): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Jwk).await?;
+pub(crate) async fn new_account(ByJwk(s): ByJwk) -> Result<Response, Problem> {
+    let p = s.base.name.clone();
     let req: NewAccount = s.payload()?;
     let store = s.acme.authority.store().acme();
     let thumbprint = s.jwk.thumbprint();
@@ -387,6 +422,11 @@ pub(crate) async fn new_account(
                 .await?
                 .filter(|k| k.provisioner == p)
                 .ok_or_else(|| Problem::unauthorized("unknown external account binding key"))?;
+            if key.revoked_at.is_some() {
+                return Err(Problem::unauthorized(
+                    "this external account binding key is revoked",
+                ));
+            }
             if key.account_id.is_some() {
                 return Err(Problem::unauthorized(
                     "this external account binding key is used",
@@ -441,14 +481,9 @@ struct AccountUpdate {
 
 /// POST `/acme/NAME/account/ID`: read (POST-as-GET), update contacts, deactivate.
 pub(crate) async fn account(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id)): Path<(String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     let mut account = s.account()?.clone();
     if account.id != id {
         return Err(Problem::unauthorized("the account URL is not the signer's"));
@@ -484,14 +519,9 @@ pub(crate) async fn account(
 
 /// POST `/acme/NAME/account/ID/orders`: the account's order URLs.
 pub(crate) async fn account_orders(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id)): Path<(String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     if s.account()?.id != id {
         return Err(Problem::unauthorized("the account URL is not the signer's"));
     }
@@ -522,15 +552,8 @@ struct KeyChange {
 }
 
 /// POST `/acme/NAME/key-change` (RFC 8555 §7.3.5).
-pub(crate) async fn key_change(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path(p): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
+pub(crate) async fn key_change(ByKid(s): ByKid) -> Result<Response, Problem> {
+    let p = s.base.name.clone();
     let mut account = s.account()?.clone();
     let inner = Jws::parse(&s.jws.payload)?;
     let KeyRef::Jwk(new_key) = &inner.header.key else {

@@ -42,6 +42,12 @@ use crate::http::AppState;
 const NONCE_LIFETIME: time::Duration = time::Duration::hours(1);
 /// How long an order (and its authorizations) may take to complete.
 const ORDER_LIFETIME: time::Duration = time::Duration::hours(1);
+/// How often expired ACME state is swept.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Rows of each kind one sweep transaction deletes at most.
+const SWEEP_BATCH: u32 = 1000;
+/// Transactions one sweep runs at most.
+const SWEEP_ROUNDS: usize = 10;
 /// Largest JWS body read.
 pub const MAX_JWS: usize = 64 * 1024;
 
@@ -81,6 +87,46 @@ impl Acme {
             config,
             authority,
         })
+    }
+
+    /// Starts the sweep that deletes expired ACME state (nonces, orders,
+    /// reusable authorizations) every [`SWEEP_EVERY`], at most
+    /// [`SWEEP_BATCH`] rows of each kind per transaction and
+    /// [`SWEEP_ROUNDS`] transactions per sweep; it ends with the runtime.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let acme = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(acme) = acme.upgrade() else { return };
+                acme.sweep(OffsetDateTime::now_utc()).await;
+            }
+        })
+    }
+
+    /// One sweep (see [`Acme::spawn_sweeper`]); returns the rows deleted.
+    pub async fn sweep(&self, now: OffsetDateTime) -> u64 {
+        let mut total = 0;
+        for _ in 0..SWEEP_ROUNDS {
+            match self.authority.store().acme().prune(now, SWEEP_BATCH).await {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::from(SWEEP_BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning expired ACME state failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::debug!(rows = total, "pruned expired ACME state");
+        }
+        total
     }
 
     /// A fresh nonce, stored so every replica accepts it once.
@@ -242,6 +288,15 @@ pub async fn create_eab_key(
             "ca.toml defines no [acme.provisioners.{provisioner}]"
         )));
     }
+    store_eab_key(store, provisioner, now).await
+}
+
+/// Creates an EAB key for `provisioner` (the caller checked it exists).
+pub(crate) async fn store_eab_key(
+    store: &dyn ward_store::Store,
+    provisioner: &str,
+    now: OffsetDateTime,
+) -> Result<CreatedEab, crate::Error> {
     let rng = |_| crate::Error::Storage("the system RNG failed".into());
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::fill(secret.as_mut()).map_err(rng)?;
@@ -254,6 +309,7 @@ pub async fn create_eab_key(
             hmac_key: secret.to_vec(),
             created_at: now,
             account_id: None,
+            revoked_at: None,
         })
         .await
         .map_err(|e| crate::Error::Storage(format!("storing the EAB key: {e}")))?;

@@ -49,6 +49,18 @@ pub(crate) struct Authz {
     pub status: String,
     /// The challenges offered.
     pub challenges: Vec<Challenge>,
+    /// When a valid authorization stops being reusable (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+impl Authz {
+    /// The key of this authorization among an account's reusable ones:
+    /// `dns:NAME`, `dns:*.NAME` or `ip:ADDRESS`.
+    pub(crate) fn reuse_key(&self) -> String {
+        let star = if self.wildcard { "*." } else { "" };
+        format!("{}:{star}{}", self.identifier.kind, self.identifier.value)
+    }
 }
 
 /// Everything about an order beyond its row's columns.
@@ -179,10 +191,14 @@ pub(crate) fn authz_json(
         .iter()
         .map(|c| challenge_json(base, &order.id, index, c))
         .collect();
+    let expires = match (&authz.expires, authz.status.as_str()) {
+        (Some(e), "valid") => e.clone(),
+        _ => rfc3339(order.expires_at),
+    };
     let mut v = json!({
         "identifier": authz.identifier,
         "status": authz_status(order, authz, now),
-        "expires": rfc3339(order.expires_at),
+        "expires": expires,
         "challenges": challenges,
     });
     if authz.wildcard {

@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -18,10 +17,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use ward_pki::Serial;
 use ward_store::{AcmeOrder, Origin};
-use ward_tls::server::PeerInfo;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-use super::handlers::{KeyRule, Signed, acme_for, json_response, signed, with_index};
+use super::handlers::{ByEither, ByKid, Signed, acme_for, json_response, with_index};
 use super::jws::b64;
 use super::model::{
     Authz, Challenge, Identifier, OrderDoc, authz_json, challenge_json, order_json, order_status,
@@ -31,6 +29,9 @@ use super::validate::Target;
 use super::{Acme, Base, ORDER_LIFETIME, Problem, random_id};
 use crate::http::AppState;
 
+/// How long a valid authorization is reused in the account's later
+/// orders for the same identifier.
+pub(crate) const AUTHZ_REUSE: time::Duration = time::Duration::hours(24);
 /// Most identifiers one order may carry.
 const MAX_IDENTIFIERS: usize = 100;
 /// How many times a racing order update is retried.
@@ -110,15 +111,7 @@ fn check_identifier(
 }
 
 /// POST `/acme/NAME/new-order`.
-pub(crate) async fn new_order(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path(p): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
+pub(crate) async fn new_order(ByKid(s): ByKid) -> Result<Response, Problem> {
     let account = s.account()?.clone();
     let prov = s.provisioner()?;
     let req: NewOrder = s.payload()?;
@@ -146,6 +139,8 @@ pub(crate) async fn new_order(
             .ok_or_else(|| Problem::internal("a provisioner without profiles"))?
             .to_owned(),
     };
+    let store = s.acme.authority.store().acme();
+    let now = OffsetDateTime::now_utc();
     let mut seen = BTreeSet::new();
     let mut identifiers = Vec::new();
     let mut authzs = Vec::new();
@@ -170,6 +165,17 @@ pub(crate) async fn new_order(
                 id.value
             )));
         }
+        let key = format!("{}:{}", id.kind, id.value);
+        if let Some(text) = store.valid_authz(&account.id, &key, now).await? {
+            // A valid authorization of an earlier order (RFC 8555 §7.1.4):
+            // this order starts with it valid, as at Let's Encrypt.
+            let reused: Authz = serde_json::from_str(&text).map_err(Problem::internal)?;
+            if reused.status == "valid" && reused.reuse_key() == key {
+                identifiers.push(id);
+                authzs.push(reused);
+                continue;
+            }
+        }
         let token = random_id()?;
         let challenges = kinds
             .into_iter()
@@ -191,19 +197,13 @@ pub(crate) async fn new_order(
             wildcard,
             status: "pending".into(),
             challenges,
+            expires: None,
         });
     }
-    let store = s.acme.authority.store().acme();
-    if let Some(cert_id) = &req.replaces {
-        let serial = serial_of_cert_id(&s.acme, cert_id)?;
-        let replaced = store.order_by_certificate(&serial.to_string()).await?;
-        if replaced.is_none_or(|o| o.account_id != account.id) {
-            return Err(Problem::malformed(
-                "replaces names no certificate this account was issued",
-            ));
-        }
-    }
-    let now = OffsetDateTime::now_utc();
+    let replacing = match &req.replaces {
+        Some(cert_id) => Some(check_replaces(&s, &account.id, cert_id, now).await?),
+        None => None,
+    };
     let doc = OrderDoc {
         identifiers,
         authzs,
@@ -214,7 +214,7 @@ pub(crate) async fn new_order(
     let order = AcmeOrder {
         id: random_id()?,
         account_id: account.id.clone(),
-        provisioner: p.clone(),
+        provisioner: s.base.name.clone(),
         status: "pending".into(),
         expires_at: now + ORDER_LIFETIME,
         doc: doc.to_text()?,
@@ -222,7 +222,19 @@ pub(crate) async fn new_order(
         version: 1,
         created_at: now,
     };
-    store.create_order(&order).await?;
+    match replacing {
+        Some((serial, previous)) => {
+            match store
+                .create_replacing_order(&order, &serial, previous.as_deref())
+                .await
+            {
+                Ok(()) => {}
+                Err(ward_store::StoreError::Conflict(_)) => return Err(already_replaced()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => store.create_order(&order).await?,
+    }
     let url = s.base.url(&format!("order/{}", order.id));
     Ok(json_response(
         &s.base,
@@ -230,6 +242,42 @@ pub(crate) async fn new_order(
         Some(url),
         order_json(&s.base, &order, &doc, now),
     ))
+}
+
+/// RFC 9773 §5: a second replacement of one certificate.
+fn already_replaced() -> Problem {
+    Problem::new(
+        "alreadyReplaced",
+        StatusCode::CONFLICT,
+        "another order already replaces this certificate",
+    )
+}
+
+/// Checks `replaces` of a new order: a certificate this account was
+/// issued, not yet replaced by a live or valid order. Returns its serial
+/// and the dead replacement recorded before, if any.
+async fn check_replaces(
+    s: &Signed,
+    account_id: &str,
+    cert_id: &str,
+    now: OffsetDateTime,
+) -> Result<(String, Option<String>), Problem> {
+    let store = s.acme.authority.store().acme();
+    let serial = serial_of_cert_id(&s.acme, cert_id)?.to_string();
+    let replaced = store.order_by_certificate(&serial).await?;
+    if replaced.is_none_or(|o| o.account_id != account_id) {
+        return Err(Problem::malformed(
+            "replaces names no certificate this account was issued",
+        ));
+    }
+    let previous = store.replacement(&serial).await?;
+    if let Some(id) = &previous
+        && let Some(order) = store.order(id).await?
+        && order_status(&order, &OrderDoc::of(&order)?, now) != "invalid"
+    {
+        return Err(already_replaced());
+    }
+    Ok((serial, previous))
 }
 
 /// Loads an order of the signing account (404 for anyone else's).
@@ -265,14 +313,9 @@ fn order_response(base: &Base, order: &AcmeOrder, doc: &OrderDoc, status: Status
 
 /// POST-as-GET `/acme/NAME/order/ID`.
 pub(crate) async fn order(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id)): Path<(String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     let order = own_order(&s, &id).await?;
     let doc = OrderDoc::of(&order)?;
     Ok(order_response(&s.base, &order, &doc, StatusCode::OK))
@@ -293,14 +336,9 @@ struct AuthzUpdate {
 
 /// POST `/acme/NAME/authz/ORDER/I`: read, or deactivate (RFC 8555 §7.5.2).
 pub(crate) async fn authz(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id, i)): Path<(String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id, i)): Path<(String, String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     let mut order = own_order(&s, &id).await?;
     let mut doc = OrderDoc::of(&order)?;
     let i = index(&i, &doc)?;
@@ -319,6 +357,13 @@ pub(crate) async fn authz(
             Ok(())
         })
         .await?;
+        // A deactivated authorization is reused by no later order.
+        s.acme
+            .authority
+            .store()
+            .acme()
+            .drop_valid_authz(&order.account_id, &doc.authzs[i].reuse_key())
+            .await?;
     }
     let now = OffsetDateTime::now_utc();
     let body = authz_json(&s.base, &order, i, &doc.authzs[i], now);
@@ -338,14 +383,9 @@ pub(crate) async fn authz(
 /// POST `/acme/NAME/chall/ORDER/I/TYPE`: `{}` starts validation; an empty
 /// payload reads the challenge.
 pub(crate) async fn challenge(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id, i, kind)): Path<(String, String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id, i, kind)): Path<(String, String, String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     let order = own_order(&s, &id).await?;
     let doc = OrderDoc::of(&order)?;
     let i = index(&i, &doc)?;
@@ -440,6 +480,7 @@ async fn run_validation(
                 ch.status = "valid".into();
                 ch.validated = Some(rfc3339(now));
                 a.status = "valid".into();
+                a.expires = Some(rfc3339(now + AUTHZ_REUSE));
             }
             Err((kind, detail)) => {
                 let problem = Problem::new(kind, StatusCode::FORBIDDEN, detail.clone());
@@ -453,8 +494,29 @@ async fn run_validation(
         Ok(())
     })
     .await;
-    if let Err(p) = result {
-        tracing::error!(order = %id, problem = %p.detail, "recording an ACME validation failed");
+    let (order, doc) = match result {
+        Ok(stored) => stored,
+        Err(p) => {
+            tracing::error!(order = %id, problem = %p.detail, "recording an ACME validation failed");
+            return;
+        }
+    };
+    let a = &doc.authzs[i];
+    if outcome.is_ok() && a.status == "valid" {
+        let stored = match serde_json::to_string(a) {
+            Ok(text) => acme
+                .authority
+                .store()
+                .acme()
+                .put_valid_authz(&order.account_id, &a.reuse_key(), &text, now + AUTHZ_REUSE)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = stored {
+            // The order itself is valid; only later orders miss the reuse.
+            tracing::warn!(order = %id, error = %e, "recording a reusable ACME authorization failed");
+        }
     }
 }
 
@@ -507,14 +569,9 @@ struct Finalize {
 
 /// POST `/acme/NAME/order/ID/finalize`.
 pub(crate) async fn finalize(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id)): Path<(String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     let order = own_order(&s, &id).await?;
     let doc = OrderDoc::of(&order)?;
     let now = OffsetDateTime::now_utc();
@@ -648,14 +705,9 @@ fn csr_pem(der: &[u8]) -> String {
 
 /// POST-as-GET `/acme/NAME/cert/ORDER`: the PEM chain.
 pub(crate) async fn certificate(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path((p, id)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, id)): Path<(String, String)>,
+    ByKid(s): ByKid,
 ) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Kid).await?;
     let order = own_order(&s, &id).await?;
     let serial: Serial = order
         .cert_serial
@@ -693,15 +745,7 @@ struct Revoke {
 
 /// POST `/acme/NAME/revoke-cert`: by the issuing account (kid) or by the
 /// certificate's own key (jwk).
-pub(crate) async fn revoke(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    Path(p): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Problem> {
-    let s = signed(&state, &peer, &p, &uri, &headers, body, KeyRule::Either).await?;
+pub(crate) async fn revoke(ByEither(s): ByEither) -> Result<Response, Problem> {
     let req: Revoke = s.payload()?;
     if let Some(r) = req.reason
         && !matches!(r, 0..=6 | 8..=10)

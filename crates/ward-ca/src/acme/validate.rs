@@ -2,9 +2,12 @@
 //! connects out to the identifier and checks the key authorization.
 //!
 //! Addresses of DNS identifiers come from `[acme] dns_resolver` when set,
-//! else from the system resolver. http-01 does not follow redirects (a
-//! documented difference from Let's Encrypt). Every read is size- and
-//! time-limited: a validation target is untrusted.
+//! else from the system resolver. http-01 follows up to
+//! [`MAX_REDIRECTS`] redirects to `http://` or `https://` on the ports
+//! standing for 80 and 443 (`http01_port`, `tlsalpn01_port`), as Let's
+//! Encrypt does (RFC 8555 §8.3); the certificate of an `https://` hop is not
+//! judged. Every read is size- and time-limited: a validation target is
+//! untrusted.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,8 +22,10 @@ use super::jws::b64e;
 
 /// How long one validation may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest http-01 response read.
+/// Largest http-01 response read (every hop).
 const MAX_HTTP_RESPONSE: usize = 16 * 1024;
+/// Most redirects one http-01 validation follows (Let's Encrypt: 10).
+pub(crate) const MAX_REDIRECTS: usize = 10;
 /// OID of the acmeIdentifier extension (RFC 8737 §3).
 const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
 
@@ -122,34 +127,166 @@ impl Validator {
         token: &str,
         key_authorization: &str,
     ) -> Result<(), (&'static str, String)> {
-        let host = match target {
-            Target::Dns(name) => name.to_owned(),
-            Target::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-            Target::Ip(ip) => ip.to_string(),
+        let mut hop = Hop {
+            https: false,
+            host: match target {
+                Target::Dns(name) => Host::Dns(name.to_owned()),
+                Target::Ip(ip) => Host::Ip(ip),
+            },
+            port: self.http01_port,
+            path: format!("/.well-known/acme-challenge/{token}"),
         };
-        let mut stream = self.connect(target, self.http01_port).await?;
+        for redirects in 0..=MAX_REDIRECTS {
+            let response = self.fetch(&hop).await?;
+            let body = match http_response(&response)
+                .map_err(|e| ("unauthorized", format!("http-01 from {}: {e}", hop.host)))?
+            {
+                HttpOutcome::Body(body) => body,
+                HttpOutcome::Redirect(location) => {
+                    if redirects == MAX_REDIRECTS {
+                        return Err((
+                            "unauthorized",
+                            format!("http-01: more than {MAX_REDIRECTS} redirects"),
+                        ));
+                    }
+                    hop = self
+                        .follow(&hop, &location)
+                        .map_err(|e| ("unauthorized", format!("http-01 redirect: {e}")))?;
+                    continue;
+                }
+            };
+            let got = String::from_utf8_lossy(&body);
+            return if got.trim_end() == key_authorization {
+                Ok(())
+            } else {
+                Err((
+                    "unauthorized",
+                    format!(
+                        "http-01: the response from {} is not the key authorization",
+                        hop.host
+                    ),
+                ))
+            };
+        }
+        Err(("unauthorized", "http-01: too many redirects".into()))
+    }
+
+    /// One http-01 request: the raw response, at most
+    /// [`MAX_HTTP_RESPONSE`] bytes.
+    async fn fetch(&self, hop: &Hop) -> Result<Vec<u8>, (&'static str, String)> {
+        let target = match &hop.host {
+            Host::Dns(name) => Target::Dns(name),
+            Host::Ip(ip) => Target::Ip(*ip),
+        };
+        let host = hop.host.to_string();
+        let stream = self.connect(target, hop.port).await?;
         let request = format!(
-            "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {host}\r\n\
-             User-Agent: ward-acme-validator\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+            "GET {} HTTP/1.1\r\nHost: {host}\r\n\
+             User-Agent: ward-acme-validator\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            hop.path
         );
-        let conn = |e: std::io::Error| ("connection", format!("http-01 to {host}: {e}"));
-        stream.write_all(request.as_bytes()).await.map_err(conn)?;
-        let mut response = Vec::new();
-        let mut limited = (&mut stream).take(MAX_HTTP_RESPONSE as u64 + 1);
-        limited.read_to_end(&mut response).await.map_err(conn)?;
-        if response.len() > MAX_HTTP_RESPONSE {
-            return Err(("unauthorized", "http-01 response is too large".into()));
-        }
-        let body = http_body(&response).map_err(|e| ("unauthorized", format!("http-01: {e}")))?;
-        let got = String::from_utf8_lossy(&body);
-        if got.trim_end() == key_authorization {
-            Ok(())
+        if hop.https {
+            let capture = ward_tls::danger::CapturingVerifier::new();
+            let config = ward_tls::danger::acme_http01_redirect_client(&capture)
+                .map_err(|e| ("serverInternal", format!("TLS configuration: {e}")))?;
+            let name = match &hop.host {
+                Host::Dns(n) => rustls_pki_types::ServerName::try_from(n.clone())
+                    .map_err(|_| ("malformed", format!("{n} is not a valid server name")))?,
+                Host::Ip(ip) => rustls_pki_types::ServerName::IpAddress((*ip).into()),
+            };
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, stream)
+                .await
+                .map_err(|e| ("tls", format!("http-01 TLS handshake with {host}: {e}")))?;
+            exchange(tls, &request, &host).await
         } else {
-            Err((
-                "unauthorized",
-                format!("http-01: the response from {host} is not the key authorization"),
-            ))
+            exchange(stream, &request, &host).await
         }
+    }
+
+    /// The next hop of a redirect from `from` to `location`.
+    fn follow(&self, from: &Hop, location: &str) -> Result<Hop, String> {
+        if location.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+            return Err("the Location has spaces or control characters".into());
+        }
+        if location.starts_with('/') && !location.starts_with("//") {
+            return Ok(Hop {
+                path: location.to_owned(),
+                ..from.clone()
+            });
+        }
+        let (https, rest) = if let Some(r) = location.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = location.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!(
+                "{location:?}: only http:// and https:// redirects are followed"
+            ));
+        };
+        let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let path = match path {
+            "" => "/".to_owned(),
+            p if p.starts_with('/') => p.to_owned(),
+            p => format!("/{p}"),
+        };
+        let path = path.split('#').next().unwrap_or("/").to_owned();
+        if authority.contains('@') {
+            return Err("a redirect with user information is not followed".into());
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (ip, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| format!("bad host in {location:?}"))?;
+                let ip: IpAddr = ip
+                    .parse()
+                    .map_err(|_| format!("bad host in {location:?}"))?;
+                let port = match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').unwrap_or(p)),
+                };
+                (Host::Ip(ip), port)
+            }
+            None => {
+                let (h, port) = match authority.rsplit_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (authority, None),
+                };
+                match h.parse::<IpAddr>() {
+                    Ok(ip) => (Host::Ip(ip), port),
+                    Err(_) => (
+                        Host::Dns(
+                            ward_pki::issue::check_dns_name(h)
+                                .map_err(|e| format!("bad host in {location:?}: {e}"))?,
+                        ),
+                        port,
+                    ),
+                }
+            }
+        };
+        let (standard, configured) = if https {
+            (443, self.tlsalpn01_port)
+        } else {
+            (80, self.http01_port)
+        };
+        match port.map(str::parse::<u16>) {
+            None => {}
+            Some(Ok(p)) if p == standard || p == configured => {}
+            Some(_) => {
+                return Err(format!(
+                    "{location:?}: redirects are followed to port {standard} \
+                     ({configured} here) only"
+                ));
+            }
+        }
+        Ok(Hop {
+            https,
+            host,
+            port: configured,
+            path,
+        })
     }
 
     async fn tls_alpn01(
@@ -283,9 +420,76 @@ fn check_alpn_certificate(
     Ok(())
 }
 
-/// The body of an HTTP/1.x response with status 200 (Content-Length,
-/// chunked or read-to-close).
-fn http_body(response: &[u8]) -> Result<Vec<u8>, String> {
+/// Where one http-01 request goes.
+#[derive(Clone, Debug)]
+struct Hop {
+    /// `https://` (after a redirect) rather than `http://`.
+    https: bool,
+    /// The host asked.
+    host: Host,
+    /// The port dialled (the configured stand-in for 80 or 443).
+    port: u16,
+    /// Path and query.
+    path: String,
+}
+
+/// A host of an http-01 request.
+#[derive(Clone, Debug)]
+enum Host {
+    /// A DNS name.
+    Dns(String),
+    /// An address.
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Dns(n) => f.write_str(n),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Sends `request` and reads the answer, at most [`MAX_HTTP_RESPONSE`]
+/// bytes.
+async fn exchange<S>(
+    mut stream: S,
+    request: &str,
+    host: &str,
+) -> Result<Vec<u8>, (&'static str, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let conn = |e: std::io::Error| ("connection", format!("http-01 to {host}: {e}"));
+    stream.write_all(request.as_bytes()).await.map_err(conn)?;
+    let mut response = Vec::new();
+    let mut limited = (&mut stream).take(MAX_HTTP_RESPONSE as u64 + 1);
+    match limited.read_to_end(&mut response).await {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify has still answered.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(conn(e)),
+    }
+    if response.len() > MAX_HTTP_RESPONSE {
+        return Err(("unauthorized", "http-01 response is too large".into()));
+    }
+    Ok(response)
+}
+
+/// What an http-01 answer says.
+#[derive(Debug, PartialEq, Eq)]
+enum HttpOutcome {
+    /// Status 200 and its body.
+    Body(Vec<u8>),
+    /// A redirect (301, 302, 303, 307, 308) and its Location.
+    Redirect(String),
+}
+
+/// Reads an HTTP/1.x response: the body of a 200 (Content-Length, chunked
+/// or read-to-close), or where a redirect points.
+fn http_response(response: &[u8]) -> Result<HttpOutcome, String> {
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -295,11 +499,9 @@ fn http_body(response: &[u8]) -> Result<Vec<u8>, String> {
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or_default();
     let code = status.split_whitespace().nth(1).unwrap_or_default();
-    if code != "200" {
-        return Err(format!("status {code} (redirects are not followed)"));
-    }
     let mut chunked = false;
     let mut length = None;
+    let mut location = None;
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {
             let v = v.trim();
@@ -307,8 +509,20 @@ fn http_body(response: &[u8]) -> Result<Vec<u8>, String> {
                 chunked = true;
             } else if k.eq_ignore_ascii_case("content-length") {
                 length = v.parse::<usize>().ok();
+            } else if k.eq_ignore_ascii_case("location") {
+                location = Some(v.to_owned());
             }
         }
+    }
+    match code {
+        "200" => {}
+        "301" | "302" | "303" | "307" | "308" => {
+            return location
+                .filter(|l| !l.is_empty())
+                .map(HttpOutcome::Redirect)
+                .ok_or_else(|| format!("status {code} without a Location"));
+        }
+        _ => return Err(format!("status {code}")),
     }
     if chunked {
         let mut out = Vec::new();
@@ -323,15 +537,17 @@ fn http_body(response: &[u8]) -> Result<Vec<u8>, String> {
                 .map_err(|_| "bad chunk size")?;
             rest = &rest[end + 2..];
             if size == 0 {
-                return Ok(out);
+                return Ok(HttpOutcome::Body(out));
             }
             out.extend_from_slice(rest.get(..size).ok_or("truncated chunk")?);
             rest = rest.get(size + 2..).ok_or("truncated chunk")?;
         }
     }
     match length {
-        Some(n) => Ok(body.get(..n).ok_or("truncated body")?.to_vec()),
-        None => Ok(body.to_vec()),
+        Some(n) => Ok(HttpOutcome::Body(
+            body.get(..n).ok_or("truncated body")?.to_vec(),
+        )),
+        None => Ok(HttpOutcome::Body(body.to_vec())),
     }
 }
 
@@ -341,14 +557,60 @@ mod tests {
 
     #[test]
     fn http_bodies_are_read_in_every_framing() {
+        let abc = HttpOutcome::Body(b"abc".to_vec());
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef";
-        assert_eq!(http_body(plain).unwrap(), b"abc");
+        assert_eq!(http_response(plain).unwrap(), abc);
         let chunked =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n";
-        assert_eq!(http_body(chunked).unwrap(), b"abc");
+        assert_eq!(http_response(chunked).unwrap(), abc);
         let redirect = b"HTTP/1.1 302 Found\r\nLocation: /x\r\n\r\n";
-        assert!(http_body(redirect).unwrap_err().contains("302"));
-        assert!(http_body(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert_eq!(
+            http_response(redirect).unwrap(),
+            HttpOutcome::Redirect("/x".into())
+        );
+        let bare = b"HTTP/1.1 301 Moved\r\nContent-Length: 0\r\n\r\n";
+        assert!(http_response(bare).unwrap_err().contains("Location"));
+        let missing = b"HTTP/1.1 404 Not Found\r\n\r\n";
+        assert!(http_response(missing).unwrap_err().contains("404"));
+        assert!(http_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn redirects_go_only_to_http_and_https_on_the_standard_ports() {
+        let v = Validator {
+            http01_port: 5002,
+            tlsalpn01_port: 5001,
+            dns_resolver: None,
+        };
+        let from = Hop {
+            https: false,
+            host: Host::Dns("a.test".into()),
+            port: 5002,
+            path: "/.well-known/acme-challenge/t".into(),
+        };
+        let rel = v.follow(&from, "/other?x=1").unwrap();
+        assert_eq!((rel.port, rel.path.as_str()), (5002, "/other?x=1"));
+        let https = v.follow(&from, "https://B.test/p#frag").unwrap();
+        assert!(https.https);
+        assert_eq!(https.port, 5001);
+        assert_eq!(https.path, "/p");
+        assert_eq!(https.host.to_string(), "b.test");
+        let standard = v.follow(&from, "http://[::1]:80").unwrap();
+        assert_eq!((standard.port, standard.path.as_str()), (5002, "/"));
+        assert_eq!(standard.host.to_string(), "[::1]");
+        assert_eq!(v.follow(&from, "https://c.test:5001/").unwrap().port, 5001);
+        for bad in [
+            "http://c.test:8080/",
+            "https://c.test:5002/",
+            "ftp://c.test/",
+            "//c.test/x",
+            "http://user@c.test/",
+            "http://c.test/a b",
+            "relative/path",
+            "http://-bad-.test/",
+        ] {
+            assert!(v.follow(&from, bad).is_err(), "{bad} was followed");
+        }
     }
 
     #[test]

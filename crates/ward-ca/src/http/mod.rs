@@ -2,6 +2,7 @@
 //! [`Authority`] → render. Handlers hold no policy; the authority holds no
 //! HTTP. [`app`] returns the router so tests can drive it without a socket.
 
+mod acme_admin;
 mod admin;
 mod body;
 mod crl;
@@ -74,6 +75,11 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route(paths::ADMIN_CERTIFICATES, get(admin::list_certificates))
         .route(paths::REVOKE, post(crl::revoke))
+        .route(
+            acme_admin::EAB_KEYS,
+            post(acme_admin::create).get(acme_admin::list),
+        )
+        .route(acme_admin::EAB_KEY, delete(acme_admin::revoke))
         .merge(crate::acme::routes(state.clone()))
         .merge(public_routes())
         .merge(crate::console::router())

@@ -8,6 +8,7 @@
 // intended failure report here.
 #![allow(clippy::unwrap_used)]
 
+mod acme;
 mod basic;
 mod batch;
 mod concurrency;
@@ -38,6 +39,10 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    acme::acme_valid_authz_round_trip,
+    acme::acme_one_replacement_per_certificate,
+    acme::acme_eab_revocation,
+    acme::acme_prune_is_bounded_and_keeps_live_state,
     basic::tokens_round_trip,
     basic::issue_consumes_one_use_and_binds_certificate,
     basic::failed_issue_changes_nothing,
