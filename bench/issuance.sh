@@ -102,7 +102,11 @@ grep -q '^per_token_burst = 100000000' "$CA/ca.toml" || { log "could not raise l
 new_token() { # [--database URL]
     local out
     out=$("$WARD" token create --dir "$CA" --spiffe-id spiffe://example.org/bench \
-        --uses 0 --expires-in 2h "$@" 2>/dev/null)
+        --uses 0 --expires-in 2h "$@" 2>"$WORK/token.err") || {
+        log "ward token create failed:"
+        cat "$WORK/token.err" >&2
+        exit 1
+    }
     printf '%s\n' "${out%%$'\n'*}"
 }
 new_token >"$WORK/token.sqlite"
@@ -118,7 +122,8 @@ elif ! psql "$PG_URL/postgres" -qAt -c 'select 1' >/dev/null 2>&1; then
 else
     PG_DB="ward_bench_$(date +%s)_$$"
     psql "$PG_URL/postgres" -qAt -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
-    new_token --database "$PG_URL/$PG_DB" >"$WORK/token.pg"
+    # The store is made by the first `ca serve --init-storage` (a missing
+    # store is refused since the hardening round); the token after that.
     HAVE_PG=1
 fi
 
@@ -218,7 +223,8 @@ run_one() { # label rep
             WARD=$WARD_BASE start_ward "$label"
             token=(--token-file "$WORK/token.sqlite") ;;
         pg-sign | pg-issue)
-            start_ward "$label" --database "$PG_URL/$PG_DB"
+            start_ward "$label" --database "$PG_URL/$PG_DB" --init-storage
+            [[ -s $WORK/token.pg ]] || new_token --database "$PG_URL/$PG_DB" >"$WORK/token.pg"
             token=(--token-file "$WORK/token.pg") ;;
         cfssl-sign)
             start_cfssl ;;
