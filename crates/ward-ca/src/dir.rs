@@ -275,14 +275,14 @@ impl CaDir {
         };
         let root_key = ca_keygen("root", "root")?;
         let root = new_root(&spec, &root_key, now).map_err(Error::pki("building the root"))?;
-        let root_key_pem = root_key.to_pkcs8_pem();
+        let root_key_pem = key_file(&root_key)?;
         let root_issuer =
             Issuer::new(root.der.clone(), root_key).map_err(Error::pki("loading the root"))?;
         let int_key = ca_keygen("intermediate", "intermediate")?;
         let int = root_issuer
             .sign_intermediate(&spec, &int_key, now)
             .map_err(Error::pki("signing the intermediate"))?;
-        let int_key_pem = int_key.to_pkcs8_pem();
+        let int_key_pem = key_file(&int_key)?;
         // nginx (`ssl_ocsp on`) also asks about the intermediate, and OpenSSL
         // accepts that answer only from the root or a root-issued responder
         // (ARCHITECTURE.md, trap 13): issue one now, while the root key is
@@ -371,26 +371,14 @@ impl CaDir {
                 pem::cert_to_pem(&int.der).into_bytes(),
                 PUBLIC_MODE,
             ),
-            (
-                self.file(INTERMEDIATE_KEY),
-                int_key_pem.as_bytes().to_vec(),
-                SECRET_MODE,
-            ),
-            (
-                self.file(ROOT_OCSP_KEY),
-                ocsp_key.to_pkcs8_pem().as_bytes().to_vec(),
-                SECRET_MODE,
-            ),
+            (self.file(INTERMEDIATE_KEY), int_key_pem, SECRET_MODE),
+            (self.file(ROOT_OCSP_KEY), key_file(&ocsp_key)?, SECRET_MODE),
             (
                 self.file(ADMIN_CRT),
                 pem::certs_to_pem([admin.der.as_ref(), int.der.as_ref()]).into_bytes(),
                 PUBLIC_MODE,
             ),
-            (
-                self.file(ADMIN_KEY),
-                admin_key.to_pkcs8_pem().as_bytes().to_vec(),
-                SECRET_MODE,
-            ),
+            (self.file(ADMIN_KEY), key_file(&admin_key)?, SECRET_MODE),
             (
                 self.file(ROOT_OCSP_CRT),
                 pem::cert_to_pem(&root_ocsp.der).into_bytes(),
@@ -401,7 +389,7 @@ impl CaDir {
             .offline_root
             .clone()
             .unwrap_or_else(|| self.file(ROOT_KEY));
-        plan.push((root_key_path, root_key_pem.as_bytes().to_vec(), SECRET_MODE));
+        plan.push((root_key_path, root_key_pem, SECRET_MODE));
         if in_token {
             // The token holds the three CA keys: no key files for them.
             let token_files = [
@@ -696,6 +684,17 @@ fn token_key(uri: &KeyUri, cert: &CertificateDer<'_>, what: &str) -> Result<Priv
 }
 
 /// Removes keys a failed `ward ca init` made in a token.
+/// The PEM file of a key `init` writes; nothing for a key in a token (its
+/// plan entry is dropped before anything is written).
+fn key_file(key: &PrivateKey) -> Result<Vec<u8>, Error> {
+    if key.is_remote() {
+        return Ok(Vec::new());
+    }
+    key.to_pkcs8_pem()
+        .map(|pem| pem.as_bytes().to_vec())
+        .map_err(Error::pki("writing a key"))
+}
+
 fn destroy_token_keys(uris: &[KeyUri]) {
     for uri in uris {
         if let Err(e) = pkcs11::destroy(uri) {

@@ -162,7 +162,11 @@ impl OfflineCertificate {
     pub fn write(&self, prefix: &Path) -> Result<(PathBuf, PathBuf), crate::Error> {
         let crt_path = with_suffix(prefix, ".crt");
         let key_path = with_suffix(prefix, ".key");
-        let staged_key = Staged::new(&key_path, self.key.to_pkcs8_pem().as_bytes(), SECRET_MODE)?;
+        let pem = self
+            .key
+            .to_pkcs8_pem()
+            .map_err(|e| crate::Error::Config(format!("writing {}: {e}", key_path.display())))?;
+        let staged_key = Staged::new(&key_path, pem.as_bytes(), SECRET_MODE)?;
         let staged_crt = Staged::new(&crt_path, self.chain_pem.as_bytes(), PUBLIC_MODE)?;
         staged_key.commit(Replace::Allow)?;
         staged_crt.commit(Replace::Allow)?;

@@ -368,7 +368,10 @@ async fn server_identity(
         .map_err(|e| server_err("issuing the CA's server certificate")(e.to_string()))?;
     let chain = pem::parse_certs(issued.chain_pem.as_bytes())
         .map_err(|e| server_err("server certificate")(e.to_string()))?;
-    let key = PrivateKeyDer::try_from(key.to_pkcs8_der().to_vec())
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| server_err("server key")(e.to_string()))?;
+    let key = PrivateKeyDer::try_from(der.to_vec())
         .map_err(|e| server_err("server key")(e.to_string()))?;
     let lifetime = issued.not_after - now;
     Ok((chain, key, now + lifetime * 2 / 3))

@@ -20,8 +20,9 @@ pub(crate) fn key_and_csr(key_type: KeyType) -> Result<(PrivateKey, String), Cli
 }
 
 /// The key as PKCS#8 DER, wiped on drop.
-pub(crate) fn pkcs8(key: &PrivateKey) -> Zeroizing<Vec<u8>> {
+pub(crate) fn pkcs8(key: &PrivateKey) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     key.to_pkcs8_der()
+        .map_err(|e| ClientError::Config(format!("cannot encode the key: {e}")))
 }
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub enum Error {
     /// now: the token is gone, busy or refused. Worth retrying later.
     #[error("the signing key is unavailable: {0}")]
     KeyUnavailable(String),
+    /// The private key lives in a token and cannot be written out.
+    #[error("the private key is held in a token and cannot be exported")]
+    NotExportable,
 }
 
 impl From<rcgen::Error> for Error {

@@ -385,14 +385,12 @@ impl PrivateKey {
         }
     }
 
-    /// The key as PKCS#8 PEM; the returned buffer is wiped on drop. Empty
-    /// for a [remote](Self::is_remote) key, which cannot leave its token.
-    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+    /// The key as PKCS#8 PEM; the returned buffer is wiped on drop.
+    /// [`Error::NotExportable`] for a [remote](Self::is_remote) key, which
+    /// cannot leave its token.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, Error> {
         use base64::Engine as _;
-        if self.is_remote() {
-            return Zeroizing::new(String::new());
-        }
-        let der = self.to_pkcs8_der();
+        let der = self.to_pkcs8_der()?;
         let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*der));
         let mut pem = String::with_capacity(b64.len() + 64);
         pem.push_str("-----BEGIN PRIVATE KEY-----\n");
@@ -401,19 +399,19 @@ impl PrivateKey {
             pem.push('\n');
         }
         pem.push_str("-----END PRIVATE KEY-----\n");
-        Zeroizing::new(pem)
+        Ok(Zeroizing::new(pem))
     }
 
     /// The key as PKCS#8 DER; the returned buffer is wiped on drop.
     ///
     /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 without the optional
     /// public key): aws-lc produces v2, which OpenSSL 3.0 cannot read.
-    /// Empty for a [remote](Self::is_remote) key.
-    pub fn to_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+    /// [`Error::NotExportable`] for a [remote](Self::is_remote) key.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
         let pair = match &self.inner {
             Inner::Classic(pair) => pair,
-            Inner::MlDsa(k) => return k.pkcs8.clone(),
-            Inner::Remote(_) => return Zeroizing::new(Vec::new()),
+            Inner::MlDsa(k) => return Ok(k.pkcs8.clone()),
+            Inner::Remote(_) => return Err(Error::NotExportable),
         };
         let der = Zeroizing::new(pair.serialize_der());
         if pair.algorithm() == &rcgen::PKCS_ED25519 {
@@ -421,10 +419,10 @@ impl PrivateKey {
                 .ok()
                 .and_then(|pair| pair.to_pkcs8v1().ok());
             if let Some(v1) = v1 {
-                return Zeroizing::new(v1.as_ref().to_vec());
+                return Ok(Zeroizing::new(v1.as_ref().to_vec()));
             }
         }
-        der
+        Ok(der)
     }
 
     /// The DER SubjectPublicKeyInfo of the public half.
@@ -652,7 +650,7 @@ mod tests {
         ] {
             let key = k.generate().unwrap();
             assert_eq!(key.key_type().unwrap(), k);
-            let pem = key.to_pkcs8_pem();
+            let pem = key.to_pkcs8_pem().unwrap();
             assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
             let again = PrivateKey::from_pem(&pem).unwrap();
             assert_eq!(again.public_key_der(), key.public_key_der());
@@ -693,7 +691,7 @@ mod tests {
         let remote = Arc::new(InMemory {
             pair: signature::EcdsaKeyPair::from_pkcs8(
                 &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-                &soft.to_pkcs8_der(),
+                &soft.to_pkcs8_der().unwrap(),
             )
             .unwrap(),
             spki: soft.public_key_der(),
@@ -701,7 +699,11 @@ mod tests {
         });
         let key = PrivateKey::remote(remote.clone()).unwrap();
         assert!(key.is_remote());
-        assert!(key.to_pkcs8_der().is_empty(), "a remote key has no PKCS#8");
+        assert!(
+            matches!(key.to_pkcs8_der(), Err(Error::NotExportable)),
+            "a remote key has no PKCS#8"
+        );
+        assert!(matches!(key.to_pkcs8_pem(), Err(Error::NotExportable)));
         assert_eq!(key.key_type().unwrap(), KeyType::EcdsaP256);
         assert_eq!(key.public_key_der(), soft.public_key_der());
         let spec = CaSpec {
@@ -746,7 +748,7 @@ mod tests {
     #[test]
     fn debug_and_errors_never_show_the_secret() {
         let key = KeyType::EcdsaP256.generate().unwrap();
-        let pem = key.to_pkcs8_pem();
+        let pem = key.to_pkcs8_pem().unwrap();
         let body: String = pem.lines().nth(1).unwrap().to_owned();
         assert!(!format!("{key:?}").contains(&body));
         let garbled = pem.replace(&body[10..20], "!!!!!!!!!!");

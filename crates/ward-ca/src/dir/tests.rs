@@ -94,7 +94,7 @@ fn garbled_or_foreign_intermediate_key_is_refused() {
     let err = ca.intermediate_issuer().unwrap_err().to_string();
     assert!(err.contains("intermediate.key"), "{err}");
     let foreign = KeyType::EcdsaP256.generate().unwrap();
-    fs::write(&key_path, foreign.to_pkcs8_pem().as_bytes()).unwrap();
+    fs::write(&key_path, foreign.to_pkcs8_pem().unwrap().as_bytes()).unwrap();
     let err = ca.intermediate_issuer().unwrap_err().to_string();
     assert!(err.contains("does not belong"), "{err}");
 }

@@ -277,7 +277,10 @@ async fn issue_inner(
         .issue_keypair_for_token(&token, key_type, now)
         .await
         .map_err(|e| a.refused(e))?;
-    Ok((issued, key.to_pkcs8_pem()))
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| AuthorityError::Internal(format!("writing the new key: {e}")))?;
+    Ok((issued, pem))
 }
 
 /// The Phoenix CA wire format: `{"bootstrap_token"}` → 200
@@ -329,7 +332,10 @@ async fn seed_inner(
         .issue_keypair_for_token(&token, KeyType::EcdsaP256, now)
         .await
         .map_err(|e| invalid(a.refused(e)))?;
-    Ok((issued, key.to_pkcs8_pem()))
+    let pem = key
+        .to_pkcs8_pem()
+        .map_err(|e| AuthorityError::Internal(format!("writing the new key: {e}")))?;
+    Ok((issued, pem))
 }
 
 pub(super) async fn renew(

@@ -22,7 +22,7 @@ fn pair(name: &str) -> (String, String, Vec<u8>) {
     let cert = new_root(&spec, &key, OffsetDateTime::now_utc()).unwrap();
     (
         pem::cert_to_pem(&cert.der),
-        key.to_pkcs8_pem().to_string(),
+        key.to_pkcs8_pem().unwrap().to_string(),
         cert.der.to_vec(),
     )
 }

@@ -37,7 +37,7 @@ fn svid_from(issued: Issued, key: &PrivateKey) -> Result<Svid, ClientError> {
         .map_err(|e| ClientError::Protocol(format!("chain: {e}")))?;
     let bundle = ward_pki::pem::parse_certs(issued.ca_bundle.as_bytes())
         .map_err(|e| ClientError::Protocol(format!("ca_bundle: {e}")))?;
-    Svid::new(chain, pkcs8(key), bundle, SystemTime::now())
+    Svid::new(chain, pkcs8(key)?, bundle, SystemTime::now())
 }
 
 async fn sign_once(

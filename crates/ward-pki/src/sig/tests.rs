@@ -83,7 +83,7 @@ fn ml_dsa_keys_round_trip_through_pkcs8_pem_and_report_their_kind() {
         let kind = PublicKeyKind::from_spki_der(&key.public_key_der()).unwrap();
         assert_eq!(kind, PublicKeyKind::MlDsa { level });
         assert_eq!(kind.to_string(), format!("ML-DSA-{level}"));
-        let pem = key.to_pkcs8_pem();
+        let pem = key.to_pkcs8_pem().unwrap();
         let again = PrivateKey::from_pem(&pem).unwrap();
         assert_eq!(again.public_key_der(), key.public_key_der());
         assert_eq!(again.key_type().unwrap(), kt);
@@ -236,7 +236,7 @@ fn ocsp_responses_from_an_ml_dsa_ca_are_signed_with_ml_dsa_and_validate() {
             parse_request(&build_request(std::slice::from_ref(&query), None).unwrap()).unwrap();
         // A delegated responder with its own ML-DSA key, loaded back from
         // PEM as ward-ca loads it.
-        let key = PrivateKey::from_pem(&kt.generate().unwrap().to_pkcs8_pem()).unwrap();
+        let key = PrivateKey::from_pem(&kt.generate().unwrap().to_pkcs8_pem().unwrap()).unwrap();
         let responder =
             crate::ocsp::issue_responder(&int, &key, "PQ", "OCSP", Duration::from_secs(600), t)
                 .unwrap();

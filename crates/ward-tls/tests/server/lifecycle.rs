@@ -270,7 +270,9 @@ fn rotating_cert_accepts_every_key_type_ward_issues() {
     ] {
         let key = key_type.generate().unwrap();
         let cert = new_root(&spec, &key, now).unwrap();
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der().to_vec()));
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            key.to_pkcs8_der().unwrap().to_vec(),
+        ));
         Credentials::new(vec![cert.der], der).unwrap_or_else(|e| panic!("{key_type}: {e}"));
     }
 }

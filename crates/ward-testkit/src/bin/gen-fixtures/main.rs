@@ -129,7 +129,7 @@ fn hierarchy(mut out: Option<&mut Out>) -> anyhow::Result<Hierarchy> {
         out.cert("intermediate.crt", &[&int.der])?;
         out.key("intermediate.key", &int_key)?;
     }
-    let signer = hostile::Signer::new(&int.der, &int_key.to_pkcs8_pem())?;
+    let signer = hostile::Signer::new(&int.der, &int_key.to_pkcs8_pem()?)?;
     Ok(Hierarchy {
         root,
         intermediate: Issuer::new(int.der, int_key)?,
@@ -307,7 +307,7 @@ impl Out {
     }
 
     fn key(&mut self, name: &str, key: &PrivateKey) -> anyhow::Result<()> {
-        self.write(name, key.to_pkcs8_pem().as_bytes(), true)?;
+        self.write(name, key.to_pkcs8_pem()?.as_bytes(), true)?;
         self.written.push(name.to_owned());
         Ok(())
     }
