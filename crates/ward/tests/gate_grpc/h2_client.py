@@ -6,6 +6,10 @@ expired `grpc-timeout` is what the gate did.
 usage: h2_client.py PORT ROOT CERT KEY grpc PATH PAYLOAD TIMEOUT
     one unary gRPC call (TIMEOUT: a grpc-timeout value, or "-" for none);
     prints JSON: status, headers, trailers, messages, elapsed, reset.
+usage: h2_client.py PORT ROOT CERT KEY grpc-held PATH PAYLOAD
+    the same call, but the request body is held back until the gate has
+    answered: what a client still uploading sees of a refusal (the gate
+    must answer, not reset the stream); prints the same JSON.
 usage: h2_client.py PORT ROOT CERT KEY websocket PATH
     RFC 8441 extended CONNECT (:protocol websocket) on a gate that
     advertises SETTINGS_ENABLE_CONNECT_PROTOCOL, then one masked WebSocket
@@ -54,7 +58,7 @@ def pump(tls, conn):
     return events
 
 
-def grpc(port, root, cert, key, path, payload, timeout):
+def grpc(port, root, cert, key, path, payload, timeout, held=False):
     tls, conn = connect(port, root, cert, key)
     sid = conn.get_next_available_stream_id()
     headers = [
@@ -69,7 +73,8 @@ def grpc(port, root, cert, key, path, payload, timeout):
         headers.append(("grpc-timeout", timeout))
     body = payload.encode()
     conn.send_headers(sid, headers)
-    conn.send_data(sid, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
+    if not held:
+        conn.send_data(sid, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
     tls.sendall(conn.data_to_send())
     start = time.monotonic()
     out = {"headers": {}, "trailers": {}, "data": b"", "reset": None}
@@ -227,6 +232,8 @@ def main():
     port, root, cert, key, scenario = sys.argv[1:6]
     if scenario == "grpc":
         out = grpc(port, root, cert, key, *sys.argv[6:9])
+    elif scenario == "grpc-held":
+        out = grpc(port, root, cert, key, sys.argv[6], sys.argv[7], "-", held=True)
     elif scenario == "download":
         out = download(port, root, cert, key, sys.argv[6], int(sys.argv[7]))
     elif scenario == "websocket":
