@@ -1,7 +1,9 @@
-//! A slow reader bounds the gate's memory: a 1 GiB response from nghttpd
-//! (a fast HTTP/2 server nobody here wrote) to a client that stops
-//! reading. HTTP/2 flow control end to end must hold the upstream back;
-//! the gate's resident memory (VmRSS) stays within 64 MiB of where it was.
+//! A slow reader bounds the gate's memory, in both directions: a 1 GiB
+//! response from nghttpd (a fast HTTP/2 server nobody here wrote) to a
+//! client that stops reading, and a 1 GiB upload from curl to an upstream
+//! that reads none of it. HTTP/2 flow control end to end must hold the
+//! sender back; the gate's resident memory (VmRSS) stays within 64 MiB of
+//! where it was.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{DEADLINE, Gate, crt, key};
-use crate::support::{Setup, python_has, script, tool};
+use crate::support::{Py, Setup, python_has, script, tool};
 
 const SIZE: u64 = 1 << 30;
 const BOUND: u64 = 64 << 20;
@@ -174,6 +176,77 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
         stalled_peak >> 20,
         peak >> 20
     );
+    assert!(
+        peak < before + BOUND,
+        "the gate grew from {before} to {peak} bytes\n{}",
+        gate.stderr()
+    );
+}
+
+#[test]
+fn a_1_gib_upload_to_an_upstream_that_reads_nothing_does_not_grow_the_gate() {
+    if !python_has(&["h2"]) || !tool("curl", "curl") {
+        return;
+    }
+    let setup = Setup::new();
+    let upstream = Py::start("h2_sink.py", &[]);
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "sink"
+upstream = "{}"
+protocol = "h2"
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#,
+        upstream.url()
+    );
+    let gate = Gate::config(&setup.config(&routes, ""));
+    let pid = gate.pid();
+    let before = rss(pid);
+    // Sparse: 1 GiB of zeros without writing 1 GiB; curl streams it (-T).
+    let file = setup.pki.path("upload.bin");
+    std::fs::File::create(&file).unwrap().set_len(SIZE).unwrap();
+    let mut client = Command::new("curl")
+        .args(["-sS", "--http2", "-o", "/dev/null", "-T"])
+        .arg(&file)
+        .args(["--cacert", &setup.root(), "--cert", &crt(&setup.app)])
+        .args(["--key", &key(&setup.app)])
+        .arg(format!("{}/upload", gate.url()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    upstream.wait_event("headers");
+    // curl could send the whole gigabyte in about a second if nothing held
+    // it back. Watch the gate meanwhile (a measurement window, bounded,
+    // not a synchronisation).
+    let mut peak = before;
+    for _ in 0..30 {
+        peak = peak.max(rss(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still_uploading = client.try_wait().unwrap().is_none();
+    let _ = client.kill();
+    let _ = client.wait();
+    let received: u64 = upstream
+        .printed()
+        .iter()
+        .filter_map(|l| l.strip_prefix("RECEIVED "))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "gate VmRSS: {} MiB before, {} MiB peak; the upstream got {received} bytes",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(
+        still_uploading,
+        "curl finished: the upload was not held back"
+    );
+    // The upstream's windows (64 KiB) are all it can have been sent.
+    assert!(received <= 65_535, "the upstream got {received} bytes");
     assert!(
         peak < before + BOUND,
         "the gate grew from {before} to {peak} bytes\n{}",

@@ -103,6 +103,11 @@ impl Py {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The lines printed since the last look, without waiting.
+    pub(crate) fn printed(&self) -> Vec<String> {
+        self.events.try_iter().collect()
+    }
+
     /// Waits (bounded) for the line `EVENT what`.
     pub(crate) fn wait_event(&self, what: &str) {
         let start = Instant::now();
