@@ -452,8 +452,10 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
     let service = hyper::service::service_fn({
         let ctx = ctx.clone();
         let streams = streams.clone();
-        move |req| {
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
             let guard = streams.open();
+            // For upgrades: a tunnel holds its own place in flight.
+            req.extensions_mut().insert(streams.clone());
             let response = crate::proxy::handle(shared.clone(), ctx.clone(), req);
             async move {
                 let response = response.await?;

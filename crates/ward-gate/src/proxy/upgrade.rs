@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
+use ward_tls::server::lifetime::Streams;
 
 use super::{ClientBody, ProxyBody, Via, prepare, strip_hop_by_hop};
 use crate::Shared;
@@ -89,6 +90,10 @@ pub(super) async fn forward(
     // 200, not 101; the HTTP/1.1 side needs a key and answers 101 with
     // the matching Sec-WebSocket-Accept, which the gate checks.
     let mut generated_key = None;
+    // The tunnel counts as a request in flight on its connection for as
+    // long as it lives: an HTTP/2 connection whose only stream is a busy
+    // extended-CONNECT tunnel is not idle.
+    let in_flight = req.extensions().get::<Streams>().map(Streams::open);
     let protocol = extended_connect(&req).map(|p| HeaderValue::from_str(p.as_str()));
     let extended = protocol.is_some();
     let upgrade = match protocol {
@@ -180,6 +185,7 @@ pub(super) async fn forward(
     // waits for its tunnels, and ends them on revocation and the drain.
     let mut end = ctx.tunnels.subscribe();
     tokio::spawn(async move {
+        let _in_flight = in_flight;
         let run = async {
             match tokio::try_join!(client_side, upstream_side) {
                 Ok((client, upstream)) => {

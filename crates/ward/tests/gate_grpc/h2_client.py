@@ -10,11 +10,15 @@ usage: h2_client.py PORT ROOT CERT KEY grpc-held PATH PAYLOAD
     the same call, but the request body is held back until the gate has
     answered: what a client still uploading sees of a refusal (the gate
     must answer, not reset the stream); prints the same JSON.
-usage: h2_client.py PORT ROOT CERT KEY websocket PATH
+usage: h2_client.py PORT ROOT CERT KEY websocket PATH [ACTIVE QUIET]
     RFC 8441 extended CONNECT (:protocol websocket) on a gate that
     advertises SETTINGS_ENABLE_CONNECT_PROTOCOL, then one masked WebSocket
     text frame "hello" and its echo; prints JSON: settings, status,
-    frames (text of each server frame).
+    frames (text of each server frame). With ACTIVE and QUIET (seconds):
+    then an echoed text every 0.3 s for ACTIVE seconds (echoes, or
+    ended_while_active), then nothing, waiting up to QUIET seconds for the
+    gate to end the stream: after_quiet (StreamEnded, StreamReset,
+    ConnectionTerminated, connection closed, or open), quiet_elapsed.
 usage: h2_client.py PORT ROOT CERT KEY download PATH STALL_BYTES
     GET PATH; after STALL_BYTES of the body prints "EVENT stalled" and
     reads nothing (no socket reads, no WINDOW_UPDATE) until a line on
@@ -31,6 +35,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 
@@ -136,7 +141,7 @@ def ws_frames(buf):
     return texts, buf
 
 
-def websocket(port, root, cert, key, path):
+def websocket(port, root, cert, key, path, active=None, quiet=None):
     tls, conn = connect(port, root, cert, key)
     out = {"settings": None, "status": None, "frames": []}
     # The server's SETTINGS tell whether extended CONNECT is allowed.
@@ -185,6 +190,68 @@ def websocket(port, root, cert, key, path):
         pending = conn.data_to_send()
         if pending:
             tls.sendall(pending)
+    if active is not None:
+        # Traffic in the tunnel for ACTIVE seconds, one echoed text every
+        # 0.3 s: the idle timeout must not end a tunnel that is in use.
+        out["echoes"] = 0
+        end = time.monotonic() + float(active)
+        tls.settimeout(5)
+        while time.monotonic() < end:
+            time.sleep(0.3)
+            conn.send_data(sid, ws_frame("tick"))
+            tls.sendall(conn.data_to_send())
+            got = False
+            while not got:
+                try:
+                    events = pump(tls, conn)
+                except h2.exceptions.ProtocolError:
+                    if conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
+                        raise
+                    out["ended_while_active"] = "ConnectionTerminated"
+                    return out
+                for event in events:
+                    if isinstance(event, h2.events.DataReceived):
+                        buf += event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length, sid)
+                        texts, buf = ws_frames(buf)
+                        got = got or "tick" in texts
+                    elif isinstance(
+                        event,
+                        (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated),
+                    ):
+                        out["ended_while_active"] = type(event).__name__
+                        return out
+                pending = conn.data_to_send()
+                if pending:
+                    tls.sendall(pending)
+            out["echoes"] += 1
+    if quiet is not None:
+        # Send nothing more; the gate should end the tunnel's stream (or the
+        # connection, GOAWAY) once it has been idle for its timeout. Waits at
+        # most QUIET seconds.
+        start = time.monotonic()
+        tls.settimeout(float(quiet))
+        out["after_quiet"] = "open"
+        try:
+            while out["after_quiet"] == "open" and time.monotonic() - start < float(quiet):
+                for event in pump(tls, conn):
+                    if isinstance(
+                        event,
+                        (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated),
+                    ):
+                        out["after_quiet"] = type(event).__name__
+                pending = conn.data_to_send()
+                if pending:
+                    tls.sendall(pending)
+        except h2.exceptions.ProtocolError:
+            # A frame after GOAWAY (hyper pings once while closing) in the
+            # same read: the connection is closed all the same.
+            if conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
+                raise
+            out["after_quiet"] = "ConnectionTerminated"
+        except (socket.timeout, EOFError) as e:
+            out["after_quiet"] = "open" if isinstance(e, socket.timeout) else "connection closed"
+        out["quiet_elapsed"] = time.monotonic() - start
     return out
 
 
@@ -237,7 +304,7 @@ def main():
     elif scenario == "download":
         out = download(port, root, cert, key, sys.argv[6], int(sys.argv[7]))
     elif scenario == "websocket":
-        out = websocket(port, root, cert, key, sys.argv[6])
+        out = websocket(port, root, cert, key, *sys.argv[6:9])
     else:
         raise SystemExit("unknown scenario " + scenario)
     print(json.dumps(out))

@@ -80,6 +80,7 @@ fn a_quiet_websocket_is_closed_after_the_idle_timeout() {
     let gate = Gate::config(&setup.config(&route(&upstream.url()), "[timeouts]\nidle = \"1s\"\n"));
     let out = client(&gate, &setup, Some("3"));
     assert_eq!(out["text"], "hello", "{out}");
+    println!("{out}");
     let after = out["after_quiet"].as_str().unwrap();
     assert!(after.starts_with("closed"), "{out}");
 }
@@ -314,6 +315,31 @@ fn an_http2_extended_connect_reaches_an_http1_websocket_upstream_with_the_identi
             && l["method"] == "CONNECT"
             && l["status"] == 200),
         "{audit:?}"
+    );
+}
+
+#[test]
+fn a_quiet_http2_extended_connect_tunnel_is_ended_after_the_idle_timeout() {
+    if !python_has(&["websockets", "h2"]) {
+        return;
+    }
+    let setup = Setup::new();
+    let upstream = Py::start("ws.py", &["server"]);
+    let gate = Gate::config(&setup.config(&route(&upstream.url()), "[timeouts]\nidle = \"1s\"\n"));
+    // The tunnel is one stream of a multiplexed connection: traffic in it
+    // keeps it (and its connection) open past the idle timeout; once quiet,
+    // the gate ends it.
+    let out = crate::grpc::raw(&gate, &setup, &["websocket", "/ws", "3", "5"]);
+    assert_eq!(out["frames"][1], "hello", "{out}");
+    assert!(out["ended_while_active"].is_null(), "{out}");
+    assert!(out["echoes"].as_u64().unwrap() >= 5, "{out}");
+    println!("{out}");
+    let after = out["after_quiet"].as_str().unwrap();
+    assert_ne!(after, "open", "the tunnel outlived the idle timeout: {out}");
+    let elapsed = out["quiet_elapsed"].as_f64().unwrap();
+    assert!(
+        (0.5..4.0).contains(&elapsed),
+        "ended after {elapsed} s, idle timeout 1 s: {out}"
     );
 }
 
