@@ -8,10 +8,12 @@
 //! session's CSRF token; the cookie is `SameSite=Strict` besides.
 
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use ward_store::LoginUse;
 use ward_tls::server::PeerInfo;
@@ -136,6 +138,65 @@ pub(crate) async fn signed_in(
             "missing_session",
             "Sign in first: this request carries no live console session.",
         ))
+    }
+}
+
+/// Extracting [`Signed`] runs [`signed_in`]: a handler that takes it
+/// only runs for a signed-in request.
+impl FromRequestParts<AppState> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Some(peer) = parts.extensions.get::<PeerInfo>() else {
+            tracing::error!("console: a request without connection details");
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        signed_in(state, peer, &parts.method, &parts.headers).await
+    }
+}
+
+/// A console form that changes something: the change's name (in refusals
+/// and audit lines) and the CSRF token it carried.
+pub(crate) trait ChangeForm: DeserializeOwned {
+    /// The change's name in refusals and audit lines.
+    const CHANGE: &'static str;
+    /// The CSRF token the form carried, if any.
+    fn csrf(&self) -> Option<&str>;
+}
+
+/// A genuine change: a signed-in session, the console's own origin and
+/// the session's CSRF token ([`check_change`]), and the posted form. Take
+/// it as a handler's last argument.
+pub(crate) struct Change<F> {
+    /// The session the change is made under.
+    pub(crate) signed: Signed,
+    /// The form as posted.
+    pub(crate) form: F,
+}
+
+impl<F: ChangeForm> FromRequest<AppState> for Change<F> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let signed = Signed::from_request_parts(&mut parts, state).await?;
+        let (headers, uri) = (parts.headers.clone(), parts.uri.clone());
+        let Some(peer) = parts.extensions.get::<PeerInfo>().cloned() else {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        };
+        let Form(form) = Form::<F>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        check_change(
+            state,
+            &peer,
+            F::CHANGE,
+            &headers,
+            &uri,
+            &signed,
+            form.csrf(),
+        )?;
+        Ok(Change { signed, form })
     }
 }
 
@@ -347,30 +408,19 @@ pub(crate) struct CsrfForm {
     csrf: Option<String>,
 }
 
+impl ChangeForm for CsrfForm {
+    const CHANGE: &'static str = "logout";
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /console/logout`: ends the session.
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    axum::Extension(peer): axum::Extension<PeerInfo>,
-    method: Method,
     headers: HeaderMap,
-    uri: Uri,
-    Form(form): Form<CsrfForm>,
+    _: Change<CsrfForm>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_change(
-        &state,
-        &peer,
-        "logout",
-        &headers,
-        &uri,
-        &signed,
-        form.csrf.as_deref(),
-    ) {
-        return r;
-    }
     if let Some(id) = cookie_value(&headers) {
         state.console.sessions.end(&id);
     }

@@ -4,16 +4,14 @@
 
 use std::fmt::Write as _;
 
-use axum::Form;
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use ward_store::{AccountDeactivation, AcmeAccount, AcmeOrder};
-use ward_tls::server::PeerInfo;
 
-use super::super::auth::{check_change, see_other, signed_in};
+use super::super::auth::{Change, ChangeForm, Signed, see_other};
 use super::super::html::{Nav, csrf_field, esc, page, table, url_component, when};
 use super::{bad_request, storage_failed};
 use crate::acme::model::{OrderDoc, order_status};
@@ -97,16 +95,7 @@ const ORDER_HEAD: &[&str] = &[
 ];
 
 /// `GET /console/acme`: the accounts and the latest orders.
-pub(crate) async fn overview(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub(crate) async fn overview(State(state): State<AppState>, signed: Signed) -> Response {
     let store = state.authority.store();
     let (accounts, orders) = match (
         store.acme_accounts(LIST).await,
@@ -173,15 +162,9 @@ fn account_id(id: &str) -> Result<&str, String> {
 /// `GET /console/acme/accounts/{id}`: one account and its orders.
 pub(crate) async fn account(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
+    signed: Signed,
     Path(id): Path<String>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let id = match account_id(&id) {
         Ok(id) => id,
         Err(m) => return bad_request(&signed, Nav::Acme, &m),
@@ -256,32 +239,20 @@ pub(crate) struct DeactivateForm {
     confirm: Option<String>,
 }
 
+impl ChangeForm for DeactivateForm {
+    const CHANGE: &'static str = "deactivate_acme_account";
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /console/acme/accounts/{id}/deactivate`: asks for confirmation,
 /// then deactivates (RFC 8555 §7.3.6: final).
 pub(crate) async fn deactivate(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
     Path(id): Path<String>,
-    Form(form): Form<DeactivateForm>,
+    Change { signed, form }: Change<DeactivateForm>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_change(
-        &state,
-        &peer,
-        "deactivate_acme_account",
-        &headers,
-        &uri,
-        &signed,
-        form.csrf.as_deref(),
-    ) {
-        return r;
-    }
     let id = match account_id(&id) {
         Ok(id) => id.to_owned(),
         Err(m) => return bad_request(&signed, Nav::Acme, &m),

@@ -2,12 +2,11 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use ward_tls::server::PeerInfo;
 
-use super::super::auth::signed_in;
+use super::super::auth::Signed;
 use super::super::html::{Nav, esc, page, table, when};
 use super::super::refusals::KEEP;
 use crate::http::AppState;
@@ -16,16 +15,7 @@ use crate::http::AppState;
 const LISTED: usize = 200;
 
 /// `GET /console/audit`.
-pub(crate) async fn audit(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub(crate) async fn audit(State(state): State<AppState>, signed: Signed) -> Response {
     let refusals = &state.console.refusals;
     let mut body = String::new();
     let _ = write!(

@@ -5,9 +5,8 @@
 
 use std::fmt::Write as _;
 
-use axum::Form;
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -16,9 +15,8 @@ use ward_pki::crl::{REASONS, parse_reason, reason_name};
 use ward_pki::inspect::CertInfo;
 use ward_pki::pem::cert_to_pem;
 use ward_store::CertificateSearch;
-use ward_tls::server::PeerInfo;
 
-use super::super::auth::{check_change, see_other, signed_in};
+use super::super::auth::{Change, ChangeForm, Signed, see_other};
 use super::super::html::{Nav, csrf_field, esc, page, table, url_component, when};
 use super::{CERT_HEAD, bad_request, cert_row, status, storage_failed};
 use crate::authority::AuthorityError;
@@ -111,15 +109,9 @@ fn dns_search(q: &str, suffix: bool) -> Result<CertificateSearch, String> {
 /// `GET /console/certificates`.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
+    signed: Signed,
     Query(query): Query<SearchQuery>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let q = query.q.unwrap_or_default();
     let by = query.by.unwrap_or_else(|| "auto".into());
     let search = match parse_search(&q, &by) {
@@ -211,15 +203,9 @@ fn serial_of(text: &str) -> Result<Serial, String> {
 /// `GET /console/certificates/{serial}`.
 pub(crate) async fn detail(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
+    signed: Signed,
     Path(serial): Path<String>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let serial = match serial_of(&serial) {
         Ok(s) => s,
         Err(m) => return bad_request(&signed, Nav::Certificates, &m),
@@ -375,33 +361,20 @@ pub(crate) struct RevokeForm {
     confirm: Option<String>,
 }
 
+impl ChangeForm for RevokeForm {
+    const CHANGE: &'static str = "revoke_certificate";
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /console/certificates/{serial}/revoke`: asks for confirmation,
 /// then revokes.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
     Path(serial): Path<String>,
-    Form(form): Form<RevokeForm>,
+    Change { signed, form }: Change<RevokeForm>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let route = "revoke_certificate";
-    if let Err(r) = check_change(
-        &state,
-        &peer,
-        route,
-        &headers,
-        &uri,
-        &signed,
-        form.csrf.as_deref(),
-    ) {
-        return r;
-    }
     let serial = match serial_of(&serial) {
         Ok(s) => s,
         Err(m) => return bad_request(&signed, Nav::Certificates, &m),

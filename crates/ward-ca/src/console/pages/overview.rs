@@ -5,14 +5,13 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use time::{Duration, OffsetDateTime};
 use ward_store::Store;
-use ward_tls::server::PeerInfo;
 
-use super::super::auth::signed_in;
+use super::super::auth::Signed;
 use super::super::html::{Nav, bar_chart, esc, page, table, utc, when};
 use super::{CERT_HEAD, cert_row, storage_failed};
 use crate::http::AppState;
@@ -39,16 +38,7 @@ fn labels(start: OffsetDateTime, step: Duration, n: i32) -> Vec<String> {
 }
 
 /// `GET /console/`.
-pub(crate) async fn overview(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub(crate) async fn overview(State(state): State<AppState>, signed: Signed) -> Response {
     let started = Instant::now();
     let store = state.authority.store().as_ref();
     let now = OffsetDateTime::now_utc();

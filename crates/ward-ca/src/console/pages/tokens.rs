@@ -3,17 +3,15 @@
 
 use std::fmt::Write as _;
 
-use axum::Form;
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use time::OffsetDateTime;
 use ward_api::CreateTokenRequest;
 use ward_store::Token;
-use ward_tls::server::PeerInfo;
 
-use super::super::auth::{Signed, check_change, see_other, signed_in};
+use super::super::auth::{Change, ChangeForm, Signed, see_other};
 use super::super::html::{Nav, csrf_field, esc, page, table, url_component, when};
 use super::{bad_request, storage_failed};
 use crate::authority::AuthorityError;
@@ -99,16 +97,7 @@ fn create_form(csrf: &str, v: &TokenForm) -> String {
 }
 
 /// `GET /console/tokens`.
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+pub(crate) async fn list(State(state): State<AppState>, signed: Signed) -> Response {
     list_page(&state, &signed, StatusCode::OK, "", &TokenForm::default()).await
 }
 
@@ -205,6 +194,13 @@ pub(crate) struct TokenForm {
     cn: Option<String>,
 }
 
+impl ChangeForm for TokenForm {
+    const CHANGE: &'static str = "create_token";
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 fn nonempty(v: &Option<String>) -> Option<String> {
     v.as_deref()
         .map(str::trim)
@@ -259,27 +255,8 @@ fn request(form: &TokenForm) -> Result<CreateTokenRequest, String> {
 /// `POST /console/tokens`: creates a token and shows its secret once.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(form): Form<TokenForm>,
+    Change { signed, form }: Change<TokenForm>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_change(
-        &state,
-        &peer,
-        "create_token",
-        &headers,
-        &uri,
-        &signed,
-        form.csrf.as_deref(),
-    ) {
-        return r;
-    }
     let refused = |m: String| {
         let notice = format!(
             "<p class=\"error\" role=\"alert\">Not created: {}</p>",
@@ -354,31 +331,19 @@ pub(crate) struct RevokeForm {
     certificates: Option<String>,
 }
 
+impl ChangeForm for RevokeForm {
+    const CHANGE: &'static str = "revoke_token";
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
 /// `POST /console/tokens/{id}/revoke`.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    Extension(peer): Extension<PeerInfo>,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
     Path(id): Path<String>,
-    Form(form): Form<RevokeForm>,
+    Change { signed, form }: Change<RevokeForm>,
 ) -> Response {
-    let signed = match signed_in(&state, &peer, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_change(
-        &state,
-        &peer,
-        "revoke_token",
-        &headers,
-        &uri,
-        &signed,
-        form.csrf.as_deref(),
-    ) {
-        return r;
-    }
     let with_certificates = form.certificates.as_deref() == Some("yes");
     match state
         .authority
