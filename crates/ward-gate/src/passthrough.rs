@@ -318,7 +318,7 @@ mod tests {
             (vec![route("")], "DNS name"),
             (vec![route("*.")], "DNS name"),
             (vec![route("a b")], "DNS name"),
-            (vec![route("a.test"), route("A.test")], "two passthrough"),
+            (vec![route("c.test"), route("C.test")], "two passthrough"),
             (vec![route("a.test")], "belongs to a tenant"),
             (
                 vec![PassthroughConfig {
