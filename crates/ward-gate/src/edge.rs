@@ -79,17 +79,21 @@ async fn proxy_header(
     within: Duration,
 ) -> Result<(SocketAddr, u8), &'static str> {
     let mut failure = None;
-    let parsed = peek_until(tcp, proxy_protocol::MAX_HEADER, within, |bytes| {
-        match proxy_protocol::parse(bytes) {
-            Ok(Parsed::Incomplete) => None,
-            Ok(done) => Some(Some(done)),
-            Err(e) => {
-                failure = Some(e);
-                Some(None)
-            }
-        }
-    })
-    .await;
+    let parsed =
+        peek_until(
+            tcp,
+            proxy_protocol::MAX_HEADER,
+            within,
+            |bytes| match proxy_protocol::parse(bytes) {
+                Ok(Parsed::Incomplete) => None,
+                Ok(done) => Some(Some(done)),
+                Err(e) => {
+                    failure = Some(e);
+                    Some(None)
+                }
+            },
+        )
+        .await;
     let (header, len, version) = match parsed {
         Ok(Some(Parsed::Complete {
             header,

@@ -125,7 +125,9 @@ impl Routes {
                 }
             }
         }
-        routes.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        routes
+            .suffixes
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         routes
     }
 
@@ -298,8 +300,14 @@ mod tests {
             route("*.deep.example.test"),
         ]);
         let none = |_: &str| false;
-        assert_eq!(routes.find("B.Example.Test", none).unwrap().name, "b.example.test");
-        assert_eq!(routes.find("x.example.test", none).unwrap().name, "*.example.test");
+        assert_eq!(
+            routes.find("B.Example.Test", none).unwrap().name,
+            "b.example.test"
+        );
+        assert_eq!(
+            routes.find("x.example.test", none).unwrap().name,
+            "*.example.test"
+        );
         assert_eq!(
             routes.find("a.deep.example.test", none).unwrap().name,
             "*.deep.example.test"
@@ -307,7 +315,11 @@ mod tests {
         assert!(routes.find("example.test", none).is_none());
         assert!(routes.find("xexample.test", none).is_none());
         // A tenant's exact name wins over a passthrough suffix.
-        assert!(routes.find("api.example.test", |s| s == "api.example.test").is_none());
+        assert!(
+            routes
+                .find("api.example.test", |s| s == "api.example.test")
+                .is_none()
+        );
     }
 
     #[test]

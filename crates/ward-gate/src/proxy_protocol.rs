@@ -99,13 +99,16 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
         if buf.len() >= MAX_V1 {
             return Err(ProxyError::TooLong);
         }
-        if window.iter().any(|&b| b == b'\n' || !(b == b'\r' || (0x20..0x7f).contains(&b))) {
+        if window
+            .iter()
+            .any(|&b| b == b'\n' || !(b == b'\r' || (0x20..0x7f).contains(&b)))
+        {
             return Err(ProxyError::Malformed("v1: not a printable line"));
         }
         return Ok(Parsed::Incomplete);
     };
-    let line = std::str::from_utf8(&buf[6..end])
-        .map_err(|_| ProxyError::Malformed("v1: not ASCII"))?;
+    let line =
+        std::str::from_utf8(&buf[6..end]).map_err(|_| ProxyError::Malformed("v1: not ASCII"))?;
     let len = end + 2;
     let done = |header| {
         Ok(Parsed::Complete {
@@ -139,7 +142,10 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
     };
     let port = |s: &str| -> Result<u16, ProxyError> {
         // No sign, no leading zero (the specification), no empty field.
-        if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.is_empty()
+            || (s.len() > 1 && s.starts_with('0'))
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(ProxyError::Malformed("v1: bad port"));
         }
         s.parse().map_err(|_| ProxyError::Malformed("v1: bad port"))
@@ -275,7 +281,11 @@ mod tests {
         ));
         assert!(matches!(
             parse(b"PROXY UNKNOWN whatever\r\n").unwrap(),
-            Parsed::Complete { header: Header::Local, len: 24, .. }
+            Parsed::Complete {
+                header: Header::Local,
+                len: 24,
+                ..
+            }
         ));
     }
 
@@ -316,12 +326,22 @@ mod tests {
     fn v2_local_and_tlvs_are_skipped() {
         let mut h = V2_SIGNATURE.to_vec();
         h.extend_from_slice(&[0x20, 0x00, 0x00, 0x03, 1, 2, 3]);
-        assert!(matches!(parse(&h).unwrap(), Parsed::Complete { header: Header::Local, len: 19, .. }));
+        assert!(matches!(
+            parse(&h).unwrap(),
+            Parsed::Complete {
+                header: Header::Local,
+                len: 19,
+                ..
+            }
+        ));
         // A PROXY header with a TLV after the addresses.
         let mut h = encode_v2(addr("192.0.2.7:1"), addr("10.0.0.1:2"));
         h[15] += 4;
         h.extend_from_slice(&[0x04, 0x00, 0x01, 0xaa]);
-        assert!(matches!(parse(&h).unwrap(), Parsed::Complete { len: 32, .. }));
+        assert!(matches!(
+            parse(&h).unwrap(),
+            Parsed::Complete { len: 32, .. }
+        ));
     }
 
     #[test]
@@ -329,15 +349,38 @@ mod tests {
         let cases: [(&[u8], ProxyError); 8] = [
             (b"\x16\x03\x01\x00", ProxyError::Missing),
             (b"GET / HTTP/1.1\r\n", ProxyError::Missing),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", ProxyError::Malformed("v1: expected four fields")),
-            (b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n", ProxyError::Malformed("v1: bad IPv4 address")),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", ProxyError::Malformed("v1: bad port")),
-            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 70000\r\n", ProxyError::Malformed("v1: bad port")),
-            (b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n", ProxyError::Malformed("v1: unknown protocol")),
-            (b"PROXY TCP4 1.2.3.4\n", ProxyError::Malformed("v1: not a printable line")),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+                ProxyError::Malformed("v1: expected four fields"),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n",
+                ProxyError::Malformed("v1: bad IPv4 address"),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+                ProxyError::Malformed("v1: bad port"),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 70000\r\n",
+                ProxyError::Malformed("v1: bad port"),
+            ),
+            (
+                b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
+                ProxyError::Malformed("v1: unknown protocol"),
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4\n",
+                ProxyError::Malformed("v1: not a printable line"),
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(parse(input), Err(want), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                parse(input),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
         let long = [b"PROXY ".as_slice(), &[b'A'; 200]].concat();
         assert_eq!(parse(&long), Err(ProxyError::TooLong));
@@ -346,10 +389,16 @@ mod tests {
         assert_eq!(parse(&h), Err(ProxyError::TooLong));
         let mut h = V2_SIGNATURE.to_vec();
         h.extend_from_slice(&[0x21, 0x11, 0x00, 0x04, 1, 2, 3, 4]);
-        assert_eq!(parse(&h), Err(ProxyError::Malformed("v2: IPv4 addresses truncated")));
+        assert_eq!(
+            parse(&h),
+            Err(ProxyError::Malformed("v2: IPv4 addresses truncated"))
+        );
         let mut h = V2_SIGNATURE.to_vec();
         h.extend_from_slice(&[0x11, 0x11, 0x00, 0x00]);
-        assert_eq!(parse(&h), Err(ProxyError::Malformed("v2: unsupported version")));
+        assert_eq!(
+            parse(&h),
+            Err(ProxyError::Malformed("v2: unsupported version"))
+        );
         let mut h = V2_SIGNATURE.to_vec();
         h.extend_from_slice(&[0x2f, 0x11, 0x00, 0x00]);
         assert_eq!(parse(&h), Err(ProxyError::Malformed("v2: unknown command")));

@@ -185,7 +185,15 @@ async fn handshake(
         shared
             .metrics
             .handshakes
-            .with(&["failure", reason, tenant.unwrap_or_default(), "", "", "", ""])
+            .with(&[
+                "failure",
+                reason,
+                tenant.unwrap_or_default(),
+                "",
+                "",
+                "",
+                "",
+            ])
             .inc();
         shared
             .metrics
@@ -632,7 +640,13 @@ async fn linger_close(mut tcp: TcpStream) {
 fn tcp_allowed(access: &Access, ctx: &ConnContext, shared: &Shared) -> bool {
     let allowed = tcp_verdict(access, ctx);
     if !allowed && ctx.tenant.audit {
-        crate::audit_mode::would_refuse(shared, &ctx.tenant.name, ctx.remote, "policy_denied", None);
+        crate::audit_mode::would_refuse(
+            shared,
+            &ctx.tenant.name,
+            ctx.remote,
+            "policy_denied",
+            None,
+        );
         return true;
     }
     allowed
@@ -661,7 +675,13 @@ fn tcp_verdict(access: &Access, ctx: &ConnContext) -> bool {
     }
 }
 
-async fn tcp_proxy(mut tls: Tls, mut conn: Conn, upstream: &str, allowed: bool, send_proxy_v2: bool) {
+async fn tcp_proxy(
+    mut tls: Tls,
+    mut conn: Conn,
+    upstream: &str,
+    allowed: bool,
+    send_proxy_v2: bool,
+) {
     use tokio::io::AsyncWriteExt;
     let ctx = conn.ctx.clone();
     let shared = conn.shared.clone();

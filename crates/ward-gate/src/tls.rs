@@ -40,7 +40,10 @@ pub struct Presented(
 impl Presented {
     /// Runs `handshake` so that a refused client certificate lands here.
     pub fn scope<F: Future>(&self, handshake: F) -> impl Future<Output = F::Output> {
-        PRESENTED.scope(self.0.clone(), WOULD_REFUSE.scope(self.1.clone(), handshake))
+        PRESENTED.scope(
+            self.0.clone(),
+            WOULD_REFUSE.scope(self.1.clone(), handshake),
+        )
     }
 
     /// Why an audit-mode tenant let a certificate through that strict mode
@@ -179,12 +182,9 @@ pub fn server_config(
         cipher_suites: tenant.cipher_suites.clone(),
         groups: tenant.groups.clone(),
     };
-    let mut config = server_config_with(
-        staple.credentials(),
-        ClientAuth::Custom(verifier),
-        &options,
-    )
-    .map_err(|e| Error::Config(e.to_string()))?;
+    let mut config =
+        server_config_with(staple.credentials(), ClientAuth::Custom(verifier), &options)
+            .map_err(|e| Error::Config(e.to_string()))?;
     ward_tls::server::set_http_alpn(&mut config);
     Ok(config)
 }

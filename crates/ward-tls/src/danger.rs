@@ -224,7 +224,10 @@ impl rustls::server::danger::ClientCertVerifier for AuditingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        match self.inner.verify_client_cert(end_entity, intermediates, now) {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
             Ok(v) => Ok(v),
             Err(e) => {
                 (self.on_refusal)(&e);

@@ -8,9 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 
-mod common;
 #[path = "gate_edge/assets.rs"]
 mod assets;
+mod common;
 #[allow(dead_code)] // shared with gate_extra; this binary uses a part
 #[path = "gate_extra/harness.rs"]
 mod harness;
@@ -26,7 +26,13 @@ use support::{Haproxy, audit_lines, backend, dead_port, metric, metrics, s_clien
 
 /// The gate's TOML: one terminating tenant (`extra_tenant` appended to
 /// it), then `rest`.
-fn gate_config(pki: &Pki, gate: &Path, upstream: std::net::SocketAddr, tenant: &str, rest: &str) -> String {
+fn gate_config(
+    pki: &Pki,
+    gate: &Path,
+    upstream: std::net::SocketAddr,
+    tenant: &str,
+    rest: &str,
+) -> String {
     format!(
         r#"
 audit_log = {audit:?}
@@ -58,7 +64,11 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
     )
 }
 
-fn start_gate(pki: &Pki, config: &str, name: &str) -> (Proc, std::net::SocketAddr, std::net::SocketAddr) {
+fn start_gate(
+    pki: &Pki,
+    config: &str,
+    name: &str,
+) -> (Proc, std::net::SocketAddr, std::net::SocketAddr) {
     let path = pki.path(name);
     std::fs::write(&path, config).unwrap();
     let proc = Proc::spawn(&["gate", "serve", "--config", &p(&path)]);
@@ -69,7 +79,9 @@ fn start_gate(pki: &Pki, config: &str, name: &str) -> (Proc, std::net::SocketAdd
 
 /// The first PEM certificate in `text`.
 fn first_pem(text: &str) -> String {
-    let start = text.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
     let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start;
     text[start..end].split_whitespace().collect()
 }
@@ -77,7 +89,11 @@ fn first_pem(text: &str) -> String {
 #[test]
 fn passthrough_reaches_the_tls_backend_and_terminating_tenants_keep_mtls() {
     let (pki, gate) = pki_with_gate();
-    let backend_cert = pki.issue("server", "spiffe://example.org/backend", &["--dns", "b.example.test", "--dns", "x.pp.example.test"]);
+    let backend_cert = pki.issue(
+        "server",
+        "spiffe://example.org/backend",
+        &["--dns", "b.example.test", "--dns", "x.pp.example.test"],
+    );
     let (_plain, plain_port) = backend(&backend_cert, false);
     let (_pp, pp_port) = backend(&backend_cert, true);
     let down = dead_port();
@@ -114,7 +130,11 @@ upstream = "127.0.0.1:{down}"
     assert!(out.contains("hello from backend"), "{out}");
     assert!(out.contains("echo:ping"), "{out}");
     let backend_pem = std::fs::read_to_string(backend_cert.with_extension("crt")).unwrap();
-    assert_eq!(first_pem(&out), first_pem(&backend_pem), "the leaf is the backend's");
+    assert_eq!(
+        first_pem(&out),
+        first_pem(&backend_pem),
+        "the leaf is the backend's"
+    );
 
     // A suffix route with PROXY v2 to the backend: it learns the client.
     let (ok, out) = s_client(addr, "x.pp.example.test", &pki.root(), "pong");
@@ -136,12 +156,61 @@ upstream = "127.0.0.1:{down}"
     assert_eq!(status, 200, "{body}");
 
     let m = metrics(admin);
-    assert_eq!(metric(&m, "ward_gate_passthrough_total", &[("route", "b.example.test"), ("result", "forwarded")]), 1.0, "{m}");
-    assert_eq!(metric(&m, "ward_gate_passthrough_total", &[("route", "proxied"), ("result", "forwarded")]), 1.0, "{m}");
-    assert_eq!(metric(&m, "ward_gate_passthrough_total", &[("route", "down"), ("result", "refused")]), 1.0, "{m}");
-    assert!(metric(&m, "ward_gate_handshakes_total", &[("result", "failure"), ("reason", "no_certificate"), ("tenant", "api")]) >= 1.0, "{m}");
-    assert!(metric(&m, "ward_gate_handshake_seconds_count", &[("tenant", "api"), ("result", "success")]) >= 1.0, "{m}");
-    assert!(metric(&m, "ward_gate_handshake_seconds_count", &[("tenant", "api"), ("result", "failure")]) >= 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_passthrough_total",
+            &[("route", "b.example.test"), ("result", "forwarded")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_passthrough_total",
+            &[("route", "proxied"), ("result", "forwarded")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_passthrough_total",
+            &[("route", "down"), ("result", "refused")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ward_gate_handshakes_total",
+            &[
+                ("result", "failure"),
+                ("reason", "no_certificate"),
+                ("tenant", "api")
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ward_gate_handshake_seconds_count",
+            &[("tenant", "api"), ("result", "success")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ward_gate_handshake_seconds_count",
+            &[("tenant", "api"), ("result", "failure")]
+        ) >= 1.0,
+        "{m}"
+    );
 
     let lines = audit_lines(&pki.path("audit.log"));
     let forwarded: Vec<&Value> = lines
@@ -149,8 +218,18 @@ upstream = "127.0.0.1:{down}"
         .filter(|l| l["event"] == "passthrough" && l["result"] == "forwarded")
         .collect();
     assert_eq!(forwarded.len(), 2, "{lines:?}");
-    assert!(forwarded.iter().any(|l| l["sni"] == "b.example.test" && l["route"] == "b.example.test"), "{lines:?}");
-    assert!(lines.iter().any(|l| l["event"] == "passthrough" && l["route"] == "down" && l["reason"] == "upstream_unreachable"), "{lines:?}");
+    assert!(
+        forwarded
+            .iter()
+            .any(|l| l["sni"] == "b.example.test" && l["route"] == "b.example.test"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["event"] == "passthrough"
+            && l["route"] == "down"
+            && l["reason"] == "upstream_unreachable"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -175,7 +254,14 @@ fn proxy_protocol_from_haproxy_carries_the_real_client_and_unlisted_senders_are_
     let key = p(&client.with_extension("key"));
     let get = |port: u16, from: &str| {
         curl(&[
-            "--interface", from, "--cacert", &root, "--cert", &cert, "--key", &key,
+            "--interface",
+            from,
+            "--cacert",
+            &root,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
             &format!("https://127.0.0.1:{port}/who"),
         ])
     };
@@ -185,8 +271,17 @@ fn proxy_protocol_from_haproxy_carries_the_real_client_and_unlisted_senders_are_
         let (status, body) = get(port, "127.0.0.5");
         assert_eq!(status, 200, "{version}: {body}\n{}", lb.log());
         let echoed: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.5", "{version}: {body}");
-        assert!(echoed["headers"]["x-forwarded-client-cert"].as_str().unwrap().contains("spiffe://example.org/ns/client"), "{body}");
+        assert_eq!(
+            echoed["headers"]["x-forwarded-for"], "127.0.0.5",
+            "{version}: {body}"
+        );
+        assert!(
+            echoed["headers"]["x-forwarded-client-cert"]
+                .as_str()
+                .unwrap()
+                .contains("spiffe://example.org/ns/client"),
+            "{body}"
+        );
     }
     // HAProxy connecting from 127.0.0.3 (not listed) with a header: refused.
     let (status, body) = get(lb.unlisted, "127.0.0.5");
@@ -202,10 +297,38 @@ fn proxy_protocol_from_haproxy_carries_the_real_client_and_unlisted_senders_are_
 
     let m = metrics(admin);
     // (HAProxy's readiness probes may add headers of their own.)
-    assert!(metric(&m, "ward_gate_proxy_protocol_total", &[("version", "v2"), ("result", "accepted")]) >= 1.0, "{m}");
-    assert!(metric(&m, "ward_gate_proxy_protocol_total", &[("version", "v1"), ("result", "accepted")]) >= 1.0, "{m}");
-    assert!(metric(&m, "ward_gate_handshakes_total", &[("reason", "proxy_protocol_untrusted")]) >= 1.0, "{m}");
-    assert!(metric(&m, "ward_gate_handshakes_total", &[("reason", "proxy_protocol_missing")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "ward_gate_proxy_protocol_total",
+            &[("version", "v2"), ("result", "accepted")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ward_gate_proxy_protocol_total",
+            &[("version", "v1"), ("result", "accepted")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ward_gate_handshakes_total",
+            &[("reason", "proxy_protocol_untrusted")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "ward_gate_handshakes_total",
+            &[("reason", "proxy_protocol_missing")]
+        ) >= 1.0,
+        "{m}"
+    );
 
     let lines = audit_lines(&pki.path("audit.log"));
     let accepted: Vec<&Value> = lines
@@ -213,12 +336,18 @@ fn proxy_protocol_from_haproxy_carries_the_real_client_and_unlisted_senders_are_
         .filter(|l| l["event"] == "handshake" && l["result"] == "accepted")
         .collect();
     assert_eq!(
-        accepted.iter().filter(|l| l["remote"].as_str().unwrap().starts_with("127.0.0.5:")).count(),
+        accepted
+            .iter()
+            .filter(|l| l["remote"].as_str().unwrap().starts_with("127.0.0.5:"))
+            .count(),
         2,
         "{lines:?}"
     );
     assert!(
-        lines.iter().any(|l| l["reason"] == "proxy_protocol_untrusted" && l["remote"].as_str().unwrap().starts_with("127.0.0.3:")),
+        lines
+            .iter()
+            .any(|l| l["reason"] == "proxy_protocol_untrusted"
+                && l["remote"].as_str().unwrap().starts_with("127.0.0.3:")),
         "{lines:?}"
     );
 }
@@ -238,37 +367,96 @@ fn audit_mode_lets_failures_through_counts_them_and_strict_refuses() {
 
     // No certificate (and a forged identity header): through, and the
     // upstream sees no identity at all.
-    let (status, body) = curl(&["--cacert", &root, "-H", "x-ward-spiffe-id: spiffe://example.org/ns/admin", &url]);
+    let (status, body) = curl(&[
+        "--cacert",
+        &root,
+        "-H",
+        "x-ward-spiffe-id: spiffe://example.org/ns/admin",
+        &url,
+    ]);
     assert_eq!(status, 200, "{body}");
     let echoed: Value = serde_json::from_str(&body).unwrap();
-    assert!(echoed["headers"].get("x-ward-spiffe-id").is_none(), "{body}");
-    assert!(echoed["headers"].get("x-forwarded-client-cert").is_none(), "{body}");
+    assert!(
+        echoed["headers"].get("x-ward-spiffe-id").is_none(),
+        "{body}"
+    );
+    assert!(
+        echoed["headers"].get("x-forwarded-client-cert").is_none(),
+        "{body}"
+    );
 
     // A certificate from another CA: through, unverified, no identity.
-    let (status, body) = call(&foreign_ca, addr, &foreign, "GET", "/x", &["--cacert", &root]);
+    let (status, body) = call(
+        &foreign_ca,
+        addr,
+        &foreign,
+        "GET",
+        "/x",
+        &["--cacert", &root],
+    );
     assert_eq!(status, 200, "{body}");
     let echoed: Value = serde_json::from_str(&body).unwrap();
-    assert!(echoed["headers"].get("x-ward-spiffe-id").is_none(), "{body}");
-    assert!(echoed["headers"].get("x-forwarded-client-cert").is_none(), "{body}");
+    assert!(
+        echoed["headers"].get("x-ward-spiffe-id").is_none(),
+        "{body}"
+    );
+    assert!(
+        echoed["headers"].get("x-forwarded-client-cert").is_none(),
+        "{body}"
+    );
 
     // A verified identity the route does not allow: through, with its
     // (verified) identity.
     let (status, body) = call(&pki, addr, &other, "GET", "/x", &[]);
     assert_eq!(status, 200, "{body}");
     let echoed: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(echoed["headers"]["x-ward-spiffe-id"], "spiffe://example.org/other/b", "{body}");
+    assert_eq!(
+        echoed["headers"]["x-ward-spiffe-id"], "spiffe://example.org/other/b",
+        "{body}"
+    );
 
     // An allowed identity: nothing to report.
     let (status, body) = call(&pki, addr, &allowed, "GET", "/x", &[]);
     assert_eq!(status, 200, "{body}");
 
     let m = metrics(admin);
-    assert_eq!(metric(&m, "ward_gate_would_refuse_total", &[("reason", "no_certificate")]), 1.0, "{m}");
-    assert_eq!(metric(&m, "ward_gate_would_refuse_total", &[("reason", "unknown_ca")]), 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_would_refuse_total",
+            &[("reason", "no_certificate")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_would_refuse_total",
+            &[("reason", "unknown_ca")]
+        ),
+        1.0,
+        "{m}"
+    );
     // The two unverified clients and the disallowed one.
-    assert_eq!(metric(&m, "ward_gate_would_refuse_total", &[("reason", "policy_denied")]), 3.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_would_refuse_total",
+            &[("reason", "policy_denied")]
+        ),
+        3.0,
+        "{m}"
+    );
     let lines = audit_lines(&pki.path("audit.log"));
-    assert_eq!(lines.iter().filter(|l| l["event"] == "would_refuse").count(), 5, "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "would_refuse")
+            .count(),
+        5,
+        "{lines:?}"
+    );
 
     // The same tenant in strict mode refuses the client without a certificate.
     let strict = gate_config(&pki, &gate, upstream, "", "#passthrough\n");

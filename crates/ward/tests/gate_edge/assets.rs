@@ -27,7 +27,12 @@ pub(crate) fn promtool_rules() {
         eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus)");
         return;
     };
-    assert!(out.status.success(), "{}{}", out.stdout_text(), out.stderr_text());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        out.stdout_text(),
+        out.stderr_text()
+    );
     let out = Command::new("promtool")
         .args(["test", "rules", "ward-alerts.test.yml"])
         .current_dir(&dir)
@@ -57,20 +62,22 @@ fn names(text: &str) -> Vec<String> {
     while let Some(at) = text[i..].find("ward_") {
         let start = i + at;
         let mut end = start;
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
             end += 1;
         }
-        let before_ok = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         if before_ok {
-            let mut name = &text[start..end];
-            for suffix in ["_bucket", "_sum", "_count"] {
-                if name.ends_with("_seconds".to_owned().as_str()) {
-                    break;
-                }
-                if let Some(n) = name.strip_suffix(suffix) {
-                    name = n;
-                }
-            }
+            // A histogram's series: `<name>_bucket`, `_sum`, `_count`.
+            let whole = &text[start..end];
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| whole.strip_suffix(s))
+                .unwrap_or(whole);
             out.push(name.to_owned());
         }
         i = end.max(start + 1);

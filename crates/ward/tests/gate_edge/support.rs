@@ -39,22 +39,40 @@ pub(crate) fn backend(prefix: &Path, expect_proxy_v2: bool) -> (Killed, u16) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let port = line.trim().parse().unwrap_or_else(|_| panic!("backend port: {line:?}"));
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("backend port: {line:?}"));
     (Killed(child), port)
 }
 
 /// A port nothing listens on (bound, then released).
 pub(crate) fn dead_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `openssl s_client` to `addr` asking for `servername`, verifying against
 /// `root`, sending `line`; (success, stdout + stderr).
-pub(crate) fn s_client(addr: SocketAddr, servername: &str, root: &Path, line: &str) -> (bool, String) {
+pub(crate) fn s_client(
+    addr: SocketAddr,
+    servername: &str,
+    root: &Path,
+    line: &str,
+) -> (bool, String) {
     let mut child = Command::new("timeout")
         .args(["20", "openssl", "s_client", "-connect"])
         .arg(addr.to_string())
-        .args(["-servername", servername, "-verify_return_error", "-ign_eof", "-CAfile"])
+        .args([
+            "-servername",
+            servername,
+            "-verify_return_error",
+            "-ign_eof",
+            "-CAfile",
+        ])
         .arg(root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -85,8 +103,15 @@ pub(crate) fn metrics(admin: SocketAddr) -> String {
 pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -107,7 +132,10 @@ pub(crate) fn haproxy_binary() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.exists());
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "haproxy is required under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "haproxy is required under CI"
+        );
         eprintln!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
     }
     found
@@ -160,10 +188,17 @@ impl Haproxy {
                     break;
                 }
                 let up = [v2, v1, unlisted].iter().all(|p| {
-                    TcpStream::connect_timeout(&([127, 0, 0, 1], *p).into(), Duration::from_secs(1)).is_ok()
+                    TcpStream::connect_timeout(&([127, 0, 0, 1], *p).into(), Duration::from_secs(1))
+                        .is_ok()
                 });
                 if up {
-                    return Haproxy { _child: Killed(child), log, v2, v1, unlisted };
+                    return Haproxy {
+                        _child: Killed(child),
+                        log,
+                        v2,
+                        v1,
+                        unlisted,
+                    };
                 }
                 assert!(Instant::now() < deadline, "haproxy did not start");
                 std::thread::sleep(Duration::from_millis(50));
