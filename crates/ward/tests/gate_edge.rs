@@ -22,7 +22,7 @@ use std::path::Path;
 use common::Pki;
 use harness::{Proc, call, curl, http_echo, p, pki_with_gate};
 use serde_json::Value;
-use support::{Haproxy, audit_lines, backend, dead_port, metric, metrics, s_client};
+use support::{Haproxy, audit_lines, backend, dead_port, metric, metrics, s_client, s_client_with};
 
 /// The gate's TOML: one terminating tenant (`extra_tenant` appended to
 /// it), then `rest`.
@@ -465,6 +465,68 @@ fn audit_mode_lets_failures_through_counts_them_and_strict_refuses() {
     assert_eq!(status, 0, "{body}");
     let (status, body) = call(&pki, addr, &other, "GET", "/x", &[]);
     assert_eq!(status, 403, "{body}");
+}
+
+#[test]
+fn a_tenant_accepts_only_its_configured_suites_and_groups() {
+    let (pki, gate) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/client", &[]);
+    let tenant = "cipher_suites = [\"TLS_AES_256_GCM_SHA384\"]\ngroups = [\"secp384r1\"]";
+    let config = gate_config(&pki, &gate, http_echo(), tenant, "#passthrough\n");
+    let (_gate, addr, admin) = start_gate(&pki, &config, "gate.toml");
+    let cert = p(&client.with_extension("crt"));
+    let key = p(&client.with_extension("key"));
+    let id = [
+        "-cert",
+        cert.as_str(),
+        "-cert_chain",
+        cert.as_str(),
+        "-key",
+        key.as_str(),
+    ];
+    let (_, out) = s_client_with(addr, "localhost", &pki.root(), "", &id);
+    assert!(out.contains("TLS_AES_256_GCM_SHA384"), "{out}");
+    assert!(out.contains("secp384r1"), "{out}");
+    let with = |more: &[&str]| {
+        let args: Vec<&str> = id.iter().chain(more).copied().collect();
+        s_client_with(addr, "localhost", &pki.root(), "", &args)
+    };
+    let (ok, out) = with(&["-ciphersuites", "TLS_AES_128_GCM_SHA256"]);
+    assert!(!ok && !out.contains("Cipher is TLS_AES_128"), "{out}");
+    let (ok, out) = with(&["-groups", "X25519"]);
+    assert!(!ok && !out.contains("Server Temp Key"), "{out}");
+    let m = metrics(admin);
+    assert!(
+        metric(
+            &m,
+            "ward_gate_handshakes_total",
+            &[
+                ("result", "success"),
+                ("tenant", "api"),
+                ("cipher", "TLS13_AES_256_GCM_SHA384"),
+                ("group", "secp384r1")
+            ]
+        ) >= 1.0,
+        "{m}"
+    );
+
+    // An unknown suite is a configuration error, named.
+    let bad = gate_config(
+        &pki,
+        &gate,
+        http_echo(),
+        "cipher_suites = [\"TLS_RC4\"]",
+        "#passthrough\n",
+    );
+    let path = pki.path("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = common::ward(&["gate", "serve", "--config", &p(&path), "--check-config"]);
+    assert!(!out.status.success());
+    let text = common::OutputText::stderr_text(&out);
+    assert!(
+        text.contains("unknown or unavailable cipher suite \"TLS_RC4\""),
+        "{text}"
+    );
 }
 
 #[test]

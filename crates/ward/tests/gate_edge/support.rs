@@ -63,6 +63,17 @@ pub(crate) fn s_client(
     root: &Path,
     line: &str,
 ) -> (bool, String) {
+    s_client_with(addr, servername, root, line, &[])
+}
+
+/// [`s_client`] with more openssl arguments.
+pub(crate) fn s_client_with(
+    addr: SocketAddr,
+    servername: &str,
+    root: &Path,
+    line: &str,
+    extra: &[&str],
+) -> (bool, String) {
     let mut child = Command::new("timeout")
         .args(["20", "openssl", "s_client", "-connect"])
         .arg(addr.to_string())
@@ -74,6 +85,7 @@ pub(crate) fn s_client(
             "-CAfile",
         ])
         .arg(root)
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
