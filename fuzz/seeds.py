@@ -216,6 +216,16 @@ def main():
     write("client_hello", "tls12-only", client_hello("api.example.org", ["http/1.1"], True))
     write("client_hello", "no-sni", client_hello(None, None))
 
+    # proxy_protocol: v1 lines and v2 headers as HAProxy sends them.
+    write("proxy_protocol", "v1-tcp4", "PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n\x16\x03\x01")
+    write("proxy_protocol", "v1-tcp6", "PROXY TCP6 2001:db8::7 2001:db8::1 56324 443\r\n")
+    write("proxy_protocol", "v1-unknown", "PROXY UNKNOWN\r\n")
+    v2 = b"\r\n\r\n\x00\r\nQUIT\n"
+    write("proxy_protocol", "v2-tcp4-tlv",
+          v2 + bytes([0x21, 0x11, 0, 16, 192, 0, 2, 7, 10, 0, 0, 1, 0xdc, 0x04, 1, 0xbb,
+                      0x04, 0, 1, 0xaa]))
+    write("proxy_protocol", "v2-local", v2 + bytes([0x20, 0x00, 0, 0]))
+
     # h1_request: request heads.
     for i, h in enumerate([
         "GET /v1/items?x=1 HTTP/1.1\r\nHost: API.example.org:8443\r\nAccept: */*\r\n\r\n",

@@ -87,6 +87,10 @@ pub struct GateConfig {
     /// that name no certificate files.
     #[serde(default)]
     pub identity: Option<IdentityConfig>,
+    /// SNI passthrough routes: the raw TLS stream goes to an upstream that
+    /// terminates TLS itself (see `crate::passthrough`).
+    #[serde(default)]
+    pub passthrough: Vec<crate::passthrough::PassthroughConfig>,
 }
 
 /// `[identity]`: the gate obtains its certificate from a Ward CA with a
@@ -215,6 +219,12 @@ pub struct ListenConfig {
     /// anyone else these fields are dropped (see `crate::forwarding`).
     #[serde(default)]
     pub trusted_proxies: Vec<crate::forwarding::Cidr>,
+    /// Load balancers (networks) whose connections start with a PROXY
+    /// protocol header (v1 or v2), required from them; the client address
+    /// it carries is the one audit lines, policies and headers see. A
+    /// header from anyone else is refused.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<crate::forwarding::Cidr>,
 }
 
 fn default_max_connections() -> usize {
@@ -380,6 +390,50 @@ pub struct TenantConfig {
     /// HTTP routes, first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Start each connection to the `tcp_upstream` with a PROXY protocol
+    /// v2 header carrying the client's address (TCP tenants only).
+    #[serde(default)]
+    pub send_proxy_v2: bool,
+    /// `strict` (default): client certificates and authorization are
+    /// enforced. `audit`: certificates are requested but optional, and
+    /// what strict mode would refuse is let through, logged and counted
+    /// (`ward_gate_would_refuse_total{reason}`); upstreams still see only
+    /// verified identities.
+    #[serde(default)]
+    pub mode: Mode,
+    /// TLS cipher suites this tenant accepts, in order of preference
+    /// (`TLS_AES_256_GCM_SHA384` or rustls' `TLS13_AES_256_GCM_SHA384`);
+    /// empty: Ward's defaults.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// Key-exchange groups this tenant accepts, in order of preference
+    /// (`X25519MLKEM768`, `X25519`, `secp256r1`, `secp384r1`); empty:
+    /// Ward's defaults.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// How strictly a tenant enforces client certificates and authorization.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse what fails (the default).
+    #[default]
+    Strict,
+    /// Let it through, log it and count it: for rolling mTLS out.
+    Audit,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(Mode::Strict),
+            "audit" => Ok(Mode::Audit),
+            other => Err(format!("unknown mode {other:?} (strict or audit)")),
+        }
+    }
 }
 
 /// Allow rules; a request is allowed when any rule matches.
@@ -580,6 +634,12 @@ impl GateConfig {
                     t.name
                 ));
             }
+            if t.send_proxy_v2 && t.tcp_upstream.is_none() {
+                return bad(format!(
+                    "tenant {:?}: send_proxy_v2 applies to TCP tenants",
+                    t.name
+                ));
+            }
             if let Some(up) = &t.tcp_upstream {
                 Upstream::parse(up)
                     .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
@@ -620,6 +680,12 @@ impl GateConfig {
         if let Some(id) = &self.identity {
             id.validate()?;
         }
+        let tenant_snis: Vec<&str> = self
+            .tenants
+            .iter()
+            .flat_map(|t| t.sni.iter().map(String::as_str))
+            .collect();
+        crate::passthrough::validate(&self.passthrough, &tenant_snis).map_err(Error::Config)?;
         self.revocation.validate()
     }
 }

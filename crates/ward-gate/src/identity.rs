@@ -93,6 +93,28 @@ impl Identity {
         })
     }
 
+    /// No verified certificate (an audit-mode tenant let the client in
+    /// without one): no identity field goes upstream, no allow rule
+    /// matches.
+    pub fn anonymous() -> Self {
+        Identity {
+            spiffe_id: None,
+            subject: String::new(),
+            common_name: None,
+            dns: Vec::new(),
+            uris: Vec::new(),
+            ips: Vec::new(),
+            serial: String::new(),
+            fingerprint: String::new(),
+            chain: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Whether this identity comes from a verified certificate.
+    pub fn is_verified(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
     /// The SPIFFE ID as a string.
     pub fn spiffe_str(&self) -> Option<&str> {
         self.spiffe_id.as_ref().map(SpiffeId::as_str)

@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod audit_mode;
 pub mod authz;
 pub mod check;
 pub mod config;
+mod edge;
 mod error;
 pub mod forwarding;
 #[doc(hidden)]
@@ -24,11 +26,13 @@ pub mod identity;
 pub mod metrics;
 pub mod ocsp;
 pub mod outbound;
+pub mod passthrough;
 pub mod pipe;
 pub mod pipeline;
 pub mod policy;
 mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod revocation;
 pub mod runtime;
 pub mod server;

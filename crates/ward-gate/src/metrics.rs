@@ -1,15 +1,16 @@
 //! The gate's metric families (SPEC §6).
 
 use ward_telemetry::{
-    CounterVec, DEFAULT_LATENCY_BUCKETS, Gauge, GaugeVec, Histogram, HistogramVec, Registry,
+    CounterVec, DEFAULT_LATENCY_BUCKETS, Gauge, GaugeVec, HistogramVec, Registry,
 };
 
 /// Handles to every gate metric.
 #[derive(Debug, Clone)]
 pub struct GateMetrics {
-    /// `ward_gate_handshakes_total{result,reason,tls_version,cipher,group,alpn}`.
+    /// `ward_gate_handshakes_total{result,reason,tenant,tls_version,cipher,group,alpn}`
+    /// (`tenant` is the one the SNI chose; empty before that).
     pub handshakes: CounterVec,
-    /// `ward_gate_handshake_seconds`.
+    /// `ward_gate_handshake_seconds{tenant,result}`.
     pub handshake_seconds: HistogramVec,
     /// `ward_gate_requests_total{route,status,grpc_status}` (`grpc_status`
     /// empty for a request that is not gRPC, `-` for a call without one).
@@ -20,10 +21,22 @@ pub struct GateMetrics {
     pub connections_active: GaugeVec,
     /// Its one series, resolved once (it has no labels).
     pub connections_active_all: Gauge,
-    /// `ward_gate_handshake_seconds`, its one series resolved once.
-    pub handshake_seconds_all: Histogram,
+    /// `ward_gate_passthrough_total{route,result}`: passthrough connections
+    /// (`forwarded`, `refused`, `closed`).
+    pub passthrough: CounterVec,
+    /// `ward_gate_passthrough_bytes_total{route,direction}` (`in`: from
+    /// the client), counted when a connection closes.
+    pub passthrough_bytes: CounterVec,
+    /// `ward_gate_proxy_protocol_total{version,result}`: PROXY headers.
+    pub proxy_protocol: CounterVec,
+    /// `ward_gate_would_refuse_total{reason}`: what audit-mode tenants let
+    /// through that strict mode would have refused.
+    pub would_refuse: CounterVec,
     /// `ward_gate_cert_expiry_seconds{tenant}`.
     pub cert_expiry: GaugeVec,
+    /// `ward_gate_cert_lifetime_seconds{tenant}`: notAfter − notBefore of
+    /// each tenant's server certificate (alerts compare the expiry to it).
+    pub cert_lifetime: GaugeVec,
     /// `ward_gate_reloads_total{result}`.
     pub reloads: CounterVec,
     /// `ward_gate_denied_total{tenant,route}`: authorization refusals.
@@ -61,8 +74,8 @@ impl GateMetrics {
     pub fn register(r: &Registry) -> Result<Self, ward_telemetry::Error> {
         let handshake_seconds = r.histogram(
             "ward_gate_handshake_seconds",
-            "Time from accepting a connection to the end of its TLS handshake.",
-            &[],
+            "Time from accepting a connection to the end of its TLS handshake, by tenant and result.",
+            &["tenant", "result"],
             DEFAULT_LATENCY_BUCKETS,
         )?;
         let connections_active = r.gauge(
@@ -77,13 +90,32 @@ impl GateMetrics {
                 &["result"],
             )?,
             connections_active_all: connections_active.try_with(&[])?,
-            handshake_seconds_all: handshake_seconds.try_with(&[])?,
+            passthrough: r.counter(
+                "ward_gate_passthrough_total",
+                "SNI passthrough connections by route and result (forwarded, refused, closed).",
+                &["route", "result"],
+            )?,
+            passthrough_bytes: r.counter(
+                "ward_gate_passthrough_bytes_total",
+                "Bytes passed through by route and direction (in: from the client), counted at close.",
+                &["route", "direction"],
+            )?,
+            proxy_protocol: r.counter(
+                "ward_gate_proxy_protocol_total",
+                "PROXY protocol headers by version and result (accepted, refused).",
+                &["version", "result"],
+            )?,
+            would_refuse: r.counter(
+                "ward_gate_would_refuse_total",
+                "Connections and requests an audit-mode tenant let through that strict mode would refuse, by reason.",
+                &["reason"],
+            )?,
             handshake_seconds,
             connections_active,
             handshakes: r.counter(
                 "ward_gate_handshakes_total",
                 "TLS handshakes by result and reason, with the negotiated parameters.",
-                &["result", "reason", "tls_version", "cipher", "group", "alpn"],
+                &["result", "reason", "tenant", "tls_version", "cipher", "group", "alpn"],
             )?,
             requests: r.counter(
                 "ward_gate_requests_total",
@@ -99,6 +131,11 @@ impl GateMetrics {
             cert_expiry: r.gauge(
                 "ward_gate_cert_expiry_seconds",
                 "Seconds until each tenant's server certificate expires.",
+                &["tenant"],
+            )?,
+            cert_lifetime: r.gauge(
+                "ward_gate_cert_lifetime_seconds",
+                "Total lifetime (notAfter - notBefore) of each tenant's server certificate.",
                 &["tenant"],
             )?,
             reloads: r.counter(

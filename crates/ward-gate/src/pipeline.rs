@@ -273,6 +273,18 @@ pub fn authorize<'r, 'a>(
 ) -> Result<(), Refused<'r>> {
     let trusted = ctx.headers.trusted();
     let decided = decide(route, ctx, head, || policy_headers(fields, trusted));
+    if let Err(message) = &decided
+        && ctx.tenant.audit
+    {
+        crate::audit_mode::would_refuse(
+            shared,
+            &ctx.tenant.name,
+            ctx.remote,
+            "policy_denied",
+            Some((&route.name, message)),
+        );
+        return Ok(());
+    }
     decided.map_err(|message| {
         shared
             .metrics

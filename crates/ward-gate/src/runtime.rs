@@ -38,6 +38,8 @@ pub enum TenantKind {
         upstream: String,
         /// Who may connect (allow rules and/or a policy).
         access: Access,
+        /// Start the upstream connection with a PROXY protocol v2 header.
+        send_proxy_v2: bool,
     },
 }
 
@@ -56,6 +58,10 @@ pub struct Tenant {
     pub staple: Arc<crate::ocsp::Staple>,
     /// When the tenant's server certificate expires.
     pub cert_not_after: OffsetDateTime,
+    /// Seconds from the server certificate's notBefore to its notAfter.
+    pub cert_lifetime: i64,
+    /// `mode = "audit"`: would-be refusals are let through and counted.
+    pub audit: bool,
 }
 
 /// One HTTP route.
@@ -134,6 +140,8 @@ pub struct Runtime {
     /// credentials): every request uses the current runtime's, so after a
     /// reload new requests open new connections and the old ones drain.
     pub(crate) h2: crate::pool::h2::H2Pool,
+    /// SNI passthrough routes (`[[passthrough]]`).
+    pub passthrough: crate::passthrough::Routes,
 }
 
 /// The long-lived services a runtime is built against (none for
@@ -273,6 +281,11 @@ impl Runtime {
                 &time::format_description::well_known::Rfc3339,
             )
             .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            let cert_not_before = OffsetDateTime::parse(
+                &leaf.not_before,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap_or(cert_not_after);
             let (client_ca, client_ca_name) = match &t.client_ca {
                 Some(path) => (read_certs(path).map_err(ctx)?, path.clone()),
                 None => (
@@ -302,8 +315,13 @@ impl Runtime {
             let tls = crate::tls::server_config(
                 &staple,
                 root_store_of(client_ca, &client_ca_name).map_err(ctx)?,
-                config.tls.allow_tls12,
-                config.tls.disable_resumption,
+                &crate::tls::TenantTls {
+                    allow_tls12: config.tls.allow_tls12,
+                    disable_resumption: config.tls.disable_resumption,
+                    audit: t.mode == crate::config::Mode::Audit,
+                    cipher_suites: t.cipher_suites.clone(),
+                    groups: t.groups.clone(),
+                },
                 services.revocation.clone(),
                 &verify_cache,
             )
@@ -312,6 +330,7 @@ impl Runtime {
                 Some(up) => match Upstream::parse(up).map_err(Error::Config)? {
                     Upstream::Tcp(addr) => TenantKind::Tcp {
                         upstream: addr,
+                        send_proxy_v2: t.send_proxy_v2,
                         access: Access::new(&t.allow, policy(&t.policy).map_err(ctx)?)
                             .map_err(Error::Config)?,
                     },
@@ -367,10 +386,13 @@ impl Runtime {
                 kind,
                 by,
                 cert_not_after,
+                cert_lifetime: (cert_not_after - cert_not_before).whole_seconds(),
+                audit: t.mode == crate::config::Mode::Audit,
             }));
         }
         let (client, upstream_tls) = upstream_client(&config, services)?;
         Ok(Runtime {
+            passthrough: crate::passthrough::Routes::new(&config.passthrough),
             config,
             tenants,
             by_sni,
@@ -383,6 +405,11 @@ impl Runtime {
             h2: crate::pool::h2::H2Pool::default(),
             staples,
         })
+    }
+
+    /// Whether a tenant names `sni` (lowercase) exactly.
+    pub fn serves_sni(&self, sni: &str) -> bool {
+        self.by_sni.contains_key(sni)
     }
 
     /// The tenant for a ClientHello's server name.

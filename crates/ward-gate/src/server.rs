@@ -43,6 +43,9 @@ struct HandshakeEvent<'a> {
     result: &'static str,
     reason: Option<&'a str>,
     duration_ms: f64,
+    /// Audit mode: what strict mode would have refused this client for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_refuse: Option<&'static str>,
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -136,6 +139,10 @@ async fn connection(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
+    // PROXY header and SNI passthrough (nothing to do without either).
+    let Some((tcp, remote)) = crate::edge::front(tcp, remote, &shared, &stop).await else {
+        return;
+    };
     // Boxed: the handshake's state is freed once it is done, and the task
     // holds only what the connection still needs.
     let Some((tls, conn)) = Box::pin(handshake(tcp, remote, shared, stop)).await else {
@@ -147,9 +154,13 @@ async fn connection(
             let h2 = conn.ctx.tls.alpn == Some("h2");
             serve_http(tls, conn, h2).await;
         }
-        TenantKind::Tcp { upstream, access } => {
-            let allowed = tcp_allowed(access, &conn.ctx);
-            Box::pin(tcp_proxy(tls, conn, upstream, allowed)).await;
+        TenantKind::Tcp {
+            upstream,
+            access,
+            send_proxy_v2,
+        } => {
+            let allowed = tcp_allowed(access, &conn.ctx, &conn.shared);
+            Box::pin(tcp_proxy(tls, conn, upstream, allowed, *send_proxy_v2)).await;
         }
     }
 }
@@ -174,8 +185,21 @@ async fn handshake(
         shared
             .metrics
             .handshakes
-            .with(&["failure", reason, "", "", "", ""])
+            .with(&[
+                "failure",
+                reason,
+                tenant.unwrap_or_default(),
+                "",
+                "",
+                "",
+                "",
+            ])
             .inc();
+        shared
+            .metrics
+            .handshake_seconds
+            .with(&[tenant.unwrap_or_default(), "failure"])
+            .observe(started.elapsed().as_secs_f64());
         if !shared.audit.is_enabled() {
             return None;
         }
@@ -196,6 +220,7 @@ async fn handshake(
             result: "refused",
             reason: Some(reason),
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            would_refuse: None,
         });
         None
     };
@@ -250,7 +275,8 @@ async fn handshake(
     };
     shared
         .metrics
-        .handshake_seconds_all
+        .handshake_seconds
+        .with(&[&tenant.name, "success"])
         .observe(started.elapsed().as_secs_f64());
     let (_, conn) = tls.get_ref();
     let negotiated = crate::pipeline::Negotiated {
@@ -263,14 +289,32 @@ async fn handshake(
             .map(|g| g.name().as_str().unwrap_or("other")),
         alpn: conn.alpn_protocol().map(alpn_name),
     };
-    let Some(identity) = conn.peer_certificates().and_then(Identity::from_chain) else {
+    // An audit-mode tenant's verifier lets refused certificates through
+    // and says so: such a chain is never an identity.
+    let verified = match presented.would_refuse() {
+        None => conn.peer_certificates().and_then(Identity::from_chain),
+        Some(_) => None,
+    };
+    let mut would_refuse = None;
+    let identity = match verified {
+        Some(identity) => identity,
+        None if tenant.audit => {
+            let reason = presented.would_refuse().unwrap_or("no_certificate");
+            would_refuse = Some(reason);
+            Identity::anonymous()
+        }
         // The verifier demands a certificate; this is a defensive check.
-        return refuse(sni.as_deref(), Some(&tenant.name), "no_certificate", None);
+        None => return refuse(sni.as_deref(), Some(&tenant.name), "no_certificate", None),
     };
     // Resumed TLS 1.3 sessions skip the verifier (ARCHITECTURE.md trap 6):
     // every connection's chain is checked against the CRLs in force here,
     // and registered so that a later CRL update can close it.
-    let tracking = match shared.revocation.track(&identity.chain) {
+    let tracked = if identity.is_verified() {
+        shared.revocation.track(&identity.chain)
+    } else {
+        Ok(Tracking::untracked())
+    };
+    let tracking = match tracked {
         Ok(t) => t,
         Err(reason) => {
             refuse(sni.as_deref(), Some(&tenant.name), reason, Some(&identity));
@@ -290,6 +334,7 @@ async fn handshake(
         .with(&[
             "success",
             "",
+            &tenant.name,
             n.version.unwrap_or_default(),
             n.cipher.unwrap_or_default(),
             n.group.unwrap_or_default(),
@@ -306,15 +351,19 @@ async fn handshake(
             cipher: n.cipher,
             group: n.group,
             alpn: n.alpn,
-            subject: Some(&identity.subject),
+            subject: verified_field(&identity, &identity.subject),
             spiffe_id: identity.spiffe_str(),
-            sans: Some(identity.sans()),
-            serial: Some(&identity.serial),
-            fingerprint: Some(&identity.fingerprint),
+            sans: identity.is_verified().then(|| identity.sans()),
+            serial: verified_field(&identity, &identity.serial),
+            fingerprint: verified_field(&identity, &identity.fingerprint),
             result: "accepted",
             reason: None,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            would_refuse,
         });
+    }
+    if let Some(reason) = would_refuse {
+        crate::audit_mode::would_refuse(&shared, &tenant.name, remote, reason, None);
     }
     // HTTP/1.1 clients send one request at a time: they get their own
     // upstream connection; HTTP/2 clients multiplex over the pooled client.
@@ -337,6 +386,11 @@ async fn handshake(
             tracking,
         },
     ))
+}
+
+/// `field` of a verified identity; nothing for an unverified one.
+fn verified_field<'a>(identity: &Identity, field: &'a str) -> Option<&'a str> {
+    identity.is_verified().then_some(field)
 }
 
 /// An established TLS stream, boxed: it lives in one place while the
@@ -585,7 +639,22 @@ async fn linger_close(mut tcp: TcpStream) {
 }
 
 /// Allow rules and policy for a TCP tenant (the policy sees `request: null`).
-fn tcp_allowed(access: &Access, ctx: &ConnContext) -> bool {
+fn tcp_allowed(access: &Access, ctx: &ConnContext, shared: &Shared) -> bool {
+    let allowed = tcp_verdict(access, ctx);
+    if !allowed && ctx.tenant.audit {
+        crate::audit_mode::would_refuse(
+            shared,
+            &ctx.tenant.name,
+            ctx.remote,
+            "policy_denied",
+            None,
+        );
+        return true;
+    }
+    allowed
+}
+
+fn tcp_verdict(access: &Access, ctx: &ConnContext) -> bool {
     let input = || PolicyInput {
         identity: IdentityInput::of(&ctx.identity),
         request: None,
@@ -608,7 +677,13 @@ fn tcp_allowed(access: &Access, ctx: &ConnContext) -> bool {
     }
 }
 
-async fn tcp_proxy(mut tls: Tls, mut conn: Conn, upstream: &str, allowed: bool) {
+async fn tcp_proxy(
+    mut tls: Tls,
+    mut conn: Conn,
+    upstream: &str,
+    allowed: bool,
+    send_proxy_v2: bool,
+) {
     use tokio::io::AsyncWriteExt;
     let ctx = conn.ctx.clone();
     let shared = conn.shared.clone();
@@ -645,6 +720,15 @@ async fn tcp_proxy(mut tls: Tls, mut conn: Conn, upstream: &str, allowed: bool) 
             return;
         }
     };
+    if send_proxy_v2 {
+        let local = tls.get_ref().0.local_addr().unwrap_or(ctx.remote);
+        let header = crate::proxy_protocol::encode_v2(ctx.remote, local);
+        if up.write_all(&header).await.is_err() {
+            record("refused", Some("upstream_unreachable"));
+            let _ = tls.shutdown().await;
+            return;
+        }
+    }
     record("forwarded", None);
     let idle = ctx.runtime.config.timeouts.idle.0;
     tokio::select! {

@@ -145,6 +145,10 @@ impl Shared {
                 .cert_expiry
                 .with(&[&t.name])
                 .set((t.cert_not_after - now).whole_seconds());
+            self.metrics
+                .cert_lifetime
+                .with(&[&t.name])
+                .set(t.cert_lifetime);
         }
     }
 }

@@ -21,6 +21,9 @@ tokio::task_local! {
     /// Where the verifier leaves the leaf it refused, for the handshake the
     /// current task runs (see [`Presented`]).
     static PRESENTED: Arc<Mutex<Option<CertificateDer<'static>>>>;
+    /// Where an audit-mode tenant's verifier leaves the reason it would
+    /// have refused the client's certificate.
+    static WOULD_REFUSE: Arc<Mutex<Option<&'static str>>>;
 }
 
 /// The leaf certificate a client presented in a handshake that was
@@ -29,12 +32,24 @@ tokio::task_local! {
 /// fingerprint). The verifier runs inside the handshake future's poll, so
 /// a task-local slot set up around that future receives it.
 #[derive(Debug, Clone, Default)]
-pub struct Presented(Arc<Mutex<Option<CertificateDer<'static>>>>);
+pub struct Presented(
+    Arc<Mutex<Option<CertificateDer<'static>>>>,
+    Arc<Mutex<Option<&'static str>>>,
+);
 
 impl Presented {
     /// Runs `handshake` so that a refused client certificate lands here.
     pub fn scope<F: Future>(&self, handshake: F) -> impl Future<Output = F::Output> {
-        PRESENTED.scope(self.0.clone(), handshake)
+        PRESENTED.scope(
+            self.0.clone(),
+            WOULD_REFUSE.scope(self.1.clone(), handshake),
+        )
+    }
+
+    /// Why an audit-mode tenant let a certificate through that strict mode
+    /// refuses; `None` when the certificate verified (or none was sent).
+    pub fn would_refuse(&self) -> Option<&'static str> {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The refused leaf, if a certificate was presented and refused.
@@ -106,6 +121,22 @@ pub fn certified_key(
         .map_err(|e| Error::Config(format!("server certificate: {e}")))
 }
 
+/// A tenant's TLS choices.
+#[derive(Debug, Clone, Default)]
+pub struct TenantTls {
+    /// Also accept TLS 1.2.
+    pub allow_tls12: bool,
+    /// No session tickets, no session cache.
+    pub disable_resumption: bool,
+    /// Audit mode: certificates optional, failures let through (and
+    /// reported to [`Presented::would_refuse`]).
+    pub audit: bool,
+    /// Cipher suites, in order (empty: the defaults).
+    pub cipher_suites: Vec<String>,
+    /// Key-exchange groups, in order (empty: the defaults).
+    pub groups: Vec<String>,
+}
+
 /// Builds a tenant's server configuration; handshakes are answered with
 /// the staple's current credentials (and OCSP response). Client chains
 /// that passed path validation are remembered in `verify_cache`; the
@@ -113,33 +144,53 @@ pub fn certified_key(
 pub fn server_config(
     staple: &Staple,
     client_roots: RootCertStore,
-    allow_tls12: bool,
-    disable_resumption: bool,
+    tenant: &TenantTls,
     revocation: Option<Arc<Revocation>>,
     verify_cache: &ChainCache,
 ) -> Result<ServerConfig, Error> {
-    let verifier = ClientVerifier::required(Arc::new(client_roots))
+    let audit = tenant.audit;
+    let roots = Arc::new(client_roots);
+    let chain = if audit {
+        ClientVerifier::optional(roots)
+    } else {
+        ClientVerifier::required(roots)
+    };
+    let verifier = chain
         .map_err(|e| Error::Config(format!("client CA: {e}")))?
         .with_check(Arc::new(ClientAuthAndRevocation { revocation }))
         .with_cache(verify_cache.clone());
-    let options = ServerOptions {
-        allow_tls12,
-        prefer_aes128: true,
-        disable_resumption,
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = if audit {
+        Arc::new(ward_tls::danger::AuditingClientVerifier::new(
+            Arc::new(verifier),
+            Arc::new(|e: &rustls::Error| {
+                let reason = classify_tls(e);
+                let _ = WOULD_REFUSE.try_with(|slot| {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                });
+            }),
+        ))
+    } else {
+        Arc::new(verifier)
     };
-    let mut config = server_config_with(
-        staple.credentials(),
-        ClientAuth::Custom(Arc::new(verifier)),
-        &options,
-    )
-    .map_err(|e| Error::Config(e.to_string()))?;
+    let options = ServerOptions {
+        allow_tls12: tenant.allow_tls12,
+        prefer_aes128: true,
+        // A resumed session carries its chain without a verifier run: in
+        // audit mode it could not tell a verified chain from one let
+        // through.
+        disable_resumption: tenant.disable_resumption || audit,
+        cipher_suites: tenant.cipher_suites.clone(),
+        groups: tenant.groups.clone(),
+    };
+    let mut config =
+        server_config_with(staple.credentials(), ClientAuth::Custom(verifier), &options)
+            .map_err(|e| Error::Config(e.to_string()))?;
     ward_tls::server::set_http_alpn(&mut config);
     Ok(config)
 }
 
 /// Why a handshake failed, as counted in metrics and audit lines.
 pub fn classify(err: &std::io::Error) -> &'static str {
-    use rustls::Error as E;
     let Some(tls) = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -151,6 +202,12 @@ pub fn classify(err: &std::io::Error) -> &'static str {
             _ => "other",
         };
     };
+    classify_tls(tls)
+}
+
+/// [`classify`] for a rustls error.
+pub fn classify_tls(tls: &rustls::Error) -> &'static str {
+    use rustls::Error as E;
     match tls {
         E::NoCertificatesPresented => "no_certificate",
         E::InvalidCertificate(c) => match c {

@@ -47,6 +47,34 @@ pub struct ServerOptions {
     pub prefer_aes128: bool,
     /// Issue no session tickets and keep no session cache.
     pub disable_resumption: bool,
+    /// Cipher suites to accept, in order of preference (IANA names such as
+    /// `TLS_AES_256_GCM_SHA384`, or rustls' `TLS13_AES_256_GCM_SHA384`);
+    /// empty: the defaults. Only suites the defaults hold can be named.
+    pub cipher_suites: Vec<String>,
+    /// Key-exchange groups to accept, in order of preference
+    /// (`X25519MLKEM768`, `X25519`, `secp256r1`, `secp384r1`); empty: the
+    /// defaults ([`crate::provider`]).
+    pub groups: Vec<String>,
+}
+
+/// Keeps the suites or groups named in `wanted`, in that order: an
+/// unknown name is an error, not a silent fallback.
+fn select<T: Copy>(
+    available: &[T],
+    wanted: &[String],
+    name: impl Fn(&T) -> Vec<String>,
+    what: &str,
+) -> Result<Vec<T>, Error> {
+    wanted
+        .iter()
+        .map(|w| {
+            available
+                .iter()
+                .find(|a| name(a).iter().any(|n| n.eq_ignore_ascii_case(w)))
+                .copied()
+                .ok_or_else(|| Error::Input(format!("unknown or unavailable {what} {w:?}")))
+        })
+        .collect()
 }
 
 /// Ward's server configuration: TLS 1.3 only, [`crate::provider`], the
@@ -73,8 +101,36 @@ pub fn server_config_with(
     } else {
         crate::TLS13_ONLY
     };
-    if options.prefer_aes128 {
+    if options.prefer_aes128 && options.cipher_suites.is_empty() {
         prefer_aes128(&mut provider);
+    }
+    if !options.cipher_suites.is_empty() {
+        provider.cipher_suites = select(
+            &provider.cipher_suites,
+            &options.cipher_suites,
+            |s| {
+                let own = s.suite().as_str().unwrap_or("").to_owned();
+                vec![own.replacen("TLS13_", "TLS_", 1), own]
+            },
+            "cipher suite",
+        )?;
+        if !provider
+            .cipher_suites
+            .iter()
+            .any(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)))
+        {
+            return Err(Error::Input(
+                "cipher_suites must include a TLS 1.3 suite".into(),
+            ));
+        }
+    }
+    if !options.groups.is_empty() {
+        provider.kx_groups = select(
+            rustls::crypto::aws_lc_rs::ALL_KX_GROUPS,
+            &options.groups,
+            |g| vec![g.name().as_str().unwrap_or("").to_owned()],
+            "key-exchange group",
+        )?;
     }
     let builder =
         ServerConfig::builder_with_provider(Arc::new(provider)).with_protocol_versions(versions)?;
@@ -89,7 +145,7 @@ pub fn server_config_with(
         Some(v) => builder.with_client_cert_verifier(v),
     };
     let mut config = builder.with_cert_resolver(resolver);
-    if options.prefer_aes128 {
+    if options.prefer_aes128 || !options.cipher_suites.is_empty() {
         config.ignore_client_order = true;
     }
     if options.disable_resumption {

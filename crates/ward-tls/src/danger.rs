@@ -173,3 +173,88 @@ fn acme_validation_client(
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
+
+/// A client verifier for a rollout ("audit mode"): certificates are
+/// requested but optional, and a certificate the `inner` verifier refuses
+/// is let through after `on_refusal` has been told why.
+///
+/// The handshake then completes with a peer chain that was NOT verified:
+/// whoever uses this must treat the connection as unauthenticated whenever
+/// `on_refusal` fired (and should disable resumption, since a resumed
+/// session carries its chain without running any verifier).
+pub struct AuditingClientVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    on_refusal: Arc<dyn Fn(&rustls::Error) + Send + Sync>,
+}
+
+impl std::fmt::Debug for AuditingClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditingClientVerifier")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditingClientVerifier {
+    /// Wraps `inner`, reporting each refusal it would make to `on_refusal`.
+    pub fn new(
+        inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        on_refusal: Arc<dyn Fn(&rustls::Error) + Send + Sync>,
+    ) -> Self {
+        AuditingClientVerifier { inner, on_refusal }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for AuditingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                (self.on_refusal)(&e);
+                Ok(rustls::server::danger::ClientCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}

@@ -153,7 +153,11 @@ impl ConnHeaders {
     fn new(id: &Identity, tenant: &Tenant, remote: SocketAddr, trusted: bool) -> Self {
         let client_ip = remote.ip().to_string();
         ConnHeaders {
-            xfcc: shared_value(id.xfcc(tenant.by.as_deref())),
+            // An unverified client (audit mode) sends no identity upstream.
+            xfcc: id
+                .is_verified()
+                .then(|| shared_value(id.xfcc(tenant.by.as_deref())))
+                .flatten(),
             spiffe: id.spiffe_str().and_then(|s| shared_value(s.to_owned())),
             client_ip_value: shared_value(client_ip.clone()),
             client_ip,

@@ -110,6 +110,14 @@ pub(crate) struct ServeArgs {
     /// load balancer's (repeatable; flag form). Others' are dropped.
     #[arg(long, value_name = "CIDR", conflicts_with = "config")]
     trust_forwarded_from: Vec<ward_gate::forwarding::Cidr>,
+    /// Load balancers whose connections start with a PROXY protocol header
+    /// (v1 or v2); repeatable.
+    #[arg(long, value_name = "CIDR", conflicts_with = "config")]
+    proxy_protocol_from: Vec<ward_gate::forwarding::Cidr>,
+    /// `strict` (default) or `audit`: in audit mode client certificates are
+    /// optional and would-be refusals are let through, logged and counted.
+    #[arg(long, default_value = "strict", conflicts_with = "config")]
+    mode: ward_gate::config::Mode,
     /// Where audit lines go: stdout, stderr, off, or a file path.
     #[arg(long, default_value = "stdout")]
     audit_log: String,
@@ -241,6 +249,10 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
                 protocol: args.upstream_protocol,
             }]
         },
+        send_proxy_v2: false,
+        mode: args.mode,
+        cipher_suites: Vec::new(),
+        groups: Vec::new(),
     };
     let config = GateConfig {
         listen: ListenConfig {
@@ -248,6 +260,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             admin: args.admin.clone(),
             max_connections: 10_000,
             trusted_proxies: args.trust_forwarded_from.clone(),
+            proxy_protocol_from: args.proxy_protocol_from.clone(),
         },
         tls: TlsConfig {
             allow_tls12: args.allow_tls12,
@@ -280,6 +293,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             ca_bundle: args.ca_bundle.clone(),
             token_file: args.token_file.clone(),
         }),
+        passthrough: Vec::new(),
     };
     config.validate()?;
     Ok(config)

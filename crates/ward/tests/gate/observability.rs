@@ -124,9 +124,23 @@ fn metrics_and_audit_lines_describe_every_handshake_and_request() {
         "{}",
         m.0
     );
+    // The duration histogram is labelled by tenant and result: the two
+    // refused handshakes are timed too.
     assert_eq!(
-        m.sum("ward_gate_handshake_seconds_count", &[]),
+        m.sum(
+            "ward_gate_handshake_seconds_count",
+            &[("tenant", "default"), ("result", "success")]
+        ),
         7.0,
+        "{}",
+        m.0
+    );
+    assert_eq!(
+        m.sum(
+            "ward_gate_handshake_seconds_count",
+            &[("result", "failure")]
+        ),
+        2.0,
         "{}",
         m.0
     );
