@@ -9,19 +9,24 @@
 //! (ARCHITECTURE.md, trap 16). An event filter on the file's own name sees
 //! none of that. So [`watch_files`] watches every directory along each
 //! file's path and along the path it resolves to, and on any event there
-//! (debounced) compares what each file *is* now (its resolved path and the
+//! that names a path on those chains (debounced) compares what each file
+//! *is* now (its resolved path and the
 //! identity, size and times of what it resolves to) with what it was.
 //! Only a difference calls back: an audit log written beside a
 //! certificate costs a few `stat`s, never a reload. The watched
 //! directories are recomputed after every check, so a replaced directory
 //! or a new symlink target is followed.
 //!
+//! Events about other entries of those directories (everything else in
+//! `/tmp` or `/etc`) are dropped where they arrive.
+//!
 //! A callback that reports failure (a reload caught a half-written pair)
 //! is retried once shortly after, and again on the next event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -118,25 +123,68 @@ fn directories(files: &[PathBuf]) -> BTreeMap<PathBuf, Option<(u64, u64)>> {
     dirs
 }
 
+/// Every path whose change can change what one of `files` reads: the
+/// files, what they resolve to and a final symlink's target, and all their
+/// ancestors (existing or not: a missing directory's creation counts).
+fn relevant_paths(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut paths = BTreeSet::new();
+    let mut add = |p: &Path| {
+        for q in p.ancestors() {
+            if !q.as_os_str().is_empty() {
+                paths.insert(q.to_path_buf());
+            }
+        }
+    };
+    for file in files {
+        add(file);
+        if let Ok(resolved) = std::fs::canonicalize(file) {
+            add(&resolved);
+        }
+        if let Ok(target) = std::fs::read_link(file) {
+            let target = match file.parent() {
+                Some(dir) if target.is_relative() => dir.join(target),
+                _ => target,
+            };
+            add(&target);
+        }
+    }
+    paths
+}
+
+/// Whether `event` may change what a watched file reads: it names a
+/// relevant path, or names none (an overflow or rescan may hide anything).
+fn matters(event: &notify::Event, relevant: &BTreeSet<PathBuf>) -> bool {
+    !event.kind.is_access()
+        && (event.paths.is_empty()
+            || event.need_rescan()
+            || event.paths.iter().any(|p| relevant.contains(p)))
+}
+
 /// The OS watcher and what it watches.
 struct Watches {
     watcher: Option<notify::RecommendedWatcher>,
     dirs: BTreeMap<PathBuf, Option<(u64, u64)>>,
+    relevant: Arc<BTreeSet<PathBuf>>,
     events: mpsc::UnboundedSender<()>,
 }
 
 impl Watches {
-    /// Watches `dirs` from now on; a fresh OS watcher whenever the set (or
-    /// a directory's identity) changed.
-    fn update(&mut self, dirs: BTreeMap<PathBuf, Option<(u64, u64)>>) -> Result<(), notify::Error> {
-        if self.watcher.is_some() && dirs == self.dirs {
+    /// Watches the directories `files` depend on from now on; a fresh OS
+    /// watcher whenever that set (or a directory's identity, or the paths
+    /// that matter) changed.
+    fn update(&mut self, files: &[PathBuf]) -> Result<(), notify::Error> {
+        let dirs = directories(files);
+        let relevant = relevant_paths(files);
+        if self.watcher.is_some() && dirs == self.dirs && relevant == *self.relevant {
             return Ok(());
         }
+        let relevant = Arc::new(relevant);
         let events = self.events.clone();
+        let filter = relevant.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 match event {
-                    Ok(e) if e.kind.is_access() => {}
+                    Ok(e) if !matters(&e, &filter) => {}
                     // An error (e.g. a queue overflow) may hide a change: check.
                     _ => {
                         let _ = events.send(());
@@ -150,6 +198,7 @@ impl Watches {
         }
         self.watcher = Some(watcher);
         self.dirs = dirs;
+        self.relevant = relevant;
         Ok(())
     }
 }
@@ -172,9 +221,10 @@ pub fn watch_files(
     let mut watches = Watches {
         watcher: None,
         dirs: BTreeMap::new(),
+        relevant: Arc::default(),
         events: tx,
     };
-    if let Err(e) = watches.update(directories(&files)) {
+    if let Err(e) = watches.update(&files) {
         tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP");
         return None;
     }
@@ -194,7 +244,7 @@ pub fn watch_files(
             retry_due = false;
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            if let Err(e) = watches.update(directories(&files)) {
+            if let Err(e) = watches.update(&files) {
                 tracing::warn!(error = %e, "cannot renew the file watches");
             }
             let now = snapshot(&files);

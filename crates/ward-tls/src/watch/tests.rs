@@ -112,18 +112,66 @@ async fn a_failed_callback_is_retried_once_without_a_new_event() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("server.key");
     std::fs::write(&file, "one").unwrap();
+    // The new version is written outside the watched directory (made
+    // before the watcher starts) and renamed over in one step: a write in
+    // place is open(O_TRUNC) and write(), and a write beside the file is
+    // create and rename, two events each that a loaded machine may deliver
+    // a debounce apart; the second would count as "the next event".
+    let staging = tmp.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::write(staging.join("server.key"), "two!").unwrap();
     let (_watcher, mut calls) = watched(std::slice::from_ref(&file), vec![false, false]);
-    // Renamed over in one step: a write in place is open(O_TRUNC) and
-    // write(), two events that a loaded machine may deliver a debounce
-    // apart, and the second would count as "the next event".
-    std::fs::write(tmp.path().join("server.key.new"), "two!").unwrap();
-    std::fs::rename(tmp.path().join("server.key.new"), &file).unwrap();
+    std::fs::rename(staging.join("server.key"), &file).unwrap();
     assert_eq!(next_call(&mut calls, Duration::from_secs(2)).await, Some(1));
     // Failed: tried again after RETRY, with no event in between.
     assert_eq!(next_call(&mut calls, RETRY * 3).await, Some(2));
-    // Failed again: no more timed retries, but the next event retries.
+    // Failed again: no more timed retries, but the next event about the
+    // file retries (even one that leaves it as it is).
     no_call(&mut calls).await;
-    std::fs::write(tmp.path().join("unrelated"), "x").unwrap();
+    std::fs::write(staging.join("server.key"), "two!").unwrap();
+    std::fs::rename(staging.join("server.key"), &file).unwrap();
     assert_eq!(next_call(&mut calls, Duration::from_secs(2)).await, Some(3));
     no_call(&mut calls).await;
+}
+
+#[test]
+fn only_events_about_paths_on_the_files_chains_matter() {
+    use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    secret_version(dir, "..2026_12_07_10_00_00.1", "first");
+    symlink("..2026_12_07_10_00_00.1", dir.join("..data")).unwrap();
+    symlink("..data/tls.crt", dir.join("tls.crt")).unwrap();
+    let relevant = relevant_paths(&[dir.join("tls.crt")]);
+    let event = |kind, paths: &[PathBuf]| notify::Event {
+        kind,
+        paths: paths.to_vec(),
+        attrs: Default::default(),
+    };
+    let create = EventKind::Create(CreateKind::File);
+    // A neighbour in the same directory, or anything else in an ancestor
+    // (say /tmp): dropped.
+    assert!(!matters(
+        &event(create, &[dir.join("audit.log")]),
+        &relevant
+    ));
+    assert!(!matters(
+        &event(create, &[dir.parent().unwrap().join("x")]),
+        &relevant
+    ));
+    // kubelet's swap, the file itself, the version directory, an ancestor.
+    let swap = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+    assert!(matters(
+        &event(swap, &[dir.join("..data_tmp"), dir.join("..data")]),
+        &relevant
+    ));
+    assert!(matters(&event(create, &[dir.join("tls.crt")]), &relevant));
+    let version = std::fs::canonicalize(dir.join("..2026_12_07_10_00_00.1")).unwrap();
+    assert!(matters(
+        &event(create, &[version.join("tls.crt")]),
+        &relevant
+    ));
+    assert!(matters(&event(create, &[dir.to_path_buf()]), &relevant));
+    // No path (an overflow): anything may have changed.
+    assert!(matters(&event(EventKind::Any, &[]), &relevant));
 }
