@@ -426,6 +426,9 @@ pub struct RouteConfig {
     /// (ALPN for `https://`, HTTP/1.1 for `http://`).
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Accept `Authorization: Bearer <JWT-SVID>` (see `crate::jwt_svid`).
+    #[serde(default)]
+    pub jwt_svid: Option<crate::jwt_svid::JwtSvidConfig>,
 }
 
 /// The HTTP version the gate speaks to a route's upstream.
@@ -604,6 +607,9 @@ impl GateConfig {
                     return Err(ctx("path_prefix must start with '/'".into()));
                 }
                 r.allow.validate().map_err(ctx)?;
+                if let Some(j) = &r.jwt_svid {
+                    j.validate().map_err(ctx)?;
+                }
             }
         }
         if let Some(u) = &self.upstream_tls
