@@ -168,10 +168,7 @@ pub fn validate(
 
 fn to_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
     prost_types::Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), to_value(v)))
-            .collect(),
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
     }
 }
 

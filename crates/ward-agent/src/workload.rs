@@ -162,7 +162,10 @@ fn follow_bundles(
                 }
                 () = tx.closed() => return,
             }
-            let next = bundle.borrow_and_update().as_ref().map(jwt::bundles_response);
+            let next = bundle
+                .borrow_and_update()
+                .as_ref()
+                .map(jwt::bundles_response);
             if let Some(next) = next
                 && tx.send(Ok(next)).await.is_err()
             {

@@ -681,7 +681,12 @@ impl CaDir {
         let bad = |e: ward_pki::jwt::JwtError| Error::Config(format!("{}: {e}", path.display()));
         if !path.exists() {
             let signer = JwtSigner::generate().map_err(bad)?;
-            match files::write_atomic(&path, signer.to_pem().as_bytes(), SECRET_MODE, Replace::Never) {
+            match files::write_atomic(
+                &path,
+                signer.to_pem().as_bytes(),
+                SECRET_MODE,
+                Replace::Never,
+            ) {
                 Ok(()) => return Ok(signer),
                 // Another process made one first: use that.
                 Err(Error::AlreadyExists(_)) => {}

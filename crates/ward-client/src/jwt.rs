@@ -136,7 +136,10 @@ impl JwtSvids {
 
     /// The CA's trust bundle in SPIFFE format (X.509 roots and JWT keys).
     pub async fn bundle(&self) -> Result<JwkSet, ClientError> {
-        let (status, body) = self.client()?.send(Method::GET, paths::BUNDLE, None).await?;
+        let (status, body) = self
+            .client()?
+            .send(Method::GET, paths::BUNDLE, None)
+            .await?;
         if status != StatusCode::OK {
             return Err(ClientError::Protocol(format!(
                 "GET {}: status {status}",

@@ -323,9 +323,7 @@ pub fn authorize<'r, 'a>(
                 refusal: Refusal {
                     status: 401,
                     code: "missing_jwt_svid",
-                    message: Cow::Borrowed(
-                        "this route requires Authorization: Bearer <JWT-SVID>",
-                    ),
+                    message: Cow::Borrowed("this route requires Authorization: Bearer <JWT-SVID>"),
                 },
             });
         }

@@ -278,12 +278,17 @@ impl JwkSet {
         let key = self
             .keys
             .iter()
-            .find(|k| {
-                k.kid.as_deref() == Some(kid) && k.key_use.as_deref() == Some(USE_JWT_SVID)
-            })
+            .find(|k| k.kid.as_deref() == Some(kid) && k.key_use.as_deref() == Some(USE_JWT_SVID))
             .ok_or_else(|| JwtError::UnknownKey(kid.to_owned()))?;
         match (alg, key.verify_key()?) {
-            (_, VerifyKey::Ec { alg: a, point, name }) if alg == name => {
+            (
+                _,
+                VerifyKey::Ec {
+                    alg: a,
+                    point,
+                    name,
+                },
+            ) if alg == name => {
                 UnparsedPublicKey::new(a, &point)
                     .verify(&parts.signing_input, &parts.signature)
                     .map_err(|_| JwtError::BadSignature)?;
@@ -365,7 +370,7 @@ fn split(token: &str) -> Result<Parts, JwtError> {
     Ok(Parts {
         header,
         claims: object("claims", c)?,
-        signing_input: token[..h.len() + 1 + c.len()].as_bytes().to_vec(),
+        signing_input: token.as_bytes()[..h.len() + 1 + c.len()].to_vec(),
         signature: b64d("signature", s)?,
     })
 }

@@ -36,7 +36,10 @@ fn expired_wrong_audience_wrong_domain_and_wrong_key_are_refused() {
         .sign(&id(), &["a".into(), "b".into()], 1000, 1300)
         .unwrap();
     let good = set(&signer);
-    assert_eq!(good.verify(&token, &td(), "a", 1300), Err(JwtError::Expired));
+    assert_eq!(
+        good.verify(&token, &td(), "a", 1300),
+        Err(JwtError::Expired)
+    );
     assert_eq!(
         good.verify(&token, &td(), "c", 1100),
         Err(JwtError::WrongAudience("c".into()))
@@ -85,15 +88,27 @@ fn tampered_none_and_hostile_tokens_are_refused() {
         good.verify(&format!("{hs}.{}.{}", parts[1], parts[2]), &td(), "a", 1100),
         Err(JwtError::UnsupportedAlgorithm(_))
     ));
-    for bad in ["", "a.b", "a.b.c.d", "!!.!!.!!", &"x".repeat(MAX_TOKEN_LEN + 1)] {
+    for bad in [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "!!.!!.!!",
+        &"x".repeat(MAX_TOKEN_LEN + 1),
+    ] {
         assert!(
-            matches!(good.verify(bad, &td(), "a", 1100), Err(JwtError::Malformed(_))),
+            matches!(
+                good.verify(bad, &td(), "a", 1100),
+                Err(JwtError::Malformed(_))
+            ),
             "{bad:.20}"
         );
     }
     // No aud.
     let no_aud = b64e(br#"{"sub":"spiffe://example.org/api","exp":1300}"#);
-    assert!(matches!(peek(&format!("{}.{no_aud}.{}", parts[0], parts[2])), Err(JwtError::Malformed(_))));
+    assert!(matches!(
+        peek(&format!("{}.{no_aud}.{}", parts[0], parts[2])),
+        Err(JwtError::Malformed(_))
+    ));
 }
 
 #[test]

@@ -43,15 +43,27 @@ fn py_spiffe_and_pyjwt_fetch_validate_and_refuse_jwt_svids() {
         .arg(&jwt_key)
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "python: {}\nagent: {}", out.stderr_text(), agent.output());
+    assert!(
+        out.status.success(),
+        "python: {}\nagent: {}",
+        out.stderr_text(),
+        agent.output()
+    );
     let py: Value = serde_json::from_str(&out.stdout_text()).unwrap();
 
     let fetch = &py["fetch"];
     assert_eq!(fetch["spiffe_id"], "spiffe://example.org/py-jwt", "{py}");
-    assert_eq!(fetch["audience"], serde_json::json!(["svc-a", "svc-b"]), "{py}");
+    assert_eq!(
+        fetch["audience"],
+        serde_json::json!(["svc-a", "svc-b"]),
+        "{py}"
+    );
     let ttl = fetch["ttl"].as_i64().unwrap();
     assert!((250..=300).contains(&ttl), "default lifetime 5 min: {ttl}");
-    assert_eq!(fetch["cached"], true, "the agent hands out its cached token");
+    assert_eq!(
+        fetch["cached"], true,
+        "the agent hands out its cached token"
+    );
     assert_eq!(py["header"]["alg"], "ES256", "{py}");
     let kid = py["header"]["kid"].as_str().unwrap();
     assert_eq!(py["bundle_kids"], serde_json::json!([kid]), "{py}");
@@ -65,7 +77,9 @@ fn py_spiffe_and_pyjwt_fetch_validate_and_refuse_jwt_svids() {
         ("wrong_key", "bad signature"),
         ("garbage", "invalid JWT-SVID"),
     ] {
-        let text = refused[case].as_str().unwrap_or_else(|| panic!("{case} accepted: {py}"));
+        let text = refused[case]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case} accepted: {py}"));
         assert!(text.contains(why), "{case}: {text}");
     }
     assert_eq!(

@@ -131,7 +131,11 @@ fn bearer_jwt_svids_are_verified_per_route() {
     }
     let r = call("/either", Some("not.a.jwt"));
     assert_eq!(r.status, 401, "{r:?}");
-    assert_eq!(echo.hits(), 3, "refused requests never reached the upstream");
+    assert_eq!(
+        echo.hits(),
+        3,
+        "refused requests never reached the upstream"
+    );
 
     // both: the token is required, and both identities must pass.
     let r = call("/both", None);
