@@ -4,9 +4,11 @@
 //! and `ValidateJWTSVID` (checked here against those keys).
 //!
 //! The bundle is fetched from the CA's `GET /v1/bundle` after the first
-//! identity and again every `spiffe_refresh_hint` seconds (clamped to
+//! identity, again after every rotation of the X.509-SVID, and every
+//! `spiffe_refresh_hint` seconds in between (clamped to
 //! [`MIN_REFRESH`]..[`MAX_REFRESH`]); a failed fetch keeps the last bundle
-//! and retries after [`MIN_REFRESH`].
+//! and retries after [`MIN_REFRESH`]. Streams get the bundle again only
+//! when its keys changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,12 +60,13 @@ impl JwtContext {
     }
 }
 
-/// Keeps `bundle` up to date from the CA until the sender is dropped by
-/// the caller's task being aborted.
+/// Keeps `bundle` up to date from the CA until the task is aborted or
+/// rotation ends (`rotations` closed).
 pub async fn follow_bundle(
     svids: JwtSvids,
     trust_domain: TrustDomain,
     bundle: watch::Sender<Option<Bundle>>,
+    mut rotations: watch::Receiver<Arc<ward_client::Svid>>,
 ) {
     loop {
         let wait = match svids.bundle().await {
@@ -88,7 +91,14 @@ pub async fn follow_bundle(
                 MIN_REFRESH
             }
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = rotations.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -167,7 +167,12 @@ pub async fn run(
                 {
                     let td = rotator.current().spiffe_id().trust_domain();
                     jwt_svids_tx.send_replace(Some(svids.clone()));
-                    bundle_task = Some(tokio::spawn(jwt::follow_bundle(svids, td, bundle_tx)));
+                    bundle_task = Some(tokio::spawn(jwt::follow_bundle(
+                        svids,
+                        td,
+                        bundle_tx,
+                        rotator.subscribe(),
+                    )));
                 }
                 agent.follow(rotator, &notify, &mut shutdown).await
             }
