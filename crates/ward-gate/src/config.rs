@@ -503,9 +503,12 @@ impl GateConfig {
             t.key.iter_mut().for_each(fix);
             t.client_ca.iter_mut().for_each(fix);
             t.policy.iter_mut().for_each(fix);
-            t.routes
-                .iter_mut()
-                .for_each(|r| r.policy.iter_mut().for_each(fix));
+            for r in &mut t.routes {
+                r.policy.iter_mut().for_each(fix);
+                if let Some(j) = &mut r.jwt_svid {
+                    fix(&mut j.bundle);
+                }
+            }
         }
         if let Some(id) = &mut self.identity {
             id.ca_bundle.iter_mut().for_each(fix);
