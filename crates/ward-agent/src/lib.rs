@@ -24,6 +24,7 @@ pub mod admin;
 mod authority;
 pub mod files;
 pub mod hook;
+pub mod jwt;
 pub mod metrics;
 pub mod workload;
 
@@ -123,13 +124,14 @@ pub async fn run(
         }
     };
     let mut tasks = Vec::new();
+    let (jwt_ctx, jwt_svids_tx, bundle_tx) = jwt::JwtContext::new();
     if let Some(path) = &config.socket {
         let listener = workload::bind(path)?;
         notify(Event::WorkloadApi(path));
         let published = published_rx.clone();
         let stop = stopped();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = workload::serve(listener, published, stop).await {
+            if let Err(e) = workload::serve(listener, published, jwt_ctx, stop).await {
                 tracing::error!(error = %e, "workload API server stopped");
             }
         }));
@@ -155,13 +157,32 @@ pub async fn run(
         published: published_tx,
     };
     tokio::pin!(shutdown);
+    let mut bundle_task = None;
     let result = tokio::select! {
         started = Rotator::bootstrap(config.bootstrap.clone()) => match started {
-            Ok(rotator) => agent.follow(rotator, &notify, &mut shutdown).await,
+            Ok(rotator) => {
+                // JWT-SVIDs and the bundle only matter to Workload API clients.
+                if config.socket.is_some()
+                    && let Some(svids) = rotator.jwt_svids()
+                {
+                    let td = rotator.current().spiffe_id().trust_domain();
+                    jwt_svids_tx.send_replace(Some(svids.clone()));
+                    bundle_task = Some(tokio::spawn(jwt::follow_bundle(
+                        svids,
+                        td,
+                        bundle_tx,
+                        rotator.subscribe(),
+                    )));
+                }
+                agent.follow(rotator, &notify, &mut shutdown).await
+            }
             Err(e) => Err(AgentError::Bootstrap(e)),
         },
         () = &mut shutdown => Ok(()),
     };
+    if let Some(task) = bundle_task {
+        task.abort();
+    }
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

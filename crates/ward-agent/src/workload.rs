@@ -6,7 +6,7 @@
 //! `workload.spiffe.io: true` metadata gets `InvalidArgument`; before the
 //! first identity exists the answer is `Unavailable` (retry with backoff);
 //! once the CA refused renewal for good (a revoked identity) streams end
-//! with `PermissionDenied`. The JWT-SVID profile answers `Unimplemented`.
+//! with `PermissionDenied`. The JWT-SVID profile is in [`crate::jwt`].
 //!
 //! Connections pass through [`crate::authority`] first, so clients that
 //! send a socket path as `:authority` (grpcio, py-spiffe, grpc-java) are
@@ -39,6 +39,7 @@ use ward_client::workload_api::proto::{
 };
 
 use crate::authority::AnyAuthority;
+use crate::jwt::{self, Bundle, JwtContext};
 
 /// What the Workload API can hand out now.
 #[derive(Clone, Debug)]
@@ -109,18 +110,70 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
 pub async fn serve(
     listener: UnixListener,
     published: watch::Receiver<Published>,
+    jwt: JwtContext,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     // Every client's `:authority` is made acceptable to h2 first (trap 15).
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new));
     tonic::transport::Server::builder()
-        .add_service(SpiffeWorkloadApiServer::new(Service { published }))
+        .add_service(SpiffeWorkloadApiServer::new(Service { published, jwt }))
         .serve_with_incoming_shutdown(incoming, stop)
         .await
 }
 
 struct Service {
     published: watch::Receiver<Published>,
+    jwt: JwtContext,
+}
+
+impl Service {
+    fn own_id(&self) -> Option<ward_pki::SpiffeId> {
+        match &*self.published.borrow() {
+            Published::Ready(svid) => Some(svid.spiffe_id().clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A stream of the JWT bundles: now and after every change.
+fn follow_bundles(
+    mut bundle: watch::Receiver<Option<Bundle>>,
+) -> Result<ResponseStream<JwtBundlesResponse>, Status> {
+    let first = match &*bundle.borrow_and_update() {
+        Some(b) => jwt::bundles_response(b),
+        None => {
+            return Err(Status::unavailable(
+                "the agent has no trust bundle yet; retry with backoff",
+            ));
+        }
+    };
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                changed = bundle.changed() => {
+                    if changed.is_err() {
+                        let _ = tx.send(Err(Status::unavailable("the agent is shutting down"))).await;
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+            let next = bundle
+                .borrow_and_update()
+                .as_ref()
+                .map(jwt::bundles_response);
+            if let Some(next) = next
+                && tx.send(Ok(next)).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
 fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
@@ -232,7 +285,9 @@ impl SpiffeWorkloadApi for Service {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&request)?;
-        Err(Status::unimplemented("Ward issues no JWT-SVIDs"))
+        jwt::fetch_svid(&self.jwt, self.own_id(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn fetch_jwt_bundles(
@@ -240,7 +295,7 @@ impl SpiffeWorkloadApi for Service {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&request)?;
-        Err(Status::unimplemented("Ward issues no JWT-SVIDs"))
+        follow_bundles(self.jwt.bundle.clone()).map(Response::new)
     }
 
     async fn validate_jwtsvid(
@@ -248,7 +303,7 @@ impl SpiffeWorkloadApi for Service {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&request)?;
-        Err(Status::unimplemented("Ward issues no JWT-SVIDs"))
+        jwt::validate(&self.jwt, request.get_ref()).map(Response::new)
     }
 }
 

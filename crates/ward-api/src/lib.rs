@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod error;
 pub mod issuance;
+pub mod jwt;
 pub mod paths;
 pub mod revocation;
 
@@ -21,4 +22,5 @@ pub use admin::{
 };
 pub use error::ErrorBody;
 pub use issuance::{IssueRequest, Issued, RenewRequest, SeedRequest, SeedResponse, SignRequest};
+pub use jwt::{JwtSvidRequest, JwtSvidResponse};
 pub use revocation::{RevokeRequest, RevokeResponse};

@@ -26,3 +26,8 @@ pub const CRL_PEM: &str = "/v1/crl.pem";
 pub fn admin_token(id: &str, with_certificates: bool) -> String {
     format!("{ADMIN_TOKENS}/{id}?with_certificates={with_certificates}")
 }
+
+/// `POST`: a JWT-SVID for the caller's client certificate identity.
+pub const JWT_SVID: &str = "/v1/jwt-svid";
+/// `GET`: the trust bundle in SPIFFE format (X.509 roots and JWT keys).
+pub const BUNDLE: &str = "/v1/bundle";

@@ -11,6 +11,8 @@
 //! DIR/root-ocsp.crt      root-issued delegated OCSP responder (id-kp-OCSPSigning,
 //!                        ocsp-nocheck) that signs answers about the intermediate
 //! DIR/root-ocsp.key      its key (0600)
+//! DIR/jwt.key            ES256 key signing JWT-SVIDs (0600); made by the first
+//!                        `ward ca serve` that finds none
 //! DIR/ward.db            the CA's store (SQLite), unless ca.toml names another
 //! ```
 //!
@@ -58,10 +60,11 @@ const ADMIN_CRT: &str = "admin.crt";
 const ADMIN_KEY: &str = "admin.key";
 const ROOT_OCSP_CRT: &str = "root-ocsp.crt";
 const ROOT_OCSP_KEY: &str = "root-ocsp.key";
+const JWT_KEY: &str = "jwt.key";
 /// The default SQLite store.
 const DATABASE: &str = "ward.db";
 /// Files whose presence means "a CA lives here".
-const CA_FILES: [&str; 10] = [
+const CA_FILES: [&str; 11] = [
     DATABASE,
     CONFIG,
     ROOT_CRT,
@@ -72,6 +75,7 @@ const CA_FILES: [&str; 10] = [
     ADMIN_KEY,
     ROOT_OCSP_CRT,
     ROOT_OCSP_KEY,
+    JWT_KEY,
 ];
 
 /// Who signs OCSP answers about the intermediate (whose issuer is the root).
@@ -666,6 +670,31 @@ impl CaDir {
             return Ok(RootOcspSigner::RootKey(signer));
         }
         Ok(RootOcspSigner::None)
+    }
+
+    /// The JWT-SVID signing key, `DIR/jwt.key`; made (0600, never
+    /// replacing one) when the directory has none, so CA directories made
+    /// before JWT-SVIDs existed gain one on their next start.
+    pub fn jwt_signer(&self) -> Result<ward_pki::jwt::JwtSigner, Error> {
+        use ward_pki::jwt::JwtSigner;
+        let path = self.file(JWT_KEY);
+        let bad = |e: ward_pki::jwt::JwtError| Error::Config(format!("{}: {e}", path.display()));
+        if !path.exists() {
+            let signer = JwtSigner::generate().map_err(bad)?;
+            match files::write_atomic(
+                &path,
+                signer.to_pem().as_bytes(),
+                SECRET_MODE,
+                Replace::Never,
+            ) {
+                Ok(()) => return Ok(signer),
+                // Another process made one first: use that.
+                Err(Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let pem = zeroize::Zeroizing::new(files::read_to_string(&path)?);
+        JwtSigner::from_pem(&pem).map_err(bad)
     }
 
     fn read_key(&self, path: &Path) -> Result<PrivateKey, Error> {

@@ -127,7 +127,11 @@ pub async fn run(
     let authority = Arc::new(
         dir.open_authority(&ca, storage)
             .await?
-            .with_revocation(crl_settings),
+            .with_revocation(crl_settings)
+            .with_jwt_signer(
+                dir.jwt_signer()?,
+                OffsetDateTime::now_utc().unix_timestamp().unsigned_abs(),
+            ),
     );
     let roots = dir.roots()?;
     let ocsp = Arc::new(Responder::new(

@@ -25,6 +25,8 @@
 //! - [`Rotator::server_config`] and [`Rotator::client_config`] build Ward's
 //!   TLS 1.3 configurations around that resolver, verifying peers against the
 //!   trust bundle the CA sent;
+//! - [`Rotator::jwt_svids`] mints JWT-SVIDs for the identity (cached per
+//!   audience) and fetches the CA's SPIFFE bundle ([`jwt`]);
 //! - [`Rotator::status`] reports renewals, failures and a definitive refusal
 //!   (a revoked identity), for health checks and metrics.
 //!
@@ -39,6 +41,7 @@
 mod ca;
 mod csr;
 mod error;
+pub mod jwt;
 mod rotator;
 pub mod schedule;
 mod svid;
@@ -50,6 +53,7 @@ use std::time::Duration;
 
 pub use ca::{CaClient, Identity};
 pub use error::ClientError;
+pub use jwt::JwtSvids;
 pub use rotator::{
     BootstrapConfig, Refusal, RotationState, RotationStatus, Rotator, WorkloadApiConfig,
 };

@@ -480,6 +480,9 @@ pub struct RouteConfig {
     /// (ALPN for `https://`, HTTP/1.1 for `http://`).
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Accept `Authorization: Bearer <JWT-SVID>` (see `crate::jwt_svid`).
+    #[serde(default)]
+    pub jwt_svid: Option<crate::jwt_svid::JwtSvidConfig>,
 }
 
 /// The HTTP version the gate speaks to a route's upstream.
@@ -554,9 +557,12 @@ impl GateConfig {
             t.key.iter_mut().for_each(fix);
             t.client_ca.iter_mut().for_each(fix);
             t.policy.iter_mut().for_each(fix);
-            t.routes
-                .iter_mut()
-                .for_each(|r| r.policy.iter_mut().for_each(fix));
+            for r in &mut t.routes {
+                r.policy.iter_mut().for_each(fix);
+                if let Some(j) = &mut r.jwt_svid {
+                    fix(&mut j.bundle);
+                }
+            }
         }
         if let Some(id) = &mut self.identity {
             id.ca_bundle.iter_mut().for_each(fix);
@@ -664,6 +670,9 @@ impl GateConfig {
                     return Err(ctx("path_prefix must start with '/'".into()));
                 }
                 r.allow.validate().map_err(ctx)?;
+                if let Some(j) = &r.jwt_svid {
+                    j.validate().map_err(ctx)?;
+                }
             }
         }
         if let Some(u) = &self.upstream_tls

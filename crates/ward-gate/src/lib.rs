@@ -23,6 +23,7 @@ pub mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod jwt_svid;
 pub mod metrics;
 pub mod ocsp;
 pub mod outbound;

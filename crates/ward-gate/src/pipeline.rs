@@ -20,6 +20,7 @@ use hyper::{Method, StatusCode};
 use serde::Serialize;
 
 use crate::Shared;
+use crate::identity::Identity;
 use crate::policy::{GrpcInput, IdentityInput, PolicyInput, RequestInput, Verdict};
 use crate::runtime::Route;
 
@@ -263,7 +264,9 @@ pub fn route<'r>(routes: &'r [Route], head: &RequestHead<'_>) -> Result<&'r Rout
 
 /// Applies the route's allow rules and policy (default deny); a denial is
 /// counted and answered 403. `fields` are the request's header fields as
-/// the client sent them; they are read only when a policy asks.
+/// the client sent them; they are read only when a policy asks, or when the
+/// route takes JWT-SVIDs (see [`crate::jwt_svid`]: a bad bearer token is
+/// answered 401).
 pub fn authorize<'r, 'a>(
     shared: &Shared,
     ctx: &ConnContext,
@@ -272,7 +275,74 @@ pub fn authorize<'r, 'a>(
     fields: impl Iterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<(), Refused<'r>> {
     let trusted = ctx.headers.trusted();
-    let decided = decide(route, ctx, head, || policy_headers(fields, trusted));
+    let denied = |message| {
+        shared
+            .metrics
+            .denied
+            .with(&[&ctx.tenant.name, &route.name])
+            .inc();
+        Refused {
+            route: &route.name,
+            refusal: Refusal::forbidden(message),
+        }
+    };
+    let decided = match &route.jwt {
+        None => decide(route, ctx, &ctx.identity, head, || {
+            policy_headers(fields, trusted)
+        }),
+        Some(jwt) => {
+            // Read twice (token, then policy): kept only on routes that take tokens.
+            let fields: Vec<(&str, &[u8])> = fields.collect();
+            let fields = || fields.iter().copied();
+            let bearer = jwt.bearer(fields()).map_err(|e| {
+                shared
+                    .metrics
+                    .denied
+                    .with(&[&ctx.tenant.name, &route.name])
+                    .inc();
+                Refused {
+                    route: &route.name,
+                    refusal: Refusal {
+                        status: 401,
+                        code: "invalid_jwt_svid",
+                        message: Cow::Owned(e.0),
+                    },
+                }
+            })?;
+            match (jwt.mode, bearer) {
+                (crate::jwt_svid::JwtMode::Either, None) => {
+                    decide(route, ctx, &ctx.identity, head, || {
+                        policy_headers(fields(), trusted)
+                    })
+                }
+                (crate::jwt_svid::JwtMode::Either, Some(id)) => {
+                    decide(route, ctx, &id, head, || policy_headers(fields(), trusted))
+                }
+                (crate::jwt_svid::JwtMode::Both, None) => {
+                    return Err(Refused {
+                        route: &route.name,
+                        refusal: Refusal {
+                            status: 401,
+                            code: "missing_jwt_svid",
+                            message: Cow::Borrowed(
+                                "this route requires Authorization: Bearer <JWT-SVID>",
+                            ),
+                        },
+                    });
+                }
+                (crate::jwt_svid::JwtMode::Both, Some(id)) => {
+                    decide(route, ctx, &ctx.identity, head, || {
+                        policy_headers(fields(), trusted)
+                    })
+                    .and_then(|()| {
+                        decide(route, ctx, &id, head, || policy_headers(fields(), trusted))
+                    })
+                }
+            }
+        }
+    };
+    // Audit mode lets a policy denial through, and says so. (A bad or
+    // missing JWT-SVID on a route that takes them stays a 401.)
     if let Err(message) = &decided
         && ctx.tenant.audit
     {
@@ -285,17 +355,7 @@ pub fn authorize<'r, 'a>(
         );
         return Ok(());
     }
-    decided.map_err(|message| {
-        shared
-            .metrics
-            .denied
-            .with(&[&ctx.tenant.name, &route.name])
-            .inc();
-        Refused {
-            route: &route.name,
-            refusal: Refusal::forbidden(message),
-        }
-    })
+    decided.map_err(denied)
 }
 
 /// The route's verdict; the error is the 403 message. Policy failures are
@@ -303,11 +363,12 @@ pub fn authorize<'r, 'a>(
 fn decide(
     route: &Route,
     ctx: &ConnContext,
+    identity: &Identity,
     head: &RequestHead<'_>,
     headers: impl FnOnce() -> std::collections::BTreeMap<String, String>,
 ) -> Result<(), Cow<'static, str>> {
     let input = || PolicyInput {
-        identity: IdentityInput::of(&ctx.identity),
+        identity: IdentityInput::of(identity),
         request: Some(RequestInput {
             method: head.method.as_str().to_owned(),
             path: head.path.to_owned(),
@@ -321,7 +382,7 @@ fn decide(
         route: Some(&route.name),
         tenant: &ctx.tenant.name,
     };
-    match route.access.decide(&ctx.identity, input) {
+    match route.access.decide(identity, input) {
         Verdict::Allowed => Ok(()),
         Verdict::DeniedByRules => Err(Cow::Borrowed("this identity may not use this route")),
         Verdict::DeniedByPolicy(messages) if messages.is_empty() => {
@@ -336,7 +397,7 @@ fn decide(
                 route = %route.name,
                 tenant = %ctx.tenant.name,
                 policy = route.access.policy().map_or("-", |p| p.name()),
-                spiffe_id = ctx.identity.spiffe_str().unwrap_or("-"),
+                spiffe_id = identity.spiffe_str().unwrap_or("-"),
                 error = %reason,
                 "policy evaluation failed; request denied"
             );

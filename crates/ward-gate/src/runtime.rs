@@ -83,6 +83,8 @@ pub struct Route {
     pub headers: IdentityHeaders,
     /// The HTTP version spoken to the upstream.
     pub protocol: UpstreamProtocol,
+    /// Bearer JWT-SVIDs the route accepts, if any.
+    pub jwt: Option<Arc<crate::jwt_svid::JwtRoute>>,
 }
 
 impl Route {
@@ -359,6 +361,15 @@ impl Runtime {
                                     .map_err(Error::Config)?,
                                 headers: r.identity_headers,
                                 protocol: r.protocol,
+                                jwt: r
+                                    .jwt_svid
+                                    .as_ref()
+                                    .map(|j| {
+                                        crate::jwt_svid::JwtRoute::new(j).map(Arc::new).map_err(
+                                            |e| Error::Config(format!("route {:?}: {e}", r.name)),
+                                        )
+                                    })
+                                    .transpose()?,
                             })
                         })
                         .collect::<Result<_, Error>>()

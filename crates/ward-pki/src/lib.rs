@@ -18,6 +18,7 @@ mod hex;
 mod id;
 pub mod inspect;
 pub mod issue;
+pub mod jwt;
 mod key;
 pub mod lint;
 pub mod ocsp;

@@ -16,6 +16,7 @@ mod harness;
 mod agent {
     pub(crate) mod gate_identity;
     pub(crate) mod interop;
+    pub(crate) mod jwt_svid;
     pub(crate) mod library;
     pub(crate) mod outage;
     pub(crate) mod procs;

@@ -135,6 +135,61 @@ impl Authority {
         let (_, cert) = X509Certificate::from_der(leaf).map_err(|_| {
             AuthorityError::unauthenticated("bad_certificate", "unreadable client certificate")
         })?;
+        let (serial, record, token) = self.presented_certificate(leaf, &cert, now).await?;
+        // The lifetime the token granted; without a token, the presented
+        // certificate's own (notBefore may have been clamped to the
+        // issuer's start, so this can come out shorter than asked).
+        let granted = token
+            .and_then(|t| u64::try_from(t.cert_ttl_secs).ok())
+            .map(Duration::from_secs);
+        let mut binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
+        let spki = match csr {
+            Some(csr) => {
+                binding.check_request(csr)?;
+                csr.spki_der.clone()
+            }
+            None => cert.public_key().raw.to_vec(),
+        };
+        // A renewal keeps the identity as it is, CN included; a CSR may ask
+        // for a CN it is allowed (checked above).
+        binding.common_name = csr
+            .and_then(|c| c.requested.common_names.first().cloned())
+            .or_else(|| binding.bound_common_name.clone());
+        let lifetime = (record.not_after - record.not_before)
+            .whole_seconds()
+            .max(0)
+            .unsigned_abs();
+        let ttl = granted
+            .unwrap_or_else(|| {
+                Duration::from_secs(lifetime).saturating_sub(ward_pki::issue::NOT_BEFORE_SKEW)
+            })
+            .max(MIN_TTL)
+            .min(self.policy.max_ttl);
+        let (issuance, new) = self.sign(
+            &binding,
+            &spki,
+            ttl,
+            record.token_id.clone(),
+            Some(serial),
+            Origin::Renewal,
+            now,
+        )?;
+        self.store
+            .record_certificate(&new)
+            .await
+            .map_err(store_err)?;
+        Ok(issuance)
+    }
+
+    /// The record of a client certificate presented over mTLS (its chain
+    /// already validated by the TLS layer), and of the token it came from:
+    /// refused unless issued online here, unrevoked and unexpired at `now`.
+    pub(super) async fn presented_certificate(
+        &self,
+        leaf: &CertificateDer<'_>,
+        cert: &X509Certificate<'_>,
+        now: OffsetDateTime,
+    ) -> Result<(Serial, ward_store::Certificate, Option<Token>), AuthorityError> {
         let serial = Serial::from_be_bytes(cert.raw_serial())
             .map_err(|_| AuthorityError::unauthenticated("bad_certificate", "bad serial number"))?;
         let record = self
@@ -178,59 +233,17 @@ impl Authority {
                 "certificate expired",
             ));
         }
-        // The lifetime the token granted; without a token, the presented
-        // certificate's own (notBefore may have been clamped to the
-        // issuer's start, so this can come out shorter than asked).
-        let mut granted = None;
+        let mut token = None;
         if let Some(token_id) = &record.token_id {
-            let token = self.store.token(token_id).await.map_err(store_err)?;
+            token = self.store.token(token_id).await.map_err(store_err)?;
             if token.as_ref().is_some_and(|t| t.revoked_with_certs) {
                 return Err(AuthorityError::unauthenticated(
                     "token_revoked",
                     "the token this certificate came from was revoked with its certificates",
                 ));
             }
-            granted = token
-                .and_then(|t| u64::try_from(t.cert_ttl_secs).ok())
-                .map(Duration::from_secs);
         }
-        let mut binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
-        let spki = match csr {
-            Some(csr) => {
-                binding.check_request(csr)?;
-                csr.spki_der.clone()
-            }
-            None => cert.public_key().raw.to_vec(),
-        };
-        // A renewal keeps the identity as it is, CN included; a CSR may ask
-        // for a CN it is allowed (checked above).
-        binding.common_name = csr
-            .and_then(|c| c.requested.common_names.first().cloned())
-            .or_else(|| binding.bound_common_name.clone());
-        let lifetime = (record.not_after - record.not_before)
-            .whole_seconds()
-            .max(0)
-            .unsigned_abs();
-        let ttl = granted
-            .unwrap_or_else(|| {
-                Duration::from_secs(lifetime).saturating_sub(ward_pki::issue::NOT_BEFORE_SKEW)
-            })
-            .max(MIN_TTL)
-            .min(self.policy.max_ttl);
-        let (issuance, new) = self.sign(
-            &binding,
-            &spki,
-            ttl,
-            record.token_id.clone(),
-            Some(serial),
-            Origin::Renewal,
-            now,
-        )?;
-        self.store
-            .record_certificate(&new)
-            .await
-            .map_err(store_err)?;
-        Ok(issuance)
+        Ok((serial, record, token))
     }
 
     /// Issues and records a server certificate for the CA's own listener.

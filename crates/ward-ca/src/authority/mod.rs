@@ -7,7 +7,8 @@
 //!
 //! One concern per submodule, all on the one [`Authority`]: [`tokens`]
 //! (create, list, revoke, authenticate), [`issuance`] (token issuance,
-//! renewal, the CA's own and offline certificates), `binding` (the names a
+//! renewal, the CA's own and offline certificates), [`jwt`] (JWT-SVIDs and
+//! the SPIFFE bundle), `binding` (the names a
 //! certificate may carry), [`revocation`] (revoking and publishing the CRL),
 //! and `error` (what a call answers when it fails).
 
@@ -23,6 +24,7 @@ pub mod acme;
 mod binding;
 mod error;
 pub mod issuance;
+pub mod jwt;
 pub mod revocation;
 mod token_cache;
 pub mod tokens;
@@ -63,6 +65,8 @@ pub struct Authority {
     /// Tokens recently found by secret hash (see [`token_cache`]).
     tokens: token_cache::TokenCache,
     pub(crate) crl: CrlState,
+    /// The JWT-SVID key, when this authority mints JWT-SVIDs.
+    pub(crate) jwt: Option<jwt::JwtState>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -92,6 +96,7 @@ impl Authority {
             crl_url: None,
             ocsp_url: None,
             crl: CrlState::default(),
+            jwt: None,
         }
     }
 

@@ -8,6 +8,7 @@ mod body;
 mod crl;
 mod error;
 pub(crate) mod fuzz;
+mod jwt;
 mod limits;
 mod metrics;
 pub mod ocsp;
@@ -68,6 +69,8 @@ pub fn app(state: AppState) -> Router {
         .route(paths::ISSUE, post(routes::issue))
         .route(paths::SEED_ISSUE, post(routes::seed_issue))
         .route(paths::RENEW, post(routes::renew))
+        .route(paths::JWT_SVID, post(jwt::mint))
+        .route(paths::BUNDLE, get(jwt::bundle))
         .route(
             paths::ADMIN_TOKENS,
             post(admin::create_token).get(admin::list_tokens),

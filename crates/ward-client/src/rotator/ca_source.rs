@@ -94,6 +94,11 @@ pub(super) async fn bootstrap(config: BootstrapConfig) -> Result<(Svid, Renewer)
 }
 
 impl Renewer {
+    /// The CA URL and the anchors its server certificate is checked against.
+    pub(super) fn endpoint(&self) -> (String, Vec<CertificateDer<'static>>) {
+        (self.ca_url.clone(), self.anchors.clone())
+    }
+
     /// One renewal: fresh key and CSR, current certificate as client identity.
     async fn renew(&self, current: &Svid) -> Result<Svid, ClientError> {
         if current.is_expired(SystemTime::now()) {

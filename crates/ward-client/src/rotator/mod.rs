@@ -171,6 +171,8 @@ struct Shared {
     svid: watch::Receiver<Arc<Svid>>,
     status: watch::Receiver<RotationStatus>,
     resolver: Arc<Credentials>,
+    /// CA URL and anchors, for an identity obtained from a Ward CA.
+    ca: Option<(String, Vec<CertificateDer<'static>>)>,
     task: JoinHandle<()>,
 }
 
@@ -206,7 +208,10 @@ impl Rotator {
     /// revoked), a CA that does not match the trust, or bad configuration.
     pub async fn bootstrap(config: BootstrapConfig) -> Result<Rotator, ClientError> {
         let (first, renewer) = ca_source::bootstrap(config).await?;
-        Ok(Rotator::spawn(first, |publisher| renewer.run(publisher)))
+        let ca = renewer.endpoint();
+        Ok(Rotator::spawn(first, Some(ca), |publisher| {
+            renewer.run(publisher)
+        }))
     }
 
     /// Takes the identity from a SPIFFE Workload API socket (the configured
@@ -214,10 +219,16 @@ impl Rotator {
     /// reconnecting with backoff when the stream breaks.
     pub async fn from_workload_api(config: WorkloadApiConfig) -> Result<Rotator, ClientError> {
         let (first, follower) = workload_source::connect(config).await?;
-        Ok(Rotator::spawn(first, |publisher| follower.run(publisher)))
+        Ok(Rotator::spawn(first, None, |publisher| {
+            follower.run(publisher)
+        }))
     }
 
-    fn spawn<F, Fut>(first: Svid, run: F) -> Rotator
+    fn spawn<F, Fut>(
+        first: Svid,
+        ca: Option<(String, Vec<CertificateDer<'static>>)>,
+        run: F,
+    ) -> Rotator
     where
         F: FnOnce(Publisher) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -237,6 +248,7 @@ impl Rotator {
                 svid: svid_rx,
                 status: status_rx,
                 resolver,
+                ca,
                 task,
             }),
         }
@@ -251,6 +263,13 @@ impl Rotator {
     /// rotation has stopped for good (refused or expired).
     pub fn subscribe(&self) -> watch::Receiver<Arc<Svid>> {
         self.shared.svid.clone()
+    }
+
+    /// JWT-SVIDs for this identity, minted by the CA it came from; `None`
+    /// for an identity taken from a Workload API.
+    pub fn jwt_svids(&self) -> Option<crate::JwtSvids> {
+        let (url, anchors) = self.shared.ca.clone()?;
+        Some(crate::JwtSvids::new(url, anchors, self.subscribe()))
     }
 
     /// A receiver of the rotation status.

@@ -12,6 +12,12 @@ fn the_example_config_parses() {
     assert_eq!(config.timeouts.idle.0, Duration::from_secs(300));
     assert_eq!(config.tenants[0].routes[0].methods, vec!["GET"]);
     assert!(config.tenants[1].tcp_upstream.is_some());
+    let jwt = config.tenants[0]
+        .routes
+        .iter()
+        .find_map(|r| r.jwt_svid.as_ref())
+        .unwrap();
+    assert_eq!(jwt.bundle, Path::new("/etc/ward/bundle.json"));
 }
 
 #[test]

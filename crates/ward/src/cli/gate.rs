@@ -247,6 +247,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
                 policy: args.policy.clone(),
                 identity_headers: IdentityHeaders::Xfcc,
                 protocol: args.upstream_protocol,
+                jwt_svid: None,
             }]
         },
         send_proxy_v2: false,

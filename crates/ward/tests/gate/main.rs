@@ -15,6 +15,7 @@ mod pki;
 mod upstream;
 
 mod handshake;
+mod jwt_svid;
 mod observability;
 mod pq;
 mod reload;

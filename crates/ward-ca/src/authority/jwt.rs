@@ -1,0 +1,118 @@
+//! JWT-SVIDs: minted for a workload that authenticates with its X.509-SVID
+//! (mTLS), signed with the CA's own JWT key, and the trust bundle that
+//! publishes that key beside the X.509 roots (SPIFFE bundle format).
+
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+use ward_pki::SpiffeId;
+use ward_pki::jwt::{self, JwkSet, JwtSigner};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::binding::Binding;
+use super::{Authority, AuthorityError};
+
+/// Lifetime of a JWT-SVID when the request names none.
+pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(5 * 60);
+/// Longest lifetime of a JWT-SVID (bearer tokens stay short).
+pub const MAX_JWT_TTL: Duration = Duration::from_secs(60 * 60);
+/// Shortest lifetime asked for.
+pub const MIN_JWT_TTL: Duration = Duration::from_secs(10);
+/// `spiffe_refresh_hint` of the published bundle, in seconds.
+pub const BUNDLE_REFRESH_HINT: u64 = 60;
+
+/// A JWT-SVID just minted.
+#[derive(Clone, Debug)]
+pub struct MintedJwt {
+    /// The compact JWS.
+    pub token: String,
+    /// Its subject.
+    pub spiffe_id: SpiffeId,
+    /// Its expiry.
+    pub expires_at: OffsetDateTime,
+}
+
+/// The JWT key and bundle version an authority publishes.
+#[derive(Debug)]
+pub(crate) struct JwtState {
+    signer: JwtSigner,
+    sequence: u64,
+}
+
+impl Authority {
+    /// Signs JWT-SVIDs with `signer`; the bundle carries `sequence` (the
+    /// start time of this CA process: a restart may have changed the keys).
+    pub fn with_jwt_signer(mut self, signer: JwtSigner, sequence: u64) -> Self {
+        self.jwt = Some(JwtState { signer, sequence });
+        self
+    }
+
+    /// Mints a JWT-SVID for the identity of the client certificate `chain`
+    /// (validated by TLS; checked here like a renewal: issued online by this
+    /// CA, unrevoked, unexpired). It expires after `ttl` (default 5 min,
+    /// clamped to 10 s .. 1 h) and never after the certificate.
+    pub async fn mint_jwt_svid(
+        &self,
+        chain: &[CertificateDer<'_>],
+        audience: &[String],
+        ttl: Option<Duration>,
+        now: OffsetDateTime,
+    ) -> Result<MintedJwt, AuthorityError> {
+        let state = self.jwt.as_ref().ok_or_else(|| {
+            AuthorityError::Forbidden("this CA has no JWT-SVID signing key".into())
+        })?;
+        jwt::check_audience(audience).map_err(AuthorityError::BadRequest)?;
+        let leaf = chain.first().ok_or_else(|| {
+            AuthorityError::unauthenticated(
+                "no_client_certificate",
+                "a JWT-SVID needs a client certificate",
+            )
+        })?;
+        let (_, cert) = X509Certificate::from_der(leaf).map_err(|_| {
+            AuthorityError::unauthenticated("bad_certificate", "unreadable client certificate")
+        })?;
+        let (_, record, _) = self.presented_certificate(leaf, &cert, now).await?;
+        let binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
+        let ttl = ttl
+            .unwrap_or(DEFAULT_JWT_TTL)
+            .clamp(MIN_JWT_TTL, MAX_JWT_TTL);
+        let expires_at = (now + ttl).min(record.not_after);
+        let token = state
+            .signer
+            .sign(
+                &binding.spiffe_id,
+                audience,
+                now.unix_timestamp(),
+                expires_at.unix_timestamp(),
+            )
+            .map_err(|e| AuthorityError::Internal(format!("signing a JWT-SVID: {e}")))?;
+        Ok(MintedJwt {
+            token,
+            spiffe_id: binding.spiffe_id,
+            expires_at,
+        })
+    }
+
+    /// The trust bundle in SPIFFE format: the roots as `x509-svid` keys and
+    /// the JWT key as a `jwt-svid` key.
+    pub fn spiffe_bundle(&self) -> Result<JwkSet, AuthorityError> {
+        let mut keys = Vec::new();
+        for root in ward_pki::pem::parse_certs(self.roots_pem.as_bytes())
+            .map_err(|e| AuthorityError::Internal(format!("reading the roots: {e}")))?
+        {
+            keys.push(
+                jwt::x509_jwk(&root)
+                    .map_err(|e| AuthorityError::Internal(format!("a root as JWK: {e}")))?,
+            );
+        }
+        if let Some(state) = &self.jwt {
+            keys.push(state.signer.jwk().clone());
+        }
+        Ok(JwkSet {
+            keys,
+            spiffe_sequence: Some(self.jwt.as_ref().map_or(1, |s| s.sequence)),
+            spiffe_refresh_hint: Some(BUNDLE_REFRESH_HINT),
+        })
+    }
+}

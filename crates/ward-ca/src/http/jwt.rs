@@ -1,0 +1,75 @@
+//! `POST /v1/jwt-svid` (mTLS) and `GET /v1/bundle` (the SPIFFE bundle).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use time::OffsetDateTime;
+use ward_api::{JwtSvidRequest, JwtSvidResponse};
+use ward_pki::issue::rfc3339;
+use ward_tls::server::PeerInfo;
+
+use super::AppState;
+use super::body::{parse_json, read_json};
+use super::error::ApiError;
+
+pub(super) async fn mint(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !state.limits.allow_address(peer.remote_addr.ip()) {
+        state.metrics.rate_limited.with(&["address"]).inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address",
+        ));
+    }
+    let chain = peer.peer_chain.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_client_certificate",
+            "a JWT-SVID requires a client certificate from this CA",
+        )
+    })?;
+    let bytes = read_json(&headers, body).await?;
+    let req: JwtSvidRequest = parse_json(&bytes)?;
+    let minted = state
+        .authority
+        .mint_jwt_svid(
+            &chain,
+            &req.audience,
+            req.ttl_secs.map(Duration::from_secs),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    tracing::info!(
+        spiffe_id = %minted.spiffe_id,
+        audience = ?req.audience,
+        expires_at = %rfc3339(minted.expires_at),
+        "JWT-SVID minted"
+    );
+    let body = JwtSvidResponse {
+        token: minted.token,
+        spiffe_id: minted.spiffe_id.to_string(),
+        expires_at: rfc3339(minted.expires_at),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(super) async fn bundle(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let set = state.authority.spiffe_bundle()?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        set.to_json(),
+    )
+        .into_response())
+}
