@@ -760,6 +760,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 
 mod checks;
 mod open;
+pub mod rotation;
 
 pub use open::{Storage, policy};
 

@@ -61,6 +61,8 @@ pub struct PublishedCrl {
     /// How many certificates it lists.
     pub entries: usize,
     digest: Vec<u8>,
+    /// The intermediate that signed it (a rotation's switch re-signs).
+    signed_by: Vec<u8>,
 }
 
 /// The CA's CRL state (held by the [`Authority`]).
@@ -189,9 +191,13 @@ impl Authority {
         }
         let set_digest = ctx.finish().as_ref().to_vec();
         let settings = self.crl.settings;
+        let signing = self.signing();
         if let Some(current) = self.crl.current.load_full() {
             let half = (current.next_update - current.this_update) / 2;
-            if current.digest == set_digest && now < current.this_update + half {
+            if current.digest == set_digest
+                && now < current.this_update + half
+                && current.signed_by.as_slice() == signing.issuer.cert_der().as_ref()
+            {
                 return Ok(current);
             }
         }
@@ -202,9 +208,9 @@ impl Authority {
             .map_err(super::store_err)?;
         let next_update = now + settings.validity;
         // An RSA signature or a large set takes milliseconds: off the worker.
-        let heavy = self.issuer().is_rsa() || entries.len() > 1000;
+        let heavy = signing.issuer.is_rsa() || entries.len() > 1000;
         let der = crate::cpu::heavy(heavy, || {
-            sign_crl(self.issuer(), &entries, number, now, next_update)
+            sign_crl(&signing.issuer, &entries, number, now, next_update)
         })
         .map_err(|e| match e {
             ward_pki::Error::KeyUnavailable(m) => {
@@ -225,6 +231,7 @@ impl Authority {
             next_update,
             entries: entries.len(),
             digest: set_digest,
+            signed_by: signing.issuer.cert_der().to_vec(),
         });
         self.crl.current.store(Some(published.clone()));
         tracing::info!(number, entries = published.entries, "signed a new CRL");
