@@ -145,11 +145,18 @@ async fn nothing_outlives_a_short_lived_next_intermediate_and_its_expiry_warns()
     )
     .unwrap();
     assert!(left > 0.0 && left <= 600.0, "{left}");
-    for kind in ["root", "responder"] {
-        let s = crate::common::sample(
+    let of = |kind: &str| {
+        crate::common::sample(
             &metrics,
             &format!("ward_ca_certificate_expiry_seconds{{kind=\"{kind}\"}}"),
-        );
-        assert!(s.is_some_and(|s| s > 600.0), "{kind}: {s:?}");
-    }
+        )
+        .unwrap_or_else(|| panic!("no {kind} gauge: {metrics}"))
+    };
+    assert!(of("root") > 600.0, "the root outlives the intermediate");
+    // The OCSP responder the new intermediate issued is clamped to it too.
+    let responder = of("responder");
+    assert!(
+        responder > 0.0 && responder <= left,
+        "{responder} vs {left}"
+    );
 }

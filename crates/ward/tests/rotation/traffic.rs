@@ -279,7 +279,7 @@ async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
     stop_tx.send(true).unwrap();
     traffic.await.unwrap();
 
-    let t = tally.lock().unwrap();
+    let t = std::mem::take(&mut *tally.lock().unwrap());
     for (second, (ok, failed)) in &t.seconds {
         println!("t={second:>2}s ok={ok:>3} failed={failed}");
     }
