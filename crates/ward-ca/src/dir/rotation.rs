@@ -311,6 +311,132 @@ pub fn read_rotated(
     )
 }
 
+/// The key waiting for its certificate between `ward ca intermediate csr`
+/// and `ward ca intermediate install`.
+pub const PENDING_KEY: &str = "pending.key";
+
+/// Largest certificate file `install` reads.
+const MAX_CERT_FILE: u64 = 256 * 1024;
+
+impl CaDir {
+    /// `ward ca intermediate csr`: makes the next intermediate's key
+    /// (`DIR/intermediates/pending.key`, 0600) and returns a CSR for a root
+    /// outside Ward to sign. Refused while an earlier CSR's key waits.
+    pub fn intermediate_csr(&self) -> Result<String, Error> {
+        let config = self.config()?;
+        let sub = self.path.join(INTERMEDIATES);
+        if !sub.exists() {
+            super::create_private_dir(&sub)?;
+        }
+        let key_path = sub.join(PENDING_KEY);
+        if key_path.exists() {
+            return Err(Error::AlreadyExists(format!(
+                "{} already waits for its certificate: install it (ward ca intermediate install) or remove the file",
+                key_path.display()
+            )));
+        }
+        let key = config
+            .ca
+            .key_type
+            .generate()
+            .map_err(Error::pki("generating the next intermediate key"))?;
+        let csr = key
+            .ca_csr_pem(
+                &config.ca.name,
+                &format!("{} Intermediate CA", config.ca.name),
+            )
+            .map_err(Error::pki("building the CSR"))?;
+        let pem = key
+            .to_pkcs8_pem()
+            .map_err(Error::pki("writing the next intermediate key"))?;
+        files::write_atomic(&key_path, pem.as_bytes(), SECRET_MODE, Replace::Never)?;
+        Ok(csr)
+    }
+
+    /// `ward ca intermediate install`: takes the certificate a root signed
+    /// for the pending key, checks it (issued by a root of `root.crt`, a CA
+    /// certificate allowed to sign certificates, for the pending key, valid
+    /// now) and records it as the next intermediate, signing after
+    /// `overlap`. Nothing changes when a check fails.
+    pub async fn install_intermediate(
+        &self,
+        store: &dyn Store,
+        cert_file: &Path,
+        overlap: Duration,
+        now: OffsetDateTime,
+    ) -> Result<CaIntermediate, Error> {
+        let len = std::fs::metadata(cert_file)
+            .map_err(Error::io(format!("reading {}", cert_file.display())))?
+            .len();
+        if len > MAX_CERT_FILE {
+            return Err(Error::Config(format!(
+                "{} is larger than {MAX_CERT_FILE} bytes",
+                cert_file.display()
+            )));
+        }
+        let der = read_certs(cert_file)?.into_iter().next().ok_or_else(|| {
+            Error::Config(format!("{} holds no certificate", cert_file.display()))
+        })?;
+        let key_path = self.path.join(INTERMEDIATES).join(PENDING_KEY);
+        if !key_path.exists() {
+            return Err(Error::Config(format!(
+                "no key waits for a certificate ({} is missing): run ward ca intermediate csr first",
+                key_path.display()
+            )));
+        }
+        let key = self.read_key(&key_path)?;
+        let bad = |why: String| Error::Config(format!("{}: {why}", cert_file.display()));
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| bad(format!("not a certificate: {e}")))?;
+        if cert.public_key().raw != key.public_key_der().as_slice() {
+            return Err(bad(
+                "it is not for the key of ward ca intermediate csr".into()
+            ));
+        }
+        let is_ca = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        let signs = cert
+            .key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|ku| ku.value.key_cert_sign() && ku.value.crl_sign());
+        if !is_ca || !signs {
+            return Err(bad(
+                "not a CA certificate allowed to sign certificates and CRLs (basicConstraints cA, keyUsage keyCertSign and cRLSign)".into(),
+            ));
+        }
+        let roots = self.roots()?;
+        let by_root = roots.iter().any(|r| {
+            x509_parser::parse_x509_certificate(r).is_ok_and(|(_, root)| {
+                ward_pki::sig::verify_cert(&cert, root.public_key()).is_ok()
+                    && cert.issuer() == root.subject()
+            })
+        });
+        if !by_root {
+            return Err(bad("not issued by the root in root.crt".into()));
+        }
+        let (from, until) = (
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        );
+        if now.unix_timestamp() < from || now.unix_timestamp() >= until {
+            return Err(bad("not valid now".into()));
+        }
+        let next = self.write_intermediate(&der, &key, overlap, now)?;
+        if let Err(e) = store.add_intermediate(&next).await {
+            self.remove_intermediate_files(&next.fingerprint);
+            return Err(Error::Storage(format!(
+                "recording the next intermediate: {e}"
+            )));
+        }
+        let _ = std::fs::remove_file(&key_path);
+        Ok(next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,11 @@ pub(crate) enum CaCommand {
     /// the switch; `status` shows every intermediate and when it signs.
     #[command(subcommand)]
     Rotate(super::rotate::RotateCommand),
+    /// The next intermediate from a root outside Ward: `csr` makes its key
+    /// and a CSR, `install` takes the signed certificate as the next
+    /// intermediate (published at once, signing after --overlap).
+    #[command(subcommand)]
+    Intermediate(super::rotate::IntermediateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +153,7 @@ pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
         CaCommand::Serve(args) => serve(args).await,
         CaCommand::ConsoleLogin(args) => console_login(args).await,
         CaCommand::Rotate(cmd) => super::rotate::run(cmd).await,
+        CaCommand::Intermediate(cmd) => super::rotate::run_external(cmd).await,
     }
 }
 

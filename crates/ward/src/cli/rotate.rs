@@ -50,6 +50,69 @@ pub(crate) struct IntermediateArgs {
     root_key: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum IntermediateCommand {
+    /// Make the next intermediate's key (DIR/intermediates/pending.key) and
+    /// print a CSR for the external root to sign.
+    Csr(CsrArgs),
+    /// Install the certificate the external root signed for that key as
+    /// the next intermediate.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CsrArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Write the CSR here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The certificate the root signed (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// How long it is published before it signs.
+    #[arg(long, default_value = "24h", value_parser = duration_arg)]
+    overlap: Duration,
+}
+
+pub(crate) async fn run_external(cmd: IntermediateCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        IntermediateCommand::Csr(args) => {
+            let csr = CaDir::new(&args.dir)
+                .intermediate_csr()
+                .context("cannot make the intermediate CSR")?;
+            match &args.out {
+                Some(path) => std::fs::write(path, &csr)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => outln!("{}", csr.trim_end()),
+            }
+            Ok(Outcome::Success)
+        }
+        IntermediateCommand::Install(args) => {
+            let dir = CaDir::new(&args.store.dir);
+            let config = dir.config()?;
+            let store = dir
+                .open_store(&config, args.store.database.as_deref())
+                .await?;
+            let now = OffsetDateTime::now_utc();
+            let made = dir
+                .install_intermediate(store.as_ref(), &args.cert, args.overlap, now)
+                .await;
+            store.close().await;
+            let next = made.context("cannot install the intermediate")?;
+            report(&args.store.dir, &next);
+            Ok(Outcome::Success)
+        }
+    }
+}
+
 pub(crate) async fn run(cmd: RotateCommand) -> anyhow::Result<Outcome> {
     match cmd {
         RotateCommand::Intermediate(args) => intermediate(args).await,
@@ -73,10 +136,15 @@ async fn intermediate(args: IntermediateArgs) -> anyhow::Result<Outcome> {
     let made = dir.rotate_intermediate(store.as_ref(), &opts, now).await;
     store.close().await;
     let next = made.context("cannot rotate the intermediate")?;
+    report(&args.store.dir, &next);
+    Ok(Outcome::Success)
+}
+
+fn report(dir: &std::path::Path, next: &ward_store::CaIntermediate) {
     outln!("Next intermediate: {}", next.fingerprint);
     outln!(
         "  certificate:     {}/intermediates/{}.crt",
-        args.store.dir.display(),
+        dir.display(),
         next.fingerprint
     );
     outln!("  published:       now (GET /v1/intermediates, OCSP)");
@@ -90,9 +158,8 @@ async fn intermediate(args: IntermediateArgs) -> anyhow::Result<Outcome> {
     );
     outln!(
         "Cancel before the switch with: ward ca rotate cancel --dir {}",
-        args.store.dir.display()
+        dir.display()
     );
-    Ok(Outcome::Success)
 }
 
 async fn cancel(args: StoreArgs) -> anyhow::Result<Outcome> {

@@ -17,8 +17,9 @@ async fn postgres_replicas_publish_and_switch_together() {
     let token = ca.token("spiffe://example.org/web", &["--uses", "1000"]);
     let old = initial(&ca);
 
+    // signs_from is the command's clock plus 3 s: at least `before` + 3 s.
+    let before = Instant::now();
     let next = rotate(&ca, "3s", &[]);
-    let made = Instant::now();
     for c in [&c1, &c2] {
         poll(
             Duration::from_secs(5),
@@ -48,7 +49,7 @@ async fn postgres_replicas_publish_and_switch_together() {
         );
         for (i, c) in [&c1, &c2].into_iter().enumerate() {
             let issuer = issuer_of(&issue(&ca, c, &token.secret).await);
-            let at = made.elapsed();
+            let at = before.elapsed();
             if issuer == next {
                 first_new[i].get_or_insert(at);
             } else {
