@@ -482,6 +482,7 @@ async fn follow_rotation(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut signing = authority.intermediate_der();
+    let mut published = authority.intermediates();
     loop {
         let now = OffsetDateTime::now_utc();
         let mut wait = poll;
@@ -499,8 +500,13 @@ async fn follow_rotation(
                                 "rotation: switched signing to the next intermediate"
                             );
                             signing = current;
+                        }
+                        let now_published = authority.intermediates();
+                        if now_published != published {
+                            // Each published intermediate signs its own CRL.
+                            published = now_published;
                             if let Err(e) = authority.refresh_crl(now).await {
-                                tracing::error!(error = %e, "re-signing the CRL after the switch failed; the periodic refresh will retry");
+                                tracing::error!(error = %e, "re-signing the CRLs after a rotation failed; the periodic refresh will retry");
                             }
                         }
                     }

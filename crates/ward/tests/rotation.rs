@@ -21,6 +21,7 @@ mod agent {
 
 mod rotation {
     pub(crate) mod cancel;
+    pub(crate) mod crls;
     pub(crate) mod external;
     pub(crate) mod replicas;
     pub(crate) mod support;

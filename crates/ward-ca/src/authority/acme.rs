@@ -43,6 +43,7 @@ impl Authority {
     ) -> Result<AcmeIssuance, AuthorityError> {
         let serial = Serial::random(now).map_err(|e| AuthorityError::Internal(e.to_string()))?;
         let ttl = ttl.min(self.policy.max_ttl);
+        let signing = self.signing();
         let request = LeafRequest {
             profile: Profile::Server,
             spiffe_id: None,
@@ -52,10 +53,9 @@ impl Authority {
             ttl,
             clamp_to_issuer: true,
             serial: serial.clone(),
-            crl_url: self.crl_url.clone(),
+            crl_url: self.crl_url_for(&signing.issuer),
             ocsp_url: self.ocsp_url.clone(),
         };
-        let signing = self.signing();
         let issued = crate::cpu::heavy(signing.issuer.is_rsa(), || {
             signing.issuer.sign_leaf(spki_der, &request, now)
         })

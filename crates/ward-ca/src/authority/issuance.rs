@@ -308,9 +308,9 @@ impl Authority {
         lint: &ward_pki::lint::LintPolicy,
         now: OffsetDateTime,
     ) -> Result<ward_pki::issue::Issued, AuthorityError> {
-        request.crl_url = self.crl_url.clone();
-        request.ocsp_url = self.ocsp_url.clone();
         let signing = self.signing();
+        request.crl_url = self.crl_url_for(&signing.issuer);
+        request.ocsp_url = self.ocsp_url.clone();
         let issued = signing
             .issuer
             .sign_leaf(spki_der, &request, now)
@@ -341,6 +341,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(Issuance, NewCertificate), AuthorityError> {
         let serial = Serial::random(now).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        let signing = self.signing();
         let request = LeafRequest {
             profile: binding.profile,
             spiffe_id: Some(binding.spiffe_id.clone()),
@@ -350,10 +351,9 @@ impl Authority {
             ttl,
             clamp_to_issuer: true,
             serial: serial.clone(),
-            crl_url: self.crl_url.clone(),
+            crl_url: self.crl_url_for(&signing.issuer),
             ocsp_url: self.ocsp_url.clone(),
         };
-        let signing = self.signing();
         let issued = crate::cpu::heavy(signing.issuer.is_rsa(), || {
             signing.issuer.sign_leaf(spki_der, &request, now)
         })

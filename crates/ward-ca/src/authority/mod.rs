@@ -165,6 +165,40 @@ impl Authority {
         all
     }
 
+    /// Every published intermediate with its key, the signing one first.
+    pub(crate) fn published_issuers(&self) -> Vec<Arc<Issuer>> {
+        let mut all = vec![self.signing.load().issuer.clone()];
+        all.extend(self.others.load().iter().cloned());
+        all
+    }
+
+    /// Who signs the CRL at the configured `crl_url` (`/v1/crl`): the
+    /// directory's own intermediate while it is published (its
+    /// certificates name that URL), then the signing one.
+    pub(crate) fn crl_signer(&self) -> Arc<Issuer> {
+        let published = self.published_issuers();
+        if published.iter().any(|i| Arc::ptr_eq(i, &self.initial)) {
+            return self.initial.clone();
+        }
+        self.signing.load().issuer.clone()
+    }
+
+    /// The CRL Distribution Point written into certificates `issuer`
+    /// signs: `crl_url` for the directory's own intermediate,
+    /// `crl_url/<sha256 of the intermediate>` for a rotated one, so each
+    /// certificate names the CRL its own issuer signs.
+    pub(crate) fn crl_url_for(&self, issuer: &Issuer) -> Option<String> {
+        let url = self.crl_url.as_ref()?;
+        if issuer.cert_der() == self.initial.cert_der() {
+            return Some(url.clone());
+        }
+        Some(format!(
+            "{}/{}",
+            url.trim_end_matches('/'),
+            fingerprint_hex(issuer.cert_der())
+        ))
+    }
+
     /// The directory's own intermediate (`intermediate.crt`).
     pub fn initial_issuer(&self) -> Arc<Issuer> {
         self.initial.clone()
@@ -202,6 +236,15 @@ impl Authority {
     pub fn intermediate_der(&self) -> CertificateDer<'static> {
         self.signing.load().issuer.cert_der().clone()
     }
+}
+
+/// SHA-256 of a DER certificate, lowercase hex without separators (how
+/// rotated intermediates are named).
+pub fn fingerprint_hex(der: &[u8]) -> String {
+    ward_pki::Fingerprint::of_der(der)
+        .to_string()
+        .replace(':', "")
+        .to_lowercase()
 }
 
 #[cfg(test)]

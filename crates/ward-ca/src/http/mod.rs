@@ -113,6 +113,7 @@ fn public_routes() -> Router<AppState> {
         .route(INTERMEDIATES, get(routes::intermediates))
         .route(paths::CRL, get(crl::crl_der))
         .route(paths::CRL_PEM, get(crl::crl_pem))
+        .route("/v1/crl/{fingerprint}", get(crl::crl_of_der))
         .route("/ocsp", get(ocsp::get_empty).post(ocsp::post))
         .route("/ocsp/", get(ocsp::get_empty))
         .route("/ocsp/{*request}", get(ocsp::get))

@@ -32,7 +32,7 @@ async fn postgres_replicas_publish_and_switch_together() {
         .await;
     }
     assert!(
-        made.elapsed() < Duration::from_secs(3),
+        before.elapsed() < Duration::from_secs(3),
         "published before the switch"
     );
     assert_eq!(issuer_of(&issue(&ca, &c1, &token.secret).await), old);
