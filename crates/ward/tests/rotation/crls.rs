@@ -3,7 +3,7 @@
 //! switch, while its certificates live, and the rotated one signs
 //! `crl_url/<sha256>`. openssl checks revocation of both with
 //! `-crl_check` against the CRL each certificate's CRL Distribution Point
-//! names.
+//! names. OCSP keeps answering for both intermediates' certificates.
 
 use std::process::Command;
 use std::time::Duration;
@@ -87,9 +87,18 @@ fn serial(ca: &Ca, chain_pem: &str) -> String {
 async fn old_and_new_certificates_are_checked_against_their_own_issuers_crl() {
     let ca = Ca::new(Backend::Sqlite).unwrap();
     set_crl_url(&ca);
-    let server = ca.serve();
+    let server = crate::harness::Server::start_with(&ca, &["--http-listen", "127.0.0.1:0"]);
     let client = ca.client(&server);
     let token = ca.token("spiffe://example.org/web", &["--uses", "10"]);
+    let http = poll(Duration::from_secs(10), "the plain-HTTP listener", || {
+        let line = server.stderr().lines().find_map(|l| {
+            l.strip_prefix("ward ca: listening on http://")
+                .map(str::to_owned)
+        });
+        async move { line }
+    })
+    .await;
+    let ocsp_url = format!("http://{}/ocsp", http.trim());
 
     let before = issue(&ca, &client, &token.secret).await;
     assert_eq!(cdp(&ca, &before), CRL_URL);
@@ -150,6 +159,33 @@ async fn old_and_new_certificates_are_checked_against_their_own_issuers_crl() {
     let (ok, text) = verify_with_crl(&ca, &kept, &old_crl);
     assert!(!ok, "a CRL of another issuer is no proof: {text}");
     assert!(text.contains("unable to get certificate CRL"), "{text}");
+    // OCSP answers for the certificates of both intermediates, each signed
+    // by a responder of its own issuer (openssl checks that against the root).
+    let old_int = ca.file("intermediate.crt");
+    let new_int = ca.file(&format!("intermediates/{next}.crt"));
+    for (chain, issuer, want) in [
+        (&before, &old_int, "revoked"),
+        (&after, &new_int, "revoked"),
+        (&kept, &new_int, "good"),
+    ] {
+        let leaf = ca.write("leaf.pem", chain);
+        let (ok, out, err) = crate::harness::openssl(&[
+            "ocsp",
+            "-issuer",
+            issuer.to_str().unwrap(),
+            "-cert",
+            leaf.to_str().unwrap(),
+            "-url",
+            &ocsp_url,
+            "-CAfile",
+            ca.root().to_str().unwrap(),
+        ]);
+        assert!(ok, "openssl ocsp: {out}{err}");
+        assert!(
+            out.contains(&format!(": {want}")) && err.contains("Response verify OK"),
+            "expected {want}: {out}{err}"
+        );
+    }
     // An unknown intermediate has no CRL.
     let missing = client.get(&format!("/v1/crl/{}", "0".repeat(64))).await;
     assert_eq!(missing.status, 404);
