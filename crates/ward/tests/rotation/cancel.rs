@@ -90,7 +90,23 @@ async fn a_rotation_is_published_at_once_and_can_be_cancelled_before_the_switch(
     assert_eq!(issuer_of(&chain), newer);
     openssl_verifies(&ca, &chain, "sslclient");
     // The replaced intermediate stays published while its certificates live.
-    assert_eq!(published(&client).await, vec![newer, old]);
+    assert_eq!(published(&client).await, vec![newer.clone(), old.clone()]);
+
+    // The state is in the store: a restarted CA and `ward cert create`
+    // sign with the new intermediate too.
+    drop(client);
+    let mut server = server;
+    server.kill();
+    let server = ca.serve();
+    let client = ca.client(&server);
+    assert_eq!(published(&client).await, vec![newer.clone(), old]);
+    assert_eq!(issuer_of(&issue(&ca, &client, &token.secret).await), newer);
+    let prefix = ca
+        .pki()
+        .issue("client", "spiffe://example.org/offline", &[]);
+    let chain = std::fs::read_to_string(format!("{}.crt", prefix.display())).unwrap();
+    assert_eq!(issuer_of(&chain), newer);
+    openssl_verifies(&ca, &chain, "sslclient");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
