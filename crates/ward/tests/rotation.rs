@@ -14,6 +14,9 @@ mod common;
 #[macro_use]
 mod harness;
 
+#[path = "hsm/softhsm.rs"]
+mod softhsm;
+
 mod agent {
     #[path = "../agent/procs.rs"]
     pub(crate) mod procs;
@@ -25,5 +28,6 @@ mod rotation {
     pub(crate) mod external;
     pub(crate) mod replicas;
     pub(crate) mod support;
+    pub(crate) mod token;
     pub(crate) mod traffic;
 }

@@ -31,6 +31,7 @@ use ward_store::{CaIntermediate, Store};
 use super::{CaDir, ROOT_KEY, read_certs, token_key};
 use crate::config::KeysSection;
 use crate::files::{self, PUBLIC_MODE, Replace, SECRET_MODE};
+use crate::pkcs11::{self, KeyUri};
 use crate::{CaConfig, Error};
 
 /// The subdirectory rotated intermediates live in.
@@ -130,26 +131,69 @@ impl CaDir {
             intermediate_validity: validity,
             permitted_dns,
         };
-        if KeysSection::uri(&config.keys.intermediate, "intermediate")?.is_some() {
-            return Err(Error::Config(
-                "rotating an intermediate whose key is in a PKCS#11 token is not supported yet"
-                    .into(),
-            ));
-        }
-        let key = config
-            .ca
-            .key_type
-            .generate()
-            .map_err(Error::pki("generating the next intermediate key"))?;
+        // The next key goes where the current one is: into the same
+        // PKCS#11 token (non-extractable), or a file.
+        let (key, token_uri) = match KeysSection::uri(&config.keys.intermediate, "intermediate")? {
+            Some(current) => {
+                let template = KeyUri {
+                    object: None,
+                    id: None,
+                    ..current
+                };
+                let mut suffix = [0u8; 4];
+                aws_lc_rs::rand::fill(&mut suffix)
+                    .map_err(|_| Error::Config("drawing a key label".into()))?;
+                let label = format!(
+                    "ward-intermediate-{}",
+                    suffix
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                );
+                let made =
+                    pkcs11::generate(&template, &label, config.ca.key_type).map_err(|e| {
+                        Error::Config(format!(
+                            "generating the next intermediate key in the PKCS#11 token: {e}"
+                        ))
+                    })?;
+                match made.key.private_key() {
+                    Ok(key) => (key, Some(made.uri)),
+                    Err(e) => {
+                        super::destroy_token_keys(std::slice::from_ref(&made.uri));
+                        return Err(Error::Config(format!(
+                            "the next intermediate key in the PKCS#11 token: {e}"
+                        )));
+                    }
+                }
+            }
+            None => (
+                config
+                    .ca
+                    .key_type
+                    .generate()
+                    .map_err(Error::pki("generating the next intermediate key"))?,
+                None,
+            ),
+        };
+        // A failure from here on leaves no key behind in the token either.
+        let forget = |e: Error| {
+            if let Some(uri) = &token_uri {
+                super::destroy_token_keys(std::slice::from_ref(uri));
+            }
+            e
+        };
         let issued = root
             .sign_intermediate(&spec, &key, now)
-            .map_err(Error::pki("signing the next intermediate"))?;
-        let next = self.write_intermediate(&issued.der, &key, opts.overlap, now)?;
+            .map_err(Error::pki("signing the next intermediate"))
+            .map_err(forget)?;
+        let next = self
+            .write_intermediate(&issued.der, &key, token_uri.as_ref(), opts.overlap, now)
+            .map_err(forget)?;
         if let Err(e) = store.add_intermediate(&next).await {
             self.remove_intermediate_files(&next.fingerprint);
-            return Err(Error::Storage(format!(
+            return Err(forget(Error::Storage(format!(
                 "recording the next intermediate: {e}"
-            )));
+            ))));
         }
         Ok(next)
     }
@@ -160,6 +204,7 @@ impl CaDir {
         &self,
         der: &CertificateDer<'_>,
         key: &PrivateKey,
+        token_uri: Option<&KeyUri>,
         overlap: Duration,
         now: OffsetDateTime,
     ) -> Result<CaIntermediate, Error> {
@@ -176,17 +221,23 @@ impl CaDir {
         if !sub.exists() {
             super::create_private_dir(&sub)?;
         }
-        let key_ref = format!("{INTERMEDIATES}/{fingerprint}.key");
         let crt = sub.join(format!("{fingerprint}.crt"));
-        let key_pem = key
-            .to_pkcs8_pem()
-            .map_err(Error::pki("writing the next intermediate key"))?;
-        files::write_atomic(
-            &self.path.join(&key_ref),
-            key_pem.as_bytes(),
-            SECRET_MODE,
-            Replace::Never,
-        )?;
+        let key_ref = match token_uri {
+            Some(uri) => uri.to_string(),
+            None => {
+                let key_ref = format!("{INTERMEDIATES}/{fingerprint}.key");
+                let key_pem = key
+                    .to_pkcs8_pem()
+                    .map_err(Error::pki("writing the next intermediate key"))?;
+                files::write_atomic(
+                    &self.path.join(&key_ref),
+                    key_pem.as_bytes(),
+                    SECRET_MODE,
+                    Replace::Never,
+                )?;
+                key_ref
+            }
+        };
         if let Err(e) = files::write_atomic(
             &crt,
             pem::cert_to_pem(der).as_bytes(),
@@ -242,13 +293,26 @@ impl CaDir {
     /// Loads a rotated intermediate with its key, checking the file is the
     /// certificate the store names.
     pub fn load_intermediate(&self, row: &CaIntermediate) -> Result<Issuer, Error> {
+        let cert = CertificateDer::from(row.der.clone());
+        if row.key_ref.starts_with("pkcs11:") {
+            let uri: KeyUri = row.key_ref.parse().map_err(|e| {
+                Error::Config(format!(
+                    "the store's key URI of the intermediate {}: {e}",
+                    row.fingerprint
+                ))
+            })?;
+            let key = token_key(&uri, &cert, "rotated intermediate")?;
+            return Issuer::new(cert, key).map_err(Error::pki(format!(
+                "pairing the intermediate {} with its key in the PKCS#11 token",
+                row.fingerprint
+            )));
+        }
         if row.key_ref.contains("..") || Path::new(&row.key_ref).is_absolute() {
             return Err(Error::Config(format!(
                 "the store names an intermediate key outside the CA directory: {}",
                 row.key_ref
             )));
         }
-        let cert = CertificateDer::from(row.der.clone());
         let key = self.read_key(&self.path.join(&row.key_ref))?;
         Issuer::new(cert, key).map_err(Error::pki(format!(
             "pairing the intermediate {} with {}",
@@ -425,7 +489,7 @@ impl CaDir {
         if now.unix_timestamp() < from || now.unix_timestamp() >= until {
             return Err(bad("not valid now".into()));
         }
-        let next = self.write_intermediate(&der, &key, overlap, now)?;
+        let next = self.write_intermediate(&der, &key, None, overlap, now)?;
         if let Err(e) = store.add_intermediate(&next).await {
             self.remove_intermediate_files(&next.fingerprint);
             return Err(Error::Storage(format!(
