@@ -12,6 +12,8 @@
 //!                        ocsp-nocheck) that signs answers about the intermediate
 //! DIR/root-ocsp.key      its key (0600)
 //! DIR/ward.db            the CA's store (SQLite), unless ca.toml names another
+//! DIR/intermediates/     intermediates made by `ward ca rotate intermediate`
+//!                        and `ward ca intermediate csr|install` (see [`rotation`])
 //! ```
 //!
 //! `ward ca init` creates the store and records the admin certificate in it

@@ -362,19 +362,6 @@ pub fn apply(
     Ok(all)
 }
 
-/// Reads the certificates of `DIR/intermediates/` the store names (for
-/// tests and `ward ca rotate status`).
-pub fn read_rotated(
-    dir: &CaDir,
-    row: &CaIntermediate,
-) -> Result<Vec<CertificateDer<'static>>, Error> {
-    read_certs(
-        &dir.path
-            .join(INTERMEDIATES)
-            .join(format!("{}.crt", row.fingerprint)),
-    )
-}
-
 /// The key waiting for its certificate between `ward ca intermediate csr`
 /// and `ward ca intermediate install`.
 pub const PENDING_KEY: &str = "pending.key";
