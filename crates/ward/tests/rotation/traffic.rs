@@ -1,6 +1,7 @@
 //! A full intermediate rotation under continuous traffic: a gate and a
 //! `ward-client` rotator, both on 15 s certificates from the CA, make one
-//! mTLS request through the gate every 50 ms, and an agent writes its files,
+//! mTLS request through the gate every 50 ms, and an agent writes its files
+//! and serves the Workload API (read by the `spiffe` crate, unmodified),
 //! while `ward ca rotate intermediate --overlap 4s` runs. Not one handshake
 //! or request may fail (per-second counters are printed), and every party
 //! must end up on a certificate of the new intermediate, which openssl
@@ -197,6 +198,7 @@ async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
     let agent_token = ca.token("spiffe://example.org/agent", &["--cert-ttl", "15s"]);
     let agent_dir = AgentDir::new(&ca, "agent");
     let out = agent_dir.root.join("out");
+    let socket = agent_dir.path("api.sock");
     let mut agent = AgentProcess::start(
         &[
             "--ca",
@@ -205,10 +207,18 @@ async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
             &fingerprint,
             "--out-dir",
             out.to_str().unwrap(),
+            "--socket",
+            &socket,
         ],
         &[("WARD_TOKEN", &agent_token.secret)],
     );
     agent.wait_deliveries(1, DEADLINE);
+    // An unmodified SPIFFE client of the agent's Workload API.
+    let source = spiffe::X509Source::builder()
+        .endpoint(format!("unix://{socket}"))
+        .build()
+        .await
+        .expect("X509Source connects");
     let agent_old = std::fs::read_to_string(out.join("svid.pem")).unwrap();
     openssl_verifies(&ca, &agent_old, "sslclient");
 
@@ -265,12 +275,17 @@ async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
         let agent_chain = std::fs::read_to_string(out.join("svid.pem")).unwrap_or_default();
         let agent_done =
             ward_pki::pem::parse_certs(agent_chain.as_bytes()).is_ok_and(|c| on_new(&c));
-        if client_done && gate_done && agent_done {
+        let workload_done = source.svid().is_ok_and(|svid| {
+            svid.cert_chain()
+                .get(1)
+                .is_some_and(|c| sha256(c.as_bytes()) == next)
+        });
+        if client_done && gate_done && agent_done && workload_done {
             break;
         }
         assert!(
             Instant::now() < end,
-            "not everyone moved to the new intermediate: client {client_done}, gate {gate_done}, agent {agent_done}"
+            "not everyone moved to the new intermediate: client {client_done}, gate {gate_done}, agent {agent_done}, Workload API {workload_done}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
