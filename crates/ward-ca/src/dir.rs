@@ -14,6 +14,8 @@
 //! DIR/jwt.key            ES256 key signing JWT-SVIDs (0600); made by the first
 //!                        `ward ca serve` that finds none
 //! DIR/ward.db            the CA's store (SQLite), unless ca.toml names another
+//! DIR/intermediates/     intermediates made by `ward ca rotate intermediate`
+//!                        and `ward ca intermediate csr|install` (see [`rotation`])
 //! ```
 //!
 //! `ward ca init` creates the store and records the admin certificate in it
@@ -789,6 +791,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 
 mod checks;
 mod open;
+pub mod rotation;
 
 pub use open::{Storage, policy};
 

@@ -13,6 +13,7 @@ pub mod console;
 pub mod cpu;
 pub mod csr;
 pub mod dir;
+pub mod expiry;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -60,7 +60,8 @@ impl Default for OcspSettings {
     }
 }
 
-/// The delegated responder currently signing answers about leaves.
+/// The delegated responder currently signing answers about leaves of one
+/// intermediate.
 #[derive(Debug)]
 struct LeafSigner {
     signer: Signer,
@@ -68,15 +69,25 @@ struct LeafSigner {
     renews_at: OffsetDateTime,
 }
 
+/// One intermediate this responder answers for: the signing one, and
+/// during a rotation the next one and earlier ones whose certificates
+/// have not all expired.
+#[derive(Debug)]
+struct Intermediate {
+    der: CertificateDer<'static>,
+    id: IssuerId,
+    serial: Serial,
+    leaf: LeafSigner,
+}
+
 /// The OCSP responder of one CA instance.
 pub struct Responder {
     authority: Arc<Authority>,
     settings: OcspSettings,
     org: String,
-    intermediate: IssuerId,
-    intermediate_serial: Serial,
     roots: Vec<IssuerId>,
-    leaf: ArcSwap<LeafSigner>,
+    /// The signing intermediate first.
+    intermediates: ArcSwap<Vec<Arc<Intermediate>>>,
     root_signer: Option<Signer>,
 }
 
@@ -131,15 +142,6 @@ impl Responder {
         settings: OcspSettings,
         now: OffsetDateTime,
     ) -> Result<Self, crate::Error> {
-        let int_der = authority.intermediate_der().clone();
-        let intermediate = IssuerId::from_cert_der(&int_der)
-            .map_err(crate::Error::pki("reading the intermediate"))?;
-        let intermediate_serial = {
-            let (_, cert) = x509_parser::parse_x509_certificate(&int_der)
-                .map_err(|e| crate::Error::Config(format!("reading the intermediate: {e}")))?;
-            Serial::from_be_bytes(cert.raw_serial())
-                .map_err(crate::Error::pki("reading the intermediate's serial"))?
-        };
         let roots = ward_pki::pem::parse_certs_any(authority.roots_pem().as_bytes())
             .map_err(crate::Error::pki("reading the roots"))?
             .iter()
@@ -161,48 +163,110 @@ impl Responder {
                 None
             }
         };
-        let leaf = leaf_signer(&authority, org, now)
-            .map_err(crate::Error::pki("issuing the OCSP responder certificate"))?;
+        let signing = authority.signing();
+        let first = intermediate(&signing.issuer, org, now)?;
         Ok(Responder {
             authority,
             settings,
             org: org.to_owned(),
-            intermediate,
-            intermediate_serial,
             roots,
-            leaf: ArcSwap::from_pointee(leaf),
+            intermediates: ArcSwap::from_pointee(vec![Arc::new(first)]),
             root_signer,
         })
     }
 
-    /// When the delegated responder for leaves is due for renewal.
+    /// When the first delegated responder for leaves is due for renewal.
     pub fn renews_at(&self) -> OffsetDateTime {
-        self.leaf.load().renews_at
+        self.intermediates
+            .load()
+            .iter()
+            .map(|i| i.leaf.renews_at)
+            .min()
+            .unwrap_or_else(OffsetDateTime::now_utc)
     }
 
-    /// The delegated responder certificate signing answers about leaves now.
+    /// The delegated responder certificate signing answers about leaves of
+    /// the signing intermediate now.
     pub fn responder_cert(&self) -> CertificateDer<'static> {
-        self.leaf.load().cert.clone()
+        self.intermediates
+            .load()
+            .first()
+            .map(|i| i.leaf.cert.clone())
+            .unwrap_or_else(|| CertificateDer::from(Vec::new()))
     }
 
-    /// Records the delegated responder certificate in use (origin
+    /// The notAfter of the delegated responder of the signing intermediate.
+    pub fn responder_not_after(&self) -> Option<OffsetDateTime> {
+        self.intermediates
+            .load()
+            .first()
+            .map(|i| i.leaf.signer.not_after())
+    }
+
+    /// Records the delegated responder certificates in use (origin
     /// `ocsp-responder`); `ward ca serve` calls it before it answers.
     pub async fn record_current(&self, now: OffsetDateTime) -> Result<(), AuthorityError> {
-        let cert = self.responder_cert();
-        self.authority
-            .record_signed(&cert, Origin::OcspResponder, now)
-            .await
+        let all = self.intermediates.load_full();
+        for i in all.iter() {
+            self.authority
+                .record_signed(&i.leaf.cert, Origin::OcspResponder, now)
+                .await?;
+        }
+        Ok(())
     }
 
-    /// Issues a fresh delegated responder certificate and key, records it,
-    /// and starts signing with them.
+    /// Renews the delegated responders due by `now`, records them, and
+    /// starts signing with them.
     pub async fn rotate(&self, now: OffsetDateTime) -> Result<(), AuthorityError> {
-        let next = leaf_signer(&self.authority, &self.org, now)
-            .map_err(|e| AuthorityError::Internal(e.to_string()))?;
-        self.authority
-            .record_signed(&next.cert, Origin::OcspResponder, now)
-            .await?;
-        self.leaf.store(Arc::new(next));
+        let all = self.intermediates.load_full();
+        let mut next = Vec::with_capacity(all.len());
+        for i in all.iter() {
+            if i.leaf.renews_at > now {
+                next.push(i.clone());
+                continue;
+            }
+            let issuer = self.authority.issuer_for(&i.der).ok_or_else(|| {
+                AuthorityError::Internal("an intermediate's key is no longer loaded".into())
+            })?;
+            let leaf = leaf_signer(&issuer, &self.org, now)
+                .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            self.authority
+                .record_signed(&leaf.cert, Origin::OcspResponder, now)
+                .await?;
+            next.push(Arc::new(Intermediate {
+                der: i.der.clone(),
+                id: i.id.clone(),
+                serial: i.serial.clone(),
+                leaf,
+            }));
+        }
+        self.intermediates.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Answers for exactly these intermediates from now on (a rotation
+    /// changed them), the signing one first: keeps the responders of those
+    /// already known, issues and records one for each new one.
+    pub async fn follow(
+        &self,
+        issuers: &[Arc<ward_pki::issue::Issuer>],
+        now: OffsetDateTime,
+    ) -> Result<(), AuthorityError> {
+        let known = self.intermediates.load_full();
+        let mut next = Vec::with_capacity(issuers.len());
+        for issuer in issuers {
+            if let Some(k) = known.iter().find(|k| k.der == *issuer.cert_der()) {
+                next.push(k.clone());
+                continue;
+            }
+            let made = intermediate(issuer, &self.org, now)
+                .map_err(|e| AuthorityError::Internal(e.to_string()))?;
+            self.authority
+                .record_signed(&made.leaf.cert, Origin::OcspResponder, now)
+                .await?;
+            next.push(Arc::new(made));
+        }
+        self.intermediates.store(Arc::new(next));
         Ok(())
     }
 
@@ -227,18 +291,24 @@ impl Responder {
                 }
             }
         }
-        let about_root = request
-            .queries
-            .first()
-            .is_some_and(|q| self.roots.iter().any(|r| q.is_about(r)));
-        let leaf = self.leaf.load();
+        let first = request.queries.first();
+        let about_root = first.is_some_and(|q| self.roots.iter().any(|r| q.is_about(r)));
+        let all = self.intermediates.load();
+        // A question about no known issuer is answered (`unknown`) by the
+        // signing intermediate's responder.
+        let about = first
+            .and_then(|q| all.iter().find(|i| q.is_about(&i.id)))
+            .or_else(|| all.first());
         let signer = if about_root {
             match &self.root_signer {
                 Some(s) => s,
                 None => return Answer::refused(Refusal::Unauthorized),
             }
         } else {
-            &leaf.signer
+            match about {
+                Some(i) => &i.leaf.signer,
+                None => return Answer::refused(Refusal::TryLater),
+            }
         };
         sign_answer(signer, &request, &answers, now, self.settings.validity)
     }
@@ -247,7 +317,8 @@ impl Responder {
         let Some(serial) = q.serial() else {
             return Ok(Status::Unknown);
         };
-        if q.is_about(&self.intermediate) {
+        let all = self.intermediates.load_full();
+        if all.iter().any(|i| q.is_about(&i.id)) {
             let record = self.authority.store().certificate(&serial).await?;
             return Ok(match record {
                 None => Status::Unknown,
@@ -260,7 +331,7 @@ impl Responder {
                 },
             });
         }
-        if self.roots.iter().any(|r| q.is_about(r)) && serial == self.intermediate_serial {
+        if self.roots.iter().any(|r| q.is_about(r)) && all.iter().any(|i| i.serial == serial) {
             return Ok(Status::Good);
         }
         Ok(Status::Unknown)
@@ -312,30 +383,47 @@ fn summary(answers: &[(Query, Status)]) -> &'static str {
     }
 }
 
+fn intermediate(
+    issuer: &ward_pki::issue::Issuer,
+    org: &str,
+    now: OffsetDateTime,
+) -> Result<Intermediate, crate::Error> {
+    let der = issuer.cert_der().clone();
+    let id =
+        IssuerId::from_cert_der(&der).map_err(crate::Error::pki("reading the intermediate"))?;
+    let serial = {
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| crate::Error::Config(format!("reading the intermediate: {e}")))?;
+        Serial::from_be_bytes(cert.raw_serial())
+            .map_err(crate::Error::pki("reading the intermediate's serial"))?
+    };
+    let leaf = leaf_signer(issuer, org, now)
+        .map_err(crate::Error::pki("issuing the OCSP responder certificate"))?;
+    Ok(Intermediate {
+        der,
+        id,
+        serial,
+        leaf,
+    })
+}
+
 fn leaf_signer(
-    authority: &Authority,
+    issuer: &ward_pki::issue::Issuer,
     org: &str,
     now: OffsetDateTime,
 ) -> Result<LeafSigner, ward_pki::Error> {
     // Same algorithm as the intermediate, so clients that accept the CA
     // accept its responder.
-    let key_type = x509_parser::parse_x509_certificate(authority.intermediate_der())
+    let key_type = x509_parser::parse_x509_certificate(issuer.cert_der())
         .ok()
         .and_then(|(_, c)| PublicKeyKind::from_spki(c.public_key()).key_type().ok())
         .unwrap_or(KeyType::EcdsaP256);
     let key = key_type.generate()?;
-    let issued = ocsp::issue_responder(
-        authority.issuer(),
-        &key,
-        org,
-        "OCSP Responder",
-        RESPONDER_TTL,
-        now,
-    )?;
+    let issued = ocsp::issue_responder(issuer, &key, org, "OCSP Responder", RESPONDER_TTL, now)?;
     let signer = Signer::new(
         &issued.der,
         key,
-        &[issued.der.clone(), authority.intermediate_der().clone()],
+        &[issued.der.clone(), issuer.cert_der().clone()],
     )?;
     let life = issued.not_after - now;
     Ok(LeafSigner {

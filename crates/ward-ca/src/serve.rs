@@ -22,6 +22,7 @@ use ward_tls::verifier::ClientVerifier;
 use crate::authority::Authority;
 use crate::authority::revocation::CrlSettings;
 use crate::dir::{ADMIN_PATH, CaDir, Storage};
+use crate::expiry::ExpiryWatch;
 use crate::http::{AppState, CaMetrics, Limits, app, console_app, public_app};
 use crate::ocsp::{OcspSettings, Responder};
 use crate::tls_files::TlsFiles;
@@ -58,6 +59,12 @@ pub struct ServeConfig {
     /// Accept private keys that group or others can read and a CA directory
     /// they can write (refused by default, as ssh's `StrictModes` does).
     pub allow_insecure_permissions: bool,
+    /// Warn (log, metric, `/readyz`) when the signing intermediate expires
+    /// within this margin.
+    pub intermediate_warning: Duration,
+    /// How often the rotation state is re-read from the store (the CA also
+    /// wakes at each scheduled switch).
+    pub rotation_poll: Duration,
 }
 
 /// Addresses the listeners are bound to, reported once they accept.
@@ -143,6 +150,23 @@ pub async fn run(
         },
         OffsetDateTime::now_utc(),
     )?);
+    // A rotation recorded in the store: publish the next intermediate and
+    // answer OCSP for every intermediate in use before the first request.
+    let mut rotation_cache = Vec::new();
+    let in_use = crate::dir::rotation::apply(
+        &dir,
+        &authority,
+        &authority
+            .store()
+            .intermediates()
+            .await
+            .map_err(|e| server_err("reading the CA intermediates")(e.to_string()))?,
+        &mut rotation_cache,
+        OffsetDateTime::now_utc(),
+    )?;
+    ocsp.follow(&in_use, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| server_err("OCSP responders of the intermediates")(e.to_string()))?;
     ocsp.record_current(OffsetDateTime::now_utc())
         .await
         .map_err(|e| server_err("recording the OCSP responder certificate")(e.to_string()))?;
@@ -167,6 +191,11 @@ pub async fn run(
     let registry = Registry::new();
     let metrics =
         CaMetrics::register(&registry).map_err(|e| server_err("metrics")(e.to_string()))?;
+    let expiry = Arc::new(
+        ExpiryWatch::register(&registry, config.intermediate_warning)
+            .map_err(|e| server_err("metrics")(e.to_string()))?,
+    );
+    expiry.update(&authority, &ocsp, OffsetDateTime::now_utc());
     let audit =
         AuditLog::from_spec(&config.audit).map_err(|e| server_err("audit log")(e.to_string()))?;
     let state = AppState {
@@ -189,6 +218,7 @@ pub async fn run(
             None => None,
         },
         console: Arc::new(crate::console::Console::new()),
+        expiry: expiry.clone(),
     };
 
     // The CA's own server identity, renewed by the CA itself, or the
@@ -260,6 +290,15 @@ pub async fn run(
         state.limits.clone(),
         stop_rx.clone(),
     ));
+    let rotation = tokio::spawn(follow_rotation(
+        dir.clone(),
+        authority.clone(),
+        ocsp.clone(),
+        expiry,
+        rotation_cache,
+        config.rotation_poll,
+        stop_rx.clone(),
+    ));
     let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
     let dns_backfill = tokio::spawn(crate::console::backfill_dns(
         authority.store().clone(),
@@ -317,6 +356,7 @@ pub async fn run(
     }
     background.abort();
     ocsp_rotation.abort();
+    rotation.abort();
     // The backfill stops at `stop`; an unfinished one resumes at the next start.
     let _ = dns_backfill.await;
     for task in [follow, follow_files, acme_sweeper].into_iter().flatten() {
@@ -426,6 +466,73 @@ async fn background_tasks(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Follows the rotation state in the store until `stop`: publishes a new
+/// intermediate as soon as it is recorded, switches signing at its
+/// `signs_from` (waking for it, so replicas sharing the store switch within
+/// milliseconds of each other), re-signs the CRL with the new signer, keeps
+/// OCSP answering for every intermediate in use, and refreshes the expiry
+/// gauges.
+async fn follow_rotation(
+    dir: CaDir,
+    authority: Arc<Authority>,
+    ocsp: Arc<Responder>,
+    expiry: Arc<ExpiryWatch>,
+    mut cache: Vec<Arc<ward_pki::issue::Issuer>>,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut signing = authority.intermediate_der();
+    let mut published = authority.intermediates();
+    loop {
+        let now = OffsetDateTime::now_utc();
+        let mut wait = poll;
+        match authority.store().intermediates().await {
+            Ok(rows) => {
+                match crate::dir::rotation::apply(&dir, &authority, &rows, &mut cache, now) {
+                    Ok(in_use) => {
+                        if let Err(e) = ocsp.follow(&in_use, now).await {
+                            tracing::error!(error = %e, "OCSP responders for the intermediates; retrying");
+                        }
+                        let current = authority.intermediate_der();
+                        if current != signing {
+                            tracing::info!(
+                                intermediate = %ward_pki::Fingerprint::of_der(&current),
+                                "rotation: switched signing to the next intermediate"
+                            );
+                            signing = current;
+                        }
+                        let now_published = authority.intermediates();
+                        if now_published != published {
+                            // Each published intermediate signs its own CRL.
+                            published = now_published;
+                            if let Err(e) = authority.refresh_crl(now).await {
+                                tracing::error!(error = %e, "re-signing the CRLs after a rotation failed; the periodic refresh will retry");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "loading a rotated intermediate failed; retrying");
+                    }
+                }
+                if let Some(next) = rows
+                    .iter()
+                    .filter(|r| r.cancelled_at.is_none() && r.signs_from > now)
+                    .map(|r| r.signs_from)
+                    .min()
+                {
+                    wait = wait.min((next - now).try_into().unwrap_or(Duration::ZERO));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the rotation state failed; retrying"),
+        }
+        expiry.update(&authority, &ocsp, now);
+        tokio::select! {
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -446,6 +446,21 @@ impl PrivateKey {
             .and_then(|csr| csr.pem())
             .map_err(|e| Error::Crypto(format!("building a CSR: {e}")))
     }
+
+    /// A PEM CSR for an intermediate CA key, subject `O=org, CN=cn`, for a
+    /// root outside Ward to sign (`ward ca intermediate csr`); the signer
+    /// sets the CA extensions.
+    pub fn ca_csr_pem(&self, org: &str, cn: &str) -> Result<String, Error> {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, org);
+        dn.push(rcgen::DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params
+            .serialize_request(self)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| Error::Crypto(format!("building a CSR: {e}")))
+    }
 }
 
 impl PublicKeyData for PrivateKey {

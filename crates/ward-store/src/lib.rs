@@ -29,6 +29,7 @@ mod dialect;
 mod error;
 mod model;
 mod postgres;
+mod rotation;
 mod shared;
 mod sql;
 mod sqlite;
@@ -50,6 +51,7 @@ pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
     RevokeTokenOutcome, RevokedCertificate, Token, truncate_to_storage_precision,
 };
+pub use rotation::CaIntermediate;
 pub use watch::RevocationWatch;
 
 /// Everything the CA stores. Every method is atomic: on error nothing changed.
@@ -193,6 +195,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deactivates a valid ACME account (final); other states are left as they are.
     async fn deactivate_acme_account(&self, id: &str) -> Result<AccountDeactivation, StoreError>;
+
+    /// Records the next intermediate of a rotation (`ward ca rotate
+    /// intermediate`); a conflict while another one is pending.
+    async fn add_intermediate(&self, next: &CaIntermediate) -> Result<(), StoreError>;
+
+    /// Every intermediate rotations made (cancelled ones too), by `signs_from`.
+    async fn intermediates(&self) -> Result<Vec<CaIntermediate>, StoreError>;
+
+    /// Cancels the intermediates that do not sign yet at `now`; how many.
+    async fn cancel_pending_intermediates(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -411,6 +411,18 @@ impl<D: Driver> Store for SqlStore<D> {
         self.console_deactivate_account(id).await
     }
 
+    async fn add_intermediate(&self, next: &crate::CaIntermediate) -> Result<(), StoreError> {
+        self.rotation_add(next).await
+    }
+
+    async fn intermediates(&self) -> Result<Vec<crate::CaIntermediate>, StoreError> {
+        self.rotation_all().await
+    }
+
+    async fn cancel_pending_intermediates(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.rotation_cancel(now).await
+    }
+
     fn backend(&self) -> Backend {
         D::BACKEND
     }

@@ -725,7 +725,7 @@ pub(crate) async fn certificate(
     let chain = format!(
         "{}{}",
         ward_pki::pem::cert_to_pem(&cert.record.der),
-        ward_pki::pem::cert_to_pem(s.acme.authority.intermediate_der())
+        ward_pki::pem::cert_to_pem(&s.acme.authority.intermediate_der())
     );
     let mut response = (StatusCode::OK, chain).into_response();
     response.headers_mut().insert(
@@ -810,7 +810,7 @@ fn serial_of_cert_id(acme: &Acme, cert_id: &str) -> Result<Serial, Problem> {
 
 fn intermediate_ski(acme: &Acme) -> Option<Vec<u8>> {
     let der = acme.authority.intermediate_der();
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let (_, cert) = X509Certificate::from_der(&der).ok()?;
     cert.extensions()
         .iter()
         .find_map(|e| match e.parsed_extension() {

@@ -43,6 +43,7 @@ impl Authority {
     ) -> Result<AcmeIssuance, AuthorityError> {
         let serial = Serial::random(now).map_err(|e| AuthorityError::Internal(e.to_string()))?;
         let ttl = ttl.min(self.policy.max_ttl);
+        let signing = self.signing();
         let request = LeafRequest {
             profile: Profile::Server,
             spiffe_id: None,
@@ -52,11 +53,11 @@ impl Authority {
             ttl,
             clamp_to_issuer: true,
             serial: serial.clone(),
-            crl_url: self.crl_url.clone(),
+            crl_url: self.crl_url_for(&signing.issuer),
             ocsp_url: self.ocsp_url.clone(),
         };
-        let issued = crate::cpu::heavy(self.issuer.is_rsa(), || {
-            self.issuer.sign_leaf(spki_der, &request, now)
+        let issued = crate::cpu::heavy(signing.issuer.is_rsa(), || {
+            signing.issuer.sign_leaf(spki_der, &request, now)
         })
         .map_err(pki_err("signing"))?;
         let lint = ward_pki::lint::LintPolicy {
@@ -64,9 +65,11 @@ impl Authority {
             max_workload_lifetime: ttl,
             ..Default::default()
         };
-        match &self.pre_issuance {
+        match &signing.pre_issuance {
             Some(bound) => bound.check(&issued.der, &lint, now),
-            None => ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), &lint, now),
+            None => {
+                ward_pki::lint::pre_issuance(&issued.der, signing.issuer.cert_der(), &lint, now)
+            }
         }
         .map_err(AuthorityError::Internal)?;
         let record = NewCertificate {
@@ -88,7 +91,11 @@ impl Authority {
             .map_err(store_err)?;
         Ok(AcmeIssuance {
             serial,
-            chain_pem: format!("{}{}", pem::cert_to_pem(&issued.der), self.intermediate_pem),
+            chain_pem: format!(
+                "{}{}",
+                pem::cert_to_pem(&issued.der),
+                signing.intermediate_pem
+            ),
             not_after: issued.not_after,
             not_before: issued.not_before,
         })

@@ -269,7 +269,7 @@ impl Authority {
         // ECDSA P-256, except under an ML-DSA intermediate: then the CA's
         // own listener authenticates with ML-DSA too, or a client's
         // connection to it would have no post-quantum authentication.
-        let key_type = x509_parser::parse_x509_certificate(self.intermediate_der())
+        let key_type = x509_parser::parse_x509_certificate(&self.intermediate_der())
             .ok()
             .and_then(|(_, c)| {
                 ward_pki::PublicKeyKind::from_spki(c.public_key())
@@ -321,15 +321,16 @@ impl Authority {
         lint: &ward_pki::lint::LintPolicy,
         now: OffsetDateTime,
     ) -> Result<ward_pki::issue::Issued, AuthorityError> {
-        request.crl_url = self.crl_url.clone();
+        let signing = self.signing();
+        request.crl_url = self.crl_url_for(&signing.issuer);
         request.ocsp_url = self.ocsp_url.clone();
-        let issued = self
+        let issued = signing
             .issuer
             .sign_leaf(spki_der, &request, now)
             .map_err(pki_err("signing"))?;
-        match &self.pre_issuance {
+        match &signing.pre_issuance {
             Some(bound) => bound.check(&issued.der, lint, now),
-            None => ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), lint, now),
+            None => ward_pki::lint::pre_issuance(&issued.der, signing.issuer.cert_der(), lint, now),
         }
         .map_err(AuthorityError::Forbidden)?;
         let mut record = record_of(&issued.der, Origin::Offline, now)?;
@@ -353,6 +354,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<(Issuance, NewCertificate), AuthorityError> {
         let serial = Serial::random(now).map_err(|e| AuthorityError::Internal(e.to_string()))?;
+        let signing = self.signing();
         let request = LeafRequest {
             profile: binding.profile,
             spiffe_id: Some(binding.spiffe_id.clone()),
@@ -362,11 +364,11 @@ impl Authority {
             ttl,
             clamp_to_issuer: true,
             serial: serial.clone(),
-            crl_url: self.crl_url.clone(),
+            crl_url: self.crl_url_for(&signing.issuer),
             ocsp_url: self.ocsp_url.clone(),
         };
-        let issued = crate::cpu::heavy(self.issuer.is_rsa(), || {
-            self.issuer.sign_leaf(spki_der, &request, now)
+        let issued = crate::cpu::heavy(signing.issuer.is_rsa(), || {
+            signing.issuer.sign_leaf(spki_der, &request, now)
         })
         .map_err(pki_err("signing"))?;
         // Pre-issuance lint, the rules of `ward cert lint`: a CA bug must never
@@ -376,9 +378,11 @@ impl Authority {
             max_workload_lifetime: ttl.max(self.policy.max_ttl),
             ..Default::default()
         };
-        match &self.pre_issuance {
+        match &signing.pre_issuance {
             Some(bound) => bound.check(&issued.der, &lint, now),
-            None => ward_pki::lint::pre_issuance(&issued.der, self.issuer.cert_der(), &lint, now),
+            None => {
+                ward_pki::lint::pre_issuance(&issued.der, signing.issuer.cert_der(), &lint, now)
+            }
         }
         .map_err(AuthorityError::Internal)?;
         let certificate_pem = pem::cert_to_pem(&issued.der);
@@ -399,10 +403,10 @@ impl Authority {
             serial,
             spiffe_id: binding.spiffe_id.clone(),
             not_after: issued.not_after,
-            chain_pem: format!("{certificate_pem}{}", self.intermediate_pem),
+            chain_pem: format!("{certificate_pem}{}", signing.intermediate_pem),
             certificate_pem,
             ca_bundle_pem: self.roots_pem.clone(),
-            ca_chain_pem: format!("{}{}", self.intermediate_pem, self.roots_pem),
+            ca_chain_pem: format!("{}{}", signing.intermediate_pem, self.roots_pem),
             leaf_der: issued.der,
             token_id,
         };

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 use ward_pki::issue::Issuer;
 use ward_pki::{TrustDomain, pem};
@@ -50,18 +51,42 @@ pub struct Policy {
     pub max_ttl: Duration,
 }
 
+/// The intermediate that signs now, with what is derived from it once.
+/// Swapped whole when a rotation switches (see `crate::rotation`), so one
+/// issuance never mixes two intermediates.
+pub(crate) struct Signing {
+    pub(crate) issuer: Arc<Issuer>,
+    /// The intermediate as PEM, appended to every chain.
+    pub(crate) intermediate_pem: String,
+    /// The pre-issuance lint bound to `issuer` (parsed once; `None` only if
+    /// the issuer certificate could not be read, then the full lint runs).
+    pub(crate) pre_issuance: Option<ward_pki::lint::PreIssuance>,
+}
+
+impl Signing {
+    fn new(issuer: Arc<Issuer>) -> Self {
+        Signing {
+            intermediate_pem: pem::cert_to_pem(issuer.cert_der()),
+            pre_issuance: ward_pki::lint::PreIssuance::new(&issuer).ok(),
+            issuer,
+        }
+    }
+}
+
 /// The certificate authority.
 pub struct Authority {
     policy: Policy,
-    issuer: Issuer,
-    intermediate_pem: String,
+    signing: ArcSwap<Signing>,
+    /// The directory's own intermediate (`intermediate.crt`), which signs
+    /// until a rotation switches.
+    initial: Arc<Issuer>,
+    /// Intermediates published besides the signing one: the next one during
+    /// an overlap, earlier ones until their last certificate expires.
+    others: ArcSwap<Vec<Arc<Issuer>>>,
     roots_pem: String,
     store: Arc<dyn Store>,
     crl_url: Option<String>,
     ocsp_url: Option<String>,
-    /// The pre-issuance lint bound to `issuer` (parsed once; `None` only if
-    /// the issuer certificate could not be read, then the full lint runs).
-    pre_issuance: Option<ward_pki::lint::PreIssuance>,
     /// Tokens recently found by secret hash (see [`token_cache`]).
     tokens: token_cache::TokenCache,
     pub(crate) crl: CrlState,
@@ -85,13 +110,14 @@ impl Authority {
         roots: &[CertificateDer<'_>],
         store: Arc<dyn Store>,
     ) -> Self {
+        let issuer = Arc::new(issuer);
         Authority {
-            intermediate_pem: pem::cert_to_pem(issuer.cert_der()),
             roots_pem: pem::certs_to_pem(roots.iter().map(|r| r.as_ref())),
-            pre_issuance: ward_pki::lint::PreIssuance::new(&issuer).ok(),
             tokens: token_cache::TokenCache::default(),
             policy,
-            issuer,
+            signing: ArcSwap::from_pointee(Signing::new(issuer.clone())),
+            initial: issuer,
+            others: ArcSwap::from_pointee(Vec::new()),
             store,
             crl_url: None,
             ocsp_url: None,
@@ -119,9 +145,81 @@ impl Authority {
         self
     }
 
-    /// The signing intermediate.
-    pub(crate) fn issuer(&self) -> &Issuer {
-        &self.issuer
+    /// The signing intermediate and what is derived from it, as of now.
+    pub(crate) fn signing(&self) -> Arc<Signing> {
+        self.signing.load_full()
+    }
+
+    /// Starts signing with `issuer` (a rotation's switch), and publishes
+    /// `others` besides it. Issuances already under way finish with the
+    /// intermediate they started with.
+    pub fn set_intermediates(&self, signing: Arc<Issuer>, others: Vec<Arc<Issuer>>) {
+        // Publish the others first: a certificate from the new signer is
+        // never out before its intermediate is listed.
+        self.others.store(Arc::new(others));
+        if self.signing.load().issuer.cert_der() != signing.cert_der() {
+            self.signing.store(Arc::new(Signing::new(signing)));
+        }
+    }
+
+    /// Every intermediate published: the signing one first, then the next
+    /// one and earlier ones still in use.
+    pub fn intermediates(&self) -> Vec<CertificateDer<'static>> {
+        let mut all = vec![self.intermediate_der()];
+        all.extend(self.others.load().iter().map(|i| i.cert_der().clone()));
+        all
+    }
+
+    /// Every published intermediate with its key, the signing one first.
+    pub(crate) fn published_issuers(&self) -> Vec<Arc<Issuer>> {
+        let mut all = vec![self.signing.load().issuer.clone()];
+        all.extend(self.others.load().iter().cloned());
+        all
+    }
+
+    /// Who signs the CRL at the configured `crl_url` (`/v1/crl`): the
+    /// directory's own intermediate while it is published (its
+    /// certificates name that URL), then the signing one.
+    pub(crate) fn crl_signer(&self) -> Arc<Issuer> {
+        let published = self.published_issuers();
+        if published.iter().any(|i| Arc::ptr_eq(i, &self.initial)) {
+            return self.initial.clone();
+        }
+        self.signing.load().issuer.clone()
+    }
+
+    /// The CRL Distribution Point written into certificates `issuer`
+    /// signs: `crl_url` for the directory's own intermediate,
+    /// `crl_url/<sha256 of the intermediate>` for a rotated one, so each
+    /// certificate names the CRL its own issuer signs.
+    pub(crate) fn crl_url_for(&self, issuer: &Issuer) -> Option<String> {
+        let url = self.crl_url.as_ref()?;
+        if issuer.cert_der() == self.initial.cert_der() {
+            return Some(url.clone());
+        }
+        Some(format!(
+            "{}/{}",
+            url.trim_end_matches('/'),
+            fingerprint_hex(issuer.cert_der())
+        ))
+    }
+
+    /// The directory's own intermediate (`intermediate.crt`).
+    pub fn initial_issuer(&self) -> Arc<Issuer> {
+        self.initial.clone()
+    }
+
+    /// The loaded intermediate whose certificate is `der`, if any.
+    pub fn issuer_for(&self, der: &CertificateDer<'_>) -> Option<Arc<Issuer>> {
+        let signing = self.signing.load();
+        if signing.issuer.cert_der() == der {
+            return Some(signing.issuer.clone());
+        }
+        self.others
+            .load()
+            .iter()
+            .find(|i| i.cert_der() == der)
+            .cloned()
     }
 
     /// The policy in force.
@@ -139,10 +237,19 @@ impl Authority {
         &self.roots_pem
     }
 
-    /// The intermediate certificate, DER.
-    pub fn intermediate_der(&self) -> &CertificateDer<'static> {
-        self.issuer.cert_der()
+    /// The signing intermediate certificate, DER.
+    pub fn intermediate_der(&self) -> CertificateDer<'static> {
+        self.signing.load().issuer.cert_der().clone()
     }
+}
+
+/// SHA-256 of a DER certificate, lowercase hex without separators (how
+/// rotated intermediates are named).
+pub fn fingerprint_hex(der: &[u8]) -> String {
+    ward_pki::Fingerprint::of_der(der)
+        .to_string()
+        .replace(':', "")
+        .to_lowercase()
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub struct PublishedCrl {
     /// How many certificates it lists.
     pub entries: usize,
     digest: Vec<u8>,
+    /// The intermediate that signed it (a rotation's switch re-signs).
+    signed_by: Vec<u8>,
 }
 
 /// The CA's CRL state (held by the [`Authority`]).
@@ -72,6 +74,10 @@ pub(crate) struct CrlState {
     /// tools that only record revocations leave it off.
     publishing: bool,
     signing: tokio::sync::Mutex<()>,
+    /// The CRLs of the other published intermediates (a rotation), by the
+    /// SHA-256 hex of the intermediate: served at `/v1/crl/<sha256>`, the
+    /// CRL Distribution Point of their certificates.
+    others: arc_swap::ArcSwap<Vec<(String, Arc<PublishedCrl>)>>,
 }
 
 impl CrlState {
@@ -120,6 +126,21 @@ impl Authority {
     /// The CRL currently served, if one was signed.
     pub fn current_crl(&self) -> Option<Arc<PublishedCrl>> {
         self.crl.current.load_full()
+    }
+
+    /// The CRL signed by the published intermediate whose SHA-256 (hex) is
+    /// `fingerprint`, if there is one.
+    pub fn crl_of(&self, fingerprint: &str) -> Option<Arc<PublishedCrl>> {
+        let current = self.crl.current.load_full()?;
+        if crate::authority::fingerprint_hex(&current.signed_by) == fingerprint {
+            return Some(current);
+        }
+        self.crl
+            .others
+            .load()
+            .iter()
+            .find(|(fp, _)| fp == fingerprint)
+            .map(|(_, crl)| crl.clone())
     }
 
     /// Revokes the certificate `serial` with an RFC 5280 reason code;
@@ -189,9 +210,27 @@ impl Authority {
         }
         let set_digest = ctx.finish().as_ref().to_vec();
         let settings = self.crl.settings;
+        let signer = self.crl_signer();
+        let others: Vec<Arc<ward_pki::issue::Issuer>> = self
+            .published_issuers()
+            .into_iter()
+            .filter(|i| i.cert_der() != signer.cert_der())
+            .collect();
         if let Some(current) = self.crl.current.load_full() {
             let half = (current.next_update - current.this_update) / 2;
-            if current.digest == set_digest && now < current.this_update + half {
+            let same_others = {
+                let have = self.crl.others.load();
+                have.len() == others.len()
+                    && others.iter().all(|o| {
+                        let fp = crate::authority::fingerprint_hex(o.cert_der());
+                        have.iter().any(|(f, _)| *f == fp)
+                    })
+            };
+            if current.digest == set_digest
+                && now < current.this_update + half
+                && current.signed_by.as_slice() == signer.cert_der().as_ref()
+                && same_others
+            {
                 return Ok(current);
             }
         }
@@ -202,30 +241,39 @@ impl Authority {
             .map_err(super::store_err)?;
         let next_update = now + settings.validity;
         // An RSA signature or a large set takes milliseconds: off the worker.
-        let heavy = self.issuer().is_rsa() || entries.len() > 1000;
-        let der = crate::cpu::heavy(heavy, || {
-            sign_crl(self.issuer(), &entries, number, now, next_update)
-        })
-        .map_err(|e| match e {
-            ward_pki::Error::KeyUnavailable(m) => {
-                AuthorityError::SignerUnavailable(format!("signing the CRL: {m}"))
-            }
-            e => AuthorityError::Internal(format!("signing the CRL: {e}")),
-        })?;
-        let etag = format!(
-            "\"{}\"",
-            hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])
-        );
-        let published = Arc::new(PublishedCrl {
-            pem: crl_to_pem(&der),
-            der,
-            etag,
-            number,
-            this_update: now,
-            next_update,
-            entries: entries.len(),
-            digest: set_digest,
-        });
+        let sign = |issuer: &ward_pki::issue::Issuer| -> Result<Arc<PublishedCrl>, AuthorityError> {
+            let heavy = issuer.is_rsa() || entries.len() > 1000;
+            let der = crate::cpu::heavy(heavy, || {
+                sign_crl(issuer, &entries, number, now, next_update)
+            })
+            .map_err(|e| match e {
+                ward_pki::Error::KeyUnavailable(m) => {
+                    AuthorityError::SignerUnavailable(format!("signing the CRL: {m}"))
+                }
+                e => AuthorityError::Internal(format!("signing the CRL: {e}")),
+            })?;
+            let etag = format!(
+                "\"{}\"",
+                hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])
+            );
+            Ok(Arc::new(PublishedCrl {
+                pem: crl_to_pem(&der),
+                der,
+                etag,
+                number,
+                this_update: now,
+                next_update,
+                entries: entries.len(),
+                digest: set_digest.clone(),
+                signed_by: issuer.cert_der().to_vec(),
+            }))
+        };
+        let published = sign(&signer)?;
+        let mut other_crls = Vec::with_capacity(others.len());
+        for o in &others {
+            other_crls.push((crate::authority::fingerprint_hex(o.cert_der()), sign(o)?));
+        }
+        self.crl.others.store(Arc::new(other_crls));
         self.crl.current.store(Some(published.clone()));
         tracing::info!(number, entries = published.entries, "signed a new CRL");
         Ok(published)

@@ -82,11 +82,24 @@ impl CaDir {
         let issuer = self.intermediate_issuer()?;
         let roots = self.roots()?;
         let store = storage.open(self, config).await?;
-        Ok(
-            Authority::new(policy, issuer, &roots, store).with_certificate_urls(
+        let authority = Authority::new(policy, issuer, &roots, store.clone())
+            .with_certificate_urls(
                 config.revocation.crl_url.clone(),
                 config.revocation.ocsp_url.clone(),
-            ),
-        )
+            );
+        // A rotation that has switched signs here too (`ward cert create`,
+        // a restarted `ward ca serve`).
+        let rows = store
+            .intermediates()
+            .await
+            .map_err(|e| Error::Storage(format!("reading the CA intermediates: {e}")))?;
+        super::rotation::apply(
+            self,
+            &authority,
+            &rows,
+            &mut Vec::new(),
+            OffsetDateTime::now_utc(),
+        )?;
+        Ok(authority)
     }
 }

@@ -124,6 +124,31 @@ pub(super) async fn crl_der(State(state): State<AppState>, headers: HeaderMap) -
     }
 }
 
+/// `GET /v1/crl/<sha256>`: the CRL of one published intermediate, DER
+/// (the CRL Distribution Point of a rotated intermediate's certificates).
+pub(super) async fn crl_of_der(
+    State(state): State<AppState>,
+    axum::extract::Path(fingerprint): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let fingerprint = fingerprint.to_ascii_lowercase();
+    match state.authority.crl_of(&fingerprint) {
+        Some(crl) => answer(
+            &headers,
+            &crl,
+            crl.etag.clone(),
+            "application/pkix-crl",
+            crl.der.clone(),
+        ),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no published intermediate has this SHA-256",
+        )
+        .into_response(),
+    }
+}
+
 pub(super) async fn crl_pem(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match current(&state) {
         Ok(crl) => {

@@ -52,6 +52,8 @@ pub struct AppState {
     pub acme: Option<Arc<crate::acme::Acme>>,
     /// The web console's sessions and the recent refusals it shows.
     pub console: Arc<crate::console::Console>,
+    /// The CA certificates' expiry and the intermediate's warning.
+    pub expiry: Arc<crate::expiry::ExpiryWatch>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -61,6 +63,10 @@ impl std::fmt::Debug for AppState {
             .finish_non_exhaustive()
     }
 }
+
+/// `GET`: the intermediates published, PEM: the signing one first, then
+/// during a rotation the next one and earlier ones still in use.
+pub const INTERMEDIATES: &str = "/v1/intermediates";
 
 /// The full API, served on the HTTPS listener.
 pub fn app(state: AppState) -> Router {
@@ -107,8 +113,10 @@ pub fn public_app(state: AppState) -> Router {
 fn public_routes() -> Router<AppState> {
     Router::new()
         .route(paths::ROOTS, get(routes::roots))
+        .route(INTERMEDIATES, get(routes::intermediates))
         .route(paths::CRL, get(crl::crl_der))
         .route(paths::CRL_PEM, get(crl::crl_pem))
+        .route("/v1/crl/{fingerprint}", get(crl::crl_of_der))
         .route("/ocsp", get(ocsp::get_empty).post(ocsp::post))
         .route("/ocsp/", get(ocsp::get_empty))
         .route("/ocsp/{*request}", get(ocsp::get))

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::OffsetDateTime;
 use ward_api::{IssueRequest, RenewRequest, SeedRequest, SignRequest};
-use ward_pki::KeyType;
+use ward_pki::{KeyType, pem};
 use ward_tls::server::PeerInfo;
 use zeroize::Zeroizing;
 
@@ -386,13 +386,25 @@ pub(super) async fn roots(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+pub(super) async fn intermediates(State(state): State<AppState>) -> Response {
+    let all = state.authority.intermediates();
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        pem::certs_to_pem(all.iter().map(|c| c.as_ref())),
+    )
+        .into_response()
+}
+
 pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     match state.authority.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) => match state.expiry.warning() {
+            Some(w) => (StatusCode::OK, format!("ready\nwarning: {w}\n")).into_response(),
+            None => (StatusCode::OK, "ready\n").into_response(),
+        },
         Err(e) => {
             tracing::warn!(error = %e, "not ready: storage unreachable");
             ApiError::new(

@@ -112,7 +112,7 @@ async fn unknown_serials_and_foreign_issuers_are_unknown() {
     let int_der = f.authority.intermediate_der().clone();
     let int = IssuerId::from_cert_der(&int_der).unwrap();
     let other = fixture(false).await;
-    let foreign = IssuerId::from_cert_der(other.authority.intermediate_der()).unwrap();
+    let foreign = IssuerId::from_cert_der(&other.authority.intermediate_der()).unwrap();
     let (_, serial) = leaf(&f, now).await;
     let queries = [
         Query::new(

@@ -20,6 +20,16 @@ pub(crate) enum CaCommand {
     /// Print a one-time link that signs a browser in to the web console
     /// (`/console/` of `ward ca serve`).
     ConsoleLogin(ConsoleLoginArgs),
+    /// Rotate the CA: `intermediate` makes the next intermediate, published
+    /// at once and signing after the overlap; `cancel` withdraws it before
+    /// the switch; `status` shows every intermediate and when it signs.
+    #[command(subcommand)]
+    Rotate(super::rotate::RotateCommand),
+    /// The next intermediate from a root outside Ward: `csr` makes its key
+    /// and a CSR, `install` takes the signed certificate as the next
+    /// intermediate (published at once, signing after --overlap).
+    #[command(subcommand)]
+    Intermediate(super::rotate::IntermediateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +94,14 @@ pub(crate) struct ServeArgs {
     /// CA directory is writable by them.
     #[arg(long)]
     allow_insecure_permissions: bool,
+    /// Warn (log, ward_ca_intermediate_expiring, /readyz) when the signing
+    /// intermediate expires within this margin.
+    #[arg(long, default_value = "30d", value_parser = duration_arg)]
+    intermediate_warning: Duration,
+    /// How often to re-read the rotation state from the store (the CA also
+    /// wakes at each scheduled switch).
+    #[arg(long, default_value = "1s", value_parser = duration_arg)]
+    rotation_poll: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +152,8 @@ pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
         CaCommand::Init(args) => init(args).await,
         CaCommand::Serve(args) => serve(args).await,
         CaCommand::ConsoleLogin(args) => console_login(args).await,
+        CaCommand::Rotate(cmd) => super::rotate::run(cmd).await,
+        CaCommand::Intermediate(cmd) => super::rotate::run_external(cmd).await,
     }
 }
 
@@ -207,6 +227,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         allow_insecure_permissions: args.allow_insecure_permissions,
+        intermediate_warning: args.intermediate_warning,
+        rotation_poll: args.rotation_poll,
     };
     ward_ca::serve::run(
         config,

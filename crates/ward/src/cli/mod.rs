@@ -10,6 +10,7 @@ mod gate;
 mod lint;
 mod quickstart;
 mod revoke;
+mod rotate;
 mod token;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -86,6 +86,8 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<Outcome> {
         tls_cert: None,
         tls_key: None,
         allow_insecure_permissions: false,
+        intermediate_warning: ward_ca::expiry::DEFAULT_MARGIN,
+        rotation_poll: Duration::from_secs(1),
     };
     let ca_stop = stop.signal();
     tasks.spawn(async move {

@@ -311,7 +311,7 @@ pub(crate) async fn detail(
     body.push_str("</dl></section>");
 
     body.push_str("<section aria-labelledby=\"chain\"><h2 id=\"chain\">Chain</h2>");
-    let intermediate = cert_to_pem(state.authority.intermediate_der());
+    let intermediate = cert_to_pem(&state.authority.intermediate_der());
     for (label, pem) in [
         ("Certificate", cert_to_pem(&cert.der)),
         ("Intermediate", intermediate),

@@ -1,0 +1,217 @@
+//! `ward ca rotate …`: CA rotation (issue 20, docs/rotation.md).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use time::OffsetDateTime;
+use ward_ca::CaDir;
+use ward_ca::dir::rotation::{RotateOptions, resolve};
+
+use super::{Outcome, duration_arg};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RotateCommand {
+    /// Make the next intermediate with the root key: published at once by
+    /// every `ward ca serve` sharing the store, signing after --overlap.
+    Intermediate(IntermediateArgs),
+    /// Cancel the pending intermediate before its switch (after the switch
+    /// it is refused: rotate again instead).
+    Cancel(StoreArgs),
+    /// Show every rotated intermediate and which one signs now.
+    Status(StoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Database: a SQLite file path or postgres://… (default: ca.toml's
+    /// [storage] database, else DIR/ward.db); the one `ward ca serve` uses.
+    #[arg(long, env = "WARD_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IntermediateArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How long the next intermediate is published before it signs: long
+    /// enough for every client to have fetched it.
+    #[arg(long, default_value = "24h", value_parser = duration_arg)]
+    overlap: Duration,
+    /// Lifetime of the next intermediate (default: the current one's).
+    #[arg(long, value_parser = duration_arg)]
+    validity: Option<Duration>,
+    /// The root key file, when the root is offline (`ca init --offline-root`).
+    #[arg(long, value_name = "FILE")]
+    root_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum IntermediateCommand {
+    /// Make the next intermediate's key (DIR/intermediates/pending.key) and
+    /// print a CSR for the external root to sign.
+    Csr(CsrArgs),
+    /// Install the certificate the external root signed for that key as
+    /// the next intermediate.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CsrArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Write the CSR here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The certificate the root signed (PEM or DER).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// How long it is published before it signs.
+    #[arg(long, default_value = "24h", value_parser = duration_arg)]
+    overlap: Duration,
+}
+
+pub(crate) async fn run_external(cmd: IntermediateCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        IntermediateCommand::Csr(args) => {
+            let csr = CaDir::new(&args.dir)
+                .intermediate_csr()
+                .context("cannot make the intermediate CSR")?;
+            match &args.out {
+                Some(path) => std::fs::write(path, &csr)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => outln!("{}", csr.trim_end()),
+            }
+            Ok(Outcome::Success)
+        }
+        IntermediateCommand::Install(args) => {
+            let dir = CaDir::new(&args.store.dir);
+            let config = dir.config()?;
+            let store = dir
+                .open_store(&config, args.store.database.as_deref())
+                .await?;
+            let now = OffsetDateTime::now_utc();
+            let made = dir
+                .install_intermediate(store.as_ref(), &args.cert, args.overlap, now)
+                .await;
+            store.close().await;
+            let next = made.context("cannot install the intermediate")?;
+            report(&args.store.dir, &next);
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+pub(crate) async fn run(cmd: RotateCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        RotateCommand::Intermediate(args) => intermediate(args).await,
+        RotateCommand::Cancel(args) => cancel(args).await,
+        RotateCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn intermediate(args: IntermediateArgs) -> anyhow::Result<Outcome> {
+    let dir = CaDir::new(&args.store.dir);
+    let config = dir.config()?;
+    let store = dir
+        .open_store(&config, args.store.database.as_deref())
+        .await?;
+    let opts = RotateOptions {
+        overlap: args.overlap,
+        validity: args.validity,
+        root_key: args.root_key,
+    };
+    let now = OffsetDateTime::now_utc();
+    let made = dir.rotate_intermediate(store.as_ref(), &opts, now).await;
+    store.close().await;
+    let next = made.context("cannot rotate the intermediate")?;
+    report(&args.store.dir, &next);
+    Ok(Outcome::Success)
+}
+
+fn report(dir: &std::path::Path, next: &ward_store::CaIntermediate) {
+    outln!("Next intermediate: {}", next.fingerprint);
+    outln!(
+        "  certificate:     {}/intermediates/{}.crt",
+        dir.display(),
+        next.fingerprint
+    );
+    outln!("  published:       now (GET /v1/intermediates, OCSP)");
+    outln!(
+        "  signs from:      {} (UTC)",
+        ward_pki::issue::rfc3339(next.signs_from)
+    );
+    outln!(
+        "  expires:         {} (UTC)",
+        ward_pki::issue::rfc3339(next.not_after)
+    );
+    outln!(
+        "Cancel before the switch with: ward ca rotate cancel --dir {}",
+        dir.display()
+    );
+}
+
+async fn cancel(args: StoreArgs) -> anyhow::Result<Outcome> {
+    let dir = CaDir::new(&args.dir);
+    let config = dir.config()?;
+    let store = dir.open_store(&config, args.database.as_deref()).await?;
+    let cancelled = store
+        .cancel_pending_intermediates(OffsetDateTime::now_utc())
+        .await;
+    store.close().await;
+    match cancelled.context("cannot cancel the rotation")? {
+        0 => anyhow::bail!(
+            "no rotation is pending: none was made, it was cancelled, or it has already switched"
+        ),
+        n => {
+            outln!("Cancelled {n} pending intermediate(s); the current one keeps signing.");
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+async fn status(args: StoreArgs) -> anyhow::Result<Outcome> {
+    let dir = CaDir::new(&args.dir);
+    let config = dir.config()?;
+    let store = dir.open_store(&config, args.database.as_deref()).await?;
+    let rows = store.intermediates().await;
+    store.close().await;
+    let rows = rows.context("cannot read the rotation state")?;
+    let now = OffsetDateTime::now_utc();
+    let resolved = resolve(&rows, ward_ca::dir::policy(&config)?.max_ttl, now);
+    match &resolved.signing {
+        None => outln!("Signing:   intermediate.crt (the directory's own)"),
+        Some(r) => outln!("Signing:   intermediates/{}.crt", r.fingerprint),
+    }
+    for r in &rows {
+        let state = if r.cancelled_at.is_some() {
+            "cancelled"
+        } else if r.signs_from > now {
+            "pending"
+        } else if resolved.signing.as_ref() == Some(r) {
+            "signing"
+        } else if resolved.others.contains(r) {
+            "retiring"
+        } else {
+            "retired"
+        };
+        outln!(
+            "{state:<10} {} signs from {} expires {}",
+            r.fingerprint,
+            ward_pki::issue::rfc3339(r.signs_from),
+            ward_pki::issue::rfc3339(r.not_after)
+        );
+    }
+    Ok(Outcome::Success)
+}
