@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod balance;
 pub mod check;
 pub mod config;
 mod error;

@@ -147,9 +147,13 @@ async fn connection(
             let h2 = conn.ctx.tls.alpn == Some("h2");
             serve_http(tls, conn, h2).await;
         }
-        TenantKind::Tcp { upstream, access } => {
+        TenantKind::Tcp {
+            upstream,
+            access,
+            balancer,
+        } => {
             let allowed = tcp_allowed(access, &conn.ctx);
-            Box::pin(tcp_proxy(tls, conn, upstream, allowed)).await;
+            Box::pin(tcp_proxy(tls, conn, upstream, balancer.as_deref(), allowed)).await;
         }
     }
 }
@@ -606,12 +610,18 @@ fn tcp_allowed(access: &Access, ctx: &ConnContext) -> bool {
     }
 }
 
-async fn tcp_proxy(mut tls: Tls, mut conn: Conn, upstream: &str, allowed: bool) {
+async fn tcp_proxy(
+    mut tls: Tls,
+    mut conn: Conn,
+    upstream: &str,
+    balancer: Option<&crate::balance::Balancer>,
+    allowed: bool,
+) {
     use tokio::io::AsyncWriteExt;
     let ctx = conn.ctx.clone();
     let shared = conn.shared.clone();
     let mut stop = conn.stop.clone();
-    let record = |result: &'static str, reason: Option<&str>| {
+    let record = |result: &'static str, reason: Option<&str>, upstream: &str| {
         shared.audit.record(&serde_json::json!({
             "event": "connection",
             "remote": ctx.remote.to_string(),
@@ -626,24 +636,33 @@ async fn tcp_proxy(mut tls: Tls, mut conn: Conn, upstream: &str, allowed: bool) 
     };
     if !allowed {
         shared.metrics.denied.with(&[&ctx.tenant.name, "tcp"]).inc();
-        record("refused", Some("forbidden"));
+        record("refused", Some("forbidden"), upstream);
         let _ = tls.shutdown().await;
         return;
     }
-    let connect = tokio::time::timeout(
-        ctx.runtime.config.timeouts.upstream_connect.0,
-        TcpStream::connect(upstream),
-    )
-    .await;
-    let mut up = match connect {
-        Ok(Ok(s)) => s,
-        _ => {
-            record("refused", Some("upstream_unreachable"));
-            let _ = tls.shutdown().await;
-            return;
-        }
+    let connect_timeout = ctx.runtime.config.timeouts.upstream_connect.0;
+    // A balanced tenant chooses its endpoint here (trying others when the
+    // connection fails) and holds its slot while the connection lasts.
+    let (mut up, _slot, upstream) = match balancer {
+        Some(b) => match b.connect_tcp(&ctx.identity, connect_timeout).await {
+            Ok((stream, slot, endpoint)) => (stream, Some(slot), endpoint),
+            Err(reason) => {
+                record("refused", Some(reason), upstream);
+                let _ = tls.shutdown().await;
+                return;
+            }
+        },
+        None => match tokio::time::timeout(connect_timeout, TcpStream::connect(upstream)).await {
+            Ok(Ok(s)) => (s, None, upstream.to_owned()),
+            _ => {
+                record("refused", Some("upstream_unreachable"), upstream);
+                let _ = tls.shutdown().await;
+                return;
+            }
+        },
     };
-    record("forwarded", None);
+    let upstream = upstream.as_str();
+    record("forwarded", None, upstream);
     let idle = ctx.runtime.config.timeouts.idle.0;
     tokio::select! {
         end = crate::pipe::pipe(&mut tls, &mut up, idle) => {

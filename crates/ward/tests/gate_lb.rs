@@ -1,0 +1,612 @@
+//! End-to-end tests of routes with several upstreams (issue 19, item 3:
+//! load balancing, health checks, ejection, retries, limits) against real
+//! `ward gate serve` processes. The upstreams are real HTTP servers
+//! (Python's http.server, `gate_lb/upstream.py`) started and killed as
+//! processes; the client is Python's http.client over ssl
+//! (`gate_lb/load.py`) or curl; TCP tenants are checked with
+//! `openssl s_client`. Metrics are read from the gate's admin listener.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
+
+mod common;
+#[allow(dead_code, unused_imports)] // shared with gate_extra: this binary uses part of it
+#[path = "gate_extra/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Pki, sample};
+use harness::{Proc, call, curl, line_echo, p, pki_with_gate};
+use serde_json::Value;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/gate_lb")
+        .join(name)
+}
+
+/// A Python HTTP upstream process; killed when dropped.
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Upstream {
+    /// Starts upstream `name` on `port` (0: any) and waits until it listens.
+    fn start(name: &str, port: u16, state: &Path) -> Upstream {
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(script("upstream.py"))
+            .args([name, &port.to_string(), &p(state)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the upstream starts");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected upstream line {line:?}"));
+        Upstream { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: open connections are reset, new ones refused.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three upstreams `a`, `b`, `c` and their health state directory.
+fn three(pki: &Pki) -> (Vec<Upstream>, PathBuf) {
+    let state = pki.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let ups = ["a", "b", "c"]
+        .iter()
+        .map(|n| Upstream::start(n, 0, &state))
+        .collect();
+    (ups, state)
+}
+
+/// Starts a gate with one tenant holding `routes` (TOML).
+fn gate(pki: &Pki, gate: &Path, tenant: &str) -> (Proc, SocketAddr, SocketAddr) {
+    let config = format!(
+        r#"
+audit_log = "off"
+[listen]
+address = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+[[tenants]]
+name = "api"
+cert = {cert:?}
+key = {key:?}
+client_ca = {ca:?}
+{tenant}
+"#,
+        cert = p(&gate.with_extension("crt")),
+        key = p(&gate.with_extension("key")),
+        ca = p(&pki.root()),
+    );
+    let path = pki.path("gate.toml");
+    std::fs::write(&path, config).unwrap();
+    let proc = Proc::spawn(&["gate", "serve", "--config", &p(&path)]);
+    let listen = proc.ready("ward gate: listening on ");
+    let admin = proc.ready("ward gate: admin on ");
+    (proc, listen, admin)
+}
+
+fn list(ups: &[&Upstream]) -> String {
+    let urls: Vec<String> = ups.iter().map(|u| format!("{:?}", u.url())).collect();
+    format!("[{}]", urls.join(", "))
+}
+
+fn metrics(admin: SocketAddr) -> String {
+    let (status, body) = curl(&[&format!("http://{admin}/metrics")]);
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits (polling the metrics, at most `within`) until `series` is `want`.
+fn wait_metric(admin: SocketAddr, series: &str, want: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = metrics(admin);
+        if sample(&text, series) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is not {want} after {within:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn healthy(route: &str, up: &Upstream) -> String {
+    format!(
+        "ward_gate_endpoint_healthy{{route=\"{route}\",endpoint=\"{}\"}}",
+        up.url()
+    )
+}
+
+/// `n` sequential GETs of `path` by the client at `client` over one
+/// keep-alive connection: (bodies by count, failures).
+fn count(
+    pki: &Pki,
+    gate: SocketAddr,
+    client: &Path,
+    path: &str,
+    n: usize,
+) -> (BTreeMap<String, u64>, Vec<String>) {
+    let out = Command::new("python3")
+        .arg(script("load.py"))
+        .args([
+            &gate.to_string(),
+            &p(&pki.root()),
+            &p(&client.with_extension("crt")),
+            &p(&client.with_extension("key")),
+            path,
+            "count",
+            &n.to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let bodies = v["bodies"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    let failures = v["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect();
+    (bodies, failures)
+}
+
+/// Continuous load from `load.py run`: every result line, as it comes.
+struct Load {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+    done: Receiver<()>,
+}
+
+impl Load {
+    fn start(pki: &Pki, gate: SocketAddr, client: &Path, path: &str, threads: usize) -> Load {
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(script("load.py"))
+            .args([
+                &gate.to_string(),
+                &p(&pki.root()),
+                &p(&client.with_extension("crt")),
+                &p(&client.with_extension("key")),
+                path,
+                "run",
+                &threads.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let (tx, done) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == "done" {
+                    let _ = tx.send(());
+                    break;
+                }
+                seen.lock().unwrap().push(line);
+            }
+        });
+        Load {
+            child,
+            stdin,
+            lines,
+            done,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lines.lock().unwrap().len()
+    }
+
+    /// Waits until a line after the first `from` satisfies `what`.
+    fn wait_for(&self, from: usize, what: impl Fn(&str) -> bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.lines.lock().unwrap()[from.min(self.len())..]
+            .iter()
+            .any(|l| what(l))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no such result within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the clients and returns every result line.
+    fn stop(mut self) -> Vec<String> {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.flush();
+        }
+        self.done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the load stops");
+        let _ = self.child.wait();
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const CHECKED: &str = r#"
+[tenants.routes.balance]
+retries = 2
+[tenants.routes.balance.health]
+path = "/healthz"
+interval = "200ms"
+timeout = "1s"
+healthy_threshold = 2
+unhealthy_threshold = 2
+[tenants.routes.balance.ejection]
+consecutive_failures = 3
+ejection_time = "2s"
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#;
+
+#[test]
+fn one_of_three_killed_under_load_no_request_fails_and_it_returns() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let (mut ups, state) = three(&pki);
+    let routes = format!(
+        "[[tenants.routes]]\nname = \"api\"\nupstreams = {}\n{CHECKED}",
+        list(&ups.iter().collect::<Vec<_>>())
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+
+    let load = Load::start(&pki, addr, &client, "/id", 4);
+    load.wait_for(0, |l| l == "ok b", Duration::from_secs(20));
+    load.wait_for(0, |l| l == "ok c", Duration::from_secs(20));
+
+    // b dies under load: its open connections are reset, new ones refused.
+    let port = ups[1].port;
+    ups[1].kill();
+    wait_metric(
+        admin,
+        &healthy("api", &ups[1]),
+        0.0,
+        Duration::from_secs(10),
+    );
+    let out = load.len();
+    load.wait_for(out, |l| l == "ok a", Duration::from_secs(10));
+    load.wait_for(out, |l| l == "ok c", Duration::from_secs(10));
+
+    // b comes back on its port: health checks put it back into rotation.
+    ups[1] = Upstream::start("b", port, &state);
+    wait_metric(
+        admin,
+        &healthy("api", &ups[1]),
+        1.0,
+        Duration::from_secs(10),
+    );
+    let back = load.len();
+    load.wait_for(back, |l| l == "ok b", Duration::from_secs(10));
+    let lines = load.stop();
+
+    let failures: Vec<&String> = lines.iter().filter(|l| !l.starts_with("ok ")).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        lines.len()
+    );
+    let during: Vec<&String> = lines[out..back].iter().collect();
+    assert!(!during.is_empty());
+    assert!(during.iter().all(|l| *l != "ok b"), "b answered while dead");
+    let text = metrics(admin);
+    let retries = sample(&text, "ward_gate_endpoint_retries_total{route=\"api\"}").unwrap_or(0.0);
+    let b_failed: f64 = ["connect_failure", "failure"]
+        .iter()
+        .filter_map(|r| {
+            sample(
+                &text,
+                &format!(
+                    "ward_gate_endpoint_requests_total{{route=\"api\",endpoint=\"{}\",result=\"{r}\"}}",
+                    ups[1].url()
+                ),
+            )
+        })
+        .sum();
+    eprintln!(
+        "{} requests, {} while b was down, {retries} retried, {b_failed} failed at b",
+        lines.len(),
+        during.len()
+    );
+    // Requests that met the dead b before the checks took it out were
+    // sent again to another endpoint: as many retries as failures at b.
+    assert!(b_failed >= 1.0, "no request met the dead endpoint:\n{text}");
+    assert!(
+        retries >= b_failed,
+        "{retries} retries for {b_failed} failures"
+    );
+}
+
+#[test]
+fn round_robin_spreads_evenly_and_hash_keeps_each_caller_on_one_endpoint() {
+    let (pki, gate_id) = pki_with_gate();
+    let (ups, _state) = three(&pki);
+    let all = list(&ups.iter().collect::<Vec<_>>());
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "rr"
+path_prefix = "/rr"
+upstreams = {all}
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+[[tenants.routes]]
+name = "hash"
+path_prefix = "/hash"
+upstreams = {all}
+[tenants.routes.balance]
+policy = "hash_spiffe_id"
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+
+    let (bodies, failures) = count(&pki, addr, &client, "/rr/x", 30);
+    assert!(failures.is_empty(), "{failures:?}");
+    let want: BTreeMap<String, u64> = [("a", 10), ("b", 10), ("c", 10)]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
+    assert_eq!(bodies, want);
+    for up in &ups {
+        let series = format!(
+            "ward_gate_endpoint_requests_total{{route=\"rr\",endpoint=\"{}\",result=\"success\"}}",
+            up.url()
+        );
+        assert_eq!(sample(&metrics(admin), &series), Some(10.0), "{series}");
+    }
+
+    // Twelve callers: each always reaches one endpoint, and they spread
+    // (all twelve on one of three endpoints: p = 3^-11).
+    let mut used = BTreeMap::new();
+    for i in 0..12 {
+        let caller = pki.issue("client", &format!("spiffe://example.org/ns/caller{i}"), &[]);
+        let (bodies, failures) = count(&pki, addr, &caller, "/hash/x", 10);
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(bodies.len(), 1, "caller{i} moved: {bodies:?}");
+        let (endpoint, n) = bodies.into_iter().next().unwrap();
+        assert_eq!(n, 10);
+        *used.entry(endpoint).or_insert(0) += 1;
+    }
+    assert!(used.len() >= 2, "every caller on one endpoint: {used:?}");
+}
+
+#[test]
+fn a_full_endpoint_answers_503_with_a_clear_message() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let state = pki.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let up = Upstream::start("a", 0, &state);
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "slow"
+upstreams = [{:?}]
+[tenants.routes.balance]
+max_connections = 1
+max_pending = 0
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#,
+        up.url()
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+    let active = format!(
+        "ward_gate_endpoint_active_requests{{route=\"slow\",endpoint=\"{}\"}}",
+        up.url()
+    );
+
+    let first = {
+        let (root, cert, key) = (
+            p(&pki.root()),
+            p(&client.with_extension("crt")),
+            p(&client.with_extension("key")),
+        );
+        std::thread::spawn(move || {
+            curl(&[
+                "--cacert",
+                &root,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                &format!("https://{addr}/slow?s=3"),
+            ])
+        })
+    };
+    wait_metric(admin, &active, 1.0, Duration::from_secs(10));
+    let (status, body) = call(&pki, addr, &client, "GET", "/id", &[]);
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "upstream_overloaded", "{body}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_connections") && message.contains("\"slow\""),
+        "{message}"
+    );
+    assert!(
+        !message.contains("127.0.0.1"),
+        "the address leaks: {message}"
+    );
+    assert_eq!(first.join().unwrap(), (200, "a".to_owned()));
+    wait_metric(admin, &active, 0.0, Duration::from_secs(10));
+    assert_eq!(
+        call(&pki, addr, &client, "GET", "/id", &[]),
+        (200, "a".to_owned())
+    );
+    let overflow = format!(
+        "ward_gate_endpoint_requests_total{{route=\"slow\",endpoint=\"{}\",result=\"overflow\"}}",
+        up.url()
+    );
+    assert_eq!(sample(&metrics(admin), &overflow), Some(1.0));
+}
+
+#[test]
+fn a_failing_health_check_marks_the_endpoint_down_and_takes_it_out() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let (ups, state) = three(&pki);
+    let routes = format!(
+        "[[tenants.routes]]\nname = \"api\"\nupstreams = {}\n{CHECKED}",
+        list(&ups.iter().collect::<Vec<_>>())
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+    wait_metric(admin, &healthy("api", &ups[0]), 1.0, Duration::from_secs(5));
+
+    // a answers 503 on /healthz (it still serves /id).
+    std::fs::write(state.join("a.down"), "").unwrap();
+    wait_metric(
+        admin,
+        &healthy("api", &ups[0]),
+        0.0,
+        Duration::from_secs(10),
+    );
+    let (bodies, failures) = count(&pki, addr, &client, "/id", 30);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(bodies.get("a"), None, "a is out of rotation: {bodies:?}");
+    assert_eq!((bodies.get("b"), bodies.get("c")), (Some(&15), Some(&15)));
+
+    std::fs::remove_file(state.join("a.down")).unwrap();
+    wait_metric(
+        admin,
+        &healthy("api", &ups[0]),
+        1.0,
+        Duration::from_secs(10),
+    );
+    let (bodies, failures) = count(&pki, addr, &client, "/id", 30);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(bodies.get("a"), Some(&10), "{bodies:?}");
+}
+
+#[test]
+fn a_tcp_tenant_connects_past_a_dead_endpoint() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (one, _) = line_echo();
+    let (two, _) = line_echo();
+    let tenant = format!(
+        r#"tcp_upstreams = ["tcp://{dead}", "tcp://{one}", "tcp://{two}"]
+[tenants.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &tenant);
+    for i in 0..6 {
+        let mut s_client = Command::new("openssl")
+            .args([
+                "s_client",
+                "-quiet",
+                "-connect",
+                &addr.to_string(),
+                "-CAfile",
+                &p(&pki.root()),
+                "-cert",
+                &p(&client.with_extension("crt")),
+                "-key",
+                &p(&client.with_extension("key")),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = s_client.stdin.take().unwrap();
+        writeln!(stdin, "hello {i}").unwrap();
+        let mut line = String::new();
+        BufReader::new(s_client.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        drop(stdin);
+        let _ = s_client.kill();
+        let _ = s_client.wait();
+        assert_eq!(line.trim(), format!("hello {i}"));
+    }
+    let text = metrics(admin);
+    let series = |up: &str, result: &str| {
+        sample(
+            &text,
+            &format!(
+                "ward_gate_endpoint_requests_total{{route=\"api\",endpoint=\"tcp://{up}\",result=\"{result}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        series(&dead.to_string(), "connect_failure") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&one.to_string(), "success") + series(&two.to_string(), "success"),
+        6.0,
+        "{text}"
+    );
+}
