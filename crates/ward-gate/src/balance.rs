@@ -33,6 +33,23 @@ const RING_POINTS: usize = 160;
 /// Longest time a request waits for an endpoint slot (`max_pending`).
 const LONGEST_WAIT: Duration = Duration::from_secs(30);
 
+/// A duration for the balancing settings: `250ms` as well as what
+/// [`Dur`] takes (`5s`, `1m`).
+fn fine<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(|n| Dur(Duration::from_millis(n)))
+            .map_err(|_| serde::de::Error::custom(format!("invalid duration {s:?}")));
+    }
+    ward_pki::parse_duration(t)
+        .map(Dur)
+        .map_err(serde::de::Error::custom)
+}
+
 /// How the endpoint of a request (or TCP connection) is chosen.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +84,7 @@ pub struct BalanceConfig {
     /// gate answers 503.
     pub max_pending: usize,
     /// How long a request waits for a slot before it gets 503.
+    #[serde(deserialize_with = "fine")]
     pub pending_timeout: Dur,
     /// Active health checks; none by default.
     pub health: Option<HealthConfig>,
@@ -97,8 +115,10 @@ pub struct HealthConfig {
     /// absent (always for TCP tenants).
     pub path: Option<String>,
     /// Time between checks of one endpoint.
+    #[serde(deserialize_with = "fine")]
     pub interval: Dur,
     /// Time allowed for one check.
+    #[serde(deserialize_with = "fine")]
     pub timeout: Dur,
     /// Consecutive passed checks that put a down endpoint back.
     pub healthy_threshold: u32,
@@ -127,6 +147,7 @@ pub struct EjectionConfig {
     /// eject an endpoint; 0 turns ejection off.
     pub consecutive_failures: u32,
     /// How long an ejected endpoint stays out.
+    #[serde(deserialize_with = "fine")]
     pub ejection_time: Dur,
     /// Most endpoints out at once by ejection, in percent of the route's
     /// endpoints (at least one can always be ejected when there are two).

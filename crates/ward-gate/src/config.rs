@@ -20,6 +20,10 @@ use crate::Error;
 pub struct Dur(#[serde(serialize_with = "ser_dur")] pub Duration);
 
 fn ser_dur<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    // Whole seconds as `1m30s`; the balancing settings may have milliseconds.
+    if d.subsec_nanos() != 0 {
+        return s.serialize_str(&format!("{}ms", d.as_millis()));
+    }
     s.serialize_str(&ward_pki::issue::humanize(*d))
 }
 

@@ -3,8 +3,8 @@
 //! `ward gate serve` processes. The upstreams are real HTTP servers
 //! (Python's http.server, `gate_lb/upstream.py`) started and killed as
 //! processes; the client is Python's http.client over ssl
-//! (`gate_lb/load.py`) or curl; TCP tenants are checked with
-//! `openssl s_client`. Metrics are read from the gate's admin listener.
+//! (`gate_lb/load.py`, also over plain TLS sockets for TCP tenants) or
+//! curl. Metrics are read from the gate's admin listener.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 
@@ -253,13 +253,26 @@ impl Load {
     /// Waits until a line after the first `from` satisfies `what`.
     fn wait_for(&self, from: usize, what: impl Fn(&str) -> bool, within: Duration) {
         let deadline = Instant::now() + within;
-        while !self.lines.lock().unwrap()[from.min(self.len())..]
-            .iter()
-            .any(|l| what(l))
-        {
+        let found = || {
+            let lines = self.lines.lock().unwrap();
+            lines[from.min(lines.len())..].iter().any(|l| what(l))
+        };
+        while !found() {
             assert!(
                 Instant::now() < deadline,
                 "no such result within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `n` results are in.
+    fn wait_until_len(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} results after {within:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -326,10 +339,12 @@ fn one_of_three_killed_under_load_no_request_fails_and_it_returns() {
         Duration::from_secs(10),
     );
     let out = load.len();
+    load.wait_until_len(out + 200, Duration::from_secs(30));
     load.wait_for(out, |l| l == "ok a", Duration::from_secs(10));
     load.wait_for(out, |l| l == "ok c", Duration::from_secs(10));
 
     // b comes back on its port: health checks put it back into rotation.
+    let restart = load.len();
     ups[1] = Upstream::start("b", port, &state);
     wait_metric(
         admin,
@@ -348,7 +363,7 @@ fn one_of_three_killed_under_load_no_request_fails_and_it_returns() {
         failures.len(),
         lines.len()
     );
-    let during: Vec<&String> = lines[out..back].iter().collect();
+    let during: Vec<&String> = lines[out..restart].iter().collect();
     assert!(!during.is_empty());
     assert!(during.iter().all(|l| *l != "ok b"), "b answered while dead");
     let text = metrics(admin);
@@ -377,6 +392,63 @@ fn one_of_three_killed_under_load_no_request_fails_and_it_returns() {
         retries >= b_failed,
         "{retries} retries for {b_failed} failures"
     );
+}
+
+#[test]
+fn without_health_checks_a_dead_endpoint_is_ejected_and_retried_around() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let (mut ups, state) = three(&pki);
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "api"
+upstreams = {}
+[tenants.routes.balance.ejection]
+consecutive_failures = 2
+ejection_time = "1s"
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#,
+        list(&ups.iter().collect::<Vec<_>>())
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+    let ejected = format!(
+        "ward_gate_endpoint_ejected{{route=\"api\",endpoint=\"{}\"}}",
+        ups[1].url()
+    );
+    let load = Load::start(&pki, addr, &client, "/id", 4);
+    load.wait_for(0, |l| l == "ok b", Duration::from_secs(20));
+    let port = ups[1].port;
+    ups[1].kill();
+    // Two connection failures in a row eject b; every request that met
+    // it was sent again to a or c.
+    wait_metric(admin, &ejected, 1.0, Duration::from_secs(10));
+    let out = load.len();
+    load.wait_until_len(out + 200, Duration::from_secs(30));
+    ups[1] = Upstream::start("b", port, &state);
+    // Once its ejection is over, b takes requests again.
+    let back = load.len();
+    load.wait_for(back, |l| l == "ok b", Duration::from_secs(15));
+    let lines = load.stop();
+    let failures: Vec<&String> = lines.iter().filter(|l| !l.starts_with("ok ")).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        lines.len()
+    );
+    let text = metrics(admin);
+    let ejections = format!(
+        "ward_gate_endpoint_ejections_total{{route=\"api\",endpoint=\"{}\"}}",
+        ups[1].url()
+    );
+    assert!(sample(&text, &ejections).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(
+        sample(&text, "ward_gate_endpoint_retries_total{route=\"api\"}").unwrap_or(0.0) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, &ejected), Some(0.0), "{text}");
 }
 
 #[test]
@@ -559,37 +631,30 @@ fn a_tcp_tenant_connects_past_a_dead_endpoint() {
 spiffe_ids = ["spiffe://example.org/ns/*"]
 "#
     );
-    let (_gate, addr, admin) = gate(&pki, &gate_id, &tenant);
-    for i in 0..6 {
-        let mut s_client = Command::new("openssl")
-            .args([
-                "s_client",
-                "-quiet",
-                "-connect",
-                &addr.to_string(),
-                "-CAfile",
-                &p(&pki.root()),
-                "-cert",
-                &p(&client.with_extension("crt")),
-                "-key",
-                &p(&client.with_extension("key")),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("openssl runs");
-        let mut stdin = s_client.stdin.take().unwrap();
-        writeln!(stdin, "hello {i}").unwrap();
-        let mut line = String::new();
-        BufReader::new(s_client.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        drop(stdin);
-        let _ = s_client.kill();
-        let _ = s_client.wait();
-        assert_eq!(line.trim(), format!("hello {i}"));
-    }
+    let (gate_proc, addr, admin) = gate(&pki, &gate_id, &tenant);
+    let out = Command::new("python3")
+        .arg(script("load.py"))
+        .args([
+            &addr.to_string(),
+            &p(&pki.root()),
+            &p(&client.with_extension("crt")),
+            &p(&client.with_extension("key")),
+            "-",
+            "tcp",
+            "6",
+        ])
+        .output()
+        .expect("python3 runs");
+    let got: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}\ngate:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            gate_proc.stderr()
+        )
+    });
+    let want: Vec<String> = (0..6).map(|i| format!("hello {i}")).collect();
+    assert_eq!(got, want, "gate:\n{}", gate_proc.stderr());
     let text = metrics(admin);
     let series = |up: &str, result: &str| {
         sample(

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 fn endpoints(n: usize) -> Vec<String> {
@@ -232,4 +234,83 @@ fn bad_settings_say_why() {
     );
     assert!(check_endpoint_list(&["http://a:1".into(), "http://a:1/".into()]).is_err());
     assert!(check_endpoint_list(&endpoints(MAX_ENDPOINTS + 1)).is_err());
+}
+
+#[test]
+fn settings_parse_from_toml_with_milliseconds() {
+    let c: BalanceConfig = toml::from_str(
+        r#"
+policy = "least_request"
+pending_timeout = "250ms"
+[health]
+path = "/healthz"
+interval = "200ms"
+timeout = "2s"
+[ejection]
+ejection_time = "1m"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.policy, Policy::LeastRequest);
+    assert_eq!(c.pending_timeout.0, Duration::from_millis(250));
+    let h = c.health.as_ref().unwrap();
+    assert_eq!(
+        (h.interval.0, h.timeout.0),
+        (Duration::from_millis(200), Duration::from_secs(2))
+    );
+    assert_eq!(h.healthy_threshold, 2, "defaults fill the rest");
+    assert_eq!(c.ejection.ejection_time.0, Duration::from_secs(60));
+    assert_eq!(c.retries, 2);
+    c.validate(false).unwrap();
+    // Round trip (what --check-config prints).
+    let back: BalanceConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+    for bad in ["interval = \"fast\"", "interval = \"xms\"", "nope = 1"] {
+        let text = format!("[health]\n{bad}\n");
+        assert!(toml::from_str::<BalanceConfig>(&text).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn route_and_tenant_forms_are_checked() {
+    use crate::config::GateConfig;
+    let base = include_str!("../../../../docs/gate.example.toml");
+    let one = "upstream = \"http://127.0.0.1:8080\"";
+    assert!(base.contains(one));
+    for (to, want) in [
+        (
+            "upstreams = [\"http://a:1\", \"https://b:2\"]",
+            "all be http:// or all be https://",
+        ),
+        (
+            "upstream = \"http://a:1\"\nupstreams = [\"http://b:1\"]",
+            "exclude each other",
+        ),
+        (
+            "upstreams = [\"http://a:1\", \"http://a:1\"]",
+            "listed twice",
+        ),
+        ("upstreams = [\"tcp://a:1\"]", "http:// or https://"),
+        ("upstreams = []", "an upstream (or upstreams) is required"),
+    ] {
+        let err = GateConfig::from_toml(&base.replacen(one, to, 1), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{to}: {err}");
+    }
+    let tcp = "tcp_upstream = \"tcp://127.0.0.1:5432\"";
+    assert!(base.contains(tcp));
+    let err = GateConfig::from_toml(
+        &base.replacen(tcp, "tcp_upstreams = [\"tcp://a:1\", \"http://b:2\"]", 1),
+        Path::new("/"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("must be tcp://HOST:PORT"), "{err}");
+    let ok = GateConfig::from_toml(
+        &base.replacen(one, "upstreams = [\"http://a:1\", \"http://b:1\"]", 1),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert_eq!(ok.tenants[0].routes[0].endpoints().unwrap().len(), 2);
 }

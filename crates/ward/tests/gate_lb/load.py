@@ -4,6 +4,9 @@ client certificate and keep-alive.
     load.py GATE_HOST:PORT ROOT CERT KEY PATH count N
         N sequential GETs of PATH; prints one JSON object:
         {"bodies": {body: count}, "failures": [..]}
+    load.py GATE_HOST:PORT ROOT CERT KEY - tcp N
+        N TLS connections, each sending "hello I" and reading a line
+        back; prints the lines read as a JSON list.
     load.py GATE_HOST:PORT ROOT CERT KEY PATH run THREADS
         GETs from THREADS threads until stdin closes; prints a line
         "ok BODY" or "fail DETAIL" per request, then "done".
@@ -45,7 +48,16 @@ class Client:
             return False, repr(e)
 
 
-if mode == "count":
+if mode == "tcp":
+    import socket
+    got = []
+    for i in range(int(n)):
+        with socket.create_connection((host, int(port)), timeout=20) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(b"hello %d\n" % i)
+                got.append(tls.makefile("rb").readline().decode().strip())
+    print(json.dumps(got), flush=True)
+elif mode == "count":
     client, bodies, failures = Client(), {}, []
     for _ in range(int(n)):
         ok, text = client.get()
