@@ -4,7 +4,8 @@
 //! (Python's http.server, `gate_lb/upstream.py`) started and killed as
 //! processes; the client is Python's http.client over ssl
 //! (`gate_lb/load.py`, also over plain TLS sockets for TCP tenants) or
-//! curl. Metrics are read from the gate's admin listener.
+//! curl. HTTP/2 upstreams are hyper's HTTP/2 server (prior knowledge), run
+//! here. Metrics are read from the gate's admin listener.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 
@@ -23,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Pki, sample};
-use harness::{Proc, call, curl, line_echo, p, pki_with_gate};
+use harness::{Proc, background, call, curl, line_echo, p, pki_with_gate};
 use serde_json::Value;
 
 fn script(name: &str) -> PathBuf {
@@ -674,4 +675,76 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
         6.0,
         "{text}"
     );
+}
+
+/// An HTTP/2 (prior knowledge) upstream answering `name` to everything.
+fn h2_named(name: &'static str) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    background(move |listener| async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_req: hyper::Request<Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(name),
+                        )))
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    })
+}
+
+#[test]
+fn h2_upstreams_share_the_load_and_a_dead_one_is_retried_around() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (x, y) = (h2_named("x"), h2_named("y"));
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "grpcish"
+protocol = "h2"
+upstreams = ["http://{dead}", "http://{x}", "http://{y}"]
+[tenants.routes.balance]
+policy = "least_request"
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+    let (bodies, failures) = count(&pki, addr, &client, "/any", 30);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(bodies.values().sum::<u64>(), 30, "{bodies:?}");
+    assert!(
+        bodies.contains_key("x") && bodies.contains_key("y"),
+        "{bodies:?}"
+    );
+    let text = metrics(admin);
+    let series = |up: SocketAddr, result: &str| {
+        sample(
+            &text,
+            &format!(
+                "ward_gate_endpoint_requests_total{{route=\"grpcish\",endpoint=\"http://{up}\",result=\"{result}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(series(dead, "connect_failure") >= 1.0, "{text}");
+    assert_eq!(series(x, "success") + series(y, "success"), 30.0, "{text}");
+    // Over curl's own HTTP/2 too.
+    let (status, body) = call(&pki, addr, &client, "GET", "/any", &["--http2"]);
+    assert_eq!(status, 200);
+    assert!(body == "x" || body == "y", "{body}");
 }
