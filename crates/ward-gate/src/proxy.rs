@@ -346,7 +346,10 @@ async fn forward(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if upgrade::requested(&req) || upgrade::extended_connect(&req).is_some() {
-        return upgrade::forward(shared, ctx, route, req).await;
+        return match &route.balancer {
+            Some(balancer) => balanced::upgrade(shared, ctx, route, balancer, req).await,
+            None => upgrade::forward(shared, ctx, route, &route.upstream, req).await,
+        };
     }
     if let Some(balancer) = &route.balancer {
         return balanced::forward(shared, ctx, route, balancer, req).await;

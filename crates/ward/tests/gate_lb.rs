@@ -748,3 +748,90 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
     assert_eq!(status, 200);
     assert!(body == "x" || body == "y", "{body}");
 }
+
+/// An upstream that switches any request to protocol `echo` and then
+/// answers each line as `name:line`.
+fn upgrade_named(name: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    background(move |listener| async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut io = tokio::io::BufReader::new(tcp);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match io.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+                if io.get_mut().write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    line.clear();
+                    match io.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            let out = format!("{name}:{line}");
+                            if io.get_mut().write_all(out.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+#[test]
+fn upgrades_on_a_balanced_route_go_to_the_chosen_endpoint() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let (one, two) = (upgrade_named("u1"), upgrade_named("u2"));
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "tunnels"
+upstreams = ["http://{one}", "http://{two}"]
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#
+    );
+    let (_gate, addr, _admin) = gate(&pki, &gate_id, &routes);
+    let out = Command::new("python3")
+        .arg(script("load.py"))
+        .args([
+            &addr.to_string(),
+            &p(&pki.root()),
+            &p(&client.with_extension("crt")),
+            &p(&client.with_extension("key")),
+            "/tunnel",
+            "upgrade",
+            "4",
+        ])
+        .output()
+        .expect("python3 runs");
+    let got: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let mut echoed: Vec<&str> = got
+        .iter()
+        .map(|(status, echo)| {
+            assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+            echo.as_str()
+        })
+        .collect();
+    echoed.sort_unstable();
+    assert_eq!(echoed, ["u1:ping", "u1:ping", "u2:ping", "u2:ping"]);
+}

@@ -166,6 +166,31 @@ pub(super) async fn forward(
     }
 }
 
+/// An upgrade (WebSocket, extended CONNECT) on a balanced route: to the
+/// endpoint the policy picks, its outcome counted for ejection. Not
+/// retried (the client's request is consumed by the attempt) and not
+/// held against the endpoint's limits (the tunnel outlives the exchange).
+pub(super) async fn upgrade(
+    shared: &Shared,
+    ctx: &ConnContext,
+    route: &Route,
+    balancer: &Balancer,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let endpoint = balancer
+        .pick(caller_key(&ctx.identity), &[])
+        .ok_or_else(|| unavailable(balancer, &Unavailable::NoHealthy))?;
+    let answer = super::upgrade::forward(shared, ctx, route, &endpoint.upstream, req).await;
+    let outcome = match &answer {
+        Ok(_) => Outcome::Success,
+        Err(r) if r.status >= 500 => Outcome::Failure,
+        // The client's own mistake says nothing about the endpoint.
+        Err(_) => Outcome::Success,
+    };
+    balancer.record(&endpoint, outcome);
+    answer
+}
+
 /// 503 when no endpoint can take the request. The message names the
 /// route and the limit, never an endpoint's address (that is logged).
 fn unavailable(balancer: &Balancer, why: &Unavailable) -> Refusal {

@@ -7,6 +7,9 @@ client certificate and keep-alive.
     load.py GATE_HOST:PORT ROOT CERT KEY - tcp N
         N TLS connections, each sending "hello I" and reading a line
         back; prints the lines read as a JSON list.
+    load.py GATE_HOST:PORT ROOT CERT KEY PATH upgrade N
+        N HTTP/1.1 upgrades (Upgrade: echo) of PATH, each sending "ping"
+        through the tunnel; prints [[status line, line read back], ...].
     load.py GATE_HOST:PORT ROOT CERT KEY PATH run THREADS
         GETs from THREADS threads until stdin closes; prints a line
         "ok BODY" or "fail DETAIL" per request, then "done".
@@ -56,6 +59,21 @@ if mode == "tcp":
             with ctx.wrap_socket(raw, server_hostname=host) as tls:
                 tls.sendall(b"hello %d\n" % i)
                 got.append(tls.makefile("rb").readline().decode().strip())
+    print(json.dumps(got), flush=True)
+elif mode == "upgrade":
+    import socket
+    got = []
+    for i in range(int(n)):
+        with socket.create_connection((host, int(port)), timeout=20) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: upgrade\r\n"
+                             "Upgrade: echo\r\n\r\n" % (path, host)).encode())
+                f = tls.makefile("rb")
+                status = f.readline().decode().strip()
+                while f.readline() not in (b"\r\n", b""):
+                    pass
+                tls.sendall(b"ping\n")
+                got.append([status, f.readline().decode().strip()])
     print(json.dumps(got), flush=True)
 elif mode == "count":
     client, bodies, failures = Client(), {}, []
