@@ -42,10 +42,16 @@ struct Upstream {
 impl Upstream {
     /// Starts upstream `name` on `port` (0: any) and waits until it listens.
     fn start(name: &str, port: u16, state: &Path) -> Upstream {
+        Upstream::start_with(name, port, state, &[])
+    }
+
+    /// [`Upstream::start`] with extra arguments (certificate and key: HTTPS).
+    fn start_with(name: &str, port: u16, state: &Path, extra: &[String]) -> Upstream {
         let mut child = Command::new("python3")
             .arg("-u")
             .arg(script("upstream.py"))
             .args([name, &port.to_string(), &p(state)])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -99,9 +105,15 @@ fn three(pki: &Pki) -> (Vec<Upstream>, PathBuf) {
 
 /// Starts a gate with one tenant holding `routes` (TOML).
 fn gate(pki: &Pki, gate: &Path, tenant: &str) -> (Proc, SocketAddr, SocketAddr) {
+    gate_with(pki, gate, "", tenant)
+}
+
+/// [`gate`] with top-level TOML (`head`) before the tables.
+fn gate_with(pki: &Pki, gate: &Path, head: &str, tenant: &str) -> (Proc, SocketAddr, SocketAddr) {
     let config = format!(
         r#"
 audit_log = "off"
+{head}
 [listen]
 address = "127.0.0.1:0"
 admin = "127.0.0.1:0"
@@ -834,4 +846,55 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
         .collect();
     echoed.sort_unstable();
     assert_eq!(echoed, ["u1:ping", "u1:ping", "u2:ping", "u2:ping"]);
+}
+
+#[test]
+fn https_endpoints_are_checked_over_tls_and_balanced() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let server = pki.issue(
+        "server",
+        "spiffe://example.org/upstream",
+        &["--dns", "localhost", "--ip", "127.0.0.1"],
+    );
+    let state = pki.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // s1 starts failing its checks: it can only come back by passing them
+    // over TLS.
+    std::fs::write(state.join("s1.down"), "").unwrap();
+    let tls = [
+        p(&server.with_extension("crt")),
+        p(&server.with_extension("key")),
+    ];
+    let ups: Vec<Upstream> = ["s1", "s2"]
+        .iter()
+        .map(|n| Upstream::start_with(n, 0, &state, &tls))
+        .collect();
+    let urls: Vec<String> = ups
+        .iter()
+        .map(|u| format!("\"https://127.0.0.1:{}\"", u.port))
+        .collect();
+    let routes = format!(
+        "[[tenants.routes]]\nname = \"secure\"\nupstreams = [{}]\n{CHECKED}",
+        urls.join(", ")
+    );
+    let head = format!("[upstream_tls]\nca = {:?}\n", p(&pki.root()));
+    let (_gate, addr, admin) = gate_with(&pki, &gate_id, &head, &routes);
+    let healthy = |u: &Upstream| {
+        format!(
+            "ward_gate_endpoint_healthy{{route=\"secure\",endpoint=\"https://127.0.0.1:{}\"}}",
+            u.port
+        )
+    };
+    wait_metric(admin, &healthy(&ups[0]), 0.0, Duration::from_secs(10));
+    let (bodies, failures) = count(&pki, addr, &client, "/id", 6);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(bodies.get("s2"), Some(&6), "{bodies:?}");
+
+    std::fs::remove_file(state.join("s1.down")).unwrap();
+    wait_metric(admin, &healthy(&ups[0]), 1.0, Duration::from_secs(10));
+    assert_eq!(sample(&metrics(admin), &healthy(&ups[1])), Some(1.0));
+    let (bodies, failures) = count(&pki, addr, &client, "/id", 10);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!((bodies.get("s1"), bodies.get("s2")), (Some(&5), Some(&5)));
 }

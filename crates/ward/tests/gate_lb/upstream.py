@@ -1,9 +1,10 @@
 """An HTTP/1.1 upstream for the gate_lb tests, on Python's http.server.
 
-    upstream.py NAME PORT STATE_DIR
+    upstream.py NAME PORT STATE_DIR [CERT KEY]
 
 Binds 127.0.0.1:PORT (0: any free port; a restart may name the port it
-had) and prints "listening PORT" once it accepts. Answers:
+had) and prints "listening PORT" once it accepts; with CERT and KEY it
+speaks HTTPS (TLS 1.3 only). Answers:
   GET /id          200, body NAME
   GET /slow?s=N    200 after N seconds, body NAME
   GET /healthz     200, or 503 while STATE_DIR/NAME.down exists
@@ -11,6 +12,7 @@ had) and prints "listening PORT" once it accepts. Answers:
 """
 
 import os
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,5 +58,10 @@ class Server(ThreadingHTTPServer):
 
 
 server = Server(("127.0.0.1", PORT), Handler)
+if len(sys.argv) > 5:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_3
+    tls.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 print("listening", server.server_address[1], flush=True)
 server.serve_forever()
