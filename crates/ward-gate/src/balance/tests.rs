@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::config::Dur;
 
 fn endpoints(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("http://10.0.0.{i}:80")).collect()
