@@ -275,6 +275,17 @@ impl Balancer {
         true
     }
 
+    /// The rotation's position: a new request moves it on, a retry does
+    /// not (else every retry would push the next request onto the
+    /// endpoint that just failed).
+    fn turn(&self, tried: &[usize]) -> usize {
+        if tried.is_empty() {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed)
+        }
+    }
+
     /// The endpoint for the next request, skipping those in `tried`;
     /// `key` is the caller's hash ([`caller_key`]) for `hash_spiffe_id`.
     pub fn pick(&self, key: u64, tried: &[usize]) -> Option<Arc<Endpoint>> {
@@ -289,7 +300,7 @@ impl Balancer {
                 if m == 0 {
                     return None;
                 }
-                let turn = self.next.fetch_add(1, Ordering::Relaxed) % m;
+                let turn = self.turn(tried) % m;
                 self.endpoints
                     .iter()
                     .filter(|e| usable(e))
@@ -297,7 +308,7 @@ impl Balancer {
                     .cloned()
             }
             Policy::LeastRequest => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let start = self.turn(tried);
                 (0..n)
                     .map(|i| &self.endpoints[(start + i) % n])
                     .filter(|e| usable(e))

@@ -898,3 +898,63 @@ fn https_endpoints_are_checked_over_tls_and_balanced() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!((bodies.get("s1"), bodies.get("s2")), (Some(&5), Some(&5)));
 }
+
+#[test]
+fn a_held_body_is_sent_again_after_a_connect_failure_and_a_large_one_is_not() {
+    let (pki, gate_id) = pki_with_gate();
+    let client = pki.issue("client", "spiffe://example.org/ns/app", &[]);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let x = h2_named("x");
+    // Round robin over [dead, x]: consecutive requests alternate.
+    let routes = format!(
+        r#"
+[[tenants.routes]]
+name = "post"
+protocol = "h2"
+upstreams = ["http://{dead}", "http://{x}"]
+[tenants.routes.balance]
+retry_body_limit = 1024
+[tenants.routes.allow]
+spiffe_ids = ["spiffe://example.org/ns/*"]
+"#
+    );
+    let (_gate, addr, admin) = gate(&pki, &gate_id, &routes);
+    let small = pki.path("small.bin");
+    std::fs::write(&small, vec![b'a'; 1000]).unwrap();
+    let large = pki.path("large.bin");
+    std::fs::write(&large, vec![b'b'; 100_000]).unwrap();
+    // HTTP/1.1: an HTTP/2 client whose streamed body could not be sent
+    // sees its stream reset after the 502 (as on a single-upstream route).
+    let post = |file: &Path| {
+        call(
+            &pki,
+            addr,
+            &client,
+            "POST",
+            "/post",
+            &["--http1.1", "--data-binary", &format!("@{}", p(file))],
+        )
+    };
+    // Small bodies are held: the one that meets the dead endpoint is
+    // sent again to x.
+    for _ in 0..2 {
+        assert_eq!(post(&small), (200, "x".to_owned()));
+    }
+    // Large bodies stream: the one that meets the dead endpoint fails.
+    let mut statuses = vec![post(&large).0, post(&large).0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 502]);
+    let text = metrics(admin);
+    assert_eq!(
+        sample(&text, "ward_gate_endpoint_retries_total{route=\"post\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let failed = format!(
+        "ward_gate_endpoint_requests_total{{route=\"post\",endpoint=\"http://{dead}\",result=\"connect_failure\"}}"
+    );
+    assert_eq!(sample(&text, &failed), Some(2.0), "{text}");
+}

@@ -37,6 +37,17 @@ fn round_robin_takes_each_endpoint_in_turn() {
 }
 
 #[test]
+fn a_retry_does_not_move_the_rotation_on() {
+    let b = balancer(2, BalanceConfig::default());
+    // 0 fails; its retry goes to 1; the next request starts at 1, not
+    // at the endpoint that just failed.
+    assert_eq!(b.pick(0, &[]).unwrap().index(), 0);
+    assert_eq!(b.pick(0, &[0]).unwrap().index(), 1);
+    assert_eq!(b.pick(0, &[]).unwrap().index(), 1);
+    assert_eq!(b.pick(0, &[]).unwrap().index(), 0);
+}
+
+#[test]
 fn hash_keeps_a_caller_on_one_endpoint_and_spreads_callers() {
     let b = balancer(3, with_policy(Policy::HashSpiffeId));
     let mut seen = [0usize; 3];
