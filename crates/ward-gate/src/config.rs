@@ -20,6 +20,10 @@ use crate::Error;
 pub struct Dur(#[serde(serialize_with = "ser_dur")] pub Duration);
 
 fn ser_dur<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    // Whole seconds as `1m30s`; the balancing settings may have milliseconds.
+    if d.subsec_nanos() != 0 {
+        return s.serialize_str(&format!("{}ms", d.as_millis()));
+    }
     s.serialize_str(&ward_pki::issue::humanize(*d))
 }
 
@@ -381,6 +385,14 @@ pub struct TenantConfig {
     /// instead of HTTP, and `allow` decides who may connect.
     #[serde(default)]
     pub tcp_upstream: Option<String>,
+    /// Several raw TCP upstreams (`tcp://host:port` each), one chosen per
+    /// connection (see `docs/load-balancing.md`); excludes `tcp_upstream`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_upstreams: Vec<String>,
+    /// Load balancing, health checks, ejection and limits for
+    /// `tcp_upstreams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<crate::balance::BalanceConfig>,
     /// Who may open a TCP connection (TCP tenants only).
     #[serde(default)]
     pub allow: AllowRules,
@@ -463,8 +475,17 @@ pub struct RouteConfig {
     /// Allowed methods; any when empty.
     #[serde(default)]
     pub methods: Vec<String>,
-    /// `http://host:port` or `https://host:port`.
+    /// `http://host:port` or `https://host:port`; or use `upstreams`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub upstream: String,
+    /// Several endpoints (`http://…` or `https://…`, all the same scheme)
+    /// sharing the route's traffic; excludes `upstream`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
+    /// Load balancing, health checks, ejection, retries and limits for
+    /// the route's endpoints (`docs/load-balancing.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<crate::balance::BalanceConfig>,
     /// Who may use the route.
     #[serde(default)]
     pub allow: AllowRules,
@@ -526,6 +547,39 @@ pub enum IdentityHeaders {
     Xfcc,
     /// The above plus RFC 9440 `Client-Cert` and `Client-Cert-Chain`.
     Rfc9440,
+}
+
+impl RouteConfig {
+    /// The route's endpoints as written: `upstream`, or the `upstreams`
+    /// list (exactly one of the two, at most
+    /// [`crate::balance::MAX_ENDPOINTS`], no duplicates).
+    pub fn endpoints(&self) -> Result<Vec<String>, String> {
+        match (self.upstream.is_empty(), self.upstreams.is_empty()) {
+            (false, false) => Err("upstream and upstreams exclude each other".into()),
+            (true, true) => Err("an upstream (or upstreams) is required".into()),
+            (false, true) => Ok(vec![self.upstream.clone()]),
+            (true, false) => {
+                crate::balance::check_endpoint_list(&self.upstreams)?;
+                Ok(self.upstreams.clone())
+            }
+        }
+    }
+}
+
+impl TenantConfig {
+    /// The TCP tenant's endpoints: `tcp_upstream` or `tcp_upstreams`
+    /// (empty for an HTTP tenant).
+    pub fn tcp_endpoints(&self) -> Result<Vec<String>, String> {
+        match &self.tcp_upstream {
+            Some(up) => Ok(vec![up.clone()]),
+            None => {
+                if !self.tcp_upstreams.is_empty() {
+                    crate::balance::check_endpoint_list(&self.tcp_upstreams)?;
+                }
+                Ok(self.tcp_upstreams.clone())
+            }
+        }
+    }
 }
 
 impl GateConfig {
@@ -606,7 +660,37 @@ impl GateConfig {
             if !names.insert(&t.name) {
                 return bad(format!("tenant name {:?} is used twice", t.name));
             }
-            match (&t.tcp_upstream, t.routes.is_empty()) {
+            if t.tcp_upstream.is_some() && !t.tcp_upstreams.is_empty() {
+                return bad(format!(
+                    "tenant {:?}: tcp_upstream and tcp_upstreams exclude each other",
+                    t.name
+                ));
+            }
+            let tcp = t
+                .tcp_upstream
+                .clone()
+                .or_else(|| t.tcp_upstreams.first().cloned());
+            if t.balance.is_some() && tcp.is_none() {
+                return bad(format!(
+                    "tenant {:?}: [balance] on a tenant applies to tcp_upstreams; put it on the routes",
+                    t.name
+                ));
+            }
+            t.tcp_endpoints()
+                .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
+            for up in &t.tcp_upstreams {
+                if !matches!(Upstream::parse(up), Ok(Upstream::Tcp(_))) {
+                    return bad(format!(
+                        "tenant {:?}: tcp_upstreams entry {up:?} must be tcp://HOST:PORT",
+                        t.name
+                    ));
+                }
+            }
+            if let Some(b) = &t.balance {
+                b.validate(true)
+                    .map_err(|e| Error::Config(format!("tenant {:?}: balance: {e}", t.name)))?;
+            }
+            match (&tcp, t.routes.is_empty()) {
                 (Some(_), false) => {
                     return bad(format!(
                         "tenant {:?}: tcp_upstream and routes exclude each other",
@@ -634,19 +718,19 @@ impl GateConfig {
                     t.name
                 ));
             }
-            if t.policy.is_some() && t.tcp_upstream.is_none() {
+            if t.policy.is_some() && tcp.is_none() {
                 return bad(format!(
                     "tenant {:?}: a tenant-level policy applies to TCP tenants; put it on the routes",
                     t.name
                 ));
             }
-            if t.send_proxy_v2 && t.tcp_upstream.is_none() {
+            if t.send_proxy_v2 && tcp.is_none() {
                 return bad(format!(
                     "tenant {:?}: send_proxy_v2 applies to TCP tenants",
                     t.name
                 ));
             }
-            if let Some(up) = &t.tcp_upstream {
+            if let Some(up) = &tcp {
                 Upstream::parse(up)
                     .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
                 t.allow
@@ -657,14 +741,28 @@ impl GateConfig {
                 let ctx = |e: String| {
                     Error::Config(format!("tenant {:?}, route {:?}: {e}", t.name, r.name))
                 };
-                let up = Upstream::parse(&r.upstream).map_err(ctx)?;
-                if matches!(up, Upstream::Tcp(_)) {
+                let endpoints = r.endpoints().map_err(ctx)?;
+                let mut schemes = std::collections::HashSet::new();
+                for e in &endpoints {
+                    let up = Upstream::parse(e).map_err(ctx)?;
+                    if matches!(up, Upstream::Tcp(_)) {
+                        return Err(ctx(
+                            "HTTP routes need an http:// or https:// upstream".into()
+                        ));
+                    }
+                    if matches!(up, Upstream::Https { .. }) && self.upstream_tls.is_none() {
+                        return Err(ctx("an https:// upstream needs [upstream_tls]".into()));
+                    }
+                    schemes.insert(matches!(up, Upstream::Https { .. }));
+                }
+                if schemes.len() > 1 {
                     return Err(ctx(
-                        "HTTP routes need an http:// or https:// upstream".into()
+                        "upstreams must all be http:// or all be https://".into()
                     ));
                 }
-                if matches!(up, Upstream::Https { .. }) && self.upstream_tls.is_none() {
-                    return Err(ctx("an https:// upstream needs [upstream_tls]".into()));
+                if let Some(b) = &r.balance {
+                    b.validate(false)
+                        .map_err(|e| ctx(format!("balance: {e}")))?;
                 }
                 if !r.path_prefix.starts_with('/') {
                     return Err(ctx("path_prefix must start with '/'".into()));

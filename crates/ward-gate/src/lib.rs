@@ -15,6 +15,7 @@
 pub mod admin;
 mod audit_mode;
 pub mod authz;
+pub mod balance;
 pub mod check;
 pub mod config;
 mod edge;

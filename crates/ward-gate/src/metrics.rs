@@ -67,6 +67,23 @@ pub struct GateMetrics {
     /// `ward_gate_verify_cache_total{result}`: client chains found in the
     /// chain cache (`hit`) or validated in full (`miss`).
     pub verify_cache: CounterVec,
+    /// `ward_gate_endpoint_requests_total{route,endpoint,result}`: requests
+    /// (TCP: connections) sent to each endpoint of a balanced route, by
+    /// result (`success`, `server_error`, `connect_failure`, `failure`,
+    /// `overflow`).
+    pub endpoint_requests: CounterVec,
+    /// `ward_gate_endpoint_healthy{route,endpoint}`: 1 while the endpoint
+    /// passes its health checks (always 1 without checks).
+    pub endpoint_healthy: GaugeVec,
+    /// `ward_gate_endpoint_ejected{route,endpoint}`: 1 while ejected.
+    pub endpoint_ejected: GaugeVec,
+    /// `ward_gate_endpoint_ejections_total{route,endpoint}`.
+    pub endpoint_ejections: CounterVec,
+    /// `ward_gate_endpoint_active_requests{route,endpoint}`: in flight now.
+    pub endpoint_active: GaugeVec,
+    /// `ward_gate_endpoint_retries_total{route}`: requests sent again to
+    /// another endpoint.
+    pub endpoint_retries: CounterVec,
 }
 
 impl GateMetrics {
@@ -84,6 +101,36 @@ impl GateMetrics {
             &[],
         )?;
         Ok(GateMetrics {
+            endpoint_requests: r.counter(
+                "ward_gate_endpoint_requests_total",
+                "Requests (TCP: connections) sent to each endpoint of a balanced route, by result (success, server_error, connect_failure, failure, overflow).",
+                &["route", "endpoint", "result"],
+            )?,
+            endpoint_healthy: r.gauge(
+                "ward_gate_endpoint_healthy",
+                "1 while an endpoint passes its active health checks (1 without checks).",
+                &["route", "endpoint"],
+            )?,
+            endpoint_ejected: r.gauge(
+                "ward_gate_endpoint_ejected",
+                "1 while an endpoint is ejected after consecutive failures.",
+                &["route", "endpoint"],
+            )?,
+            endpoint_ejections: r.counter(
+                "ward_gate_endpoint_ejections_total",
+                "Times an endpoint was ejected after consecutive failures.",
+                &["route", "endpoint"],
+            )?,
+            endpoint_active: r.gauge(
+                "ward_gate_endpoint_active_requests",
+                "Requests (TCP: connections) in flight to an endpoint.",
+                &["route", "endpoint"],
+            )?,
+            endpoint_retries: r.counter(
+                "ward_gate_endpoint_retries_total",
+                "Requests sent again to another endpoint of a balanced route.",
+                &["route"],
+            )?,
             verify_cache: r.counter(
                 "ward_gate_verify_cache_total",
                 "Client certificate chains by chain-cache lookup result (hit: path validation skipped; miss: validated in full). Revocation and EKU checks run on both.",

@@ -21,6 +21,7 @@ use crate::pipeline::{self, ConnContext, GrpcCall, Refusal, RequestHead, Upstrea
 use crate::pool::h2::{H2Route, H2Sender, H2Target};
 use crate::runtime::{Route, TenantKind};
 
+mod balanced;
 mod body;
 mod grpc;
 mod upgrade;
@@ -345,7 +346,13 @@ async fn forward(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if upgrade::requested(&req) || upgrade::extended_connect(&req).is_some() {
-        return upgrade::forward(shared, ctx, route, req).await;
+        return match &route.balancer {
+            Some(balancer) => balanced::upgrade(shared, ctx, route, balancer, req).await,
+            None => upgrade::forward(shared, ctx, route, &route.upstream, req).await,
+        };
+    }
+    if let Some(balancer) = &route.balancer {
+        return balanced::forward(shared, ctx, route, balancer, req).await;
     }
     let connect = ctx.runtime.config.timeouts.upstream_connect.0;
     let started = Instant::now();

@@ -20,6 +20,7 @@ use ward_tls::chain_cache::{ChainCache, Limits, Lookup};
 use ward_tls::config::{ClientCert, ClientOptions, ServerAuth, client_config, client_config_with};
 
 use crate::Error;
+use crate::balance::Balancer;
 use crate::config::{GateConfig, IdentityHeaders, Upstream, UpstreamProtocol};
 use crate::policy::{Access, Policy};
 
@@ -40,6 +41,9 @@ pub enum TenantKind {
         access: Access,
         /// Start the upstream connection with a PROXY protocol v2 header.
         send_proxy_v2: bool,
+        /// Several endpoints (`tcp_upstreams`, or `[balance]`): one is
+        /// chosen per connection; `upstream` is then the first.
+        balancer: Option<Arc<Balancer>>,
     },
 }
 
@@ -85,6 +89,9 @@ pub struct Route {
     pub protocol: UpstreamProtocol,
     /// Bearer JWT-SVIDs the route accepts, if any.
     pub jwt: Option<Arc<crate::jwt_svid::JwtRoute>>,
+    /// Several endpoints (`upstreams`, or `[balance]`): each request is
+    /// sent to one of them; `upstream` is then the first.
+    pub balancer: Option<Arc<Balancer>>,
 }
 
 impl Route {
@@ -255,6 +262,31 @@ impl Runtime {
         let mut default = None;
         // Each policy file is compiled once per build, however many routes name it.
         let mut policies: HashMap<std::path::PathBuf, Arc<Policy>> = HashMap::new();
+        // Routes with several endpoints (or balance settings) get a
+        // balancer; its health checks start once the upstream TLS
+        // configuration is known (below).
+        let mut balancers: Vec<(Arc<Balancer>, UpstreamProtocol)> = Vec::new();
+        let balancer_metrics = services.metrics.clone();
+        let mut make_balancer = |name: &str,
+                                 endpoints: &[String],
+                                 settings: Option<&crate::balance::BalanceConfig>,
+                                 protocol: UpstreamProtocol|
+         -> Result<Option<Arc<Balancer>>, Error> {
+            if endpoints.len() < 2 && settings.is_none() {
+                return Ok(None);
+            }
+            let b = Arc::new(
+                Balancer::new(
+                    name,
+                    endpoints,
+                    settings.cloned().unwrap_or_default(),
+                    balancer_metrics.as_ref(),
+                )
+                .map_err(|e| Error::Config(format!("{name:?}: {e}")))?,
+            );
+            balancers.push((b.clone(), protocol));
+            Ok(Some(b))
+        };
         let mut policy = |path: &Option<std::path::PathBuf>| -> Result<Option<Arc<Policy>>, Error> {
             let Some(path) = path else { return Ok(None) };
             if let Some(p) = policies.get(path) {
@@ -328,13 +360,21 @@ impl Runtime {
                 &verify_cache,
             )
             .map_err(ctx)?;
-            let kind = match &t.tcp_upstream {
+            let tcp_endpoints = t.tcp_endpoints().map_err(|e| ctx(Error::Config(e)))?;
+            let kind = match tcp_endpoints.first() {
                 Some(up) => match Upstream::parse(up).map_err(Error::Config)? {
                     Upstream::Tcp(addr) => TenantKind::Tcp {
                         upstream: addr,
                         send_proxy_v2: t.send_proxy_v2,
                         access: Access::new(&t.allow, policy(&t.policy).map_err(ctx)?)
                             .map_err(Error::Config)?,
+                        balancer: make_balancer(
+                            &t.name,
+                            &tcp_endpoints,
+                            t.balance.as_ref(),
+                            UpstreamProtocol::Http1,
+                        )
+                        .map_err(ctx)?,
                     },
                     _ => return Err(ctx(Error::Config("tcp_upstream must be tcp://".into()))),
                 },
@@ -343,6 +383,9 @@ impl Runtime {
                         .iter()
                         .map(|r| {
                             let route_policy = policy(&r.policy)
+                                .map_err(|e| Error::Config(format!("route {:?}: {e}", r.name)))?;
+                            let endpoints = r
+                                .endpoints()
                                 .map_err(|e| Error::Config(format!("route {:?}: {e}", r.name)))?;
                             Ok(Route {
                                 name: r.name.clone(),
@@ -356,7 +399,14 @@ impl Runtime {
                                             .map_err(|_| Error::Config(format!("bad method {m:?}")))
                                     })
                                     .collect::<Result<_, _>>()?,
-                                upstream: Upstream::parse(&r.upstream).map_err(Error::Config)?,
+                                upstream: Upstream::parse(endpoints.first().map_or("", |e| e))
+                                    .map_err(Error::Config)?,
+                                balancer: make_balancer(
+                                    &r.name,
+                                    &endpoints,
+                                    r.balance.as_ref(),
+                                    r.protocol,
+                                )?,
                                 access: Access::new(&r.allow, route_policy)
                                     .map_err(Error::Config)?,
                                 headers: r.identity_headers,
@@ -402,6 +452,17 @@ impl Runtime {
             }));
         }
         let (client, upstream_tls) = upstream_client(&config, services)?;
+        // Health checks run for a serving gate only (not --check-config),
+        // and end with this runtime's balancers.
+        if services.metrics.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            for (b, protocol) in &balancers {
+                let probe = crate::balance::health::Probe {
+                    tls: Some(upstream_tls.for_protocol(*protocol).clone()),
+                    h2: *protocol == UpstreamProtocol::H2,
+                };
+                crate::balance::health::start(b, &probe);
+            }
+        }
         Ok(Runtime {
             passthrough: crate::passthrough::Routes::new(&config.passthrough),
             config,

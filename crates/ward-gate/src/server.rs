@@ -158,9 +158,18 @@ async fn connection(
             upstream,
             access,
             send_proxy_v2,
+            balancer,
         } => {
             let allowed = tcp_allowed(access, &conn.ctx, &conn.shared);
-            Box::pin(tcp_proxy(tls, conn, upstream, allowed, *send_proxy_v2)).await;
+            Box::pin(tcp_proxy(
+                tls,
+                conn,
+                upstream,
+                balancer.as_deref(),
+                allowed,
+                *send_proxy_v2,
+            ))
+            .await;
         }
     }
 }
@@ -681,6 +690,7 @@ async fn tcp_proxy(
     mut tls: Tls,
     mut conn: Conn,
     upstream: &str,
+    balancer: Option<&crate::balance::Balancer>,
     allowed: bool,
     send_proxy_v2: bool,
 ) {
@@ -688,7 +698,7 @@ async fn tcp_proxy(
     let ctx = conn.ctx.clone();
     let shared = conn.shared.clone();
     let mut stop = conn.stop.clone();
-    let record = |result: &'static str, reason: Option<&str>| {
+    let record = |result: &'static str, reason: Option<&str>, upstream: &str| {
         shared.audit.record(&serde_json::json!({
             "event": "connection",
             "remote": ctx.remote.to_string(),
@@ -703,33 +713,42 @@ async fn tcp_proxy(
     };
     if !allowed {
         shared.metrics.denied.with(&[&ctx.tenant.name, "tcp"]).inc();
-        record("refused", Some("forbidden"));
+        record("refused", Some("forbidden"), upstream);
         let _ = tls.shutdown().await;
         return;
     }
-    let connect = tokio::time::timeout(
-        ctx.runtime.config.timeouts.upstream_connect.0,
-        TcpStream::connect(upstream),
-    )
-    .await;
-    let mut up = match connect {
-        Ok(Ok(s)) => s,
-        _ => {
-            record("refused", Some("upstream_unreachable"));
-            let _ = tls.shutdown().await;
-            return;
-        }
+    let connect_timeout = ctx.runtime.config.timeouts.upstream_connect.0;
+    // A balanced tenant chooses its endpoint here (trying others when the
+    // connection fails) and holds its slot while the connection lasts.
+    let (mut up, _slot, upstream) = match balancer {
+        Some(b) => match b.connect_tcp(&ctx.identity, connect_timeout).await {
+            Ok((stream, slot, endpoint)) => (stream, Some(slot), endpoint),
+            Err(reason) => {
+                record("refused", Some(reason), upstream);
+                let _ = tls.shutdown().await;
+                return;
+            }
+        },
+        None => match tokio::time::timeout(connect_timeout, TcpStream::connect(upstream)).await {
+            Ok(Ok(s)) => (s, None, upstream.to_owned()),
+            _ => {
+                record("refused", Some("upstream_unreachable"), upstream);
+                let _ = tls.shutdown().await;
+                return;
+            }
+        },
     };
+    let upstream = upstream.as_str();
     if send_proxy_v2 {
         let local = tls.get_ref().0.local_addr().unwrap_or(ctx.remote);
         let header = crate::proxy_protocol::encode_v2(ctx.remote, local);
         if up.write_all(&header).await.is_err() {
-            record("refused", Some("upstream_unreachable"));
+            record("refused", Some("upstream_unreachable"), upstream);
             let _ = tls.shutdown().await;
             return;
         }
     }
-    record("forwarded", None);
+    record("forwarded", None, upstream);
     let idle = ctx.runtime.config.timeouts.idle.0;
     tokio::select! {
         end = crate::pipe::pipe(&mut tls, &mut up, idle) => {

@@ -14,8 +14,16 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 /// A request body that records its own failure.
 #[derive(Debug)]
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Inner,
     failed: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// Streams from the client.
+    Stream(Incoming),
+    /// Read already; `None` once sent.
+    Buffered(Option<Bytes>),
 }
 
 /// Tells whether a [`ClientBody`] failed.
@@ -35,11 +43,19 @@ impl ClientBody {
         let failed = Arc::new(AtomicBool::new(false));
         (
             ClientBody {
-                inner,
+                inner: Inner::Stream(inner),
                 failed: failed.clone(),
             },
             BodyFailed(failed),
         )
+    }
+
+    /// A body read whole already (it cannot fail).
+    pub fn buffered(bytes: Bytes) -> Self {
+        ClientBody {
+            inner: Inner::Buffered((!bytes.is_empty()).then_some(bytes)),
+            failed: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -51,18 +67,32 @@ impl Body for ClientBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.failed.store(true, Ordering::Relaxed);
+        let this = &mut *self;
+        match &mut this.inner {
+            Inner::Stream(inner) => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    this.failed.store(true, Ordering::Relaxed);
+                }
+                polled
+            }
+            Inner::Buffered(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Stream(inner) => inner.is_end_stream(),
+            Inner::Buffered(data) => data.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Stream(inner) => inner.size_hint(),
+            Inner::Buffered(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }

@@ -79,6 +79,7 @@ pub(super) async fn forward(
     shared: &Shared,
     ctx: &ConnContext,
     route: &Route,
+    upstream: &Upstream,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     if route.protocol == UpstreamProtocol::H2 {
@@ -117,7 +118,7 @@ pub(super) async fn forward(
     let (parts, body) = req.into_parts();
     let (body, _) = ClientBody::new(body);
     let mut req = Request::from_parts(parts, body);
-    prepare(&mut req, ctx, route.headers, &route.upstream, &Via::Pooled)?;
+    prepare(&mut req, ctx, route.headers, upstream, &Via::Pooled)?;
     // Origin form on a connection of its own; the hop-by-hop fields that
     // ask for the upgrade go back in.
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
@@ -132,7 +133,7 @@ pub(super) async fn forward(
         headers.insert(header::UPGRADE, upgrade);
     }
     let connect = ctx.runtime.config.timeouts.upstream_connect.0;
-    let sent = match &route.upstream {
+    let sent = match upstream {
         Upstream::Http(authority) | Upstream::Tcp(authority) => {
             let tcp = tcp(authority, connect).await?;
             send(authority, tcp, req).await

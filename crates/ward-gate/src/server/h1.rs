@@ -289,10 +289,12 @@ fn decide<'r>(
         Err(r) => return refused(r),
     };
     let authority = match &route.upstream {
-        Upstream::Http(authority) if route.protocol == UpstreamProtocol::Http1 => {
+        Upstream::Http(authority)
+            if route.protocol == UpstreamProtocol::Http1 && route.balancer.is_none() =>
+        {
             authority.as_str()
         }
-        // HTTPS and HTTP/2 upstreams are the general path's.
+        // HTTPS, HTTP/2 and balanced upstreams are the general path's.
         Upstream::Http(_) | Upstream::Https { .. } | Upstream::Tcp(_) => {
             return Decision::Handoff;
         }

@@ -228,6 +228,8 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
         key: args.key.clone(),
         client_ca: args.client_ca.clone(),
         tcp_upstream: tcp.then(|| upstream.clone()),
+        tcp_upstreams: Vec::new(),
+        balance: None,
         allow: if tcp {
             allow.clone()
         } else {
@@ -243,6 +245,8 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
                 path_prefix: "/".into(),
                 methods: Vec::new(),
                 upstream,
+                upstreams: Vec::new(),
+                balance: None,
                 allow,
                 policy: args.policy.clone(),
                 identity_headers: IdentityHeaders::Xfcc,
