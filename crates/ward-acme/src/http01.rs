@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::Challenges;
+use crate::{Challenges, stopped};
 
 /// The challenge path prefix.
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
@@ -34,7 +34,7 @@ pub async fn serve(listener: TcpListener, challenges: Challenges, mut stop: watc
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.wait_for(|s| *s) => return,
+            () = stopped(&mut stop) => return,
         };
         let (tcp, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -45,7 +45,7 @@ pub async fn serve(listener: TcpListener, challenges: Challenges, mut stop: watc
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return,
+            () = stopped(&mut stop) => return,
         };
         let challenges = challenges.clone();
         tokio::spawn(async move {

@@ -30,3 +30,8 @@ pub use challenges::{ACME_TLS_ALPN, Challenges};
 pub use error::Error;
 pub use manager::{Issued, Manager, Observer};
 pub use settings::{AcmeSettings, ChallengeKind};
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

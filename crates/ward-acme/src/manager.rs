@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::schedule::{backoff, renewal_time, until};
 use crate::state::{Current, StateDir};
-use crate::{AcmeSettings, Challenges, Error};
+use crate::{AcmeSettings, Challenges, Error, stopped};
 
 /// A certificate the manager put into the state directory.
 pub type Issued = Current;
@@ -164,7 +164,7 @@ impl Manager {
             if wake > now {
                 tokio::select! {
                     () = tokio::time::sleep(until(wake, now)) => continue,
-                    _ = stop.wait_for(|s| *s) => return,
+                    () = stopped(&mut stop) => return,
                 }
             }
             let result = match self.ensure_account(&mut account).await {
@@ -186,7 +186,7 @@ impl Manager {
                     self.observer.retrying(&e, wait);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        _ = stop.wait_for(|s| *s) => return,
+                        () = stopped(&mut stop) => return,
                     }
                 }
             }

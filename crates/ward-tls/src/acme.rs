@@ -57,7 +57,6 @@ pub fn tls_alpn_01_config(challenge: Arc<CertifiedKey>) -> Result<ServerConfig, 
 /// The client configuration for an ACME server whose HTTPS certificate
 /// chains to `roots` (Ward's provider, TLS 1.3, no client certificate).
 pub fn acme_client_config(roots: &[CertificateDer<'static>]) -> Result<ClientConfig, Error> {
-    let mut config = client_config(ServerAuth::roots(roots)?, ClientCert::None)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    // No ALPN here: the HTTP connector sets the protocols it speaks.
+    Ok(client_config(ServerAuth::roots(roots)?, ClientCert::None)?)
 }
