@@ -80,8 +80,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn tls_alpn_config(server_name: &str, digest: &[u8]) -> Result<ServerConfig, Error> {
     let bad = |m: String| Error::Challenge(format!("tls-alpn-01 certificate: {m}"));
     let key = rcgen::KeyPair::generate().map_err(|e| bad(e.to_string()))?;
-    let mut params =
-        rcgen::CertificateParams::new(vec![server_name.to_owned()]).map_err(|e| bad(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(vec![server_name.to_owned()])
+        .map_err(|e| bad(e.to_string()))?;
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
     params
         .custom_extensions
@@ -90,8 +90,7 @@ fn tls_alpn_config(server_name: &str, digest: &[u8]) -> Result<ServerConfig, Err
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let certified =
         ward_tls::acme::challenge_key(cert.der().clone(), der).map_err(|e| bad(e.to_string()))?;
-    ward_tls::acme::tls_alpn_01_config(Arc::new(certified))
-        .map_err(|e| bad(e.to_string()))
+    ward_tls::acme::tls_alpn_01_config(Arc::new(certified)).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]

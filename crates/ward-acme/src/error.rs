@@ -34,7 +34,9 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn protocol(context: impl Into<String>) -> impl FnOnce(instant_acme::Error) -> Error {
+    pub(crate) fn protocol(
+        context: impl Into<String>,
+    ) -> impl FnOnce(instant_acme::Error) -> Error {
         let context = context.into();
         move |source| Error::Protocol { context, source }
     }

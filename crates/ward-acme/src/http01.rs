@@ -130,7 +130,12 @@ mod tests {
     fn serves_challenges_and_redirects_the_rest() {
         let c = Challenges::default();
         c.add_http("tok", "tok.thumb");
-        let ok = get(&c, Method::GET, "/.well-known/acme-challenge/tok", Some("a.test"));
+        let ok = get(
+            &c,
+            Method::GET,
+            "/.well-known/acme-challenge/tok",
+            Some("a.test"),
+        );
         assert_eq!(ok.status(), StatusCode::OK);
         let missing = get(&c, Method::GET, "/.well-known/acme-challenge/other", None);
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);

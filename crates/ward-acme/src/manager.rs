@@ -84,12 +84,18 @@ impl Manager {
     }
 
     /// Orders a certificate now and stores it.
-    pub async fn order_now(&self, account: &Account, previous: Option<&Current>, use_ari: bool) -> Result<Issued, Error> {
+    pub async fn order_now(
+        &self,
+        account: &Account,
+        previous: Option<&Current>,
+        use_ari: bool,
+    ) -> Result<Issued, Error> {
         let replaces = previous
             .filter(|_| use_ari)
             .and_then(|c| c.chain.first())
             .and_then(crate::order::cert_id);
-        let result = crate::order::obtain(account, &self.settings, &self.challenges, replaces).await;
+        let result =
+            crate::order::obtain(account, &self.settings, &self.challenges, replaces).await;
         let obtained = match result {
             Ok(o) => o,
             Err(e) => {
@@ -168,7 +174,10 @@ impl Manager {
                 }
             }
             let result = match self.ensure_account(&mut account).await {
-                Ok(acc) => self.order_now(&acc, current.as_ref(), ari_enabled && attempt == 0).await,
+                Ok(acc) => {
+                    self.order_now(&acc, current.as_ref(), ari_enabled && attempt == 0)
+                        .await
+                }
                 Err(e) => {
                     self.observer.order_finished("failure");
                     Err(e)
@@ -180,8 +189,12 @@ impl Manager {
                     let wait = backoff(attempt, None, fastrand::f64());
                     attempt = attempt.saturating_add(1);
                     match &current {
-                        Some(c) => tracing::error!(error = %e, retry_in = ?wait, attempt, serving_until = %c.not_after, "ACME renewal failed; the current certificate stays in service"),
-                        None => tracing::error!(error = %e, retry_in = ?wait, attempt, "ACME order failed"),
+                        Some(c) => {
+                            tracing::error!(error = %e, retry_in = ?wait, attempt, serving_until = %c.not_after, "ACME renewal failed; the current certificate stays in service")
+                        }
+                        None => {
+                            tracing::error!(error = %e, retry_in = ?wait, attempt, "ACME order failed")
+                        }
                     }
                     self.observer.retrying(&e, wait);
                     tokio::select! {

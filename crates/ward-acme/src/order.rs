@@ -71,8 +71,12 @@ pub async fn account(settings: &AcmeSettings, state: &StateDir) -> Result<Accoun
                     .await
                     .map_err(Error::protocol("restoring the account"));
             }
-            Ok(_) => tracing::info!(directory = %settings.directory, "the stored account belongs to another directory; creating a new one"),
-            Err(e) => tracing::warn!(error = %e, "the stored account is unreadable; creating a new one"),
+            Ok(_) => {
+                tracing::info!(directory = %settings.directory, "the stored account belongs to another directory; creating a new one")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored account is unreadable; creating a new one")
+            }
         }
     }
     let eab = match (&settings.eab_kid, &settings.eab_hmac_file) {
@@ -85,7 +89,10 @@ pub async fn account(settings: &AcmeSettings, state: &StateDir) -> Result<Accoun
                 URL_SAFE_NO_PAD
                     .decode(text.trim().trim_end_matches('='))
                     .map_err(|e| {
-                        Error::Config(format!("eab_hmac_file {}: not base64url: {e}", file.display()))
+                        Error::Config(format!(
+                            "eab_hmac_file {}: not base64url: {e}",
+                            file.display()
+                        ))
                     })?,
             );
             Some(ExternalAccountKey::new(kid.clone(), &key))
@@ -101,7 +108,10 @@ pub async fn account(settings: &AcmeSettings, state: &StateDir) -> Result<Accoun
     let (account, credentials) = builder(settings)?
         .create(&new, settings.directory.clone(), eab.as_ref())
         .await
-        .map_err(Error::protocol(format!("creating an account at {}", settings.directory)))?;
+        .map_err(Error::protocol(format!(
+            "creating an account at {}",
+            settings.directory
+        )))?;
     let stored = StoredAccount {
         directory: settings.directory.clone(),
         credentials,
@@ -271,7 +281,9 @@ async fn answer_all(
         challenge
             .set_ready()
             .await
-            .map_err(Error::protocol(format!("answering the challenge for {name}")))?;
+            .map_err(Error::protocol(format!(
+                "answering the challenge for {name}"
+            )))?;
         tracing::debug!(%name, challenge = ?settings.challenge, "challenge answered");
     }
     Ok(())
@@ -299,10 +311,12 @@ async fn why_invalid(order: &mut instant_acme::Order) -> String {
 /// `None` if it has no AKI.
 pub fn cert_id(leaf: &CertificateDer<'_>) -> Option<CertificateIdentifier<'static>> {
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-    let aki = cert.iter_extensions().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
-        _ => None,
-    })?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        })?;
     Some(
         CertificateIdentifier::new(
             Der::from_slice(aki),

@@ -111,6 +111,9 @@ mod tests {
     fn until_never_goes_negative() {
         let now = datetime!(2026-01-01 00:00 UTC);
         assert_eq!(until(now - time::Duration::hours(1), now), Duration::ZERO);
-        assert_eq!(until(now + time::Duration::seconds(5), now), Duration::from_secs(5));
+        assert_eq!(
+            until(now + time::Duration::seconds(5), now),
+            Duration::from_secs(5)
+        );
     }
 }

@@ -97,7 +97,9 @@ impl AcmeSettings {
                 return bad(format!("domain {d:?}: {e}"));
             }
             if d.starts_with("*.") && self.challenge != ChallengeKind::Dns01 {
-                return bad(format!("domain {d:?}: a wildcard needs the dns-01 challenge"));
+                return bad(format!(
+                    "domain {d:?}: a wildcard needs the dns-01 challenge"
+                ));
             }
         }
         if self.eab_kid.is_some() != self.eab_hmac_file.is_some() {
@@ -167,7 +169,8 @@ mod tests {
     #[test]
     fn rejects_what_no_server_would_accept() {
         assert!(settings().validate().is_ok());
-        let cases: Vec<(fn(&mut AcmeSettings), &str)> = vec![
+        type Change = fn(&mut AcmeSettings);
+        let cases: Vec<(Change, &str)> = vec![
             (|s| s.directory = "http://acme.test/dir".into(), "https://"),
             (|s| s.domains.clear(), "at least one"),
             (|s| s.domains = vec!["Api.example".into()], "lowercase"),

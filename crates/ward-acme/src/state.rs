@@ -65,8 +65,7 @@ impl Current {
         let Some(leaf) = chain.first() else {
             return Err(bad("the chain holds no certificate".into()));
         };
-        let (_, parsed) =
-            X509Certificate::from_der(leaf).map_err(|e| bad(format!("leaf: {e}")))?;
+        let (_, parsed) = X509Certificate::from_der(leaf).map_err(|e| bad(format!("leaf: {e}")))?;
         let validity = parsed.validity();
         let not_before = validity.not_before.to_datetime();
         let not_after = validity.not_after.to_datetime();
@@ -121,7 +120,10 @@ impl StateDir {
                 .map_err(Error::io(format!("setting the mode of {}", dir.display())))?;
         }
         if !dir.is_dir() {
-            return Err(Error::Config(format!("{} is not a directory", dir.display())));
+            return Err(Error::Config(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
         }
         Ok(StateDir {
             dir: dir.to_owned(),
@@ -249,9 +251,15 @@ mod tests {
         let current = state.current(&domains).unwrap();
         assert_eq!(current.names, domains);
         assert!(state.current(&["b.example.test".to_owned()]).is_none());
-        let mode = std::fs::metadata(state.file(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(state.file(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let mode = std::fs::metadata(state.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(state.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 

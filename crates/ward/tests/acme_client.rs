@@ -21,4 +21,5 @@ mod acme_client {
     pub(crate) mod gate;
     pub(crate) mod pebble;
     pub(crate) mod renewal;
+    pub(crate) mod ward_server;
 }

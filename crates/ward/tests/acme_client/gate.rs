@@ -37,6 +37,32 @@ pub(crate) fn write_config(
     echo: &Echo,
     tenants: &[AcmeTenant<'_>],
 ) -> PathBuf {
+    let server = AcmeServer {
+        directory: pebble.directory(),
+        ca_bundle: pebble.https_root(),
+        client_ca: pebble.pki.root(),
+    };
+    write_config_for(dir, port, &server, echo, tenants)
+}
+
+/// Where the tenants' certificates come from and who their clients are.
+pub(crate) struct AcmeServer {
+    /// Directory URL.
+    pub(crate) directory: String,
+    /// Roots of the ACME server's HTTPS certificate.
+    pub(crate) ca_bundle: PathBuf,
+    /// Roots client certificates must chain to.
+    pub(crate) client_ca: PathBuf,
+}
+
+/// [`write_config`] for any ACME server.
+pub(crate) fn write_config_for(
+    dir: &Path,
+    port: u16,
+    server: &AcmeServer,
+    echo: &Echo,
+    tenants: &[AcmeTenant<'_>],
+) -> PathBuf {
     let mut text = format!(
         "unknown_sni = \"reject\"\n[listen]\naddress = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:0\"\n"
     );
@@ -67,9 +93,9 @@ spiffe_ids = ["spiffe://example.org/ns/*"]
             domain = t.domain,
             challenge = t.challenge,
             extra = t.extra,
-            client_ca = pebble.pki.root().display(),
-            directory = pebble.directory(),
-            ca_bundle = pebble.https_root().display(),
+            client_ca = server.client_ca.display(),
+            directory = server.directory,
+            ca_bundle = server.ca_bundle.display(),
             upstream = echo.url(),
         ));
     }
@@ -204,13 +230,17 @@ fn tls_alpn_01_while_the_tenant_requires_client_certificates_then_a_restart_orde
     let root = pebble.issuing_root();
     let client = client_cert(&pebble);
 
-    let (code, status, body, err) = curl(&root, Some(&client), "api.acme.test", gate_port, "/hello");
+    let (code, status, body, err) =
+        curl(&root, Some(&client), "api.acme.test", gate_port, "/hello");
     assert_eq!((code, status), (0, 200), "{err}\n{}", gate.stderr());
     assert!(body.contains("/hello"), "{body}");
     assert!(echo.hits() >= 1);
     // The tenant still requires a client certificate.
     let (code, _, _, _) = curl(&root, None, "api.acme.test", gate_port, "/hello");
-    assert_ne!(code, 0, "a request without a client certificate went through");
+    assert_ne!(
+        code, 0,
+        "a request without a client certificate went through"
+    );
     // Pebble's validation was answered on this listener with no client
     // certificate asked, and counted.
     let m = gate.metrics();
@@ -234,12 +264,16 @@ fn tls_alpn_01_while_the_tenant_requires_client_certificates_then_a_restart_orde
         .output()
         .unwrap();
     assert!(!probe.stdout_text().contains("BEGIN CERTIFICATE") || !probe.status.success());
-    wait_for("the refused probe to be counted", Duration::from_secs(10), || {
-        gate.metrics().sum(
-            "ward_gate_handshakes_total",
-            &[("reason", "no_challenge"), ("alpn", "acme-tls/1")],
-        ) >= 1.0
-    });
+    wait_for(
+        "the refused probe to be counted",
+        Duration::from_secs(10),
+        || {
+            gate.metrics().sum(
+                "ward_gate_handshakes_total",
+                &[("reason", "no_challenge"), ("alpn", "acme-tls/1")],
+            ) >= 1.0
+        },
+    );
 
     let state = work.path().join("state-api");
     assert_eq!(mode(&state.join("key.pem")), 0o600);
@@ -257,7 +291,10 @@ fn tls_alpn_01_while_the_tenant_requires_client_certificates_then_a_restart_orde
     assert_eq!((code, status), (0, 200), "{err}\n{}", gate.stderr());
     assert_eq!(served_serial(gate_port, "api.acme.test"), serial);
     let m = gate.metrics();
-    assert_eq!(orders(&m, "api", "success") + orders(&m, "api", "failure"), 0.0);
+    assert_eq!(
+        orders(&m, "api", "success") + orders(&m, "api", "failure"),
+        0.0
+    );
     assert!(
         m.sum(
             "ward_gate_acme_next_renewal_timestamp_seconds",
@@ -307,13 +344,24 @@ fn http_01_and_dns_01_tenants_obtain_their_certificates() {
     let client = client_cert(&pebble);
     for domain in ["web.acme.test", "dns.acme.test"] {
         let (code, status, body, err) = curl(&root, Some(&client), domain, gate.port(), "/x");
-        assert_eq!((code, status), (0, 200), "{domain}: {err}\n{}", gate.stderr());
+        assert_eq!(
+            (code, status),
+            (0, 200),
+            "{domain}: {err}\n{}",
+            gate.stderr()
+        );
         assert!(body.contains("/x"), "{body}");
     }
     // The hook was run to present and to clean up the record.
     let log = std::fs::read_to_string(work.path().join("dns-hook.log")).unwrap();
-    assert!(log.contains("present _acme-challenge.dns.acme.test."), "{log}");
-    assert!(log.contains("cleanup _acme-challenge.dns.acme.test."), "{log}");
+    assert!(
+        log.contains("present _acme-challenge.dns.acme.test."),
+        "{log}"
+    );
+    assert!(
+        log.contains("cleanup _acme-challenge.dns.acme.test."),
+        "{log}"
+    );
     // The plain listener serves challenges only: the rest goes to HTTPS.
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "--max-time", "10"])
@@ -324,7 +372,15 @@ fn http_01_and_dns_01_tenants_obtain_their_certificates() {
         .unwrap();
     assert_eq!(out.stdout_text(), "308 https://web.acme.test/app?q=1");
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code}"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            "-w",
+            "%{http_code}",
+        ])
         .arg(format!(
             "http://127.0.0.1:{http_port}/.well-known/acme-challenge/unknown-token"
         ))
@@ -358,6 +414,10 @@ upstream = "http://127.0.0.1:1"
     .unwrap();
     let out = crate::common::ward(&["gate", "serve", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(out.stderr_text().contains("dns_hook"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("dns_hook"),
+        "{}",
+        out.stderr_text()
+    );
     assert!(!work.path().join("state").exists());
 }

@@ -39,7 +39,10 @@ pub(crate) fn have(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{tool} is required under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is required under CI"
+        );
         println!("skipped: {tool} is not installed");
     }
     found

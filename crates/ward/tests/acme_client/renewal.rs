@@ -69,7 +69,10 @@ fn renews_under_continuous_mtls_traffic_with_zero_failed_requests() {
                         ok.fetch_add(1, Ordering::SeqCst);
                     } else {
                         failed.fetch_add(1, Ordering::SeqCst);
-                        failures.lock().unwrap().push(format!("{code} {status} {err}"));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{code} {status} {err}"));
                     }
                 }
             })
@@ -82,9 +85,11 @@ fn renews_under_continuous_mtls_traffic_with_zero_failed_requests() {
     );
     let at_renewal = ok.load(Ordering::SeqCst);
     // Keep the traffic going over the new certificate for a while.
-    wait_for("requests after the renewal", Duration::from_secs(30), || {
-        ok.load(Ordering::SeqCst) >= at_renewal + 20
-    });
+    wait_for(
+        "requests after the renewal",
+        Duration::from_secs(30),
+        || ok.load(Ordering::SeqCst) >= at_renewal + 20,
+    );
     done.store(true, Ordering::SeqCst);
     for w in workers {
         w.join().unwrap();
