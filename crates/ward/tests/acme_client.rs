@@ -18,6 +18,7 @@ mod pki;
 mod upstream;
 
 mod acme_client {
+    pub(crate) mod agent;
     pub(crate) mod gate;
     pub(crate) mod pebble;
     pub(crate) mod renewal;
