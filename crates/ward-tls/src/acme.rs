@@ -60,3 +60,54 @@ pub fn acme_client_config(roots: &[CertificateDer<'static>]) -> Result<ClientCon
     // No ALPN here: the HTTP connector sets the protocols it speaks.
     Ok(client_config(ServerAuth::roots(roots)?, ClientCert::None)?)
 }
+
+/// Where a [`TlsAlpnResolver`] looks up a pending challenge by server name.
+pub type ChallengeLookup = Arc<dyn Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
+/// A certificate resolver for a listener that also answers tls-alpn-01
+/// validations: a ClientHello offering only `acme-tls/1` for a name with a
+/// pending challenge gets the challenge certificate, every other one what
+/// `inner` resolves. The configuration must offer `acme-tls/1` among its
+/// ALPN protocols ([`offer_acme_tls_alpn`]) and must not require client
+/// certificates (the validator has none).
+pub struct TlsAlpnResolver {
+    inner: Arc<dyn rustls::server::ResolvesServerCert>,
+    lookup: ChallengeLookup,
+}
+
+impl TlsAlpnResolver {
+    /// Wraps `inner`.
+    pub fn new(
+        inner: Arc<dyn rustls::server::ResolvesServerCert>,
+        lookup: ChallengeLookup,
+    ) -> Self {
+        TlsAlpnResolver { inner, lookup }
+    }
+}
+
+impl std::fmt::Debug for TlsAlpnResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsAlpnResolver").finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for TlsAlpnResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let only_acme = hello
+            .alpn()
+            .is_some_and(|mut p| p.next() == Some(ACME_TLS_ALPN) && p.next().is_none());
+        if only_acme {
+            // A validation with nothing pending gets no certificate at all.
+            return hello.server_name().and_then(|n| (self.lookup)(n));
+        }
+        self.inner.resolve(hello)
+    }
+}
+
+/// Adds `acme-tls/1` (last) to a configuration's ALPN protocols, so that
+/// a validator offering only it is not refused before the resolver runs.
+pub fn offer_acme_tls_alpn(config: &mut ServerConfig) {
+    if !config.alpn_protocols.iter().any(|p| p == ACME_TLS_ALPN) {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+}

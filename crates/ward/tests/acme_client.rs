@@ -19,6 +19,7 @@ mod upstream;
 
 mod acme_client {
     pub(crate) mod agent;
+    pub(crate) mod ca;
     pub(crate) mod gate;
     pub(crate) mod pebble;
     pub(crate) mod renewal;

@@ -80,6 +80,9 @@ pub(crate) struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The API's certificate from an ACME CA instead (docs/acme-client.md).
+    #[command(flatten)]
+    acme: super::acme_client::AcmeClientArgs,
     /// Start even if private keys are readable by group or others, or the
     /// CA directory is writable by them.
     #[arg(long)]
@@ -207,6 +210,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         allow_insecure_permissions: args.allow_insecure_permissions,
+        acme: args.acme.settings(),
     };
     ward_ca::serve::run(
         config,
