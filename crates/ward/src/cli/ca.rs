@@ -16,7 +16,7 @@ pub(crate) enum CaCommand {
     /// Create a root, an online intermediate, an admin identity and ca.toml in DIR.
     Init(InitArgs),
     /// Run the CA's HTTPS API (SPEC §5) until SIGTERM or Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a one-time link that signs a browser in to the web console
     /// (`/console/` of `ward ca serve`).
     ConsoleLogin(ConsoleLoginArgs),
@@ -135,7 +135,7 @@ pub(crate) struct InitArgs {
 pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
     match cmd {
         CaCommand::Init(args) => init(args).await,
-        CaCommand::Serve(args) => serve(args).await,
+        CaCommand::Serve(args) => serve(*args).await,
         CaCommand::ConsoleLogin(args) => console_login(args).await,
     }
 }
