@@ -421,3 +421,81 @@ upstream = "http://127.0.0.1:1"
     );
     assert!(!work.path().join("state").exists());
 }
+
+#[test]
+fn the_flag_form_obtains_a_certificate_by_http_01() {
+    if !tools() {
+        return;
+    }
+    let http_port = free_port();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port,
+        tls_port: free_port(),
+        validity: None,
+    });
+    let echo = Echo::start();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let gate = Gate::flags(&[
+        "--client-ca",
+        pebble.pki.root().to_str().unwrap(),
+        "--upstream",
+        &echo.url(),
+        "--allow-spiffe-id",
+        "spiffe://example.org/ns/*",
+        "--acme-directory",
+        &pebble.directory(),
+        "--acme-domain",
+        "flags.acme.test",
+        "--acme-challenge",
+        "http-01",
+        "--acme-http01-listen",
+        &format!("127.0.0.1:{http_port}"),
+        "--acme-ca-bundle",
+        pebble.https_root().to_str().unwrap(),
+        "--acme-state-dir",
+        state.to_str().unwrap(),
+    ]);
+    wait_orders(&gate, "default", "success", 1.0);
+    let root = pebble.issuing_root();
+    let client = client_cert(&pebble);
+    let (code, status, _, err) = curl(&root, Some(&client), "flags.acme.test", gate.port(), "/f");
+    assert_eq!((code, status), (0, 200), "{err}\n{}", gate.stderr());
+    assert!(state.join("cert.pem").exists());
+    stop(gate);
+}
+
+#[test]
+fn a_failed_validation_is_an_error_with_the_servers_reason_and_the_stand_in_stays() {
+    if !tools() {
+        return;
+    }
+    // Pebble validates tls-alpn-01 on a port nobody listens on.
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: free_port(),
+        tls_port: free_port(),
+        validity: None,
+    });
+    let echo = Echo::start();
+    let work = tempfile::tempdir().unwrap();
+    let tenants = [AcmeTenant {
+        name: "api",
+        domain: "api.acme.test",
+        challenge: "tls-alpn-01",
+        extra: String::new(),
+    }];
+    let config = write_config(work.path(), 0, &pebble, &echo, &tenants);
+    let gate = Gate::config(&config);
+    wait_orders(&gate, "api", "failure", 1.0);
+    let log = gate.stderr();
+    // Pebble's problem document, as it sent it.
+    assert!(log.contains("for the tls-alpn-01 challenge"), "{log}");
+    assert!(log.contains("urn:ietf:params:acme:error:unauthorized"), "{log}");
+    assert!(!work.path().join("state-api/cert.pem").exists());
+    // No client trusts the stand-in.
+    let root = pebble.issuing_root();
+    let client = client_cert(&pebble);
+    let (code, _, _, _) = curl(&root, Some(&client), "api.acme.test", gate.port(), "/");
+    assert_ne!(code, 0);
+    stop(gate);
+}
