@@ -490,7 +490,10 @@ fn a_failed_validation_is_an_error_with_the_servers_reason_and_the_stand_in_stay
     let log = gate.stderr();
     // Pebble's problem document, as it sent it.
     assert!(log.contains("for the tls-alpn-01 challenge"), "{log}");
-    assert!(log.contains("urn:ietf:params:acme:error:unauthorized"), "{log}");
+    assert!(
+        log.contains("urn:ietf:params:acme:error:unauthorized"),
+        "{log}"
+    );
     assert!(!work.path().join("state-api/cert.pem").exists());
     // No client trusts the stand-in.
     let root = pebble.issuing_root();
