@@ -6,11 +6,19 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
-    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse,
+    CertificateIdentifier, ChallengeType, ExternalAccountKey, HttpClient, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, Der};
@@ -32,23 +40,71 @@ struct StoredAccount {
     credentials: AccountCredentials,
 }
 
-/// The HTTP client for the ACME server: Ward's TLS configuration with
-/// `ca_bundle`'s roots, or instant-acme's default (the platform's roots).
-fn builder(settings: &AcmeSettings) -> Result<instant_acme::AccountBuilder, Error> {
-    let Some(bundle) = &settings.ca_bundle else {
-        return Account::builder().map_err(Error::protocol("building the HTTPS client"));
-    };
-    let roots = CertificateDer::pem_file_iter(bundle)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Config(format!("ca_bundle {}: {e}", bundle.display())))?;
-    if roots.is_empty() {
-        return Err(Error::Config(format!(
-            "ca_bundle {} holds no certificate",
-            bundle.display()
-        )));
+/// Largest ACME response body read: a directory, an order or a chain is
+/// a few KiB.
+const MAX_RESPONSE: usize = 1 << 20;
+
+/// instant-acme's HTTP client with a cap on response bodies (its own
+/// client reads them whole, however large).
+struct Limited(HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>);
+
+impl HttpClient for Limited {
+    fn request(
+        &self,
+        req: hyper::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = self.0.request(req);
+        Box::pin(async move {
+            let rsp = fut
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let (parts, body) = rsp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| {
+                    instant_acme::Error::Other(
+                        format!("response body (limit {MAX_RESPONSE} bytes): {e}").into(),
+                    )
+                })?
+                .to_bytes();
+            Ok(BytesResponse {
+                parts,
+                body: Box::new(body),
+            })
+        })
     }
+}
+
+/// The HTTP client for the ACME server: Ward's TLS configuration with
+/// `ca_bundle`'s roots, or the system's roots.
+fn builder(settings: &AcmeSettings) -> Result<instant_acme::AccountBuilder, Error> {
+    let roots = match &settings.ca_bundle {
+        Some(bundle) => {
+            let roots = CertificateDer::pem_file_iter(bundle)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| Error::Config(format!("ca_bundle {}: {e}", bundle.display())))?;
+            if roots.is_empty() {
+                return Err(Error::Config(format!(
+                    "ca_bundle {} holds no certificate",
+                    bundle.display()
+                )));
+            }
+            roots
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                return Err(Error::Config(format!(
+                    "no system roots to verify the ACME server with (set ca_bundle): {:?}",
+                    found.errors
+                )));
+            }
+            found.certs
+        }
+    };
     let tls = ward_tls::acme::acme_client_config(&roots)
-        .map_err(|e| Error::Config(format!("ca_bundle {}: {e}", bundle.display())))?;
+        .map_err(|e| Error::Config(format!("ACME server roots: {e}")))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -56,7 +112,7 @@ fn builder(settings: &AcmeSettings) -> Result<instant_acme::AccountBuilder, Erro
         .enable_http2()
         .build();
     let client = HyperClient::builder(TokioExecutor::new()).build(connector);
-    Ok(Account::builder_with_http(Box::new(client)))
+    Ok(Account::builder_with_http(Box::new(Limited(client))))
 }
 
 /// The account for `settings`: restored from the state directory when it
