@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 mod authority;
 pub mod files;

@@ -22,6 +22,7 @@ pub mod ocsp;
 pub mod offline;
 pub mod pkcs11;
 pub mod serve;
+mod serve_acme;
 pub mod tls_files;
 pub mod token;
 pub mod wire;

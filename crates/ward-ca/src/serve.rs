@@ -65,6 +65,9 @@ pub struct ServeConfig {
     /// How often the rotation state is re-read from the store (the CA also
     /// wakes at each scheduled switch).
     pub rotation_poll: Duration,
+    /// Serve the API with a certificate from an ACME CA (renewed by
+    /// `ward-acme`) instead of one the CA issues itself.
+    pub acme: Option<ward_acme::AcmeSettings>,
 }
 
 /// Addresses the listeners are bound to, reported once they accept.
@@ -224,9 +227,19 @@ pub async fn run(
     // The CA's own server identity, renewed by the CA itself, or the
     // operator's certificate files, followed as they change.
     let (dns, ips) = server_names(&config.sans);
-    let (resolver, renews_at) = match &external {
-        Some(files) => (Arc::new(files.load()?), None),
-        None => {
+    if config.acme.is_some() && external.is_some() {
+        return Err(ServeError::Server(
+            "--tls-cert/--tls-key and --acme-directory exclude each other".into(),
+        ));
+    }
+    let acme = match &config.acme {
+        Some(settings) => Some(crate::serve_acme::prepare(settings.clone())?),
+        None => None,
+    };
+    let (resolver, renews_at) = match (&external, &acme) {
+        (Some(files), _) => (Arc::new(files.load()?), None),
+        (None, Some(acme)) => (acme.credentials.clone(), None),
+        (None, None) => {
             let (chain, key, renew) = server_identity(&authority, &dns, &ips).await?;
             let resolver = Credentials::new(chain, key)
                 .map_err(|e| server_err("server certificate")(e.to_string()))?;
@@ -238,9 +251,19 @@ pub async fn run(
     // certificate renews with it. The authority decides what each may do.
     let verifier = ClientVerifier::any_tls_eku(&roots)
         .map_err(|e| server_err("root certificate")(e.to_string()))?;
-    let mut tls = server_config(resolver.clone(), ClientAuth::Custom(Arc::new(verifier)))
+    let served: Arc<dyn rustls::server::ResolvesServerCert> = match &acme {
+        Some(acme) => Arc::new(ward_tls::acme::TlsAlpnResolver::new(
+            resolver.clone(),
+            acme.challenges.lookup(),
+        )),
+        None => resolver.clone(),
+    };
+    let mut tls = server_config(served, ClientAuth::Custom(Arc::new(verifier)))
         .map_err(|e| server_err("TLS configuration")(e.to_string()))?;
     set_http_alpn(&mut tls);
+    if acme.is_some() {
+        ward_tls::acme::offer_acme_tls_alpn(&mut tls);
+    }
     let tls = Arc::new(tls);
 
     let https = TcpListener::bind(&config.listen)
@@ -281,6 +304,10 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
+    let acme_tasks = match acme {
+        Some(acme) => acme.start(resolver.clone(), &stop_rx).await?,
+        None => Vec::new(),
+    };
     let background = tokio::spawn(background_tasks(
         authority.clone(),
         resolver,
@@ -340,6 +367,9 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
+    for task in acme_tasks {
+        task.abort();
+    }
     let mut result = Ok(());
     if let Ok(Err(e)) = https_task.await {
         result = Err(server_err("https listener")(e.to_string()));

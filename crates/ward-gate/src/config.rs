@@ -423,6 +423,10 @@ pub struct TenantConfig {
     /// Ward's defaults.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Obtain and renew the server certificate over ACME (instead of
+    /// `cert`/`key`); see docs/acme-client.md.
+    #[serde(default)]
+    pub acme: Option<ward_acme::AcmeSettings>,
 }
 
 /// How strictly a tenant enforces client certificates and authorization.
@@ -617,6 +621,12 @@ impl GateConfig {
                     fix(&mut j.bundle);
                 }
             }
+            if let Some(a) = &mut t.acme {
+                fix(&mut a.state_dir);
+                a.ca_bundle.iter_mut().for_each(fix);
+                a.eab_hmac_file.iter_mut().for_each(fix);
+                a.dns_hook.iter_mut().for_each(fix);
+            }
         }
         if let Some(id) = &mut self.identity {
             id.ca_bundle.iter_mut().for_each(fix);
@@ -704,13 +714,23 @@ impl GateConfig {
                 (Some(_), None) | (None, Some(_)) => {
                     return bad(format!("tenant {:?}: cert and key go together", t.name));
                 }
-                (None, None) if self.identity.is_none() => {
+                (Some(_), Some(_)) if t.acme.is_some() => {
+                    return bad(format!(
+                        "tenant {:?}: cert/key and [tenants.acme] exclude each other",
+                        t.name
+                    ));
+                }
+                (None, None) if self.identity.is_none() && t.acme.is_none() => {
                     return bad(format!(
                         "tenant {:?}: cert and key are required without [identity]",
                         t.name
                     ));
                 }
                 _ => {}
+            }
+            if let Some(a) = &t.acme {
+                a.validate()
+                    .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
             }
             if t.client_ca.is_none() && self.identity.is_none() {
                 return bad(format!(

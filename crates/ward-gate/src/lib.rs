@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acme;
 pub mod admin;
 mod audit_mode;
 pub mod authz;
@@ -113,6 +114,7 @@ pub async fn run(
         revocation,
         stapler,
         identity,
+        acme: ward_acme::Challenges::default(),
         rebuilding: std::sync::Mutex::new(()),
     });
     shared.update_expiry(&shared.runtime.load());
@@ -152,6 +154,7 @@ pub async fn run(
     let watcher = admin::watch_files(shared.clone());
     let server = tokio::spawn(server::run(listener, shared.clone(), stop_rx.clone()));
     let admin_task = admin.map(|l| tokio::spawn(admin::serve(l, shared.clone(), stop_rx.clone())));
+    let acme_tasks = acme::start(&shared, &stop_rx).await?;
     on_ready(&bound);
     tokio::pin!(shutdown);
     loop {
@@ -168,6 +171,9 @@ pub async fn run(
     }
     drop(watcher);
     if let Some(task) = rotations {
+        task.abort();
+    }
+    for task in acme_tasks {
         task.abort();
     }
     shared.revocation.shutdown();

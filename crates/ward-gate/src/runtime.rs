@@ -298,11 +298,15 @@ impl Runtime {
         };
         for (i, t) in config.tenants.iter().enumerate() {
             let ctx = |e: Error| Error::Config(format!("tenant {:?}: {e}", t.name));
-            let (chain, key) = match (&t.cert, &t.key) {
-                (Some(cert), Some(key)) => (
+            let (chain, key) = match (&t.cert, &t.key, &t.acme) {
+                (Some(cert), Some(key), _) => (
                     read_certs(cert).map_err(ctx)?,
                     read_key(key, config.tls.allow_insecure_permissions).map_err(ctx)?,
                 ),
+                (_, _, Some(acme)) => {
+                    crate::acme::tenant_credentials(acme, config.tls.allow_insecure_permissions)
+                        .map_err(ctx)?
+                }
                 _ => {
                     let svid = services.identity("server certificate").map_err(ctx)?;
                     (svid.chain().to_vec(), svid.private_key())

@@ -251,6 +251,11 @@ async fn handshake(
     let hello = start.client_hello();
     let sni = hello.server_name().map(str::to_owned);
     let tls13 = offers_tls13(hello.cipher_suites());
+    if crate::acme::is_validation(&hello) {
+        let timeout = timeouts.handshake.0;
+        crate::acme::answer(start, sni.as_deref(), &shared, remote, timeout).await;
+        return None;
+    }
     let Some(tenant) = runtime.tenant_for(sni.as_deref()) else {
         return refuse(sni.as_deref(), None, "unknown_sni", None);
     };

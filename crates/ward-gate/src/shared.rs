@@ -53,6 +53,8 @@ pub struct Shared {
     pub stapler: Arc<Stapler>,
     /// The gate's own identity from the CA, when `[identity]` is set.
     pub identity: Option<ward_client::Rotator>,
+    /// Pending ACME challenge answers of the `[tenants.acme]` tenants.
+    pub acme: ward_acme::Challenges,
     /// Held while a runtime is built and swapped in, so a reload that read
     /// the old identity cannot land after a renewal that installed the new.
     pub(crate) rebuilding: std::sync::Mutex<()>,
@@ -95,16 +97,23 @@ impl Shared {
     /// stapler), without reading the configuration file, which may be
     /// mid-edit or invalid just then. A renewal must not wait for it.
     pub fn renew_identity(&self) -> Result<(), Error> {
+        self.put_in_service("identity")
+    }
+
+    /// Rebuilds the configuration in force (without reading the
+    /// configuration file) so that a renewed certificate, `what`, serves
+    /// new handshakes; on failure the previous certificate stays.
+    pub fn put_in_service(&self, what: &str) -> Result<(), Error> {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.runtime.load().config.clone();
         match Runtime::build_with(config, &self.services()) {
             Ok(runtime) => {
                 self.install(runtime);
-                tracing::info!("renewed identity in service");
+                tracing::info!("renewed {what} in service");
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot put the renewed identity into service; the previous certificate stays");
+                tracing::error!(error = %e, "cannot put the renewed {what} into service; the previous certificate stays");
                 Err(e)
             }
         }

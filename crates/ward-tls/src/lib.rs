@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod chain_cache;
 pub mod config;
 pub mod credentials;

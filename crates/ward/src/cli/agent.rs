@@ -30,7 +30,7 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 pub(crate) enum AgentCommand {
     /// Obtain an identity from the CA, keep it renewed, and hand it to the
     /// workload as files and/or over the SPIFFE Workload API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fetch the identity once from a SPIFFE Workload API socket (this
     /// agent's, or SPIRE's) and print it or write it as files.
     Fetch(FetchArgs),
@@ -51,12 +51,16 @@ pub(crate) struct FetchArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("trust").required(true).args(["ca_fingerprint", "ca_bundle"])))]
+#[command(group(clap::ArgGroup::new("trust").args(["ca_fingerprint", "ca_bundle"])))]
 #[command(group(clap::ArgGroup::new("output").required(true).multiple(true).args(["out_dir", "socket"])))]
 pub(crate) struct RunArgs {
     /// The CA, https://HOST[:PORT].
-    #[arg(long)]
-    ca: String,
+    #[arg(
+        long,
+        required_unless_present = "acme_directory",
+        conflicts_with = "acme_directory"
+    )]
+    ca: Option<String>,
     /// SHA-256 fingerprint of the CA's root certificate (hex, colons optional).
     #[arg(long)]
     ca_fingerprint: Option<String>,
@@ -96,11 +100,15 @@ pub(crate) struct RunArgs {
     /// Log format on stderr.
     #[arg(long, default_value = "text")]
     log_format: ward_telemetry::LogFormat,
+    /// Instead of an identity from the CA: a DNS-named server certificate
+    /// from an ACME CA, written as cert.pem and key.pem in --out-dir.
+    #[command(flatten)]
+    acme: super::acme_client::AcmeClientArgs,
 }
 
 pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<Outcome> {
     match cmd {
-        AgentCommand::Run(args) => run_agent(args).await,
+        AgentCommand::Run(args) => run_agent(*args).await,
         AgentCommand::Fetch(args) => fetch(args).await,
     }
 }
@@ -133,6 +141,10 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
         args.retry_min > Duration::ZERO && args.retry_min <= args.retry_max,
         "--retry-min must be positive and at most --retry-max"
     );
+    if let Some(settings) = args.acme.settings() {
+        return run_acme(settings, args).await;
+    }
+    let ca = args.ca.clone().context("--ca is required")?;
     let trust = match (&args.ca_fingerprint, &args.ca_bundle) {
         (Some(fp), _) => CaTrust::fingerprint(fp)?,
         (None, Some(path)) => CaTrust::bundle_file(path)?,
@@ -140,7 +152,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     let token = read_token(args.token_file.as_ref())?;
     ward_telemetry::init_tracing(args.log_format, "info")?;
-    let mut bootstrap = BootstrapConfig::new(args.ca.clone(), trust, token);
+    let mut bootstrap = BootstrapConfig::new(ca, trust, token);
     bootstrap.key_type = args.key_type;
     bootstrap.backoff = Backoff {
         base: args.retry_min,
@@ -177,6 +189,41 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
         _ => {}
     };
     ward_agent::run(config, notify, super::shutdown_signal()).await?;
+    Ok(Outcome::Success)
+}
+
+/// `--acme-directory`: the certificate comes from an ACME CA.
+async fn run_acme(settings: ward_acme::AcmeSettings, args: RunArgs) -> anyhow::Result<Outcome> {
+    let out_dir = args
+        .out_dir
+        .clone()
+        .context("--out-dir is required with --acme-directory")?;
+    anyhow::ensure!(
+        args.socket.is_none(),
+        "--socket serves SVIDs; an ACME certificate goes to --out-dir only"
+    );
+    settings.validate()?;
+    ward_telemetry::init_tracing(args.log_format, "info")?;
+    let config = ward_agent::acme::AcmeAgentConfig {
+        settings,
+        out_dir,
+        on_rotate: args.on_rotate,
+        on_rotate_timeout: args.on_rotate_timeout,
+    };
+    let notify = |current: &ward_acme::Issued, first: bool| {
+        eprintln!(
+            "ward agent: {} {} serial {} expires {}",
+            if first {
+                "certificate ready:"
+            } else {
+                "certificate rotated:"
+            },
+            current.names.join(","),
+            current.serial,
+            current.not_after,
+        );
+    };
+    ward_agent::acme::run(config, notify, super::shutdown_signal()).await?;
     Ok(Outcome::Success)
 }
 

@@ -16,7 +16,7 @@ pub(crate) enum CaCommand {
     /// Create a root, an online intermediate, an admin identity and ca.toml in DIR.
     Init(InitArgs),
     /// Run the CA's HTTPS API (SPEC §5) until SIGTERM or Ctrl-C.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a one-time link that signs a browser in to the web console
     /// (`/console/` of `ward ca serve`).
     ConsoleLogin(ConsoleLoginArgs),
@@ -90,6 +90,9 @@ pub(crate) struct ServeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The API's certificate from an ACME CA instead (docs/acme-client.md).
+    #[command(flatten)]
+    acme: super::acme_client::AcmeClientArgs,
     /// Start even if private keys are readable by group or others, or the
     /// CA directory is writable by them.
     #[arg(long)]
@@ -150,7 +153,7 @@ pub(crate) struct InitArgs {
 pub(crate) async fn run(cmd: CaCommand) -> anyhow::Result<Outcome> {
     match cmd {
         CaCommand::Init(args) => init(args).await,
-        CaCommand::Serve(args) => serve(args).await,
+        CaCommand::Serve(args) => serve(*args).await,
         CaCommand::ConsoleLogin(args) => console_login(args).await,
         CaCommand::Rotate(cmd) => super::rotate::run(cmd).await,
         CaCommand::Intermediate(cmd) => super::rotate::run_external(cmd).await,
@@ -229,6 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<Outcome> {
         allow_insecure_permissions: args.allow_insecure_permissions,
         intermediate_warning: args.intermediate_warning,
         rotation_poll: args.rotation_poll,
+        acme: args.acme.settings(),
     };
     ward_ca::serve::run(
         config,

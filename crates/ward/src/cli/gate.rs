@@ -23,7 +23,7 @@ pub(crate) enum GateCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// TOML configuration (routes, tenants, policies); see docs/gate.example.toml.
-    #[arg(long, conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "ca"])]
+    #[arg(long, conflicts_with_all = ["listen", "cert", "key", "client_ca", "upstream", "ca", "acme_directory"])]
     config: Option<PathBuf>,
     /// Validate the configuration and every file it names, then exit.
     #[arg(long)]
@@ -32,10 +32,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, required_unless_present = "config")]
     listen: Option<String>,
     /// Server certificate chain (flag form; or the identity from --ca).
-    #[arg(long, required_unless_present_any = ["config", "ca"], requires = "key")]
+    #[arg(long, required_unless_present_any = ["config", "ca", "acme_directory"], requires = "key")]
     cert: Option<PathBuf>,
     /// Server private key (flag form).
-    #[arg(long, required_unless_present_any = ["config", "ca"], requires = "cert")]
+    #[arg(long, required_unless_present_any = ["config", "ca", "acme_directory"], requires = "cert")]
     key: Option<PathBuf>,
     /// Roots client certificates must chain to (flag form; default with
     /// --ca: the CA's roots).
@@ -124,6 +124,10 @@ pub(crate) struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, default_value = "text")]
     log_format: ward_telemetry::LogFormat,
+    /// The server certificate from an ACME CA (flag form; in a config
+    /// file: [tenants.acme]).
+    #[command(flatten)]
+    acme: super::acme_client::AcmeClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +240,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             AllowRules::default()
         },
         policy: if tcp { args.policy.clone() } else { None },
+        acme: args.acme.settings(),
         routes: if tcp {
             Vec::new()
         } else {

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch; one file per command group.
 
 mod acme;
+mod acme_client;
 mod admin;
 mod agent;
 mod ca;

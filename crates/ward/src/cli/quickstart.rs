@@ -75,6 +75,7 @@ pub(crate) async fn run(args: QuickstartArgs) -> anyhow::Result<Outcome> {
     // 1. The CA, on a free loopback port.
     let (ca_ready_tx, ca_ready) = oneshot::channel();
     let ca_config = ward_ca::serve::ServeConfig {
+        acme: None,
         console_listen: None,
         dir: ca_dir.clone(),
         listen: "127.0.0.1:0".into(),

@@ -181,6 +181,12 @@ impl Gate {
         lines.iter().map(|l| check_audit_line(l)).collect()
     }
 
+    /// Audit lines so far, as written (not checked).
+    #[allow(dead_code)] // used by the acme_client test binary only
+    pub(crate) fn audit_raw(&self) -> Vec<String> {
+        self.audit.lock().unwrap().clone()
+    }
+
     /// Everything the gate logged on stderr so far.
     pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
