@@ -103,7 +103,8 @@ pub(crate) async fn answer(
     shared
         .metrics
         .handshakes
-        .with(&[outcome, reason, "", "", "", "acme-tls/1"])
+        // No tenant: the validation is answered before one is chosen.
+        .with(&[outcome, reason, "", "", "", "", "acme-tls/1"])
         .inc();
     tracing::info!(peer = %remote, sni = sni.unwrap_or(""), result, "tls-alpn-01 validation");
     if shared.audit.is_enabled() {
