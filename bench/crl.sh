@@ -92,7 +92,11 @@ listed=$(openssl crl -inform DER -in "$WORK/crl.der" -noout -text | grep -c 'Ser
 mkdir -p "$WORK/nginx/html/v1"
 cp "$WORK/crl.der" "$WORK/nginx/html/v1/crl"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# The worker reads files in this private directory: as root, run it as root.
+user=""
+[[ $(id -u) == 0 ]] && user="user root;"
 cat >"$WORK/nginx/nginx.conf" <<EOF
+$user
 worker_processes 1;
 daemon off;
 pid $WORK/nginx/nginx.pid;
