@@ -46,10 +46,10 @@ impl Default for CrlSettings {
 /// A signed CRL as served.
 #[derive(Clone, Debug)]
 pub struct PublishedCrl {
-    /// The DER CRL.
-    pub der: Vec<u8>,
+    /// The DER CRL (shared: every answer hands out the same buffer).
+    pub der: bytes::Bytes,
     /// The same in PEM (`X509 CRL`).
-    pub pem: String,
+    pub pem: bytes::Bytes,
     /// Strong ETag of the DER (quoted SHA-256 prefix).
     pub etag: String,
     /// The CRL number.
@@ -257,8 +257,8 @@ impl Authority {
                 hex(&digest::digest(&digest::SHA256, &der).as_ref()[..16])
             );
             Ok(Arc::new(PublishedCrl {
-                pem: crl_to_pem(&der),
-                der,
+                pem: crl_to_pem(&der).into(),
+                der: der.into(),
                 etag,
                 number,
                 this_update: now,

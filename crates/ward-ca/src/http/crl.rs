@@ -76,7 +76,7 @@ fn answer(
     crl: &PublishedCrl,
     etag: String,
     content_type: &'static str,
-    body: Vec<u8>,
+    body: bytes::Bytes,
 ) -> Response {
     let now = OffsetDateTime::now_utc();
     let max_age = (crl.next_update - now).whole_seconds().max(0);
@@ -158,7 +158,7 @@ pub(super) async fn crl_pem(State(state): State<AppState>, headers: HeaderMap) -
                 &crl,
                 etag,
                 "application/x-pem-file",
-                crl.pem.clone().into_bytes(),
+                crl.pem.clone(),
             )
         }
         Err(e) => e.into_response(),

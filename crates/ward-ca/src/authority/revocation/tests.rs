@@ -79,7 +79,7 @@ async fn revoke_is_idempotent_and_resigns_the_crl() {
         listed(&crl),
         vec![(issued.serial.as_bytes().to_vec(), Some(1))]
     );
-    assert!(crl.pem.starts_with("-----BEGIN X509 CRL-----\n"));
+    assert!(crl.pem.starts_with(b"-----BEGIN X509 CRL-----\n"));
     assert_eq!(crl.next_update - crl.this_update, time::Duration::hours(1));
 
     let later = now + Duration::from_secs(5);
