@@ -157,7 +157,10 @@ mod tests {
         assert_eq!("unix:gid:0".parse(), Ok(Selector::Gid(0)));
         let h = "AB".repeat(32);
         assert_eq!(
-            format!("unix:sha256:{h}").parse::<Selector>().unwrap().to_string(),
+            format!("unix:sha256:{h}")
+                .parse::<Selector>()
+                .unwrap()
+                .to_string(),
             format!("unix:sha256:{}", h.to_lowercase())
         );
         for bad in [

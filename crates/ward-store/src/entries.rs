@@ -71,7 +71,11 @@ fn check(entry: &RegistrationEntry) -> Result<String, StoreError> {
     if entry.node.is_empty() || entry.node.len() > 2048 {
         return Err(StoreError::Invalid("the node ID is empty or too long"));
     }
-    if entry.selectors.is_empty() || entry.selectors.iter().any(|s| s.is_empty() || s.contains('\n'))
+    if entry.selectors.is_empty()
+        || entry
+            .selectors
+            .iter()
+            .any(|s| s.is_empty() || s.contains('\n'))
     {
         return Err(StoreError::Invalid("the selectors are empty or malformed"));
     }
@@ -91,7 +95,12 @@ impl<D: Driver> SqlStore<D> {
         self.write(ctx, move |tx| {
             Box::pin(async move {
                 let db = |e| StoreError::db(ctx, e);
-                let count = tx.fetch_one(COUNT, &[]).await.map_err(db)?.int(0).map_err(db)?;
+                let count = tx
+                    .fetch_one(COUNT, &[])
+                    .await
+                    .map_err(db)?
+                    .int(0)
+                    .map_err(db)?;
                 if count >= MAX_ENTRIES {
                     return Err(StoreError::Conflict("too many registration entries"));
                 }

@@ -47,12 +47,12 @@ use ward_pki::Serial;
 
 pub use acme::{AcmeAccount, AcmeEabKey, AcmeOrder, AcmeStore};
 pub use console::{AccountDeactivation, ActiveCount, CertificateSearch, LoginUse, StoreOverview};
+pub use entries::{MAX_ENTRIES, RegistrationEntry};
 pub use error::{BoxError, StoreError};
 pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
     RevokeTokenOutcome, RevokedCertificate, Token, truncate_to_storage_precision,
 };
-pub use entries::{MAX_ENTRIES, RegistrationEntry};
 pub use rotation::CaIntermediate;
 pub use watch::RevocationWatch;
 

@@ -427,7 +427,10 @@ impl<D: Driver> Store for SqlStore<D> {
         self.entry_create(entry).await
     }
 
-    async fn entries(&self, node: Option<&str>) -> Result<Vec<crate::RegistrationEntry>, StoreError> {
+    async fn entries(
+        &self,
+        node: Option<&str>,
+    ) -> Result<Vec<crate::RegistrationEntry>, StoreError> {
         self.entry_list(node).await
     }
 
