@@ -56,6 +56,17 @@ fn member_id(input: &str, td: &TrustDomain, what: &str) -> Result<SpiffeId, Auth
     Ok(id)
 }
 
+/// The view of an entry on the wire (admin API, `ward entry list`).
+pub fn entry_view(e: &RegistrationEntry) -> ward_api::EntryView {
+    ward_api::EntryView {
+        id: e.id.clone(),
+        spiffe_id: e.spiffe_id.clone(),
+        selectors: e.selectors.clone(),
+        node: e.node.clone(),
+        created_at: ward_pki::issue::rfc3339(e.created_at),
+    }
+}
+
 fn new_entry_id() -> Result<String, AuthorityError> {
     let mut bytes = [0u8; 8];
     aws_lc_rs::rand::fill(&mut bytes)

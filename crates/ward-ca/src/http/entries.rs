@@ -7,8 +7,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
-use ward_api::{CreateEntryRequest, EntryList, EntryView, NodeSignRequest};
-use ward_store::RegistrationEntry;
+use ward_api::{CreateEntryRequest, EntryList, NodeSignRequest};
 use ward_tls::server::PeerInfo;
 
 use super::AppState;
@@ -17,22 +16,10 @@ use super::body::{parse_json, read_json};
 use super::error::ApiError;
 use super::routes::Attempt;
 use crate::authority::Issuance;
-use crate::authority::entries::EntrySpec;
+use crate::authority::entries::{EntrySpec, entry_view};
 use crate::csr::parse_csr;
-use ward_pki::issue::rfc3339;
 
 use crate::wire::issued as issued_body;
-
-/// The view of an entry on the wire.
-pub(crate) fn entry_view(e: &RegistrationEntry) -> EntryView {
-    EntryView {
-        id: e.id.clone(),
-        spiffe_id: e.spiffe_id.clone(),
-        selectors: e.selectors.clone(),
-        node: e.node.clone(),
-        created_at: rfc3339(e.created_at),
-    }
-}
 
 pub(super) async fn create(
     State(state): State<AppState>,
