@@ -41,6 +41,7 @@
 mod ca;
 mod csr;
 mod error;
+pub mod node;
 pub mod jwt;
 mod rotator;
 pub mod schedule;
