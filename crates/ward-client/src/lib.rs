@@ -41,8 +41,8 @@
 mod ca;
 mod csr;
 mod error;
-pub mod node;
 pub mod jwt;
+pub mod node;
 mod rotator;
 pub mod schedule;
 mod svid;
