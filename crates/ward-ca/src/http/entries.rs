@@ -68,7 +68,7 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerInfo>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&state, &peer, "delete_entry").await?;
     state.authority.delete_entry(&id).await?;
     done(
@@ -76,7 +76,7 @@ pub(super) async fn delete(
         "delete_entry",
         serde_json::json!({ "entry_id": id }),
     );
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(serde_json::json!({ "id": id, "deleted": true })))
 }
 
 type NodeChain = std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>;
