@@ -376,65 +376,6 @@ pub async fn keep(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn all_selectors_must_match() {
-        let e = entry(
-            "spiffe://td/web",
-            &["unix:uid:1001".into(), "unix:path:/usr/bin/python3".into()],
-        )
-        .unwrap();
-        let mut c = Caller {
-            uid: 1001,
-            gid: 5,
-            exe: Some("/usr/bin/python3".into()),
-            ..Default::default()
-        };
-        assert!(e.matches(&c));
-        c.uid = 1002;
-        assert!(!e.matches(&c));
-        c.uid = 1001;
-        c.exe = None;
-        assert!(!e.matches(&c));
-    }
-
-    #[test]
-    fn the_own_process_is_identified() {
-        let me = resolve(0, 0, Some(std::process::id() as i32), true);
-        let exe = std::env::current_exe().unwrap();
-        assert_eq!(me.exe.as_deref(), exe.to_str());
-        let bytes = std::fs::read(&exe).unwrap();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(me.sha256.as_deref(), Some(hex.as_str()));
-    }
-
-    #[test]
-    fn registration_files_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("r.toml");
-        std::fs::write(
-            &p,
-            "[[entry]]\nspiffe_id = \"spiffe://td/a\"\nselectors = [\"unix:uid:1\"]\n",
-        )
-        .unwrap();
-        assert_eq!(load_file(&p).unwrap().len(), 1);
-        std::fs::write(
-            &p,
-            "[[entry]]\nspiffe_id = \"spiffe://td/a\"\nselectors = [\"unix:uid:x\"]\n",
-        )
-        .unwrap();
-        assert!(load_file(&p).unwrap_err().contains("entry 1"));
-        std::fs::write(&p, "").unwrap();
-        assert!(load_file(&p).is_err());
-    }
-}
-
 /// The SVIDs of `ids` held now, in `ids` order.
 fn held(map: &NodeSvids, ids: &[SpiffeId]) -> Vec<Arc<Svid>> {
     ids.iter().filter_map(|id| map.get(id).cloned()).collect()
@@ -457,11 +398,14 @@ fn x509_response(svids: &[Arc<Svid>]) -> X509svidResponse {
     }
 }
 
+/// The stream `FetchX509SVID` answers with.
+pub(crate) type SvidStream = Pin<Box<dyn Stream<Item = Result<X509svidResponse, Status>> + Send>>;
+
 /// A stream of the caller's SVIDs: now, and after each of them rotates.
 pub(crate) fn follow_svids(
     mut svids: watch::Receiver<NodeSvids>,
     ids: Vec<SpiffeId>,
-) -> Result<Pin<Box<dyn Stream<Item = Result<X509svidResponse, Status>> + Send>>, Status> {
+) -> Result<SvidStream, Status> {
     let first = held(&svids.borrow_and_update(), &ids);
     if first.is_empty() {
         return Err(Status::unavailable(
@@ -594,9 +538,9 @@ pub(crate) async fn serve_entries(
             true
         });
         for id in wanted {
-            if !tasks.contains_key(&id) {
-                let task = tokio::spawn(keep(node.clone(), id.clone(), svids.clone(), backoff));
-                tasks.insert(id, AbortOnDrop(task));
+            if let std::collections::btree_map::Entry::Vacant(slot) = tasks.entry(id.clone()) {
+                let task = tokio::spawn(keep(node.clone(), id, svids.clone(), backoff));
+                slot.insert(AbortOnDrop(task));
             }
         }
         match source {
@@ -612,5 +556,64 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn all_selectors_must_match() {
+        let e = entry(
+            "spiffe://td/web",
+            &["unix:uid:1001".into(), "unix:path:/usr/bin/python3".into()],
+        )
+        .unwrap();
+        let mut c = Caller {
+            uid: 1001,
+            gid: 5,
+            exe: Some("/usr/bin/python3".into()),
+            ..Default::default()
+        };
+        assert!(e.matches(&c));
+        c.uid = 1002;
+        assert!(!e.matches(&c));
+        c.uid = 1001;
+        c.exe = None;
+        assert!(!e.matches(&c));
+    }
+
+    #[test]
+    fn the_own_process_is_identified() {
+        let me = resolve(0, 0, Some(std::process::id() as i32), true);
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(me.exe.as_deref(), exe.to_str());
+        let bytes = std::fs::read(&exe).unwrap();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(me.sha256.as_deref(), Some(hex.as_str()));
+    }
+
+    #[test]
+    fn registration_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(
+            &p,
+            "[[entry]]\nspiffe_id = \"spiffe://td/a\"\nselectors = [\"unix:uid:1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(load_file(&p).unwrap().len(), 1);
+        std::fs::write(
+            &p,
+            "[[entry]]\nspiffe_id = \"spiffe://td/a\"\nselectors = [\"unix:uid:x\"]\n",
+        )
+        .unwrap();
+        assert!(load_file(&p).unwrap_err().contains("entry 1"));
+        std::fs::write(&p, "").unwrap();
+        assert!(load_file(&p).is_err());
     }
 }
