@@ -63,6 +63,16 @@ fn python_exe() -> std::path::PathBuf {
     out.stdout_text().trim().into()
 }
 
+/// How many SVIDs for `id` the agent logged as obtained.
+fn obtained(agent: &AgentProcess, id: &str) -> usize {
+    let needle = format!("spiffe_id={id} ");
+    agent
+        .output()
+        .lines()
+        .filter(|l| l.contains("workload SVID obtained") && l.contains(&needle))
+        .count()
+}
+
 /// A directory every user may traverse, for the socket.
 fn open_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -555,12 +565,15 @@ fn workload_svids_rotate_and_entries_come_through_the_admin_api() {
     let v: Value = serde_json::from_str(&listed.stdout_text()).unwrap();
     assert_eq!(v["entries"][0]["id"], view["id"]);
 
+    // Root's jobs too: the stream test below runs as uid 0.
+    must_entry(&ca, "spiffe://example.org/root-job", &["unix:uid:0"], NODE);
+
     let dir = open_dir();
     let socket = dir.path().join("api.sock").to_str().unwrap().to_owned();
     let out = dir.path().join("out").to_str().unwrap().to_owned();
     let mut agent = start_agent_ttl(&server, &ca, &socket, &out, &["--entries-from-ca"], "10s");
     wait_until("the workload SVID", DEADLINE, || {
-        agent.count("workload SVID obtained") >= 1
+        obtained(&agent, "spiffe://example.org/web") >= 1
     });
     let first = fetch_as(&socket, 1001);
     assert_eq!(
@@ -570,11 +583,32 @@ fn workload_svids_rotate_and_entries_come_through_the_admin_api() {
     );
     // Lifetime 10 s, renewed at two thirds: a new SVID within seconds.
     wait_until("a rotated workload SVID", DEADLINE, || {
-        agent.count("workload SVID obtained") >= 2
+        obtained(&agent, "spiffe://example.org/web") >= 2
     });
     let second = fetch_as(&socket, 1001);
     assert_eq!(second["ids"], first["ids"]);
     assert_ne!(second["serials"], first["serials"], "{first} {second}");
+
+    // One open py-spiffe stream sees the rotation without reconnecting
+    // (the agent tests' client: retry_connect=False).
+    let stream = Command::new("python3")
+        .args([
+            "-c",
+            include_str!("../agent/pyspiffe.py"),
+            &socket,
+            "spiffe",
+        ])
+        .output()
+        .unwrap();
+    assert!(stream.status.success(), "{}", stream.stderr_text());
+    let py: Value = serde_json::from_str(&stream.stdout_text()).unwrap();
+    assert_eq!(
+        py["context"]["spiffe_id"], "spiffe://example.org/root-job",
+        "{py}"
+    );
+    assert_eq!(py["stream"]["errors"], serde_json::json!([]), "{py}");
+    let seen = py["stream"]["serials"].as_array().unwrap();
+    assert!(seen.len() >= 2 && seen[0] != seen[seen.len() - 1], "{py}");
 
     // Deleting the entry: the agent stops serving it at its next refresh
     // (every minute), so here only the CA side is checked: no more SVIDs.
