@@ -350,6 +350,19 @@ pub async fn keep(
             match node.svid_for(&id).await {
                 Ok(svid) => break Arc::new(svid),
                 Err(e) => {
+                    // An expired SVID is never handed out.
+                    svids.send_if_modified(|map| {
+                        if !map
+                            .get(&id)
+                            .is_some_and(|s| s.is_expired(SystemTime::now()))
+                        {
+                            return false;
+                        }
+                        let mut next = (**map).clone();
+                        next.remove(&id);
+                        *map = Arc::new(next);
+                        true
+                    });
                     failures = failures.saturating_add(1);
                     let delay = backoff_delay(failures, backoff, random_jitter());
                     tracing::error!(spiffe_id = %id, error = %e, retry_in = ?delay, "cannot obtain the workload SVID");
@@ -430,6 +443,14 @@ pub(crate) fn follow_svids(
                 () = tx.closed() => return,
             }
             let now = held(&svids.borrow_and_update(), &ids);
+            if now.is_empty() {
+                let _ = tx
+                    .send(Err(Status::unavailable(
+                        "the agent holds no valid SVID for this workload now; retry with backoff",
+                    )))
+                    .await;
+                return;
+            }
             if serials(&now) == sent {
                 continue;
             }
