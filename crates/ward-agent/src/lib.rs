@@ -22,6 +22,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod attest;
 mod authority;
 pub mod files;
 pub mod hook;
@@ -56,7 +57,23 @@ pub struct AgentConfig {
     pub on_rotate_timeout: Duration,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
     pub admin: Option<String>,
+    /// Serve several attested workloads on the socket ([`attest`]).
+    pub attestation: Option<Registrations>,
 }
+
+/// Where a node agent's registration entries come from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Registrations {
+    /// Entries read from a file at start-up (the CA still authorizes each ID).
+    File(PathBuf),
+    /// The entries the CA keeps for this agent's SPIFFE ID, fetched once the
+    /// agent has its own identity and again every [`ENTRIES_REFRESH`].
+    FromCa,
+}
+
+/// How often entries fetched from the CA are fetched again.
+pub const ENTRIES_REFRESH: Duration = Duration::from_secs(60);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -126,13 +143,40 @@ pub async fn run(
     };
     let mut tasks = Vec::new();
     let (jwt_ctx, jwt_svids_tx, bundle_tx) = jwt::JwtContext::new();
+    let (entries_tx, entries_rx) = watch::channel(Arc::new(Vec::new()));
+    let (node_svids_tx, node_svids_rx) = watch::channel(attest::NodeSvids::default());
+    let node_svids_tx = Arc::new(node_svids_tx);
+    let attestation = match &config.attestation {
+        None => None,
+        Some(_) if config.socket.is_none() => {
+            return Err(AgentError::Config(
+                "attestation (--registrations, --entries-from-ca) needs --socket".into(),
+            ));
+        }
+        Some(source) => {
+            if let Registrations::File(path) = source {
+                entries_tx.send_replace(Arc::new(
+                    attest::load_file(path).map_err(AgentError::Config)?,
+                ));
+            }
+            Some(attest::Attestation {
+                entries: entries_rx,
+                svids: node_svids_rx,
+            })
+        }
+    };
     if let Some(path) = &config.socket {
-        let listener = workload::bind(path)?;
+        let listener = if attestation.is_some() {
+            workload::bind_with_mode(path, workload::ATTESTED_SOCKET_MODE)?
+        } else {
+            workload::bind(path)?
+        };
         notify(Event::WorkloadApi(path));
         let published = published_rx.clone();
         let stop = stopped();
+        let attestation = attestation.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = workload::serve(listener, published, jwt_ctx, stop).await {
+            if let Err(e) = workload::serve(listener, published, jwt_ctx, attestation, stop).await {
                 tracing::error!(error = %e, "workload API server stopped");
             }
         }));
@@ -159,9 +203,22 @@ pub async fn run(
     };
     tokio::pin!(shutdown);
     let mut bundle_task = None;
+    let mut node_task = None;
     let result = tokio::select! {
         started = Rotator::bootstrap(config.bootstrap.clone()) => match started {
             Ok(rotator) => {
+                if let (Some(source), Some(node)) = (
+                    &config.attestation,
+                    rotator.node_client(config.bootstrap.key_type),
+                ) {
+                    node_task = Some(tokio::spawn(attest::serve_entries(
+                        node,
+                        source.clone(),
+                        entries_tx,
+                        node_svids_tx,
+                        config.bootstrap.backoff,
+                    )));
+                }
                 // JWT-SVIDs and the bundle only matter to Workload API clients.
                 if config.socket.is_some()
                     && let Some(svids) = rotator.jwt_svids()
@@ -182,6 +239,9 @@ pub async fn run(
         () = &mut shutdown => Ok(()),
     };
     if let Some(task) = bundle_task {
+        task.abort();
+    }
+    if let Some(task) = node_task {
         task.abort();
     }
     let _ = stop_tx.send(true);

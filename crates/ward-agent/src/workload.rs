@@ -38,6 +38,7 @@ use ward_client::workload_api::proto::{
     X509svidResponse,
 };
 
+use crate::attest::{Attestation, Caller};
 use crate::authority::AnyAuthority;
 use crate::jwt::{self, Bundle, JwtContext};
 
@@ -70,6 +71,15 @@ pub struct SocketError {
 /// else there is refused; the socket gets [`SOCKET_MODE`] before it is
 /// renamed into place.
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    bind_with_mode(path, SOCKET_MODE)
+}
+
+/// Socket mode when callers are attested ([`crate::attest`]): anyone may
+/// connect, and gets only what its registration entries say.
+pub const ATTESTED_SOCKET_MODE: u32 = 0o666;
+
+/// [`bind`] with another mode (attested sockets are open to every user).
+pub fn bind_with_mode(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
     let fail = |detail: String| SocketError {
         path: path.to_owned(),
         detail,
@@ -97,7 +107,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
         .to_string_lossy();
     let tmp = dir.join(format!(".{name}.{:08x}", fastrand::u32(..)));
     let listener = UnixListener::bind(&tmp).map_err(|e| fail(format!("cannot bind: {e}")))?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(SOCKET_MODE))
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
@@ -111,12 +121,33 @@ pub async fn serve(
     listener: UnixListener,
     published: watch::Receiver<Published>,
     jwt: JwtContext,
+    attest: Option<Attestation>,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(attest) = attest {
+        // Callers are identified as they connect (crate::attest).
+        let incoming = crate::attest::incoming(listener, attest.clone())
+            .map(|conn| conn.map(AnyAuthority::new));
+        let service = Service {
+            published,
+            jwt,
+            attest: Some(attest),
+        };
+        return builder
+            .add_service(SpiffeWorkloadApiServer::new(service))
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await;
+    }
     // Every client's `:authority` is made acceptable to h2 first (trap 15).
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AnyAuthority::new));
-    tonic::transport::Server::builder()
-        .add_service(SpiffeWorkloadApiServer::new(Service { published, jwt }))
+    let service = Service {
+        published,
+        jwt,
+        attest: None,
+    };
+    builder
+        .add_service(SpiffeWorkloadApiServer::new(service))
         .serve_with_incoming_shutdown(incoming, stop)
         .await
 }
@@ -124,9 +155,22 @@ pub async fn serve(
 struct Service {
     published: watch::Receiver<Published>,
     jwt: JwtContext,
+    /// Set when callers are attested: each gets its entries' SVIDs only.
+    attest: Option<Attestation>,
 }
 
 impl Service {
+    /// With attestation, the caller's SPIFFE IDs (`PermissionDenied` when
+    /// it matches no entry); `None` without attestation.
+    fn attested<T>(&self, request: &Request<T>) -> Result<Option<Vec<ward_pki::SpiffeId>>, Status> {
+        match &self.attest {
+            None => Ok(None),
+            Some(a) => a
+                .ids_for(request.extensions().get::<Arc<Caller>>())
+                .map(Some),
+        }
+    }
+
     fn own_id(&self) -> Option<ward_pki::SpiffeId> {
         match &*self.published.borrow() {
             Published::Ready(svid) => Some(svid.spiffe_id().clone()),
@@ -269,6 +313,9 @@ impl SpiffeWorkloadApi for Service {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         check_header(&request)?;
+        if let (Some(ids), Some(a)) = (self.attested(&request)?, &self.attest) {
+            return crate::attest::follow_svids(a.svids.clone(), ids).map(Response::new);
+        }
         follow(self.published.clone(), svid_response).map(Response::new)
     }
 
@@ -277,6 +324,7 @@ impl SpiffeWorkloadApi for Service {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
+        self.attested(&request)?;
         follow(self.published.clone(), bundles_response).map(Response::new)
     }
 
@@ -285,6 +333,11 @@ impl SpiffeWorkloadApi for Service {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&request)?;
+        if self.attested(&request)?.is_some() {
+            return Err(Status::unimplemented(
+                "JWT-SVIDs are not served to attested workloads yet",
+            ));
+        }
         jwt::fetch_svid(&self.jwt, self.own_id(), request.into_inner())
             .await
             .map(Response::new)
@@ -295,6 +348,7 @@ impl SpiffeWorkloadApi for Service {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&request)?;
+        self.attested(&request)?;
         follow_bundles(self.jwt.bundle.clone()).map(Response::new)
     }
 
@@ -303,6 +357,7 @@ impl SpiffeWorkloadApi for Service {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&request)?;
+        self.attested(&request)?;
         jwt::validate(&self.jwt, request.get_ref()).map(Response::new)
     }
 }

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod entries;
 pub mod error;
 pub mod issuance;
 pub mod jwt;
@@ -20,6 +21,7 @@ pub use admin::{
     CertificateList, CertificatePage, CertificateView, CreateTokenRequest, CreatedTokenView,
     RevokeTokenQuery, RevokedToken, TokenList, TokenView,
 };
+pub use entries::{CreateEntryRequest, EntryList, EntryView, NodeSignRequest};
 pub use error::ErrorBody;
 pub use issuance::{IssueRequest, Issued, RenewRequest, SeedRequest, SeedResponse, SignRequest};
 pub use jwt::{JwtSvidRequest, JwtSvidResponse};

@@ -31,3 +31,15 @@ pub fn admin_token(id: &str, with_certificates: bool) -> String {
 pub const JWT_SVID: &str = "/v1/jwt-svid";
 /// `GET`: the trust bundle in SPIFFE format (X.509 roots and JWT keys).
 pub const BUNDLE: &str = "/v1/bundle";
+
+/// `POST` creates a registration entry, `GET` lists them (admin).
+pub const ADMIN_ENTRIES: &str = "/v1/admin/entries";
+/// `GET`: the registration entries of the calling node agent.
+pub const NODE_ENTRIES: &str = "/v1/node/entries";
+/// `POST`: an SVID for an entry of the calling node agent.
+pub const NODE_SIGN: &str = "/v1/node/sign";
+
+/// `DELETE`: the path deleting registration entry `id`.
+pub fn admin_entry(id: &str) -> String {
+    format!("{ADMIN_ENTRIES}/{id}")
+}

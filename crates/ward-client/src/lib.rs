@@ -42,6 +42,7 @@ mod ca;
 mod csr;
 mod error;
 pub mod jwt;
+pub mod node;
 mod rotator;
 pub mod schedule;
 mod svid;

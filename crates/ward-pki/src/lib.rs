@@ -25,6 +25,7 @@ pub mod ocsp;
 pub mod pem;
 pub mod perms;
 pub mod rego;
+pub mod selector;
 mod serial;
 pub mod sig;
 mod ttl;

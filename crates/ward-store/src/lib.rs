@@ -26,6 +26,7 @@ mod acme;
 mod batch;
 mod console;
 mod dialect;
+mod entries;
 mod error;
 mod model;
 mod postgres;
@@ -46,6 +47,7 @@ use ward_pki::Serial;
 
 pub use acme::{AcmeAccount, AcmeEabKey, AcmeOrder, AcmeStore};
 pub use console::{AccountDeactivation, ActiveCount, CertificateSearch, LoginUse, StoreOverview};
+pub use entries::{MAX_ENTRIES, RegistrationEntry};
 pub use error::{BoxError, StoreError};
 pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
@@ -205,6 +207,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cancels the intermediates that do not sign yet at `now`; how many.
     async fn cancel_pending_intermediates(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Records a registration entry (node attestation); sizes checked, ids unique.
+    async fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError>;
+
+    /// Registration entries, oldest first: all, or those of one node agent.
+    async fn entries(&self, node: Option<&str>) -> Result<Vec<RegistrationEntry>, StoreError>;
+
+    /// Deletes a registration entry; `false` when there was none by that id.
+    async fn delete_entry(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -423,6 +423,21 @@ impl<D: Driver> Store for SqlStore<D> {
         self.rotation_cancel(now).await
     }
 
+    async fn create_entry(&self, entry: &crate::RegistrationEntry) -> Result<(), StoreError> {
+        self.entry_create(entry).await
+    }
+
+    async fn entries(
+        &self,
+        node: Option<&str>,
+    ) -> Result<Vec<crate::RegistrationEntry>, StoreError> {
+        self.entry_list(node).await
+    }
+
+    async fn delete_entry(&self, id: &str) -> Result<bool, StoreError> {
+        self.entry_delete(id).await
+    }
+
     fn backend(&self) -> Backend {
         D::BACKEND
     }

@@ -343,7 +343,7 @@ impl Authority {
     }
 
     #[allow(clippy::too_many_arguments)] // one call site per origin; a struct would only rename them
-    fn sign(
+    pub(super) fn sign(
         &self,
         binding: &Binding,
         spki_der: &[u8],

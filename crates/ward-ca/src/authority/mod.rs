@@ -23,6 +23,7 @@ use ward_store::Store;
 
 pub mod acme;
 mod binding;
+pub mod entries;
 mod error;
 pub mod issuance;
 pub mod jwt;

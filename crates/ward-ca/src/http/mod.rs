@@ -6,6 +6,7 @@ mod acme_admin;
 mod admin;
 mod body;
 mod crl;
+mod entries;
 mod error;
 pub(crate) mod fuzz;
 mod jwt;
@@ -83,6 +84,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/tokens/{id}", delete(admin::revoke_token))
         .route(paths::ADMIN_CERTIFICATES, get(admin::list_certificates))
+        .route(
+            paths::ADMIN_ENTRIES,
+            post(entries::create).get(entries::list),
+        )
+        .route("/v1/admin/entries/{id}", delete(entries::delete))
+        .route(paths::NODE_ENTRIES, get(entries::node_entries))
+        .route(paths::NODE_SIGN, post(entries::node_sign))
         .route(paths::REVOKE, post(crl::revoke))
         .route(
             acme_admin::EAB_KEYS,

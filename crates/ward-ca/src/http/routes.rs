@@ -38,7 +38,7 @@ struct IssuanceEvent<'a> {
 
 /// Shared bookkeeping of an issuance request: rate limit by address,
 /// audit line, metrics.
-struct Attempt<'a> {
+pub(super) struct Attempt<'a> {
     state: &'a AppState,
     route: &'static str,
     peer: &'a PeerInfo,
@@ -47,7 +47,7 @@ struct Attempt<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    fn start(
+    pub(super) fn start(
         state: &'a AppState,
         route: &'static str,
         peer: &'a PeerInfo,
@@ -160,7 +160,7 @@ impl<'a> Attempt<'a> {
 
     /// Records the outcome of the request; `ok` is the status the route
     /// answers a success with (the audit line says what the client got).
-    fn finish<T>(&self, result: &Result<(Issuance, T), ApiError>, ok: StatusCode) {
+    pub(super) fn finish<T>(&self, result: &Result<(Issuance, T), ApiError>, ok: StatusCode) {
         match result {
             Ok((issued, _)) => self.finish_ok(issued, ok),
             Err(err) => self.finish_err(err),

@@ -272,6 +272,18 @@ impl Rotator {
         Some(crate::JwtSvids::new(url, anchors, self.subscribe()))
     }
 
+    /// A client for node-scoped issuance with this identity (node agents);
+    /// `None` for an identity taken from a Workload API.
+    pub fn node_client(&self, key_type: KeyType) -> Option<crate::node::NodeClient> {
+        let (url, anchors) = self.shared.ca.clone()?;
+        Some(crate::node::NodeClient::new(
+            url,
+            anchors,
+            self.subscribe(),
+            key_type,
+        ))
+    }
+
     /// A receiver of the rotation status.
     pub fn status(&self) -> watch::Receiver<RotationStatus> {
         self.shared.status.clone()

@@ -104,6 +104,15 @@ pub(crate) struct RunArgs {
     /// from an ACME CA, written as cert.pem and key.pem in --out-dir.
     #[command(flatten)]
     acme: super::acme_client::AcmeClientArgs,
+    /// Serve several workloads on --socket (mode 0666), each identified by
+    /// its peer credentials and matched against the entries of this TOML
+    /// file ([[entry]] spiffe_id, selectors); see docs/attestation.md.
+    #[arg(long, requires = "socket", conflicts_with = "entries_from_ca")]
+    registrations: Option<PathBuf>,
+    /// Like --registrations, with the entries the CA keeps for this agent's
+    /// SPIFFE ID (`ward entry create --node`), refreshed every minute.
+    #[arg(long, requires = "socket")]
+    entries_from_ca: bool,
 }
 
 pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<Outcome> {
@@ -166,6 +175,11 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
         on_rotate: args.on_rotate,
         on_rotate_timeout: args.on_rotate_timeout,
         admin: args.admin,
+        attestation: match (args.registrations, args.entries_from_ca) {
+            (Some(path), _) => Some(ward_agent::Registrations::File(path)),
+            (None, true) => Some(ward_agent::Registrations::FromCa),
+            (None, false) => None,
+        },
     };
     let notify = |event: Event<'_>| match event {
         Event::WorkloadApi(path) => {

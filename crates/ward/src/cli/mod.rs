@@ -7,6 +7,7 @@ mod agent;
 mod ca;
 mod cert;
 mod check;
+mod entry;
 mod gate;
 mod lint;
 mod quickstart;
@@ -47,6 +48,9 @@ enum Command {
     /// Bootstrap tokens: create, list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Registration entries for node attestation: create, list, delete.
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
     /// Revoke a certificate this CA issued (RFC 5280 reason codes).
     Revoke(revoke::RevokeArgs),
     /// Check a TLS endpoint: chain, names, lint rules, revocation, protocols.
@@ -77,6 +81,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Ca(cmd) => ca::run(cmd).await,
         Command::Cert(cmd) => cert::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Entry(cmd) => entry::run(cmd).await,
         Command::Check(args) => check::run(args).await,
         Command::Gate(cmd) => gate::run(cmd).await,
         Command::Revoke(args) => revoke::run(args).await,
