@@ -26,6 +26,10 @@ fn init_writes_every_file_with_the_right_modes() {
     let ca = CaDir::new(tmp.path().join("ca"));
     let report = ca.init(&opts(), OffsetDateTime::now_utc()).unwrap();
     assert_eq!(report.files.len(), 9);
+    // jwt.key is made by the first `ca serve` (so directories made before
+    // JWT-SVIDs gain one), not by init.
+    assert!(!ca.file(JWT_KEY).exists());
+    ca.jwt_signer().unwrap();
     for name in CA_FILES.into_iter().filter(|n| *n != DATABASE) {
         let p = ca.file(name);
         let want = if name.ends_with(".key") { 0o600 } else { 0o644 };
