@@ -53,6 +53,8 @@ pub struct Shared {
     pub stapler: Arc<Stapler>,
     /// The gate's own identity from the CA, when `[identity]` is set.
     pub identity: Option<ward_client::Rotator>,
+    /// Followed partner bundles.
+    pub federation: Arc<crate::federation::Federation>,
     /// Held while a runtime is built and swapped in, so a reload that read
     /// the old identity cannot land after a renewal that installed the new.
     pub(crate) rebuilding: std::sync::Mutex<()>,
@@ -71,10 +73,10 @@ impl Shared {
     /// and the failure is logged and counted.
     pub fn reload(&self) -> Result<(), Error> {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self
-            .source
-            .load()
-            .and_then(|config| Runtime::build_with(config, &self.services()));
+        let result = self.source.load().and_then(|config| {
+            self.federation.configure(&config)?;
+            Runtime::build_with(config, &self.services())
+        });
         match result {
             Ok(runtime) => {
                 self.install(runtime);
@@ -135,6 +137,7 @@ impl Shared {
             pool: Some(self.runtime.load().pool.clone()),
             verify_cache: Some(self.runtime.load().verify_cache.clone()),
             metrics: Some(self.metrics.clone()),
+            federation: Some(self.federation.clone()),
         }
     }
 
