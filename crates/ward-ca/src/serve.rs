@@ -138,7 +138,8 @@ pub async fn run(
             .with_jwt_signer(
                 dir.jwt_signer()?,
                 OffsetDateTime::now_utc().unix_timestamp().unsigned_abs(),
-            ),
+            )
+            .with_bundle_refresh_hint(ca.bundle.refresh_hint()?),
     );
     let roots = dir.roots()?;
     let ocsp = Arc::new(Responder::new(
