@@ -89,6 +89,11 @@ impl Proc {
         addr.parse().unwrap()
     }
 
+    /// The process id (for signals).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.seen.lock().unwrap().join("\n")
     }

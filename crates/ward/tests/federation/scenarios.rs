@@ -1,0 +1,187 @@
+//! The federation scenarios and their small helpers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{OutputText, Pki, ward};
+use crate::harness::{Proc, READY, call, http_echo, p, replace};
+
+/// How long a change may take to show: one refresh (1 s floor here) plus
+/// the rebuild, with room for a loaded machine.
+const ONE_REFRESH: Duration = Duration::from_secs(15);
+
+/// Two CAs: ours (example.org) and the partner's (partner.example), whose
+/// bundle says `spiffe_refresh_hint` = 1 s.
+fn two_domains() -> (Pki, Pki) {
+    let ours = Pki::init(&[]);
+    let partner = Pki::empty();
+    let out = ward(&[
+        "ca",
+        "init",
+        "--dir",
+        partner.ca_dir(),
+        "--trust-domain",
+        "partner.example",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let toml = partner.path("ca/ca.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("refresh_hint = \"60s\""), "{text}");
+    std::fs::write(&toml, text.replace("refresh_hint = \"60s\"", "refresh_hint = \"1s\"")).unwrap();
+    (ours, partner)
+}
+
+/// `ward ca serve` of `pki` on an ephemeral port, and its address.
+fn serve_ca(pki: &Pki) -> (Proc, SocketAddr) {
+    let proc = Proc::spawn(&["ca", "serve", "--dir", pki.ca_dir(), "--listen", "127.0.0.1:0"]);
+    let line = proc.wait_for("ward ca: listening on https://", READY);
+    let addr = line.rsplit("https://").next().unwrap().trim().parse().unwrap();
+    (proc, addr)
+}
+
+/// The gate of example.org: allows both trust domains' workloads, and
+/// federates with partner.example at `endpoint` when given.
+fn gate_config(ours: &Pki, gate: &Path, partner_root: &Path, endpoint: Option<&str>) -> String {
+    let echo = http_echo();
+    let mut text = format!(
+        "audit_log = \"off\"\n[listen]\naddress = \"127.0.0.1:0\"\n[[tenants]]\nname = \"api\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+        p(&gate.with_extension("crt")),
+        p(&gate.with_extension("key")),
+        p(&ours.root()),
+    );
+    if let Some(url) = endpoint {
+        text.push_str(&format!(
+            "[[tenants.federation]]\ntrust_domain = \"partner.example\"\nbundle_endpoint_url = {url:?}\nca_bundle = {:?}\nrefresh_floor = \"1s\"\n",
+            p(partner_root)
+        ));
+    }
+    text.push_str(&format!(
+        "[[tenants.routes]]\nname = \"all\"\nupstream = \"http://{echo}\"\n[tenants.routes.allow]\nspiffe_ids = [\"spiffe://example.org/*\", \"spiffe://partner.example/*\"]\n"
+    ));
+    text
+}
+
+fn start_gate(path: &Path) -> (Proc, SocketAddr) {
+    let proc = Proc::spawn(&["gate", "serve", "--config", &p(path)]);
+    let addr = proc.ready("ward gate: listening on ");
+    (proc, addr)
+}
+
+/// The HTTP status `prefix`'s certificate gets from the gate (0: the
+/// handshake was refused).
+fn status(ours: &Pki, gate: SocketAddr, prefix: &Path) -> u16 {
+    call(ours, gate, prefix, "GET", "/", &[]).0
+}
+
+fn wait_status(ours: &Pki, gate: SocketAddr, prefix: &Path, want: u16, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        let got = status(ours, gate, prefix);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{} still gets {got}, not {want}, after {within:?}",
+            prefix.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A client certificate for `spiffe_id` signed with `pki`'s intermediate by
+/// openssl, whatever the CA's trust domain: what a compromised or rogue
+/// issuer could make. Returns the prefix (`.crt` = leaf + intermediate).
+fn forge(pki: &Pki, spiffe_id: &str, name: &str) -> PathBuf {
+    let prefix = pki.path(&format!("forged-{name}"));
+    let key = prefix.with_extension("key");
+    let csr = prefix.with_extension("csr");
+    let leaf = prefix.with_extension("leaf");
+    let ext = prefix.with_extension("ext");
+    std::fs::write(
+        &ext,
+        format!(
+            "subjectAltName=URI:{spiffe_id}\nextendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", out.stderr_text());
+    };
+    run(&[
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", &p(&key), "-subj", "/CN=forged", "-out", &p(&csr),
+    ]);
+    run(&[
+        "x509", "-req", "-in", &p(&csr),
+        "-CA", &p(&pki.path("ca/intermediate.crt")),
+        "-CAkey", &p(&pki.path("ca/intermediate.key")),
+        "-set_serial", "0x5eed", "-days", "1", "-extfile", &p(&ext), "-out", &p(&leaf),
+    ]);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(&leaf).unwrap(),
+        std::fs::read_to_string(pki.path("ca/intermediate.crt")).unwrap()
+    );
+    std::fs::write(prefix.with_extension("crt"), chain).unwrap();
+    prefix
+}
+
+/// SIGHUP to the gate, then waits for its reload line.
+fn reload(gate: &Proc) {
+    let out = Command::new("kill")
+        .args(["-HUP", &gate.pid().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    gate.wait_for("configuration reloaded", READY);
+}
+
+#[test]
+fn partner_clients_pass_against_partner_roots_only_until_the_relationship_is_removed() {
+    let (ours, partner) = two_domains();
+    let (_ca_b, b) = serve_ca(&partner);
+    let gate_cert = ours.issue(
+        "server",
+        "spiffe://example.org/gate",
+        &["--dns", "localhost", "--ip", "127.0.0.1"],
+    );
+    let url = format!("https://{b}/v1/bundle");
+    let config = ours.path("gate.toml");
+    std::fs::write(
+        &config,
+        gate_config(&ours, &gate_cert, &partner.root(), Some(&url)),
+    )
+    .unwrap();
+    let (gate, addr) = start_gate(&config);
+
+    let own = ours.issue("client", "spiffe://example.org/app", &[]);
+    let billing = partner.issue("client", "spiffe://partner.example/billing", &[]);
+    // A certificate claiming partner.example under OUR root, and one
+    // claiming example.org under the PARTNER's root: both chain to a root
+    // the gate now trusts, and both must be refused.
+    let forged_partner = forge(&ours, "spiffe://partner.example/billing", "claims-partner");
+    let forged_ours = forge(&partner, "spiffe://example.org/app", "claims-ours");
+
+    wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
+    assert!(gate.stderr().contains("federated bundle updated"));
+    assert_eq!(status(&ours, addr, &own), 200);
+    assert_eq!(status(&ours, addr, &forged_partner), 0, "partner ID under our root");
+    assert_eq!(status(&ours, addr, &forged_ours), 0, "our ID under the partner's root");
+    // The partner's identity reaches the upstream.
+    let (code, body) = call(&ours, addr, &billing, "GET", "/x", &[]);
+    assert_eq!(code, 200);
+    assert!(body.contains("spiffe://partner.example/billing"), "{body}");
+
+    // The relationship removed (config edited, SIGHUP): refused at once.
+    replace(
+        &config,
+        &gate_config(&ours, &gate_cert, &partner.root(), None),
+    );
+    reload(&gate);
+    assert_eq!(status(&ours, addr, &billing), 0);
+    assert_eq!(status(&ours, addr, &own), 200);
+}
