@@ -29,15 +29,32 @@ fn two_domains() -> (Pki, Pki) {
     let toml = partner.path("ca/ca.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     assert!(text.contains("refresh_hint = \"60s\""), "{text}");
-    std::fs::write(&toml, text.replace("refresh_hint = \"60s\"", "refresh_hint = \"1s\"")).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("refresh_hint = \"60s\"", "refresh_hint = \"1s\""),
+    )
+    .unwrap();
     (ours, partner)
 }
 
 /// `ward ca serve` of `pki` on an ephemeral port, and its address.
 fn serve_ca(pki: &Pki) -> (Proc, SocketAddr) {
-    let proc = Proc::spawn(&["ca", "serve", "--dir", pki.ca_dir(), "--listen", "127.0.0.1:0"]);
+    let proc = Proc::spawn(&[
+        "ca",
+        "serve",
+        "--dir",
+        pki.ca_dir(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let line = proc.wait_for("ward ca: listening on https://", READY);
-    let addr = line.rsplit("https://").next().unwrap().trim().parse().unwrap();
+    let addr = line
+        .rsplit("https://")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (proc, addr)
 }
 
@@ -109,17 +126,44 @@ fn forge(pki: &Pki, spiffe_id: &str, name: &str) -> PathBuf {
     .unwrap();
     let run = |args: &[&str]| {
         let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", out.stderr_text());
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            out.stderr_text()
+        );
     };
     run(&[
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &p(&key), "-subj", "/CN=forged", "-out", &p(&csr),
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-subj",
+        "/CN=forged",
+        "-out",
+        &p(&csr),
     ]);
     run(&[
-        "x509", "-req", "-in", &p(&csr),
-        "-CA", &p(&pki.path("ca/intermediate.crt")),
-        "-CAkey", &p(&pki.path("ca/intermediate.key")),
-        "-set_serial", "0x5eed", "-days", "1", "-extfile", &p(&ext), "-out", &p(&leaf),
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&pki.path("ca/intermediate.crt")),
+        "-CAkey",
+        &p(&pki.path("ca/intermediate.key")),
+        "-set_serial",
+        "0x5eed",
+        "-days",
+        "1",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&leaf),
     ]);
     let chain = format!(
         "{}{}",
@@ -169,8 +213,16 @@ fn partner_clients_pass_against_partner_roots_only_until_the_relationship_is_rem
     wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
     assert!(gate.stderr().contains("federated bundle updated"));
     assert_eq!(status(&ours, addr, &own), 200);
-    assert_eq!(status(&ours, addr, &forged_partner), 0, "partner ID under our root");
-    assert_eq!(status(&ours, addr, &forged_ours), 0, "our ID under the partner's root");
+    assert_eq!(
+        status(&ours, addr, &forged_partner),
+        0,
+        "partner ID under our root"
+    );
+    assert_eq!(
+        status(&ours, addr, &forged_ours),
+        0,
+        "our ID under the partner's root"
+    );
     // The partner's identity reaches the upstream.
     let (code, body) = call(&ours, addr, &billing, "GET", "/x", &[]);
     assert_eq!(code, 200);
@@ -184,4 +236,162 @@ fn partner_clients_pass_against_partner_roots_only_until_the_relationship_is_rem
     reload(&gate);
     assert_eq!(status(&ours, addr, &billing), 0);
     assert_eq!(status(&ours, addr, &own), 200);
+}
+
+/// `GET /v1/bundle` of a CA, fetched by curl trusting `root`.
+fn fetch_bundle(addr: SocketAddr, root: &Path) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "20", "--cacert", &p(root)])
+        .arg(format!("https://{addr}/v1/bundle"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out.stderr_text());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Writes `bytes` as the relay's next answer, atomically.
+fn relay_serves(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn hostile_bundle_answers_are_refused_and_a_dropped_root_refuses_the_partner() {
+    let (ours, partner) = two_domains();
+    let (_ca_b, b) = serve_ca(&partner);
+
+    // The bundle endpoint per the SPIFFE Trust Domain and Bundle spec.
+    let bundle = fetch_bundle(b, &partner.root());
+    let keys = bundle["keys"].as_array().unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k["use"] == "x509-svid" && k["x5c"].is_array())
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k["use"] == "jwt-svid" && k["kid"].is_string())
+    );
+    assert_eq!(bundle["spiffe_refresh_hint"], 1);
+    assert!(bundle["spiffe_sequence"].as_u64().unwrap() > 0);
+
+    // The relay answers with B's bundle over a certificate of B.
+    let dir = partner.path("relay");
+    std::fs::create_dir(&dir).unwrap();
+    for (name, pki, id) in [
+        ("a", &ours, "spiffe://example.org/relay"),
+        ("b", &partner, "spiffe://partner.example/relay"),
+    ] {
+        let prefix = pki.issue("server", id, &["--ip", "127.0.0.1"]);
+        std::fs::copy(
+            prefix.with_extension("crt"),
+            dir.join(format!("{name}.crt")),
+        )
+        .unwrap();
+        std::fs::copy(
+            prefix.with_extension("key"),
+            dir.join(format!("{name}.key")),
+        )
+        .unwrap();
+    }
+    relay_serves(&dir, "tls", b"b");
+    relay_serves(&dir, "body", bundle.to_string().as_bytes());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/federation/relay.py");
+    let mut relay = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let relay_addr: SocketAddr = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(relay.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim()
+            .strip_prefix("relay: listening on ")
+            .unwrap_or_else(|| panic!("relay said {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _relay = Kill(relay);
+
+    let gate_cert = ours.issue(
+        "server",
+        "spiffe://example.org/gate",
+        &["--dns", "localhost", "--ip", "127.0.0.1"],
+    );
+    let url = format!("https://{relay_addr}/bundle");
+    let config = ours.path("gate.toml");
+    std::fs::write(
+        &config,
+        gate_config(&ours, &gate_cert, &partner.root(), Some(&url)),
+    )
+    .unwrap();
+    let (gate, addr) = start_gate(&config);
+    let billing = partner.issue("client", "spiffe://partner.example/billing", &[]);
+    wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
+
+    // Each bad answer is refused with a log line saying why; the last good
+    // bundle stays in force.
+    let mut wrong_root = bundle.clone();
+    for k in wrong_root["keys"].as_array_mut().unwrap() {
+        if k["use"] == "x509-svid" {
+            k["x5c"] = serde_json::json!(["bm90IGEgY2VydGlmaWNhdGU="]);
+        }
+    }
+    let oversized = format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(300 * 1024));
+    for (what, body, tls, reason) in [
+        ("malformed", b"{\"keys\": [".to_vec(), "b", "bad JWK set"),
+        ("oversized", oversized.into_bytes(), "b", "more than"),
+        (
+            "unusable root",
+            wrong_root.to_string().into_bytes(),
+            "b",
+            "x509-svid root",
+        ),
+        (
+            "endpoint under a wrong root",
+            bundle.to_string().into_bytes(),
+            "a",
+            "invalid peer certificate",
+        ),
+    ] {
+        relay_serves(&dir, "tls", tls.as_bytes());
+        relay_serves(&dir, "body", &body);
+        let line = gate.wait_for(reason, ONE_REFRESH);
+        assert!(
+            line.contains("federated bundle refused") && line.contains("partner.example"),
+            "{what}: {line}"
+        );
+        assert_eq!(
+            status(&ours, addr, &billing),
+            200,
+            "{what}: last good bundle kept"
+        );
+    }
+
+    // The partner drops its root: refused within one refresh.
+    relay_serves(&dir, "tls", b"b");
+    let mut dropped = bundle.clone();
+    dropped["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["use"] != "x509-svid");
+    relay_serves(&dir, "body", dropped.to_string().as_bytes());
+    let dropped_at = Instant::now();
+    wait_status(&ours, addr, &billing, 0, ONE_REFRESH);
+    let took = dropped_at.elapsed();
+    eprintln!("partner refused {took:?} after its endpoint dropped the root");
+    // And admitted again when the root comes back.
+    relay_serves(&dir, "body", bundle.to_string().as_bytes());
+    wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
 }
