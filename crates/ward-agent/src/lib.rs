@@ -22,6 +22,7 @@
 
 pub mod admin;
 mod authority;
+pub mod federation;
 pub mod files;
 pub mod hook;
 pub mod jwt;
@@ -55,6 +56,12 @@ pub struct AgentConfig {
     pub on_rotate_timeout: Duration,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
     pub admin: Option<String>,
+    /// Partner trust domains whose bundle endpoints the agent follows and
+    /// serves on the Workload API (see `docs/federation.md`).
+    pub federation: Vec<(
+        ward_client::federation::Endpoint,
+        ward_client::federation::Refresh,
+    )>,
 }
 
 /// Why the agent stopped with an error.
@@ -124,7 +131,14 @@ pub async fn run(
         }
     };
     let mut tasks = Vec::new();
-    let (jwt_ctx, jwt_svids_tx, bundle_tx) = jwt::JwtContext::new();
+    let (mut jwt_ctx, jwt_svids_tx, bundle_tx) = jwt::JwtContext::new();
+    let federation_task = if config.federation.is_empty() {
+        None
+    } else {
+        let (rx, task) = federation::follow(&config.federation)?;
+        jwt_ctx.federated = rx;
+        Some(task)
+    };
     if let Some(path) = &config.socket {
         let listener = workload::bind(path)?;
         notify(Event::WorkloadApi(path));
@@ -181,6 +195,9 @@ pub async fn run(
         () = &mut shutdown => Ok(()),
     };
     if let Some(task) = bundle_task {
+        task.abort();
+    }
+    if let Some(task) = federation_task {
         task.abort();
     }
     let _ = stop_tx.send(true);
