@@ -179,10 +179,7 @@ fn follow_bundles(
                 () = tx.closed() => return,
             }
             let fed = federated.borrow_and_update().clone();
-            let next = bundle
-                .borrow_and_update()
-                .as_ref()
-                .map(|b| render(b, &fed));
+            let next = bundle.borrow_and_update().as_ref().map(|b| render(b, &fed));
             if let Some(next) = next
                 && tx.send(Ok(next)).await.is_err()
             {
@@ -301,7 +298,8 @@ impl SpiffeWorkloadApi for Service {
             self.published.clone(),
             self.jwt.federated.clone(),
             svid_response,
-        ).map(Response::new)
+        )
+        .map(Response::new)
     }
 
     async fn fetch_x509_bundles(
@@ -313,7 +311,8 @@ impl SpiffeWorkloadApi for Service {
             self.published.clone(),
             self.jwt.federated.clone(),
             bundles_response,
-        ).map(Response::new)
+        )
+        .map(Response::new)
     }
 
     async fn fetch_jwtsvid(

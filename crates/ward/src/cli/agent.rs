@@ -113,7 +113,12 @@ pub(crate) struct RunArgs {
 /// `--federate TD=URL` flags as followed endpoints.
 fn federation_endpoints(
     args: &RunArgs,
-) -> anyhow::Result<Vec<(ward_client::federation::Endpoint, ward_client::federation::Refresh)>> {
+) -> anyhow::Result<
+    Vec<(
+        ward_client::federation::Endpoint,
+        ward_client::federation::Refresh,
+    )>,
+> {
     let mut refresh = ward_client::federation::Refresh::default();
     anyhow::ensure!(
         args.federation_refresh_floor >= Duration::from_secs(1)

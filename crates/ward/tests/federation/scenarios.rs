@@ -395,3 +395,102 @@ fn hostile_bundle_answers_are_refused_and_a_dropped_root_refuses_the_partner() {
     relay_serves(&dir, "body", bundle.to_string().as_bytes());
     wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
 }
+
+/// The serial of a PEM certificate, as openssl prints it (lowercase hex).
+fn serial_of(cert: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in", &p(cert)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = out.stdout_text();
+    text.trim()
+        .trim_start_matches("serial=")
+        .trim_start_matches('0')
+        .to_ascii_lowercase()
+}
+
+#[test]
+fn pyspiffe_sees_the_partner_bundle_in_the_x509_context_from_the_agent() {
+    let (ours, partner) = two_domains();
+    let (_ca_a, a) = serve_ca(&ours);
+    let (_ca_b, b) = serve_ca(&partner);
+    let out = ward(&[
+        "token",
+        "create",
+        "--dir",
+        ours.ca_dir(),
+        "--spiffe-id",
+        "spiffe://example.org/app",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", out.stderr_text());
+    let token: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    let token_file = ours.path("token");
+    crate::harness::write_private(&token_file, token["token"].as_str().unwrap());
+    let socket = ours.path("agent.sock");
+    let agent = Proc::spawn(&[
+        "agent",
+        "run",
+        "--ca",
+        &format!("https://{a}"),
+        "--ca-bundle",
+        &p(&ours.root()),
+        "--token-file",
+        &p(&token_file),
+        "--socket",
+        &p(&socket),
+        "--federate",
+        &format!("partner.example=https://{b}/v1/bundle"),
+        "--federation-ca-bundle",
+        &p(&partner.root()),
+        "--federation-refresh-floor",
+        "1s",
+    ]);
+    agent.wait_for("workload API listening", READY);
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/federation/pyspiffe_federated.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&socket)
+        .arg("partner.example")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python: {}", out.stderr_text());
+    let seen: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert!(
+        seen.get("timeout").is_none(),
+        "{seen}\nagent:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(seen["spiffe_id"], "spiffe://example.org/app");
+    let ours_serial = serial_of(&ours.root());
+    let partner_serial = serial_of(&partner.root());
+    for set in ["context", "x509_bundles"] {
+        assert_eq!(
+            seen[set]["example.org"],
+            serde_json::json!([ours_serial]),
+            "{seen}"
+        );
+        assert_eq!(
+            seen[set]["partner.example"],
+            serde_json::json!([partner_serial]),
+            "{seen}"
+        );
+    }
+    // The partner's JWT key (its kid) is in the JWT bundle set too.
+    let bundle = fetch_bundle(b, &partner.root());
+    let kid = bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["use"] == "jwt-svid")
+        .unwrap()["kid"]
+        .clone();
+    assert_eq!(
+        seen["jwt_bundles"]["partner.example"],
+        serde_json::json!([kid]),
+        "{seen}"
+    );
+}
