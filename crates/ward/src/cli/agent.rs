@@ -30,7 +30,7 @@ const MAX_TOKEN_FILE: u64 = 64 * 1024;
 pub(crate) enum AgentCommand {
     /// Obtain an identity from the CA, keep it renewed, and hand it to the
     /// workload as files and/or over the SPIFFE Workload API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fetch the identity once from a SPIFFE Workload API socket (this
     /// agent's, or SPIRE's) and print it or write it as files.
     Fetch(FetchArgs),
@@ -149,7 +149,7 @@ fn federation_endpoints(
 
 pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<Outcome> {
     match cmd {
-        AgentCommand::Run(args) => run_agent(args).await,
+        AgentCommand::Run(args) => run_agent(*args).await,
         AgentCommand::Fetch(args) => fetch(args).await,
     }
 }

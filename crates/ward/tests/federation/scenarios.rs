@@ -297,7 +297,7 @@ fn hostile_bundle_answers_are_refused_and_a_dropped_root_refuses_the_partner() {
     relay_serves(&dir, "tls", b"b");
     relay_serves(&dir, "body", bundle.to_string().as_bytes());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/federation/relay.py");
-    let mut relay = std::process::Command::new("python3")
+    let mut relay = Command::new("python3")
         .arg(&script)
         .arg(&dir)
         .stderr(std::process::Stdio::piped())

@@ -90,6 +90,7 @@ impl Proc {
     }
 
     /// The process id (for signals).
+    #[allow(dead_code)] // used by the federation tests only
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
