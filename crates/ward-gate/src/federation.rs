@@ -54,6 +54,12 @@ impl FederationConfig {
             .trust_domain
             .parse::<TrustDomain>()
             .map_err(|e| format!("federation.trust_domain: {e}"))?;
+        if !self.bundle_endpoint_url.starts_with("https://") {
+            return Err(format!(
+                "federation.bundle_endpoint_url {:?}: must be an https:// URL",
+                self.bundle_endpoint_url
+            ));
+        }
         let mut refresh = Refresh::default();
         if let Some(floor) = &self.refresh_floor {
             if floor.0 < Duration::from_secs(1) || floor.0 > refresh.ceiling {
@@ -127,12 +133,14 @@ impl Federation {
             }
         }
         let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
-        followed.retain(|k, _| wanted.contains_key(k));
-        for (key, (endpoint, refresh)) in wanted {
-            if followed.contains_key(&key) {
+        // Start every new follower first: a bad one (unreadable ca_bundle)
+        // fails the whole call and leaves what is followed unchanged.
+        let mut started = Vec::new();
+        for (key, (endpoint, refresh)) in wanted.iter() {
+            if followed.contains_key(key) {
                 continue;
             }
-            let follower = Follower::spawn(endpoint, refresh)
+            let follower = Follower::spawn(endpoint.clone(), *refresh)
                 .map_err(|e| Error::Config(format!("federation: {e}")))?;
             let mut rx = follower.subscribe();
             let changed = self.changed.clone();
@@ -141,8 +149,10 @@ impl Federation {
                     changed.notify_one();
                 }
             });
-            followed.insert(key, Followed { follower, forward });
+            started.push((key.clone(), Followed { follower, forward }));
         }
+        followed.retain(|k, _| wanted.contains_key(k));
+        followed.extend(started);
         Ok(())
     }
 

@@ -494,3 +494,57 @@ fn pyspiffe_sees_the_partner_bundle_in_the_x509_context_from_the_agent() {
         "{seen}"
     );
 }
+
+#[test]
+fn bad_federation_settings_are_refused_at_start_and_on_reload() {
+    let (ours, partner) = two_domains();
+    let (_ca_b, b) = serve_ca(&partner);
+    let gate_cert = ours.issue(
+        "server",
+        "spiffe://example.org/gate",
+        &["--dns", "localhost", "--ip", "127.0.0.1"],
+    );
+    let config = ours.path("gate.toml");
+
+    // A plain-HTTP endpoint: the configuration is refused.
+    std::fs::write(
+        &config,
+        gate_config(
+            &ours,
+            &gate_cert,
+            &partner.root(),
+            Some(&format!("http://{b}/v1/bundle")),
+        ),
+    )
+    .unwrap();
+    let out = ward(&["gate", "serve", "--config", &p(&config), "--check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("must be an https:// URL"),
+        "{}",
+        out.stderr_text()
+    );
+
+    // A good start, then a reload naming a missing ca_bundle: rejected,
+    // the partner keeps passing.
+    let url = format!("https://{b}/v1/bundle");
+    std::fs::write(
+        &config,
+        gate_config(&ours, &gate_cert, &partner.root(), Some(&url)),
+    )
+    .unwrap();
+    let (gate, addr) = start_gate(&config);
+    let billing = partner.issue("client", "spiffe://partner.example/billing", &[]);
+    wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
+    replace(
+        &config,
+        &gate_config(&ours, &gate_cert, &ours.path("missing.crt"), Some(&url)),
+    );
+    Command::new("kill")
+        .args(["-HUP", &gate.pid().to_string()])
+        .status()
+        .unwrap();
+    let line = gate.wait_for("reload rejected", READY);
+    assert!(line.contains("missing.crt"), "{line}");
+    assert_eq!(status(&ours, addr, &billing), 200);
+}
