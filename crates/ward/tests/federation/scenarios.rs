@@ -498,7 +498,18 @@ fn pyspiffe_sees_the_partner_bundle_in_the_x509_context_from_the_agent() {
 #[test]
 fn bad_federation_settings_are_refused_at_start_and_on_reload() {
     let (ours, partner) = two_domains();
+    // spiffe_sequence grows across restarts of the CA (its bundle can only
+    // change then), even quick ones.
+    let (first, b) = serve_ca(&partner);
+    let before = fetch_bundle(b, &partner.root())["spiffe_sequence"]
+        .as_u64()
+        .unwrap();
+    drop(first);
     let (_ca_b, b) = serve_ca(&partner);
+    let after = fetch_bundle(b, &partner.root())["spiffe_sequence"]
+        .as_u64()
+        .unwrap();
+    assert!(after > before, "{after} after {before}");
     let gate_cert = ours.issue(
         "server",
         "spiffe://example.org/gate",
