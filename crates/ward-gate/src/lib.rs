@@ -250,7 +250,7 @@ fn follow_federation(shared: &Arc<Shared>) -> tokio::task::JoinHandle<()> {
                 break;
             };
             tracing::info!("federated bundle changed; rebuilding the TLS configuration");
-            let _ = shared.renew_identity();
+            let _ = shared.renew_federation();
         }
     })
 }

@@ -97,16 +97,32 @@ impl Shared {
     /// stapler), without reading the configuration file, which may be
     /// mid-edit or invalid just then. A renewal must not wait for it.
     pub fn renew_identity(&self) -> Result<(), Error> {
+        self.rebuild(
+            "renewed identity in service",
+            "cannot put the renewed identity into service; the previous certificate stays",
+        )
+    }
+
+    /// Puts changed federated bundles into service, like
+    /// [`Shared::renew_identity`].
+    pub fn renew_federation(&self) -> Result<(), Error> {
+        self.rebuild(
+            "federated bundles in service",
+            "cannot put the federated bundles into service; the previous roots stay",
+        )
+    }
+
+    fn rebuild(&self, done: &'static str, failed: &'static str) -> Result<(), Error> {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.runtime.load().config.clone();
         match Runtime::build_with(config, &self.services()) {
             Ok(runtime) => {
                 self.install(runtime);
-                tracing::info!("renewed identity in service");
+                tracing::info!("{done}");
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot put the renewed identity into service; the previous certificate stays");
+                tracing::error!(error = %e, "{failed}");
                 Err(e)
             }
         }
