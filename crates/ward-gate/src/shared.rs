@@ -74,8 +74,12 @@ impl Shared {
     pub fn reload(&self) -> Result<(), Error> {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.source.load().and_then(|config| {
-            self.federation.configure(&config)?;
-            Runtime::build_with(config, &self.services())
+            // Followers change only with a configuration that builds: a
+            // rejected reload leaves federation as it was. A new partner's
+            // first bundle arrives later and triggers a rebuild of its own.
+            let runtime = Runtime::build_with(config, &self.services())?;
+            self.federation.configure(&runtime.config)?;
+            Ok(runtime)
         });
         match result {
             Ok(runtime) => {
