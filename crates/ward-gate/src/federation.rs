@@ -253,3 +253,61 @@ impl DomainBinding {
         .map_err(|_| unknown())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+
+    use super::*;
+
+    fn root(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    fn leaf(issuer: &CertifiedIssuer<'static, KeyPair>, id: &str) -> CertificateDer<'static> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        p.signed_by(&key, issuer).unwrap().der().clone()
+    }
+
+    #[test]
+    fn each_trust_domain_verifies_against_its_own_roots_only() {
+        let (ours, partner, third) = (root("Ours"), root("Partner"), root("Third"));
+        let own = vec![ours.der().clone()];
+        let binding = DomainBinding::new(
+            &own,
+            &[
+                ("partner.example".into(), vec![partner.der().clone()]),
+                ("pending.example".into(), Vec::new()),
+            ],
+        );
+        let now = UnixTime::now();
+        let check = |c: &CertificateDer<'_>| binding.check(c, &[], now).is_ok();
+        assert!(check(&leaf(&ours, "spiffe://example.org/app")));
+        assert!(check(&leaf(&partner, "spiffe://partner.example/billing")));
+        // Each trust domain's IDs under the other's root.
+        assert!(!check(&leaf(&ours, "spiffe://partner.example/billing")));
+        assert!(!check(&leaf(&partner, "spiffe://example.org/app")));
+        // A domain not federated falls back to our roots; the partner's
+        // root does not vouch for it.
+        assert!(!check(&leaf(&partner, "spiffe://other.example/x")));
+        assert!(!check(&leaf(&third, "spiffe://example.org/app")));
+        // A federated domain whose bundle has not arrived: nobody passes.
+        assert!(!check(&leaf(&ours, "spiffe://pending.example/x")));
+    }
+}
