@@ -45,6 +45,8 @@ pub struct JwtContext {
     pub svids: watch::Receiver<Option<JwtSvids>>,
     /// The bundle, once fetched.
     pub bundle: watch::Receiver<Option<Bundle>>,
+    /// Partner trust domains' bundles (`--federate`), served beside ours.
+    pub federated: watch::Receiver<crate::federation::Federated>,
 }
 
 impl JwtContext {
@@ -56,7 +58,15 @@ impl JwtContext {
     ) {
         let (svids_tx, svids) = watch::channel(None);
         let (bundle_tx, bundle) = watch::channel(None);
-        (JwtContext { svids, bundle }, svids_tx, bundle_tx)
+        (
+            JwtContext {
+                svids,
+                bundle,
+                federated: crate::federation::none(),
+            },
+            svids_tx,
+            bundle_tx,
+        )
     }
 }
 

@@ -24,6 +24,7 @@ pub mod acme;
 pub mod admin;
 pub mod attest;
 mod authority;
+pub mod federation;
 pub mod files;
 pub mod hook;
 pub mod jwt;
@@ -59,6 +60,12 @@ pub struct AgentConfig {
     pub admin: Option<String>,
     /// Serve several attested workloads on the socket ([`attest`]).
     pub attestation: Option<Registrations>,
+    /// Partner trust domains whose bundle endpoints the agent follows and
+    /// serves on the Workload API (see `docs/federation.md`).
+    pub federation: Vec<(
+        ward_client::federation::Endpoint,
+        ward_client::federation::Refresh,
+    )>,
 }
 
 /// Where a node agent's registration entries come from.
@@ -142,7 +149,7 @@ pub async fn run(
         }
     };
     let mut tasks = Vec::new();
-    let (jwt_ctx, jwt_svids_tx, bundle_tx) = jwt::JwtContext::new();
+    let (mut jwt_ctx, jwt_svids_tx, bundle_tx) = jwt::JwtContext::new();
     let (entries_tx, entries_rx) = watch::channel(Arc::new(Vec::new()));
     let (node_svids_tx, node_svids_rx) = watch::channel(attest::NodeSvids::default());
     let node_svids_tx = Arc::new(node_svids_tx);
@@ -164,6 +171,13 @@ pub async fn run(
                 svids: node_svids_rx,
             })
         }
+    };
+    let federation_task = if config.federation.is_empty() {
+        None
+    } else {
+        let (rx, task) = federation::follow(&config.federation)?;
+        jwt_ctx.federated = rx;
+        Some(task)
     };
     if let Some(path) = &config.socket {
         let listener = if attestation.is_some() {
@@ -242,6 +256,9 @@ pub async fn run(
         task.abort();
     }
     if let Some(task) = node_task {
+        task.abort();
+    }
+    if let Some(task) = federation_task {
         task.abort();
     }
     let _ = stop_tx.send(true);

@@ -40,6 +40,7 @@ use ward_client::workload_api::proto::{
 
 use crate::attest::{Attestation, Caller};
 use crate::authority::AnyAuthority;
+use crate::federation::Federated;
 use crate::jwt::{self, Bundle, JwtContext};
 
 /// What the Workload API can hand out now.
@@ -182,9 +183,17 @@ impl Service {
 /// A stream of the JWT bundles: now and after every change.
 fn follow_bundles(
     mut bundle: watch::Receiver<Option<Bundle>>,
+    mut federated: watch::Receiver<Federated>,
 ) -> Result<ResponseStream<JwtBundlesResponse>, Status> {
+    let render = |b: &Bundle, fed: &Federated| {
+        let mut r = jwt::bundles_response(b);
+        for (k, set) in crate::federation::jwt_sets(fed) {
+            r.bundles.entry(k).or_insert(set);
+        }
+        r
+    };
     let first = match &*bundle.borrow_and_update() {
-        Some(b) => jwt::bundles_response(b),
+        Some(b) => render(b, &federated.borrow_and_update()),
         None => {
             return Err(Status::unavailable(
                 "the agent has no trust bundle yet; retry with backoff",
@@ -196,6 +205,7 @@ fn follow_bundles(
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
+        let mut federation_open = true;
         loop {
             tokio::select! {
                 changed = bundle.changed() => {
@@ -204,12 +214,16 @@ fn follow_bundles(
                         return;
                     }
                 }
+                changed = federated.changed(), if federation_open => {
+                    federation_open = changed.is_ok();
+                    if !federation_open {
+                        continue;
+                    }
+                }
                 () = tx.closed() => return,
             }
-            let next = bundle
-                .borrow_and_update()
-                .as_ref()
-                .map(jwt::bundles_response);
+            let fed = federated.borrow_and_update().clone();
+            let next = bundle.borrow_and_update().as_ref().map(|b| render(b, &fed));
             if let Some(next) = next
                 && tx.send(Ok(next)).await.is_err()
             {
@@ -234,7 +248,7 @@ fn trust_domain_key(svid: &Svid) -> String {
     format!("spiffe://{}", svid.spiffe_id().trust_domain().as_str())
 }
 
-fn svid_response(svid: &Svid) -> X509svidResponse {
+fn svid_response(svid: &Svid, federated: &Federated) -> X509svidResponse {
     X509svidResponse {
         svids: vec![X509svid {
             spiffe_id: svid.spiffe_id().to_string(),
@@ -244,14 +258,16 @@ fn svid_response(svid: &Svid) -> X509svidResponse {
             hint: String::new(),
         }],
         crl: Vec::new(),
-        federated_bundles: HashMap::new(),
+        federated_bundles: crate::federation::x509_roots(federated).collect(),
     }
 }
 
-fn bundles_response(svid: &Svid) -> X509BundlesResponse {
+fn bundles_response(svid: &Svid, federated: &Federated) -> X509BundlesResponse {
+    let mut bundles: HashMap<String, Vec<u8>> = crate::federation::x509_roots(federated).collect();
+    bundles.insert(trust_domain_key(svid), svid.bundle_der_concat());
     X509BundlesResponse {
         crl: Vec::new(),
-        bundles: HashMap::from([(trust_domain_key(svid), svid.bundle_der_concat())]),
+        bundles,
     }
 }
 
@@ -262,7 +278,8 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 /// the client goes away.
 fn follow<T: Send + 'static>(
     mut published: watch::Receiver<Published>,
-    render: fn(&Svid) -> T,
+    mut federated: watch::Receiver<Federated>,
+    render: fn(&Svid, &Federated) -> T,
 ) -> Result<ResponseStream<T>, Status> {
     let first = match &*published.borrow_and_update() {
         Published::Pending => {
@@ -271,13 +288,14 @@ fn follow<T: Send + 'static>(
             ));
         }
         Published::Refused(why) => return Err(Status::permission_denied(why.clone())),
-        Published::Ready(svid) => render(svid),
+        Published::Ready(svid) => render(svid, &federated.borrow_and_update()),
     };
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(async move {
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
+        let mut federation_open = true;
         loop {
             tokio::select! {
                 changed = published.changed() => {
@@ -286,11 +304,18 @@ fn follow<T: Send + 'static>(
                         return;
                     }
                 }
+                changed = federated.changed(), if federation_open => {
+                    federation_open = changed.is_ok();
+                    if !federation_open {
+                        continue;
+                    }
+                }
                 () = tx.closed() => return,
             }
+            let fed = federated.borrow_and_update().clone();
             let next = match &*published.borrow_and_update() {
                 Published::Pending => continue,
-                Published::Ready(svid) => Ok(render(svid)),
+                Published::Ready(svid) => Ok(render(svid, &fed)),
                 Published::Refused(why) => Err(Status::permission_denied(why.clone())),
             };
             let end = next.is_err();
@@ -316,7 +341,12 @@ impl SpiffeWorkloadApi for Service {
         if let (Some(ids), Some(a)) = (self.attested(&request)?, &self.attest) {
             return crate::attest::follow_svids(a.svids.clone(), ids).map(Response::new);
         }
-        follow(self.published.clone(), svid_response).map(Response::new)
+        follow(
+            self.published.clone(),
+            self.jwt.federated.clone(),
+            svid_response,
+        )
+        .map(Response::new)
     }
 
     async fn fetch_x509_bundles(
@@ -325,7 +355,12 @@ impl SpiffeWorkloadApi for Service {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         check_header(&request)?;
         self.attested(&request)?;
-        follow(self.published.clone(), bundles_response).map(Response::new)
+        follow(
+            self.published.clone(),
+            self.jwt.federated.clone(),
+            bundles_response,
+        )
+        .map(Response::new)
     }
 
     async fn fetch_jwtsvid(
@@ -349,7 +384,7 @@ impl SpiffeWorkloadApi for Service {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         check_header(&request)?;
         self.attested(&request)?;
-        follow_bundles(self.jwt.bundle.clone()).map(Response::new)
+        follow_bundles(self.jwt.bundle.clone(), self.jwt.federated.clone()).map(Response::new)
     }
 
     async fn validate_jwtsvid(

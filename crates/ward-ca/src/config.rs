@@ -35,6 +35,40 @@ pub struct CaConfig {
     /// CA keys held in a PKCS#11 token instead of key files.
     #[serde(default)]
     pub keys: KeysSection,
+    /// The SPIFFE bundle endpoint (`GET /v1/bundle`).
+    #[serde(default)]
+    pub bundle: BundleSection,
+}
+
+/// `[bundle]`: how the SPIFFE bundle endpoint (`GET /v1/bundle`,
+/// `https_web` profile) is published.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleSection {
+    /// `spiffe_refresh_hint`: how often federated partners should fetch
+    /// the bundle again (1s .. 1h).
+    pub refresh_hint: String,
+}
+
+impl Default for BundleSection {
+    fn default() -> Self {
+        BundleSection {
+            refresh_hint: "60s".into(),
+        }
+    }
+}
+
+impl BundleSection {
+    /// Parsed `refresh_hint`, within 1 s .. 1 h.
+    pub fn refresh_hint(&self) -> Result<Duration, Error> {
+        let hint = duration("bundle.refresh_hint", &self.refresh_hint)?;
+        if hint < Duration::from_secs(1) || hint > Duration::from_secs(3600) {
+            return Err(Error::Config(
+                "ca.toml: bundle.refresh_hint: between 1s and 1h".into(),
+            ));
+        }
+        Ok(hint)
+    }
 }
 
 /// `[keys]`: CA keys in a PKCS#11 token, as RFC 7512 URIs with
@@ -407,7 +441,13 @@ ocsp_validity = {ocspv}
 # (pin-source=file:PATH). `ward ca init --pkcs11-module` writes them; an
 # existing key can be named by hand. A key not named here is read from its
 # file in this directory. See docs/hsm.md.
-{keys}"#,
+{keys}
+[bundle]
+# spiffe_refresh_hint of the SPIFFE bundle served at GET /v1/bundle: how
+# often federated trust domains fetch it again (1s to 1h). See
+# docs/federation.md.
+refresh_hint = {hint}
+"#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
             kt = q(self.ca.key_type.as_str()),
@@ -439,6 +479,7 @@ ocsp_validity = {ocspv}
                 None => "# database = \"postgres://ward@db.example.org/ward\"".to_owned(),
             },
             keys = self.keys.documented(),
+            hint = q(&self.bundle.refresh_hint),
         )
     }
 }
@@ -461,6 +502,7 @@ mod tests {
             storage: StorageSection::default(),
             acme: None,
             keys: Default::default(),
+            bundle: Default::default(),
         }
     }
 

@@ -357,6 +357,7 @@ impl CaDir {
                 },
                 _ => Default::default(),
             },
+            bundle: Default::default(),
         };
         let in_token = !token_keys.is_empty();
 

@@ -140,8 +140,13 @@ pub async fn run(
             .with_revocation(crl_settings)
             .with_jwt_signer(
                 dir.jwt_signer()?,
-                OffsetDateTime::now_utc().unix_timestamp().unsigned_abs(),
-            ),
+                // The bundle's spiffe_sequence: the start of this process in
+                // milliseconds, so that it grows across restarts (the only
+                // time the roots or the JWT key change).
+                u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(1),
+            )
+            .with_bundle_refresh_hint(ca.bundle.refresh_hint()?),
     );
     let roots = dir.roots()?;
     let ocsp = Arc::new(Responder::new(

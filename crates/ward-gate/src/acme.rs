@@ -199,7 +199,7 @@ impl Observer for GateObserver {
             retry_in_seconds: None,
         });
         if let Some(shared) = self.shared.upgrade() {
-            let _ = shared.put_in_service("ACME certificate");
+            let _ = shared.put_in_service("renewed ACME certificate");
         }
     }
 

@@ -427,6 +427,10 @@ pub struct TenantConfig {
     /// `cert`/`key`); see docs/acme-client.md.
     #[serde(default)]
     pub acme: Option<ward_acme::AcmeSettings>,
+    /// Partner trust domains whose clients this tenant accepts, verified
+    /// against the partner's roots (SPIFFE federation, `docs/federation.md`).
+    #[serde(default)]
+    pub federation: Vec<crate::federation::FederationConfig>,
 }
 
 /// How strictly a tenant enforces client certificates and authorization.
@@ -615,6 +619,9 @@ impl GateConfig {
             t.key.iter_mut().for_each(fix);
             t.client_ca.iter_mut().for_each(fix);
             t.policy.iter_mut().for_each(fix);
+            for f in &mut t.federation {
+                f.ca_bundle.iter_mut().for_each(fix);
+            }
             for r in &mut t.routes {
                 r.policy.iter_mut().for_each(fix);
                 if let Some(j) = &mut r.jwt_svid {
@@ -731,6 +738,11 @@ impl GateConfig {
             if let Some(a) = &t.acme {
                 a.validate()
                     .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
+            }
+            for f in &t.federation {
+                if let Err(e) = f.validate() {
+                    return bad(format!("tenant {:?}: {e}", t.name));
+                }
             }
             if t.client_ca.is_none() && self.identity.is_none() {
                 return bad(format!(

@@ -21,6 +21,7 @@ pub mod check;
 pub mod config;
 mod edge;
 mod error;
+pub mod federation;
 pub mod forwarding;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -92,6 +93,8 @@ pub async fn run(
         Some(settings) => Some(obtain_identity(settings).await?),
         None => None,
     };
+    let federation = Arc::new(federation::Federation::default());
+    federation.configure(&config)?;
     let runtime = Runtime::build_with(
         config,
         &Services {
@@ -101,6 +104,7 @@ pub async fn run(
             pool: None,
             verify_cache: None,
             metrics: Some(metrics.clone()),
+            federation: Some(federation.clone()),
         },
     )?;
     let listen_addr = runtime.config.listen.address.clone();
@@ -115,10 +119,12 @@ pub async fn run(
         stapler,
         identity,
         acme: ward_acme::Challenges::default(),
+        federation,
         rebuilding: std::sync::Mutex::new(()),
     });
     shared.update_expiry(&shared.runtime.load());
     let rotations = follow_identity(&shared);
+    let federated = follow_federation(&shared);
 
     let listener = TcpListener::bind(&listen_addr)
         .await
@@ -176,6 +182,7 @@ pub async fn run(
     for task in acme_tasks {
         task.abort();
     }
+    federated.abort();
     shared.revocation.shutdown();
     shared.stapler.shutdown();
     Ok(())
@@ -236,4 +243,21 @@ fn follow_identity(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> 
             let _ = shared.renew_identity();
         }
     }))
+}
+
+/// Puts every changed partner bundle into service: the configuration in
+/// force is rebuilt (without reading the file) with the new roots.
+fn follow_federation(shared: &Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    let federation = shared.federation.clone();
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            federation.changed().await;
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            tracing::info!("federated bundle changed; rebuilding the TLS configuration");
+            let _ = shared.renew_federation();
+        }
+    })
 }

@@ -170,6 +170,8 @@ pub struct Services {
     pub verify_cache: Option<ChainCache>,
     /// Metrics the chain cache counts its lookups in.
     pub metrics: Option<crate::metrics::GateMetrics>,
+    /// Followed partner bundles (`[[tenants.federation]]`).
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 impl Services {
@@ -340,6 +342,31 @@ impl Runtime {
                     client_roots.push(c.to_vec());
                 }
             }
+            // Federation: partner roots join the tenant's client roots, and
+            // each leaf must chain to the roots of its own trust domain.
+            let mut verify_roots = client_ca.clone();
+            let binding = if t.federation.is_empty() {
+                None
+            } else {
+                let mut partners = Vec::new();
+                for f in &t.federation {
+                    let roots = services
+                        .federation
+                        .as_ref()
+                        .and_then(|fed| fed.bundle(f))
+                        .map(|b| b.roots.clone())
+                        .unwrap_or_default();
+                    for r in &roots {
+                        if !verify_roots.contains(r) {
+                            verify_roots.push(r.clone());
+                        }
+                    }
+                    partners.push((f.trust_domain.clone(), roots));
+                }
+                Some(Arc::new(crate::federation::DomainBinding::new(
+                    &client_ca, &partners,
+                )))
+            };
             let certified = crate::tls::certified_key(chain, key).map_err(ctx)?;
             let staple = match &services.stapler {
                 Some(stapler) => {
@@ -352,7 +379,7 @@ impl Runtime {
             };
             let tls = crate::tls::server_config(
                 &staple,
-                root_store_of(client_ca, &client_ca_name).map_err(ctx)?,
+                root_store_of(verify_roots, &client_ca_name).map_err(ctx)?,
                 &crate::tls::TenantTls {
                     allow_tls12: config.tls.allow_tls12,
                     disable_resumption: config.tls.disable_resumption,
@@ -362,6 +389,7 @@ impl Runtime {
                 },
                 services.revocation.clone(),
                 &verify_cache,
+                binding,
             )
             .map_err(ctx)?;
             let tcp_endpoints = t.tcp_endpoints().map_err(|e| ctx(Error::Config(e)))?;

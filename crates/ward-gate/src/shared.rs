@@ -55,6 +55,8 @@ pub struct Shared {
     pub identity: Option<ward_client::Rotator>,
     /// Pending ACME challenge answers of the `[tenants.acme]` tenants.
     pub acme: ward_acme::Challenges,
+    /// Followed partner bundles.
+    pub federation: Arc<crate::federation::Federation>,
     /// Held while a runtime is built and swapped in, so a reload that read
     /// the old identity cannot land after a renewal that installed the new.
     pub(crate) rebuilding: std::sync::Mutex<()>,
@@ -73,10 +75,14 @@ impl Shared {
     /// and the failure is logged and counted.
     pub fn reload(&self) -> Result<(), Error> {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self
-            .source
-            .load()
-            .and_then(|config| Runtime::build_with(config, &self.services()));
+        let result = self.source.load().and_then(|config| {
+            // Followers change only with a configuration that builds: a
+            // rejected reload leaves federation as it was. A new partner's
+            // first bundle arrives later and triggers a rebuild of its own.
+            let runtime = Runtime::build_with(config, &self.services())?;
+            self.federation.configure(&runtime.config)?;
+            Ok(runtime)
+        });
         match result {
             Ok(runtime) => {
                 self.install(runtime);
@@ -97,23 +103,29 @@ impl Shared {
     /// stapler), without reading the configuration file, which may be
     /// mid-edit or invalid just then. A renewal must not wait for it.
     pub fn renew_identity(&self) -> Result<(), Error> {
-        self.put_in_service("identity")
+        self.put_in_service("renewed identity")
+    }
+
+    /// Puts changed federated bundles into service, like
+    /// [`Shared::renew_identity`]; on failure the previous roots stay.
+    pub fn renew_federation(&self) -> Result<(), Error> {
+        self.put_in_service("federated bundles")
     }
 
     /// Rebuilds the configuration in force (without reading the
-    /// configuration file) so that a renewed certificate, `what`, serves
-    /// new handshakes; on failure the previous certificate stays.
+    /// configuration file) so that a renewed certificate or bundle, `what`,
+    /// serves new handshakes; on failure the previous one stays.
     pub fn put_in_service(&self, what: &str) -> Result<(), Error> {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let config = self.runtime.load().config.clone();
         match Runtime::build_with(config, &self.services()) {
             Ok(runtime) => {
                 self.install(runtime);
-                tracing::info!("renewed {what} in service");
+                tracing::info!("{what} in service");
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot put the renewed {what} into service; the previous certificate stays");
+                tracing::error!(error = %e, "cannot put the {what} into service; the previous one stays");
                 Err(e)
             }
         }
@@ -144,6 +156,7 @@ impl Shared {
             pool: Some(self.runtime.load().pool.clone()),
             verify_cache: Some(self.runtime.load().verify_cache.clone()),
             metrics: Some(self.metrics.clone()),
+            federation: Some(self.federation.clone()),
         }
     }
 

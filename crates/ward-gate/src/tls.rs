@@ -72,6 +72,7 @@ fn remember_refused(leaf: &CertificateDer<'_>) {
 #[derive(Debug)]
 struct ClientAuthAndRevocation {
     revocation: Option<Arc<Revocation>>,
+    binding: Option<Arc<crate::federation::DomainBinding>>,
 }
 
 impl ClientCheck for ClientAuthAndRevocation {
@@ -92,6 +93,9 @@ impl ClientCheck for ClientAuthAndRevocation {
             .is_some_and(|e| e.value.client_auth);
         if !has_client_auth {
             return Err(bad_purpose());
+        }
+        if let Some(binding) = &self.binding {
+            binding.check(end_entity, intermediates, now)?;
         }
         if let Some(revocation) = &self.revocation
             && revocation.snapshot().enabled()
@@ -147,6 +151,7 @@ pub fn server_config(
     tenant: &TenantTls,
     revocation: Option<Arc<Revocation>>,
     verify_cache: &ChainCache,
+    binding: Option<Arc<crate::federation::DomainBinding>>,
 ) -> Result<ServerConfig, Error> {
     let audit = tenant.audit;
     let roots = Arc::new(client_roots);
@@ -157,7 +162,10 @@ pub fn server_config(
     };
     let verifier = chain
         .map_err(|e| Error::Config(format!("client CA: {e}")))?
-        .with_check(Arc::new(ClientAuthAndRevocation { revocation }))
+        .with_check(Arc::new(ClientAuthAndRevocation {
+            revocation,
+            binding,
+        }))
         .with_cache(verify_cache.clone());
     let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = if audit {
         Arc::new(ward_tls::danger::AuditingClientVerifier::new(

@@ -127,7 +127,7 @@ impl HttpClient {
             .inner
             .request(req)
             .await
-            .map_err(|e| FetchError::Request(e.to_string()))?;
+            .map_err(|e| FetchError::Request(with_causes(&e)))?;
         let (parts, body) = resp.into_parts();
         if parts.status != StatusCode::OK {
             return Ok(Fetched {
@@ -152,6 +152,22 @@ impl HttpClient {
             body,
         })
     }
+}
+
+/// An error and its causes, `outer: inner: …` (hyper's client errors say
+/// only "client error (Connect)" on their own).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// Reads a whole body of at most `max` bytes: the one size cap of every

@@ -19,7 +19,7 @@ pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(5 * 60);
 pub const MAX_JWT_TTL: Duration = Duration::from_secs(60 * 60);
 /// Shortest lifetime asked for.
 pub const MIN_JWT_TTL: Duration = Duration::from_secs(10);
-/// `spiffe_refresh_hint` of the published bundle, in seconds.
+/// Default `spiffe_refresh_hint` of the published bundle, in seconds.
 pub const BUNDLE_REFRESH_HINT: u64 = 60;
 
 /// A JWT-SVID just minted.
@@ -45,6 +45,13 @@ impl Authority {
     /// start time of this CA process: a restart may have changed the keys).
     pub fn with_jwt_signer(mut self, signer: JwtSigner, sequence: u64) -> Self {
         self.jwt = Some(JwtState { signer, sequence });
+        self
+    }
+
+    /// Publishes `hint` as the bundle's `spiffe_refresh_hint` (whole
+    /// seconds, at least 1).
+    pub fn with_bundle_refresh_hint(mut self, hint: Duration) -> Self {
+        self.bundle_refresh_hint = hint.as_secs().max(1);
         self
     }
 
@@ -112,7 +119,7 @@ impl Authority {
         Ok(JwkSet {
             keys,
             spiffe_sequence: Some(self.jwt.as_ref().map_or(1, |s| s.sequence)),
-            spiffe_refresh_hint: Some(BUNDLE_REFRESH_HINT),
+            spiffe_refresh_hint: Some(self.bundle_refresh_hint),
         })
     }
 }

@@ -93,6 +93,8 @@ pub struct Authority {
     pub(crate) crl: CrlState,
     /// The JWT-SVID key, when this authority mints JWT-SVIDs.
     pub(crate) jwt: Option<jwt::JwtState>,
+    /// `spiffe_refresh_hint` of the published bundle, in seconds.
+    pub(crate) bundle_refresh_hint: u64,
 }
 
 impl std::fmt::Debug for Authority {
@@ -124,6 +126,7 @@ impl Authority {
             ocsp_url: None,
             crl: CrlState::default(),
             jwt: None,
+            bundle_refresh_hint: jwt::BUNDLE_REFRESH_HINT,
         }
     }
 

@@ -113,6 +113,55 @@ pub(crate) struct RunArgs {
     /// SPIFFE ID (`ward entry create --node`), refreshed every minute.
     #[arg(long, requires = "socket")]
     entries_from_ca: bool,
+    /// Follow a partner trust domain's SPIFFE bundle endpoint and serve its
+    /// bundle on the Workload API: TRUST_DOMAIN=https://URL (repeatable).
+    #[arg(long, value_name = "TD=URL")]
+    federate: Vec<String>,
+    /// PEM roots for the bundle endpoints' TLS certificates (a private CA);
+    /// the web PKI roots when absent.
+    #[arg(long, value_name = "FILE")]
+    federation_ca_bundle: Option<PathBuf>,
+    /// Shortest refresh interval of a partner bundle (its
+    /// spiffe_refresh_hint is clamped to this .. 1h).
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    federation_refresh_floor: Duration,
+}
+
+/// `--federate TD=URL` flags as followed endpoints.
+fn federation_endpoints(
+    args: &RunArgs,
+) -> anyhow::Result<
+    Vec<(
+        ward_client::federation::Endpoint,
+        ward_client::federation::Refresh,
+    )>,
+> {
+    let mut refresh = ward_client::federation::Refresh::default();
+    anyhow::ensure!(
+        args.federation_refresh_floor >= Duration::from_secs(1)
+            && args.federation_refresh_floor <= refresh.ceiling,
+        "--federation-refresh-floor must be between 1s and 1h"
+    );
+    refresh.floor = args.federation_refresh_floor;
+    args.federate
+        .iter()
+        .map(|spec| {
+            let (td, url) = spec
+                .split_once('=')
+                .with_context(|| format!("--federate {spec:?}: expected TRUST_DOMAIN=URL"))?;
+            let trust_domain = td
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--federate {spec:?}: {e}"))?;
+            Ok((
+                ward_client::federation::Endpoint {
+                    trust_domain,
+                    url: url.to_owned(),
+                    ca_bundle: args.federation_ca_bundle.clone(),
+                },
+                refresh,
+            ))
+        })
+        .collect()
 }
 
 pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<Outcome> {
@@ -168,7 +217,9 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
         cap: args.retry_max,
     };
     bootstrap.bootstrap_timeout = args.bootstrap_timeout;
+    let federation = federation_endpoints(&args)?;
     let config = AgentConfig {
+        federation,
         bootstrap,
         out_dir: args.out_dir,
         socket: args.socket,

@@ -263,6 +263,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
         mode: args.mode,
         cipher_suites: Vec::new(),
         groups: Vec::new(),
+        federation: Vec::new(),
     };
     let config = GateConfig {
         listen: ListenConfig {

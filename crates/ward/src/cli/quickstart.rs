@@ -272,6 +272,7 @@ async fn start_agent(
         on_rotate_timeout: Duration::from_secs(10),
         admin: None,
         attestation: None,
+        federation: Vec::new(),
     };
     let (first_tx, first) = oneshot::channel();
     let first_tx = std::sync::Mutex::new(Some(first_tx));

@@ -89,6 +89,12 @@ impl Proc {
         addr.parse().unwrap()
     }
 
+    /// The process id (for signals).
+    #[allow(dead_code)] // used by the federation tests only
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.seen.lock().unwrap().join("\n")
     }
