@@ -79,10 +79,10 @@ HZ=$(getconf CLK_TCK)
 CA=$WORK/ca
 "$WARD" ca init --dir "$CA" --trust-domain example.org >/dev/null
 "$WARD" cert create --ca-dir "$CA" --profile server --dns localhost --dns big.test \
-    --ip 127.0.0.1 --out "$WORK/backend" >/dev/null
-"$WARD" cert create --ca-dir "$CA" --profile server --dns gate.test --out "$WORK/gate" >/dev/null
+    --ip 127.0.0.1 --out "$WORK/backend" >/dev/null 2>&1
+"$WARD" cert create --ca-dir "$CA" --profile server --dns gate.test --out "$WORK/gate" >/dev/null 2>&1
 "$WARD" cert create --ca-dir "$CA" --profile client --spiffe-id spiffe://example.org/bench \
-    --out "$WORK/client" >/dev/null
+    --out "$WORK/client" >/dev/null 2>&1
 
 # ---------------------------------------------------------------- backends (LOAD_CPU)
 err=$WORK/bare.err
@@ -129,7 +129,7 @@ cat >"$WORK/gate.toml" <<EOF
 audit_log = "off"
 [listen]
 address = "127.0.0.1:$GATE_PORT"
-max_connections = 20000
+max_connections = 4000
 [[passthrough]]
 sni = "localhost"
 upstream = "$BARE"
@@ -157,7 +157,7 @@ HAPROXY_PORT=$(free_port)
 cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 5s
@@ -197,7 +197,7 @@ ready "$HAPROXY_PORT"
 connections() { # port pid
     local port=$1 pid=$2 t0 t1 out
     taskset -c "$LOAD_CPU" "$BENCH" handshake --url "https://localhost:$port/" \
-        --roots "$CA/root.crt" --cert "$WORK/client.crt" --key "$WORK/client.key" \
+        --ca-bundle "$CA/root.crt" --cert "$WORK/client.crt" --key "$WORK/client.key" \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
         >"$WORK/hs.out" 2>"$WORK/hs.err" &
     local bench=$!
