@@ -160,6 +160,8 @@ global
     maxconn 4000
 defaults
     mode tcp
+    # The peer at its best: kernel splicing where HAProxy thinks it pays.
+    option splice-auto
     timeout connect 5s
     timeout client 300s
     timeout server 300s

@@ -249,7 +249,7 @@ pub(crate) async fn forward(
     record("forwarded", None, 0, 0);
     let idle = runtime.config.timeouts.idle.0;
     let end = tokio::select! {
-        end = crate::pipe::pipe(&mut tcp, &mut up, idle) => Some(end),
+        end = crate::pipe::pipe_tcp(&mut tcp, &mut up, idle) => Some(end),
         () = crate::server::stopped(&mut stop) => None,
     };
     if let Some(Ok(crate::pipe::PipeEnd::Closed { a_to_b, b_to_a })) = end {
