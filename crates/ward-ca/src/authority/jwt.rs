@@ -66,9 +66,11 @@ impl Authority {
         ttl: Option<Duration>,
         now: OffsetDateTime,
     ) -> Result<MintedJwt, AuthorityError> {
-        let state = self.jwt.as_ref().ok_or_else(|| {
-            AuthorityError::Forbidden("this CA has no JWT-SVID signing key".into())
-        })?;
+        if self.jwt.is_none() {
+            return Err(AuthorityError::Forbidden(
+                "this CA has no JWT-SVID signing key".into(),
+            ));
+        }
         jwt::check_audience(audience).map_err(AuthorityError::BadRequest)?;
         let leaf = chain.first().ok_or_else(|| {
             AuthorityError::unauthenticated(
@@ -81,14 +83,32 @@ impl Authority {
         })?;
         let (_, record, _) = self.presented_certificate(leaf, &cert, now).await?;
         let binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
+        self.sign_jwt(binding.spiffe_id, audience, ttl, record.not_after, now)
+    }
+
+    /// Signs a JWT-SVID for `spiffe_id` (already authorized by the caller),
+    /// expiring after `ttl` (default 5 min, clamped to 10 s .. 1 h) and
+    /// never after `not_after`.
+    pub(crate) fn sign_jwt(
+        &self,
+        spiffe_id: SpiffeId,
+        audience: &[String],
+        ttl: Option<Duration>,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<MintedJwt, AuthorityError> {
+        let state = self.jwt.as_ref().ok_or_else(|| {
+            AuthorityError::Forbidden("this CA has no JWT-SVID signing key".into())
+        })?;
+        jwt::check_audience(audience).map_err(AuthorityError::BadRequest)?;
         let ttl = ttl
             .unwrap_or(DEFAULT_JWT_TTL)
             .clamp(MIN_JWT_TTL, MAX_JWT_TTL);
-        let expires_at = (now + ttl).min(record.not_after);
+        let expires_at = (now + ttl).min(not_after);
         let token = state
             .signer
             .sign(
-                &binding.spiffe_id,
+                &spiffe_id,
                 audience,
                 now.unix_timestamp(),
                 expires_at.unix_timestamp(),
@@ -96,7 +116,7 @@ impl Authority {
             .map_err(|e| AuthorityError::Internal(format!("signing a JWT-SVID: {e}")))?;
         Ok(MintedJwt {
             token,
-            spiffe_id: binding.spiffe_id,
+            spiffe_id,
             expires_at,
         })
     }
