@@ -25,8 +25,11 @@ pub struct NodeClient {
     own: watch::Receiver<Arc<Svid>>,
     key_type: KeyType,
     /// JWT-SVIDs per (SPIFFE ID, sorted audience set).
-    jwts: Arc<Mutex<HashMap<(String, Vec<String>), CachedJwt>>>,
+    jwts: Arc<Mutex<JwtCache>>,
 }
+
+/// JWT-SVIDs keyed by (SPIFFE ID, sorted audience set).
+type JwtCache = HashMap<(String, Vec<String>), CachedJwt>;
 
 /// Most (ID, audience set) pairs cached at once; past it, expired and then
 /// all entries are dropped.
