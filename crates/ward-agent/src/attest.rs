@@ -34,7 +34,9 @@ use tonic::Status;
 use ward_client::Svid;
 use ward_client::node::NodeClient;
 use ward_client::schedule::{Backoff, backoff_delay, random_jitter, renew_at};
-use ward_client::workload_api::proto::{X509svid, X509svidResponse};
+use ward_client::workload_api::proto::{
+    Jwtsvid, JwtsvidRequest, JwtsvidResponse, X509svid, X509svidResponse,
+};
 use ward_pki::SpiffeId;
 use ward_pki::selector::{Selector, parse_selectors};
 
@@ -304,9 +306,58 @@ pub struct Attestation {
     pub entries: watch::Receiver<Arc<Vec<Entry>>>,
     /// Current SVIDs.
     pub svids: watch::Receiver<NodeSvids>,
+    /// The CA client acting as this node agent, once it has its identity
+    /// (JWT-SVIDs for attested callers are minted through it).
+    pub node: watch::Receiver<Option<NodeClient>>,
 }
 
 impl Attestation {
+    /// `FetchJWTSVID` for an attested caller entitled to `ids`: a token per
+    /// ID (or for the one `wanted`, which must be among them), minted by the
+    /// CA for this node and cached per (ID, audience set).
+    pub async fn fetch_jwt(
+        &self,
+        ids: &[SpiffeId],
+        req: &JwtsvidRequest,
+    ) -> Result<JwtsvidResponse, Status> {
+        ward_pki::jwt::check_audience(&req.audience).map_err(Status::invalid_argument)?;
+        let chosen: Vec<&SpiffeId> = if req.spiffe_id.is_empty() {
+            ids.iter().collect()
+        } else {
+            let one = ids
+                .iter()
+                .find(|id| id.as_str() == req.spiffe_id)
+                .ok_or_else(|| {
+                    Status::permission_denied(
+                        "the requested SPIFFE ID is not one of this caller's entries",
+                    )
+                })?;
+            vec![one]
+        };
+        let Some(node) = self.node.borrow().clone() else {
+            return Err(Status::unavailable(
+                "the agent has no identity yet; retry with backoff",
+            ));
+        };
+        let mut svids = Vec::with_capacity(chosen.len());
+        for id in chosen {
+            let token = node.jwt_svid(id, &req.audience).await.map_err(|e| {
+                tracing::warn!(spiffe_id = %id, error = %e, "cannot obtain a workload JWT-SVID");
+                if e.is_definitive_refusal() {
+                    Status::permission_denied(format!("the CA refused a JWT-SVID for {id}: {e}"))
+                } else {
+                    Status::unavailable(format!("cannot obtain a JWT-SVID for {id}: {e}"))
+                }
+            })?;
+            svids.push(Jwtsvid {
+                spiffe_id: id.to_string(),
+                svid: token,
+                hint: String::new(),
+            });
+        }
+        Ok(JwtsvidResponse { svids })
+    }
+
     /// Whether any entry needs the executable's digest.
     pub fn needs_digest(&self) -> bool {
         self.entries

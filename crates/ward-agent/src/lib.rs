@@ -153,6 +153,7 @@ pub async fn run(
     let (entries_tx, entries_rx) = watch::channel(Arc::new(Vec::new()));
     let (node_svids_tx, node_svids_rx) = watch::channel(attest::NodeSvids::default());
     let node_svids_tx = Arc::new(node_svids_tx);
+    let (node_client_tx, node_client_rx) = watch::channel(None);
     let attestation = match &config.attestation {
         None => None,
         Some(_) if config.socket.is_none() => {
@@ -169,6 +170,7 @@ pub async fn run(
             Some(attest::Attestation {
                 entries: entries_rx,
                 svids: node_svids_rx,
+                node: node_client_rx,
             })
         }
     };
@@ -225,6 +227,7 @@ pub async fn run(
                     &config.attestation,
                     rotator.node_client(config.bootstrap.key_type),
                 ) {
+                    node_client_tx.send_replace(Some(node.clone()));
                     node_task = Some(tokio::spawn(attest::serve_entries(
                         node,
                         source.clone(),

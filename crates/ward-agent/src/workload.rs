@@ -368,10 +368,11 @@ impl SpiffeWorkloadApi for Service {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&request)?;
-        if self.attested(&request)?.is_some() {
-            return Err(Status::unimplemented(
-                "JWT-SVIDs are not served to attested workloads yet",
-            ));
+        if let (Some(ids), Some(a)) = (self.attested(&request)?, &self.attest) {
+            return a
+                .fetch_jwt(&ids, request.get_ref())
+                .await
+                .map(Response::new);
         }
         jwt::fetch_svid(&self.jwt, self.own_id(), request.into_inner())
             .await

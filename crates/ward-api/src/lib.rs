@@ -24,5 +24,5 @@ pub use admin::{
 pub use entries::{CreateEntryRequest, EntryList, EntryView, NodeSignRequest};
 pub use error::ErrorBody;
 pub use issuance::{IssueRequest, Issued, RenewRequest, SeedRequest, SeedResponse, SignRequest};
-pub use jwt::{JwtSvidRequest, JwtSvidResponse};
+pub use jwt::{JwtSvidRequest, JwtSvidResponse, NodeJwtSvidRequest};
 pub use revocation::{RevokeRequest, RevokeResponse};

@@ -38,6 +38,8 @@ pub const ADMIN_ENTRIES: &str = "/v1/admin/entries";
 pub const NODE_ENTRIES: &str = "/v1/node/entries";
 /// `POST`: an SVID for an entry of the calling node agent.
 pub const NODE_SIGN: &str = "/v1/node/sign";
+/// `POST`: a JWT-SVID for an entry of the calling node agent.
+pub const NODE_JWT_SVID: &str = "/v1/node/jwt-svid";
 
 /// `DELETE`: the path deleting registration entry `id`.
 pub fn admin_entry(id: &str) -> String {

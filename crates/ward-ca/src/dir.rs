@@ -13,6 +13,8 @@
 //! DIR/root-ocsp.key      its key (0600)
 //! DIR/jwt.key            ES256 key signing JWT-SVIDs (0600); made by the first
 //!                        `ward ca serve` that finds none
+//! DIR/jwt-previous/      retired JWT keys' public JWKs, published until every
+//!                        token they signed has expired (see [`jwt_keys`])
 //! DIR/ward.db            the CA's store (SQLite), unless ca.toml names another
 //! DIR/intermediates/     intermediates made by `ward ca rotate intermediate`
 //!                        and `ward ca intermediate csr|install` (see [`rotation`])
@@ -791,6 +793,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 }
 
 mod checks;
+pub mod jwt_keys;
 mod open;
 pub mod rotation;
 

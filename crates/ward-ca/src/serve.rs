@@ -134,17 +134,17 @@ pub async fn run(
         init: config.init_storage,
         now: OffsetDateTime::now_utc(),
     };
+    let jwt_keys = dir.jwt_keys()?;
     let authority = Arc::new(
         dir.open_authority(&ca, storage)
             .await?
             .with_revocation(crl_settings)
-            .with_jwt_signer(
-                dir.jwt_signer()?,
+            .with_jwt_keys(
+                &jwt_keys,
                 // The bundle's spiffe_sequence: the start of this process in
-                // milliseconds, so that it grows across restarts (the only
-                // time the roots or the JWT key change).
-                u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-                    .unwrap_or(1),
+                // milliseconds, so that it grows across restarts; a JWT key
+                // rotation seen while running sets it to that moment.
+                sequence_now(),
             )
             .with_bundle_refresh_hint(ca.bundle.refresh_hint()?),
     );
@@ -332,6 +332,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let ocsp_rotation = tokio::spawn(crate::ocsp::rotate_loop(ocsp, stop_rx.clone()));
+    let jwt_reload = tokio::spawn(follow_jwt_keys(
+        dir.clone(),
+        authority.clone(),
+        jwt_keys.fingerprint(),
+        stop_rx.clone(),
+    ));
     let dns_backfill = tokio::spawn(crate::console::backfill_dns(
         authority.store().clone(),
         stop_rx.clone(),
@@ -391,6 +397,7 @@ pub async fn run(
     }
     background.abort();
     ocsp_rotation.abort();
+    jwt_reload.abort();
     rotation.abort();
     // The backfill stops at `stop`; an unfinished one resumes at the next start.
     let _ = dns_backfill.await;
@@ -511,6 +518,50 @@ async fn background_tasks(
 /// milliseconds of each other), re-signs the CRL with the new signer, keeps
 /// OCSP answering for every intermediate in use, and refreshes the expiry
 /// gauges.
+/// Milliseconds since the epoch: a `spiffe_sequence` newer than any before.
+fn sequence_now() -> u64 {
+    u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(1)
+}
+
+/// Picks up `ward ca rotate jwt` without a restart: the JWT keys are read
+/// again every [`crate::dir::jwt_keys::RELOAD_EVERY`] and replaced when a
+/// kid or retire time changed. Unreadable keys are logged and the ones in
+/// force stay.
+async fn follow_jwt_keys(
+    dir: CaDir,
+    authority: Arc<Authority>,
+    mut seen: (String, Vec<(Option<String>, i64)>),
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(crate::dir::jwt_keys::RELOAD_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let read = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || dir.jwt_keys()).await
+        };
+        match read {
+            Ok(Ok(keys)) => {
+                let now = keys.fingerprint();
+                if now != seen && authority.replace_jwt_keys(&keys, sequence_now()) {
+                    tracing::info!(
+                        kid = %now.0,
+                        previous = keys.previous.len(),
+                        "JWT keys changed on disk: signing with the current key, publishing the retired ones"
+                    );
+                    seen = now;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the JWT keys; keeping the ones in force");
+            }
+            Err(e) => tracing::error!(error = %e, "reading the JWT keys"),
+        }
+    }
+}
+
 async fn follow_rotation(
     dir: CaDir,
     authority: Arc<Authority>,

@@ -41,6 +41,7 @@
 mod ca;
 mod csr;
 mod error;
+pub mod federated;
 pub mod federation;
 pub mod jwt;
 pub mod node;

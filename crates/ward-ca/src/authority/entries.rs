@@ -171,6 +171,7 @@ impl Authority {
             serial,
             token_id: record.token_id.clone(),
             ttl,
+            not_after: record.not_after,
         })
     }
 
@@ -223,9 +224,41 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// Mints a JWT-SVID for `spiffe_id` on behalf of the node agent
+    /// presenting `chain`: only for an entry registered for that node (403
+    /// otherwise), like [`Authority::sign_for_node`]. It never outlives the
+    /// node agent's certificate.
+    pub async fn mint_jwt_svid_for_node(
+        &self,
+        chain: &[CertificateDer<'_>],
+        spiffe_id: &str,
+        audience: &[String],
+        ttl: Option<Duration>,
+        now: OffsetDateTime,
+    ) -> Result<super::jwt::MintedJwt, AuthorityError> {
+        ward_pki::jwt::check_audience(audience).map_err(AuthorityError::BadRequest)?;
+        let node = self.node_of(chain, now).await?;
+        let wanted = member_id(spiffe_id, &self.policy.trust_domain, "SPIFFE ID")?;
+        let entries = self
+            .store
+            .entries(Some(node.id.as_str()))
+            .await
+            .map_err(store_err)?;
+        if !entries.iter().any(|e| e.spiffe_id == wanted.as_str()) {
+            return Err(AuthorityError::Forbidden(format!(
+                "{wanted} is not registered for node {}",
+                node.id
+            )));
+        }
+        self.sign_jwt(wanted, audience, ttl, node.not_after, now)
+    }
+}
+
 struct Node {
     id: SpiffeId,
     serial: ward_pki::Serial,
     token_id: Option<String>,
     ttl: Duration,
+    not_after: OffsetDateTime,
 }

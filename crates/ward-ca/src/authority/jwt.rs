@@ -2,12 +2,15 @@
 //! (mTLS), signed with the CA's own JWT key, and the trust bundle that
 //! publishes that key beside the X.509 roots (SPIFFE bundle format).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use ward_pki::SpiffeId;
-use ward_pki::jwt::{self, JwkSet, JwtSigner};
+use ward_pki::jwt::{self, Jwk, JwkSet, JwtSigner};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::binding::Binding;
@@ -33,19 +36,55 @@ pub struct MintedJwt {
     pub expires_at: OffsetDateTime,
 }
 
-/// The JWT key and bundle version an authority publishes.
+/// The JWT keys and bundle version an authority publishes.
 #[derive(Debug)]
 pub(crate) struct JwtState {
-    signer: JwtSigner,
+    current: ArcSwap<JwtKeySet>,
+}
+
+/// One version of the JWT keys: the signing key, retired keys still
+/// published (public JWK, retire time in Unix seconds) and the bundle's
+/// `spiffe_sequence`.
+#[derive(Debug)]
+struct JwtKeySet {
+    signer: Arc<JwtSigner>,
+    previous: Vec<(Jwk, i64)>,
     sequence: u64,
 }
 
 impl Authority {
     /// Signs JWT-SVIDs with `signer`; the bundle carries `sequence` (the
     /// start time of this CA process: a restart may have changed the keys).
-    pub fn with_jwt_signer(mut self, signer: JwtSigner, sequence: u64) -> Self {
-        self.jwt = Some(JwtState { signer, sequence });
+    pub fn with_jwt_signer(self, signer: JwtSigner, sequence: u64) -> Self {
+        self.with_jwt_keys(
+            &crate::dir::jwt_keys::JwtKeys {
+                signer: Arc::new(signer),
+                previous: Vec::new(),
+            },
+            sequence,
+        )
+    }
+
+    /// Signs JWT-SVIDs with `keys.signer` and publishes the retired keys
+    /// too until their retire time.
+    pub fn with_jwt_keys(mut self, keys: &crate::dir::jwt_keys::JwtKeys, sequence: u64) -> Self {
+        self.jwt = Some(JwtState {
+            current: ArcSwap::from_pointee(JwtKeySet::of(keys, sequence)),
+        });
         self
+    }
+
+    /// Replaces the JWT keys of a running authority (after `ward ca rotate
+    /// jwt`); `sequence` must be higher than the last one. Returns false
+    /// when this authority mints no JWT-SVIDs.
+    pub fn replace_jwt_keys(&self, keys: &crate::dir::jwt_keys::JwtKeys, sequence: u64) -> bool {
+        match &self.jwt {
+            Some(state) => {
+                state.current.store(Arc::new(JwtKeySet::of(keys, sequence)));
+                true
+            }
+            None => false,
+        }
     }
 
     /// Publishes `hint` as the bundle's `spiffe_refresh_hint` (whole
@@ -66,9 +105,11 @@ impl Authority {
         ttl: Option<Duration>,
         now: OffsetDateTime,
     ) -> Result<MintedJwt, AuthorityError> {
-        let state = self.jwt.as_ref().ok_or_else(|| {
-            AuthorityError::Forbidden("this CA has no JWT-SVID signing key".into())
-        })?;
+        if self.jwt.is_none() {
+            return Err(AuthorityError::Forbidden(
+                "this CA has no JWT-SVID signing key".into(),
+            ));
+        }
         jwt::check_audience(audience).map_err(AuthorityError::BadRequest)?;
         let leaf = chain.first().ok_or_else(|| {
             AuthorityError::unauthenticated(
@@ -81,14 +122,33 @@ impl Authority {
         })?;
         let (_, record, _) = self.presented_certificate(leaf, &cert, now).await?;
         let binding = Binding::of_certificate(&cert, &self.policy.trust_domain)?;
+        self.sign_jwt(binding.spiffe_id, audience, ttl, record.not_after, now)
+    }
+
+    /// Signs a JWT-SVID for `spiffe_id` (already authorized by the caller),
+    /// expiring after `ttl` (default 5 min, clamped to 10 s .. 1 h) and
+    /// never after `not_after`.
+    pub(crate) fn sign_jwt(
+        &self,
+        spiffe_id: SpiffeId,
+        audience: &[String],
+        ttl: Option<Duration>,
+        not_after: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<MintedJwt, AuthorityError> {
+        let state = self.jwt.as_ref().ok_or_else(|| {
+            AuthorityError::Forbidden("this CA has no JWT-SVID signing key".into())
+        })?;
+        let keys = state.current.load();
+        jwt::check_audience(audience).map_err(AuthorityError::BadRequest)?;
         let ttl = ttl
             .unwrap_or(DEFAULT_JWT_TTL)
             .clamp(MIN_JWT_TTL, MAX_JWT_TTL);
-        let expires_at = (now + ttl).min(record.not_after);
-        let token = state
+        let expires_at = (now + ttl).min(not_after);
+        let token = keys
             .signer
             .sign(
-                &binding.spiffe_id,
+                &spiffe_id,
                 audience,
                 now.unix_timestamp(),
                 expires_at.unix_timestamp(),
@@ -96,13 +156,14 @@ impl Authority {
             .map_err(|e| AuthorityError::Internal(format!("signing a JWT-SVID: {e}")))?;
         Ok(MintedJwt {
             token,
-            spiffe_id: binding.spiffe_id,
+            spiffe_id,
             expires_at,
         })
     }
 
-    /// The trust bundle in SPIFFE format: the roots as `x509-svid` keys and
-    /// the JWT key as a `jwt-svid` key.
+    /// The trust bundle in SPIFFE format: the roots as `x509-svid` keys, the
+    /// JWT key and the retired ones not yet past their retire time as
+    /// `jwt-svid` keys.
     pub fn spiffe_bundle(&self) -> Result<JwkSet, AuthorityError> {
         let mut keys = Vec::new();
         for root in ward_pki::pem::parse_certs(self.roots_pem.as_bytes())
@@ -113,13 +174,37 @@ impl Authority {
                     .map_err(|e| AuthorityError::Internal(format!("a root as JWK: {e}")))?,
             );
         }
+        let mut sequence = 1;
         if let Some(state) = &self.jwt {
-            keys.push(state.signer.jwk().clone());
+            let set = state.current.load();
+            keys.push(set.signer.jwk().clone());
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            keys.extend(
+                set.previous
+                    .iter()
+                    .filter(|(_, retire_after)| *retire_after > now)
+                    .map(|(jwk, _)| jwk.clone()),
+            );
+            sequence = set.sequence;
         }
         Ok(JwkSet {
             keys,
-            spiffe_sequence: Some(self.jwt.as_ref().map_or(1, |s| s.sequence)),
+            spiffe_sequence: Some(sequence),
             spiffe_refresh_hint: Some(self.bundle_refresh_hint),
         })
+    }
+}
+
+impl JwtKeySet {
+    fn of(keys: &crate::dir::jwt_keys::JwtKeys, sequence: u64) -> JwtKeySet {
+        JwtKeySet {
+            signer: keys.signer.clone(),
+            previous: keys
+                .previous
+                .iter()
+                .map(|p| (p.jwk.clone(), p.retire_after))
+                .collect(),
+            sequence,
+        }
     }
 }

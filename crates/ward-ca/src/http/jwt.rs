@@ -8,7 +8,7 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
-use ward_api::{JwtSvidRequest, JwtSvidResponse};
+use ward_api::{JwtSvidRequest, JwtSvidResponse, NodeJwtSvidRequest};
 use ward_pki::issue::rfc3339;
 use ward_tls::server::PeerInfo;
 
@@ -53,6 +53,55 @@ pub(super) async fn mint(
         audience = ?req.audience,
         expires_at = %rfc3339(minted.expires_at),
         "JWT-SVID minted"
+    );
+    let body = JwtSvidResponse {
+        token: minted.token,
+        spiffe_id: minted.spiffe_id.to_string(),
+        expires_at: rfc3339(minted.expires_at),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /v1/node/jwt-svid`: a JWT-SVID for an entry of the calling node
+/// agent (authenticated by its own certificate).
+pub(super) async fn node_mint(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !state.limits.allow_address(peer.remote_addr.ip()) {
+        state.metrics.rate_limited.with(&["address"]).inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address",
+        ));
+    }
+    let chain = peer.peer_chain.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_client_certificate",
+            "node routes need the node agent's client certificate",
+        )
+    })?;
+    let bytes = read_json(&headers, body).await?;
+    let req: NodeJwtSvidRequest = parse_json(&bytes)?;
+    let minted = state
+        .authority
+        .mint_jwt_svid_for_node(
+            &chain,
+            &req.spiffe_id,
+            &req.audience,
+            req.ttl_secs.map(Duration::from_secs),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    tracing::info!(
+        spiffe_id = %minted.spiffe_id,
+        audience = ?req.audience,
+        expires_at = %rfc3339(minted.expires_at),
+        "JWT-SVID minted for a node agent's workload"
     );
     let body = JwtSvidResponse {
         token: minted.token,

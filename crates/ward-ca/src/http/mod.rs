@@ -91,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/entries/{id}", delete(entries::delete))
         .route(paths::NODE_ENTRIES, get(entries::node_entries))
         .route(paths::NODE_SIGN, post(entries::node_sign))
+        .route(paths::NODE_JWT_SVID, post(jwt::node_mint))
         .route(paths::REVOKE, post(crl::revoke))
         .route(
             acme_admin::EAB_KEYS,

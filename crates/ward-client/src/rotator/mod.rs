@@ -144,7 +144,7 @@ impl RotationStatus {
 }
 
 /// The background task's side of the channels.
-struct Publisher {
+pub(crate) struct Publisher {
     svid: watch::Sender<Arc<Svid>>,
     status: watch::Sender<RotationStatus>,
     resolver: Arc<Credentials>,
@@ -224,7 +224,7 @@ impl Rotator {
         }))
     }
 
-    fn spawn<F, Fut>(
+    pub(crate) fn spawn<F, Fut>(
         first: Svid,
         ca: Option<(String, Vec<CertificateDer<'static>>)>,
         run: F,
@@ -315,6 +315,48 @@ impl Rotator {
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, ClientError> {
         let roots = Arc::new(root_store(self.current().bundle())?);
         let config = server_config(self.resolver(), ClientAuth::Required(roots))
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Arc::new(config))
+    }
+}
+
+impl Rotator {
+    /// [`Rotator::client_config`] that also verifies servers of the
+    /// partner trust domains `federation` follows, each against its own
+    /// domain's roots only ([`crate::federated::DomainBinding`]). The
+    /// bundles are those present now: build again after
+    /// [`crate::federated::Federation::changed`].
+    pub fn client_config_federated(
+        &self,
+        federation: &crate::federated::Federation,
+    ) -> Result<Arc<ClientConfig>, ClientError> {
+        let binding = Arc::new(federation.binding(self.current().bundle()));
+        let roots = Arc::new(root_store(binding.all_roots())?);
+        let verifier = ward_tls::verifier::ServerVerifier::webpki(roots)
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .with_check(binding);
+        let config = client_config(
+            ServerAuth::Verifier(Arc::new(verifier)),
+            ClientCert::Resolver(self.resolver()),
+        )
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Arc::new(config))
+    }
+
+    /// [`Rotator::server_config`] that also accepts clients of the partner
+    /// trust domains `federation` follows, each verified against its own
+    /// domain's roots only. Build again after
+    /// [`crate::federated::Federation::changed`].
+    pub fn server_config_federated(
+        &self,
+        federation: &crate::federated::Federation,
+    ) -> Result<Arc<ServerConfig>, ClientError> {
+        let binding = Arc::new(federation.binding(self.current().bundle()));
+        let roots = Arc::new(root_store(binding.all_roots())?);
+        let verifier = ward_tls::verifier::ClientVerifier::required(roots)
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .with_check(binding);
+        let config = server_config(self.resolver(), ClientAuth::Custom(Arc::new(verifier)))
             .map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Arc::new(config))
     }

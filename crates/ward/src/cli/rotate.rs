@@ -21,6 +21,17 @@ pub(crate) enum RotateCommand {
     Cancel(StoreArgs),
     /// Show every rotated intermediate and which one signs now.
     Status(StoreArgs),
+    /// Make a new JWT-SVID signing key; the old one stays published in the
+    /// bundle until every token it signed has expired. A running `ward ca
+    /// serve` picks it up within seconds.
+    Jwt(JwtArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JwtArgs {
+    /// CA directory made by `ward ca init`.
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -118,7 +129,31 @@ pub(crate) async fn run(cmd: RotateCommand) -> anyhow::Result<Outcome> {
         RotateCommand::Intermediate(args) => intermediate(args).await,
         RotateCommand::Cancel(args) => cancel(args).await,
         RotateCommand::Status(args) => status(args).await,
+        RotateCommand::Jwt(args) => jwt(&args),
     }
+}
+
+fn jwt(args: &JwtArgs) -> anyhow::Result<Outcome> {
+    let dir = CaDir::new(&args.dir);
+    // The directory must be a CA's (ca.toml readable), not any folder.
+    dir.config()?;
+    let done = dir
+        .rotate_jwt_key(OffsetDateTime::now_utc())
+        .context("cannot rotate the JWT key")?;
+    outln!("New JWT key: {}", done.new_kid);
+    if let Some(old) = &done.old_kid {
+        outln!(
+            "  retired:   {old} (published until {} UTC, in {}/{}/{old}.json)",
+            ward_pki::issue::rfc3339(done.retire_after),
+            args.dir.display(),
+            ward_ca::dir::jwt_keys::PREVIOUS_DIR
+        );
+    }
+    if done.pruned > 0 {
+        outln!("  removed {} expired retired key(s)", done.pruned);
+    }
+    outln!("A running `ward ca serve` signs with the new key within seconds.");
+    Ok(Outcome::Success)
 }
 
 async fn intermediate(args: IntermediateArgs) -> anyhow::Result<Outcome> {

@@ -175,3 +175,157 @@ fn a_new_ca_jwt_key_reaches_jwt_bundle_streams() {
     assert!(status.success());
     agent.terminate();
 }
+
+/// One Workload API or PyJWT operation, so a test can interleave them with
+/// a key rotation:
+///   fetch SOCKET AUD            -> {"token", "kid"}          (py-spiffe)
+///   validate SOCKET TOKEN AUD   -> {"sub"} or {"error"}      (py-spiffe, by the agent)
+///   pyjwt CA_URL ROOT TOKEN AUD -> {"sub", "kids"} or {"error", "kids"}
+///                                  (PyJWT against GET /v1/bundle)
+const OP: &str = r#"
+import json, ssl, sys, urllib.request
+import jwt
+from spiffe import WorkloadApiClient
+op = sys.argv[1]
+if op == "fetch":
+    c = WorkloadApiClient("unix://" + sys.argv[2], default_timeout=20)
+    t = c.fetch_jwt_svid(audience={sys.argv[3]}).token
+    print(json.dumps({"token": t, "kid": jwt.get_unverified_header(t)["kid"]}))
+elif op == "validate":
+    c = WorkloadApiClient("unix://" + sys.argv[2], default_timeout=20)
+    try:
+        print(json.dumps({"sub": str(c.validate_jwt_svid(sys.argv[3], sys.argv[4]).spiffe_id)}))
+    except Exception as e:
+        print(json.dumps({"error": str(e)}))
+else:
+    url, root, token, aud = sys.argv[2:6]
+    ctx = ssl.create_default_context(cafile=root)
+    with urllib.request.urlopen(url + "/v1/bundle", context=ctx, timeout=20) as r:
+        doc = json.load(r)
+    keys = {k["kid"]: k for k in doc["keys"] if k.get("use") == "jwt-svid"}
+    kid = jwt.get_unverified_header(token)["kid"]
+    try:
+        key = jwt.PyJWK.from_dict(keys[kid]).key
+        claims = jwt.decode(token, key, algorithms=["ES256"], audience=aud)
+        print(json.dumps({"sub": claims["sub"], "kids": sorted(keys)}))
+    except Exception as e:
+        print(json.dumps({"error": repr(e), "kids": sorted(keys)}))
+"#;
+
+fn op(args: &[&str]) -> Value {
+    let out = Command::new("python3")
+        .args(["-c", OP])
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "python: {}", out.stderr_text());
+    serde_json::from_str(&out.stdout_text()).unwrap()
+}
+
+#[test]
+fn a_rotated_jwt_key_keeps_earlier_tokens_valid_and_signs_new_ones() {
+    use ward_pki::jwt::JwtSigner;
+
+    let ca = Ca::new(Backend::Sqlite).unwrap();
+    let server = CaProcess::start(&ca, "127.0.0.1:0");
+    let jwt_key = std::path::Path::new(ca.dir()).join("jwt.key");
+    let kid_on_disk = || {
+        JwtSigner::from_pem(&std::fs::read_to_string(&jwt_key).unwrap())
+            .unwrap()
+            .kid()
+            .to_owned()
+    };
+    let first_kid = kid_on_disk();
+    // A short certificate lifetime: the agent re-reads the bundle at each
+    // rotation of its X.509-SVID.
+    let token = ca.token("spiffe://example.org/jwt-rot", &["--cert-ttl", "12s"]);
+    let dir = AgentDir::new(&ca, "agent");
+    let socket = dir.path("api.sock");
+    let mut agent = AgentProcess::start(
+        &[
+            "--ca",
+            &server.url(),
+            "--ca-fingerprint",
+            &openssl_fingerprint(&ca.root()),
+            "--socket",
+            &socket,
+        ],
+        &[("WARD_TOKEN", &token.secret)],
+    );
+    agent.wait_deliveries(1, DEADLINE);
+    let url = server.url();
+    let root = ca.root();
+    let root = root.to_str().unwrap();
+
+    let before = op(&["fetch", &socket, "svc"]);
+    assert_eq!(before["kid"], first_kid.as_str(), "{before}");
+    let old_token = before["token"].as_str().unwrap().to_owned();
+
+    let rotated = crate::common::ward_env(&["ca", "rotate", "jwt", "--dir", ca.dir()], &[]);
+    assert!(rotated.status.success(), "{}", rotated.stderr_text());
+    assert!(
+        rotated.stdout_text().contains(&first_kid),
+        "{}",
+        rotated.stdout_text()
+    );
+    let second_kid = kid_on_disk();
+    assert_ne!(first_kid, second_kid);
+    let record = std::path::Path::new(ca.dir())
+        .join("jwt-previous")
+        .join(format!("{first_kid}.json"));
+    let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert!(record["jwk"].get("d").is_none(), "no private key kept");
+
+    // The running CA picks the new key up and publishes both.
+    let mut kids = Value::Null;
+    super::procs::wait_until("the CA to publish both JWT keys", DEADLINE, || {
+        let v = op(&["pyjwt", &url, root, &old_token, "svc"]);
+        kids = v["kids"].clone();
+        v["kids"].as_array().unwrap().len() == 2
+    });
+    let mut want = vec![first_kid.clone(), second_kid.clone()];
+    want.sort();
+    assert_eq!(kids, serde_json::json!(want));
+    // PyJWT still accepts the token signed before the rotation.
+    let old_checked = op(&["pyjwt", &url, root, &old_token, "svc"]);
+    assert_eq!(
+        old_checked["sub"], "spiffe://example.org/jwt-rot",
+        "{old_checked}"
+    );
+
+    // A token minted now carries the new kid (another audience: the agent
+    // caches per audience set).
+    let after = op(&["fetch", &socket, "svc2"]);
+    assert_eq!(after["kid"], second_kid.as_str(), "{after}");
+    let new_token = after["token"].as_str().unwrap().to_owned();
+    let new_checked = op(&["pyjwt", &url, root, &new_token, "svc2"]);
+    assert_eq!(
+        new_checked["sub"], "spiffe://example.org/jwt-rot",
+        "{new_checked}"
+    );
+
+    // Once the agent has the new bundle, it validates both.
+    super::procs::wait_until("the agent to validate a new-key token", DEADLINE, || {
+        op(&["validate", &socket, &new_token, "svc2"])["sub"] == "spiffe://example.org/jwt-rot"
+    });
+    let old_by_agent = op(&["validate", &socket, &old_token, "svc"]);
+    assert_eq!(
+        old_by_agent["sub"], "spiffe://example.org/jwt-rot",
+        "{old_by_agent}"
+    );
+
+    // A restarted CA still publishes the retired key (read from disk).
+    let addr = server.addr.to_string();
+    let mut server = server;
+    server.stop();
+    let _server = CaProcess::start(&ca, &addr);
+    let restarted = op(&["pyjwt", &url, root, &old_token, "svc"]);
+    assert_eq!(
+        restarted["sub"], "spiffe://example.org/jwt-rot",
+        "{restarted}"
+    );
+    assert_eq!(restarted["kids"], serde_json::json!(want));
+    agent.terminate();
+}

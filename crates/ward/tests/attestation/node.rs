@@ -622,3 +622,145 @@ fn workload_svids_rotate_and_entries_come_through_the_admin_api() {
     assert_eq!(status, 403, "{answer}");
     agent.terminate();
 }
+
+/// PyJWT verifies `token` for `audience` against the JWKS the CA serves at
+/// `/v1/bundle` (fetched with Python's ssl, trusting `root`). Prints
+/// `{"sub", "kid"}` or `{"error"}`.
+const PYJWT_VERIFY: &str = r#"
+import json, ssl, sys, urllib.request
+import jwt
+url, root, token, aud = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=root)
+with urllib.request.urlopen(url + "/v1/bundle", context=ctx, timeout=30) as r:
+    doc = json.load(r)
+keys = {k["kid"]: k for k in doc["keys"] if k.get("use") == "jwt-svid"}
+kid = jwt.get_unverified_header(token)["kid"]
+try:
+    key = jwt.PyJWK.from_dict(keys[kid]).key
+    claims = jwt.decode(token, key, algorithms=["ES256"], audience=aud)
+    print(json.dumps({"sub": claims["sub"], "kid": kid, "kids": sorted(keys)}))
+except Exception as e:
+    print(json.dumps({"error": repr(e), "kid": kid, "kids": sorted(keys)}))
+"#;
+
+fn pyjwt_verify(server: &CaProcess, ca: &Ca, token: &str, audience: &str) -> Value {
+    let root = ca.root();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            PYJWT_VERIFY,
+            &server.url(),
+            root.to_str().unwrap(),
+            token,
+            audience,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pyjwt: {}", out.stderr_text());
+    serde_json::from_str(&out.stdout_text()).unwrap()
+}
+
+/// py-spiffe as `uid` asks the agent for a JWT-SVID for `audience`.
+fn fetch_jwt_as(socket: &str, uid: u32, audience: &str) -> Value {
+    let out = Command::new("python3")
+        .args(["-c", CLIENT, socket, &uid.to_string(), audience])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "python: {}", out.stderr_text());
+    let v: Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert_eq!(v["uid"], uid, "{v}");
+    v
+}
+
+#[test]
+fn attested_workloads_get_jwt_svids_for_their_own_entries_only() {
+    let ca = Ca::new(Backend::Sqlite).unwrap();
+    let server = CaProcess::start(&ca, "127.0.0.1:0");
+    must_entry(&ca, "spiffe://example.org/web", &["unix:uid:1001"], NODE);
+    must_entry(&ca, "spiffe://example.org/db", &["unix:uid:1002"], NODE);
+    must_entry(
+        &ca,
+        "spiffe://example.org/elsewhere",
+        &["unix:uid:1005"],
+        "spiffe://example.org/node/n2",
+    );
+    let dir = open_dir();
+    let socket = dir.path().join("api.sock").to_str().unwrap().to_owned();
+    let out = dir.path().join("out").to_str().unwrap().to_owned();
+    let mut agent = start_agent(&server, &ca, &socket, &out, &["--entries-from-ca"]);
+    wait_until("the workload SVIDs", DEADLINE, || {
+        agent.count("workload SVID obtained") >= 2
+    });
+
+    let web = fetch_jwt_as(&socket, 1001, "billing");
+    assert_eq!(web["sub"], "spiffe://example.org/web", "{web}");
+    assert_eq!(web["aud"], serde_json::json!(["billing"]), "{web}");
+    assert_eq!(web["cached"], true, "the agent caches per (ID, audience)");
+    assert_eq!(web["validated"], "spiffe://example.org/web", "{web}");
+    let checked = pyjwt_verify(&server, &ca, web["token"].as_str().unwrap(), "billing");
+    assert_eq!(checked["sub"], "spiffe://example.org/web", "{checked}");
+    let wrong_aud = pyjwt_verify(&server, &ca, web["token"].as_str().unwrap(), "other");
+    assert!(
+        wrong_aud["error"].as_str().unwrap().contains("Audience"),
+        "{wrong_aud}"
+    );
+
+    let db = fetch_jwt_as(&socket, 1002, "billing");
+    assert_eq!(db["sub"], "spiffe://example.org/db", "{db}");
+    assert_ne!(db["token"], web["token"]);
+
+    // No entry (1006), and an entry of another node (1005): nothing.
+    for stranger in [1005, 1006] {
+        let v = fetch_jwt_as(&socket, stranger, "billing");
+        assert!(v["sub"].is_null(), "uid {stranger} got {v}");
+        assert_eq!(v["code"], "PERMISSION_DENIED", "uid {stranger}: {v}");
+    }
+    agent.terminate();
+}
+
+#[test]
+fn the_ca_mints_node_jwt_svids_only_for_ids_registered_for_the_asking_node() {
+    let ca = Ca::new(Backend::Sqlite).unwrap();
+    let server = CaProcess::start(&ca, "127.0.0.1:0");
+    must_entry(&ca, "spiffe://example.org/web", &["unix:uid:1001"], NODE);
+    must_entry(
+        &ca,
+        "spiffe://example.org/elsewhere",
+        &["unix:uid:1005"],
+        "spiffe://example.org/node/n2",
+    );
+    let dir = open_dir();
+    let socket = dir.path().join("api.sock").to_str().unwrap().to_owned();
+    let out = dir.path().join("out").to_str().unwrap().to_owned();
+    let mut agent = start_agent(&server, &ca, &socket, &out, &["--entries-from-ca"]);
+    let ok = r#"{"spiffe_id":"spiffe://example.org/web","audience":["svc"]}"#;
+    let (status, answer) = curl_as_node(&server, &ca, &out, "/v1/node/jwt-svid", Some(ok));
+    assert_eq!(status, 201, "{answer}");
+    let token = answer["token"].as_str().unwrap();
+    let checked = pyjwt_verify(&server, &ca, token, "svc");
+    assert_eq!(checked["sub"], "spiffe://example.org/web", "{checked}");
+    for (body, want) in [
+        (
+            r#"{"spiffe_id":"spiffe://example.org/elsewhere","audience":["svc"]}"#,
+            403,
+        ),
+        (
+            r#"{"spiffe_id":"spiffe://example.org/node/n1","audience":["svc"]}"#,
+            403,
+        ),
+        (
+            r#"{"spiffe_id":"spiffe://other.org/web","audience":["svc"]}"#,
+            403,
+        ),
+        (
+            r#"{"spiffe_id":"spiffe://example.org/web","audience":[]}"#,
+            400,
+        ),
+        (r#"{"spiffe_id":"spiffe://example.org/web"}"#, 400),
+    ] {
+        let (status, answer) = curl_as_node(&server, &ca, &out, "/v1/node/jwt-svid", Some(body));
+        assert_eq!(status, want, "{body}: {answer}");
+        assert!(answer.get("token").is_none(), "{answer}");
+    }
+    agent.terminate();
+}
