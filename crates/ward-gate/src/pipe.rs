@@ -157,7 +157,9 @@ pub async fn pipe_tcp(
 /// A non-blocking kernel pipe: (read end, write end).
 fn kernel_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     use rustix::pipe::PipeFlags;
-    Ok(rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?)
+    Ok(rustix::pipe::pipe_with(
+        PipeFlags::NONBLOCK | PipeFlags::CLOEXEC,
+    )?)
 }
 
 /// Moves `from` → `to` through `pipe` with splice(2) until `from` ends,
