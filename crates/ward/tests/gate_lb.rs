@@ -700,8 +700,16 @@ fn h2_named(name: &'static str) -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
+                // Reads the whole request body before answering, as a real
+                // service does: an answer sent while the client is still
+                // uploading races the client's upload (the gate closes the
+                // HTTP/1.1 connection with unread bytes, and the reset can
+                // overtake the answer), which is not what these tests are
+                // about.
                 let service =
-                    hyper::service::service_fn(move |_req: hyper::Request<Incoming>| async move {
+                    hyper::service::service_fn(move |req: hyper::Request<Incoming>| async move {
+                        use http_body_util::BodyExt;
+                        let _ = req.into_body().collect().await;
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                             Bytes::from(name),
                         )))
