@@ -469,7 +469,7 @@ async fn run_validation(
         tracing::info!(order = %id, identifier = %authz.identifier.value, challenge = %c.kind, problem = *kind, %detail, "ACME validation failed");
     }
     let now = OffsetDateTime::now_utc();
-    let result = update_order(&acme, &id, |order, doc| {
+    let apply = |order: &mut AcmeOrder, doc: &mut OrderDoc| {
         let a = &mut doc.authzs[i];
         let ch = &mut a.challenges[ci];
         if ch.status != "processing" {
@@ -492,8 +492,23 @@ async fn run_validation(
             }
         }
         Ok(())
-    })
-    .await;
+    };
+    // A valid authorization is recorded for reuse before the order says
+    // "ready": a client that finalizes and orders the same name again at
+    // once must find it (on PostgreSQL the two writes were far enough apart
+    // for a fast client to miss it).
+    let mut pre_recorded = false;
+    if outcome.is_ok() {
+        let mut next = order;
+        if let Ok(mut next_doc) = OrderDoc::of(&next)
+            && apply(&mut next, &mut next_doc).is_ok()
+            && next_doc.authzs[i].status == "valid"
+        {
+            pre_recorded =
+                record_reusable(&acme, &id, &next.account_id, &next_doc.authzs[i], now).await;
+        }
+    }
+    let result = update_order(&acme, &id, apply).await;
     let (order, doc) = match result {
         Ok(stored) => stored,
         Err(p) => {
@@ -502,22 +517,35 @@ async fn run_validation(
         }
     };
     let a = &doc.authzs[i];
-    if outcome.is_ok() && a.status == "valid" {
-        let stored = match serde_json::to_string(a) {
-            Ok(text) => acme
-                .authority
-                .store()
-                .acme()
-                .put_valid_authz(&order.account_id, &a.reuse_key(), &text, now + AUTHZ_REUSE)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = stored {
-            // The order itself is valid; only later orders miss the reuse.
-            tracing::warn!(order = %id, error = %e, "recording a reusable ACME authorization failed");
-        }
+    if outcome.is_ok() && a.status == "valid" && !pre_recorded {
+        record_reusable(&acme, &id, &order.account_id, a, now).await;
     }
+}
+
+/// Records `a` (valid) as reusable by `account_id` until `now +
+/// AUTHZ_REUSE`; whether that worked (a failure only costs later orders
+/// the reuse, and is logged).
+async fn record_reusable(
+    acme: &Acme,
+    id: &str,
+    account_id: &str,
+    a: &Authz,
+    now: OffsetDateTime,
+) -> bool {
+    let stored = match serde_json::to_string(a) {
+        Ok(text) => acme
+            .authority
+            .store()
+            .acme()
+            .put_valid_authz(account_id, &a.reuse_key(), &text, now + AUTHZ_REUSE)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &stored {
+        tracing::warn!(order = %id, error = %e, "recording a reusable ACME authorization failed");
+    }
+    stored.is_ok()
 }
 
 /// Reads the order, applies `change`, and writes it back if nobody else
