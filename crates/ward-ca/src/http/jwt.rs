@@ -22,21 +22,11 @@ pub(super) async fn mint(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !state.limits.allow_address(peer.remote_addr.ip()) {
-        state.metrics.rate_limited.with(&["address"]).inc();
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests from this address",
-        ));
-    }
-    let chain = peer.peer_chain.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_client_certificate",
-            "a JWT-SVID requires a client certificate from this CA",
-        )
-    })?;
+    let chain = client_chain(
+        &state,
+        &peer,
+        "a JWT-SVID requires a client certificate from this CA",
+    )?;
     let bytes = read_json(&headers, body).await?;
     let req: JwtSvidRequest = parse_json(&bytes)?;
     let minted = state
@@ -54,12 +44,7 @@ pub(super) async fn mint(
         expires_at = %rfc3339(minted.expires_at),
         "JWT-SVID minted"
     );
-    let body = JwtSvidResponse {
-        token: minted.token,
-        spiffe_id: minted.spiffe_id.to_string(),
-        expires_at: rfc3339(minted.expires_at),
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok(created(minted))
 }
 
 /// `POST /v1/node/jwt-svid`: a JWT-SVID for an entry of the calling node
@@ -70,21 +55,11 @@ pub(super) async fn node_mint(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !state.limits.allow_address(peer.remote_addr.ip()) {
-        state.metrics.rate_limited.with(&["address"]).inc();
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests from this address",
-        ));
-    }
-    let chain = peer.peer_chain.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_client_certificate",
-            "node routes need the node agent's client certificate",
-        )
-    })?;
+    let chain = client_chain(
+        &state,
+        &peer,
+        "node routes need the node agent's client certificate",
+    )?;
     let bytes = read_json(&headers, body).await?;
     let req: NodeJwtSvidRequest = parse_json(&bytes)?;
     let minted = state
@@ -103,12 +78,41 @@ pub(super) async fn node_mint(
         expires_at = %rfc3339(minted.expires_at),
         "JWT-SVID minted for a node agent's workload"
     );
+    Ok(created(minted))
+}
+
+/// The caller's client chain, within the per-address rate limit;
+/// `missing` is the 401 message without one.
+fn client_chain(
+    state: &AppState,
+    peer: &PeerInfo,
+    missing: &'static str,
+) -> Result<std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>, ApiError> {
+    if !state.limits.allow_address(peer.remote_addr.ip()) {
+        state.metrics.rate_limited.with(&["address"]).inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address",
+        ));
+    }
+    peer.peer_chain.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_client_certificate",
+            missing,
+        )
+    })
+}
+
+/// The 201 answer for a minted JWT-SVID.
+fn created(minted: crate::authority::jwt::MintedJwt) -> Response {
     let body = JwtSvidResponse {
         token: minted.token,
         spiffe_id: minted.spiffe_id.to_string(),
         expires_at: rfc3339(minted.expires_at),
     };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    (StatusCode::CREATED, Json(body)).into_response()
 }
 
 pub(super) async fn bundle(State(state): State<AppState>) -> Result<Response, ApiError> {
