@@ -147,7 +147,41 @@ struct SourceState {
     stale: Option<bool>,
     /// Whether a fetch was attempted since the last (re)start.
     attempted: bool,
+    /// For a source named by another's `Link` header: that source's index.
+    discovered_by: Option<usize>,
+    /// No longer named by its parent: not polled, its CRL out of force.
+    retired: bool,
+    /// Bumped when a retired source comes back, so a superseded poller stops.
+    epoch: u64,
+    /// Where the issuer of the `pending` CRL is, as the answer named it.
+    issuer_url: Option<String>,
+    /// A failure to get that issuer was logged (once per streak).
+    issuer_warned: bool,
 }
+
+impl SourceState {
+    fn new(source: CrlSource, discovered_by: Option<usize>) -> Self {
+        SourceState {
+            label: source_label(&source),
+            source,
+            current: None,
+            pending: None,
+            validators: Validators::default(),
+            last_digest: None,
+            failing: false,
+            stale: None,
+            attempted: false,
+            discovered_by,
+            retired: false,
+            epoch: 0,
+            issuer_url: None,
+            issuer_warned: false,
+        }
+    }
+}
+
+/// Most sources discovered from `Link` headers, over all configured ones.
+const MAX_DISCOVERED: usize = 64;
 
 #[derive(Debug, Default)]
 struct State {
@@ -157,6 +191,8 @@ struct State {
     sources: Vec<SourceState>,
     generation: u64,
     tasks: Vec<JoinHandle<()>>,
+    /// The HTTP client of this generation's sources.
+    client: Option<source::HttpClient>,
 }
 
 /// The gate's revocation state (one per gate, shared by every tenant).
@@ -169,6 +205,10 @@ pub struct Revocation {
     next_id: AtomicU64,
     /// Woken after every fetch.
     fetched: tokio::sync::Notify,
+    /// Bumped to make the pollers of configured sources fetch again at once
+    /// (a new intermediate was seen: its CA may now name its CRL). A watch,
+    /// so a poller busy fetching when it changes still sees the change.
+    refresh_now: watch::Sender<u64>,
 }
 
 fn now_unix() -> i64 {
@@ -202,6 +242,7 @@ impl Revocation {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             fetched: tokio::sync::Notify::new(),
+            refresh_now: watch::Sender::new(0),
         })
     }
 
@@ -246,47 +287,31 @@ impl Revocation {
             st.generation += 1;
             let mut old: Vec<SourceState> = std::mem::take(&mut st.sources);
             old.iter_mut().for_each(|s| s.attempted = false);
+            // Discovered sources are dropped: the first answers of their
+            // parents name them again.
             st.sources = settings
                 .sources()
                 .into_iter()
-                .map(|source| match old.iter().position(|o| o.source == source) {
-                    Some(i) => old.swap_remove(i),
-                    None => SourceState {
-                        label: source_label(&source),
-                        source,
-                        current: None,
-                        pending: None,
-                        validators: Validators::default(),
-                        last_digest: None,
-                        failing: false,
-                        stale: None,
-                        attempted: false,
-                    },
+                .map(|source| {
+                    match old
+                        .iter()
+                        .position(|o| o.source == source && o.discovered_by.is_none())
+                    {
+                        Some(i) => old.swap_remove(i),
+                        None => SourceState::new(source, None),
+                    }
                 })
                 .collect();
-            let client = source::http_client(&st.roots);
-            let generation = st.generation;
+            st.client = source::http_client(&st.roots);
             let mut tasks = Vec::new();
-            for (index, s) in st.sources.iter().enumerate() {
-                let fetcher = Fetcher::new(
-                    s.source.clone(),
-                    client.clone(),
-                    settings.crl_max_bytes,
-                    settings.crl_fetch_timeout.0,
-                );
-                tasks.push(tokio::spawn(refresh::poll(
-                    self.clone(),
-                    index,
-                    generation,
-                    fetcher,
-                    settings.crl_refresh.0,
-                )));
+            for index in 0..st.sources.len() {
+                tasks.push(self.spawn_poll(&st, index));
             }
             if !st.sources.is_empty() {
                 let tick = settings.crl_refresh.0.min(Duration::from_secs(1));
                 tasks.push(tokio::spawn(refresh::housekeeping(
                     self.clone(),
-                    generation,
+                    st.generation,
                     tick,
                 )));
                 tracing::info!(
@@ -304,13 +329,107 @@ impl Revocation {
         self.publish(&st, now);
     }
 
+    /// Starts polling source `index` of the current generation.
+    fn spawn_poll(self: &Arc<Self>, st: &State, index: usize) -> JoinHandle<()> {
+        let s = &st.sources[index];
+        let fetcher = Fetcher::new(
+            s.source.clone(),
+            st.client.clone(),
+            st.settings.crl_max_bytes,
+            st.settings.crl_fetch_timeout.0,
+        );
+        let wake = s
+            .discovered_by
+            .is_none()
+            .then(|| self.refresh_now.subscribe());
+        tokio::spawn(refresh::poll(
+            self.clone(),
+            wake,
+            refresh::Slot {
+                index,
+                generation: st.generation,
+                epoch: s.epoch,
+                configured: s.discovered_by.is_none(),
+            },
+            fetcher,
+            st.settings.crl_refresh.0,
+        ))
+    }
+
+    /// Follows the sibling CRLs configured source `parent` named in its
+    /// last answer: new ones are polled from now on, and those it no
+    /// longer names are retired (their CRLs leave the snapshot). Returns
+    /// whether the snapshot must be published again.
+    fn follow_links(self: &Arc<Self>, st: &mut State, parent: usize, links: &[String]) -> bool {
+        let mut changed = false;
+        for s in st.sources.iter_mut() {
+            if s.discovered_by == Some(parent)
+                && !s.retired
+                && !links
+                    .iter()
+                    .any(|l| matches!(&s.source, CrlSource::Url(u) if u == l))
+            {
+                tracing::info!(source = %s.label, "CRL source no longer named by its CA; no longer polled");
+                s.retired = true;
+                s.current = None;
+                s.pending = None;
+                s.stale = None;
+                changed = true;
+            }
+        }
+        for link in links {
+            let known = st
+                .sources
+                .iter()
+                .position(|s| matches!(&s.source, CrlSource::Url(u) if u == link));
+            let index = match known {
+                Some(i) if !st.sources[i].retired => continue,
+                Some(i) => {
+                    let s = &mut st.sources[i];
+                    s.retired = false;
+                    s.epoch += 1;
+                    s.validators = Validators::default();
+                    s.last_digest = None;
+                    s.discovered_by = Some(parent);
+                    i
+                }
+                None => {
+                    let discovered = st
+                        .sources
+                        .iter()
+                        .filter(|s| s.discovered_by.is_some())
+                        .count();
+                    if discovered >= MAX_DISCOVERED {
+                        tracing::warn!(
+                            url = %link,
+                            "CRL source not followed: already following {MAX_DISCOVERED} named by CAs"
+                        );
+                        continue;
+                    }
+                    st.sources
+                        .push(SourceState::new(CrlSource::Url(link.clone()), Some(parent)));
+                    st.sources.len() - 1
+                }
+            };
+            tracing::info!(source = %st.sources[index].label, "CRL source named by its CA; polling it too");
+            let task = self.spawn_poll(st, index);
+            st.tasks.push(task);
+        }
+        changed
+    }
+
     /// Waits (at most `limit`) until every source was fetched once since
     /// the last (re)start.
     pub async fn first_round(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let fetched = self.fetched.notified();
-            if self.lock().sources.iter().all(|s| s.attempted) {
+            if self
+                .lock()
+                .sources
+                .iter()
+                .all(|s| s.attempted || s.discovered_by.is_some())
+            {
                 return;
             }
             if tokio::time::timeout_at(deadline, fetched).await.is_err() {
@@ -352,8 +471,50 @@ impl Revocation {
         }
         if learned {
             self.retry_pending(&mut st, now);
+            // Its CA may name the new intermediate's CRL by now: ask at once
+            // rather than after a full refresh interval.
+            self.refresh_now.send_modify(|n| *n = n.wrapping_add(1));
         }
         self.publish(&st, now);
+    }
+
+    /// Takes the certificate a CRL answer named as its issuer (`Link:
+    /// rel="up"`) when it is a CA certificate issued by a trusted root (the
+    /// same test as for intermediates of client chains), and verifies the
+    /// CRLs waiting for it. Until then a CRL from an intermediate no client
+    /// has shown stays unverified, and a fail-closed gate refuses every
+    /// certificate no CRL covers.
+    fn learn_issuer(&self, slot: refresh::Slot, result: Result<Vec<u8>, String>) {
+        let now = now_unix();
+        let mut st = self.lock();
+        if st.generation != slot.generation {
+            return;
+        }
+        // (seen before: learned then, or refused then and logged then)
+        let (seen, learned) = match &result {
+            Ok(der) if st.trust.has_seen(&crl::sha256(der)) => (true, false),
+            Ok(der) => (false, st.trust.learn(der, now)),
+            Err(_) => (false, false),
+        };
+        if let Some(s) = st.sources.get_mut(slot.index) {
+            match (&result, learned) {
+                (_, true) => s.issuer_warned = false,
+                (Ok(_), false) if seen => {}
+                (Err(e), false) if !s.issuer_warned => {
+                    s.issuer_warned = true;
+                    tracing::warn!(source = %s.label, error = %e, "cannot fetch the CRL's issuer certificate; the CRL waits for a client chain that carries it");
+                }
+                (Ok(_), false) if !s.issuer_warned => {
+                    s.issuer_warned = true;
+                    tracing::warn!(source = %s.label, "the CRL's issuer certificate named by its source is not a CA certificate issued by a trusted root; ignored");
+                }
+                _ => {}
+            }
+        }
+        if learned {
+            self.retry_pending(&mut st, now);
+            self.publish(&st, now);
+        }
     }
 
     /// The verdict on a leaf at `now` (Unix seconds); counts acceptances
@@ -416,7 +577,7 @@ impl Revocation {
 
     fn publish(&self, st: &State, now: i64) {
         let mut crls: HashMap<Vec<u8>, Vec<Arc<VerifiedCrl>>> = HashMap::new();
-        for s in &st.sources {
+        for s in st.sources.iter().filter(|s| !s.retired) {
             if let Some(c) = &s.current {
                 crls.entry(c.issuer_name.clone())
                     .or_default()
@@ -427,7 +588,12 @@ impl Revocation {
         self.snapshot.store(Arc::new(Snapshot {
             enabled: !st.sources.is_empty(),
             fail_open: st.settings.crl_fail_open,
-            unavailable: st.sources.iter().any(|s| s.current.is_none()),
+            // A discovered source without a CRL yet leaves its issuer
+            // unchecked rather than condemning every uncovered certificate.
+            unavailable: st
+                .sources
+                .iter()
+                .any(|s| s.current.is_none() && s.discovered_by.is_none()),
             crls,
             seen_full: st.trust.seen_full(),
             seen,

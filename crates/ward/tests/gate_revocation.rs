@@ -23,6 +23,7 @@ mod gate_revocation {
     pub(crate) mod crl;
     pub(crate) mod ocsp;
     pub(crate) mod propagation;
+    pub(crate) mod rotation;
     pub(crate) mod support;
     pub(crate) mod timing;
 }

@@ -63,6 +63,8 @@ pub struct PublishedCrl {
     digest: Vec<u8>,
     /// The intermediate that signed it (a rotation's switch re-signs).
     signed_by: Vec<u8>,
+    /// Its SHA-256 (hex), as `/v1/intermediates/<sha256>` serves it.
+    pub signer: String,
 }
 
 /// The CA's CRL state (held by the [`Authority`]).
@@ -132,7 +134,7 @@ impl Authority {
     /// `fingerprint`, if there is one.
     pub fn crl_of(&self, fingerprint: &str) -> Option<Arc<PublishedCrl>> {
         let current = self.crl.current.load_full()?;
-        if crate::authority::fingerprint_hex(&current.signed_by) == fingerprint {
+        if current.signer == fingerprint {
             return Some(current);
         }
         self.crl
@@ -141,6 +143,18 @@ impl Authority {
             .iter()
             .find(|(fp, _)| fp == fingerprint)
             .map(|(_, crl)| crl.clone())
+    }
+
+    /// SHA-256 (hex) of every published intermediate whose CRL is not the
+    /// one at `/v1/crl` (during a rotation: the pending and the replaced
+    /// ones), each served at `/v1/crl/<sha256>`.
+    pub fn sibling_crls(&self) -> Vec<String> {
+        self.crl
+            .others
+            .load()
+            .iter()
+            .map(|(fp, _)| fp.clone())
+            .collect()
     }
 
     /// Revokes the certificate `serial` with an RFC 5280 reason code;
@@ -266,6 +280,7 @@ impl Authority {
                 entries: entries.len(),
                 digest: set_digest.clone(),
                 signed_by: issuer.cert_der().to_vec(),
+                signer: crate::authority::fingerprint_hex(issuer.cert_der()),
             }))
         };
         let published = sign(&signer)?;

@@ -13,10 +13,10 @@ use ward_pki::Serial;
 use ward_pki::crl::parse_reason;
 use ward_tls::server::PeerInfo;
 
-use super::AppState;
 use super::admin::{done, require_admin};
 use super::body::{parse_json, read_json};
 use super::error::ApiError;
+use super::{AppState, INTERMEDIATES};
 use crate::authority::revocation::PublishedCrl;
 use crate::wire::revoke_response;
 
@@ -111,14 +111,87 @@ fn answer(
     out
 }
 
+/// The `Link` headers of a CRL answer (RFC 8288): the certificate of the
+/// intermediate that signed it (`rel="up"; type="application/pkix-cert"`,
+/// at `/v1/intermediates/<sha256>`), so a relying party that has not seen
+/// that intermediate in a client chain yet can still verify the CRL; and,
+/// with `siblings`, the CRLs of the other published intermediates
+/// (`rel="related"; type="application/pkix-crl"`), so one that polls
+/// `/v1/crl` also learns, before their first certificate is issued, the CRL
+/// of an intermediate being rotated in (and keeps that of the one rotated
+/// out). Outside a rotation there are no siblings.
+fn with_links(
+    state: &AppState,
+    crl: &PublishedCrl,
+    siblings: bool,
+    mut response: Response,
+) -> Response {
+    let up = format!(
+        "<{INTERMEDIATES}/{}>; rel=\"up\"; type=\"application/pkix-cert\"",
+        crl.signer
+    );
+    let siblings = if siblings {
+        state.authority.sibling_crls()
+    } else {
+        Vec::new()
+    };
+    let related = siblings.into_iter().map(|fp| {
+        format!(
+            "<{}/{fp}>; rel=\"related\"; type=\"application/pkix-crl\"",
+            ward_api::paths::CRL
+        )
+    });
+    for link in std::iter::once(up).chain(related) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().append(header::LINK, v);
+        }
+    }
+    response
+}
+
+/// `GET /v1/intermediates/<sha256>`: one published intermediate, DER (the
+/// issuer of a CRL, named by its `Link: rel="up"`).
+pub(super) async fn intermediate_der(
+    State(state): State<AppState>,
+    axum::extract::Path(fingerprint): axum::extract::Path<String>,
+) -> Response {
+    let fingerprint = fingerprint.to_ascii_lowercase();
+    let found = state
+        .authority
+        .intermediates()
+        .into_iter()
+        .find(|c| crate::authority::fingerprint_hex(c) == fingerprint);
+    match found {
+        Some(der) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-cert"),
+                (header::CACHE_CONTROL, "public, max-age=300"),
+            ],
+            der.to_vec(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no published intermediate has this SHA-256",
+        )
+        .into_response(),
+    }
+}
+
 pub(super) async fn crl_der(State(state): State<AppState>, headers: HeaderMap) -> Response {
     match current(&state) {
-        Ok(crl) => answer(
-            &headers,
+        Ok(crl) => with_links(
+            &state,
             &crl,
-            crl.etag.clone(),
-            "application/pkix-crl",
-            crl.der.clone(),
+            true,
+            answer(
+                &headers,
+                &crl,
+                crl.etag.clone(),
+                "application/pkix-crl",
+                crl.der.clone(),
+            ),
         ),
         Err(e) => e.into_response(),
     }
@@ -133,12 +206,17 @@ pub(super) async fn crl_of_der(
 ) -> Response {
     let fingerprint = fingerprint.to_ascii_lowercase();
     match state.authority.crl_of(&fingerprint) {
-        Some(crl) => answer(
-            &headers,
+        Some(crl) => with_links(
+            &state,
             &crl,
-            crl.etag.clone(),
-            "application/pkix-crl",
-            crl.der.clone(),
+            false,
+            answer(
+                &headers,
+                &crl,
+                crl.etag.clone(),
+                "application/pkix-crl",
+                crl.der.clone(),
+            ),
         ),
         None => ApiError::new(
             StatusCode::NOT_FOUND,
@@ -153,12 +231,17 @@ pub(super) async fn crl_pem(State(state): State<AppState>, headers: HeaderMap) -
     match current(&state) {
         Ok(crl) => {
             let etag = format!("{}-pem\"", crl.etag.trim_end_matches('"'));
-            answer(
-                &headers,
+            with_links(
+                &state,
                 &crl,
-                etag,
-                "application/x-pem-file",
-                crl.pem.clone(),
+                true,
+                answer(
+                    &headers,
+                    &crl,
+                    etag,
+                    "application/x-pem-file",
+                    crl.pem.clone(),
+                ),
             )
         }
         Err(e) => e.into_response(),

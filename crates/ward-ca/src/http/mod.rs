@@ -123,6 +123,10 @@ fn public_routes() -> Router<AppState> {
     Router::new()
         .route(paths::ROOTS, get(routes::roots))
         .route(INTERMEDIATES, get(routes::intermediates))
+        .route(
+            "/v1/intermediates/{fingerprint}",
+            get(crl::intermediate_der),
+        )
         .route(paths::CRL, get(crl::crl_der))
         .route(paths::CRL_PEM, get(crl::crl_pem))
         .route("/v1/crl/{fingerprint}", get(crl::crl_of_der))

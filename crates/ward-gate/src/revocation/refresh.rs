@@ -8,26 +8,52 @@ use std::time::Duration;
 use super::source::{Fetched, Fetcher, Validators};
 use super::{Revocation, crl, now_unix};
 
+/// Which source a poller fetches, and the state it must still match.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Slot {
+    pub(super) index: usize,
+    pub(super) generation: u64,
+    pub(super) epoch: u64,
+    /// Configured (not named by another source's answer): woken early when
+    /// a new intermediate is seen.
+    pub(super) configured: bool,
+}
+
 impl Revocation {
-    pub(super) fn validators(&self, index: usize, generation: u64) -> Option<Validators> {
+    /// The validators for the next fetch of `slot`; `None` once the poller
+    /// is superseded (reconfigured, source retired or restarted).
+    pub(super) fn validators(&self, slot: Slot) -> Option<Validators> {
         let st = self.lock();
-        (st.generation == generation)
-            .then(|| st.sources.get(index).map(|s| s.validators.clone()))
-            .flatten()
+        if st.generation != slot.generation {
+            return None;
+        }
+        st.sources
+            .get(slot.index)
+            .filter(|s| !s.retired && s.epoch == slot.epoch)
+            .map(|s| s.validators.clone())
     }
 
-    /// Applies one fetch result of source `index`.
-    pub(super) fn apply(&self, index: usize, generation: u64, fetched: Fetched, now: i64) {
+    /// Applies one fetch result of `slot`; returns the URL of the issuer
+    /// certificate to fetch when its CRL waits for an unknown issuer that
+    /// the answer named.
+    pub(super) fn apply(
+        self: &Arc<Self>,
+        slot: Slot,
+        fetched: Fetched,
+        now: i64,
+    ) -> Option<String> {
         let mut guard = self.lock();
-        if guard.generation != generation {
-            return;
+        if guard.generation != slot.generation {
+            return None;
         }
         let st = &mut *guard;
-        let Some(s) = st.sources.get_mut(index) else {
-            return;
-        };
+        let s = st
+            .sources
+            .get_mut(slot.index)
+            .filter(|s| !s.retired && s.epoch == slot.epoch)?;
         s.attempted = true;
         let mut changed = false;
+        let mut links = None;
         let result = match fetched {
             Fetched::Failed(error) => {
                 if s.failing {
@@ -38,12 +64,23 @@ impl Revocation {
                 }
                 "fetch_failed"
             }
-            Fetched::NotModified => "not_modified",
+            Fetched::NotModified {
+                links: named,
+                issuer,
+            } => {
+                links = Some(named);
+                s.issuer_url = issuer;
+                "not_modified"
+            }
             Fetched::Body {
                 bytes,
                 etag,
                 last_modified,
+                links: named,
+                issuer,
             } => {
+                links = Some(named);
+                s.issuer_url = issuer;
                 s.validators = Validators {
                     etag,
                     last_modified,
@@ -79,11 +116,17 @@ impl Revocation {
             tracing::info!(source = %s.label, "CRL source reachable again");
         }
         self.metrics.crl_refresh.with(&[&s.label, result]).inc();
+        let wanted = s.pending.as_ref().and(s.issuer_url.clone());
+        // Only configured sources name siblings (no chains of discovery).
+        if let Some(links) = links.filter(|_| slot.configured) {
+            changed |= self.follow_links(st, slot.index, &links);
+        }
         if changed {
             self.publish(st, now);
         }
         drop(guard);
         self.fetched.notify_waiters();
+        wanted
     }
 
     /// Updates the per-source gauges and reports staleness transitions;
@@ -99,7 +142,7 @@ impl Revocation {
         // Published after the sweep: once `ward_gate_crl_stale` reads 1,
         // the connections it condemns are already closed.
         let mut staleness = Vec::with_capacity(st.sources.len());
-        for s in &mut st.sources {
+        for s in st.sources.iter_mut().filter(|s| !s.retired) {
             let next = s.current.as_ref().and_then(|c| c.next_update);
             let stale = match &s.current {
                 None => true,
@@ -156,18 +199,27 @@ impl Revocation {
     }
 }
 
+/// Polls one source every `refresh` (sooner after failures, and at once
+/// when `wake` changes), until it is superseded.
 pub(super) async fn poll(
     revocation: Arc<Revocation>,
-    index: usize,
-    generation: u64,
+    mut wake: Option<tokio::sync::watch::Receiver<u64>>,
+    slot: Slot,
     fetcher: Fetcher,
     refresh: Duration,
 ) {
     let mut failures: u32 = 0;
-    while let Some(validators) = revocation.validators(index, generation) {
+    while let Some(validators) = revocation.validators(slot) {
+        // A change from here on wakes the next wait.
+        if let Some(w) = wake.as_mut() {
+            w.borrow_and_update();
+        }
         let fetched = fetcher.fetch(&validators).await;
         let failed = matches!(fetched, Fetched::Failed(_));
-        revocation.apply(index, generation, fetched, now_unix());
+        if let Some(url) = revocation.apply(slot, fetched, now_unix()) {
+            let cert = fetcher.fetch_cert(&url).await;
+            revocation.learn_issuer(slot, cert);
+        }
         let delay = if failed {
             failures = failures.saturating_add(1);
             refresh.min(Duration::from_secs(1) * 2u32.pow(failures.min(6)))
@@ -175,7 +227,19 @@ pub(super) async fn poll(
             failures = 0;
             refresh
         };
-        tokio::time::sleep(delay).await;
+        match wake.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    changed = w.changed() => {
+                        if changed.is_err() {
+                            wake = None;
+                        }
+                    }
+                }
+            }
+            None => tokio::time::sleep(delay).await,
+        }
     }
 }
 

@@ -300,3 +300,245 @@ async fn a_file_crl_update_closes_tracked_connections() {
     assert!(revocation.conns().is_empty());
     revocation.shutdown();
 }
+
+/// A CA's CRL endpoint: `/v1/crl` answers with `a`'s CRL and, while
+/// `advertise` is set, names `/v1/crl/b` in a `Link` header; `/v1/crl/b`
+/// answers with `b`'s CRL. With `up`, `/v1/crl` also names `/v1/int` as
+/// its issuer's certificate, which answers `up`. Plain HTTP/1.1, one
+/// request per connection.
+struct CrlServer {
+    url: String,
+    advertise: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl CrlServer {
+    async fn start(a: Vec<u8>, b: Vec<u8>, advertise: bool) -> CrlServer {
+        CrlServer::start_with(a, b, advertise, None).await
+    }
+
+    async fn start_with(a: Vec<u8>, b: Vec<u8>, advertise: bool, up: Option<Vec<u8>>) -> CrlServer {
+        use std::sync::atomic::AtomicBool;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/crl", listener.local_addr().unwrap());
+        let flag = Arc::new(AtomicBool::new(advertise));
+        let advertise = flag.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (a, b, flag, up) = (a.clone(), b.clone(), flag.clone(), up.clone());
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&req);
+                    let path = line.split_whitespace().nth(1).unwrap_or("");
+                    let mut link = String::new();
+                    let body = match path {
+                        "/v1/crl" => {
+                            if flag.load(Ordering::SeqCst) {
+                                link.push_str("Link: </v1/crl/b>; rel=\"related\"; type=\"application/pkix-crl\"\r\n");
+                            }
+                            if up.is_some() {
+                                link.push_str("Link: </v1/int>; rel=\"up\"; type=\"application/pkix-cert\"\r\n");
+                            }
+                            a
+                        }
+                        "/v1/crl/b" => b,
+                        "/v1/int" => up.unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\n{link}Connection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tcp.write_all(head.as_bytes()).await;
+                    let _ = tcp.write_all(&body).await;
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+        CrlServer {
+            url,
+            advertise,
+            task,
+        }
+    }
+}
+
+impl Drop for CrlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `f` every 20 ms until it holds, for at most 10 s.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn revocation_for(url: &str, refresh: Duration, roots: Vec<Vec<u8>>) -> Arc<Revocation> {
+    let metrics = GateMetrics::register(&ward_telemetry::Registry::new()).unwrap();
+    let revocation = Revocation::new(metrics);
+    let settings = RevocationConfig {
+        crl: vec![url.to_owned()],
+        crl_refresh: crate::config::Dur(refresh),
+        ..RevocationConfig::default()
+    };
+    revocation.configure(&settings, roots);
+    revocation
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_named_by_the_polled_source_is_followed_and_retired_with_it() {
+    let (a, b) = (Ca::new(), Ca::new());
+    let server = CrlServer::start(
+        a.crl(&[], 1, now() - 5, 3600),
+        b.crl(&[9], 1, now() - 5, 3600),
+        true,
+    )
+    .await;
+    let revocation = revocation_for(
+        &server.url,
+        Duration::from_millis(100),
+        vec![a.root_der(), b.root_der()],
+    );
+    revocation.first_round(Duration::from_secs(5)).await;
+    // a's CRL is in force once its intermediate is known.
+    revocation.learn(&[CertificateDer::from(a.int_der())]);
+    revocation.learn(&[CertificateDer::from(b.int_der())]);
+    let revoked = CertificateDer::from(b.leaf(9, true));
+    let good = CertificateDer::from(b.leaf(10, true));
+    eventually("b's CRL, named by a's answer, is in force", || {
+        revocation.track(std::slice::from_ref(&revoked)).err() == Some("revoked")
+    })
+    .await;
+    assert!(revocation.track(std::slice::from_ref(&good)).is_ok());
+    let sources = || {
+        revocation
+            .lock()
+            .sources
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| s.label.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sources(), [server.url.clone(), format!("{}/b", server.url)]);
+
+    // The source stops naming it: b's CRL leaves the snapshot (its
+    // certificates are unchecked again, not refused: nothing condemns them).
+    server.advertise.store(false, Ordering::SeqCst);
+    eventually("b's CRL is retired", || {
+        revocation.track(std::slice::from_ref(&revoked)).is_ok()
+    })
+    .await;
+    assert_eq!(sources(), std::slice::from_ref(&server.url));
+    // Named again: followed again.
+    server.advertise.store(true, Ordering::SeqCst);
+    eventually("b's CRL is followed again", || {
+        revocation.track(std::slice::from_ref(&revoked)).err() == Some("revoked")
+    })
+    .await;
+    revocation.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_intermediate_makes_the_gate_ask_its_ca_at_once() {
+    let (a, b) = (Ca::new(), Ca::new());
+    let server = CrlServer::start(
+        a.crl(&[], 1, now() - 5, 3600),
+        b.crl(&[9], 1, now() - 5, 3600),
+        false,
+    )
+    .await;
+    // An hour between polls: only the early refresh can find b's CRL.
+    let revocation = revocation_for(
+        &server.url,
+        Duration::from_secs(3600),
+        vec![a.root_der(), b.root_der()],
+    );
+    revocation.first_round(Duration::from_secs(5)).await;
+    revocation.learn(&[CertificateDer::from(a.int_der())]);
+    eventually("a's CRL is in force", || {
+        revocation.snapshot().crls.len() == 1
+    })
+    .await;
+    server.advertise.store(true, Ordering::SeqCst);
+    let revoked = CertificateDer::from(b.leaf(9, true));
+    // Before b's intermediate is seen, its certificates are unchecked.
+    assert!(revocation.track(std::slice::from_ref(&revoked)).is_ok());
+    revocation.learn(&[CertificateDer::from(b.int_der())]);
+    eventually("b's CRL is found right after its intermediate", || {
+        revocation.track(std::slice::from_ref(&revoked)).err() == Some("revoked")
+    })
+    .await;
+    revocation.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_whose_issuer_no_client_showed_is_verified_with_the_certificate_its_source_names() {
+    let a = Ca::new();
+    let server = CrlServer::start_with(
+        a.crl(&[9], 1, now() - 5, 3600),
+        Vec::new(),
+        false,
+        Some(a.int_der()),
+    )
+    .await;
+    let revocation = revocation_for(&server.url, Duration::from_millis(100), vec![a.root_der()]);
+    // No client chain has carried a's intermediate: its certificate comes
+    // from the source, and the CRL is in force.
+    eventually("a's CRL is verified with the named issuer", || {
+        revocation.snapshot().crls.len() == 1
+    })
+    .await;
+    let revoked = CertificateDer::from(a.leaf(9, true));
+    assert_eq!(
+        revocation
+            .track(std::slice::from_ref(&revoked))
+            .unwrap_err(),
+        "revoked"
+    );
+    assert!(
+        revocation
+            .track(&[CertificateDer::from(a.leaf(10, true))])
+            .is_ok()
+    );
+    revocation.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_issuer_from_another_root_is_not_trusted() {
+    let (a, evil) = (Ca::new(), Ca::new());
+    // The CRL is evil's, and so is the certificate named as its issuer;
+    // only a's root is trusted.
+    let server = CrlServer::start_with(
+        evil.crl(&[], 1, now() - 5, 3600),
+        Vec::new(),
+        false,
+        Some(evil.int_der()),
+    )
+    .await;
+    let revocation = revocation_for(&server.url, Duration::from_millis(100), vec![a.root_der()]);
+    revocation.first_round(Duration::from_secs(5)).await;
+    // Several rounds: the CRL never verifies, so fail-closed refuses.
+    let rounds = || revocation.lock().sources[0].issuer_warned;
+    eventually("the named issuer was looked at and refused", rounds).await;
+    assert!(revocation.snapshot().crls.is_empty());
+    assert_eq!(
+        revocation
+            .track(&[CertificateDer::from(a.leaf(1, true))])
+            .unwrap_err(),
+        "revocation_unknown"
+    );
+    revocation.shutdown();
+}
