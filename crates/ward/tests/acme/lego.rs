@@ -108,7 +108,7 @@ async fn lego_http01_tls_alpn01_dns01_eab_and_revoke() {
     // dns-01 for a wildcard, the record set through lego's exec provider.
     let dns_path = work.path().join("dns");
     std::fs::create_dir_all(&dns_path).unwrap();
-    let script = dns.exec_script(&dns_path);
+    let script = dns.txt_script(&dns_path, 0);
     let resolver = format!("127.0.0.1:{}", dns.dns);
     let out = Command::new("lego")
         .env("LEGO_CA_CERTIFICATES", ca.root())

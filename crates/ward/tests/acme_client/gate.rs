@@ -325,7 +325,7 @@ fn http_01_and_dns_01_tenants_obtain_their_certificates() {
     });
     let echo = Echo::start();
     let work = tempfile::tempdir().unwrap();
-    let hook = pebble.dns.hook(work.path());
+    let hook = pebble.dns.txt_script(work.path(), 2);
     let tenants = [
         AcmeTenant {
             name: "web",

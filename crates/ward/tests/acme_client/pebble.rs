@@ -8,120 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::acme_tools::wait_tcp;
+pub(crate) use crate::common::acme_tools::{ChallTestSrv, free_port};
 use crate::common::{OutputText, Pki, ward};
 
 /// Upper bound for a tool to start.
 const START: Duration = Duration::from_secs(30);
 
-/// A port nobody listens on now.
-pub(crate) fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// A free UDP+TCP port pair (same number) for a DNS server.
-pub(crate) fn free_dns_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// Whether `tool` is installed; without it the test is skipped with a
-/// notice (and fails under `CI`).
+/// Whether `tool` (Pebble's or a checker) is installed; see
+/// [`acme_tools::have`](crate::common::acme_tools::have).
 pub(crate) fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required under CI"
-        );
-        println!("skipped: {tool} is not installed");
-    }
-    found
-}
-
-fn wait_tcp(port: u16, child: &mut Child, what: &str) {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + START;
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `pebble-challtestsrv` with DNS (every name → 127.0.0.1) and its
-/// management API only.
-pub(crate) struct ChallTestSrv {
-    child: Child,
-    /// DNS port (UDP and TCP).
-    pub(crate) dns: u16,
-    /// Management API port.
-    pub(crate) management: u16,
-}
-
-impl ChallTestSrv {
-    /// Starts it; ready once the management API accepts connections.
-    pub(crate) fn start() -> ChallTestSrv {
-        let dns = free_dns_port();
-        let management = free_port();
-        let mut child = Command::new("pebble-challtestsrv")
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-management", &format!("127.0.0.1:{management}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv starts");
-        wait_tcp(management, &mut child, "pebble-challtestsrv");
-        ChallTestSrv {
-            child,
-            dns,
-            management,
-        }
-    }
-
-    /// A dns-01 hook (`present|cleanup FQDN VALUE`) that sets and clears
-    /// TXT records through the management API.
-    pub(crate) fn hook(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("dns-hook.sh");
-        let script = format!(
-            r#"#!/bin/sh
-set -e
-case "$1" in
-  present) curl -sf -X POST -d "{{\"host\":\"$2\",\"value\":\"$3\"}}" http://127.0.0.1:{m}/set-txt ;;
-  cleanup) curl -sf -X POST -d "{{\"host\":\"$2\"}}" http://127.0.0.1:{m}/clear-txt ;;
-  *) exit 2 ;;
-esac
-echo "$1 $2" >> "{log}"
-"#,
-            m = self.management,
-            log = dir.join("dns-hook.log").display(),
-        );
-        std::fs::write(&path, script).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-}
-
-impl Drop for ChallTestSrv {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let package = match tool {
+        "pebble-challtestsrv" => "pebble",
+        other => other,
+    };
+    crate::common::acme_tools::have(tool, &format!("apt-get install {package}"))
 }
 
 /// How Pebble is configured.

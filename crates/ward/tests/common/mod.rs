@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub(crate) mod acme_tools;
 pub(crate) mod nginx;
 
 /// Output with text accessors.
