@@ -19,6 +19,15 @@ use crate::scenarios::{
 
 const ENDPOINT_ID: &str = "spiffe://partner.example/ward/ca";
 
+/// The first line of `proc`'s stderr holding `needle`, seen already or
+/// within `within`.
+fn logged(proc: &Proc, needle: &str, within: Duration) -> String {
+    match proc.stderr().lines().find(|l| l.contains(needle)) {
+        Some(line) => line.to_owned(),
+        None => proc.wait_for(needle, within),
+    }
+}
+
 /// ca.toml of `pki` with a 1 s bundle hint and, when given, this
 /// `[federation."partner.example"]` table.
 fn set_federation(pki: &Pki, partner: Option<String>) {
@@ -108,7 +117,7 @@ fn a_partner_followed_by_our_ca_over_https_spiffe_reaches_our_gate_and_agent_unt
         )),
     );
     let (ca_b, b) = serve_ca(&ours);
-    let line = ca_b.wait_for("federated bundle updated", ONE_REFRESH);
+    let line = logged(&ca_b, "federated bundle updated", ONE_REFRESH);
     assert!(
         line.contains("partner.example") && line.contains("https_spiffe"),
         "{line}"
@@ -260,7 +269,7 @@ fn https_spiffe_endpoints_with_the_wrong_svid_are_refused_with_the_reason() {
         ("wrong-id", &partner, "spiffe://partner.example/relay"),
         ("wrong-root", &ours, "spiffe://example.org/ward/ca"),
     ] {
-        let prefix = pki.issue("server", id, &["--ip", "127.0.0.1"]);
+        let prefix = pki.issue("server", id, &["--ip", "127.0.0.1", "--allow-reserved"]);
         for ext in ["crt", "key"] {
             std::fs::copy(
                 prefix.with_extension(ext),
@@ -309,7 +318,7 @@ fn https_spiffe_endpoints_with_the_wrong_svid_are_refused_with_the_reason() {
         )),
     );
     let (ca_b, _b) = serve_ca(&ours);
-    ca_b.wait_for("federated bundle updated", ONE_REFRESH);
+    logged(&ca_b, "federated bundle updated", ONE_REFRESH);
     for (tls, reason) in [
         (
             "wrong-id",
@@ -370,4 +379,142 @@ fn bad_https_spiffe_settings_stop_the_ca_at_start() {
         assert!(!out.status.success());
         assert!(out.stderr_text().contains(why), "{why}: {}", out.stderr_text());
     }
+}
+
+#[test]
+fn an_agent_follows_an_https_spiffe_endpoint_named_on_its_command_line() {
+    let (ours, partner) = two_domains();
+    let (_ca_a, a) = serve_ca(&partner);
+    let (_ca_b, b) = serve_ca(&ours);
+    let token = token_file(&ours, "spiffe://example.org/app", "agent-token");
+    let socket = ours.path("agent.sock");
+    let url = format!("partner.example=https://{a}/v1/bundle");
+    let id = format!("partner.example={ENDPOINT_ID}");
+    let bundle = format!("partner.example={}", p(&partner.root()));
+    let ca = format!("https://{b}");
+    let (root, token, socket_arg) = (p(&ours.root()), p(&token), p(&socket));
+    let base = [
+        "agent",
+        "run",
+        "--ca",
+        &ca,
+        "--ca-bundle",
+        &root,
+        "--token-file",
+        &token,
+        "--socket",
+        &socket_arg,
+        "--no-ca-federation",
+        "--federation-refresh-floor",
+        "1s",
+        "--federate",
+        &url,
+    ];
+    // Half of the https_spiffe settings, or a missing bootstrap bundle:
+    // refused before anything starts.
+    let missing = format!("partner.example={}", p(&ours.path("missing.pem")));
+    for (extra, why) in [
+        (
+            vec!["--federation-spiffe-id", id.as_str()],
+            "needs both --federation-spiffe-id and --federation-bundle",
+        ),
+        (
+            vec![
+                "--federation-spiffe-id",
+                id.as_str(),
+                "--federation-bundle",
+                missing.as_str(),
+            ],
+            "missing.pem",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let out = ward(&args);
+        assert!(!out.status.success());
+        assert!(
+            out.stderr_text().contains(why),
+            "{why}: {}",
+            out.stderr_text()
+        );
+    }
+    let mut args = base.to_vec();
+    args.extend([
+        "--federation-spiffe-id",
+        id.as_str(),
+        "--federation-bundle",
+        bundle.as_str(),
+    ]);
+    let agent = Proc::spawn(&args);
+    agent.wait_for("workload API listening", READY);
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/federation/pyspiffe_federated.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&socket)
+        .arg("partner.example")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python: {}", out.stderr_text());
+    let seen: serde_json::Value = serde_json::from_str(&out.stdout_text()).unwrap();
+    assert_eq!(
+        seen["context"]["partner.example"],
+        serde_json::json!([serial_of(&partner.root())]),
+        "{seen}\nagent:\n{}",
+        agent.stderr()
+    );
+    let line = logged(&agent, "federated bundle updated", READY);
+    assert!(line.contains("https_spiffe"), "{line}");
+}
+
+#[test]
+fn a_gate_tenant_follows_an_https_spiffe_endpoint() {
+    let (ours, partner) = two_domains();
+    let (_ca_a, a) = serve_ca(&partner);
+    let gate_cert = ours.issue(
+        "server",
+        "spiffe://example.org/gate",
+        &["--dns", "localhost", "--ip", "127.0.0.1"],
+    );
+    let root = p(&partner.root());
+    let text = crate::scenarios::gate_config(
+        &ours,
+        &gate_cert,
+        &partner.root(),
+        Some(&format!("https://{a}/v1/bundle")),
+    );
+    let ca_bundle = format!("ca_bundle = {root:?}\n");
+    assert!(text.contains(&ca_bundle), "{text}");
+    let config = ours.path("gate.toml");
+    // ca_bundle belongs to https_web: refused with https_spiffe.
+    std::fs::write(
+        &config,
+        text.replace(
+            &ca_bundle,
+            &format!("{ca_bundle}profile = \"https_spiffe\"\n"),
+        ),
+    )
+    .unwrap();
+    let out = ward(&["gate", "serve", "--config", &p(&config), "--check-config"]);
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text().contains("ca_bundle belongs to profile"),
+        "{}",
+        out.stderr_text()
+    );
+    std::fs::write(
+        &config,
+        text.replace(
+            &ca_bundle,
+            &format!(
+                "profile = \"https_spiffe\"\nendpoint_spiffe_id = \"{ENDPOINT_ID}\"\nbundle = {root:?}\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let (gate, addr) = start_gate(&config);
+    let billing = partner.issue("client", "spiffe://partner.example/billing", &[]);
+    wait_status(&ours, addr, &billing, 200, ONE_REFRESH);
+    let line = logged(&gate, "federated bundle updated", READY);
+    assert!(line.contains("https_spiffe"), "{line}");
 }
