@@ -1,14 +1,18 @@
 //! Federated trust domains on the Workload API: the agent follows each
-//! partner's SPIFFE bundle endpoint (`--federate TD=URL`) and serves the
-//! partner bundles in `federated_bundles` of X509-SVID responses and beside
-//! its own bundle in FetchX509Bundles and FetchJWTBundles, sent again
-//! whenever one changes.
+//! partner's SPIFFE bundle endpoint named on its command line (`--federate
+//! TD=URL`, `https_web` or `https_spiffe` profile) and takes the partners
+//! its CA follows (`GET /v1/federation`), through
+//! [`ward_client::federated::Federation`]; it serves the partner bundles
+//! in `federated_bundles` of X509-SVID responses and beside its own bundle
+//! in FetchX509Bundles and FetchJWTBundles, sent again whenever one
+//! changes (a partner the CA drops disappears at the next ask).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
-use ward_client::federation::{Endpoint, FederatedBundle, Follower, Refresh};
+use tokio::sync::watch;
+use ward_client::federated::{BundleSet, Federation, FromCa};
+use ward_client::federation::{Endpoint, FederatedBundle, Refresh};
 
 use crate::AgentError;
 
@@ -20,49 +24,61 @@ pub fn none() -> watch::Receiver<Federated> {
     watch::channel(Federated::default()).1
 }
 
-/// Follows `endpoints` until the returned task is aborted; the receiver
-/// sees the set of last good partner bundles.
+/// Checks the endpoints' settings (URLs, files) before anything starts.
+pub fn validate(endpoints: &[Endpoint]) -> Result<(), AgentError> {
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        if endpoints[..i]
+            .iter()
+            .any(|e| e.trust_domain == endpoint.trust_domain)
+        {
+            return Err(AgentError::Config(format!(
+                "--federate: trust domain {} is federated twice",
+                endpoint.trust_domain
+            )));
+        }
+        endpoint.validate().map_err(|e| {
+            AgentError::Config(format!("--federate {}: {e}", endpoint.trust_domain))
+        })?;
+    }
+    Ok(())
+}
+
+fn served(set: &BundleSet) -> Federated {
+    Arc::new(
+        set.iter()
+            .filter_map(|(td, b)| Some((format!("spiffe://{}", td.as_str()), b.clone()?)))
+            .collect(),
+    )
+}
+
+/// Follows `endpoints` and the CA's partners (`from_ca`) until the returned
+/// task is aborted, publishing the set of last good partner bundles on `tx`.
 pub fn follow(
-    endpoints: &[(Endpoint, Refresh)],
-) -> Result<(watch::Receiver<Federated>, tokio::task::JoinHandle<()>), AgentError> {
-    let mut followers = Vec::new();
-    for (endpoint, refresh) in endpoints {
-        followers.push(
-            Follower::spawn(endpoint.clone(), *refresh)
-                .map_err(|e| AgentError::Config(format!("--federate: {e}")))?,
-        );
-    }
-    let (tx, rx) = watch::channel(Federated::default());
-    let changed = Arc::new(Notify::new());
-    let mut forwards = Vec::new();
-    for f in &followers {
-        let mut sub = f.subscribe();
-        let changed = changed.clone();
-        forwards.push(tokio::spawn(async move {
-            while sub.changed().await.is_ok() {
-                changed.notify_one();
-            }
-        }));
-    }
-    let task = tokio::spawn(async move {
-        struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
-        impl Drop for AbortAll {
-            fn drop(&mut self) {
-                self.0.iter().for_each(tokio::task::JoinHandle::abort);
-            }
-        }
-        let _forwards = AbortAll(forwards);
+    endpoints: Vec<Endpoint>,
+    refresh: Refresh,
+    from_ca: Option<FromCa>,
+    tx: watch::Sender<Federated>,
+) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    let federation = Federation::start(endpoints, refresh, from_ca)
+        .map_err(|e| AgentError::Config(format!("--federate: {e}")))?;
+    let mut rx = federation.subscribe();
+    Ok(tokio::spawn(async move {
+        // Holding `federation` keeps its followers running.
+        let _federation = federation;
         loop {
-            changed.notified().await;
-            let map: BTreeMap<String, Arc<FederatedBundle>> = followers
-                .iter()
-                .filter_map(|f| f.current())
-                .map(|b| (format!("spiffe://{}", b.trust_domain.as_str()), b))
-                .collect();
-            tx.send_replace(Arc::new(map));
+            let next = served(&rx.borrow_and_update());
+            tx.send_if_modified(|cur| {
+                if *cur == next {
+                    return false;
+                }
+                *cur = next;
+                true
+            });
+            if rx.changed().await.is_err() {
+                return;
+            }
         }
-    });
-    Ok((rx, task))
+    }))
 }
 
 /// The X.509 roots of each partner, concatenated DER, by bundle map key.

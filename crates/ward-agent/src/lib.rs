@@ -62,10 +62,11 @@ pub struct AgentConfig {
     pub attestation: Option<Registrations>,
     /// Partner trust domains whose bundle endpoints the agent follows and
     /// serves on the Workload API (see `docs/federation.md`).
-    pub federation: Vec<(
-        ward_client::federation::Endpoint,
-        ward_client::federation::Refresh,
-    )>,
+    pub federation: Vec<ward_client::federation::Endpoint>,
+    /// Refresh bounds of the partner bundles (and of asking the CA).
+    pub federation_refresh: ward_client::federation::Refresh,
+    /// Also serve the partner bundles the CA follows (`GET /v1/federation`).
+    pub federation_from_ca: bool,
 }
 
 /// Where a node agent's registration entries come from.
@@ -174,13 +175,11 @@ pub async fn run(
             })
         }
     };
-    let federation_task = if config.federation.is_empty() {
-        None
-    } else {
-        let (rx, task) = federation::follow(&config.federation)?;
-        jwt_ctx.federated = rx;
-        Some(task)
-    };
+    federation::validate(&config.federation)?;
+    let (federated_tx, federated_rx) = watch::channel(federation::Federated::default());
+    jwt_ctx.federated = federated_rx;
+    let mut federated_tx = Some(federated_tx);
+    let mut federation_task = None;
     if let Some(path) = &config.socket {
         let listener = if attestation.is_some() {
             workload::bind_with_mode(path, workload::ATTESTED_SOCKET_MODE)?
@@ -248,6 +247,24 @@ pub async fn run(
                         bundle_tx,
                         rotator.subscribe(),
                     )));
+                }
+                // Partner bundles only matter to Workload API clients.
+                let from_ca = rotator
+                    .federation_from_ca()
+                    .filter(|_| config.federation_from_ca);
+                if config.socket.is_some()
+                    && (from_ca.is_some() || !config.federation.is_empty())
+                    && let Some(tx) = federated_tx.take()
+                {
+                    match federation::follow(
+                        config.federation.clone(),
+                        config.federation_refresh,
+                        from_ca,
+                        tx,
+                    ) {
+                        Ok(task) => federation_task = Some(task),
+                        Err(e) => tracing::error!(error = %e, "federation not started"),
+                    }
                 }
                 agent.follow(rotator, &notify, &mut shutdown).await
             }

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod entries;
 pub mod error;
+pub mod federation;
 pub mod issuance;
 pub mod jwt;
 pub mod paths;
@@ -23,6 +24,7 @@ pub use admin::{
 };
 pub use entries::{CreateEntryRequest, EntryList, EntryView, NodeSignRequest};
 pub use error::ErrorBody;
+pub use federation::FederatedBundles;
 pub use issuance::{IssueRequest, Issued, RenewRequest, SeedRequest, SeedResponse, SignRequest};
 pub use jwt::{JwtSvidRequest, JwtSvidResponse, NodeJwtSvidRequest};
 pub use revocation::{RevokeRequest, RevokeResponse};

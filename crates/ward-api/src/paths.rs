@@ -45,3 +45,7 @@ pub const NODE_JWT_SVID: &str = "/v1/node/jwt-svid";
 pub fn admin_entry(id: &str) -> String {
     format!("{ADMIN_ENTRIES}/{id}")
 }
+
+/// `GET` (mTLS): the bundles of the partner trust domains the CA follows
+/// ([`crate::federation::FederatedBundles`]).
+pub const FEDERATION: &str = "/v1/federation";

@@ -4,6 +4,8 @@
 //! that uses the CA reads it. Unknown fields are errors, so a typo never
 //! silently falls back to a default.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,123 @@ pub struct CaConfig {
     /// The SPIFFE bundle endpoint (`GET /v1/bundle`).
     #[serde(default)]
     pub bundle: BundleSection,
+    /// Partner trust domains the CA follows and hands to its agents,
+    /// gates and clients (`GET /v1/federation`), by trust domain name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub federation: BTreeMap<String, FederationPartner>,
+}
+
+/// `[federation."partner.example"]`: one partner trust domain's SPIFFE
+/// bundle endpoint (see `docs/federation.md`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationPartner {
+    /// The partner's bundle endpoint, `https://…`.
+    pub bundle_endpoint_url: String,
+    /// `https_web` (default) or `https_spiffe`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// `https_web`: PEM roots of the endpoint's TLS certificate; the web
+    /// PKI roots when absent. Relative to the CA directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// `https_spiffe`: the SPIFFE ID the endpoint's X509-SVID carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_spiffe_id: Option<String>,
+    /// `https_spiffe`: the partner's bundle obtained out of band (PEM roots
+    /// or a SPIFFE bundle), authenticating the first fetch. Relative to the
+    /// CA directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
+    /// Shortest refresh interval (1s .. 1h, default 5s); the partner's
+    /// `spiffe_refresh_hint` is clamped to this .. 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_floor: Option<String>,
+}
+
+fn default_profile() -> String {
+    "https_web".into()
+}
+
+impl FederationPartner {
+    /// The endpoint to follow for `trust_domain`, with paths relative to
+    /// `base` (the CA directory); checks the settings without reading
+    /// files.
+    pub fn endpoint(
+        &self,
+        trust_domain: &str,
+        base: &Path,
+    ) -> Result<
+        (
+            ward_client::federation::Endpoint,
+            ward_client::federation::Refresh,
+        ),
+        Error,
+    > {
+        use ward_client::federation::{Endpoint, Refresh};
+        let bad = |m: String| Error::Config(format!("ca.toml: federation.{trust_domain:?}: {m}"));
+        let td: TrustDomain = trust_domain.parse().map_err(|e| bad(format!("{e}")))?;
+        if !self.bundle_endpoint_url.starts_with("https://") {
+            return Err(bad(format!(
+                "bundle_endpoint_url {:?}: must be an https:// URL",
+                self.bundle_endpoint_url
+            )));
+        }
+        let at = |p: &PathBuf| {
+            if p.is_relative() {
+                base.join(p)
+            } else {
+                p.clone()
+            }
+        };
+        let endpoint = match self.profile.as_str() {
+            "https_web" => {
+                if self.endpoint_spiffe_id.is_some() || self.bundle.is_some() {
+                    return Err(bad(
+                        "endpoint_spiffe_id and bundle belong to profile = \"https_spiffe\"".into(),
+                    ));
+                }
+                Endpoint::web(
+                    td,
+                    &self.bundle_endpoint_url,
+                    self.ca_bundle.as_ref().map(at),
+                )
+            }
+            "https_spiffe" => {
+                if self.ca_bundle.is_some() {
+                    return Err(bad(
+                        "ca_bundle belongs to profile = \"https_web\" (https_spiffe trusts the partner's bundle)".into(),
+                    ));
+                }
+                let (Some(id), Some(bundle)) = (&self.endpoint_spiffe_id, &self.bundle) else {
+                    return Err(bad(
+                        "profile = \"https_spiffe\" needs endpoint_spiffe_id and bundle".into(),
+                    ));
+                };
+                let id: ward_pki::SpiffeId = id
+                    .parse()
+                    .map_err(|e| bad(format!("endpoint_spiffe_id {id:?}: {e}")))?;
+                if id.trust_domain() != td {
+                    return Err(bad(format!(
+                        "endpoint_spiffe_id {id} is not in trust domain {td}"
+                    )));
+                }
+                Endpoint::spiffe(td, &self.bundle_endpoint_url, id, at(bundle))
+            }
+            other => {
+                return Err(bad(format!("profile {other:?}: https_web or https_spiffe")));
+            }
+        };
+        let mut refresh = Refresh::default();
+        if let Some(floor) = &self.refresh_floor {
+            let floor = duration(&format!("federation.{trust_domain:?}.refresh_floor"), floor)?;
+            if floor < Duration::from_secs(1) || floor > refresh.ceiling {
+                return Err(bad("refresh_floor: between 1s and 1h".into()));
+            }
+            refresh.floor = floor;
+        }
+        Ok((endpoint, refresh))
+    }
 }
 
 /// `[bundle]`: how the SPIFFE bundle endpoint (`GET /v1/bundle`,
@@ -295,6 +414,21 @@ fn optional_duration(name: &str, value: &str) -> Result<Option<Duration>, Error>
     Ok((!d.is_zero()).then_some(d))
 }
 
+/// The `[federation.*]` tables, as they were configured.
+fn federation_toml(partners: &BTreeMap<String, FederationPartner>) -> String {
+    #[derive(Serialize)]
+    struct Only<'a> {
+        federation: &'a BTreeMap<String, FederationPartner>,
+    }
+    if partners.is_empty() {
+        return String::new();
+    }
+    toml::to_string(&Only {
+        federation: partners,
+    })
+    .unwrap_or_default()
+}
+
 fn duration(field: &str, value: &str) -> Result<Duration, Error> {
     parse_duration(value).map_err(|e| Error::Config(format!("ca.toml: {field}: {e}")))
 }
@@ -310,6 +444,14 @@ impl CaConfig {
 
     /// Checks values that serde cannot.
     pub fn validate(&self) -> Result<(), Error> {
+        for (td, partner) in &self.federation {
+            if td.eq_ignore_ascii_case(self.ca.trust_domain.as_str()) {
+                return Err(Error::Config(format!(
+                    "ca.toml: federation.{td:?}: that is this CA's own trust domain"
+                )));
+            }
+            partner.endpoint(td, Path::new("."))?;
+        }
         let default = self.issuance.default_ttl()?;
         let max = self.issuance.max_ttl()?;
         self.issuance.offline_default_ttl()?;
@@ -447,7 +589,17 @@ ocsp_validity = {ocspv}
 # often federated trust domains fetch it again (1s to 1h). See
 # docs/federation.md.
 refresh_hint = {hint}
-"#,
+
+# Partner trust domains this CA follows: their bundles are handed to this
+# CA's agents, gates and clients (GET /v1/federation), which then need no
+# per-partner settings. See docs/federation.md. For example:
+# [federation."partner.example"]
+# bundle_endpoint_url = "https://ca.partner.example:8443/v1/bundle"
+# profile = "https_spiffe"              # or "https_web" (with ca_bundle)
+# endpoint_spiffe_id = "spiffe://partner.example/ward/ca"
+# bundle = "partner.example.bundle.pem" # obtained out of band, once
+# refresh_floor = "5s"
+{federation}"#,
             td = q(self.ca.trust_domain.as_str()),
             name = q(&self.ca.name),
             kt = q(self.ca.key_type.as_str()),
@@ -480,6 +632,7 @@ refresh_hint = {hint}
             },
             keys = self.keys.documented(),
             hint = q(&self.bundle.refresh_hint),
+            federation = federation_toml(&self.federation),
         )
     }
 }
@@ -503,6 +656,65 @@ mod tests {
             acme: None,
             keys: Default::default(),
             bundle: Default::default(),
+            federation: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn federation_partners_are_checked_and_round_trip() {
+        let text = sample().to_documented_toml();
+        let with = format!(
+            "{text}\n[federation.\"partner.example\"]\nbundle_endpoint_url = \"https://ca.partner.example/v1/bundle\"\nprofile = \"https_spiffe\"\nendpoint_spiffe_id = \"spiffe://partner.example/ward/ca\"\nbundle = \"p.pem\"\nrefresh_floor = \"2s\"\n"
+        );
+        let back = CaConfig::parse(&with).unwrap();
+        let again = CaConfig::parse(&back.to_documented_toml()).unwrap();
+        assert_eq!(again.federation, back.federation);
+        let (ep, refresh) = back.federation["partner.example"]
+            .endpoint("partner.example", Path::new("/ca"))
+            .unwrap();
+        assert_eq!(refresh.floor, Duration::from_secs(2));
+        assert_eq!(ep.profile.name(), "https_spiffe");
+        for (from, to, why) in [
+            (
+                "https://ca.partner",
+                "http://ca.partner",
+                "must be an https:// URL",
+            ),
+            (
+                "spiffe://partner.example/ward/ca",
+                "spiffe://example.org/ward/ca",
+                "not in trust domain",
+            ),
+            (
+                "profile = \"https_spiffe\"",
+                "profile = \"https_web\"",
+                "belong to profile",
+            ),
+            (
+                "profile = \"https_spiffe\"",
+                "profile = \"spiffe\"",
+                "https_web or https_spiffe",
+            ),
+            (
+                "bundle = \"p.pem\"\n",
+                "",
+                "needs endpoint_spiffe_id and bundle",
+            ),
+            (
+                "refresh_floor = \"2s\"",
+                "refresh_floor = \"2h\"",
+                "between 1s and 1h",
+            ),
+            (
+                "federation.\"partner.example\"",
+                "federation.\"example.org\"",
+                "own trust domain",
+            ),
+        ] {
+            let e = CaConfig::parse(&with.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{to}: {e}");
         }
     }
 

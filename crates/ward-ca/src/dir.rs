@@ -360,6 +360,7 @@ impl CaDir {
                 _ => Default::default(),
             },
             bundle: Default::default(),
+            federation: Default::default(),
         };
         let in_token = !token_keys.is_empty();
 

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod csr;
 pub mod dir;
 pub mod expiry;
+pub mod federation;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -27,6 +27,10 @@ use crate::http::{AppState, CaMetrics, Limits, app, console_app, public_app};
 use crate::ocsp::{OcspSettings, Responder};
 use crate::tls_files::TlsFiles;
 
+/// The path of the SPIFFE ID in the CA's own server certificate: the
+/// `endpoint_spiffe_id` of its bundle endpoint (`https_spiffe` profile).
+pub const ENDPOINT_PATH: &str = "/ward/ca";
+
 /// Lifetime of the CA's own TLS server certificate; renewed at two thirds.
 pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -206,6 +210,11 @@ pub async fn run(
     expiry.update(&authority, &ocsp, OffsetDateTime::now_utc());
     let audit =
         AuditLog::from_spec(&config.audit).map_err(|e| server_err("audit log")(e.to_string()))?;
+    let federation = Arc::new(crate::federation::CaFederation::start(
+        &ca,
+        &config.dir,
+        ca.bundle.refresh_hint()?,
+    )?);
     let state = AppState {
         admin_id: ca
             .ca
@@ -227,6 +236,7 @@ pub async fn run(
         },
         console: Arc::new(crate::console::Console::new()),
         expiry: expiry.clone(),
+        federation,
     };
 
     // The CA's own server identity, renewed by the CA itself, or the
@@ -248,6 +258,12 @@ pub async fn run(
             let (chain, key, renew) = server_identity(&authority, &dns, &ips).await?;
             let resolver = Credentials::new(chain, key)
                 .map_err(|e| server_err("server certificate")(e.to_string()))?;
+            // The certificate is an X509-SVID: the bundle endpoint serves
+            // the https_spiffe profile too.
+            tracing::info!(
+                endpoint_spiffe_id = %state.admin_id.trust_domain().id(ENDPOINT_PATH).map(|id| id.to_string()).unwrap_or_default(),
+                "bundle endpoint GET /v1/bundle: https_web and https_spiffe profiles"
+            );
             (Arc::new(resolver), Some(renew))
         }
     };

@@ -1,7 +1,9 @@
-//! Federated trust for a process using `ward-client`: follow partner trust
-//! domains' bundle endpoints ([`Federation`], built on
-//! [`crate::federation::Follower`]) and verify peers of those domains in
-//! the rustls configurations a [`crate::Rotator`] builds
+//! Federated trust for a process using `ward-client`: the partner trust
+//! domains' bundles, followed from their bundle endpoints
+//! ([`crate::federation::Follower`]) and/or taken from our own Ward CA,
+//! which follows them for its whole trust domain (`GET /v1/federation`,
+//! [`FromCa`]); and peers of those domains verified in the rustls
+//! configurations a [`crate::Rotator`] builds
 //! ([`crate::Rotator::client_config_federated`],
 //! [`crate::Rotator::server_config_federated`]).
 //!
@@ -15,34 +17,122 @@
 //! them again after [`Federation::changed`] (new handshakes then use the
 //! new roots; open connections are not affected).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use hyper::Method;
 use rustls::CertificateError;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::TrustAnchor;
 use rustls_pki_types::{ServerName, UnixTime};
 use tokio::sync::watch;
+use ward_api::{FederatedBundles, paths};
 use ward_pki::TrustDomain;
+use ward_pki::jwt::JwkSet;
 use ward_tls::verifier::{ClientCheck, ServerCheck};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::federation::{Endpoint, FederatedBundle, FederationError, Follower, Refresh};
+use crate::federation::{
+    Endpoint, FederatedBundle, FederationError, Follower, Refresh, parse_bundle,
+};
+use crate::{CaClient, ClientError, Identity, Svid};
+
+/// Each partner trust domain with its last good bundle (`None`: followed,
+/// but no bundle arrived yet: its peers are refused).
+pub type BundleSet = Arc<BTreeMap<TrustDomain, Option<Arc<FederatedBundle>>>>;
+
+/// Where the CA's federated bundles come from: the CA's URL and roots, and
+/// the identity to ask with (`GET /v1/federation` is mTLS). Made by
+/// [`crate::Rotator::federation_from_ca`].
+#[derive(Clone)]
+pub struct FromCa {
+    ca_url: String,
+    anchors: Vec<CertificateDer<'static>>,
+    svid: watch::Receiver<Arc<Svid>>,
+}
+
+impl std::fmt::Debug for FromCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromCa")
+            .field("ca_url", &self.ca_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromCa {
+    pub(crate) fn new(
+        ca_url: String,
+        anchors: Vec<CertificateDer<'static>>,
+        svid: watch::Receiver<Arc<Svid>>,
+    ) -> Self {
+        FromCa {
+            ca_url,
+            anchors,
+            svid,
+        }
+    }
+
+    /// Asks the CA once: each partner's bundle (checked like a bundle
+    /// endpoint's answer) and the CA's refresh hint in seconds.
+    pub async fn fetch(
+        &self,
+    ) -> Result<(BTreeMap<TrustDomain, Arc<FederatedBundle>>, u64), ClientError> {
+        let svid = self.svid.borrow().clone();
+        if svid.is_expired(SystemTime::now()) {
+            return Err(ClientError::Expired);
+        }
+        let identity = Identity {
+            chain: svid.chain().to_vec(),
+            key: svid.private_key(),
+        };
+        let client = CaClient::new(&self.ca_url, &self.anchors, Some(identity))?;
+        let answer: FederatedBundles<JwkSet> = client
+            .json(Method::GET, paths::FEDERATION, None::<&()>)
+            .await?;
+        let mut out = BTreeMap::new();
+        for (name, set) in answer.bundles {
+            let td: TrustDomain = name.parse().map_err(|e| {
+                ClientError::Protocol(format!("federated trust domain {name:?}: {e}"))
+            })?;
+            let bundle = parse_bundle(&td, &set.to_json())
+                .map_err(|e| ClientError::Protocol(format!("federated bundle of {td}: {e}")))?;
+            out.insert(td, Arc::new(bundle));
+        }
+        Ok((out, answer.refresh_hint))
+    }
+}
 
 /// Partner trust domains followed at once; dropping it stops following.
 #[derive(Debug)]
 pub struct Federation {
     followers: Vec<Follower>,
-    version: watch::Receiver<u64>,
-    forwarders: Vec<tokio::task::JoinHandle<()>>,
+    set: watch::Receiver<BundleSet>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Federation {
     fn drop(&mut self) {
-        for task in &self.forwarders {
+        for task in &self.tasks {
             task.abort();
         }
     }
+}
+
+/// The set: the CA's partners, then our own endpoints (which win for a
+/// trust domain both name).
+fn merge(
+    followers: &[(TrustDomain, watch::Receiver<Option<Arc<FederatedBundle>>>)],
+    from_ca: &BTreeMap<TrustDomain, Arc<FederatedBundle>>,
+) -> BundleSet {
+    let mut set: BTreeMap<TrustDomain, Option<Arc<FederatedBundle>>> = from_ca
+        .iter()
+        .map(|(td, b)| (td.clone(), Some(b.clone())))
+        .collect();
+    for (td, rx) in followers {
+        set.insert(td.clone(), rx.borrow().clone());
+    }
+    Arc::new(set)
 }
 
 impl Federation {
@@ -50,6 +140,18 @@ impl Federation {
     /// on a configuration error (URL, `ca_bundle` file) or a trust domain
     /// named twice. Must be called inside a Tokio runtime.
     pub fn follow(endpoints: Vec<Endpoint>, refresh: Refresh) -> Result<Self, FederationError> {
+        Self::start(endpoints, refresh, None)
+    }
+
+    /// [`Federation::follow`], plus the partners our CA follows (asked
+    /// again after the CA's hint, clamped to `refresh`; a partner the CA
+    /// drops is dropped here at the next answer). An endpoint named here
+    /// wins over the CA's bundle of the same trust domain.
+    pub fn start(
+        endpoints: Vec<Endpoint>,
+        refresh: Refresh,
+        from_ca: Option<FromCa>,
+    ) -> Result<Self, FederationError> {
         let mut followers: Vec<Follower> = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
             if followers
@@ -63,33 +165,69 @@ impl Federation {
             }
             followers.push(Follower::spawn(endpoint, refresh)?);
         }
-        let (tx, version) = watch::channel(0_u64);
-        let tx = Arc::new(tx);
-        let forwarders = followers
+        let subs: Vec<_> = followers
             .iter()
-            .map(|f| {
-                let mut rx = f.subscribe();
-                let tx = tx.clone();
+            .map(|f| (f.endpoint().trust_domain.clone(), f.subscribe()))
+            .collect();
+        let (ca_tx, ca_rx) = watch::channel(Arc::new(BTreeMap::new()));
+        let (tx, set) = watch::channel(merge(&subs, &ca_rx.borrow()));
+        let tx = Arc::new(tx);
+        let publish = {
+            let tx = tx.clone();
+            let subs = subs.clone();
+            let ca_rx = ca_rx.clone();
+            move || {
+                let next = merge(&subs, &ca_rx.borrow());
+                tx.send_if_modified(|cur| {
+                    if *cur == next {
+                        return false;
+                    }
+                    *cur = next;
+                    true
+                });
+            }
+        };
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = subs
+            .iter()
+            .map(|(_, rx)| {
+                let mut rx = rx.clone();
+                let publish = publish.clone();
                 tokio::spawn(async move {
                     while rx.changed().await.is_ok() {
-                        tx.send_modify(|v| *v += 1);
+                        publish();
                     }
                 })
             })
             .collect();
+        if let Some(source) = from_ca {
+            let mut rx = ca_rx.clone();
+            let publish = publish.clone();
+            tasks.push(tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    publish();
+                }
+            }));
+            tasks.push(tokio::spawn(poll_ca(source, refresh, ca_tx)));
+        }
         Ok(Federation {
             followers,
-            version,
-            forwarders,
+            set,
+            tasks,
         })
+    }
+
+    /// Every change of the set of partner bundles.
+    pub fn subscribe(&self) -> watch::Receiver<BundleSet> {
+        self.set.clone()
     }
 
     /// The partner trust domains, each with its last good bundle (`None`
     /// until the first one arrived).
     pub fn bundles(&self) -> Vec<(TrustDomain, Option<Arc<FederatedBundle>>)> {
-        self.followers
+        self.set
+            .borrow()
             .iter()
-            .map(|f| (f.endpoint().trust_domain.clone(), f.current()))
+            .map(|(td, b)| (td.clone(), b.clone()))
             .collect()
     }
 
@@ -104,15 +242,68 @@ impl Federation {
     /// Resolves when some partner's bundle changed since the last call
     /// (at once the first time a bundle has arrived since this was made).
     pub async fn changed(&mut self) {
-        // The senders live as long as the forwarders, which live as long as
-        // `self`: an error cannot happen while `self` exists.
-        let _ = self.version.changed().await;
+        // The sender lives as long as the tasks, which live as long as
+        // `self`: an error cannot happen while `self` exists unless no
+        // source can ever change (then this waits forever).
+        if self.set.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The local endpoints followed.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.followers.iter().map(Follower::endpoint)
     }
 
     /// The binding of trust domains to roots for `own` roots plus the
     /// partners' current ones.
     pub fn binding(&self, own: &[CertificateDer<'static>]) -> DomainBinding {
         DomainBinding::new(own, &self.roots())
+    }
+}
+
+/// Asks the CA for its partners' bundles until dropped; a failed answer
+/// keeps the last good set.
+async fn poll_ca(
+    source: FromCa,
+    refresh: Refresh,
+    tx: watch::Sender<Arc<BTreeMap<TrustDomain, Arc<FederatedBundle>>>>,
+) {
+    loop {
+        let wait = match source.fetch().await {
+            Ok((set, hint)) => {
+                tx.send_if_modified(|cur| {
+                    if **cur == set {
+                        return false;
+                    }
+                    tracing::info!(
+                        ca = %source.ca_url,
+                        trust_domains = ?set.keys().map(TrustDomain::as_str).collect::<Vec<_>>(),
+                        "federated bundles from the CA updated"
+                    );
+                    *cur = Arc::new(set);
+                    true
+                });
+                refresh.interval(Some(hint))
+            }
+            Err(ClientError::Api { status, .. }) if status == 404 => {
+                // A CA without the route: ask again rarely.
+                tracing::debug!(ca = %source.ca_url, "the CA serves no federated bundles");
+                refresh.ceiling
+            }
+            Err(e) => {
+                tracing::warn!(
+                    ca = %source.ca_url,
+                    error = %e,
+                    "federated bundles from the CA refused; the last good ones stay"
+                );
+                refresh.floor
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
     }
 }
 
@@ -419,7 +610,7 @@ mod tests {
         });
 
         // The partner's bundle endpoint, trusted through ca_bundle.
-        let set = ward_pki::jwt::JwkSet {
+        let set = JwkSet {
             keys: vec![ward_pki::jwt::x509_jwk(partner.der()).unwrap()],
             spiffe_sequence: Some(1),
             spiffe_refresh_hint: Some(60),
@@ -430,11 +621,7 @@ mod tests {
         let ca_bundle = dir.path().join("partner.pem");
         std::fs::write(&ca_bundle, partner.pem()).unwrap();
         let td: TrustDomain = "partner.example".parse().unwrap();
-        let endpoint = Endpoint {
-            trust_domain: td.clone(),
-            url,
-            ca_bundle: Some(ca_bundle),
-        };
+        let endpoint = Endpoint::web(td.clone(), url, Some(ca_bundle));
         assert!(
             Federation::follow(vec![endpoint.clone(), endpoint.clone()], Refresh::default())
                 .is_err(),

@@ -119,6 +119,15 @@ pub struct IdentityConfig {
     /// uses left (`ward token create --uses 0 --expires-in …`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Take the partner trust domains the CA follows (`GET
+    /// /v1/federation`) for the tenants that trust the `[identity]`
+    /// bundle (no `client_ca`). On by default.
+    #[serde(default = "default_true")]
+    pub federation: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[revocation]`: CRLs for client certificates, OCSP stapling for the
@@ -621,6 +630,7 @@ impl GateConfig {
             t.policy.iter_mut().for_each(fix);
             for f in &mut t.federation {
                 f.ca_bundle.iter_mut().for_each(fix);
+                f.bundle.iter_mut().for_each(fix);
             }
             for r in &mut t.routes {
                 r.policy.iter_mut().for_each(fix);

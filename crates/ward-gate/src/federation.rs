@@ -1,31 +1,36 @@
 //! SPIFFE federation at the gate: a tenant's `[[tenants.federation]]`
-//! entries name partner trust domains and their bundle endpoints. The gate
-//! follows each endpoint ([`ward_client::federation::Follower`]) and, each
-//! time a partner bundle changes, rebuilds the tenants' TLS configurations
-//! so that client chains may end at the partner's roots.
+//! entries name partner trust domains and their bundle endpoints
+//! (`https_web` or `https_spiffe` profile), and with `[identity]` the gate
+//! also takes the partners its CA follows (`GET /v1/federation`) for the
+//! tenants that trust the `[identity]` bundle. The gate follows them with
+//! ward-client ([`ward_client::federation::Follower`],
+//! [`ward_client::federated::Federation`]) and, each time a partner bundle
+//! changes, rebuilds the tenants' TLS configurations so that client chains
+//! may end at the partner's roots.
 //!
-//! Trust is bound to the trust domain ([`DomainBinding`]): a client whose
-//! SPIFFE ID is in a federated trust domain must chain to that domain's
-//! roots, any other client to the tenant's own `client_ca`. A certificate
-//! claiming `partner.example` but issued under our own root is refused, and
-//! so is one of ours issued under the partner's root.
+//! Trust is bound to the trust domain
+//! ([`ward_client::federated::DomainBinding`]): a client whose SPIFFE ID is
+//! in a federated trust domain must chain to that domain's roots, any
+//! other client to the tenant's own `client_ca`. A certificate claiming
+//! `partner.example` but issued under our own root is refused, and so is
+//! one of ours issued under the partner's root.
 //!
 //! Must never: accept a chain under roots of a trust domain other than the
 //! leaf's, or keep trusting a partner after its relationship is removed
-//! (reload drops its follower and its roots at once).
+//! (reload drops its follower and its roots at once; a partner the CA
+//! drops is dropped at the next ask).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::CertificateError;
-use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use ward_client::federated::{Federation as Partners, FromCa};
 use ward_client::federation::{Endpoint, FederatedBundle, Follower, Refresh};
-use ward_pki::TrustDomain;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use ward_pki::{SpiffeId, TrustDomain};
 
 use crate::Error;
 use crate::config::{Dur, GateConfig};
@@ -36,12 +41,22 @@ use crate::config::{Dur, GateConfig};
 pub struct FederationConfig {
     /// The partner's trust domain (`partner.example`).
     pub trust_domain: String,
-    /// Its SPIFFE bundle endpoint (`https_web` profile).
+    /// Its SPIFFE bundle endpoint.
     pub bundle_endpoint_url: String,
-    /// Roots for the endpoint's TLS certificate (PEM); the web PKI roots
-    /// when absent.
+    /// `https_web` (default) or `https_spiffe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// `https_web`: roots for the endpoint's TLS certificate (PEM); the web
+    /// PKI roots when absent.
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+    /// `https_spiffe`: the SPIFFE ID of the endpoint's X509-SVID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_spiffe_id: Option<String>,
+    /// `https_spiffe`: the partner's bundle obtained out of band (PEM roots
+    /// or a SPIFFE bundle), authenticating the first fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<PathBuf>,
     /// Shortest refresh interval (default 5 s); the bundle's
     /// `spiffe_refresh_hint` is clamped to this .. 1 h.
     #[serde(default)]
@@ -60,6 +75,42 @@ impl FederationConfig {
                 self.bundle_endpoint_url
             ));
         }
+        let url = self.bundle_endpoint_url.clone();
+        let endpoint = match self.profile.as_deref().unwrap_or("https_web") {
+            "https_web" => {
+                if self.endpoint_spiffe_id.is_some() || self.bundle.is_some() {
+                    return Err(
+                        "federation: endpoint_spiffe_id and bundle belong to profile = \"https_spiffe\"".into(),
+                    );
+                }
+                Endpoint::web(trust_domain, url, self.ca_bundle.clone())
+            }
+            "https_spiffe" => {
+                if self.ca_bundle.is_some() {
+                    return Err("federation: ca_bundle belongs to profile = \"https_web\" (https_spiffe trusts the partner's bundle)".into());
+                }
+                let (Some(id), Some(bundle)) = (&self.endpoint_spiffe_id, &self.bundle) else {
+                    return Err(
+                        "federation: profile = \"https_spiffe\" needs endpoint_spiffe_id and bundle"
+                            .into(),
+                    );
+                };
+                let id: SpiffeId = id
+                    .parse()
+                    .map_err(|e| format!("federation.endpoint_spiffe_id {id:?}: {e}"))?;
+                if id.trust_domain() != trust_domain {
+                    return Err(format!(
+                        "federation.endpoint_spiffe_id {id} is not in trust domain {trust_domain}"
+                    ));
+                }
+                Endpoint::spiffe(trust_domain, url, id, bundle.clone())
+            }
+            other => {
+                return Err(format!(
+                    "federation.profile {other:?}: https_web or https_spiffe"
+                ));
+            }
+        };
         let mut refresh = Refresh::default();
         if let Some(floor) = &self.refresh_floor {
             if floor.0 < Duration::from_secs(1) || floor.0 > refresh.ceiling {
@@ -67,14 +118,7 @@ impl FederationConfig {
             }
             refresh.floor = floor.0;
         }
-        Ok((
-            Endpoint {
-                trust_domain,
-                url: self.bundle_endpoint_url.clone(),
-                ca_bundle: self.ca_bundle.clone(),
-            },
-            refresh,
-        ))
+        Ok((endpoint, refresh))
     }
 
     /// Checks the settings without contacting the endpoint.
@@ -83,7 +127,7 @@ impl FederationConfig {
     }
 }
 
-type Key = (String, String, Option<PathBuf>, Duration);
+type Key = (Endpoint, Duration);
 
 struct Followed {
     follower: Follower,
@@ -96,10 +140,24 @@ impl Drop for Followed {
     }
 }
 
-/// Every partner endpoint the configuration in force names.
+/// The partners the CA follows, asked with the gate's identity.
+struct FromIdentity {
+    partners: Partners,
+    forward: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FromIdentity {
+    fn drop(&mut self) {
+        self.forward.abort();
+    }
+}
+
+/// Every partner endpoint the configuration in force names, and the
+/// partners of the CA.
 #[derive(Default)]
 pub struct Federation {
     followed: Mutex<HashMap<Key, Followed>>,
+    from_ca: Mutex<Option<FromIdentity>>,
     changed: Arc<Notify>,
 }
 
@@ -107,15 +165,6 @@ impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Federation").finish_non_exhaustive()
     }
-}
-
-fn key_of(c: &FederationConfig, refresh: Refresh) -> Key {
-    (
-        c.trust_domain.to_ascii_lowercase(),
-        c.bundle_endpoint_url.clone(),
-        c.ca_bundle.clone(),
-        refresh.floor,
-    )
 }
 
 impl Federation {
@@ -129,7 +178,7 @@ impl Federation {
                 let (endpoint, refresh) = f
                     .endpoint()
                     .map_err(|e| Error::Config(format!("tenant {:?}: {e}", t.name)))?;
-                wanted.insert(key_of(f, refresh), (endpoint, refresh));
+                wanted.insert((endpoint.clone(), refresh.floor), (endpoint, refresh));
             }
         }
         let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,101 +205,52 @@ impl Federation {
         Ok(())
     }
 
+    /// Starts taking the partners the CA follows (`[identity] federation`),
+    /// asked with the gate's identity after the CA's hint (at least every
+    /// second, at most every hour). Needs a tokio runtime.
+    pub fn follow_ca(&self, source: FromCa) -> Result<(), Error> {
+        let refresh = Refresh {
+            floor: Duration::from_secs(1),
+            ..Refresh::default()
+        };
+        let partners = Partners::start(Vec::new(), refresh, Some(source))
+            .map_err(|e| Error::Config(format!("identity: federation: {e}")))?;
+        let mut rx = partners.subscribe();
+        let changed = self.changed.clone();
+        let forward = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                changed.notify_one();
+            }
+        });
+        *self.from_ca.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(FromIdentity { partners, forward });
+        Ok(())
+    }
+
     /// The last good bundle of `config`'s endpoint, if it is followed and
     /// one arrived.
     pub fn bundle(&self, config: &FederationConfig) -> Option<Arc<FederatedBundle>> {
-        let (_, refresh) = config.endpoint().ok()?;
+        let (endpoint, refresh) = config.endpoint().ok()?;
         let followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
         followed
-            .get(&key_of(config, refresh))
+            .get(&(endpoint, refresh.floor))
             .and_then(|f| f.follower.current())
+    }
+
+    /// The roots of each partner trust domain the CA follows, as last
+    /// answered (empty without `[identity] federation`).
+    pub fn from_ca(&self) -> Vec<(TrustDomain, Vec<CertificateDer<'static>>)> {
+        self.from_ca
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|f| f.partners.roots())
+            .unwrap_or_default()
     }
 
     /// Resolves when a followed bundle changed since the last call.
     pub async fn changed(&self) {
         self.changed.notified().await;
-    }
-}
-
-/// Which roots a client chain may end at, by the leaf's trust domain.
-#[derive(Debug)]
-pub struct DomainBinding {
-    own: Vec<TrustAnchor<'static>>,
-    partners: HashMap<String, Vec<TrustAnchor<'static>>>,
-}
-
-fn anchors(certs: &[CertificateDer<'static>]) -> Vec<TrustAnchor<'static>> {
-    certs
-        .iter()
-        .filter_map(|c| {
-            webpki::anchor_from_trusted_cert(c)
-                .ok()
-                .map(|a| a.to_owned())
-        })
-        .collect()
-}
-
-impl DomainBinding {
-    /// Own roots, and each federated trust domain's roots (a domain with
-    /// no bundle yet has none: its clients are refused).
-    pub fn new(
-        own: &[CertificateDer<'static>],
-        partners: &[(String, Vec<CertificateDer<'static>>)],
-    ) -> Self {
-        let mut map: HashMap<String, Vec<TrustAnchor<'static>>> = HashMap::new();
-        for (td, roots) in partners {
-            map.entry(td.to_ascii_lowercase())
-                .or_default()
-                .extend(anchors(roots));
-        }
-        DomainBinding {
-            own: anchors(own),
-            partners: map,
-        }
-    }
-
-    /// Checks that the chain ends at the roots of the leaf's trust domain.
-    pub fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        let unknown = || rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
-        let Ok((_, leaf)) = X509Certificate::from_der(end_entity) else {
-            return Err(unknown());
-        };
-        let domain = leaf
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .and_then(|san| {
-                san.value.general_names.iter().find_map(|n| match n {
-                    GeneralName::URI(u) => u
-                        .strip_prefix("spiffe://")
-                        .map(|rest| rest.split('/').next().unwrap_or("").to_ascii_lowercase()),
-                    _ => None,
-                })
-            });
-        let anchors = match domain.as_deref().and_then(|d| self.partners.get(d)) {
-            Some(partner) => partner,
-            None => &self.own,
-        };
-        if anchors.is_empty() {
-            return Err(unknown());
-        }
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| unknown())?;
-        cert.verify_for_usage(
-            ward_tls::provider().signature_verification_algorithms.all,
-            anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map(|_| ())
-        .map_err(|_| unknown())
     }
 }
 
@@ -262,6 +262,10 @@ mod tests {
         BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
         KeyPair, KeyUsagePurpose, SanType,
     };
+
+    use rustls_pki_types::UnixTime;
+    use ward_client::federated::DomainBinding;
+    use ward_tls::verifier::ClientCheck;
 
     use super::*;
 
@@ -292,12 +296,15 @@ mod tests {
         let binding = DomainBinding::new(
             &own,
             &[
-                ("partner.example".into(), vec![partner.der().clone()]),
-                ("pending.example".into(), Vec::new()),
+                (
+                    "partner.example".parse().unwrap(),
+                    vec![partner.der().clone()],
+                ),
+                ("pending.example".parse().unwrap(), Vec::new()),
             ],
         );
         let now = UnixTime::now();
-        let check = |c: &CertificateDer<'_>| binding.check(c, &[], now).is_ok();
+        let check = |c: &CertificateDer<'_>| ClientCheck::check(&binding, c, &[], now).is_ok();
         assert!(check(&leaf(&ours, "spiffe://example.org/app")));
         assert!(check(&leaf(&partner, "spiffe://partner.example/billing")));
         // Each trust domain's IDs under the other's root.

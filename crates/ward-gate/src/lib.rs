@@ -95,6 +95,12 @@ pub async fn run(
     };
     let federation = Arc::new(federation::Federation::default());
     federation.configure(&config)?;
+    if let (Some(rotator), Some(settings)) = (&identity, &config.identity)
+        && settings.federation
+        && let Some(source) = rotator.federation_from_ca()
+    {
+        federation.follow_ca(source)?;
+    }
     let runtime = Runtime::build_with(
         config,
         &Services {

@@ -343,27 +343,45 @@ impl Runtime {
                 }
             }
             // Federation: partner roots join the tenant's client roots, and
-            // each leaf must chain to the roots of its own trust domain.
+            // each leaf must chain to the roots of its own trust domain. A
+            // tenant trusting the [identity] bundle also takes the partners
+            // the CA follows; its own entries win for the same domain.
             let mut verify_roots = client_ca.clone();
-            let binding = if t.federation.is_empty() {
+            let mut partners: Vec<(ward_pki::TrustDomain, Vec<CertificateDer<'static>>)> =
+                Vec::new();
+            for f in &t.federation {
+                let roots = services
+                    .federation
+                    .as_ref()
+                    .and_then(|fed| fed.bundle(f))
+                    .map(|b| b.roots.clone())
+                    .unwrap_or_default();
+                let td = f
+                    .trust_domain
+                    .parse()
+                    .map_err(|e| ctx(Error::Config(format!("federation.trust_domain: {e}"))))?;
+                partners.push((td, roots));
+            }
+            if t.client_ca.is_none()
+                && let Some(fed) = &services.federation
+            {
+                for (td, roots) in fed.from_ca() {
+                    if !partners.iter().any(|(named, _)| *named == td) {
+                        partners.push((td, roots));
+                    }
+                }
+            }
+            for (_, roots) in &partners {
+                for r in roots {
+                    if !verify_roots.contains(r) {
+                        verify_roots.push(r.clone());
+                    }
+                }
+            }
+            let binding = if partners.is_empty() {
                 None
             } else {
-                let mut partners = Vec::new();
-                for f in &t.federation {
-                    let roots = services
-                        .federation
-                        .as_ref()
-                        .and_then(|fed| fed.bundle(f))
-                        .map(|b| b.roots.clone())
-                        .unwrap_or_default();
-                    for r in &roots {
-                        if !verify_roots.contains(r) {
-                            verify_roots.push(r.clone());
-                        }
-                    }
-                    partners.push((f.trust_domain.clone(), roots));
-                }
-                Some(Arc::new(crate::federation::DomainBinding::new(
+                Some(Arc::new(ward_client::federated::DomainBinding::new(
                     &client_ca, &partners,
                 )))
             };

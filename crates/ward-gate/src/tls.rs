@@ -72,7 +72,7 @@ fn remember_refused(leaf: &CertificateDer<'_>) {
 #[derive(Debug)]
 struct ClientAuthAndRevocation {
     revocation: Option<Arc<Revocation>>,
-    binding: Option<Arc<crate::federation::DomainBinding>>,
+    binding: Option<Arc<ward_client::federated::DomainBinding>>,
 }
 
 impl ClientCheck for ClientAuthAndRevocation {
@@ -95,7 +95,7 @@ impl ClientCheck for ClientAuthAndRevocation {
             return Err(bad_purpose());
         }
         if let Some(binding) = &self.binding {
-            binding.check(end_entity, intermediates, now)?;
+            ClientCheck::check(binding.as_ref(), end_entity, intermediates, now)?;
         }
         if let Some(revocation) = &self.revocation
             && revocation.snapshot().enabled()
@@ -151,7 +151,7 @@ pub fn server_config(
     tenant: &TenantTls,
     revocation: Option<Arc<Revocation>>,
     verify_cache: &ChainCache,
-    binding: Option<Arc<crate::federation::DomainBinding>>,
+    binding: Option<Arc<ward_client::federated::DomainBinding>>,
 ) -> Result<ServerConfig, Error> {
     let audit = tenant.audit;
     let roots = Arc::new(client_roots);

@@ -87,7 +87,13 @@ pub struct HttpClient {
 impl HttpClient {
     /// A client verifying `https://` servers against `roots`.
     pub fn new(roots: RootCertStore, pooling: Pooling) -> Result<Self, rustls::Error> {
-        let tls = client_config(ServerAuth::Roots(roots), ClientCert::None)?;
+        Self::with_server_auth(ServerAuth::Roots(roots), pooling)
+    }
+
+    /// A client verifying `https://` servers as `server` says (a custom
+    /// verifier: a SPIFFE bundle endpoint's SVID).
+    pub fn with_server_auth(server: ServerAuth, pooling: Pooling) -> Result<Self, rustls::Error> {
+        let tls = client_config(server, ClientCert::None)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));

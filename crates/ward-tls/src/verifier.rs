@@ -378,7 +378,8 @@ impl ClientCertVerifier for ClientVerifier {
 enum ServerChain {
     /// rustls' webpki server verifier (chain and server name).
     WebPki(Arc<WebPkiServerVerifier>),
-    /// Not at all: only [`crate::danger`] builds this.
+    /// Not here: only [`crate::danger`] builds this, or
+    /// [`ServerVerifier::by_check`], whose check validates the chain itself.
     Unverified,
 }
 
@@ -402,6 +403,19 @@ impl ServerVerifier {
             check: None,
             signatures: Signatures::new(),
         })
+    }
+
+    /// A verifier whose `check` judges the whole chain itself (roots,
+    /// validity, identity), for peers authenticated by something other
+    /// than a server name: a SPIFFE bundle endpoint (`https_spiffe`) is
+    /// authenticated by its SPIFFE ID under the partner's roots. Handshake
+    /// signatures are verified here.
+    pub fn by_check(check: Arc<dyn ServerCheck>) -> Self {
+        ServerVerifier {
+            chain: ServerChain::Unverified,
+            check: Some(check),
+            signatures: Signatures::new(),
+        }
     }
 
     /// A verifier that judges no chain and only runs `check`; handshake

@@ -4,6 +4,8 @@
 //! partner.example's bundle endpoint, curl as the client, openssl to forge
 //! certificates that claim the other trust domain, and a Python bundle
 //! endpoint (`federation/relay.py`) whose answers the test controls.
+//! `federation/through_ca.rs`: the `https_spiffe` profile, and the CA
+//! following partners for its gates and agents (py-spiffe reads them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure should panic loudly
 #![allow(dead_code, unused_imports)] // the shared harness serves several test binaries
@@ -13,3 +15,5 @@ mod common;
 mod harness;
 #[path = "federation/scenarios.rs"]
 mod scenarios;
+#[path = "federation/through_ca.rs"]
+mod through_ca;

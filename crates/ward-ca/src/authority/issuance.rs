@@ -258,7 +258,7 @@ impl Authority {
             spiffe_id: self
                 .policy
                 .trust_domain
-                .id("/ward/ca")
+                .id(crate::serve::ENDPOINT_PATH)
                 .map_err(|e| AuthorityError::Internal(e.to_string()))?,
             dns_names: dns_names.to_vec(),
             ip_addresses: ips.to_vec(),

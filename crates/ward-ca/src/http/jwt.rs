@@ -1,4 +1,5 @@
-//! `POST /v1/jwt-svid` (mTLS) and `GET /v1/bundle` (the SPIFFE bundle).
+//! `POST /v1/jwt-svid` (mTLS), `GET /v1/bundle` (the SPIFFE bundle) and
+//! `GET /v1/federation` (mTLS: the partner trust domains' bundles).
 
 use std::time::Duration;
 
@@ -123,6 +124,44 @@ pub(super) async fn bundle(State(state): State<AppState>) -> Result<Response, Ap
             (header::CACHE_CONTROL, "no-cache"),
         ],
         set.to_json(),
+    )
+        .into_response())
+}
+
+/// `GET /v1/federation`: the bundles of the partner trust domains this CA
+/// follows, for a caller holding a certificate of this CA's trust domain
+/// (its chain was verified against our roots in the handshake).
+pub(super) async fn federation(
+    State(state): State<AppState>,
+    Extension(peer): Extension<PeerInfo>,
+) -> Result<Response, ApiError> {
+    let chain = client_chain(
+        &state,
+        &peer,
+        "federated bundles require a client certificate from this CA",
+    )?;
+    let own = state.federation.own_trust_domain();
+    let caller = chain
+        .first()
+        .and_then(|leaf| ward_pki::inspect::spiffe_id_of(leaf).ok().flatten());
+    if caller
+        .as_ref()
+        .map(ward_pki::SpiffeId::trust_domain)
+        .as_ref()
+        != Some(own)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "federated bundles are for identities of this trust domain",
+        ));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Json(state.federation.answer()),
     )
         .into_response())
 }

@@ -55,6 +55,8 @@ pub struct AppState {
     pub console: Arc<crate::console::Console>,
     /// The CA certificates' expiry and the intermediate's warning.
     pub expiry: Arc<crate::expiry::ExpiryWatch>,
+    /// The partner trust domains followed (`GET /v1/federation`).
+    pub federation: Arc<crate::federation::CaFederation>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -78,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route(paths::RENEW, post(routes::renew))
         .route(paths::JWT_SVID, post(jwt::mint))
         .route(paths::BUNDLE, get(jwt::bundle))
+        .route(paths::FEDERATION, get(jwt::federation))
         .route(
             paths::ADMIN_TOKENS,
             post(admin::create_token).get(admin::list_tokens),

@@ -272,6 +272,18 @@ impl Rotator {
         Some(crate::JwtSvids::new(url, anchors, self.subscribe()))
     }
 
+    /// The bundles of the partner trust domains the CA of this identity
+    /// follows (`GET /v1/federation`), for [`crate::federated::Federation::start`];
+    /// `None` for an identity taken from a Workload API.
+    pub fn federation_from_ca(&self) -> Option<crate::federated::FromCa> {
+        let (url, anchors) = self.shared.ca.clone()?;
+        Some(crate::federated::FromCa::new(
+            url,
+            anchors,
+            self.subscribe(),
+        ))
+    }
+
     /// A client for node-scoped issuance with this identity (node agents);
     /// `None` for an identity taken from a Workload API.
     pub fn node_client(&self, key_type: KeyType) -> Option<crate::node::NodeClient> {

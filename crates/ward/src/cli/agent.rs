@@ -115,27 +115,62 @@ pub(crate) struct RunArgs {
     entries_from_ca: bool,
     /// Follow a partner trust domain's SPIFFE bundle endpoint and serve its
     /// bundle on the Workload API: TRUST_DOMAIN=https://URL (repeatable).
+    /// The https_web profile, unless --federation-spiffe-id names the
+    /// endpoint's SPIFFE ID for that trust domain (https_spiffe).
     #[arg(long, value_name = "TD=URL")]
     federate: Vec<String>,
-    /// PEM roots for the bundle endpoints' TLS certificates (a private CA);
-    /// the web PKI roots when absent.
+    /// PEM roots for the https_web bundle endpoints' TLS certificates (a
+    /// private CA); the web PKI roots when absent.
     #[arg(long, value_name = "FILE")]
     federation_ca_bundle: Option<PathBuf>,
+    /// The https_spiffe profile for a --federate trust domain: the SPIFFE
+    /// ID its endpoint's X509-SVID carries (repeatable; needs
+    /// --federation-bundle for the same trust domain).
+    #[arg(long, value_name = "TD=SPIFFE_ID")]
+    federation_spiffe_id: Vec<String>,
+    /// The partner's bundle obtained out of band (PEM roots or a SPIFFE
+    /// bundle), authenticating the first https_spiffe fetch (repeatable).
+    #[arg(long, value_name = "TD=FILE")]
+    federation_bundle: Vec<String>,
     /// Shortest refresh interval of a partner bundle (its
-    /// spiffe_refresh_hint is clamped to this .. 1h).
+    /// spiffe_refresh_hint is clamped to this .. 1h), and of asking the CA
+    /// for the partners it follows.
     #[arg(long, default_value = "5s", value_parser = duration_arg)]
     federation_refresh_floor: Duration,
+    /// Do not serve the partner bundles the CA follows (`GET
+    /// /v1/federation`); only the --federate ones.
+    #[arg(long)]
+    no_ca_federation: bool,
 }
 
-/// `--federate TD=URL` flags as followed endpoints.
+/// `TD=VALUE` flags by trust domain; a trust domain named twice is an error.
+fn by_trust_domain(
+    flag: &str,
+    specs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (td, value) = spec
+            .split_once('=')
+            .with_context(|| format!("--{flag} {spec:?}: expected TRUST_DOMAIN=VALUE"))?;
+        anyhow::ensure!(
+            out.insert(td.to_ascii_lowercase(), value.to_owned())
+                .is_none(),
+            "--{flag}: trust domain {td} named twice"
+        );
+    }
+    Ok(out)
+}
+
+/// `--federate TD=URL` flags (with their https_spiffe settings) as
+/// followed endpoints, and the refresh bounds.
 fn federation_endpoints(
     args: &RunArgs,
-) -> anyhow::Result<
-    Vec<(
-        ward_client::federation::Endpoint,
-        ward_client::federation::Refresh,
-    )>,
-> {
+) -> anyhow::Result<(
+    Vec<ward_client::federation::Endpoint>,
+    ward_client::federation::Refresh,
+)> {
+    use ward_client::federation::Endpoint;
     let mut refresh = ward_client::federation::Refresh::default();
     anyhow::ensure!(
         args.federation_refresh_floor >= Duration::from_secs(1)
@@ -143,25 +178,31 @@ fn federation_endpoints(
         "--federation-refresh-floor must be between 1s and 1h"
     );
     refresh.floor = args.federation_refresh_floor;
-    args.federate
-        .iter()
-        .map(|spec| {
-            let (td, url) = spec
-                .split_once('=')
-                .with_context(|| format!("--federate {spec:?}: expected TRUST_DOMAIN=URL"))?;
-            let trust_domain = td
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--federate {spec:?}: {e}"))?;
-            Ok((
-                ward_client::federation::Endpoint {
-                    trust_domain,
-                    url: url.to_owned(),
-                    ca_bundle: args.federation_ca_bundle.clone(),
-                },
-                refresh,
-            ))
-        })
-        .collect()
+    let urls = by_trust_domain("federate", &args.federate)?;
+    let mut ids = by_trust_domain("federation-spiffe-id", &args.federation_spiffe_id)?;
+    let mut bundles = by_trust_domain("federation-bundle", &args.federation_bundle)?;
+    let mut out = Vec::new();
+    for (td, url) in urls {
+        let trust_domain = td
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--federate {td}={url}: {e}"))?;
+        out.push(match (ids.remove(&td), bundles.remove(&td)) {
+            (None, None) => Endpoint::web(trust_domain, url, args.federation_ca_bundle.clone()),
+            (Some(id), Some(bundle)) => {
+                let id = id
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--federation-spiffe-id {td}={id}: {e}"))?;
+                Endpoint::spiffe(trust_domain, url, id, PathBuf::from(bundle))
+            }
+            _ => anyhow::bail!(
+                "--federate {td}: https_spiffe needs both --federation-spiffe-id and --federation-bundle for it"
+            ),
+        });
+    }
+    if let Some(td) = ids.keys().chain(bundles.keys()).next() {
+        anyhow::bail!("trust domain {td}: https_spiffe settings without --federate {td}=URL");
+    }
+    Ok((out, refresh))
 }
 
 pub(crate) async fn run(cmd: AgentCommand) -> anyhow::Result<Outcome> {
@@ -217,9 +258,11 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<Outcome> {
         cap: args.retry_max,
     };
     bootstrap.bootstrap_timeout = args.bootstrap_timeout;
-    let federation = federation_endpoints(&args)?;
+    let (federation, federation_refresh) = federation_endpoints(&args)?;
     let config = AgentConfig {
         federation,
+        federation_refresh,
+        federation_from_ca: !args.no_ca_federation,
         bootstrap,
         out_dir: args.out_dir,
         socket: args.socket,

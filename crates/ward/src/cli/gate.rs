@@ -303,6 +303,7 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
             ca_fingerprint: args.ca_fingerprint.clone(),
             ca_bundle: args.ca_bundle.clone(),
             token_file: args.token_file.clone(),
+            federation: true,
         }),
         passthrough: Vec::new(),
     };

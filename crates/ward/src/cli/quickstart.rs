@@ -273,6 +273,8 @@ async fn start_agent(
         admin: None,
         attestation: None,
         federation: Vec::new(),
+        federation_refresh: ward_client::federation::Refresh::default(),
+        federation_from_ca: false,
     };
     let (first_tx, first) = oneshot::channel();
     let first_tx = std::sync::Mutex::new(Some(first_tx));

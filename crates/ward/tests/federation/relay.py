@@ -1,8 +1,8 @@
 """A SPIFFE bundle endpoint under the federation test's control.
 
-Usage: relay.py DIR. Each connection reads DIR/tls ("a" or "b": which of
-DIR/a.crt+a.key or DIR/b.crt+b.key the TLS server presents) and answers any
-request with 200 and the bytes of DIR/body. Prints "relay: listening on
+Usage: relay.py DIR. Each connection reads DIR/tls (a NAME: the TLS server
+presents DIR/NAME.crt with DIR/NAME.key) and answers any request with 200
+and the bytes of DIR/body. Prints "relay: listening on
 127.0.0.1:PORT" once bound (port 0: the kernel picks it).
 """
 
@@ -22,7 +22,6 @@ def context(name):
     return ctx
 
 
-CONTEXTS = {"a": context("a"), "b": context("b")}
 
 
 def read(name):
@@ -33,7 +32,7 @@ def read(name):
 def handle(conn):
     try:
         conn.settimeout(10)
-        tls = CONTEXTS[read("tls").decode().strip()].wrap_socket(conn, server_side=True)
+        tls = context(read("tls").decode().strip()).wrap_socket(conn, server_side=True)
         data = b""
         while b"\r\n\r\n" not in data and len(data) < 65536:
             chunk = tls.recv(4096)

@@ -10,11 +10,11 @@ use crate::harness::{Proc, READY, call, http_echo, p, replace};
 
 /// How long a change may take to show: one refresh (1 s floor here) plus
 /// the rebuild, with room for a loaded machine.
-const ONE_REFRESH: Duration = Duration::from_secs(15);
+pub(crate) const ONE_REFRESH: Duration = Duration::from_secs(15);
 
 /// Two CAs: ours (example.org) and the partner's (partner.example), whose
 /// bundle says `spiffe_refresh_hint` = 1 s.
-fn two_domains() -> (Pki, Pki) {
+pub(crate) fn two_domains() -> (Pki, Pki) {
     let ours = Pki::init(&[]);
     let partner = Pki::empty();
     let out = ward(&[
@@ -38,15 +38,13 @@ fn two_domains() -> (Pki, Pki) {
 }
 
 /// `ward ca serve` of `pki` on an ephemeral port, and its address.
-fn serve_ca(pki: &Pki) -> (Proc, SocketAddr) {
-    let proc = Proc::spawn(&[
-        "ca",
-        "serve",
-        "--dir",
-        pki.ca_dir(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+pub(crate) fn serve_ca(pki: &Pki) -> (Proc, SocketAddr) {
+    serve_ca_at(pki, "127.0.0.1:0")
+}
+
+/// `ward ca serve` of `pki` on `listen`, and its address.
+pub(crate) fn serve_ca_at(pki: &Pki, listen: &str) -> (Proc, SocketAddr) {
+    let proc = Proc::spawn(&["ca", "serve", "--dir", pki.ca_dir(), "--listen", listen]);
     let line = proc.wait_for("ward ca: listening on https://", READY);
     let addr = line
         .rsplit("https://")
@@ -60,7 +58,12 @@ fn serve_ca(pki: &Pki) -> (Proc, SocketAddr) {
 
 /// The gate of example.org: allows both trust domains' workloads, and
 /// federates with partner.example at `endpoint` when given.
-fn gate_config(ours: &Pki, gate: &Path, partner_root: &Path, endpoint: Option<&str>) -> String {
+pub(crate) fn gate_config(
+    ours: &Pki,
+    gate: &Path,
+    partner_root: &Path,
+    endpoint: Option<&str>,
+) -> String {
     let echo = http_echo();
     let mut text = format!(
         "audit_log = \"off\"\n[listen]\naddress = \"127.0.0.1:0\"\n[[tenants]]\nname = \"api\"\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
@@ -80,7 +83,7 @@ fn gate_config(ours: &Pki, gate: &Path, partner_root: &Path, endpoint: Option<&s
     text
 }
 
-fn start_gate(path: &Path) -> (Proc, SocketAddr) {
+pub(crate) fn start_gate(path: &Path) -> (Proc, SocketAddr) {
     let proc = Proc::spawn(&["gate", "serve", "--config", &p(path)]);
     let addr = proc.ready("ward gate: listening on ");
     (proc, addr)
@@ -88,11 +91,17 @@ fn start_gate(path: &Path) -> (Proc, SocketAddr) {
 
 /// The HTTP status `prefix`'s certificate gets from the gate (0: the
 /// handshake was refused).
-fn status(ours: &Pki, gate: SocketAddr, prefix: &Path) -> u16 {
+pub(crate) fn status(ours: &Pki, gate: SocketAddr, prefix: &Path) -> u16 {
     call(ours, gate, prefix, "GET", "/", &[]).0
 }
 
-fn wait_status(ours: &Pki, gate: SocketAddr, prefix: &Path, want: u16, within: Duration) {
+pub(crate) fn wait_status(
+    ours: &Pki,
+    gate: SocketAddr,
+    prefix: &Path,
+    want: u16,
+    within: Duration,
+) {
     let end = Instant::now() + within;
     loop {
         let got = status(ours, gate, prefix);
@@ -111,7 +120,7 @@ fn wait_status(ours: &Pki, gate: SocketAddr, prefix: &Path, want: u16, within: D
 /// A client certificate for `spiffe_id` signed with `pki`'s intermediate by
 /// openssl, whatever the CA's trust domain: what a compromised or rogue
 /// issuer could make. Returns the prefix (`.crt` = leaf + intermediate).
-fn forge(pki: &Pki, spiffe_id: &str, name: &str) -> PathBuf {
+pub(crate) fn forge(pki: &Pki, spiffe_id: &str, name: &str) -> PathBuf {
     let prefix = pki.path(&format!("forged-{name}"));
     let key = prefix.with_extension("key");
     let csr = prefix.with_extension("csr");
@@ -175,7 +184,7 @@ fn forge(pki: &Pki, spiffe_id: &str, name: &str) -> PathBuf {
 }
 
 /// SIGHUP to the gate, then waits for its reload line.
-fn reload(gate: &Proc) {
+pub(crate) fn reload(gate: &Proc) {
     let out = Command::new("kill")
         .args(["-HUP", &gate.pid().to_string()])
         .output()
@@ -239,7 +248,7 @@ fn partner_clients_pass_against_partner_roots_only_until_the_relationship_is_rem
 }
 
 /// `GET /v1/bundle` of a CA, fetched by curl trusting `root`.
-fn fetch_bundle(addr: SocketAddr, root: &Path) -> serde_json::Value {
+pub(crate) fn fetch_bundle(addr: SocketAddr, root: &Path) -> serde_json::Value {
     let out = Command::new("curl")
         .args(["-s", "-S", "--max-time", "20", "--cacert", &p(root)])
         .arg(format!("https://{addr}/v1/bundle"))
@@ -250,7 +259,7 @@ fn fetch_bundle(addr: SocketAddr, root: &Path) -> serde_json::Value {
 }
 
 /// Writes `bytes` as the relay's next answer, atomically.
-fn relay_serves(dir: &Path, name: &str, bytes: &[u8]) {
+pub(crate) fn relay_serves(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!("{name}.tmp"));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
@@ -397,7 +406,7 @@ fn hostile_bundle_answers_are_refused_and_a_dropped_root_refuses_the_partner() {
 }
 
 /// The serial of a PEM certificate, as openssl prints it (lowercase hex).
-fn serial_of(cert: &Path) -> String {
+pub(crate) fn serial_of(cert: &Path) -> String {
     let out = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-in", &p(cert)])
         .output()
