@@ -14,6 +14,10 @@
 #
 # Environment (all optional):
 #   CONCURRENCY=32 DURATION=10s WARMUP=2s REPEATS=3
+#   POLL=20ms                     the client's first wait before polling an order
+#   WARD_BASE=path                a second ward binary (say, an older commit's
+#                                 release build): adds before-sqlite (and
+#                                 before-postgres) to the rotation, same client
 #   SERVER_CPU=0 LOAD_CPU=1
 #   PG_URL=postgres://postgres@127.0.0.1:5432   (server URL, no database)
 #   SKIP_PG=1 SKIP_PEBBLE=1       skip those configurations
@@ -60,6 +64,8 @@ cleanup() {
     if [[ -n $PG_DB ]]; then
         psql "$PG_URL/postgres" -qAt -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" \
             >/dev/null 2>&1 || log "could not drop database $PG_DB"
+        psql "$PG_URL/postgres" -qAt -c "DROP DATABASE IF EXISTS \"${PG_DB}_before\" WITH (FORCE)" \
+            >/dev/null 2>&1 || true
     fi
     if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -115,6 +121,13 @@ allow_dns = ["*.acme.test"]
 challenges = ["http-01"]
 EOF
 
+CA_BEFORE=$WORK/ca-before
+if [[ -n ${WARD_BASE:-} ]]; then
+    "$WARD_BASE" ca init --dir "$CA_BEFORE" --trust-domain example.org >/dev/null
+    sed -i -E 's/^(per_(address|token)_(per_second|burst)) = .*/\1 = 100000000/' "$CA_BEFORE/ca.toml"
+    sed -n '/^\[acme\]/,$p' "$CA/ca.toml" >>"$CA_BEFORE/ca.toml"
+fi
+
 HAVE_PG=0
 if [[ $SKIP_PG == 1 ]]; then
     log "PostgreSQL skipped (SKIP_PG=1)"
@@ -123,6 +136,9 @@ elif ! command -v psql >/dev/null || ! psql "$PG_URL/postgres" -qAt -c 'select 1
 else
     PG_DB="ward_acme_bench_$(date +%s)_$$"
     psql "$PG_URL/postgres" -qAt -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
+    if [[ -n ${WARD_BASE:-} ]]; then
+        psql "$PG_URL/postgres" -qAt -c "CREATE DATABASE \"${PG_DB}_before\"" >/dev/null
+    fi
     HAVE_PG=1
 fi
 
@@ -162,7 +178,7 @@ start_ward() { # label [--database URL]
     shift
     err=$WORK/serve.$label.err
     : >"$err"
-    taskset -c "$SERVER_CPU" "$WARD" ca serve --dir "$CA" --listen 127.0.0.1:0 "$@" \
+    taskset -c "$SERVER_CPU" "${WARD_RUN:-$WARD}" ca serve --dir "${CA_RUN:-$CA}" --listen 127.0.0.1:0 "$@" \
         >/dev/null 2>"$err" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -201,6 +217,10 @@ start_pebble() {
 CONFIGS=(ward-sqlite)
 [[ $HAVE_PG == 1 ]] && CONFIGS+=(ward-postgres)
 [[ $HAVE_PEBBLE == 1 ]] && CONFIGS+=(pebble)
+if [[ -n ${WARD_BASE:-} ]]; then
+    CONFIGS+=(before-sqlite)
+    [[ $HAVE_PG == 1 ]] && CONFIGS+=(before-postgres)
+fi
 
 run_one() { # config repeat
     local config=$1 r=$2 out
@@ -208,11 +228,19 @@ run_one() { # config repeat
     ward-sqlite) start_ward sqlite ;;
     ward-postgres) start_ward postgres --database "$PG_URL/$PG_DB" --init-storage ;;
     pebble) start_pebble ;;
+    # Its own CA directory and database (made by that binary): an older
+    # binary refuses a store with migrations it does not know.
+    before-sqlite) WARD_RUN=$WARD_BASE CA_RUN=$CA_BEFORE start_ward before-sqlite ;;
+    before-postgres) WARD_RUN=$WARD_BASE CA_RUN=$CA_BEFORE start_ward before-postgres \
+        --database "$PG_URL/${PG_DB}_before" --init-storage ;;
     esac
+    local bundle=$CA/root.crt
+    [[ $config == before-* ]] && bundle=$CA_BEFORE/root.crt
     out=$WORK/$config.$r.json
-    if ! taskset -c "$LOAD_CPU" "$BENCH" acme --directory "$DIRECTORY" --ca-bundle "$CA/root.crt" \
+    if ! taskset -c "$LOAD_CPU" "$BENCH" acme --directory "$DIRECTORY" --ca-bundle "$bundle" \
         --http01-listen "127.0.0.1:$HTTP01_PORT" --concurrency "$CONCURRENCY" \
-        --duration "$DURATION" --warmup "$WARMUP" >"$out" 2>"$WORK/$config.$r.err"; then
+        --duration "$DURATION" --warmup "$WARMUP" ${POLL:+--poll "$POLL"} \
+        >"$out" 2>"$WORK/$config.$r.err"; then
         log "$config run $r failed:"
     fi
     cat "$WORK/$config.$r.err" >&2
@@ -248,6 +276,27 @@ for c in configs:
 print("| server | complete orders/s | p50 ms | p99 ms | errors | runs |")
 print("|---|---:|---:|---:|---:|---:|")
 print("\n".join(rows))
+phases = ["new_order", "challenge", "ready", "finalize", "download"]
+prows = []
+for c in configs:
+    runs = []
+    for r in range(1, repeats + 1):
+        try:
+            runs.append(json.load(open(f"{work}/{c}.{r}.json")))
+        except (OSError, ValueError):
+            pass
+    runs = [x for x in runs if "phases_ms" in x]
+    if runs:
+        cell = lambda p: statistics.median(x["phases_ms"][p]["mean"] for x in runs)
+        prows.append(f"| {c} | " + " | ".join(f"{cell(p):.1f}" for p in phases)
+                     + f" | {sum(cell(p) for p in phases):.1f} |")
+if prows:
+    print("\nWhere an order's time goes (mean ms per phase, median of the runs; "
+          "`ready` = polling until the order is ready, `download` = polling while "
+          "processing + the download):\n")
+    print("| server | " + " | ".join(phases) + " | sum |")
+    print("|---|" + "---:|" * (len(phases) + 1))
+    print("\n".join(prows))
 if "pebble" in rate and rate["pebble"] > 0:
     for c in configs:
         if c != "pebble" and c in rate:

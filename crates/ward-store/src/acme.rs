@@ -4,8 +4,10 @@
 //! An order row carries its authorizations and challenges as a JSON
 //! document the CA owns (this crate never reads it); every change to an
 //! order is a compare-and-swap on its `version`, so replicas sharing a
-//! PostgreSQL database never both move the same order. Nonces are rows,
-//! deleted when used: a nonce taken on one replica is gone for all.
+//! PostgreSQL database never both move the same order. Nonces are issued
+//! without a write (the CA authenticates them with the key of
+//! [`AcmeStore::nonce_key`], shared by replicas) and recorded when used: a
+//! nonce used on one replica is refused by all.
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -90,16 +92,23 @@ impl std::fmt::Debug for AcmeEabKey {
 /// Everything the ACME server stores. Every method is atomic.
 #[async_trait]
 pub trait AcmeStore: Send + Sync {
-    /// Stores a fresh nonce, and drops nonces expired before `now`.
-    async fn put_nonce(
+    /// The key nonces are authenticated with, the same for every replica
+    /// of the database: the stored one, or `candidate` stored now if there
+    /// is none yet.
+    async fn nonce_key(&self, candidate: &[u8], now: OffsetDateTime)
+    -> Result<Vec<u8>, StoreError>;
+
+    /// Records a nonce as used: `true` the first time, `false` when it was
+    /// used before (a replay). The record is kept until `expires_at`, which
+    /// must be no earlier than the last moment any replica would still
+    /// accept the nonce; used nonces that expired before `now` are dropped
+    /// now and then.
+    async fn use_nonce(
         &self,
         nonce: &str,
         expires_at: OffsetDateTime,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
-
-    /// Consumes a nonce: `true` once if it exists and has not expired.
-    async fn take_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Stores an EAB key; [`StoreError::Conflict`] if its id exists.
     async fn create_eab_key(&self, key: &AcmeEabKey) -> Result<(), StoreError>;
@@ -141,6 +150,18 @@ pub trait AcmeStore: Send + Sync {
     /// Replaces the order if its stored version is `order.version - 1`;
     /// `false` if another writer got there first.
     async fn update_order(&self, order: &AcmeOrder) -> Result<bool, StoreError>;
+
+    /// [`AcmeStore::update_order`] and, in the same transaction when the
+    /// update wins, [`AcmeStore::put_valid_authz`] of the authorization
+    /// `doc` for `identifier` of the order's account: an order that a
+    /// validation made ready has its authorization reusable at once.
+    async fn update_order_with_valid_authz(
+        &self,
+        order: &AcmeOrder,
+        identifier: &str,
+        doc: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 
     /// The EAB keys of a provisioner (all when `None`), newest first, at
     /// most `limit`.
@@ -273,6 +294,50 @@ async fn insert_order<R: Columns + Send>(
     .await
 }
 
+/// The compare-and-swap of [`AcmeStore::update_order`] inside a write
+/// transaction: whether it won.
+async fn cas_order<R: Columns + Send>(
+    tx: &mut WriteTx<'_, R>,
+    o: &AcmeOrder,
+) -> Result<bool, sqlx::Error> {
+    let n = tx
+        .execute(
+            "UPDATE acme_orders SET status = $3, doc = $4, cert_serial = $5, \
+             version = $2 WHERE id = $1 AND version = $2 - 1",
+            &[
+                Param::Text(&o.id),
+                Param::Int(o.version),
+                Param::Text(&o.status),
+                Param::Text(&o.doc),
+                Param::OptText(o.cert_serial.as_deref()),
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Records a reusable authorization inside a write transaction.
+async fn upsert_valid_authz<R: Columns + Send>(
+    tx: &mut WriteTx<'_, R>,
+    account_id: &str,
+    identifier: &str,
+    doc: &str,
+    expires_at: OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    tx.execute(
+        "INSERT INTO acme_valid_authz (account_id, identifier, doc, expires_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, identifier) \
+         DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+        &[
+            Param::Text(account_id),
+            Param::Text(identifier),
+            Param::Text(doc),
+            Param::Time(expires_at),
+        ],
+    )
+    .await
+}
+
 /// Maps a unique violation to [`StoreError::Conflict`].
 fn conflict(ctx: &'static str, what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match violation(&e) {
@@ -283,52 +348,63 @@ fn conflict(ctx: &'static str, what: &'static str) -> impl Fn(sqlx::Error) -> St
 
 #[async_trait]
 impl<D: Driver> AcmeStore for SqlStore<D> {
-    async fn put_nonce(
+    async fn nonce_key(
         &self,
-        nonce: &str,
-        expires_at: OffsetDateTime,
+        candidate: &[u8],
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let ctx = "storing an ACME nonce";
-        let nonce = nonce.to_owned();
-        // Pruning on every 64th nonce (by its first byte's low bits) keeps
-        // the table small without a background task.
-        let prune = nonce.as_bytes().first().is_some_and(|b| b % 64 == 0);
+    ) -> Result<Vec<u8>, StoreError> {
+        let ctx = "reading the ACME nonce key";
+        let candidate = candidate.to_vec();
         self.write(ctx, move |tx| {
             Box::pin(async move {
                 let db = |e| StoreError::db(ctx, e);
-                if prune {
-                    tx.execute(
-                        "DELETE FROM acme_nonces WHERE expires_at <= $1",
-                        &[Param::Time(now)],
-                    )
-                    .await
-                    .map_err(db)?;
-                }
                 tx.execute(
-                    "INSERT INTO acme_nonces (nonce, expires_at) VALUES ($1, $2)",
-                    &[Param::Text(&nonce), Param::Time(expires_at)],
+                    "INSERT INTO acme_nonce_key (id, key, created_at) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                    &[Param::Bytes(&candidate), Param::Time(now)],
                 )
                 .await
-                .map_err(conflict(ctx, "nonce exists"))?;
-                Ok(())
+                .map_err(db)?;
+                let row = tx
+                    .fetch_one("SELECT key FROM acme_nonce_key WHERE id = 1", &[])
+                    .await
+                    .map_err(db)?;
+                row.bytes(0).map_err(db)
             })
         })
         .await
     }
 
-    async fn take_nonce(&self, nonce: &str, now: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn use_nonce(
+        &self,
+        nonce: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         let ctx = "using an ACME nonce";
         let nonce = nonce.to_owned();
+        // Pruning on every 64th nonce (by its last byte's low bits) keeps
+        // the table small between sweeps.
+        let prune = nonce.as_bytes().last().is_some_and(|b| b % 64 == 0);
         self.write(ctx, move |tx| {
             Box::pin(async move {
-                let n = tx
-                    .execute(
-                        "DELETE FROM acme_nonces WHERE nonce = $1 AND expires_at > $2",
-                        &[Param::Text(&nonce), Param::Time(now)],
+                let db = |e| StoreError::db(ctx, e);
+                if prune {
+                    tx.execute(
+                        "DELETE FROM acme_used_nonces WHERE expires_at <= $1",
+                        &[Param::Time(now)],
                     )
                     .await
-                    .map_err(|e| StoreError::db(ctx, e))?;
+                    .map_err(db)?;
+                }
+                let n = tx
+                    .execute(
+                        "INSERT INTO acme_used_nonces (nonce, expires_at) VALUES ($1, $2) \
+                         ON CONFLICT (nonce) DO NOTHING",
+                        &[Param::Text(&nonce), Param::Time(expires_at)],
+                    )
+                    .await
+                    .map_err(db)?;
                 Ok(n == 1)
             })
         })
@@ -525,22 +601,31 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
         let ctx = "updating an ACME order";
         let o = o.clone();
         self.write(ctx, move |tx| {
+            Box::pin(async move { cas_order(tx, &o).await.map_err(|e| StoreError::db(ctx, e)) })
+        })
+        .await
+    }
+
+    async fn update_order_with_valid_authz(
+        &self,
+        order: &AcmeOrder,
+        identifier: &str,
+        doc: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let ctx = "recording a validated ACME order";
+        let o = order.clone();
+        let (identifier, doc) = (identifier.to_owned(), doc.to_owned());
+        self.write(ctx, move |tx| {
             Box::pin(async move {
-                let n = tx
-                    .execute(
-                        "UPDATE acme_orders SET status = $3, doc = $4, cert_serial = $5, \
-                         version = $2 WHERE id = $1 AND version = $2 - 1",
-                        &[
-                            Param::Text(&o.id),
-                            Param::Int(o.version),
-                            Param::Text(&o.status),
-                            Param::Text(&o.doc),
-                            Param::OptText(o.cert_serial.as_deref()),
-                        ],
-                    )
+                let db = |e| StoreError::db(ctx, e);
+                if !cas_order(tx, &o).await.map_err(db)? {
+                    return Ok(false);
+                }
+                upsert_valid_authz(tx, &o.account_id, &identifier, &doc, expires_at)
                     .await
-                    .map_err(|e| StoreError::db(ctx, e))?;
-                Ok(n == 1)
+                    .map_err(db)?;
+                Ok(true)
             })
         })
         .await
@@ -619,19 +704,9 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
             (account_id.to_owned(), identifier.to_owned(), doc.to_owned());
         self.write(ctx, move |tx| {
             Box::pin(async move {
-                tx.execute(
-                    "INSERT INTO acme_valid_authz (account_id, identifier, doc, expires_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, identifier) \
-                     DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
-                    &[
-                        Param::Text(&account_id),
-                        Param::Text(&identifier),
-                        Param::Text(&doc),
-                        Param::Time(expires_at),
-                    ],
-                )
-                .await
-                .map_err(|e| StoreError::db(ctx, e))?;
+                upsert_valid_authz(tx, &account_id, &identifier, &doc, expires_at)
+                    .await
+                    .map_err(|e| StoreError::db(ctx, e))?;
                 Ok(())
             })
         })
@@ -760,6 +835,9 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                 let limit = Param::Int(i64::from(limit));
                 let mut gone = 0;
                 for sql in [
+                    "DELETE FROM acme_used_nonces WHERE nonce IN (SELECT nonce \
+                     FROM acme_used_nonces WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+                    // Issued nonces of versions before 0015: no longer written.
                     "DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces \
                      WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
                     "DELETE FROM acme_valid_authz WHERE (account_id, identifier) IN \

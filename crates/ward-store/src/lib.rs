@@ -28,6 +28,7 @@ mod console;
 mod dialect;
 mod entries;
 mod error;
+mod group;
 mod model;
 mod postgres;
 mod rotation;

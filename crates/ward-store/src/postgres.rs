@@ -305,7 +305,7 @@ impl Driver for PgDriver {
         &self.pool
     }
 
-    async fn write<T: Send>(
+    async fn write<T: Send + 'static>(
         &self,
         ctx: &'static str,
         work: Work<T, PgRow>,

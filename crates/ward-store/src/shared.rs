@@ -51,7 +51,7 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// Runs `work` in one write transaction and commits it if `work`
     /// succeeds (`ctx` names the operation in errors); on error nothing
     /// `work` did is kept.
-    async fn write<T: Send>(
+    async fn write<T: Send + 'static>(
         &self,
         ctx: &'static str,
         work: Work<T, Self::Row>,
@@ -95,7 +95,7 @@ impl<D: Driver> SqlStore<D> {
     /// inferred before it is boxed.
     pub(crate) async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
     where
-        T: Send,
+        T: Send + 'static,
         F: for<'t> FnOnce(&'t mut WriteTx<'_, D::Row>) -> BoxFuture<'t, Result<T, StoreError>>
             + Send
             + 'static,

@@ -8,7 +8,9 @@
 //! `BEGIN IMMEDIATE` so it holds the write lock from its first statement and
 //! can never fail half-way on a lock upgrade. Certificate records go through
 //! the store's group commit ([`crate::batch`]): many records, one
-//! transaction, one fsync.
+//! transaction, one fsync; every other write goes through [`crate::group`],
+//! which does the same for the small writes (ACME orders and nonces above
+//! all): the writes that queue while one transaction commits share the next.
 //!
 //! Why one writer connection: SQLite drops a connection's whole page cache
 //! when another connection wrote since its last transaction, so writes
@@ -32,7 +34,8 @@ use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Mutex;
 
 use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
-use crate::dialect::Work;
+use crate::dialect::{BoxFuture, Work};
+use crate::group::{GroupWriter, Job, Runner};
 use crate::model::{encode_optional_spiffe_id, to_micros};
 use crate::shared::{Driver, SqlStore, token_from_row};
 use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
@@ -74,6 +77,8 @@ pub(crate) struct SqliteDriver {
     pub(crate) pool: SqlitePool,
     /// The one write connection: this process's writers queue on it.
     writer: Writer,
+    /// Group commit of [`Driver::write`]s on `writer`.
+    group: GroupWriter,
     /// How to open another connection (the revocation watch's).
     connect: SqliteConnectOptions,
 }
@@ -84,7 +89,62 @@ struct SqliteBatch {
     writer: Writer,
 }
 
+/// Runs [`crate::group`]'s batches of writes on the write connection.
+struct SqliteGroup {
+    /// The store's write connection.
+    writer: Writer,
+}
+
+impl Runner for SqliteGroup {
+    fn run_batch<'a>(&'a self, jobs: Vec<Job>) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let ctx = "committing a batch of writes";
+            let db = |e| StoreError::db(ctx, e);
+            let mut conn = lock_writer(&self.writer).await?;
+            let mut tx = begin_write(&mut conn).await?;
+            if jobs.len() == 1 {
+                // Alone, a write needs no savepoint: failing, it rolls back
+                // the transaction (dropping `tx`).
+                for job in jobs {
+                    if !job(&mut tx).await {
+                        return Ok(());
+                    }
+                }
+            } else {
+                // Each write in its own savepoint; the statements between two
+                // writes go to SQLite's thread as one call.
+                sqlx::raw_sql("SAVEPOINT ward_write")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let last = jobs.len() - 1;
+                for (n, job) in jobs.into_iter().enumerate() {
+                    let kept = job(&mut tx).await;
+                    // Undoing a failed write fails if SQLite already rolled
+                    // back the whole transaction: the batch fails with it.
+                    let between: &'static str = match (kept, n == last) {
+                        (true, false) => "RELEASE ward_write; SAVEPOINT ward_write",
+                        (false, false) => {
+                            "ROLLBACK TO ward_write; RELEASE ward_write; SAVEPOINT ward_write"
+                        }
+                        (true, true) => "RELEASE ward_write",
+                        (false, true) => "ROLLBACK TO ward_write; RELEASE ward_write",
+                    };
+                    sqlx::raw_sql(between).execute(&mut *tx).await.map_err(db)?;
+                }
+            }
+            tx.commit().await.map_err(db)
+        })
+    }
+}
+
 impl SqliteDriver {
+    /// How many group-commit transactions of small writes ran (tests).
+    #[cfg(test)]
+    pub(crate) fn group_batches(&self) -> u64 {
+        self.group.batches()
+    }
+
     /// Opens (creating it with mode 0600 if missing) and migrates a database file.
     pub(crate) async fn open(
         path: &Path,
@@ -147,10 +207,17 @@ impl SqliteDriver {
         let batch = SqliteBatch {
             writer: writer.clone(),
         };
+        let group = GroupWriter::spawn(
+            SqliteGroup {
+                writer: writer.clone(),
+            },
+            options.max_batch,
+        );
         Ok(SqlStore {
             driver: SqliteDriver {
                 pool,
                 writer,
+                group,
                 connect: watch_connect,
             },
             committer: Committer::spawn(batch, options.max_batch),
@@ -416,16 +483,12 @@ impl Driver for SqliteDriver {
         &self.pool
     }
 
-    async fn write<T: Send>(
+    async fn write<T: Send + 'static>(
         &self,
-        ctx: &'static str,
+        _ctx: &'static str,
         work: Work<T, SqliteRow>,
     ) -> Result<T, StoreError> {
-        let mut conn = lock_writer(&self.writer).await?;
-        let mut tx = begin_write(&mut conn).await?;
-        let out = work(&mut tx).await?;
-        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
-        Ok(out)
+        self.group.write(work).await
     }
 
     async fn watch(&self) -> Result<watch::RevocationWatch, StoreError> {

@@ -178,7 +178,7 @@ async fn signed(
         )
     })?;
     let now = OffsetDateTime::now_utc();
-    if !acme.authority.store().acme().take_nonce(nonce, now).await? {
+    if !acme.take_nonce(nonce, now).await? {
         return Err(Problem::new(
             "badNonce",
             StatusCode::BAD_REQUEST,

@@ -16,6 +16,7 @@ mod dns;
 mod handlers;
 mod jws;
 pub(crate) mod model;
+mod nonce;
 mod orders;
 pub mod problem;
 mod validate;
@@ -59,6 +60,8 @@ pub struct Acme {
     pub authority: Arc<Authority>,
     /// How challenges are validated.
     pub validator: Validator,
+    /// Nonces, authenticated with the store's key.
+    nonces: nonce::Nonces,
 }
 
 impl std::fmt::Debug for Acme {
@@ -86,6 +89,7 @@ impl Acme {
             },
             config,
             authority,
+            nonces: nonce::Nonces::default(),
         })
     }
 
@@ -129,18 +133,25 @@ impl Acme {
         total
     }
 
-    /// A fresh nonce, stored so every replica accepts it once.
+    /// A fresh nonce, which every replica accepts once (nothing is
+    /// written: see [`nonce`]).
     pub(crate) async fn new_nonce(&self) -> Result<String, Problem> {
-        let mut bytes = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Problem::internal("RNG failure"))?;
-        let nonce = jws::b64e(&bytes);
-        let now = OffsetDateTime::now_utc();
-        self.authority
-            .store()
-            .acme()
-            .put_nonce(&nonce, now + NONCE_LIFETIME, now)
-            .await?;
-        Ok(nonce)
+        let expires = OffsetDateTime::now_utc() + NONCE_LIFETIME;
+        self.nonces
+            .issue(self.authority.store().acme(), expires)
+            .await
+    }
+
+    /// Uses a nonce a request carries: `true` once for a nonce this CA
+    /// issued that has not expired, recorded (committed) before it answers.
+    pub(crate) async fn take_nonce(
+        &self,
+        nonce: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, Problem> {
+        self.nonces
+            .take(self.authority.store().acme(), nonce, now)
+            .await
     }
 }
 

@@ -36,6 +36,9 @@ pub(crate) const AUTHZ_REUSE: time::Duration = time::Duration::hours(24);
 const MAX_IDENTIFIERS: usize = 100;
 /// How many times a racing order update is retried.
 const CAS_RETRIES: usize = 8;
+/// How long a challenge POST waits for the validation it started before it
+/// answers `processing` (the validation goes on either way).
+const VALIDATION_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -416,9 +419,19 @@ pub(crate) async fn challenge(
             let thumbprint = s.jwk.thumbprint();
             let acme = s.acme.clone();
             let id = id.clone();
-            tokio::spawn(async move { run_validation(acme, id, i, ci, thumbprint).await });
+            // The validation runs on its own task (it completes even if this
+            // request goes away); the answer waits for it up to
+            // VALIDATION_WAIT, so a client usually finds the order ready at
+            // its first poll instead of being told to come back later.
+            let validation =
+                tokio::spawn(async move { run_validation(acme, id, i, ci, thumbprint).await });
+            match tokio::time::timeout(VALIDATION_WAIT, validation).await {
+                Ok(Ok(Some(stored))) => stored,
+                _ => (order, doc),
+            }
+        } else {
+            (order, doc)
         }
-        (order, doc)
     };
     let c = &doc.authzs[i].challenges[ci];
     let mut response = json_response(
@@ -436,29 +449,27 @@ pub(crate) async fn challenge(
     Ok(response)
 }
 
-/// Validates challenge `ci` of authorization `i` and records the outcome.
+/// Validates challenge `ci` of authorization `i` and records the outcome;
+/// returns the order as stored afterwards (`None` if it could not be read
+/// or recorded).
 async fn run_validation(
     acme: std::sync::Arc<Acme>,
     id: String,
     i: usize,
     ci: usize,
     thumbprint: String,
-) {
-    let Ok(Some(order)) = acme.authority.store().acme().order(&id).await else {
+) -> Option<(AcmeOrder, OrderDoc)> {
+    let store = acme.authority.store().acme();
+    let Ok(Some(order)) = store.order(&id).await else {
         tracing::warn!(order = %id, "order vanished before validation");
-        return;
+        return None;
     };
-    let Ok(doc) = OrderDoc::of(&order) else {
-        return;
-    };
+    let doc = OrderDoc::of(&order).ok()?;
     let authz = &doc.authzs[i];
     let c = &authz.challenges[ci];
     let key_authorization = format!("{}.{thumbprint}", c.token);
     let target = match authz.identifier.kind.as_str() {
-        "ip" => match authz.identifier.value.parse() {
-            Ok(ip) => Target::Ip(ip),
-            Err(_) => return,
-        },
+        "ip" => Target::Ip(authz.identifier.value.parse().ok()?),
         _ => Target::Dns(&authz.identifier.value),
     };
     let outcome = acme
@@ -469,11 +480,24 @@ async fn run_validation(
         tracing::info!(order = %id, identifier = %authz.identifier.value, challenge = %c.kind, problem = *kind, %detail, "ACME validation failed");
     }
     let now = OffsetDateTime::now_utc();
-    let apply = |order: &mut AcmeOrder, doc: &mut OrderDoc| {
+    // Read, apply, compare-and-swap (as update_order), except that a valid
+    // authorization is recorded for reuse in the same transaction as the
+    // order change: a client that finalizes and orders the same name again
+    // at once finds it.
+    for _ in 0..CAS_RETRIES {
+        let mut order = match store.order(&id).await {
+            Ok(Some(order)) => order,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(order = %id, error = %e, "recording an ACME validation failed");
+                return None;
+            }
+        };
+        let mut doc = OrderDoc::of(&order).ok()?;
         let a = &mut doc.authzs[i];
         let ch = &mut a.challenges[ci];
         if ch.status != "processing" {
-            return Ok(());
+            return Some((order, doc));
         }
         match &outcome {
             Ok(()) => {
@@ -491,61 +515,28 @@ async fn run_validation(
                 order.status = "invalid".into();
             }
         }
-        Ok(())
-    };
-    // A valid authorization is recorded for reuse before the order says
-    // "ready": a client that finalizes and orders the same name again at
-    // once must find it (on PostgreSQL the two writes were far enough apart
-    // for a fast client to miss it).
-    let mut pre_recorded = false;
-    if outcome.is_ok() {
-        let mut next = order;
-        if let Ok(mut next_doc) = OrderDoc::of(&next)
-            && apply(&mut next, &mut next_doc).is_ok()
-            && next_doc.authzs[i].status == "valid"
-        {
-            pre_recorded =
-                record_reusable(&acme, &id, &next.account_id, &next_doc.authzs[i], now).await;
+        order.doc = doc.to_text().ok()?;
+        order.version += 1;
+        let a = &doc.authzs[i];
+        let stored = if a.status == "valid" {
+            let text = serde_json::to_string(a).ok()?;
+            store
+                .update_order_with_valid_authz(&order, &a.reuse_key(), &text, now + AUTHZ_REUSE)
+                .await
+        } else {
+            store.update_order(&order).await
+        };
+        match stored {
+            Ok(true) => return Some((order, doc)),
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(order = %id, error = %e, "recording an ACME validation failed");
+                return None;
+            }
         }
     }
-    let result = update_order(&acme, &id, apply).await;
-    let (order, doc) = match result {
-        Ok(stored) => stored,
-        Err(p) => {
-            tracing::error!(order = %id, problem = %p.detail, "recording an ACME validation failed");
-            return;
-        }
-    };
-    let a = &doc.authzs[i];
-    if outcome.is_ok() && a.status == "valid" && !pre_recorded {
-        record_reusable(&acme, &id, &order.account_id, a, now).await;
-    }
-}
-
-/// Records `a` (valid) as reusable by `account_id` until `now +
-/// AUTHZ_REUSE`; whether that worked (a failure only costs later orders
-/// the reuse, and is logged).
-async fn record_reusable(
-    acme: &Acme,
-    id: &str,
-    account_id: &str,
-    a: &Authz,
-    now: OffsetDateTime,
-) -> bool {
-    let stored = match serde_json::to_string(a) {
-        Ok(text) => acme
-            .authority
-            .store()
-            .acme()
-            .put_valid_authz(account_id, &a.reuse_key(), &text, now + AUTHZ_REUSE)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = &stored {
-        tracing::warn!(order = %id, error = %e, "recording a reusable ACME authorization failed");
-    }
-    stored.is_ok()
+    tracing::error!(order = %id, "recording an ACME validation failed: the order kept changing");
+    None
 }
 
 /// Reads the order, applies `change`, and writes it back if nobody else

@@ -154,9 +154,11 @@ pub(crate) async fn acme_prune_is_bounded_and_keeps_live_state(ctx: Ctx) {
     let t = now();
     acme.create_account(&account("a1", None)).await.unwrap();
     for i in 0..5 {
-        acme.put_nonce(&format!("old{i}"), t + Duration::seconds(1), t)
-            .await
-            .unwrap();
+        assert!(
+            acme.use_nonce(&format!("old{i}"), t + Duration::seconds(1), t)
+                .await
+                .unwrap()
+        );
         acme.create_order(&order(
             &format!("dead{i}"),
             "a1",
@@ -166,9 +168,11 @@ pub(crate) async fn acme_prune_is_bounded_and_keeps_live_state(ctx: Ctx) {
         .await
         .unwrap();
     }
-    acme.put_nonce("fresh", t + Duration::hours(2), t)
-        .await
-        .unwrap();
+    assert!(
+        acme.use_nonce("fresh", t + Duration::hours(2), t)
+            .await
+            .unwrap()
+    );
     acme.create_order(&order("live", "a1", Duration::hours(2), None))
         .await
         .unwrap();
@@ -197,7 +201,13 @@ pub(crate) async fn acme_prune_is_bounded_and_keeps_live_state(ctx: Ctx) {
         total += n;
     }
     assert_eq!(total, 11, "5 nonces, 5 dead orders, 1 authorization");
-    assert!(acme.take_nonce("fresh", later).await.unwrap());
+    // The used nonce that has not expired is still refused.
+    assert!(
+        !acme
+            .use_nonce("fresh", t + Duration::hours(2), later)
+            .await
+            .unwrap()
+    );
     assert!(acme.order("live").await.unwrap().is_some());
     assert!(
         acme.order("issued").await.unwrap().is_some(),
@@ -216,7 +226,53 @@ pub(crate) async fn acme_prune_is_bounded_and_keeps_live_state(ctx: Ctx) {
         }
         gone += n;
     }
-    assert_eq!(gone, 3, "the live order, the issued one, its replacement");
+    assert_eq!(
+        gone, 4,
+        "the used nonce, the live order, the issued one, its replacement"
+    );
     assert!(acme.order("issued").await.unwrap().is_none());
     assert_eq!(acme.replacement("0c01").await.unwrap(), None);
+}
+
+/// Nonces: two handles on one database (replicas) get the same key, the
+/// first to ask creates it; a nonce used concurrently through both is
+/// accepted exactly once, and stays refused until its record expires.
+pub(crate) async fn acme_nonces_are_used_once_across_replicas(ctx: Ctx) {
+    let replicas = [ctx.store().await, ctx.store().await];
+    let t = now();
+    let first = replicas[0].acme().nonce_key(&[1; 32], t).await.unwrap();
+    let second = replicas[1].acme().nonce_key(&[2; 32], t).await.unwrap();
+    assert_eq!(first, vec![1; 32]);
+    assert_eq!(
+        second, first,
+        "the replica that came second reads the first key"
+    );
+    let expires = t + Duration::hours(1);
+    let mut tasks = Vec::new();
+    for round in 0..20 {
+        for i in 0..6 {
+            let store = replicas[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                let nonce = format!("n{round}");
+                (
+                    round,
+                    store.acme().use_nonce(&nonce, expires, t).await.unwrap(),
+                )
+            }));
+        }
+    }
+    let mut accepted = [0; 20];
+    for task in tasks {
+        let (round, fresh) = task.await.unwrap();
+        accepted[round] += usize::from(fresh);
+    }
+    assert_eq!(accepted, [1; 20], "each nonce accepted once");
+    let later = t + Duration::minutes(30);
+    assert!(
+        !replicas[1]
+            .acme()
+            .use_nonce("n0", expires, later)
+            .await
+            .unwrap()
+    );
 }

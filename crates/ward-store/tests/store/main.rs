@@ -43,6 +43,7 @@ on_both_backends!(
     acme::acme_one_replacement_per_certificate,
     acme::acme_eab_revocation,
     acme::acme_prune_is_bounded_and_keeps_live_state,
+    acme::acme_nonces_are_used_once_across_replicas,
     basic::tokens_round_trip,
     basic::issue_consumes_one_use_and_binds_certificate,
     basic::failed_issue_changes_nothing,
