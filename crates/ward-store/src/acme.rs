@@ -837,7 +837,7 @@ impl<D: Driver> AcmeStore for SqlStore<D> {
                 for sql in [
                     "DELETE FROM acme_used_nonces WHERE nonce IN (SELECT nonce \
                      FROM acme_used_nonces WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
-                    // Issued nonces of versions before 0015: no longer written.
+                    // Issued nonces of versions before 0016: no longer written.
                     "DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces \
                      WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
                     "DELETE FROM acme_valid_authz WHERE (account_id, identifier) IN \
