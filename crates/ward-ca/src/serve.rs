@@ -330,8 +330,7 @@ pub async fn run(
     let background = tokio::spawn(background_tasks(
         authority.clone(),
         resolver,
-        dns,
-        ips,
+        (dns, ips),
         renews_at,
         state.limits.clone(),
         chain_changed.clone(),
@@ -488,8 +487,7 @@ async fn server_identity(
 async fn background_tasks(
     authority: Arc<Authority>,
     resolver: Arc<Credentials>,
-    dns: Vec<String>,
-    ips: Vec<IpAddr>,
+    (dns, ips): (Vec<String>, Vec<IpAddr>),
     mut renews_at: Option<OffsetDateTime>,
     limits: Limits,
     chain_changed: Arc<tokio::sync::Notify>,
@@ -709,12 +707,16 @@ impl FollowingVerifier {
     }
 
     /// Verifies under `roots` from now on, if they changed.
-    fn follow(&self, roots: &[rustls_pki_types::CertificateDer<'static>]) -> Result<(), ward_tls::Error> {
+    fn follow(
+        &self,
+        roots: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Result<(), ward_tls::Error> {
         let mut known = self.roots.lock().unwrap_or_else(|p| p.into_inner());
         if known.as_slice() == roots {
             return Ok(());
         }
-        self.current.store(Arc::new(ClientVerifier::any_tls_eku(roots)?));
+        self.current
+            .store(Arc::new(ClientVerifier::any_tls_eku(roots)?));
         *known = roots.to_vec();
         Ok(())
     }
@@ -746,7 +748,9 @@ impl ClientCertVerifier for FollowingVerifier {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.current.load().verify_tls12_signature(message, cert, dss)
+        self.current
+            .load()
+            .verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -755,7 +759,9 @@ impl ClientCertVerifier for FollowingVerifier {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.current.load().verify_tls13_signature(message, cert, dss)
+        self.current
+            .load()
+            .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

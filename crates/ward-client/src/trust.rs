@@ -186,9 +186,9 @@ mod tests {
     fn followed_anchors_add_the_received_bundle_once() {
         let a = CertificateDer::from(vec![1u8]);
         let b = CertificateDer::from(vec![2u8]);
-        let all = followed_anchors(&[a.clone()], &[a.clone(), b.clone()]);
+        let all = followed_anchors(std::slice::from_ref(&a), &[a.clone(), b.clone()]);
         assert_eq!(all, vec![a.clone(), b]);
-        assert_eq!(followed_anchors(&[a.clone()], &[]), vec![a]);
+        assert_eq!(followed_anchors(std::slice::from_ref(&a), &[]), vec![a]);
     }
 
     #[test]

@@ -149,7 +149,9 @@ fn same_name(name: &x509_parser::x509::X509Name<'_>) -> Result<DistinguishedName
         let text = attr.as_str().map_err(|e| {
             Error::InvalidCertificate(format!("a subject attribute is not a string: {e}"))
         })?;
-        let value = if attr.attr_value().header.tag() == x509_parser::der_parser::asn1_rs::Tag::PrintableString {
+        let value = if attr.attr_value().header.tag()
+            == x509_parser::der_parser::asn1_rs::Tag::PrintableString
+        {
             rcgen::DnValue::PrintableString(text.try_into().map_err(|_| {
                 Error::InvalidCertificate("a PrintableString that is not printable".into())
             })?)

@@ -134,7 +134,9 @@ fn check_root(root: &CaRoot, first: &CaIntermediate) -> Result<(), StoreError> {
     }
     for der in [&root.der, &root.new_with_old, &root.old_with_new] {
         if der.is_empty() || der.len() > MAX_DER {
-            return Err(StoreError::Invalid("a root certificate is empty or too large"));
+            return Err(StoreError::Invalid(
+                "a root certificate is empty or too large",
+            ));
         }
     }
     if root.key_ref.is_empty() || root.key_ref.len() > 2048 {

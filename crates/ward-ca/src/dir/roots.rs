@@ -117,14 +117,17 @@ pub fn resolve_trust(
     live.sort_by_key(|r| (r.signs_from, r.created_at));
     // Generations: the directory's roots, then each rotated root.
     let mut generations: Vec<Vec<CertificateDer<'static>>> = vec![dir_roots.to_vec()];
-    generations.extend(live.iter().map(|r| vec![CertificateDer::from(r.der.clone())]));
+    generations.extend(
+        live.iter()
+            .map(|r| vec![CertificateDer::from(r.der.clone())]),
+    );
     let issued_any = |root: &CertificateDer<'static>| {
         let Ok((_, r)) = x509_parser::parse_x509_certificate(root) else {
             return false;
         };
-        published.iter().any(|i| {
-            x509_parser::parse_x509_certificate(i).is_ok_and(|(_, i)| issued_by(&i, &r))
-        })
+        published
+            .iter()
+            .any(|i| x509_parser::parse_x509_certificate(i).is_ok_and(|(_, i)| issued_by(&i, &r)))
     };
     let valid = |c: &CertificateDer<'static>| {
         x509_parser::parse_x509_certificate(c).is_ok_and(|(_, c)| still_valid(&c, now))
@@ -155,9 +158,7 @@ pub fn resolve_trust(
         generations
             .iter()
             .flatten()
-            .find(|r| {
-                x509_parser::parse_x509_certificate(r).is_ok_and(|(_, r)| issued_by(&s, &r))
-            })
+            .find(|r| x509_parser::parse_x509_certificate(r).is_ok_and(|(_, r)| issued_by(&s, &r)))
             .cloned()
     });
     if let Some(signer_root) = signer_root
@@ -216,14 +217,14 @@ impl CaDir {
         let mut token_keys: Vec<crate::pkcs11::KeyUri> = root_uri.iter().cloned().collect();
         let mut written: Vec<PathBuf> = Vec::new();
         let made = self.make_root(
-                &old,
-                root_key,
-                root_uri.as_ref(),
-                validity,
-                &spec,
-                opts.overlap,
-                now,
-                &mut token_keys,
+            &old,
+            root_key,
+            root_uri.as_ref(),
+            validity,
+            &spec,
+            opts.overlap,
+            now,
+            &mut token_keys,
             &mut written,
         );
         let undo = |e: Error, first: Option<&CaIntermediate>| {

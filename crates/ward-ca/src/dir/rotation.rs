@@ -443,8 +443,7 @@ pub fn apply(
     all.extend(others.iter().cloned());
     let published: Vec<CertificateDer<'static>> =
         all.iter().map(|i| i.cert_der().clone()).collect();
-    let trust =
-        super::roots::resolve_trust(authority.directory_roots(), roots, &published, now);
+    let trust = super::roots::resolve_trust(authority.directory_roots(), roots, &published, now);
     authority.set_intermediates(signing, others, &trust.bundle, &trust.extra);
     Ok(Applied {
         issuers: all,

@@ -343,11 +343,13 @@ fn root_status(
     }
     let dir_roots = dir.roots()?;
     let trust = resolve_trust(&dir_roots, roots, &published, now);
-    let in_bundle =
-        |der: &[u8]| trust.bundle.iter().any(|b| b.as_ref() == der);
+    let in_bundle = |der: &[u8]| trust.bundle.iter().any(|b| b.as_ref() == der);
     for r in &dir_roots {
         let state = if in_bundle(r) { "in bundle" } else { "retired" };
-        outln!("root {state:<10} {} (root.crt)", ward_ca::authority::fingerprint_hex(r));
+        outln!(
+            "root {state:<10} {} (root.crt)",
+            ward_ca::authority::fingerprint_hex(r)
+        );
     }
     for r in roots {
         let state = if r.cancelled_at.is_some() {

@@ -59,9 +59,21 @@ fn der_fingerprints(certs: &[CertificateDer<'_>]) -> Vec<String> {
     certs.iter().map(|c| sha256(c)).collect()
 }
 
-/// `openssl verify -CAfile ANCHORS -untrusted REST LEAF` (-partial_chain
-/// never: the anchors are roots); (verified, openssl's words).
+/// `openssl verify -CAfile ANCHORS -untrusted REST LEAF` (the anchors are
+/// roots, never a partial chain); (verified, openssl's words).
 fn openssl_verifies_with(dir: &Path, anchors: &[&[u8]], chain: &[&[u8]]) -> (bool, String) {
+    openssl_verifies_at(dir, anchors, chain, None)
+}
+
+/// As [`openssl_verifies_with`], at the Unix time `at` (`-attime`) when
+/// given: a 30 s certificate is judged as of when it was in use.
+fn openssl_verifies_at(
+    dir: &Path,
+    anchors: &[&[u8]],
+    chain: &[&[u8]],
+    at: Option<i64>,
+) -> (bool, String) {
+    std::fs::create_dir_all(dir).unwrap();
     let write = |name: &str, certs: &[&[u8]]| -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, ward_pki::pem::certs_to_pem(certs.iter().copied())).unwrap();
@@ -75,6 +87,9 @@ fn openssl_verifies_with(dir: &Path, anchors: &[&[u8]], chain: &[&[u8]]) -> (boo
     if chain.len() > 1 {
         cmd.arg("-untrusted").arg(&rest);
     }
+    if let Some(at) = at {
+        cmd.arg("-attime").arg(at.to_string());
+    }
     let out = cmd.arg(&leaf).output().expect("openssl runs");
     (
         out.status.success(),
@@ -86,12 +101,14 @@ fn read_der(path: &Path) -> Vec<u8> {
     ward_ca::dir::read_certs(path).unwrap().remove(0).to_vec()
 }
 
-/// Shortens `[issuance] max_ttl` in ca.toml, so that a replaced
+/// Shortens `[issuance] max_ttl` (and `default_ttl`) in ca.toml, so that a replaced
 /// intermediate (and with it the old root) retires within the test.
 fn set_max_ttl(ca: &Ca, ttl: &str) {
     let path = ca.file("ca.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let new = text.replace("max_ttl = \"24h\"", &format!("max_ttl = \"{ttl}\""));
+    let new = text
+        .replace("max_ttl = \"24h\"", &format!("max_ttl = \"{ttl}\""))
+        .replace("default_ttl = \"1h\"", &format!("default_ttl = \"{ttl}\""));
     assert_ne!(new, text, "ca.toml has no max_ttl to change");
     std::fs::write(&path, new).unwrap();
 }
@@ -192,7 +209,12 @@ async fn intermediate_then_root_rotation_under_continuous_traffic_fails_nothing(
                         .map(|c| sha256(c.as_bytes()))
                         .collect(),
                     set.get(&td)
-                        .map(|b| b.authorities().iter().map(|c| sha256(c.as_bytes())).collect())
+                        .map(|b| {
+                            b.authorities()
+                                .iter()
+                                .map(|c| sha256(c.as_bytes()))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 ),
                 _ => (Vec::new(), Vec::new()),
@@ -226,36 +248,61 @@ async fn intermediate_then_root_rotation_under_continuous_traffic_fails_nothing(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let i1b = rotate(&ca, "4s", &[]);
     println!("intermediate rotation at {:?}", started.elapsed());
-    wait_for("everyone on the rotated intermediate", Duration::from_secs(45), || {
-        let mut lacking = Vec::new();
-        for (who, chain, _) in parties() {
-            if chain != [i1b.clone()] {
-                lacking.push(format!("{who} {chain:?}"));
+    wait_for(
+        "everyone on the rotated intermediate",
+        Duration::from_secs(45),
+        || {
+            let mut lacking = Vec::new();
+            for (who, chain, _) in parties() {
+                if chain != [i1b.clone()] {
+                    lacking.push(format!("{who} {chain:?}"));
+                }
             }
-        }
-        if gate_chain() != Some(vec![i1b.clone()]) {
-            lacking.push(format!("gate {:?}", gate_chain()));
-        }
-        if lacking.is_empty() { Ok(()) } else { Err(lacking.join("; ")) }
-    })
+            if gate_chain() != Some(vec![i1b.clone()]) {
+                lacking.push(format!("gate {:?}", gate_chain()));
+            }
+            if lacking.is_empty() {
+                Ok(())
+            } else {
+                Err(lacking.join("; "))
+            }
+        },
+    )
     .await;
     let old_chain = std::fs::read_to_string(out.join("svid.pem")).unwrap();
-    println!("everyone on the rotated intermediate at {:?}", started.elapsed());
+    let old_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    println!(
+        "everyone on the rotated intermediate at {:?}",
+        started.elapsed()
+    );
 
     // 2. The root rotation: distributed at once, switching after 24 s.
     let (r2, i2) = rotate_root(&ca, "24s");
     let switch_at = Instant::now() + Duration::from_secs(24);
-    println!("root rotation at {:?}; switch 24 s later", started.elapsed());
+    println!(
+        "root rotation at {:?}; switch 24 s later",
+        started.elapsed()
+    );
     let r2_der = read_der(&ca.file(&format!("roots/{r2}.crt")));
     let nwo_der = read_der(&ca.file(&format!("roots/{r2}.new-with-old.crt")));
     let own_der = read_der(&ca.file(&format!("roots/{r2}.old-with-new.crt")));
     let (nwo, own) = (sha256(&nwo_der), sha256(&own_der));
     // A second rotation of either kind waits for this one.
     let again = ca.ward(&["ca", "rotate", "root", "--overlap", "1s"]);
-    assert!(!again.status.success(), "a second pending rotation is refused");
-    assert!(again.stderr_text().contains("already pending"), "{}", again.stderr_text());
+    assert!(
+        !again.status.success(),
+        "a second pending rotation is refused"
+    );
+    assert!(
+        again.stderr_text().contains("already pending"),
+        "{}",
+        again.stderr_text()
+    );
     let again = ca.ward(&["ca", "rotate", "intermediate", "--overlap", "1s"]);
-    assert!(!again.status.success(), "an intermediate rotation waits too");
+    assert!(
+        !again.status.success(),
+        "an intermediate rotation waits too"
+    );
 
     // Every party holds the next root before anything chains to it.
     let mut seen = Vec::new();
@@ -266,15 +313,27 @@ async fn intermediate_then_root_rotation_under_continuous_traffic_fails_nothing(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(seen, vec![r2.clone(), r1.clone()], "the bundle: the next root first");
-    wait_for("everyone trusts the next root", Duration::from_secs(30), || {
-        let lacking: Vec<String> = parties()
-            .into_iter()
-            .filter(|(_, _, b)| !b.contains(&r2))
-            .map(|(who, _, b)| format!("{who} {b:?}"))
-            .collect();
-        if lacking.is_empty() { Ok(()) } else { Err(lacking.join("; ")) }
-    })
+    assert_eq!(
+        seen,
+        vec![r2.clone(), r1.clone()],
+        "the bundle: the next root first"
+    );
+    wait_for(
+        "everyone trusts the next root",
+        Duration::from_secs(30),
+        || {
+            let lacking: Vec<String> = parties()
+                .into_iter()
+                .filter(|(_, _, b)| !b.contains(&r2))
+                .map(|(who, _, b)| format!("{who} {b:?}"))
+                .collect();
+            if lacking.is_empty() {
+                Ok(())
+            } else {
+                Err(lacking.join("; "))
+            }
+        },
+    )
     .await;
     assert!(
         Instant::now() < switch_at,
@@ -292,56 +351,83 @@ async fn intermediate_then_root_rotation_under_continuous_traffic_fails_nothing(
         &[&r2_der],
         &[&certs[0], &certs[1], &own_der],
     );
-    assert!(ok, "an old chain with OldWithNew verifies against the new root alone: {text}");
+    assert!(
+        ok,
+        "an old chain with OldWithNew verifies against the new root alone: {text}"
+    );
 
     // 3. The switch: everyone moves to I2, chains carrying NewWithOld.
-    wait_for("everyone on the new root's intermediate", Duration::from_secs(60), || {
-        let mut lacking = Vec::new();
-        for (who, chain, _) in parties() {
-            if chain != [i2.clone(), nwo.clone()] {
-                lacking.push(format!("{who} {chain:?}"));
+    wait_for(
+        "everyone on the new root's intermediate",
+        Duration::from_secs(60),
+        || {
+            let mut lacking = Vec::new();
+            for (who, chain, _) in parties() {
+                if chain != [i2.clone(), nwo.clone()] {
+                    lacking.push(format!("{who} {chain:?}"));
+                }
             }
-        }
-        if gate_chain() != Some(vec![i2.clone(), nwo.clone()]) {
-            lacking.push(format!("gate {:?}", gate_chain()));
-        }
-        if lacking.is_empty() { Ok(()) } else { Err(lacking.join("; ")) }
-    })
+            if gate_chain() != Some(vec![i2.clone(), nwo.clone()]) {
+                lacking.push(format!("gate {:?}", gate_chain()));
+            }
+            if lacking.is_empty() {
+                Ok(())
+            } else {
+                Err(lacking.join("; "))
+            }
+        },
+    )
     .await;
-    println!("everyone on the new root's intermediate at {:?}", started.elapsed());
+    println!(
+        "everyone on the new root's intermediate at {:?}",
+        started.elapsed()
+    );
     let new_chain = std::fs::read_to_string(out.join("svid.pem")).unwrap();
     let old = ward_pki::pem::parse_certs(old_chain.as_bytes()).unwrap();
     let new = ward_pki::pem::parse_certs(new_chain.as_bytes()).unwrap();
     assert_eq!(new.len(), 3, "leaf, I2, R2 by R1");
     let scratch = ca.scratch("verify");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let (ok, text) = openssl_verifies_with(&scratch, &[&r1_der], &[&old[0], &old[1]]);
+    let (ok, text) = openssl_verifies_at(&scratch, &[&r1_der], &[&old[0], &old[1]], Some(old_at));
     assert!(ok, "the old chain verifies against the old root: {text}");
     let (ok, text) = openssl_verifies_with(&scratch, &[&r2_der], &[&new[0], &new[1]]);
     assert!(ok, "the new chain verifies against the new root: {text}");
     let (ok, text) = openssl_verifies_with(&scratch, &[&r1_der], &[&new[0], &new[1], &new[2]]);
-    assert!(ok, "the new chain with NewWithOld verifies against the old root alone: {text}");
+    assert!(
+        ok,
+        "the new chain with NewWithOld verifies against the old root alone: {text}"
+    );
     let (ok, _) = openssl_verifies_with(&scratch, &[&r1_der], &[&new[0], &new[1]]);
-    assert!(!ok, "without NewWithOld the old root alone does not verify the new chain");
-    let (ok, _) = openssl_verifies_with(&scratch, &[&r2_der], &[&old[0], &old[1]]);
+    assert!(
+        !ok,
+        "without NewWithOld the old root alone does not verify the new chain"
+    );
+    let (ok, _) = openssl_verifies_at(&scratch, &[&r2_der], &[&old[0], &old[1]], Some(old_at));
     assert!(!ok, "the new root alone does not verify an old chain");
 
     // 4. Retirement: once the last intermediate of the old root is no
     // longer published (max_ttl after the switch), the old root leaves
     // the bundle and chains lose the rollover certificate; every party
     // follows at its next renewal, the pinned client included.
-    wait_for("the old root retired everywhere", Duration::from_secs(90), || {
-        let mut lacking = Vec::new();
-        for (who, chain, bundle) in parties() {
-            if chain != [i2.clone()] || bundle != [r2.clone()] {
-                lacking.push(format!("{who} {chain:?} {bundle:?}"));
+    wait_for(
+        "the old root retired everywhere",
+        Duration::from_secs(90),
+        || {
+            let mut lacking = Vec::new();
+            for (who, chain, bundle) in parties() {
+                if chain != [i2.clone()] || bundle != [r2.clone()] {
+                    lacking.push(format!("{who} {chain:?} {bundle:?}"));
+                }
             }
-        }
-        if gate_chain() != Some(vec![i2.clone()]) {
-            lacking.push(format!("gate {:?}", gate_chain()));
-        }
-        if lacking.is_empty() { Ok(()) } else { Err(lacking.join("; ")) }
-    })
+            if gate_chain() != Some(vec![i2.clone()]) {
+                lacking.push(format!("gate {:?}", gate_chain()));
+            }
+            if lacking.is_empty() {
+                Ok(())
+            } else {
+                Err(lacking.join("; "))
+            }
+        },
+    )
     .await;
     println!("the old root retired everywhere at {:?}", started.elapsed());
     assert_eq!(bundle(&client).await, vec![r2.clone()]);
@@ -349,18 +435,28 @@ async fn intermediate_then_root_rotation_under_continuous_traffic_fails_nothing(
     let renewals = rotator.status().borrow().renewals;
     // The client pinned to the old root renews once more over the CA's
     // certificate that now chains to the new root only.
-    wait_for("the pinned client renews after the retirement", Duration::from_secs(30), || {
-        if rotator.status().borrow().renewals > renewals {
-            Ok(())
-        } else {
-            Err(format!("{:?}", rotator.status().borrow()))
-        }
-    })
+    wait_for(
+        "the pinned client renews after the retirement",
+        Duration::from_secs(30),
+        || {
+            if rotator.status().borrow().renewals > renewals {
+                Ok(())
+            } else {
+                Err(format!("{:?}", rotator.status().borrow()))
+            }
+        },
+    )
     .await;
     let status = ca.ward(&["ca", "rotate", "status"]);
     let status_text = status.stdout_text();
-    assert!(status_text.contains(&format!("root retired    {r1}")), "{status_text}");
-    assert!(status_text.contains(&format!("root in bundle  {r2}")), "{status_text}");
+    assert!(
+        status_text.contains(&format!("root retired    {r1}")),
+        "{status_text}"
+    );
+    assert!(
+        status_text.contains(&format!("root in bundle  {r2}")),
+        "{status_text}"
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t = traffic.stop().await;
@@ -389,17 +485,35 @@ async fn a_pending_root_rotation_is_published_refuses_a_second_and_cancels() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(roots, vec![r2.clone(), r1.clone()], "published at once");
-    assert!(published(&client).await.contains(&i2), "its intermediate is listed");
+    assert!(
+        published(&client).await.contains(&i2),
+        "its intermediate is listed"
+    );
     let chain = issue(&ca, &client, &token.secret).await;
-    assert_eq!(fingerprints(&chain).len(), 3, "leaf, I1, R1 by R2 during the overlap");
+    assert_eq!(
+        fingerprints(&chain).len(),
+        3,
+        "leaf, I1, R1 by R2 during the overlap"
+    );
     let status = ca.ward(&["ca", "rotate", "status"]).stdout_text();
-    assert!(status.contains(&format!("root pending    {r2}")), "{status}");
+    assert!(
+        status.contains(&format!("root pending    {r2}")),
+        "{status}"
+    );
     let key = ca.file(&format!("roots/{r2}.key"));
-    assert_eq!(crate::agent::procs::mode(&key) & 0o777, 0o600, "the root key is private");
+    assert_eq!(
+        crate::agent::procs::mode(&key) & 0o777,
+        0o600,
+        "the root key is private"
+    );
 
     let second = ca.ward(&["ca", "rotate", "root", "--overlap", "1h"]);
     assert!(!second.status.success());
-    assert!(second.stderr_text().contains("already pending"), "{}", second.stderr_text());
+    assert!(
+        second.stderr_text().contains("already pending"),
+        "{}",
+        second.stderr_text()
+    );
 
     let cancel = ca.ward(&["ca", "rotate", "cancel"]);
     assert!(cancel.status.success(), "{}", cancel.stderr_text());
@@ -412,10 +526,20 @@ async fn a_pending_root_rotation_is_published_refuses_a_second_and_cancels() {
     }
     assert_eq!(roots, vec![r1.clone()], "the cancelled root is withdrawn");
     let chain = issue(&ca, &client, &token.secret).await;
-    assert_eq!(fingerprints(&chain).len(), 2, "no rollover certificate any more");
+    assert_eq!(
+        fingerprints(&chain).len(),
+        2,
+        "no rollover certificate any more"
+    );
     let status = ca.ward(&["ca", "rotate", "status"]).stdout_text();
-    assert!(status.contains(&format!("root cancelled  {r2}")), "{status}");
-    assert!(status.contains(&format!("root in bundle  {r1}")), "{status}");
+    assert!(
+        status.contains(&format!("root cancelled  {r2}")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("root in bundle  {r1}")),
+        "{status}"
+    );
     // A new root rotation may follow the cancelled one.
     let (r3, _) = rotate_root(&ca, "1h");
     assert_ne!(r3, r2);
