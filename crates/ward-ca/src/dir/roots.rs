@@ -331,3 +331,113 @@ impl CaDir {
         Ok(RootRotation { root, intermediate })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ward_pki::KeyType;
+    use ward_pki::issue::{CaSpec, new_root};
+
+    fn spec() -> CaSpec {
+        CaSpec {
+            name: "Test".into(),
+            root_validity: Duration::from_secs(86_400 * 10),
+            intermediate_validity: Duration::from_secs(86_400),
+            permitted_dns: Vec::new(),
+        }
+    }
+
+    /// R1 with I1, and a rollover to R2 with I2, as a store row.
+    fn hierarchy() -> (
+        CertificateDer<'static>,
+        CertificateDer<'static>,
+        CertificateDer<'static>,
+        CaRoot,
+    ) {
+        let now = OffsetDateTime::now_utc();
+        let k1 = KeyType::EcdsaP256.generate().unwrap();
+        let r1 = new_root(&spec(), &k1, now).unwrap();
+        let r1 = Issuer::new(r1.der, k1).unwrap();
+        let i1 = r1
+            .sign_intermediate(&spec(), &KeyType::EcdsaP256.generate().unwrap(), now)
+            .unwrap();
+        let k2 = KeyType::EcdsaP256.generate().unwrap();
+        let roll = r1
+            .rollover(&k2, Duration::from_secs(86_400 * 10), now)
+            .unwrap();
+        let r2 = Issuer::new(roll.root.der.clone(), k2).unwrap();
+        let i2 = r2
+            .sign_intermediate(&spec(), &KeyType::EcdsaP256.generate().unwrap(), now)
+            .unwrap();
+        let row = CaRoot {
+            fingerprint: fingerprint_hex(&roll.root.der),
+            der: roll.root.der.to_vec(),
+            key_ref: "roots/x.key".into(),
+            previous: fingerprint_hex(r1.cert_der()),
+            new_with_old: roll.new_with_old.der.to_vec(),
+            old_with_new: roll.old_with_new.der.to_vec(),
+            intermediate: fingerprint_hex(&i2.der),
+            signs_from: now,
+            not_after: roll.root.not_after,
+            created_at: now,
+            cancelled_at: None,
+        };
+        (r1.cert_der().clone(), i1.der, i2.der, row)
+    }
+
+    #[test]
+    fn the_bundle_and_the_rollover_certificates_follow_the_phases() {
+        let (r1, i1, i2, row) = hierarchy();
+        let r2 = CertificateDer::from(row.der.clone());
+        let nwo = CertificateDer::from(row.new_with_old.clone());
+        let own = CertificateDer::from(row.old_with_new.clone());
+        let now = OffsetDateTime::now_utc();
+        let rows = [row.clone()];
+        let dir = [r1.clone()];
+
+        // Published: I1 signs, I2 waits; both roots, I1 carries OldWithNew.
+        let t = resolve_trust(&dir, &rows, &[i1.clone(), i2.clone()], now);
+        assert_eq!(t.bundle, vec![r2.clone(), r1.clone()]);
+        assert_eq!(t.extra, vec![own]);
+        assert_eq!(t.known, vec![r1.clone(), r2.clone()]);
+
+        // Switched: I2 signs, I1 still published; I2 carries NewWithOld.
+        let t = resolve_trust(&dir, &rows, &[i2.clone(), i1.clone()], now);
+        assert_eq!(t.bundle, vec![r2.clone(), r1.clone()]);
+        assert_eq!(t.extra, vec![nwo]);
+
+        // Retired: nothing of R1 published any more.
+        let t = resolve_trust(&dir, &rows, std::slice::from_ref(&i2), now);
+        assert_eq!(t.bundle, vec![r2.clone()]);
+        assert!(t.extra.is_empty());
+        assert_eq!(t.known, vec![r1.clone(), r2], "R1 is still accepted");
+
+        // Cancelled: as if it never happened.
+        let mut cancelled = row;
+        cancelled.cancelled_at = Some(now);
+        let t = resolve_trust(&dir, &[cancelled], &[i1], now);
+        assert_eq!(t.bundle, vec![r1.clone()]);
+        assert!(t.extra.is_empty());
+        assert_eq!(t.known, vec![r1]);
+    }
+
+    #[test]
+    fn the_rollover_certificates_are_self_issued_and_cross_verify() {
+        let (r1, _, _, row) = hierarchy();
+        let (_, r1) = x509_parser::parse_x509_certificate(&r1).unwrap();
+        let (_, r2) = x509_parser::parse_x509_certificate(&row.der).unwrap();
+        let (_, nwo) = x509_parser::parse_x509_certificate(&row.new_with_old).unwrap();
+        let (_, own) = x509_parser::parse_x509_certificate(&row.old_with_new).unwrap();
+        assert_eq!(
+            r2.subject().as_raw(),
+            r1.subject().as_raw(),
+            "same subject bytes"
+        );
+        assert!(issued_by(&nwo, &r1) && nwo.public_key().raw == r2.public_key().raw);
+        assert!(issued_by(&own, &r2) && own.public_key().raw == r1.public_key().raw);
+        assert!(
+            !issued_by(&nwo, &r2),
+            "NewWithOld is not R2's own signature"
+        );
+    }
+}

@@ -53,7 +53,11 @@ pub(crate) async fn root_rotation_records_pair_refuse_and_cancel(ctx: Ctx) {
     assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
     let refused = store.add_intermediate(&again_first).await.unwrap_err();
     assert!(matches!(refused, StoreError::Conflict(_)), "{refused:?}");
-    assert_eq!(store.roots().await.unwrap().len(), 1, "nothing half-written");
+    assert_eq!(
+        store.roots().await.unwrap().len(),
+        1,
+        "nothing half-written"
+    );
     assert_eq!(store.intermediates().await.unwrap().len(), 1);
 
     // A root that disagrees with its intermediate is refused outright.
@@ -67,7 +71,11 @@ pub(crate) async fn root_rotation_records_pair_refuse_and_cancel(ctx: Ctx) {
     // Cancelling withdraws both, in one go.
     assert_eq!(store.cancel_pending_intermediates(now()).await.unwrap(), 1);
     assert!(store.roots().await.unwrap()[0].cancelled_at.is_some());
-    assert!(store.intermediates().await.unwrap()[0].cancelled_at.is_some());
+    assert!(
+        store.intermediates().await.unwrap()[0]
+            .cancelled_at
+            .is_some()
+    );
     store.add_root(&again, &again_first).await.unwrap();
     assert_eq!(store.roots().await.unwrap().len(), 2);
 }
