@@ -18,6 +18,8 @@
 //! DIR/ward.db            the CA's store (SQLite), unless ca.toml names another
 //! DIR/intermediates/     intermediates made by `ward ca rotate intermediate`
 //!                        and `ward ca intermediate csr|install` (see [`rotation`])
+//! DIR/roots/             roots made by `ward ca rotate root`, with their
+//!                        rollover certificates (see [`roots`])
 //! ```
 //!
 //! `ward ca init` creates the store and records the admin certificate in it
@@ -796,6 +798,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
 mod checks;
 pub mod jwt_keys;
 mod open;
+pub mod roots;
 pub mod rotation;
 
 pub use open::{Storage, policy};

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::PrivateKeyDer;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -152,7 +153,6 @@ pub async fn run(
             )
             .with_bundle_refresh_hint(ca.bundle.refresh_hint()?),
     );
-    let roots = dir.roots()?;
     let ocsp = Arc::new(Responder::new(
         authority.clone(),
         dir.root_ocsp_signer(OffsetDateTime::now_utc())?,
@@ -162,10 +162,11 @@ pub async fn run(
         },
         OffsetDateTime::now_utc(),
     )?);
-    // A rotation recorded in the store: publish the next intermediate and
-    // answer OCSP for every intermediate in use before the first request.
+    // A rotation recorded in the store: publish the next intermediate (and
+    // a root rotation's bundle) and answer OCSP for every intermediate in
+    // use before the first request.
     let mut rotation_cache = Vec::new();
-    let in_use = crate::dir::rotation::apply(
+    let applied = crate::dir::rotation::apply(
         &dir,
         &authority,
         &authority
@@ -173,9 +174,15 @@ pub async fn run(
             .intermediates()
             .await
             .map_err(|e| server_err("reading the CA intermediates")(e.to_string()))?,
+        &authority
+            .store()
+            .roots()
+            .await
+            .map_err(|e| server_err("reading the CA roots")(e.to_string()))?,
         &mut rotation_cache,
         OffsetDateTime::now_utc(),
     )?;
+    let in_use = applied.issuers;
     ocsp.follow(&in_use, OffsetDateTime::now_utc())
         .await
         .map_err(|e| server_err("OCSP responders of the intermediates")(e.to_string()))?;
@@ -270,8 +277,11 @@ pub async fn run(
     // Client certificates are optional (token routes need none) and may
     // carry either TLS EKU: a workload holding a `server`-profile
     // certificate renews with it. The authority decides what each may do.
-    let verifier = ClientVerifier::any_tls_eku(&roots)
-        .map_err(|e| server_err("root certificate")(e.to_string()))?;
+    // The roots follow root rotations (every root not yet expired).
+    let verifier = Arc::new(
+        FollowingVerifier::new(&applied.trust.known)
+            .map_err(|e| server_err("root certificate")(e.to_string()))?,
+    );
     let served: Arc<dyn rustls::server::ResolvesServerCert> = match &acme {
         Some(acme) => Arc::new(ward_tls::acme::TlsAlpnResolver::new(
             resolver.clone(),
@@ -279,7 +289,7 @@ pub async fn run(
         )),
         None => resolver.clone(),
     };
-    let mut tls = server_config(served, ClientAuth::Custom(Arc::new(verifier)))
+    let mut tls = server_config(served, ClientAuth::Custom(verifier.clone()))
         .map_err(|e| server_err("TLS configuration")(e.to_string()))?;
     set_http_alpn(&mut tls);
     if acme.is_some() {
@@ -329,20 +339,28 @@ pub async fn run(
         Some(acme) => acme.start(resolver.clone(), &stop_rx).await?,
         None => Vec::new(),
     };
+    // Set when the signing chain changes (a switch, a root published or
+    // retired): the CA's own certificate is renewed at once, so that it
+    // always chains like the certificates it issues.
+    let chain_changed = Arc::new(tokio::sync::Notify::new());
     let background = tokio::spawn(background_tasks(
         authority.clone(),
         resolver,
-        dns,
-        ips,
+        (dns, ips),
         renews_at,
         state.limits.clone(),
+        chain_changed.clone(),
         stop_rx.clone(),
     ));
     let rotation = tokio::spawn(follow_rotation(
-        dir.clone(),
-        authority.clone(),
-        ocsp.clone(),
-        expiry,
+        Following {
+            dir: dir.clone(),
+            authority: authority.clone(),
+            ocsp: ocsp.clone(),
+            expiry,
+            verifier,
+            chain_changed,
+        },
         rotation_cache,
         config.rotation_poll,
         stop_rx.clone(),
@@ -485,10 +503,10 @@ async fn server_identity(
 async fn background_tasks(
     authority: Arc<Authority>,
     resolver: Arc<Credentials>,
-    dns: Vec<String>,
-    ips: Vec<IpAddr>,
+    (dns, ips): (Vec<String>, Vec<IpAddr>),
     mut renews_at: Option<OffsetDateTime>,
     limits: Limits,
+    chain_changed: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut prune = tokio::time::interval(Duration::from_secs(60));
@@ -501,6 +519,10 @@ async fn background_tasks(
         tokio::select! {
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
             _ = prune.tick() => limits.prune(),
+            () = chain_changed.notified(), if renews_at.is_some() => {
+                // Renew now: the next loop turn finds the time passed.
+                renews_at = Some(OffsetDateTime::now_utc());
+            }
             _ = crl.tick() => {
                 if let Err(e) = authority.refresh_crl(OffsetDateTime::now_utc()).await {
                     tracing::error!(error = %e, "refreshing the CRL failed; retrying at the next refresh");
@@ -578,26 +600,54 @@ async fn follow_jwt_keys(
     }
 }
 
-async fn follow_rotation(
+/// What [`follow_rotation`] keeps up to date.
+struct Following {
     dir: CaDir,
     authority: Arc<Authority>,
     ocsp: Arc<Responder>,
     expiry: Arc<ExpiryWatch>,
+    verifier: Arc<FollowingVerifier>,
+    chain_changed: Arc<tokio::sync::Notify>,
+}
+
+async fn follow_rotation(
+    f: Following,
     mut cache: Vec<Arc<ward_pki::issue::Issuer>>,
     poll: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Following {
+        dir,
+        authority,
+        ocsp,
+        expiry,
+        verifier,
+        chain_changed,
+    } = f;
     let mut signing = authority.intermediate_der();
+    let mut chain = authority.signing_chain_pem();
+    let mut bundle = authority.roots_pem();
     let mut published = authority.intermediates();
     loop {
         let now = OffsetDateTime::now_utc();
         let mut wait = poll;
-        match authority.store().intermediates().await {
-            Ok(rows) => {
-                match crate::dir::rotation::apply(&dir, &authority, &rows, &mut cache, now) {
-                    Ok(in_use) => {
-                        if let Err(e) = ocsp.follow(&in_use, now).await {
+        let state = match authority.store().intermediates().await {
+            Ok(rows) => match authority.store().roots().await {
+                Ok(roots) => Ok((rows, roots)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match state {
+            Ok((rows, roots)) => {
+                match crate::dir::rotation::apply(&dir, &authority, &rows, &roots, &mut cache, now)
+                {
+                    Ok(applied) => {
+                        if let Err(e) = ocsp.follow(&applied.issuers, now).await {
                             tracing::error!(error = %e, "OCSP responders for the intermediates; retrying");
+                        }
+                        if let Err(e) = verifier.follow(&applied.trust.known) {
+                            tracing::error!(error = %e, "client verifier for the rotated roots; retrying");
                         }
                         let current = authority.intermediate_der();
                         if current != signing {
@@ -606,6 +656,19 @@ async fn follow_rotation(
                                 "rotation: switched signing to the next intermediate"
                             );
                             signing = current;
+                        }
+                        let now_bundle = authority.roots_pem();
+                        if now_bundle != bundle {
+                            tracing::info!(
+                                roots = applied.trust.bundle.len(),
+                                "rotation: the trust bundle changed"
+                            );
+                            bundle = now_bundle;
+                        }
+                        let now_chain = authority.signing_chain_pem();
+                        if now_chain != chain {
+                            chain = now_chain;
+                            chain_changed.notify_one();
                         }
                         let now_published = authority.intermediates();
                         if now_published != published {
@@ -636,5 +699,88 @@ async fn follow_rotation(
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// The CA's client-certificate verifier over every root it knows, rebuilt
+/// when a root rotation adds one or one expires. Every root of one CA has
+/// the same subject (a rollover keeps it), so the hints never change.
+#[derive(Debug)]
+struct FollowingVerifier {
+    current: arc_swap::ArcSwap<ClientVerifier>,
+    roots: std::sync::Mutex<Vec<rustls_pki_types::CertificateDer<'static>>>,
+    hints: Vec<rustls::DistinguishedName>,
+}
+
+impl FollowingVerifier {
+    fn new(roots: &[rustls_pki_types::CertificateDer<'static>]) -> Result<Self, ward_tls::Error> {
+        let verifier = ClientVerifier::any_tls_eku(roots)?;
+        Ok(FollowingVerifier {
+            hints: verifier.root_hint_subjects().to_vec(),
+            current: arc_swap::ArcSwap::from_pointee(verifier),
+            roots: std::sync::Mutex::new(roots.to_vec()),
+        })
+    }
+
+    /// Verifies under `roots` from now on, if they changed.
+    fn follow(
+        &self,
+        roots: &[rustls_pki_types::CertificateDer<'static>],
+    ) -> Result<(), ward_tls::Error> {
+        let mut known = self.roots.lock().unwrap_or_else(|p| p.into_inner());
+        if known.as_slice() == roots {
+            return Ok(());
+        }
+        self.current
+            .store(Arc::new(ClientVerifier::any_tls_eku(roots)?));
+        *known = roots.to_vec();
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for FollowingVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        self.current.load().client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.current
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .load()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.current.load().supported_verify_schemes()
     }
 }

@@ -78,7 +78,8 @@ impl JwtSvids {
             chain: svid.chain().to_vec(),
             key: svid.private_key(),
         };
-        CaClient::new(&self.ca_url, &self.anchors, Some(identity))
+        let anchors = crate::trust::followed_anchors(&self.anchors, svid.bundle());
+        CaClient::new(&self.ca_url, &anchors, Some(identity))
     }
 
     /// A JWT-SVID for `audience` (one or more values), from the cache while

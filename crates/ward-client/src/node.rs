@@ -83,7 +83,8 @@ impl NodeClient {
             chain: svid.chain().to_vec(),
             key: svid.private_key(),
         };
-        CaClient::new(&self.ca_url, &self.anchors, Some(identity))
+        let anchors = crate::trust::followed_anchors(&self.anchors, svid.bundle());
+        CaClient::new(&self.ca_url, &anchors, Some(identity))
     }
 
     /// The registration entries the CA keeps for this node agent.

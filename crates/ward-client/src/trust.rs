@@ -129,6 +129,25 @@ async fn open_pinned(
     Ok((conn, vec![root]))
 }
 
+/// The anchors to verify the CA's server certificate with: those the
+/// client started with (its bundle file, or the pinned root) and the trust
+/// bundle its current identity came with. That bundle arrived over a
+/// connection authenticated by these anchors, so it is trusted as they
+/// are; it carries the next root of a root rotation, so the client keeps
+/// reaching the CA after the root it was pinned to has been retired.
+pub(crate) fn followed_anchors(
+    initial: &[CertificateDer<'static>],
+    received: &[CertificateDer<'static>],
+) -> Vec<CertificateDer<'static>> {
+    let mut all = initial.to_vec();
+    for root in received {
+        if !all.contains(root) {
+            all.push(root.clone());
+        }
+    }
+    all
+}
+
 /// The certificate with fingerprint `pin` among `roots` (preferred) and the
 /// chain the server presented.
 fn find_pinned(
@@ -162,6 +181,15 @@ pub async fn fetch_pinned_root(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn followed_anchors_add_the_received_bundle_once() {
+        let a = CertificateDer::from(vec![1u8]);
+        let b = CertificateDer::from(vec![2u8]);
+        let all = followed_anchors(std::slice::from_ref(&a), &[a.clone(), b.clone()]);
+        assert_eq!(all, vec![a.clone(), b]);
+        assert_eq!(followed_anchors(std::slice::from_ref(&a), &[]), vec![a]);
+    }
 
     #[test]
     fn fingerprints_parse_in_every_spelling_and_refuse_garbage() {

@@ -135,6 +135,34 @@ fn finish(params: CertificateParams, serial: Serial, der: CertificateDer<'static
     }
 }
 
+/// `name` as an rcgen name that encodes the same: each attribute with its
+/// OID, PrintableString kept, every other string as UTF8String (how Ward
+/// writes its CA names).
+fn same_name(name: &x509_parser::x509::X509Name<'_>) -> Result<DistinguishedName, Error> {
+    let mut dn = DistinguishedName::new();
+    for attr in name.iter_attributes() {
+        let oid: Vec<u64> = attr
+            .attr_type()
+            .iter()
+            .map(|arcs| arcs.collect())
+            .ok_or_else(|| Error::InvalidCertificate("an attribute OID too large".into()))?;
+        let text = attr.as_str().map_err(|e| {
+            Error::InvalidCertificate(format!("a subject attribute is not a string: {e}"))
+        })?;
+        let value = if attr.attr_value().header.tag()
+            == x509_parser::der_parser::asn1_rs::Tag::PrintableString
+        {
+            rcgen::DnValue::PrintableString(text.try_into().map_err(|_| {
+                Error::InvalidCertificate("a PrintableString that is not printable".into())
+            })?)
+        } else {
+            rcgen::DnValue::Utf8String(text.to_owned())
+        };
+        dn.push(DnType::from_oid(&oid), value);
+    }
+    Ok(dn)
+}
+
 /// Builds and self-signs a root: CA:true with pathLen 1, keyCertSign and
 /// cRLSign.
 pub fn new_root(spec: &CaSpec, key: &PrivateKey, now: OffsetDateTime) -> Result<Issued, Error> {
@@ -148,6 +176,17 @@ pub fn new_root(spec: &CaSpec, key: &PrivateKey, now: OffsetDateTime) -> Result<
     params.serial_number = Some(serial.to_rcgen());
     let cert = params.self_signed(key)?;
     Ok(finish(params, serial, cert.der().clone()))
+}
+
+/// What [`Issuer::rollover`] makes.
+#[derive(Clone, Debug)]
+pub struct Rollover {
+    /// The next root (self-signed).
+    pub root: Issued,
+    /// The next root's key certified by the current root.
+    pub new_with_old: Issued,
+    /// The current root's key certified by the next root.
+    pub old_with_new: Issued,
 }
 
 /// A CA certificate with its key, ready to sign.
@@ -273,6 +312,67 @@ impl Issuer {
         params.serial_number = Some(serial.to_rcgen());
         let cert = params.signed_by(key, &self.inner)?;
         Ok(finish(params, serial, cert.der().clone()))
+    }
+
+    /// A root key rollover (RFC 4210 section 4.4, RFC 5280 self-issued
+    /// certificates): the next root, self-signed by `new_key` with this
+    /// root's subject, and the two rollover certificates: `new_key`
+    /// certified by this root (NewWithOld, for peers that trust only this
+    /// root) and this root's key certified by the next one (OldWithNew, for
+    /// peers that trust only the next root). The subjects are the same, so
+    /// the rollover certificates are self-issued and do not count against
+    /// the roots' path length; AKI and SKI tell the keys apart.
+    pub fn rollover(
+        &self,
+        new_key: &PrivateKey,
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Rollover, Error> {
+        let (_, old) = X509Certificate::from_der(&self.cert_der)
+            .map_err(|e| Error::InvalidCertificate(format!("the current root: {e}")))?;
+        let subject = same_name(old.subject())?;
+        let root_params = |not_before, not_after, serial: &Serial, aki: bool| {
+            let mut params = CertificateParams::default();
+            params.distinguished_name = subject.clone();
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            params.use_authority_key_identifier_extension = aki;
+            params.not_before = not_before;
+            params.not_after = not_after;
+            params.serial_number = Some(serial.to_rcgen());
+            params
+        };
+        let not_after = add(now, validity)?;
+        let serial = Serial::random(now)?;
+        let params = root_params(now, not_after, &serial, false);
+        let root_der = params.self_signed(new_key)?.der().clone();
+        let root = finish(params, serial, root_der);
+
+        // NewWithOld: valid while both are.
+        let serial = Serial::random(now)?;
+        let params = root_params(
+            now.max(self.not_before),
+            not_after.min(self.not_after),
+            &serial,
+            true,
+        );
+        let der = params.signed_by(new_key, &self.inner)?.der().clone();
+        let new_with_old = finish(params, serial, der);
+
+        // OldWithNew: the old key for as long as the old root lives.
+        let next = rcgen::Issuer::from_ca_cert_der(&root.der, new_key)
+            .map_err(|e| Error::InvalidCertificate(format!("the next root: {e}")))?;
+        let old_spki = rcgen::SubjectPublicKeyInfo::from_der(old.public_key().raw)
+            .map_err(|e| Error::InvalidCertificate(format!("the current root's key: {e}")))?;
+        let serial = Serial::random(now)?;
+        let params = root_params(now, self.not_after.min(not_after), &serial, true);
+        let der = params.signed_by(&old_spki, &next)?.der().clone();
+        let old_with_new = finish(params, serial, der);
+        Ok(Rollover {
+            root,
+            new_with_old,
+            old_with_new,
+        })
     }
 
     /// Signs a leaf for the public key `spki_der` (DER SubjectPublicKeyInfo)

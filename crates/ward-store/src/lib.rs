@@ -54,7 +54,7 @@ pub use model::{
     Certificate, NewCertificate, NewToken, Origin, REASON_PRIVILEGE_WITHDRAWN, RevokeOutcome,
     RevokeTokenOutcome, RevokedCertificate, Token, truncate_to_storage_precision,
 };
-pub use rotation::CaIntermediate;
+pub use rotation::{CaIntermediate, CaRoot};
 pub use watch::RevocationWatch;
 
 /// Everything the CA stores. Every method is atomic: on error nothing changed.
@@ -206,8 +206,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every intermediate rotations made (cancelled ones too), by `signs_from`.
     async fn intermediates(&self) -> Result<Vec<CaIntermediate>, StoreError>;
 
-    /// Cancels the intermediates that do not sign yet at `now`; how many.
+    /// Cancels the intermediates that do not sign yet at `now` (and the
+    /// pending root that came with one); how many intermediates.
     async fn cancel_pending_intermediates(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Records the next root of a root rotation (`ward ca rotate root`)
+    /// with its first intermediate, in one transaction; a conflict while
+    /// any rotation is pending.
+    async fn add_root(&self, root: &CaRoot, first: &CaIntermediate) -> Result<(), StoreError>;
+
+    /// Every root root rotations made (cancelled ones too), by `signs_from`.
+    async fn roots(&self) -> Result<Vec<CaRoot>, StoreError>;
 
     /// Records a registration entry (node attestation); sizes checked, ids unique.
     async fn create_entry(&self, entry: &RegistrationEntry) -> Result<(), StoreError>;

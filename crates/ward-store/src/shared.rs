@@ -423,6 +423,18 @@ impl<D: Driver> Store for SqlStore<D> {
         self.rotation_cancel(now).await
     }
 
+    async fn add_root(
+        &self,
+        root: &crate::CaRoot,
+        first: &crate::CaIntermediate,
+    ) -> Result<(), StoreError> {
+        self.rotation_add_root(root, first).await
+    }
+
+    async fn roots(&self) -> Result<Vec<crate::CaRoot>, StoreError> {
+        self.rotation_roots().await
+    }
+
     async fn create_entry(&self, entry: &crate::RegistrationEntry) -> Result<(), StoreError> {
         self.entry_create(entry).await
     }

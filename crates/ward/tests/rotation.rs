@@ -1,7 +1,7 @@
 //! End-to-end tests of CA rotation (issue 20, docs/rotation.md): real `ward
 //! ca serve` processes, a real gate, a real agent and a `ward-client`
 //! rotator on short certificates under continuous traffic while the
-//! intermediate rotates; openssl judges the old and new chains; a rotation
+//! intermediate rotates, then the root; openssl judges the old and new chains; a rotation
 //! is cancelled before its switch; two replicas on one PostgreSQL database
 //! switch together; nothing is issued past its issuer's notAfter.
 
@@ -26,7 +26,9 @@ mod rotation {
     pub(crate) mod cancel;
     pub(crate) mod crls;
     pub(crate) mod external;
+    pub(crate) mod load;
     pub(crate) mod replicas;
+    pub(crate) mod root;
     pub(crate) mod support;
     pub(crate) mod token;
     pub(crate) mod traffic;

@@ -399,14 +399,17 @@ impl Authority {
             origin,
             profile: Some(binding.profile.as_str().to_owned()),
         };
+        // Read after `signing`: the bundle changes before the signer does,
+        // so it always holds the root this chain leads to.
+        let roots_pem = self.roots_pem();
         let issuance = Issuance {
             serial,
             spiffe_id: binding.spiffe_id.clone(),
             not_after: issued.not_after,
             chain_pem: format!("{certificate_pem}{}", signing.intermediate_pem),
             certificate_pem,
-            ca_bundle_pem: self.roots_pem.clone(),
-            ca_chain_pem: format!("{}{}", signing.intermediate_pem, self.roots_pem),
+            ca_bundle_pem: (*roots_pem).clone(),
+            ca_chain_pem: format!("{}{}", signing.intermediate_pem, roots_pem),
             leaf_der: issued.der,
             token_id,
         };

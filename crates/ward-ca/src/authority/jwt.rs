@@ -166,7 +166,7 @@ impl Authority {
     /// `jwt-svid` keys.
     pub fn spiffe_bundle(&self) -> Result<JwkSet, AuthorityError> {
         let mut keys = Vec::new();
-        for root in ward_pki::pem::parse_certs(self.roots_pem.as_bytes())
+        for root in ward_pki::pem::parse_certs(self.roots_pem().as_bytes())
             .map_err(|e| AuthorityError::Internal(format!("reading the roots: {e}")))?
         {
             keys.push(

@@ -57,17 +57,23 @@ pub struct Policy {
 /// issuance never mixes two intermediates.
 pub(crate) struct Signing {
     pub(crate) issuer: Arc<Issuer>,
-    /// The intermediate as PEM, appended to every chain.
+    /// The intermediate as PEM, then the rollover certificates of a root
+    /// rotation (`extra`), appended to every chain.
     pub(crate) intermediate_pem: String,
+    /// Rollover certificates appended after the intermediate.
+    pub(crate) extra: Vec<CertificateDer<'static>>,
     /// The pre-issuance lint bound to `issuer` (parsed once; `None` only if
     /// the issuer certificate could not be read, then the full lint runs).
     pub(crate) pre_issuance: Option<ward_pki::lint::PreIssuance>,
 }
 
 impl Signing {
-    fn new(issuer: Arc<Issuer>) -> Self {
+    fn new(issuer: Arc<Issuer>, extra: Vec<CertificateDer<'static>>) -> Self {
         Signing {
-            intermediate_pem: pem::cert_to_pem(issuer.cert_der()),
+            intermediate_pem: pem::certs_to_pem(
+                std::iter::once(issuer.cert_der().as_ref()).chain(extra.iter().map(|c| c.as_ref())),
+            ),
+            extra,
             pre_issuance: ward_pki::lint::PreIssuance::new(&issuer).ok(),
             issuer,
         }
@@ -84,7 +90,11 @@ pub struct Authority {
     /// Intermediates published besides the signing one: the next one during
     /// an overlap, earlier ones until their last certificate expires.
     others: ArcSwap<Vec<Arc<Issuer>>>,
-    roots_pem: String,
+    /// The trust bundle distributed now (a root rotation adds and retires
+    /// roots), as PEM.
+    roots_pem: ArcSwap<String>,
+    /// The roots of the directory (`root.crt`).
+    directory_roots: Vec<CertificateDer<'static>>,
     store: Arc<dyn Store>,
     crl_url: Option<String>,
     ocsp_url: Option<String>,
@@ -115,10 +125,11 @@ impl Authority {
     ) -> Self {
         let issuer = Arc::new(issuer);
         Authority {
-            roots_pem: pem::certs_to_pem(roots.iter().map(|r| r.as_ref())),
+            roots_pem: ArcSwap::from_pointee(pem::certs_to_pem(roots.iter().map(|r| r.as_ref()))),
+            directory_roots: roots.iter().map(|r| r.clone().into_owned()).collect(),
             tokens: token_cache::TokenCache::default(),
             policy,
-            signing: ArcSwap::from_pointee(Signing::new(issuer.clone())),
+            signing: ArcSwap::from_pointee(Signing::new(issuer.clone(), Vec::new())),
             initial: issuer,
             others: ArcSwap::from_pointee(Vec::new()),
             store,
@@ -154,15 +165,29 @@ impl Authority {
         self.signing.load_full()
     }
 
-    /// Starts signing with `issuer` (a rotation's switch), and publishes
-    /// `others` besides it. Issuances already under way finish with the
-    /// intermediate they started with.
-    pub fn set_intermediates(&self, signing: Arc<Issuer>, others: Vec<Arc<Issuer>>) {
-        // Publish the others first: a certificate from the new signer is
-        // never out before its intermediate is listed.
+    /// Starts signing with `issuer` (a rotation's switch), publishes
+    /// `others` besides it, distributes `roots` as the trust bundle and
+    /// appends `extra` (rollover certificates) to every chain. Issuances
+    /// already under way finish with the intermediate they started with.
+    pub fn set_intermediates(
+        &self,
+        signing: Arc<Issuer>,
+        others: Vec<Arc<Issuer>>,
+        roots: &[CertificateDer<'static>],
+        extra: &[CertificateDer<'static>],
+    ) {
+        // The bundle and the others first: a certificate from the new
+        // signer is never out before its root is distributed and its
+        // intermediate listed.
+        let bundle = pem::certs_to_pem(roots.iter().map(|r| r.as_ref()));
+        if **self.roots_pem.load() != bundle {
+            self.roots_pem.store(Arc::new(bundle));
+        }
         self.others.store(Arc::new(others));
-        if self.signing.load().issuer.cert_der() != signing.cert_der() {
-            self.signing.store(Arc::new(Signing::new(signing)));
+        let current = self.signing.load();
+        if current.issuer.cert_der() != signing.cert_der() || current.extra != extra {
+            self.signing
+                .store(Arc::new(Signing::new(signing, extra.to_vec())));
         }
     }
 
@@ -236,9 +261,20 @@ impl Authority {
         &self.store
     }
 
-    /// The trusted roots as PEM.
-    pub fn roots_pem(&self) -> &str {
-        &self.roots_pem
+    /// The trust bundle distributed now, as PEM.
+    pub fn roots_pem(&self) -> Arc<String> {
+        self.roots_pem.load_full()
+    }
+
+    /// The roots of the CA directory (`root.crt`).
+    pub fn directory_roots(&self) -> &[CertificateDer<'static>] {
+        &self.directory_roots
+    }
+
+    /// The signing chain after the leaf, as PEM: the signing intermediate
+    /// and any rollover certificates of a root rotation.
+    pub fn signing_chain_pem(&self) -> String {
+        self.signing.load().intermediate_pem.clone()
     }
 
     /// The signing intermediate certificate, DER.

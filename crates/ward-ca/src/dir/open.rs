@@ -87,16 +87,22 @@ impl CaDir {
                 config.revocation.crl_url.clone(),
                 config.revocation.ocsp_url.clone(),
             );
-        // A rotation that has switched signs here too (`ward cert create`,
+        // A rotation that has switched signs here too, and a root rotation's
+        // bundle and rollover certificates apply (`ward cert create`,
         // a restarted `ward ca serve`).
         let rows = store
             .intermediates()
             .await
             .map_err(|e| Error::Storage(format!("reading the CA intermediates: {e}")))?;
+        let roots = store
+            .roots()
+            .await
+            .map_err(|e| Error::Storage(format!("reading the CA roots: {e}")))?;
         super::rotation::apply(
             self,
             &authority,
             &rows,
+            &roots,
             &mut Vec::new(),
             OffsetDateTime::now_utc(),
         )?;

@@ -104,77 +104,13 @@ impl CaDir {
         now: OffsetDateTime,
     ) -> Result<CaIntermediate, Error> {
         let config = self.config()?;
-        let root = self.root_issuer(&config, opts.root_key.as_deref())?;
-        let current = self.intermediate_cert()?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&current)
-            .map_err(|e| Error::Config(format!("reading the intermediate: {e}")))?;
-        let current_life =
-            parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
-        let validity = opts.validity.unwrap_or(Duration::from_secs(
-            u64::try_from(current_life).unwrap_or(0),
-        ));
-        let permitted_dns = parsed
-            .name_constraints()
-            .ok()
-            .flatten()
-            .and_then(|nc| nc.value.permitted_subtrees.clone())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| match &t.base {
-                x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
-                _ => None,
-            })
-            .collect();
-        let spec = CaSpec {
-            name: config.ca.name.clone(),
-            root_validity: validity,
-            intermediate_validity: validity,
-            permitted_dns,
-        };
-        // The next key goes where the current one is: into the same
-        // PKCS#11 token (non-extractable), or a file.
-        let (key, token_uri) = match KeysSection::uri(&config.keys.intermediate, "intermediate")? {
-            Some(current) => {
-                let template = KeyUri {
-                    object: None,
-                    id: None,
-                    ..current
-                };
-                let mut suffix = [0u8; 4];
-                aws_lc_rs::rand::fill(&mut suffix)
-                    .map_err(|_| Error::Config("drawing a key label".into()))?;
-                let label = format!(
-                    "ward-intermediate-{}",
-                    suffix
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                );
-                let made =
-                    pkcs11::generate(&template, &label, config.ca.key_type).map_err(|e| {
-                        Error::Config(format!(
-                            "generating the next intermediate key in the PKCS#11 token: {e}"
-                        ))
-                    })?;
-                match made.key.private_key() {
-                    Ok(key) => (key, Some(made.uri)),
-                    Err(e) => {
-                        super::destroy_token_keys(std::slice::from_ref(&made.uri));
-                        return Err(Error::Config(format!(
-                            "the next intermediate key in the PKCS#11 token: {e}"
-                        )));
-                    }
-                }
-            }
-            None => (
-                config
-                    .ca
-                    .key_type
-                    .generate()
-                    .map_err(Error::pki("generating the next intermediate key"))?,
-                None,
-            ),
-        };
+        let roots = store
+            .roots()
+            .await
+            .map_err(|e| Error::Storage(format!("reading the CA roots: {e}")))?;
+        let root = self.root_issuer(&config, &roots, opts.root_key.as_deref(), now)?;
+        let spec = self.next_intermediate_spec(&config, opts.validity)?;
+        let (key, token_uri) = next_intermediate_key(&config)?;
         // A failure from here on leaves no key behind in the token either.
         let forget = |e: Error| {
             if let Some(uri) = &token_uri {
@@ -198,9 +134,44 @@ impl CaDir {
         Ok(next)
     }
 
+    /// The shape of the next intermediate: the current one's name
+    /// constraints, `validity` or the current one's lifetime.
+    pub(super) fn next_intermediate_spec(
+        &self,
+        config: &CaConfig,
+        validity: Option<Duration>,
+    ) -> Result<CaSpec, Error> {
+        let current = self.intermediate_cert()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&current)
+            .map_err(|e| Error::Config(format!("reading the intermediate: {e}")))?;
+        let current_life =
+            parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
+        let validity = validity.unwrap_or(Duration::from_secs(
+            u64::try_from(current_life).unwrap_or(0),
+        ));
+        let permitted_dns = parsed
+            .name_constraints()
+            .ok()
+            .flatten()
+            .and_then(|nc| nc.value.permitted_subtrees.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| match &t.base {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                _ => None,
+            })
+            .collect();
+        Ok(CaSpec {
+            name: config.ca.name.clone(),
+            root_validity: validity,
+            intermediate_validity: validity,
+            permitted_dns,
+        })
+    }
+
     /// Writes a rotated intermediate and its key (never replacing a file)
     /// and returns its store record; nothing stays behind on failure.
-    fn write_intermediate(
+    pub(super) fn write_intermediate(
         &self,
         der: &CertificateDer<'_>,
         key: &PrivateKey,
@@ -258,16 +229,36 @@ impl CaDir {
         })
     }
 
-    fn remove_intermediate_files(&self, fingerprint: &str) {
+    pub(super) fn remove_intermediate_files(&self, fingerprint: &str) {
         let sub = self.path.join(INTERMEDIATES);
         for ext in ["crt", "key"] {
             let _ = std::fs::remove_file(sub.join(format!("{fingerprint}.{ext}")));
         }
     }
 
-    /// The root with its key: `root_key` (an offline root file), else
-    /// `DIR/root.key`, else the token ca.toml names.
-    fn root_issuer(&self, config: &CaConfig, root_key: Option<&Path>) -> Result<Issuer, Error> {
+    /// The root that signs intermediates now, with its key: the newest
+    /// root of a root rotation whose switch has passed, else `root.crt`.
+    /// Its key: `root_key` (an offline root file), else the store's key
+    /// reference (a rotated root), else `DIR/root.key`, else the token
+    /// ca.toml names.
+    pub(super) fn root_issuer(
+        &self,
+        config: &CaConfig,
+        rotated: &[ward_store::CaRoot],
+        root_key: Option<&Path>,
+        now: OffsetDateTime,
+    ) -> Result<Issuer, Error> {
+        if let Some(row) = super::roots::current_root(rotated, now) {
+            let cert = CertificateDer::from(row.der.clone());
+            let key = match root_key {
+                Some(path) => self.read_key(path)?,
+                None => self.load_key_ref(&row.key_ref, &cert, "rotated root")?,
+            };
+            return Issuer::new(cert, key).map_err(Error::pki(format!(
+                "pairing the root {} with its key",
+                row.fingerprint
+            )));
+        }
         let root = self
             .roots()?
             .into_iter()
@@ -288,6 +279,28 @@ impl CaDir {
             }
         };
         Issuer::new(root, key).map_err(Error::pki("pairing root.crt with the root key"))
+    }
+
+    /// The key a store row names: a `pkcs11:` URI (proven to be `cert`'s)
+    /// or a file inside the CA directory.
+    pub(super) fn load_key_ref(
+        &self,
+        key_ref: &str,
+        cert: &CertificateDer<'_>,
+        what: &str,
+    ) -> Result<PrivateKey, Error> {
+        if key_ref.starts_with("pkcs11:") {
+            let uri: KeyUri = key_ref
+                .parse()
+                .map_err(|e| Error::Config(format!("the store's key URI of a {what}: {e}")))?;
+            return token_key(&uri, cert, what);
+        }
+        if key_ref.contains("..") || Path::new(key_ref).is_absolute() {
+            return Err(Error::Config(format!(
+                "the store names a {what} key outside the CA directory: {key_ref}"
+            )));
+        }
+        self.read_key(&self.path.join(key_ref))
     }
 
     /// Loads a rotated intermediate with its key, checking the file is the
@@ -321,16 +334,86 @@ impl CaDir {
     }
 }
 
-/// Loads what [`resolve`] chose and hands it to the authority; keeps
-/// already loaded intermediates in `cache`. Returns every issuer now in
-/// use, the signing one first.
+/// A key for the next intermediate where the current one is: in the same
+/// PKCS#11 token (non-extractable, its URI returned), or in memory for a
+/// file.
+pub(super) fn next_intermediate_key(
+    config: &CaConfig,
+) -> Result<(PrivateKey, Option<KeyUri>), Error> {
+    next_ca_key(config, &config.keys.intermediate, "intermediate")
+}
+
+/// A key for the next CA certificate of `role` (`intermediate`, `root`):
+/// in the token `current` names, else in memory.
+pub(super) fn next_ca_key(
+    config: &CaConfig,
+    current: &Option<String>,
+    role: &str,
+) -> Result<(PrivateKey, Option<KeyUri>), Error> {
+    match KeysSection::uri(current, role)? {
+        Some(current) => {
+            let template = KeyUri {
+                object: None,
+                id: None,
+                ..current
+            };
+            let mut suffix = [0u8; 4];
+            aws_lc_rs::rand::fill(&mut suffix)
+                .map_err(|_| Error::Config("drawing a key label".into()))?;
+            let label = format!(
+                "ward-{role}-{}",
+                suffix
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            );
+            let made = pkcs11::generate(&template, &label, config.ca.key_type).map_err(|e| {
+                Error::Config(format!(
+                    "generating the next {role} key in the PKCS#11 token: {e}"
+                ))
+            })?;
+            match made.key.private_key() {
+                Ok(key) => Ok((key, Some(made.uri))),
+                Err(e) => {
+                    super::destroy_token_keys(std::slice::from_ref(&made.uri));
+                    Err(Error::Config(format!(
+                        "the next {role} key in the PKCS#11 token: {e}"
+                    )))
+                }
+            }
+        }
+        None => Ok((
+            config
+                .ca
+                .key_type
+                .generate()
+                .map_err(Error::pki(format!("generating the next {role} key")))?,
+            None,
+        )),
+    }
+}
+
+/// What [`apply`] put in force.
+#[derive(Debug)]
+pub struct Applied {
+    /// Every intermediate in use, the signing one first.
+    pub issuers: Vec<Arc<Issuer>>,
+    /// The roots distributed and accepted, and the rollover certificates
+    /// appended to chains.
+    pub trust: super::roots::Trust,
+}
+
+/// Loads what [`resolve`] chose and hands it to the authority, with the
+/// trust bundle [`super::roots::resolve_trust`] decides for the root
+/// rotations in `roots`; keeps already loaded intermediates in `cache`.
 pub fn apply(
     dir: &CaDir,
     authority: &crate::authority::Authority,
     rows: &[CaIntermediate],
+    roots: &[ward_store::CaRoot],
     cache: &mut Vec<Arc<Issuer>>,
     now: OffsetDateTime,
-) -> Result<Vec<Arc<Issuer>>, Error> {
+) -> Result<Applied, Error> {
     let resolved = resolve(rows, authority.policy().max_ttl, now);
     let initial = &authority.initial_issuer();
     let mut load = |row: &CaIntermediate| -> Result<Arc<Issuer>, Error> {
@@ -356,10 +439,16 @@ pub fn apply(
         others.push(initial.clone());
     }
     cache.retain(|c| Arc::ptr_eq(c, &signing) || others.iter().any(|o| Arc::ptr_eq(o, c)));
-    authority.set_intermediates(signing.clone(), others.clone());
-    let mut all = vec![signing];
-    all.extend(others);
-    Ok(all)
+    let mut all = vec![signing.clone()];
+    all.extend(others.iter().cloned());
+    let published: Vec<CertificateDer<'static>> =
+        all.iter().map(|i| i.cert_der().clone()).collect();
+    let trust = super::roots::resolve_trust(authority.directory_roots(), roots, &published, now);
+    authority.set_intermediates(signing, others, &trust.bundle, &trust.extra);
+    Ok(Applied {
+        issuers: all,
+        trust,
+    })
 }
 
 /// The key waiting for its certificate between `ward ca intermediate csr`

@@ -381,7 +381,7 @@ async fn renew_inner(
 pub(super) async fn roots(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/x-pem-file")],
-        state.authority.roots_pem().to_owned(),
+        (*state.authority.roots_pem()).clone(),
     )
         .into_response()
 }

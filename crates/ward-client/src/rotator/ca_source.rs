@@ -108,7 +108,10 @@ impl Renewer {
             chain: current.chain().to_vec(),
             key: current.private_key(),
         };
-        let client = CaClient::new(&self.ca_url, &self.anchors, Some(identity))?;
+        // The CA is verified against the anchors and the bundle the current
+        // identity came with: a root rotation's next root arrives there.
+        let anchors = trust::followed_anchors(&self.anchors, current.bundle());
+        let client = CaClient::new(&self.ca_url, &anchors, Some(identity))?;
         let (key, csr) = key_and_csr(self.key_type)?;
         let issued: Issued = client
             .json(

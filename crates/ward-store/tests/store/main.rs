@@ -14,6 +14,7 @@ mod batch;
 mod concurrency;
 mod console;
 mod harness;
+mod roots;
 mod watch;
 
 /// Generates a `#[tokio::test]` per backend for each named contract test.
@@ -72,6 +73,7 @@ on_both_backends!(
     batch::a_failing_transaction_fails_every_caller_and_writes_nothing,
     batch::storage_lost_mid_batch_is_unavailable_for_its_callers,
     watch::another_handles_revocations_are_signalled,
+    roots::root_rotation_records_pair_refuse_and_cancel,
 );
 
 /// Checks that only the SQLite backend does: file mode and journal mode.

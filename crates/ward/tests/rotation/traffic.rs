@@ -7,155 +7,15 @@
 //! must end up on a certificate of the new intermediate, which openssl
 //! verifies, as it does the old chain.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use ward_client::{BootstrapConfig, CaTrust, Rotator, Token};
 
+use super::load::{Gate, Traffic, upstream};
 use super::support::{initial, openssl_verifies, published, rotate, sha256};
-use crate::agent::procs::{AgentDir, AgentProcess, DEADLINE, openssl_fingerprint, wait_until};
+use crate::agent::procs::{AgentDir, AgentProcess, DEADLINE, openssl_fingerprint};
 use crate::harness::{Backend, Ca};
-
-/// A plain HTTP upstream answering 200 "ok".
-async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            "ok",
-                        ))))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// `ward gate serve` with its identity from the CA; killed when dropped.
-struct Gate {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Gate {
-    fn start(args: &[&str]) -> Gate {
-        use std::io::{BufRead, BufReader};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-            .args([
-                "gate",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--audit-log",
-                "off",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let end = Instant::now() + DEADLINE;
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("ward gate: listening on ") {
-                        let addr = a.trim().parse().unwrap();
-                        std::thread::spawn(move || for _ in rx {});
-                        return Gate { child, addr };
-                    }
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("the gate never got ready:\n{}", seen.join("\n"));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One request on a fresh mTLS connection; the fingerprint of the
-/// intermediate the gate presented.
-async fn request(connector: &TlsConnector, addr: SocketAddr) -> Result<String, String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let gate_int = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.get(1))
-        .map(|c| sha256(c))
-        .ok_or("the gate sent no intermediate")?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(conn);
-    let req = Request::get("/traffic")
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = resp.status();
-    let _ = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    if status != 200 {
-        return Err(format!("status {status}"));
-    }
-    Ok(gate_int)
-}
-
-/// Per-second (ok, failed) counts and what went wrong.
-#[derive(Default)]
-struct Tally {
-    seconds: BTreeMap<u64, (u32, u32)>,
-    failures: Vec<String>,
-    gate_intermediates: Vec<String>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
@@ -223,39 +83,9 @@ async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
     openssl_verifies(&ca, &agent_old, "sslclient");
 
     // Traffic from now until told to stop.
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let started = Instant::now();
-    let traffic = {
-        let tally = tally.clone();
-        let addr = gate.addr;
-        tokio::spawn(async move {
-            loop {
-                if *stop_rx.borrow() {
-                    break;
-                }
-                let result = request(&connector, addr).await;
-                let second = started.elapsed().as_secs();
-                {
-                    let mut t = tally.lock().unwrap();
-                    let slot = t.seconds.entry(second).or_default();
-                    match result {
-                        Ok(int) => {
-                            slot.0 += 1;
-                            if !t.gate_intermediates.contains(&int) {
-                                t.gate_intermediates.push(int);
-                            }
-                        }
-                        Err(e) => {
-                            slot.1 += 1;
-                            t.failures.push(format!("at {second}s: {e}"));
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let traffic = Traffic::start(gate.addr, move || connector.clone());
+    let tally = traffic.tally.clone();
+    let started = traffic.started;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let next = rotate(&ca, "4s", &[]);
@@ -291,22 +121,8 @@ async fn intermediate_rotation_under_continuous_traffic_fails_nothing() {
     }
     // A little more traffic on the new chains, then stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop_tx.send(true).unwrap();
-    traffic.await.unwrap();
-
-    let t = std::mem::take(&mut *tally.lock().unwrap());
-    for (second, (ok, failed)) in &t.seconds {
-        println!("t={second:>2}s ok={ok:>3} failed={failed}");
-    }
-    let total: u32 = t.seconds.values().map(|(ok, _)| ok).sum();
-    assert!(
-        t.failures.is_empty(),
-        "{} requests failed (of {}): {:?}",
-        t.failures.len(),
-        total + t.failures.len() as u32,
-        t.failures
-    );
-    assert!(total > 100, "traffic really ran: {total} requests");
+    let t = traffic.stop().await;
+    t.report(100);
     assert_eq!(
         t.gate_intermediates,
         vec![old.clone(), next.clone()],

@@ -315,7 +315,7 @@ pub(crate) async fn detail(
     for (label, pem) in [
         ("Certificate", cert_to_pem(&cert.der)),
         ("Intermediate", intermediate),
-        ("Roots", state.authority.roots_pem().to_owned()),
+        ("Roots", (*state.authority.roots_pem()).clone()),
     ] {
         let _ = write!(
             body,
