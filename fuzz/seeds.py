@@ -215,6 +215,10 @@ def main():
     write("client_hello", "tls13-sni-h2", client_hello("gate.example.org", ["h2", "http/1.1"]))
     write("client_hello", "tls12-only", client_hello("api.example.org", ["http/1.1"], True))
     write("client_hello", "no-sni", client_hello(None, None))
+    # sni: the same first flights, for the passthrough path's own reader.
+    write("sni", "tls13-sni-h2", client_hello("gate.example.org", ["h2", "http/1.1"]))
+    write("sni", "tls12-only", client_hello("api.example.org", ["http/1.1"], True))
+    write("sni", "no-sni", client_hello(None, None))
 
     # proxy_protocol: v1 lines and v2 headers as HAProxy sends them.
     write("proxy_protocol", "v1-tcp4", "PROXY TCP4 192.0.2.7 10.0.0.1 56324 443\r\n\x16\x03\x01")

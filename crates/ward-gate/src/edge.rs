@@ -30,6 +30,10 @@ pub(crate) enum Peeked {
     TooLong,
 }
 
+/// The first peek's buffer: an ordinary ClientHello (even with a
+/// post-quantum key share) or PROXY header fits; a larger one grows it.
+const FIRST_PEEK: usize = 4 * 1024;
+
 /// Peeks at the start of `tcp` until `decide` answers, without consuming
 /// anything: at most `max` bytes, for at most `within`.
 ///
@@ -42,7 +46,7 @@ pub(crate) async fn peek_until<T>(
     within: Duration,
     mut decide: impl FnMut(&[u8]) -> Option<T>,
 ) -> Result<T, Peeked> {
-    let mut buf = vec![0u8; max];
+    let mut buf = vec![0u8; max.min(FIRST_PEEK)];
     let work = async {
         let mut seen = 0;
         let mut pause = Duration::from_millis(1);
@@ -60,10 +64,14 @@ pub(crate) async fn peek_until<T>(
                 if n >= max {
                     return Err(Peeked::TooLong);
                 }
-            } else {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
+                if n == buf.len() {
+                    // More may be waiting: look again with room for it.
+                    buf.resize((n * 4).min(max), 0);
+                    continue;
+                }
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     };
     tokio::time::timeout(within, work)
@@ -180,9 +188,7 @@ pub(crate) async fn front(
         if let Some(name) = sni.as_deref()
             && let Some(route) = runtime.passthrough.find(name, |n| runtime.serves_sni(n))
         {
-            let local = tcp.local_addr().ok();
-            crate::passthrough::forward(tcp, remote, local, name, &route, shared, stop.clone())
-                .await;
+            crate::passthrough::forward(tcp, remote, name, &route, shared, stop.clone()).await;
             return None;
         }
     }

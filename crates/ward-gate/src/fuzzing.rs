@@ -3,12 +3,15 @@
 //! Not an API: hidden from the documentation and used by nothing but the
 //! fuzz targets. Each function runs the parsing the gate does on bytes a
 //! client or an upstream sends, without sockets: the ClientHello reader,
-//! the HTTP/1 fast path's request and response heads, and its chunked body
-//! scanner. Parsers that are public anyway
+//! the passthrough path's server-name reader, the HTTP/1 fast path's
+//! request and response heads, and its chunked body scanner. Parsers that are public anyway
 //! ([`crate::revocation::crl`], [`crate::config::GateConfig::from_toml`])
 //! are called by the targets directly.
 
 use crate::server::h1::{chunked, head};
+
+/// The passthrough path's own server-name reader, and its answer.
+pub use crate::sni::{Sni, read as sni};
 
 /// What the gate reads from a ClientHello before choosing a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +208,74 @@ mod tests {
         assert!(!tls12.tls13);
         assert_eq!(client_hello(&hello[..hello.len() / 2]), Ok(None));
         assert!(client_hello(b"GET / HTTP/1.1\r\n\r\n").is_err());
+    }
+
+    /// What the `sni` fuzz target asserts, for one input.
+    fn sni_agrees_with_rustls(data: &[u8]) {
+        let fast = sni(data);
+        match (&fast, client_hello(data)) {
+            (Sni::Found(name), Ok(Some(hello))) => assert_eq!(name, &hello.sni, "{data:?}"),
+            (Sni::Found(_), Ok(None)) | (Sni::Incomplete, Ok(Some(_))) => {
+                panic!("{fast:?} on {data:?}")
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_passthrough_sni_reader_agrees_with_rustls_on_real_and_mutated_hellos() {
+        // First flights of rustls and of Python's OpenSSL client (fuzz seeds).
+        let seeds = [
+            hello_from_rustls("gate.example.org", true),
+            hello_from_rustls("a.example", false),
+            include_bytes!("../../../fuzz/corpus/sni/seed-tls13-sni-h2").to_vec(),
+            include_bytes!("../../../fuzz/corpus/sni/seed-tls12-only").to_vec(),
+            include_bytes!("../../../fuzz/corpus/sni/seed-no-sni").to_vec(),
+        ];
+        let want = [
+            Some("gate.example.org"),
+            Some("a.example"),
+            Some("gate.example.org"),
+            Some("api.example.org"),
+            None,
+        ];
+        for (seed, want) in seeds.iter().zip(want) {
+            assert_eq!(sni(seed), Sni::Found(want.map(str::to_owned)));
+            for cut in 0..seed.len() {
+                assert_eq!(sni(&seed[..cut]), Sni::Incomplete);
+                sni_agrees_with_rustls(&seed[..cut]);
+            }
+        }
+        // Deterministic mutations: overwrite, insert or delete bytes.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % below as u64).unwrap()
+        };
+        let mut found = 0;
+        for round in 0..20_000 {
+            let mut data = seeds[round % seeds.len()].clone();
+            for _ in 0..=next(3) {
+                let at = next(data.len());
+                match next(4) {
+                    0 => data[at] = u8::try_from(next(256)).unwrap(),
+                    1 => data[at] ^= 1 << next(8),
+                    2 => data.insert(at, u8::try_from(next(256)).unwrap()),
+                    _ => {
+                        data.remove(at);
+                    }
+                }
+            }
+            if matches!(sni(&data), Sni::Found(_)) {
+                found += 1;
+            }
+            sni_agrees_with_rustls(&data);
+        }
+        // Most mutations land in opaque bytes (random, key shares): the
+        // reader still answers for those, and agrees.
+        assert!(found > 1_000, "{found}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod revocation;
 pub mod runtime;
 pub mod server;
 mod shared;
+mod sni;
 pub mod tls;
 
 pub use error::Error;

@@ -9,16 +9,18 @@
 //! the upstream's decision.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use ward_telemetry::{Counter, CounterVec};
 
 use crate::Shared;
 use crate::edge::{Peeked, peek_until};
+use crate::sni::Sni;
 
 /// The most ClientHello bytes read before deciding (a ClientHello with a
 /// post-quantum key share is about 1.8 KB; one record is 16 KB).
@@ -58,6 +60,30 @@ pub struct Route {
     pub upstream: String,
     /// Send a PROXY v2 header first.
     pub send_proxy_v2: bool,
+    /// This route's metric children, looked up once (not per connection).
+    counters: RouteCounters,
+}
+
+/// The metric children of one route, each found on its first use.
+#[derive(Debug, Clone, Default)]
+struct RouteCounters {
+    forwarded: OnceLock<Counter>,
+    refused: OnceLock<Counter>,
+    bytes_in: OnceLock<Counter>,
+    bytes_out: OnceLock<Counter>,
+}
+
+impl Route {
+    /// The child of `family` labelled with this route and `label`, cached
+    /// in `cell` (a label lookup hashes and takes a lock).
+    fn counter<'a>(
+        &'a self,
+        cell: &'a OnceLock<Counter>,
+        family: &CounterVec,
+        label: &str,
+    ) -> &'a Counter {
+        cell.get_or_init(|| family.with(&[&self.name, label]))
+    }
 }
 
 /// The passthrough routes of a runtime.
@@ -116,6 +142,7 @@ impl Routes {
                 name: c.name().to_owned(),
                 upstream: c.upstream.clone(),
                 send_proxy_v2: c.send_proxy_v2,
+                counters: RouteCounters::default(),
             });
             let pattern = c.sni.to_ascii_lowercase();
             match pattern.strip_prefix('*') {
@@ -162,33 +189,58 @@ pub(crate) enum Hello {
     Unreadable,
 }
 
-/// Peeks at the ClientHello without consuming it.
+/// Peeks at the ClientHello without consuming it. The passthrough path's
+/// own reader ([`crate::sni`]) answers for an ordinary ClientHello; rustls
+/// decides the rest.
 pub(crate) async fn peek_hello(tcp: &TcpStream, timeout: Duration) -> Result<Hello, Peeked> {
-    let mut sni = None;
     let decided = peek_until(tcp, MAX_HELLO, timeout, |bytes| {
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            match acceptor.read_tls(&mut rest) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        match acceptor.accept() {
-            Ok(None) => None,
-            Ok(Some(accepted)) => {
-                sni = Some(accepted.client_hello().server_name().map(str::to_owned));
-                Some(true)
-            }
-            Err(_) => Some(false),
+        match crate::sni::read(bytes) {
+            Sni::Incomplete => None,
+            Sni::Found(name) => Some(Hello::Sni(name)),
+            Sni::Unsure => rustls_hello(bytes),
         }
     })
     .await;
     match decided {
-        Ok(true) => Ok(Hello::Sni(sni.flatten())),
-        Ok(false) | Err(Peeked::TooLong) => Ok(Hello::Unreadable),
+        Ok(hello) => Ok(hello),
+        Err(Peeked::TooLong) => Ok(Hello::Unreadable),
         Err(e) => Err(e),
     }
+}
+
+/// rustls' reading of the first bytes: `None` while it needs more.
+fn rustls_hello(mut bytes: &[u8]) -> Option<Hello> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    while !bytes.is_empty() {
+        match acceptor.read_tls(&mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    match acceptor.accept() {
+        Ok(None) => None,
+        Ok(Some(accepted)) => Some(Hello::Sni(
+            accepted.client_hello().server_name().map(str::to_owned),
+        )),
+        Err(_) => Some(Hello::Unreadable),
+    }
+}
+
+/// One `passthrough` audit event.
+#[derive(Serialize)]
+struct AuditEvent<'a> {
+    event: &'static str,
+    remote: SocketAddr,
+    sni: &'a str,
+    route: &'a str,
+    upstream: &'a str,
+    result: &'static str,
+    /// Absent from `closed` events; `null` or a reason in the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Option<&'static str>>,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
 }
 
 /// Forwards the raw connection to `route`'s upstream until either side
@@ -196,7 +248,6 @@ pub(crate) async fn peek_hello(tcp: &TcpStream, timeout: Duration) -> Result<Hel
 pub(crate) async fn forward(
     mut tcp: TcpStream,
     remote: SocketAddr,
-    local: Option<SocketAddr>,
     sni: &str,
     route: &Route,
     shared: &Arc<Shared>,
@@ -205,20 +256,28 @@ pub(crate) async fn forward(
     let started = Instant::now();
     let runtime = shared.runtime.load_full();
     let metrics = &shared.metrics;
-    let record = |result: &'static str, reason: Option<&str>, sent: u64, received: u64| {
-        metrics.passthrough.with(&[&route.name, result]).inc();
-        shared.audit.record(&serde_json::json!({
-            "event": "passthrough",
-            "remote": remote.to_string(),
-            "sni": sni,
-            "route": route.name,
-            "upstream": route.upstream,
-            "result": result,
-            "reason": reason,
-            "bytes_in": sent,
-            "bytes_out": received,
-            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-        }));
+    let audit = |result: &'static str, reason: Option<&'static str>, sent: u64, received: u64| {
+        // Nothing is built when the audit log is off.
+        if shared.audit.is_enabled() {
+            shared.audit.record(&AuditEvent {
+                event: "passthrough",
+                remote,
+                sni,
+                route: &route.name,
+                upstream: &route.upstream,
+                result,
+                reason: (result != "closed").then_some(reason),
+                bytes_in: sent,
+                bytes_out: received,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
+    };
+    let refused = |reason: &'static str| {
+        route
+            .counter(&route.counters.refused, &metrics.passthrough, "refused")
+            .inc();
+        audit("refused", Some(reason), 0, 0);
     };
     let connect = tokio::time::timeout(
         runtime.config.timeouts.upstream_connect.0,
@@ -229,51 +288,41 @@ pub(crate) async fn forward(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, upstream = %route.upstream, "passthrough upstream unreachable");
-            record("refused", Some("upstream_unreachable"), 0, 0);
+            refused("upstream_unreachable");
             return;
         }
         Err(_) => {
-            record("refused", Some("upstream_timeout"), 0, 0);
+            refused("upstream_timeout");
             return;
         }
     };
     let _ = up.set_nodelay(true);
     if route.send_proxy_v2 {
-        let dest = local.unwrap_or(remote);
+        let dest = tcp.local_addr().unwrap_or(remote);
         let header = crate::proxy_protocol::encode_v2(remote, dest);
         if up.write_all(&header).await.is_err() {
-            record("refused", Some("upstream_unreachable"), 0, 0);
+            refused("upstream_unreachable");
             return;
         }
     }
-    record("forwarded", None, 0, 0);
+    route
+        .counter(&route.counters.forwarded, &metrics.passthrough, "forwarded")
+        .inc();
+    audit("forwarded", None, 0, 0);
     let idle = runtime.config.timeouts.idle.0;
+    drop(runtime);
     let end = tokio::select! {
         end = crate::pipe::pipe_tcp(&mut tcp, &mut up, idle) => Some(end),
         () = crate::server::stopped(&mut stop) => None,
     };
     if let Some(Ok(crate::pipe::PipeEnd::Closed { a_to_b, b_to_a })) = end {
-        metrics
-            .passthrough_bytes
-            .with(&[&route.name, "in"])
+        route
+            .counter(&route.counters.bytes_in, &metrics.passthrough_bytes, "in")
             .inc_by(a_to_b);
-        metrics
-            .passthrough_bytes
-            .with(&[&route.name, "out"])
+        route
+            .counter(&route.counters.bytes_out, &metrics.passthrough_bytes, "out")
             .inc_by(b_to_a);
-        if shared.audit.is_enabled() {
-            shared.audit.record(&serde_json::json!({
-                "event": "passthrough",
-                "remote": remote.to_string(),
-                "sni": sni,
-                "route": route.name,
-                "upstream": route.upstream,
-                "result": "closed",
-                "bytes_in": a_to_b,
-                "bytes_out": b_to_a,
-                "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
-            }));
-        }
+        audit("closed", None, a_to_b, b_to_a);
     }
 }
 

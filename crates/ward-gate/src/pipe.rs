@@ -117,32 +117,27 @@ where
     end
 }
 
-/// [`pipe`] between two plain TCP sockets (SNI passthrough): the bytes
-/// move socket → pipe → socket inside the kernel (splice(2)), never
-/// through a user-space buffer. Where splice is refused (not Linux, no
-/// pipes left), the sockets' own halves and larger buffers do the copy.
+/// [`pipe`] between two plain TCP sockets (SNI passthrough).
+///
+/// Each direction starts by copying through a small user-space buffer;
+/// once it has moved [`SPLICE_AFTER`] bytes it switches to splice(2), so
+/// the bytes of a long transfer move socket → pipe → socket inside the
+/// kernel. Short flows (a handshake and a request) never pay for the two
+/// kernel pipes. Where splice is refused (not Linux, no pipes left), the
+/// copy goes on with a larger buffer.
 pub async fn pipe_tcp(
     a: &mut tokio::net::TcpStream,
     b: &mut tokio::net::TcpStream,
     idle: Duration,
 ) -> std::io::Result<PipeEnd> {
     let activity = Activity::new();
-    let pipes = (kernel_pipe(), kernel_pipe());
-    let end = if let (Ok(ab), Ok(ba)) = pipes {
-        let copy = async {
-            tokio::try_join!(
-                splice_one_way(a, b, &ab, &activity),
-                splice_one_way(b, a, &ba, &activity)
-            )
-        };
-        until_idle(copy, &activity, idle).await
-    } else {
+    let end = {
         let (mut ar, mut aw) = a.split();
         let (mut br, mut bw) = b.split();
         let copy = async {
             tokio::try_join!(
-                one_way(&mut ar, &mut bw, &activity, TCP_BUFFER),
-                one_way(&mut br, &mut aw, &activity, TCP_BUFFER)
+                tcp_one_way(&mut ar, &mut bw, &activity),
+                tcp_one_way(&mut br, &mut aw, &activity)
             )
         };
         until_idle(copy, &activity, idle).await
@@ -152,6 +147,56 @@ pub async fn pipe_tcp(
         let _ = rustix::net::shutdown(&*b, rustix::net::Shutdown::Write);
     }
     end
+}
+
+/// Bytes one direction of [`pipe_tcp`] copies through user space before it
+/// switches to splice(2) (HAProxy's `splice-auto` waits for a full buffer
+/// too): creating two kernel pipes costs more than copying a handshake.
+pub const SPLICE_AFTER: u64 = 64 * 1024;
+/// The copy buffer of a direction before it splices (not zeroed: tokio
+/// reads into its spare capacity).
+const SMALL_BUFFER: usize = 16 * 1024;
+
+/// One direction of [`pipe_tcp`]: copies until [`SPLICE_AFTER`] bytes
+/// have moved, then splices (or copies on with a larger buffer); at the
+/// end of `from`, half-closes `to`.
+async fn tcp_one_way(
+    from: &mut tokio::net::tcp::ReadHalf<'_>,
+    to: &mut tokio::net::tcp::WriteHalf<'_>,
+    activity: &Activity,
+) -> std::io::Result<u64> {
+    let mut buf = Vec::with_capacity(SMALL_BUFFER);
+    let mut total = 0u64;
+    while total < SPLICE_AFTER {
+        buf.clear();
+        // A short read clears the socket's readiness (tokio), so the next
+        // round waits for the reactor instead of failing a read first.
+        let n = from.read_buf(&mut buf).await?;
+        if n == 0 {
+            // Pass the half-close on; the other direction keeps going.
+            half_close(to.as_ref())?;
+            return Ok(total);
+        }
+        activity.touch();
+        to.write_all(&buf).await?;
+        activity.touch();
+        total += n as u64;
+    }
+    drop(buf);
+    let rest = match kernel_pipe() {
+        Ok(pipe) => splice_one_way(from.as_ref(), to.as_ref(), &pipe, activity).await?,
+        Err(_) => one_way(from, to, activity, TCP_BUFFER).await?,
+    };
+    Ok(total + rest)
+}
+
+/// Shuts the write side of `to` down; a socket its peer has already reset
+/// needs no half-close (and the pipe still ends `Closed`, with its counts).
+fn half_close(to: &tokio::net::TcpStream) -> std::io::Result<()> {
+    match rustix::net::shutdown(to, rustix::net::Shutdown::Write) {
+        Err(e) if e != rustix::io::Errno::NOTCONN => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// A non-blocking kernel pipe: (read end, write end).
@@ -190,7 +235,7 @@ async fn splice_one_way(
         };
         if n == 0 {
             // Pass the half-close on; the other direction keeps going.
-            rustix::net::shutdown(to, rustix::net::Shutdown::Write)?;
+            half_close(to)?;
             return Ok(total);
         }
         activity.touch();
@@ -324,6 +369,58 @@ mod tests {
             PipeEnd::Closed {
                 a_to_b: 1_000_000,
                 b_to_a: 5
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_pipe_closes_both_sides_when_idle() {
+        let (mut client, mut a) = tcp_pair().await;
+        let (mut b, mut server) = tcp_pair().await;
+        let idle = Duration::from_millis(300);
+        let started = Instant::now();
+        let task = tokio::spawn(async move { pipe_tcp(&mut a, &mut b, idle).await });
+        client.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        server.read_exact(&mut one).await.unwrap();
+        // Nothing more moves: both peers see the pipe's FIN.
+        assert_eq!(task.await.unwrap().unwrap(), PipeEnd::Idle);
+        assert!(started.elapsed() >= idle);
+        assert_eq!(client.read(&mut one).await.unwrap(), 0);
+        assert_eq!(server.read(&mut one).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn tcp_pipe_switches_to_splice_mid_stream_in_both_directions() {
+        // Both directions cross SPLICE_AFTER, in writes that straddle it.
+        let (client, mut a) = tcp_pair().await;
+        let (mut b, server) = tcp_pair().await;
+        let task =
+            tokio::spawn(async move { pipe_tcp(&mut a, &mut b, Duration::from_secs(5)).await });
+        let len = usize::try_from(SPLICE_AFTER).unwrap() * 3 + 12_345;
+        let up: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let down: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+        let echo = |mut s: tokio::net::TcpStream, data: Vec<u8>| async move {
+            let (mut r, mut w) = s.split();
+            let write = async {
+                for piece in data.chunks(7_000) {
+                    w.write_all(piece).await.unwrap();
+                }
+                w.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            tokio::join!(write, r.read_to_end(&mut got)).1.unwrap();
+            got
+        };
+        let (at_server, at_client) =
+            tokio::join!(echo(server, down.clone()), echo(client, up.clone()));
+        assert!(at_server == up && at_client == down);
+        let n = len as u64;
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            PipeEnd::Closed {
+                a_to_b: n,
+                b_to_a: n
             }
         );
     }
