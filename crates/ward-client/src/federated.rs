@@ -556,37 +556,11 @@ mod tests {
         body: String,
     ) -> (String, tokio::task::JoinHandle<()>) {
         let config = plain_server(leaf(issuer, "spiffe://partner.example/bundle"), None);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}/bundle", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let acceptor = TlsAcceptor::from(config.clone());
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut seen = Vec::new();
-                    let mut buf = [0_u8; 1024];
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tls.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tls.write_all(answer.as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        (url, task)
+        crate::federation::tests::serve_bundle(Arc::new(std::sync::Mutex::new((
+            config,
+            body.into_bytes(),
+        ))))
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

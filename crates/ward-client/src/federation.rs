@@ -573,7 +573,7 @@ async fn follow(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
@@ -645,13 +645,16 @@ mod tests {
         )
     }
 
-    type Served = Arc<Mutex<(Arc<ServerConfig>, Vec<u8>)>>;
+    /// What a test bundle endpoint serves: its TLS configuration and the
+    /// answer body, both swappable while it runs.
+    pub(crate) type Served = Arc<Mutex<(Arc<ServerConfig>, Vec<u8>)>>;
 
-    /// A bundle endpoint whose certificate and answer the test swaps.
-    async fn endpoint(served: Served) -> String {
+    /// A bundle endpoint at https://127.0.0.1:PORT/bundle answering every
+    /// request with what `served` holds at the time; its URL and task.
+    pub(crate) async fn serve_bundle(served: Served) -> (String, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}/bundle", listener.local_addr().unwrap());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (config, body) = served.lock().unwrap().clone();
                 tokio::spawn(async move {
@@ -667,7 +670,7 @@ mod tests {
                         }
                     }
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = tls.write_all(head.as_bytes()).await;
@@ -676,7 +679,12 @@ mod tests {
                 });
             }
         });
-        url
+        (url, task)
+    }
+
+    /// A bundle endpoint whose certificate and answer the test swaps.
+    async fn endpoint(served: Served) -> String {
+        serve_bundle(served).await.0
     }
 
     fn bundle_of(roots: &[&CertifiedIssuer<'static, KeyPair>]) -> Vec<u8> {
