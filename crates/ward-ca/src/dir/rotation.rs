@@ -565,7 +565,7 @@ impl CaDir {
         });
         if !by_root {
             return Err(bad(
-                "not issued by a root of this CA (root.crt, or a rotated root not cancelled and not expired)".into(),
+                "not issued by the root in root.crt, nor by a rotated root that is neither cancelled nor expired".into(),
             ));
         }
         let (from, until) = (
