@@ -84,12 +84,13 @@ const CA_FILES: [&str; 11] = [
     JWT_KEY,
 ];
 
-/// Who signs OCSP answers about the intermediate (whose issuer is the root).
+/// Who signs OCSP answers about the intermediates one root issued.
 #[derive(Debug)]
 pub enum RootOcspSigner {
-    /// The root-issued delegated responder written by `ward ca init`.
+    /// The root-issued delegated responder written by `ward ca init` (or,
+    /// for a rotated root, by `ward ca rotate root`).
     Delegated(Signer),
-    /// The root key itself (a directory made before `root-ocsp.crt` existed).
+    /// The root key itself (a directory made before the responder existed).
     RootKey(Signer),
     /// Nobody: offline root and no (valid) delegated responder.
     None,

@@ -8,10 +8,17 @@
 //!   `ward ca serve` issues itself from the intermediate, keeps only in
 //!   memory and replaces at two thirds of its life ([`RESPONDER_TTL`]).
 //!   Each replica has its own; any of them verifies.
-//! - Answers about the intermediate (nginx `ssl_ocsp on` asks) must come from
-//!   the root or a root-issued responder, or OpenSSL rejects them: the
-//!   root-issued responder `ward ca init` writes (`root-ocsp.crt`), else the
-//!   root key when it is in the directory, else `unauthorized`.
+//! - Answers about an intermediate (nginx `ssl_ocsp on` asks) must come
+//!   from the root that issued it or a responder that root issued, or
+//!   OpenSSL rejects them. Each root answers for itself, chosen by the
+//!   CertID's issuer hashes: the first root with the responder `ward ca
+//!   init` writes (`root-ocsp.crt`), a rotated root with the one `ward ca
+//!   rotate root` writes beside it (`roots/<sha256>-ocsp.crt`); else that
+//!   root's key when the directory holds it, else `unauthorized` (never
+//!   another root's signature). Rotated roots are learnt, and forgotten
+//!   once cancelled or expired, as [`Responder::follow_roots`] is told.
+//!   A serial under a root is `good` only for an intermediate that root
+//!   signed.
 //! - A CertID naming neither CA gets the certStatus `unknown` (RFC 6960
 //!   §2.2: "the responder doesn't know about the certificate"), in a signed
 //!   answer, so a client asking about several certificates learns which
@@ -80,15 +87,27 @@ struct Intermediate {
     leaf: LeafSigner,
 }
 
+/// One root this responder answers for (about the intermediates it
+/// issued), with the signer of those answers.
+struct Root {
+    der: CertificateDer<'static>,
+    id: IssuerId,
+    /// `None`: questions about it are refused (`unauthorized`).
+    signer: Option<Arc<Signer>>,
+}
+
 /// The OCSP responder of one CA instance.
 pub struct Responder {
     authority: Arc<Authority>,
     settings: OcspSettings,
     org: String,
-    roots: Vec<IssuerId>,
+    /// The directory's roots (`root.crt`), answered for by the signer
+    /// `ward ca serve` found at start.
+    first_roots: Vec<Arc<Root>>,
+    /// Rotated roots not cancelled and not expired.
+    rotated: ArcSwap<Vec<Arc<Root>>>,
     /// The signing intermediate first.
     intermediates: ArcSwap<Vec<Arc<Intermediate>>>,
-    root_signer: Option<Signer>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -142,12 +161,6 @@ impl Responder {
         settings: OcspSettings,
         now: OffsetDateTime,
     ) -> Result<Self, crate::Error> {
-        let roots = ward_pki::pem::parse_certs_any(authority.roots_pem().as_bytes())
-            .map_err(crate::Error::pki("reading the roots"))?
-            .iter()
-            .map(|r| IssuerId::from_cert_der(r))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(crate::Error::pki("reading the roots"))?;
         let root_signer = match root_signer {
             RootOcspSigner::Delegated(s) => Some(s),
             RootOcspSigner::RootKey(s) => {
@@ -163,16 +176,124 @@ impl Responder {
                 None
             }
         };
+        let root_signer = root_signer.map(Arc::new);
+        // Only the directory's roots: a rotated root is answered for by
+        // its own responder, once `follow_roots` learns it.
+        let first_roots = authority
+            .directory_roots()
+            .iter()
+            .map(|r| {
+                Ok(Arc::new(Root {
+                    der: r.clone(),
+                    id: IssuerId::from_cert_der(r)?,
+                    signer: root_signer.clone(),
+                }))
+            })
+            .collect::<Result<Vec<_>, ward_pki::Error>>()
+            .map_err(crate::Error::pki("reading the roots"))?;
         let signing = authority.signing();
         let first = intermediate(&signing.issuer, org, now)?;
         Ok(Responder {
             authority,
             settings,
             org: org.to_owned(),
-            roots,
+            first_roots,
+            rotated: ArcSwap::from_pointee(Vec::new()),
             intermediates: ArcSwap::from_pointee(vec![Arc::new(first)]),
-            root_signer,
         })
+    }
+
+    /// Answers about the intermediates of exactly these rotated roots from
+    /// now on (every one not cancelled and not expired; the directory's
+    /// own roots are always answered for): keeps the signers of roots
+    /// already known, asks `load` for each new one, and asks again for a
+    /// root that had none or whose signer has expired by `now` (a new
+    /// responder may have been put in place since). A root `load` fails
+    /// for is kept without a signer and the error returned after the
+    /// others are in place.
+    pub fn follow_roots<E: std::fmt::Display>(
+        &self,
+        roots: &[CertificateDer<'static>],
+        now: OffsetDateTime,
+        mut load: impl FnMut(&CertificateDer<'static>) -> Result<RootOcspSigner, E>,
+    ) -> Result<(), String> {
+        let known = self.rotated.load_full();
+        let mut next = Vec::with_capacity(roots.len());
+        let mut failed = Vec::new();
+        for der in roots {
+            if self.first_roots.iter().any(|r| r.der == *der) {
+                continue;
+            }
+            let had = known.iter().find(|k| k.der == *der);
+            if let Some(k) = had
+                && k.signer.as_ref().is_some_and(|s| s.not_after() > now)
+            {
+                next.push(k.clone());
+                continue;
+            }
+            let signer = match load(der) {
+                Ok(RootOcspSigner::Delegated(s)) => Some(Arc::new(s)),
+                Ok(RootOcspSigner::RootKey(s)) => {
+                    if had.is_none() {
+                        tracing::warn!(
+                            root = %ward_pki::Fingerprint::of_der(der),
+                            "no OCSP responder beside a rotated root: OCSP answers about its intermediates are signed with its key"
+                        );
+                    }
+                    Some(Arc::new(s))
+                }
+                Ok(RootOcspSigner::None) => {
+                    if had.is_none() {
+                        tracing::warn!(
+                            root = %ward_pki::Fingerprint::of_der(der),
+                            "no valid OCSP responder and no key for a rotated root: OCSP requests about its intermediates are refused (unauthorized)"
+                        );
+                    }
+                    None
+                }
+                Err(e) => {
+                    failed.push(format!("{}: {e}", ward_pki::Fingerprint::of_der(der)));
+                    None
+                }
+            };
+            if signer.is_some() {
+                tracing::info!(
+                    root = %ward_pki::Fingerprint::of_der(der),
+                    "OCSP: answering about the intermediates of a rotated root"
+                );
+            }
+            let id =
+                IssuerId::from_cert_der(der).map_err(|e| format!("reading a rotated root: {e}"))?;
+            next.push(Arc::new(Root {
+                der: der.clone(),
+                id,
+                signer,
+            }));
+        }
+        self.rotated.store(Arc::new(next));
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "loading the OCSP responder of a rotated root: {}",
+                failed.join("; ")
+            ))
+        }
+    }
+
+    /// The root a question is about, if it is one this responder knows.
+    fn root_of(&self, q: &Query) -> Option<Arc<Root>> {
+        self.first_roots
+            .iter()
+            .find(|r| q.is_about(&r.id))
+            .cloned()
+            .or_else(|| {
+                self.rotated
+                    .load()
+                    .iter()
+                    .find(|r| q.is_about(&r.id))
+                    .cloned()
+            })
     }
 
     /// When the first delegated responder for leaves is due for renewal.
@@ -292,16 +413,16 @@ impl Responder {
             }
         }
         let first = request.queries.first();
-        let about_root = first.is_some_and(|q| self.roots.iter().any(|r| q.is_about(r)));
+        let about_root = first.and_then(|q| self.root_of(q));
         let all = self.intermediates.load();
         // A question about no known issuer is answered (`unknown`) by the
         // signing intermediate's responder.
         let about = first
             .and_then(|q| all.iter().find(|i| q.is_about(&i.id)))
             .or_else(|| all.first());
-        let signer = if about_root {
-            match &self.root_signer {
-                Some(s) => s,
+        let signer = if let Some(root) = &about_root {
+            match &root.signer {
+                Some(s) => s.as_ref(),
                 None => return Answer::refused(Refusal::Unauthorized),
             }
         } else {
@@ -331,11 +452,28 @@ impl Responder {
                 },
             });
         }
-        if self.roots.iter().any(|r| q.is_about(r)) && all.iter().any(|i| i.serial == serial) {
+        if let Some(root) = self.root_of(q)
+            && all
+                .iter()
+                .any(|i| i.serial == serial && signed_by(&i.der, &root.der))
+        {
             return Ok(Status::Good);
         }
         Ok(Status::Unknown)
     }
+}
+
+/// Whether `root` signed the intermediate `der` (same issuer name, and its
+/// signature verifies under the root's key): a root answers `good` only
+/// about its own intermediates.
+fn signed_by(der: &[u8], root: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, root))) = (
+        x509_parser::parse_x509_certificate(der),
+        x509_parser::parse_x509_certificate(root),
+    ) else {
+        return false;
+    };
+    cert.issuer() == root.subject() && ward_pki::sig::verify_cert(&cert, root.public_key()).is_ok()
 }
 
 /// Signs the answers to `request`, valid for `validity` from `now` (shared

@@ -186,6 +186,18 @@ pub async fn run(
     ocsp.follow(&in_use, OffsetDateTime::now_utc())
         .await
         .map_err(|e| server_err("OCSP responders of the intermediates")(e.to_string()))?;
+    follow_root_responders(
+        &dir,
+        &ocsp,
+        &authority
+            .store()
+            .roots()
+            .await
+            .map_err(|e| server_err("reading the CA roots")(e.to_string()))?,
+        &applied.trust.known,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(server_err("OCSP responders of the rotated roots"))?;
     ocsp.record_current(OffsetDateTime::now_utc())
         .await
         .map_err(|e| server_err("recording the OCSP responder certificate")(e.to_string()))?;
@@ -600,6 +612,24 @@ async fn follow_jwt_keys(
     }
 }
 
+/// Makes `ocsp` answer about the intermediates of every root in `known`
+/// (not cancelled, not expired) with that root's own responder, loaded
+/// from the directory for the rotated roots of `rows`.
+fn follow_root_responders(
+    dir: &CaDir,
+    ocsp: &Responder,
+    rows: &[ward_store::CaRoot],
+    known: &[rustls_pki_types::CertificateDer<'static>],
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    ocsp.follow_roots(known, now, |der| {
+        match rows.iter().find(|r| r.der == der.as_ref()) {
+            Some(row) => dir.rotated_root_ocsp_signer(row, now),
+            None => Ok(crate::dir::RootOcspSigner::None),
+        }
+    })
+}
+
 /// What [`follow_rotation`] keeps up to date.
 struct Following {
     dir: CaDir,
@@ -645,6 +675,11 @@ async fn follow_rotation(
                     Ok(applied) => {
                         if let Err(e) = ocsp.follow(&applied.issuers, now).await {
                             tracing::error!(error = %e, "OCSP responders for the intermediates; retrying");
+                        }
+                        if let Err(e) =
+                            follow_root_responders(&dir, &ocsp, &roots, &applied.trust.known, now)
+                        {
+                            tracing::error!(error = %e, "OCSP responders for the rotated roots; retrying");
                         }
                         if let Err(e) = verifier.follow(&applied.trust.known) {
                             tracing::error!(error = %e, "client verifier for the rotated roots; retrying");

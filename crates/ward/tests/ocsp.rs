@@ -18,5 +18,6 @@ mod ocsp {
     pub(crate) mod nginx;
     pub(crate) mod nonce;
     pub(crate) mod openssl;
+    pub(crate) mod rotated_root;
     pub(crate) mod setup;
 }

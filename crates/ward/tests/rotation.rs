@@ -14,6 +14,8 @@ mod common;
 #[macro_use]
 mod harness;
 
+#[path = "revocation/server.rs"]
+mod dual;
 #[path = "hsm/softhsm.rs"]
 mod softhsm;
 

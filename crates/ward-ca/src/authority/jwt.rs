@@ -163,7 +163,8 @@ impl Authority {
 
     /// The trust bundle in SPIFFE format: the roots as `x509-svid` keys, the
     /// JWT key and the retired ones not yet past their retire time as
-    /// `jwt-svid` keys.
+    /// `jwt-svid` keys; its `spiffe_sequence` grows when the JWT keys or
+    /// the distributed roots change.
     pub fn spiffe_bundle(&self) -> Result<JwkSet, AuthorityError> {
         let mut keys = Vec::new();
         for root in ward_pki::pem::parse_certs(self.roots_pem().as_bytes())
@@ -187,6 +188,11 @@ impl Authority {
             );
             sequence = set.sequence;
         }
+        // A root rotation changes the bundle too.
+        let sequence = sequence.max(
+            self.roots_sequence
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
         Ok(JwkSet {
             keys,
             spiffe_sequence: Some(sequence),

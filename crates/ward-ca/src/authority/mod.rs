@@ -95,6 +95,11 @@ pub struct Authority {
     roots_pem: ArcSwap<String>,
     /// The roots of the directory (`root.crt`).
     directory_roots: Vec<CertificateDer<'static>>,
+    /// When the distributed roots last changed (milliseconds since the
+    /// epoch; 0: never in this process): the SPIFFE bundle's
+    /// `spiffe_sequence` is at least this, so a root rotation is a new
+    /// bundle version to federation peers.
+    pub(crate) roots_sequence: std::sync::atomic::AtomicU64,
     store: Arc<dyn Store>,
     crl_url: Option<String>,
     ocsp_url: Option<String>,
@@ -127,6 +132,7 @@ impl Authority {
         Authority {
             roots_pem: ArcSwap::from_pointee(pem::certs_to_pem(roots.iter().map(|r| r.as_ref()))),
             directory_roots: roots.iter().map(|r| r.clone().into_owned()).collect(),
+            roots_sequence: std::sync::atomic::AtomicU64::new(0),
             tokens: token_cache::TokenCache::default(),
             policy,
             signing: ArcSwap::from_pointee(Signing::new(issuer.clone(), Vec::new())),
@@ -182,6 +188,16 @@ impl Authority {
         let bundle = pem::certs_to_pem(roots.iter().map(|r| r.as_ref()));
         if **self.roots_pem.load() != bundle {
             self.roots_pem.store(Arc::new(bundle));
+            let now =
+                u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(1);
+            // Strictly greater than any sequence before, even within one
+            // millisecond.
+            let _ = self.roots_sequence.fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |prev| Some(now.max(prev + 1)),
+            );
         }
         self.others.store(Arc::new(others));
         let current = self.signing.load();

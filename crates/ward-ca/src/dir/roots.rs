@@ -9,6 +9,10 @@
 //! DIR/roots/<sha256>.key               its key (0600; absent when in a token)
 //! DIR/roots/<sha256>.new-with-old.crt  its key certified by the root it replaces
 //! DIR/roots/<sha256>.old-with-new.crt  the replaced root's key certified by it
+//! DIR/roots/<sha256>-ocsp.crt          its delegated OCSP responder (id-kp-OCSPSigning,
+//!                                      ocsp-nocheck), as `root-ocsp.crt` is the first root's
+//! DIR/roots/<sha256>-ocsp.key          its key (0600), or <sha256>-ocsp.uri naming it in
+//!                                      the PKCS#11 token when the first one's is there
 //! DIR/intermediates/<sha256>.crt|.key  its first intermediate
 //! ```
 //!
@@ -35,18 +39,23 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use ward_pki::issue::Issuer;
+use ward_pki::ocsp::Signer;
 use ward_pki::pem;
 use ward_store::{CaIntermediate, CaRoot, Store};
 use x509_parser::prelude::X509Certificate;
 
-use super::CaDir;
 use super::rotation::{next_ca_key, next_intermediate_key};
+use super::{CaDir, RootOcspSigner};
 use crate::Error;
 use crate::authority::fingerprint_hex;
 use crate::files::{self, PUBLIC_MODE, Replace, SECRET_MODE};
 
 /// The subdirectory rotated roots live in.
 pub const ROOTS: &str = "roots";
+/// Suffixes of a rotated root's delegated OCSP responder files.
+const OCSP_CRT: &str = "-ocsp.crt";
+const OCSP_KEY: &str = "-ocsp.key";
+const OCSP_URI: &str = "-ocsp.uri";
 
 /// What `ward ca rotate root` is asked.
 #[derive(Clone, Debug)]
@@ -68,6 +77,9 @@ pub struct RootRotation {
     pub root: CaRoot,
     /// Its first intermediate.
     pub intermediate: CaIntermediate,
+    /// Its delegated OCSP responder, which signs answers about the
+    /// intermediates it issues.
+    pub ocsp_responder: CertificateDer<'static>,
 }
 
 /// The newest root of a root rotation whose switch has passed at `now`.
@@ -241,6 +253,24 @@ impl CaDir {
             Ok(done) => done,
             Err(e) => return Err(undo(e, None)),
         };
+        // Recorded like every certificate the CA signs (origin
+        // `ocsp-responder`), before the rotation itself, so that no
+        // rotation exists whose responder is unrecorded.
+        if let Err(e) = crate::authority::record_signed(
+            store,
+            &done.ocsp_responder,
+            ward_store::Origin::OcspResponder,
+            now,
+        )
+        .await
+        {
+            return Err(undo(
+                Error::Storage(format!(
+                    "recording the next root's OCSP responder certificate: {e}"
+                )),
+                Some(&done.intermediate),
+            ));
+        }
         if let Err(e) = store.add_root(&done.root, &done.intermediate).await {
             return Err(undo(
                 Error::Storage(format!("recording the next root: {e}")),
@@ -308,7 +338,48 @@ impl CaDir {
         )?;
         let next_root = Issuer::new(roll.root.der.clone(), root_key)
             .map_err(Error::pki("loading the next root"))?;
-        let (int_key, int_uri) = next_intermediate_key(&self.config()?)?;
+        let config = self.config()?;
+        // Answers about the intermediates R2 issues must come from R2 or a
+        // responder R2 issued (ARCHITECTURE.md, trap 13): issue one now,
+        // while R2's key is at hand, as `ward ca init` does for the first
+        // root (same profile, the intermediate's lifetime), its key where
+        // the first root's responder key is (a token or a file).
+        let (ocsp_key, ocsp_uri) = next_ca_key(&config, &config.keys.root_ocsp, "root-ocsp")?;
+        token_keys.extend(ocsp_uri.iter().cloned());
+        let ocsp = ward_pki::ocsp::issue_responder(
+            &next_root,
+            &ocsp_key,
+            &config.ca.name,
+            "Root OCSP Responder",
+            spec.intermediate_validity,
+            now,
+        )
+        .map_err(Error::pki(
+            "signing the next root's OCSP responder certificate",
+        ))?;
+        match &ocsp_uri {
+            Some(uri) => write(
+                format!("{fingerprint}{OCSP_URI}"),
+                uri.to_string().as_bytes(),
+                SECRET_MODE,
+            )?,
+            None => {
+                let key_pem = ocsp_key
+                    .to_pkcs8_pem()
+                    .map_err(Error::pki("writing the next root's OCSP responder key"))?;
+                write(
+                    format!("{fingerprint}{OCSP_KEY}"),
+                    key_pem.as_bytes(),
+                    SECRET_MODE,
+                )?;
+            }
+        }
+        write(
+            format!("{fingerprint}{OCSP_CRT}"),
+            pem::cert_to_pem(&ocsp.der).as_bytes(),
+            PUBLIC_MODE,
+        )?;
+        let (int_key, int_uri) = next_intermediate_key(&config)?;
         token_keys.extend(int_uri.iter().cloned());
         let issued = next_root
             .sign_intermediate(spec, &int_key, now)
@@ -328,7 +399,73 @@ impl CaDir {
             created_at: now,
             cancelled_at: None,
         };
-        Ok(RootRotation { root, intermediate })
+        Ok(RootRotation {
+            root,
+            intermediate,
+            ocsp_responder: ocsp.der,
+        })
+    }
+
+    /// The signer for OCSP answers about the intermediates the rotated
+    /// root `row` issued: its delegated responder (`roots/<sha256>-ocsp.*`)
+    /// while valid at `now`, else the root's own key when the directory or
+    /// token holds it, else none (those questions are then refused, never
+    /// answered by another root's responder).
+    pub fn rotated_root_ocsp_signer(
+        &self,
+        row: &CaRoot,
+        now: OffsetDateTime,
+    ) -> Result<RootOcspSigner, Error> {
+        let fingerprint = &row.fingerprint;
+        if fingerprint.is_empty() || !fingerprint.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Config(format!(
+                "the store names a root with a malformed fingerprint: {fingerprint:?}"
+            )));
+        }
+        let root = CertificateDer::from(row.der.clone());
+        let sub = self.path.join(ROOTS);
+        let crt = sub.join(format!("{fingerprint}{OCSP_CRT}"));
+        if crt.exists() {
+            let cert = super::read_certs(&crt)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Config(format!("{} holds no certificate", crt.display())))?;
+            let issued = x509_parser::parse_x509_certificate(&cert)
+                .ok()
+                .zip(x509_parser::parse_x509_certificate(&root).ok())
+                .is_some_and(|((_, c), (_, r))| issued_by(&c, &r));
+            if !issued {
+                return Err(Error::Config(format!(
+                    "{} was not issued by the root {fingerprint}",
+                    crt.display()
+                )));
+            }
+            let uri_file = sub.join(format!("{fingerprint}{OCSP_URI}"));
+            let key = if uri_file.exists() {
+                let text = files::read_to_string(&uri_file)?;
+                let uri: crate::pkcs11::KeyUri = text
+                    .trim()
+                    .parse()
+                    .map_err(|e| Error::Config(format!("{}: {e}", uri_file.display())))?;
+                super::token_key(&uri, &cert, "rotated root's OCSP responder")?
+            } else {
+                self.read_key(&sub.join(format!("{fingerprint}{OCSP_KEY}")))?
+            };
+            let signer = Signer::new(&cert, key, std::slice::from_ref(&cert))
+                .map_err(Error::pki(format!("loading {}", crt.display())))?;
+            if signer.not_after() > now {
+                return Ok(RootOcspSigner::Delegated(signer));
+            }
+        }
+        let in_dir = row.key_ref.starts_with("pkcs11:") || self.path.join(&row.key_ref).exists();
+        if !in_dir {
+            return Ok(RootOcspSigner::None);
+        }
+        let key = self.load_key_ref(&row.key_ref, &root, "rotated root")?;
+        let signer = Signer::new(&root, key, &[]).map_err(Error::pki(format!(
+            "pairing the root {fingerprint} with its key"
+        )))?;
+        Ok(RootOcspSigner::RootKey(signer))
     }
 }
 

@@ -494,7 +494,8 @@ impl CaDir {
     }
 
     /// `ward ca intermediate install`: takes the certificate a root signed
-    /// for the pending key, checks it (issued by a root of `root.crt`, a CA
+    /// for the pending key, checks it (issued by a root of `root.crt` or a
+    /// rotated root not cancelled and not expired, a CA
     /// certificate allowed to sign certificates, for the pending key, valid
     /// now) and records it as the next intermediate, signing after
     /// `overlap`. Nothing changes when a check fails.
@@ -548,7 +549,14 @@ impl CaDir {
                 "not a CA certificate allowed to sign certificates and CRLs (basicConstraints cA, keyUsage keyCertSign and cRLSign)".into(),
             ));
         }
-        let roots = self.roots()?;
+        // Any root the CA knows: root.crt's, and a rotated root not
+        // cancelled and not expired (after `ward ca rotate root` the next
+        // intermediates are the new root's to sign).
+        let rows = store
+            .roots()
+            .await
+            .map_err(|e| Error::Storage(format!("reading the CA roots: {e}")))?;
+        let roots = super::roots::resolve_trust(&self.roots()?, &rows, &[], now).known;
         let by_root = roots.iter().any(|r| {
             x509_parser::parse_x509_certificate(r).is_ok_and(|(_, root)| {
                 ward_pki::sig::verify_cert(&cert, root.public_key()).is_ok()
@@ -556,7 +564,9 @@ impl CaDir {
             })
         });
         if !by_root {
-            return Err(bad("not issued by the root in root.crt".into()));
+            return Err(bad(
+                "not issued by the root in root.crt, nor by a rotated root that is neither cancelled nor expired".into(),
+            ));
         }
         let (from, until) = (
             cert.validity().not_before.timestamp(),

@@ -209,3 +209,55 @@ async fn a_missing_store_is_refused_and_init_store_makes_one() {
     assert_eq!(store.count_certificates().await.unwrap(), 1);
     store.close().await;
 }
+
+/// `ward ca intermediate install` accepts an intermediate issued by a root
+/// made by `ward ca rotate root`, not only by root.crt's.
+#[tokio::test]
+async fn an_intermediate_signed_by_a_rotated_root_installs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = CaDir::new(tmp.path().join("ca"));
+    let now = OffsetDateTime::now_utc();
+    ca.init(&opts(), now).unwrap();
+    let store = ward_store::connect(tmp.path().join("ward.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let done = ca
+        .rotate_root(
+            store.as_ref(),
+            &roots::RootRotateOptions {
+                overlap: Duration::ZERO,
+                validity: None,
+                intermediate_validity: None,
+                root_key: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    ca.intermediate_csr().unwrap();
+    let pending = ca
+        .read_key(&ca.path().join("intermediates").join(rotation::PENDING_KEY))
+        .unwrap();
+    let r2_key = ca
+        .read_key(
+            &ca.path()
+                .join(format!("roots/{}.key", done.root.fingerprint)),
+        )
+        .unwrap();
+    let r2 = Issuer::new(CertificateDer::from(done.root.der.clone()), r2_key).unwrap();
+    let spec = CaSpec {
+        name: "Test".into(),
+        root_validity: Duration::from_secs(10 * 365 * 86_400),
+        intermediate_validity: Duration::from_secs(86_400),
+        permitted_dns: Vec::new(),
+    };
+    let issued = r2.sign_intermediate(&spec, &pending, now).unwrap();
+    let file = tmp.path().join("next.crt");
+    fs::write(&file, pem::cert_to_pem(&issued.der)).unwrap();
+    let later = now + Duration::from_secs(1);
+    let next = ca
+        .install_intermediate(store.as_ref(), &file, Duration::from_secs(60), later)
+        .await
+        .unwrap();
+    assert_eq!(next.der, issued.der.to_vec());
+}

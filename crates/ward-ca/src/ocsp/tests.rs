@@ -223,3 +223,99 @@ async fn garbage_is_malformed_and_rotation_changes_the_signer() {
         Seen::Good
     );
 }
+
+/// After `rotate root`, R2's own responder answers about I2; R1's still
+/// answers about I1; R1 does not vouch for I2; and without R2's responder
+/// (nor its key) questions about I2 are refused, not signed by R1.
+#[tokio::test]
+async fn each_root_answers_about_its_own_intermediates() {
+    let f = fixture(false).await;
+    let now = OffsetDateTime::now_utc();
+    let r = responder(&f, now);
+    let done =
+        f.ca.rotate_root(
+            f.authority.store().as_ref(),
+            &crate::dir::roots::RootRotateOptions {
+                overlap: Duration::from_secs(3600),
+                validity: None,
+                intermediate_validity: None,
+                root_key: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let fp = &done.root.fingerprint;
+    let sub = f.ca.path().join(crate::dir::roots::ROOTS);
+    let key_file = sub.join(format!("{fp}-ocsp.key"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let on_disk = crate::dir::read_certs(&sub.join(format!("{fp}-ocsp.crt"))).unwrap();
+    assert_eq!(on_disk[0], done.ocsp_responder);
+    // Recorded like every certificate the CA signs.
+    let (_, parsed) = x509_parser::parse_x509_certificate(&done.ocsp_responder).unwrap();
+    let serial = Serial::from_be_bytes(parsed.raw_serial()).unwrap();
+    let record = f.authority.store().certificate(&serial).await.unwrap();
+    assert_eq!(record.unwrap().origin, Origin::OcspResponder);
+
+    let r1 = f.ca.roots().unwrap()[0].to_vec();
+    let r2 = done.root.der.clone();
+    let i1 = f.authority.intermediate_der().to_vec();
+    let i2 = done.intermediate.der.clone();
+    let i2_issuer = Arc::new(f.ca.load_intermediate(&done.intermediate).unwrap());
+    r.follow(&[f.authority.signing().issuer.clone(), i2_issuer], now)
+        .await
+        .unwrap();
+    let known = [
+        CertificateDer::from(r1.clone()),
+        CertificateDer::from(r2.clone()),
+    ];
+    let row = done.root.clone();
+    r.follow_roots(&known, now, |_| f.ca.rotated_root_ocsp_signer(&row, now))
+        .unwrap();
+
+    // I2 under R2: good, signed by R2's responder (embedded), verified
+    // under R2 only.
+    let answer = r.answer(&ocsp_request(&i2, &r2).unwrap(), now).await;
+    assert!(answer.successful);
+    let contains = |der: &[u8], cert: &[u8]| der.windows(cert.len()).any(|w| w == cert);
+    assert!(contains(&answer.der, &done.ocsp_responder));
+    assert_eq!(
+        ocsp_status(&answer.der, &i2, &r2, now).unwrap().status,
+        Seen::Good
+    );
+    // I1 under R1: still R1's responder.
+    let answer = r.answer(&ocsp_request(&i1, &r1).unwrap(), now).await;
+    assert!(!contains(&answer.der, &done.ocsp_responder));
+    assert_eq!(
+        ocsp_status(&answer.der, &i1, &r1, now).unwrap().status,
+        Seen::Good
+    );
+    // I2's serial asked under R1: R1 did not sign it.
+    let answer = r.answer(&ocsp_request(&i2, &r1).unwrap(), now).await;
+    assert_eq!(
+        ocsp_status(&answer.der, &i2, &r1, now).unwrap().status,
+        Seen::Unknown
+    );
+
+    // No responder and no key for R2: refused, on a fresh responder and
+    // on one that learns R2 only now.
+    std::fs::remove_file(sub.join(format!("{fp}-ocsp.crt"))).unwrap();
+    std::fs::remove_file(sub.join(format!("{fp}.key"))).unwrap();
+    let bare = responder(&f, now);
+    bare.follow_roots(&known, now, |_| f.ca.rotated_root_ocsp_signer(&row, now))
+        .unwrap();
+    let answer = bare.answer(&ocsp_request(&i2, &r2).unwrap(), now).await;
+    assert_eq!(answer.der, ocsp::refusal(Refusal::Unauthorized));
+    // Before it knows R2 at all, the question is about an unknown issuer:
+    // `unknown` from the intermediate's responder, never R1's signature.
+    let fresh = responder(&f, now);
+    let answer = fresh.answer(&ocsp_request(&i2, &r2).unwrap(), now).await;
+    assert!(answer.successful);
+    let r1_responder = crate::dir::read_certs(&f.ca.root_ocsp_cert_path()).unwrap();
+    assert!(!contains(&answer.der, &r1_responder[0]));
+    assert!(ocsp_status(&answer.der, &i2, &r2, now).is_err());
+}

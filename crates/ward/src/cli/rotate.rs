@@ -224,6 +224,7 @@ async fn root(args: RootArgs) -> anyhow::Result<Outcome> {
     outln!("  certificate:     {d}/roots/{fp}.crt");
     outln!("  cross-signed:    {d}/roots/{fp}.new-with-old.crt (by the current root)");
     outln!("                   {d}/roots/{fp}.old-with-new.crt (the current root by it)");
+    outln!("  OCSP responder:  {d}/roots/{fp}-ocsp.crt (answers about its intermediates)");
     outln!("  distributed:     now (GET /v1/roots, ca_bundle, the SPIFFE bundle)");
     outln!("Its intermediate: {}", done.intermediate.fingerprint);
     outln!(
