@@ -168,7 +168,7 @@ pub async fn handle(
     };
     let is_grpc = grpc.is_some();
     let facts = pipeline::facts(&shared, &head, Instant::now());
-    let admitted = pipeline::route(routes, &head).and_then(|route| {
+    let admitted = pipeline::route(&shared, &ctx, routes, &head).and_then(|route| {
         let fields = req
             .headers()
             .iter()

@@ -303,8 +303,8 @@ async fn handshake(
             .map(|g| g.name().as_str().unwrap_or("other")),
         alpn: conn.alpn_protocol().map(alpn_name),
     };
-    // An audit-mode tenant's verifier lets refused certificates through
-    // and says so: such a chain is never an identity.
+    // An audit-mode (or per-route) tenant's verifier lets refused
+    // certificates through and says so: such a chain is never an identity.
     let verified = match presented.would_refuse() {
         None => conn.peer_certificates().and_then(Identity::from_chain),
         Some(_) => None,
@@ -312,7 +312,7 @@ async fn handshake(
     let mut would_refuse = None;
     let identity = match verified {
         Some(identity) => identity,
-        None if tenant.audit => {
+        None if tenant.lenient_handshake() => {
             let reason = presented.would_refuse().unwrap_or("no_certificate");
             would_refuse = Some(reason);
             Identity::anonymous()
@@ -376,7 +376,10 @@ async fn handshake(
             would_refuse,
         });
     }
-    if let Some(reason) = would_refuse {
+    // A per-route tenant's requests are refused or counted by their route.
+    if let Some(reason) = would_refuse
+        && !tenant.per_route
+    {
         crate::audit_mode::would_refuse(&shared, &tenant.name, remote, reason, None);
     }
     // HTTP/1.1 clients send one request at a time: they get their own
@@ -390,7 +393,8 @@ async fn handshake(
         runtime.clone(),
         negotiated,
         own_upstream,
-    );
+    )
+    .unverified(would_refuse);
     Some((
         Box::new(tls),
         Conn {

@@ -284,7 +284,7 @@ fn decide<'r>(
         grpc: None,
     };
     *facts = pipeline::facts(shared, &head, started);
-    let route = match pipeline::route(routes, &head) {
+    let route = match pipeline::route(shared, ctx, routes, &head) {
         Ok(route) => route,
         Err(r) => return refused(r),
     };
