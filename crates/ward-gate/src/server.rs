@@ -23,6 +23,7 @@ use crate::revocation::Tracking;
 use crate::runtime::TenantKind;
 
 pub(crate) mod h1;
+mod linger;
 mod prefixed;
 
 #[derive(Serialize)]
@@ -537,6 +538,7 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
     });
     // Upgrades (WebSocket) pass through: the proxy answers 101 and joins
     // the two upgraded streams.
+    let io = linger::Lingering::new(io, ctx.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut stop = conn_state.stop.clone();
@@ -641,11 +643,26 @@ async fn tunnels(ctx: &ConnContext, conn: &mut Conn) {
 /// sends a TCP reset that can destroy the alert before the client reads
 /// it. So: FIN first, then drain briefly.
 async fn linger_close(mut tcp: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let _ = tcp.shutdown().await;
+    drain_briefly(&mut tcp, 64 * 1024, Duration::from_millis(250)).await;
+}
+
+/// Most of a refused request's unread body the gate reads and drops so
+/// that the client reads the answer instead of a reset (lingering close).
+pub(crate) const LINGER_BYTES: usize = 16 * 1024 * 1024;
+/// Longest the gate reads a refused request's unread body for.
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the client still sends, up to `bytes` or for
+/// `time`, whichever ends first (or until it closes): the lingering part
+/// of a lingering close. The caller has sent its FIN already.
+pub(crate) async fn drain_briefly(tcp: &mut TcpStream, bytes: usize, time: Duration) {
+    use tokio::io::AsyncReadExt;
+    // On the heap: allocated only by a connection that lingers.
+    let mut buf = vec![0u8; 16 * 1024];
     let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut left: usize = 64 * 1024;
+        let mut left = bytes;
         while left > 0 {
             match tcp.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -653,7 +670,7 @@ async fn linger_close(mut tcp: TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_millis(250), drain).await;
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
 /// Allow rules and policy for a TCP tenant (the policy sees `request: null`).

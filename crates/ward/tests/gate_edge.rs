@@ -15,6 +15,8 @@ mod common;
 #[allow(dead_code)] // shared with gate_extra; this binary uses a part
 #[path = "gate_extra/harness.rs"]
 mod harness;
+#[path = "gate_edge/linger.rs"]
+mod linger;
 #[path = "gate_edge/route_mode.rs"]
 mod route_mode;
 #[path = "gate_edge/support.rs"]

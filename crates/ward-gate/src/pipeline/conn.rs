@@ -3,6 +3,7 @@
 //! parameters, and the identity header values built once per connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -49,6 +50,9 @@ pub struct ConnContext {
     /// (`no_certificate`, `unknown_ca`, …) when an audit-mode or per-route
     /// tenant let it in unverified; `None`: verified.
     pub unverified: Option<&'static str>,
+    /// Set when a request was answered with its body unread: closing then
+    /// lingers (see `server::linger`).
+    pub linger: AtomicBool,
 }
 
 /// A connection's upgraded tunnels: each holds a subscription, and ends
@@ -123,6 +127,7 @@ impl ConnContext {
             accepted: Instant::now(),
             tunnels: Tunnels::default(),
             unverified: None,
+            linger: AtomicBool::new(false),
         }
     }
 
