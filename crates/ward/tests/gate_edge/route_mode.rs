@@ -281,3 +281,91 @@ fn a_tenant_without_an_audit_route_still_refuses_in_the_handshake() {
     );
     assert_eq!(metric(&m, "ward_gate_would_refuse_total", &[]), 0.0, "{m}");
 }
+
+/// A DER CRL signed by `issuer` (`.crt`/`.key` PEM) with Python's
+/// `cryptography`, listing the serial of the certificate in `revoked`.
+const SIGN_CRL: &str = r#"
+import sys, datetime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+issuer = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+key = serialization.load_pem_private_key(open(sys.argv[2], "rb").read(), None)
+leaf = x509.load_pem_x509_certificate(open(sys.argv[3], "rb").read())
+now = datetime.datetime.now(datetime.timezone.utc)
+crl = (x509.CertificateRevocationListBuilder()
+       .issuer_name(issuer.subject)
+       .last_update(now - datetime.timedelta(seconds=60))
+       .next_update(now + datetime.timedelta(hours=1))
+       .add_extension(x509.CRLNumber(1), critical=False)
+       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+       .add_revoked_certificate(x509.RevokedCertificateBuilder()
+           .serial_number(leaf.serial_number).revocation_date(now).build())
+       .sign(key, hashes.SHA256()))
+sys.stdout.buffer.write(crl.public_bytes(serialization.Encoding.DER))
+"#;
+
+#[test]
+fn a_revoked_certificate_is_refused_by_the_strict_route_and_counted_by_the_audit_route() {
+    let (pki, gate) = pki_with_gate();
+    let upstream = http_echo();
+    let good = pki.issue("client", "spiffe://example.org/ns/good", &[]);
+    let revoked = pki.issue("client", "spiffe://example.org/ns/revoked", &[]);
+    // The intermediate (the CRL's signer) is in the client CA bundle.
+    let intermediate = pki.path("ca/intermediate.crt");
+    let bundle = pki.path("clients-ca.pem");
+    let pem = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    std::fs::write(&bundle, pem(&pki.root()) + &pem(&intermediate)).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", SIGN_CRL])
+        .arg(&intermediate)
+        .arg(pki.path("ca/intermediate.key"))
+        .arg(revoked.with_extension("crt"))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crl = pki.path("clients.crl");
+    std::fs::write(&crl, &out.stdout).unwrap();
+
+    let modes = ["", "mode = \"audit\"", ""];
+    let config = two_routes(&pki, &gate, upstream, "revoked.log", modes).replace(
+        &format!("client_ca = {:?}", p(&pki.root())),
+        &format!("client_ca = {:?}", p(&bundle)),
+    ) + &format!("[revocation]\ncrl = [{:?}]\n", p(&crl));
+    let (_gate, addr, admin) = start_gate(&pki, &config, "revoked.toml");
+
+    for path in ["/audit/x", "/strict/x"] {
+        let (status, body) = call(&pki, addr, &good, "GET", path, &[]);
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(
+            echoed(&body, "x-ward-spiffe-id").is_some(),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = call(&pki, addr, &revoked, "GET", "/audit/x", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(echoed(&body, "x-ward-spiffe-id"), None, "{body}");
+    assert_eq!(echoed(&body, "x-forwarded-client-cert"), None, "{body}");
+    let (status, body) = call(&pki, addr, &revoked, "GET", "/strict/x", &[]);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_of(&body), "revoked", "{body}");
+
+    let m = metrics(admin);
+    assert_eq!(
+        metric(&m, "ward_gate_would_refuse_total", &[("reason", "revoked")]),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "ward_gate_denied_total",
+            &[("tenant", "api"), ("route", "strict")]
+        ),
+        1.0,
+        "{m}"
+    );
+}
