@@ -179,9 +179,9 @@ impl Refusal {
     }
 
     /// The gRPC status a gRPC client gets for this refusal: 7
-    /// PERMISSION_DENIED for a denial, 16 UNAUTHENTICATED for 401 and a
-    /// certificate refusal, 12
-    /// UNIMPLEMENTED for no route, 14 UNAVAILABLE when the upstream failed,
+    /// PERMISSION_DENIED for a denial, 16 UNAUTHENTICATED for 401 and for
+    /// a certificate refusal, 12 UNIMPLEMENTED for no route, 14
+    /// UNAVAILABLE when the upstream failed,
     /// 3 INVALID_ARGUMENT for a bad `grpc-timeout`, 4 DEADLINE_EXCEEDED
     /// when the call's own deadline passed in the gate, 8
     /// RESOURCE_EXHAUSTED for a head too large, otherwise gRPC's HTTP

@@ -285,8 +285,8 @@ async fn drain(req: Request<Incoming>) {
     if req.version() != Version::HTTP_2 || req.body().is_end_stream() {
         return;
     }
-    let mut left: usize = 64 * 1024;
     let mut body = req.into_body();
+    let mut left: usize = 64 * 1024;
     let read = async {
         while left > 0 {
             match body.frame().await {

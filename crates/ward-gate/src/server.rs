@@ -536,9 +536,10 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
             }
         }
     });
+    // A close after an answer that left the request's body unread lingers.
+    let io = linger::Lingering::new(io, ctx.clone());
     // Upgrades (WebSocket) pass through: the proxy answers 101 and joins
     // the two upgraded streams.
-    let io = linger::Lingering::new(io, ctx.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut stop = conn_state.stop.clone();
