@@ -4,6 +4,12 @@
 //! `ward_gate_would_refuse_total{reason}` per would-be refusal. Once that
 //! counter stays at zero the tenant can switch to `strict`.
 //!
+//! A route can have its own mode. A tenant whose routes differ in mode
+//! takes every handshake as an audit tenant does and leaves the
+//! certificate to the route (`crate::pipeline`): a strict route refuses a
+//! client let in unverified (403, the handshake's reason), an audit route
+//! lets it through and counts it per request, naming the route.
+//!
 //! What audit mode never does: hand an unverified certificate's names to
 //! an upstream or a policy as an identity (see `Identity::anonymous`).
 

@@ -521,6 +521,12 @@ pub struct RouteConfig {
     /// Accept `Authorization: Bearer <JWT-SVID>` (see `crate::jwt_svid`).
     #[serde(default)]
     pub jwt_svid: Option<crate::jwt_svid::JwtSvidConfig>,
+    /// `strict` or `audit` for this route alone; absent: the tenant's
+    /// `mode`. A tenant whose routes differ in mode accepts every
+    /// handshake and refuses, on its strict routes, at the HTTP layer
+    /// (see `crate::audit_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
 }
 
 /// The HTTP version the gate speaks to a route's upstream.
@@ -567,6 +573,11 @@ pub enum IdentityHeaders {
 }
 
 impl RouteConfig {
+    /// The route's mode: its own, or else its tenant's.
+    pub fn mode_in(&self, tenant: Mode) -> Mode {
+        self.mode.unwrap_or(tenant)
+    }
+
     /// The route's endpoints as written: `upstream`, or the `upstreams`
     /// list (exactly one of the two, at most
     /// [`crate::balance::MAX_ENDPOINTS`], no duplicates).

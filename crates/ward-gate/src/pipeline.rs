@@ -135,6 +135,20 @@ impl Refusal {
         }
     }
 
+    /// 403: the route requires a verified client certificate and the
+    /// client's was missing or failed; `reason` is the handshake's
+    /// (`no_certificate`, `unknown_ca`, `expired`, `revoked`, …). Always
+    /// 403, never 401: a client certificate has no HTTP challenge.
+    pub fn certificate(reason: &'static str) -> Self {
+        Refusal {
+            status: 403,
+            code: reason,
+            message: Cow::Owned(format!(
+                "this route requires a verified client certificate ({reason})"
+            )),
+        }
+    }
+
     /// 400 with `message`.
     pub fn bad_request(message: &'static str) -> Self {
         Refusal::new(400, "bad_request", message)
@@ -165,14 +179,16 @@ impl Refusal {
     }
 
     /// The gRPC status a gRPC client gets for this refusal: 7
-    /// PERMISSION_DENIED for a denial, 16 UNAUTHENTICATED for 401, 12
-    /// UNIMPLEMENTED for no route, 14 UNAVAILABLE when the upstream failed,
+    /// PERMISSION_DENIED for a denial, 16 UNAUTHENTICATED for 401 and for
+    /// a certificate refusal, 12 UNIMPLEMENTED for no route, 14
+    /// UNAVAILABLE when the upstream failed,
     /// 3 INVALID_ARGUMENT for a bad `grpc-timeout`, 4 DEADLINE_EXCEEDED
     /// when the call's own deadline passed in the gate, 8
     /// RESOURCE_EXHAUSTED for a head too large, otherwise gRPC's HTTP
     /// status mapping.
     pub fn grpc_status(&self) -> u16 {
         match (self.code, self.status) {
+            (code, 403) if is_certificate_reason(code) => 16,
             ("bad_grpc_timeout", _) => 3,
             ("deadline_exceeded", _) => 4,
             (_, 403) => 7,
@@ -206,6 +222,22 @@ impl Refusal {
     pub fn body(&self) -> String {
         serde_json::json!({ "error": self.code, "message": self.message }).to_string()
     }
+}
+
+/// Whether `code` is a certificate refusal's (see [`Refusal::certificate`]).
+fn is_certificate_reason(code: &str) -> bool {
+    matches!(
+        code,
+        "no_certificate"
+            | "unknown_ca"
+            | "expired"
+            | "not_yet_valid"
+            | "bad_eku"
+            | "revoked"
+            | "crl_stale"
+            | "revocation_unknown"
+            | "bad_certificate"
+    )
 }
 
 /// Why an upstream request failed before anything reached the client.
@@ -251,15 +283,72 @@ pub struct Refused<'r> {
     pub refusal: Refusal,
 }
 
-/// The first route of the tenant that matches the request, or 404.
-pub fn route<'r>(routes: &'r [Route], head: &RequestHead<'_>) -> Result<&'r Route, Refused<'r>> {
-    routes
+/// The first route of the tenant that matches the request, or 404. A
+/// client a per-route tenant let in unverified gets no 404: a request no
+/// route takes is refused as a strict route refuses it.
+pub fn route<'r>(
+    shared: &Shared,
+    ctx: &ConnContext,
+    routes: &'r [Route],
+    head: &RequestHead<'_>,
+) -> Result<&'r Route, Refused<'r>> {
+    if let Some(route) = routes
         .iter()
         .find(|r| r.matches(head.host, head.path, head.method))
-        .ok_or_else(|| Refused {
-            route: "-",
-            refusal: Refusal::no_route(),
-        })
+    {
+        return Ok(route);
+    }
+    if let Some(reason) = ctx.unverified
+        && ctx.tenant.per_route
+    {
+        return Err(refuse_certificate(shared, ctx, "-", reason));
+    }
+    Err(Refused {
+        route: "-",
+        refusal: Refusal::no_route(),
+    })
+}
+
+/// What a route does with a client let in unverified (see
+/// [`ConnContext::unverified`]): a strict route refuses it, 403 with the
+/// handshake's reason, as a strict tenant's handshake would have; an
+/// audit route of a per-route tenant lets it through and counts it
+/// (an audit tenant counted it once, at the handshake).
+fn certificate<'r>(
+    shared: &Shared,
+    ctx: &ConnContext,
+    route: &'r Route,
+) -> Result<(), Refused<'r>> {
+    let Some(reason) = ctx.unverified else {
+        return Ok(());
+    };
+    if !route.audit {
+        return Err(refuse_certificate(shared, ctx, &route.name, reason));
+    }
+    if ctx.tenant.per_route {
+        crate::audit_mode::would_refuse(
+            shared,
+            &ctx.tenant.name,
+            ctx.remote,
+            reason,
+            Some((&route.name, "no verified client certificate")),
+        );
+    }
+    Ok(())
+}
+
+/// Counts a certificate refusal at the HTTP layer as a denial.
+fn refuse_certificate<'r>(
+    shared: &Shared,
+    ctx: &ConnContext,
+    route: &'r str,
+    reason: &'static str,
+) -> Refused<'r> {
+    shared.metrics.denied.with(&[&ctx.tenant.name, route]).inc();
+    Refused {
+        route,
+        refusal: Refusal::certificate(reason),
+    }
 }
 
 /// Applies the route's allow rules and policy (default deny); a denial is
@@ -274,6 +363,7 @@ pub fn authorize<'r, 'a>(
     head: &RequestHead<'_>,
     fields: impl Iterator<Item = (&'a str, &'a [u8])>,
 ) -> Result<(), Refused<'r>> {
+    certificate(shared, ctx, route)?;
     let trusted = ctx.headers.trusted();
     let denied = |message| {
         shared
@@ -344,7 +434,7 @@ pub fn authorize<'r, 'a>(
     // Audit mode lets a policy denial through, and says so. (A bad or
     // missing JWT-SVID on a route that takes them stays a 401.)
     if let Err(message) = &decided
-        && ctx.tenant.audit
+        && route.audit
     {
         crate::audit_mode::would_refuse(
             shared,
@@ -618,6 +708,8 @@ mod tests {
     fn refusals_map_to_grpc_statuses() {
         assert_eq!(Refusal::forbidden("x".into()).grpc_status(), 7);
         assert_eq!(Refusal::no_route().grpc_status(), 12);
+        assert_eq!(Refusal::certificate("no_certificate").grpc_status(), 16);
+        assert_eq!(Refusal::certificate("revoked").status, 403);
         assert_eq!(Refusal::bad_grpc_timeout().grpc_status(), 3);
         assert_eq!(Refusal::head_too_large().grpc_status(), 8);
         assert_eq!(

@@ -167,8 +167,13 @@ pub async fn handle(
         grpc,
     };
     let is_grpc = grpc.is_some();
+    // HTTP/1: an answer the gate gives itself may leave the body unread;
+    // hyper then closes the connection, which must linger (unless the
+    // client waits for 100-continue: it sends no body then).
+    let may_linger =
+        req.version() != Version::HTTP_2 && !req.body().is_end_stream() && !expects_continue(&req);
     let facts = pipeline::facts(&shared, &head, Instant::now());
-    let admitted = pipeline::route(routes, &head).and_then(|route| {
+    let admitted = pipeline::route(&shared, &ctx, routes, &head).and_then(|route| {
         let fields = req
             .headers()
             .iter()
@@ -228,6 +233,9 @@ pub async fn handle(
             r
         }
         Err(refusal) => {
+            if may_linger {
+                ctx.linger.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let (r, grpc_status) = if is_grpc {
                 (
                     grpc::refusal(&refusal),
@@ -270,7 +278,9 @@ fn call_deadline(headers: &HeaderMap) -> Option<tokio::time::Instant> {
 /// Reads what is left of a refused HTTP/2 request's body (at most 64 KiB,
 /// for at most a second), so that a client still sending sees its stream
 /// end cleanly after the answer instead of reset (curl reports a reset
-/// stream as an error even after a complete response).
+/// stream as an error even after a complete response). An HTTP/1 body is
+/// left unread: the connection closes after the answer and lingers (see
+/// `server::linger`).
 async fn drain(req: Request<Incoming>) {
     if req.version() != Version::HTTP_2 || req.body().is_end_stream() {
         return;
@@ -289,6 +299,14 @@ async fn drain(req: Request<Incoming>) {
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+}
+
+/// Whether an HTTP/1.1 request says `Expect: 100-continue`.
+fn expects_continue(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::EXPECT)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Host from the URI (HTTP/2 `:authority`) or the `Host` header,

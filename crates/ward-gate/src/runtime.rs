@@ -21,7 +21,7 @@ use ward_tls::config::{ClientCert, ClientOptions, ServerAuth, client_config, cli
 
 use crate::Error;
 use crate::balance::Balancer;
-use crate::config::{GateConfig, IdentityHeaders, Upstream, UpstreamProtocol};
+use crate::config::{GateConfig, IdentityHeaders, Mode, Upstream, UpstreamProtocol};
 use crate::policy::{Access, Policy};
 
 /// The pooled HTTP(S) client for upstreams.
@@ -64,8 +64,22 @@ pub struct Tenant {
     pub cert_not_after: OffsetDateTime,
     /// Seconds from the server certificate's notBefore to its notAfter.
     pub cert_lifetime: i64,
-    /// `mode = "audit"`: would-be refusals are let through and counted.
+    /// `mode = "audit"` for the whole tenant (every HTTP route audit):
+    /// the handshake lets certificate failures through and counts them,
+    /// once per connection.
     pub audit: bool,
+    /// Its HTTP routes differ in mode: the handshake lets certificate
+    /// failures through, and each request is refused (strict route, or no
+    /// route) or let through and counted (audit route) by its route.
+    pub per_route: bool,
+}
+
+impl Tenant {
+    /// Whether the handshake takes a missing or failing client
+    /// certificate (and records why) instead of refusing it.
+    pub fn lenient_handshake(&self) -> bool {
+        self.audit || self.per_route
+    }
 }
 
 /// One HTTP route.
@@ -92,6 +106,9 @@ pub struct Route {
     /// Several endpoints (`upstreams`, or `[balance]`): each request is
     /// sent to one of them; `upstream` is then the first.
     pub balancer: Option<Arc<Balancer>>,
+    /// Audit mode (its own `mode`, or its tenant's): would-be refusals
+    /// are let through and counted.
+    pub audit: bool,
 }
 
 impl Route {
@@ -107,6 +124,24 @@ impl Route {
         }
         path_has_prefix(path, &self.prefix)
     }
+}
+
+/// A tenant's (`audit`, `per_route`), see [`Tenant`]: a TCP tenant has
+/// its own mode; an HTTP tenant is audit when every route is (by its own
+/// `mode` or the tenant's), and per-route when its routes differ.
+fn modes_of(t: &crate::config::TenantConfig) -> (bool, bool) {
+    if t.routes.is_empty() {
+        return (t.mode == Mode::Audit, false);
+    }
+    let audit_routes = t
+        .routes
+        .iter()
+        .filter(|r| r.mode_in(t.mode) == Mode::Audit)
+        .count();
+    (
+        audit_routes == t.routes.len(),
+        audit_routes > 0 && audit_routes < t.routes.len(),
+    )
 }
 
 /// `/api` matches `/api` and `/api/x`, not `/apix`.
@@ -395,13 +430,14 @@ impl Runtime {
                 }
                 None => crate::ocsp::Staple::fixed(certified),
             };
+            let (audit, per_route) = modes_of(t);
             let tls = crate::tls::server_config(
                 &staple,
                 root_store_of(verify_roots, &client_ca_name).map_err(ctx)?,
                 &crate::tls::TenantTls {
                     allow_tls12: config.tls.allow_tls12,
                     disable_resumption: config.tls.disable_resumption,
-                    audit: t.mode == crate::config::Mode::Audit,
+                    audit: audit || per_route,
                     cipher_suites: t.cipher_suites.clone(),
                     groups: t.groups.clone(),
                 },
@@ -461,6 +497,7 @@ impl Runtime {
                                     .map_err(Error::Config)?,
                                 headers: r.identity_headers,
                                 protocol: r.protocol,
+                                audit: r.mode_in(t.mode) == Mode::Audit,
                                 jwt: r
                                     .jwt_svid
                                     .as_ref()
@@ -498,7 +535,8 @@ impl Runtime {
                 by,
                 cert_not_after,
                 cert_lifetime: (cert_not_after - cert_not_before).whole_seconds(),
-                audit: t.mode == crate::config::Mode::Audit,
+                audit,
+                per_route,
             }));
         }
         let (client, upstream_tls) = upstream_client(&config, services)?;
@@ -648,5 +686,36 @@ mod tests {
         assert!(path_has_prefix("/api/x", "/api/"));
         assert!(!path_has_prefix("/apix", "/api"));
         assert!(!path_has_prefix("/ap", "/api"));
+    }
+
+    #[test]
+    fn a_tenant_is_audit_strict_or_per_route_by_its_routes_modes() {
+        let text = include_str!("../../../docs/gate.example.toml");
+        let config = GateConfig::from_toml(text, Path::new("/")).unwrap();
+        let mut api = config.tenants[0].clone();
+        let db = config.tenants[1].clone();
+        assert!(api.routes.len() > 1 && db.routes.is_empty());
+        // Strict everywhere: refused in the handshake.
+        assert_eq!(modes_of(&api), (false, false));
+        // One audit route on a strict tenant: per route.
+        api.routes[0].mode = Some(Mode::Audit);
+        assert_eq!(modes_of(&api), (false, true));
+        // An audit tenant with that route: every route audit.
+        api.mode = Mode::Audit;
+        assert_eq!(modes_of(&api), (true, false));
+        // An audit tenant with one strict route: per route.
+        api.routes[1].mode = Some(Mode::Strict);
+        assert_eq!(modes_of(&api), (false, true));
+        // A strict tenant whose every route says audit is an audit tenant.
+        api.mode = Mode::Strict;
+        for r in &mut api.routes {
+            r.mode = Some(Mode::Audit);
+        }
+        assert_eq!(modes_of(&api), (true, false));
+        // A TCP tenant has its own mode.
+        let mut db = db;
+        assert_eq!(modes_of(&db), (false, false));
+        db.mode = Mode::Audit;
+        assert_eq!(modes_of(&db), (true, false));
     }
 }

@@ -23,6 +23,7 @@ use crate::revocation::Tracking;
 use crate::runtime::TenantKind;
 
 pub(crate) mod h1;
+mod linger;
 mod prefixed;
 
 #[derive(Serialize)]
@@ -303,8 +304,8 @@ async fn handshake(
             .map(|g| g.name().as_str().unwrap_or("other")),
         alpn: conn.alpn_protocol().map(alpn_name),
     };
-    // An audit-mode tenant's verifier lets refused certificates through
-    // and says so: such a chain is never an identity.
+    // An audit-mode (or per-route) tenant's verifier lets refused
+    // certificates through and says so: such a chain is never an identity.
     let verified = match presented.would_refuse() {
         None => conn.peer_certificates().and_then(Identity::from_chain),
         Some(_) => None,
@@ -312,7 +313,7 @@ async fn handshake(
     let mut would_refuse = None;
     let identity = match verified {
         Some(identity) => identity,
-        None if tenant.audit => {
+        None if tenant.lenient_handshake() => {
             let reason = presented.would_refuse().unwrap_or("no_certificate");
             would_refuse = Some(reason);
             Identity::anonymous()
@@ -376,7 +377,10 @@ async fn handshake(
             would_refuse,
         });
     }
-    if let Some(reason) = would_refuse {
+    // A per-route tenant's requests are refused or counted by their route.
+    if let Some(reason) = would_refuse
+        && !tenant.per_route
+    {
         crate::audit_mode::would_refuse(&shared, &tenant.name, remote, reason, None);
     }
     // HTTP/1.1 clients send one request at a time: they get their own
@@ -390,7 +394,8 @@ async fn handshake(
         runtime.clone(),
         negotiated,
         own_upstream,
-    );
+    )
+    .unverified(would_refuse);
     Some((
         Box::new(tls),
         Conn {
@@ -531,6 +536,8 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
             }
         }
     });
+    // A close after an answer that left the request's body unread lingers.
+    let io = linger::Lingering::new(io, ctx.clone());
     // Upgrades (WebSocket) pass through: the proxy answers 101 and joins
     // the two upgraded streams.
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -637,11 +644,26 @@ async fn tunnels(ctx: &ConnContext, conn: &mut Conn) {
 /// sends a TCP reset that can destroy the alert before the client reads
 /// it. So: FIN first, then drain briefly.
 async fn linger_close(mut tcp: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let _ = tcp.shutdown().await;
+    drain_briefly(&mut tcp, 64 * 1024, Duration::from_millis(250)).await;
+}
+
+/// Most of a refused request's unread body the gate reads and drops so
+/// that the client reads the answer instead of a reset (lingering close).
+pub(crate) const LINGER_BYTES: usize = 16 * 1024 * 1024;
+/// Longest the gate reads a refused request's unread body for.
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the client still sends, up to `bytes` or for
+/// `time`, whichever ends first (or until it closes): the lingering part
+/// of a lingering close. The caller has sent its FIN already.
+pub(crate) async fn drain_briefly(tcp: &mut TcpStream, bytes: usize, time: Duration) {
+    use tokio::io::AsyncReadExt;
+    // On the heap: allocated only by a connection that lingers.
+    let mut buf = vec![0u8; 16 * 1024];
     let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut left: usize = 64 * 1024;
+        let mut left = bytes;
         while left > 0 {
             match tcp.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -649,7 +671,7 @@ async fn linger_close(mut tcp: TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_millis(250), drain).await;
+    let _ = tokio::time::timeout(time, drain).await;
 }
 
 /// Allow rules and policy for a TCP tenant (the policy sees `request: null`).

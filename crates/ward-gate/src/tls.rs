@@ -132,8 +132,9 @@ pub struct TenantTls {
     pub allow_tls12: bool,
     /// No session tickets, no session cache.
     pub disable_resumption: bool,
-    /// Audit mode: certificates optional, failures let through (and
-    /// reported to [`Presented::would_refuse`]).
+    /// Audit mode, or a tenant whose routes differ in mode: certificates
+    /// optional, failures let through (and reported to
+    /// [`Presented::would_refuse`]) for the routes to decide on.
     pub audit: bool,
     /// Cipher suites, in order (empty: the defaults).
     pub cipher_suites: Vec<String>,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the gate at the edge (issue 19): SNI passthrough
 //! next to terminating tenants, the PROXY protocol from HAProxy, audit
-//! mode, and the shipped Prometheus rules and Grafana dashboard.
+//! mode (per tenant and per route), and the shipped Prometheus rules and
+//! Grafana dashboard.
 //!
 //! Judges nobody here wrote: `openssl s_client`, curl, Python's ssl
 //! module (the TLS backend), HAProxy (`send-proxy`, `send-proxy-v2`) and
@@ -14,6 +15,10 @@ mod common;
 #[allow(dead_code)] // shared with gate_extra; this binary uses a part
 #[path = "gate_extra/harness.rs"]
 mod harness;
+#[path = "gate_edge/linger.rs"]
+mod linger;
+#[path = "gate_edge/route_mode.rs"]
+mod route_mode;
 #[path = "gate_edge/support.rs"]
 mod support;
 

@@ -21,6 +21,58 @@ fn the_example_config_parses() {
 }
 
 #[test]
+fn a_route_mode_is_its_own_or_else_its_tenants() {
+    let base = include_str!("../../../../docs/gate.example.toml");
+    let commented = "# mode = \"audit\"\n";
+    assert!(base.contains(commented));
+    let config = GateConfig::from_toml(base, Path::new("/")).unwrap();
+    let api = &config.tenants[0];
+    assert_eq!(api.mode, Mode::Strict);
+    assert!(api.routes.iter().all(|r| r.mode.is_none()));
+    assert_eq!(api.routes[0].mode_in(Mode::Audit), Mode::Audit);
+    assert_eq!(api.routes[0].mode_in(Mode::Strict), Mode::Strict);
+
+    let audit_route = base.replace(commented, "mode = \"audit\"\n");
+    let config = GateConfig::from_toml(&audit_route, Path::new("/")).unwrap();
+    let public = &config.tenants[0].routes[0];
+    assert_eq!(public.mode, Some(Mode::Audit));
+    assert_eq!(public.mode_in(Mode::Strict), Mode::Audit);
+    assert!(
+        config.tenants[0].routes[1..]
+            .iter()
+            .all(|r| r.mode.is_none())
+    );
+    // Written back only when set.
+    let back = serde_json::to_string(&config.tenants[0].routes).unwrap();
+    assert_eq!(back.matches("\"mode\":\"audit\"").count(), 1, "{back}");
+    assert!(!back.contains("\"mode\":\"strict\""), "{back}");
+
+    let strict_route = base
+        .replace("mode = \"strict\"\n", "mode = \"audit\"\n")
+        .replace(commented, "mode = \"strict\"\n");
+    let config = GateConfig::from_toml(&strict_route, Path::new("/")).unwrap();
+    let api = &config.tenants[0];
+    assert_eq!(api.mode, Mode::Audit);
+    assert_eq!(api.routes[0].mode_in(api.mode), Mode::Strict);
+    assert_eq!(api.routes[1].mode_in(api.mode), Mode::Audit);
+
+    let choices = "expected `strict` or `audit`";
+    for (bad, why) in [
+        ("\"lenient\"", choices),
+        ("\"Audit\"", choices),
+        ("\"\"", choices),
+        ("true", "wanted string"),
+    ] {
+        let text = base.replace(commented, &format!("mode = {bad}\n"));
+        let err = GateConfig::from_toml(&text, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+        assert!(err.contains(&format!("mode = {bad}")), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn invalid_configs_say_why() {
     let base = include_str!("../../../../docs/gate.example.toml");
     for (from, to, why) in [

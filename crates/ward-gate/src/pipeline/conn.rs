@@ -3,6 +3,7 @@
 //! parameters, and the identity header values built once per connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -45,6 +46,13 @@ pub struct ConnContext {
     /// Its upgraded connections (WebSocket and others), which outlive the
     /// HTTP exchange that made them.
     pub tunnels: Tunnels,
+    /// Why strict mode would refuse the client's certificate
+    /// (`no_certificate`, `unknown_ca`, …) when an audit-mode or per-route
+    /// tenant let it in unverified; `None`: verified.
+    pub unverified: Option<&'static str>,
+    /// Set when a request was answered with its body unread: closing then
+    /// lingers (see `server::linger`).
+    pub linger: AtomicBool,
 }
 
 /// A connection's upgraded tunnels: each holds a subscription, and ends
@@ -118,7 +126,16 @@ impl ConnContext {
             upstreams,
             accepted: Instant::now(),
             tunnels: Tunnels::default(),
+            unverified: None,
+            linger: AtomicBool::new(false),
         }
+    }
+
+    /// The context of a client let in unverified for `reason` (`None`:
+    /// verified).
+    pub fn unverified(mut self, reason: Option<&'static str>) -> Self {
+        self.unverified = reason;
+        self
     }
 
     /// Whether the connection has reached `max_connection_age`: it closes

@@ -135,6 +135,11 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
                 close(&mut tls).await;
                 return End::Done;
             }
+            Step::Linger => {
+                bufs.release(&ctx.runtime.pool);
+                linger(&mut tls).await;
+                return End::Done;
+            }
             Step::Abort => return End::Done,
             Step::Handoff => {
                 let rest = std::mem::take(&mut bufs.client);
@@ -148,6 +153,19 @@ pub(super) async fn serve(mut tls: Tls, conn: &mut Conn) -> End {
 /// Closes the client connection politely: TLS close_notify, then FIN.
 async fn close(tls: &mut Tls) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+}
+
+/// A lingering close, after answering a request whose body was left
+/// unread: closing a socket with unread bytes sends a TCP reset, and a
+/// client still sending its body would then see "connection reset" (or
+/// a broken pipe) instead of the answer it had not read yet. So:
+/// close_notify and FIN, then the client's remaining bytes (TLS records,
+/// not decrypted) are read and dropped until it closes, up to
+/// [`super::LINGER_BYTES`] or [`super::LINGER_TIME`].
+async fn linger(tls: &mut Tls) {
+    close(tls).await;
+    let (tcp, _) = tls.get_mut();
+    super::drain_briefly(tcp, super::LINGER_BYTES, super::LINGER_TIME).await;
 }
 
 /// How the wait for a request ended.
@@ -202,6 +220,10 @@ enum Step {
     Next,
     /// Close the connection politely.
     Close,
+    /// Close politely after answering a request whose body was left
+    /// unread, then read and drop what the client still sends (see
+    /// [`linger`]).
+    Linger,
     /// Drop the connection at once (a response could not be completed).
     Abort,
     /// Hand the connection to the general path.
@@ -284,7 +306,7 @@ fn decide<'r>(
         grpc: None,
     };
     *facts = pipeline::facts(shared, &head, started);
-    let route = match pipeline::route(routes, &head) {
+    let route = match pipeline::route(shared, ctx, routes, &head) {
         Ok(route) => route,
         Err(r) => return refused(r),
     };
@@ -383,17 +405,18 @@ async fn request(
             // The body of a refused request is skipped when it is already
             // here; otherwise the connection closes after the answer.
             let used = r.head_len.map(|h| h as u64 + r.body);
-            let close = match used {
+            let (close, unread) = match used {
                 Some(n) if n <= bufs.client.len() as u64 => {
                     // Fits in usize: it is at most the buffer's length.
                     bufs.client.advance(usize::try_from(n).unwrap_or(0));
-                    *stop.borrow() || ctx.aged()
+                    (*stop.borrow() || ctx.aged(), false)
                 }
-                _ => true,
+                _ => (true, true),
             };
             bufs.out.clear();
             head::error_response(&mut bufs.out, &r.refusal, close);
             let step = match write_flush(tls, &bufs.out).await {
+                Ok(()) if unread => Step::Linger,
                 Ok(()) if close => Step::Close,
                 Ok(()) => Step::Next,
                 Err(_) => Step::Abort,
@@ -459,6 +482,7 @@ async fn forward(
             bufs.out.clear();
             head::error_response(&mut bufs.out, &refusal, close);
             let step = match write_flush(tls, &bufs.out).await {
+                Ok(()) if rest > 0 => Step::Linger,
                 Ok(()) if close => Step::Close,
                 Ok(()) => Step::Next,
                 Err(_) => Step::Abort,

@@ -25,6 +25,11 @@ impl<T> Prefixed<T> {
     pub(crate) fn new(inner: T, read: BytesMut) -> Self {
         Prefixed { first: read, inner }
     }
+
+    /// The stream underneath (bytes read from it are not replayed).
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
 }
 
 /// Reads the first byte of `io`; `Ok(None)` when the peer closed first.

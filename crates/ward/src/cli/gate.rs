@@ -257,6 +257,8 @@ fn flag_config(args: &ServeArgs) -> anyhow::Result<GateConfig> {
                 identity_headers: IdentityHeaders::Xfcc,
                 protocol: args.upstream_protocol,
                 jwt_svid: None,
+                // The flag form's one route follows --mode.
+                mode: None,
             }]
         },
         send_proxy_v2: false,
