@@ -184,13 +184,9 @@ impl StdError for SharedSource {
 
 /// Whether a database-reported error is about availability, not about data.
 fn is_transient(db: &dyn DatabaseError) -> bool {
-    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-        || db
-            .try_downcast_ref::<crate::sqlite::WriterError>()
-            .is_some()
-    {
+    if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
         // Primary result codes: BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL.
-        let primary = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+        let primary = e.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
         return matches!(primary, 5 | 6 | 7 | 10 | 13 | 14 | 15);
     }
     if let Some(e) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {

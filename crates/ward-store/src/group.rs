@@ -21,11 +21,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use sqlx::sqlite::SqliteRow;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 use crate::dialect::{BoxFuture, Work, WriteTx};
-use crate::sqlite::WriteRow as SqliteRow;
 
 /// How many writes may wait in the queue before writers wait too.
 const QUEUE_DEPTH: usize = 4096;
@@ -69,12 +69,6 @@ impl GroupWriter {
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn batches(&self) -> u64 {
         self.batches.load(Ordering::Relaxed)
-    }
-
-    /// How many writes wait in the queue (tests).
-    #[cfg(test)]
-    pub(crate) fn queued(&self) -> usize {
-        QUEUE_DEPTH - self.queue.capacity()
     }
 
     /// Runs `work` in the next batch's transaction and returns its result

@@ -294,8 +294,6 @@ impl Columns {
 impl Driver for PgDriver {
     type Row = PgRow;
 
-    type WriteRow = PgRow;
-
     const BACKEND: Backend = Backend::Postgres;
 
     // Every replica's CRL follows, at commit (see `watch`).

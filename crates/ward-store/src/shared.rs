@@ -32,10 +32,6 @@ pub(crate) trait Driver: Send + Sync + 'static {
     /// The driver's result row.
     type Row: Columns + Send + 'static;
 
-    /// The row a write transaction's statements return (SQLite writes on
-    /// its own connection, not sqlx's).
-    type WriteRow: Columns + Send + 'static;
-
     /// Which backend this is.
     const BACKEND: Backend;
 
@@ -58,7 +54,7 @@ pub(crate) trait Driver: Send + Sync + 'static {
     async fn write<T: Send + 'static>(
         &self,
         ctx: &'static str,
-        work: Work<T, Self::WriteRow>,
+        work: Work<T, Self::Row>,
     ) -> Result<T, StoreError>;
 
     /// Starts watching for revocations (see [`Store::watch_revocations`]).
@@ -100,7 +96,7 @@ impl<D: Driver> SqlStore<D> {
     pub(crate) async fn write<T, F>(&self, ctx: &'static str, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'t> FnOnce(&'t mut WriteTx<'_, D::WriteRow>) -> BoxFuture<'t, Result<T, StoreError>>
+        F: for<'t> FnOnce(&'t mut WriteTx<'_, D::Row>) -> BoxFuture<'t, Result<T, StoreError>>
             + Send
             + 'static,
     {
@@ -471,7 +467,7 @@ fn first<T>(rows: Vec<T>) -> Option<T> {
 
 /// Runs the backend's revocation announcement, if it has one.
 async fn announce_revocation<D: Driver>(
-    tx: &mut WriteTx<'_, D::WriteRow>,
+    tx: &mut WriteTx<'_, D::Row>,
     ctx: &'static str,
 ) -> Result<(), StoreError> {
     if let Some(notice) = D::REVOCATION_NOTICE {

@@ -2,10 +2,9 @@
 //!
 //! Durability: `synchronous=FULL`, so a committed certificate survives a
 //! power cut. Concurrency: SQLite has one writer at a time, so this process
-//! writes through one dedicated connection owned by one thread
-//! ([`writer`]: requests queue in FIFO order, no busy polling, a whole
-//! batch per request); readers use sqlx's pool. Writers in other processes
-//! are waited for by SQLite's busy timeout. Every write transaction starts with
+//! writes through one dedicated connection behind an async mutex (FIFO, no
+//! busy polling); readers use a pool. Writers in other processes are waited
+//! for by SQLite's busy timeout. Every write transaction starts with
 //! `BEGIN IMMEDIATE` so it holds the write lock from its first statement and
 //! can never fail half-way on a lock upgrade. Certificate records go through
 //! the store's group commit ([`crate::batch`]): many records, one
@@ -20,7 +19,9 @@
 //! keeps temporary structures (the rows `RETURNING` collects, sorts) in
 //! memory instead of creating a file under `/var/tmp` per batch.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,14 +30,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::Mutex;
 
-use crate::batch::{BatchResult, BatchWriter, Committer, Item};
+use crate::batch::{BatchResult, BatchWriter, Committer, Item, plan, token_ids};
 use crate::dialect::{BoxFuture, Work};
 use crate::group::{GroupWriter, Job, Runner};
-use crate::shared::{Driver, SqlStore};
-use crate::{Backend, StoreError, StoreOptions, migrate_error, watch};
-use writer::WriterThread;
+use crate::model::{encode_optional_spiffe_id, to_micros};
+use crate::shared::{Driver, SqlStore, token_from_row};
+use crate::{Backend, NewCertificate, StoreError, StoreOptions, migrate_error, sql, watch};
 
 /// Migrations for this backend, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -50,6 +52,22 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// serials of databases from before time-led serials touch all over.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
+/// The connection every write of this process goes through; `None` once
+/// the store is closed.
+type Writer = Arc<Mutex<Option<SqliteConnection>>>;
+
+/// Takes this process's turn on the writer connection.
+async fn lock_writer(
+    writer: &Writer,
+) -> Result<tokio::sync::MappedMutexGuard<'_, SqliteConnection>, StoreError> {
+    tokio::sync::MutexGuard::try_map(writer.lock().await, Option::as_mut).map_err(|_| {
+        StoreError::Unavailable {
+            context: "writing to the SQLite database".into(),
+            source: "the store is closed".into(),
+        }
+    })
+}
+
 /// A SQLite store: the shared logic over this backend's connections.
 pub(crate) type SqliteStore = SqlStore<SqliteDriver>;
 
@@ -57,9 +75,8 @@ pub(crate) type SqliteStore = SqlStore<SqliteDriver>;
 pub(crate) struct SqliteDriver {
     /// The readers' pool; WAL lets readers run beside the one writer.
     pub(crate) pool: SqlitePool,
-    /// The thread that owns the one write connection: this process's
-    /// writes queue on it.
-    writer: WriterThread,
+    /// The one write connection: this process's writers queue on it.
+    writer: Writer,
     /// Group commit of [`Driver::write`]s on `writer`.
     group: GroupWriter,
     /// How to open another connection (the revocation watch's).
@@ -68,19 +85,56 @@ pub(crate) struct SqliteDriver {
 
 /// The SQLite half of group commit: one `BEGIN IMMEDIATE` transaction per batch.
 struct SqliteBatch {
-    /// The store's writer thread.
-    writer: WriterThread,
+    /// The store's write connection.
+    writer: Writer,
 }
 
 /// Runs [`crate::group`]'s batches of writes on the write connection.
 struct SqliteGroup {
-    /// The store's writer thread.
-    writer: WriterThread,
+    /// The store's write connection.
+    writer: Writer,
 }
 
 impl Runner for SqliteGroup {
     fn run_batch<'a>(&'a self, jobs: Vec<Job>) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.writer.writes(jobs))
+        Box::pin(async move {
+            let ctx = "committing a batch of writes";
+            let db = |e| StoreError::db(ctx, e);
+            let mut conn = lock_writer(&self.writer).await?;
+            let mut tx = begin_write(&mut conn).await?;
+            if jobs.len() == 1 {
+                // Alone, a write needs no savepoint: failing, it rolls back
+                // the transaction (dropping `tx`).
+                for job in jobs {
+                    if !job(&mut tx).await {
+                        return Ok(());
+                    }
+                }
+            } else {
+                // Each write in its own savepoint; the statements between two
+                // writes go to SQLite's thread as one call.
+                sqlx::raw_sql("SAVEPOINT ward_write")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let last = jobs.len() - 1;
+                for (n, job) in jobs.into_iter().enumerate() {
+                    let kept = job(&mut tx).await;
+                    // Undoing a failed write fails if SQLite already rolled
+                    // back the whole transaction: the batch fails with it.
+                    let between: &'static str = match (kept, n == last) {
+                        (true, false) => "RELEASE ward_write; SAVEPOINT ward_write",
+                        (false, false) => {
+                            "ROLLBACK TO ward_write; RELEASE ward_write; SAVEPOINT ward_write"
+                        }
+                        (true, true) => "RELEASE ward_write",
+                        (false, true) => "ROLLBACK TO ward_write; RELEASE ward_write",
+                    };
+                    sqlx::raw_sql(between).execute(&mut *tx).await.map_err(db)?;
+                }
+            }
+            tx.commit().await.map_err(db)
+        })
     }
 }
 
@@ -149,10 +203,7 @@ impl SqliteDriver {
             .connect_with(connect)
             .await
             .map_err(|e| StoreError::db(format!("opening SQLite database {shown}"), e))?;
-        // Migrated: from here on the writer thread writes, with its own
-        // connection.
-        writer.close().await.map_err(|e| open_error(path, e))?;
-        let writer = WriterThread::open(path, BUSY_TIMEOUT, WRITER_CACHE_KIB).await?;
+        let writer = Arc::new(Mutex::new(Some(writer)));
         let batch = SqliteBatch {
             writer: writer.clone(),
         };
@@ -229,10 +280,106 @@ async fn watch_data_version(
     }
 }
 
+/// Starts a write transaction on the writer connection (whose turn the
+/// caller holds), taking the database write lock at once.
+async fn begin_write(
+    conn: &mut SqliteConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+    conn.begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| StoreError::db("starting a write transaction", e))
+}
+
 #[async_trait]
 impl BatchWriter for SqliteBatch {
     async fn write_batch(&self, items: &[Item]) -> BatchResult {
-        self.writer.certificates(items.to_vec()).await
+        let ctx = "committing certificates";
+        let mut conn = lock_writer(&self.writer).await?;
+        let mut tx = begin_write(&mut conn).await?;
+        // The write lock is held: nobody changes these rows until commit.
+        let mut tokens = HashMap::new();
+        for id in token_ids(items) {
+            let row = sqlx::query(sql::TOKEN_BY_ID)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            if let Some(token) = row.as_ref().map(token_from_row).transpose()? {
+                tokens.insert(id, token);
+            }
+        }
+        let plan = plan(items, &tokens);
+        if plan.is_empty() {
+            // Dropping `tx` rolls back; nothing was written.
+            return Ok(plan.finish(items, &HashSet::new()).0);
+        }
+        let planned: Vec<(usize, &NewCertificate)> = plan.inserts(items).collect();
+        let mut index_of: HashMap<String, usize> = HashMap::with_capacity(planned.len());
+        let mut inserted = HashSet::with_capacity(planned.len());
+        let mut rest = &planned[..];
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(sql::insert_chunk_len(rest.len()));
+            rest = tail;
+            let mut insert = sqlx::query(sql::insert_rows_sql(chunk.len()));
+            for (i, c) in chunk {
+                let serial = c.serial.to_string();
+                insert = insert
+                    .bind(serial.clone())
+                    .bind(encode_optional_spiffe_id(c.spiffe_id.as_ref()))
+                    .bind(&c.token_id)
+                    .bind(to_micros(c.not_before))
+                    .bind(to_micros(c.not_after))
+                    .bind(&c.der)
+                    .bind(&c.fingerprint)
+                    .bind(to_micros(c.issued_at))
+                    .bind(c.renewed_from.as_ref().map(ToString::to_string))
+                    .bind(c.origin.as_str())
+                    .bind(&c.profile);
+                index_of.insert(serial, *i);
+            }
+            let written = insert
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            for row in &written {
+                let serial: &str = row.try_get(0).map_err(|e| StoreError::db(ctx, e))?;
+                if let Some(i) = index_of.get(serial) {
+                    inserted.insert(*i);
+                }
+            }
+        }
+        // The DNS names of the certificates actually inserted.
+        for &i in &inserted {
+            let item = &items[i];
+            let serial = item.certificate.serial.to_string();
+            let issued_at = to_micros(item.certificate.issued_at);
+            for name in &item.dns {
+                sqlx::query(sql::INSERT_CERT_DNS)
+                    .bind(name)
+                    .bind(issued_at)
+                    .bind(&serial)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::db(ctx, e))?;
+            }
+        }
+        let (outcomes, uses) = plan.finish(items, &inserted);
+        for (id, n) in uses {
+            let added = sqlx::query(sql::ADD_TOKEN_USES)
+                .bind(&id)
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::db(ctx, e))?;
+            if added.rows_affected() != 1 {
+                return Err(StoreError::other(
+                    ctx,
+                    "a token's uses changed under the write lock",
+                ));
+            }
+        }
+        tx.commit().await.map_err(|e| StoreError::db(ctx, e))?;
+        Ok(outcomes)
     }
 }
 
@@ -325,8 +472,6 @@ async fn create_private_file(path: &Path) -> std::io::Result<()> {
 impl Driver for SqliteDriver {
     type Row = SqliteRow;
 
-    type WriteRow = WriteRow;
-
     const BACKEND: Backend = Backend::Sqlite;
 
     // Other processes notice any commit through `PRAGMA data_version`.
@@ -341,7 +486,7 @@ impl Driver for SqliteDriver {
     async fn write<T: Send + 'static>(
         &self,
         _ctx: &'static str,
-        work: Work<T, WriteRow>,
+        work: Work<T, SqliteRow>,
     ) -> Result<T, StoreError> {
         self.group.write(work).await
     }
@@ -372,13 +517,15 @@ impl Driver for SqliteDriver {
         // everything (copies, backups) even while this handle lives on.
         // Best effort: a failure leaves the WAL for the next open to fold in.
         // Closing the last connection also removes the -wal and -shm files.
-        self.writer.close().await;
+        let writer = self.writer.lock().await.take();
+        if let Some(mut writer) = writer {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut writer)
+                .await;
+            let _ = writer.close().await;
+        }
     }
 }
-
-mod writer;
-
-pub(crate) use writer::{Row as WriteRow, WriterError};
 
 #[cfg(test)]
 mod tests;

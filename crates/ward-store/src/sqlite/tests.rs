@@ -1,14 +1,10 @@
 //! Checks of what only the SQLite backend promises: per-connection
 //! durability and locking settings, which the contract tests cannot see.
 
-use std::sync::Arc;
-
 use time::OffsetDateTime;
 
 use super::*;
-use sqlx::Row;
-
-use crate::{NewCertificate, NewToken, Store};
+use crate::{NewToken, Store};
 
 /// Durability settings are per connection: check one the pool hands out.
 #[tokio::test]
@@ -57,10 +53,18 @@ async fn a_batch_that_cannot_get_the_write_lock_is_unavailable_for_all() {
     };
     store.create_token(&t).await.unwrap();
     // The same file through a writer that gives up on a busy lock at once.
-    let impatient = WriterThread::open(&path, Duration::from_millis(50), 1024)
+    let impatient = SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(Duration::from_millis(50))
+        .connect()
         .await
         .unwrap();
-    let committer = Arc::new(Committer::spawn(SqliteBatch { writer: impatient }, 64));
+    let committer = Arc::new(Committer::spawn(
+        SqliteBatch {
+            writer: Arc::new(Mutex::new(Some(impatient))),
+        },
+        64,
+    ));
     let cert = |serial: &str| NewCertificate {
         serial: serial.parse().unwrap(),
         spiffe_id: Some(t.spiffe_id.clone()),
