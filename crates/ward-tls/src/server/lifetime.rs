@@ -62,9 +62,14 @@ impl Streams {
         }
     }
 
-    /// Counts one request as in flight until the guard is dropped.
+    /// Counts one request as in flight until the guard is dropped. Only
+    /// the change from idle to busy wakes [`Streams::expired`]: a busy
+    /// connection's requests come and go without waking its task.
     pub fn open(&self) -> StreamGuard {
-        self.open.send_modify(|n| *n += 1);
+        self.open.send_if_modified(|n| {
+            *n += 1;
+            *n == 1
+        });
         StreamGuard(self.open.clone())
     }
 
@@ -99,6 +104,9 @@ impl Streams {
             return std::future::pending().await;
         };
         let mut open = self.open.subscribe();
+        // One timer for the connection, reset each time it turns idle.
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
         loop {
             let busy = *open.borrow_and_update() > 0;
             if busy {
@@ -106,8 +114,9 @@ impl Streams {
                 let _ = open.changed().await;
                 continue;
             }
+            sleep.as_mut().reset(Instant::now() + idle);
             tokio::select! {
-                () = tokio::time::sleep(idle) => return,
+                () = sleep.as_mut() => return,
                 _ = open.changed() => {}
             }
         }
@@ -120,7 +129,12 @@ pub struct StreamGuard(Arc<watch::Sender<usize>>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        // Only the change from busy to idle wakes the idle timer.
+        self.0.send_if_modified(|n| {
+            let was = *n;
+            *n = was.saturating_sub(1);
+            was == 1
+        });
     }
 }
 
