@@ -214,6 +214,42 @@ mod tests {
         assert!(streams.older_than(Duration::from_secs(7)));
     }
 
+    #[test]
+    fn only_turning_busy_or_idle_notifies() {
+        let streams = Streams::new();
+        let mut seen = streams.open.subscribe();
+        let first = streams.open();
+        assert!(seen.has_changed().unwrap_or(false), "idle to busy notifies");
+        seen.borrow_and_update();
+        // Requests coming and going on a busy connection wake nobody.
+        let second = streams.open();
+        drop(second);
+        assert!(!seen.has_changed().unwrap_or(true));
+        assert_eq!(streams.in_flight(), 1);
+        drop(first);
+        assert!(seen.has_changed().unwrap_or(false), "busy to idle notifies");
+        assert_eq!(streams.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_restarts_with_each_idle_spell() {
+        let streams = Streams::new();
+        let expired = streams.expired(Some(Duration::from_secs(2)), None);
+        tokio::pin!(expired);
+        let start = Instant::now();
+        // Three busy spells, each ending 1.5 s into the idle limit.
+        for _ in 0..3 {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1500), expired.as_mut())
+                    .await
+                    .is_err()
+            );
+            drop(streams.open());
+        }
+        assert_eq!(expired.await, Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_millis(4500 + 2000));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_limits_never_expire() {
         let streams = Streams::new();
