@@ -363,14 +363,17 @@ async fn forward(
     route: &Route,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
+    // The upgrade and balanced paths are boxed: inlined, their futures
+    // would make every request's future (moved whole into its task by
+    // hyper's spawn) several times larger.
     if upgrade::requested(&req) || upgrade::extended_connect(&req).is_some() {
         return match &route.balancer {
-            Some(balancer) => balanced::upgrade(shared, ctx, route, balancer, req).await,
-            None => upgrade::forward(shared, ctx, route, &route.upstream, req).await,
+            Some(balancer) => Box::pin(balanced::upgrade(shared, ctx, route, balancer, req)).await,
+            None => Box::pin(upgrade::forward(shared, ctx, route, &route.upstream, req)).await,
         };
     }
     if let Some(balancer) = &route.balancer {
-        return balanced::forward(shared, ctx, route, balancer, req).await;
+        return Box::pin(balanced::forward(shared, ctx, route, balancer, req)).await;
     }
     let connect = ctx.runtime.config.timeouts.upstream_connect.0;
     let started = Instant::now();
@@ -419,7 +422,7 @@ async fn forward(
     let mut req = Request::from_parts(parts, body);
     prepare(&mut req, ctx, route.headers, &route.upstream, &via)?;
     let result = match via {
-        Via::Own(mut lease, authority) => lease.send(authority, req, connect).await,
+        Via::Own(mut lease, authority) => Box::pin(lease.send(authority, req, connect)).await,
         // The current runtime's client, as for HTTP/2 above.
         Via::Pooled => {
             let client = shared.runtime.load().client.clone();

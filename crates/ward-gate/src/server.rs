@@ -529,7 +529,11 @@ async fn serve_hyper(io: prefixed::Prefixed<Tls>, mut conn_state: Conn, h2: bool
             let guard = streams.open();
             // For upgrades: a tunnel holds its own place in flight.
             req.extensions_mut().insert(streams.clone());
-            let response = crate::proxy::handle(shared.clone(), ctx.clone(), req);
+            // Boxed where it is made: hyper moves the service's future
+            // into the stream's task (and tokio boxes a large task
+            // again), so an unboxed request future is copied whole
+            // several times per request.
+            let response = Box::pin(crate::proxy::handle(shared.clone(), ctx.clone(), req));
             async move {
                 let response = response.await?;
                 Ok::<_, hyper::Error>(response.map(|body| Tracked::new(body, guard)))

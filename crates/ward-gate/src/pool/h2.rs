@@ -142,7 +142,9 @@ impl H2Pool {
         if let Some(sender) = slot.live() {
             return Ok(H2Route::H2(sender));
         }
-        match open(target, timeout).await? {
+        // Boxed: connecting (TCP, TLS, HTTP/2 handshake) is rare, and its
+        // future would otherwise enlarge every request's.
+        match Box::pin(open(target, timeout)).await? {
             Opened::H2(sender) => {
                 *slot.ready.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
                 Ok(H2Route::H2(sender))

@@ -62,9 +62,14 @@ impl Streams {
         }
     }
 
-    /// Counts one request as in flight until the guard is dropped.
+    /// Counts one request as in flight until the guard is dropped. Only
+    /// the change from idle to busy wakes [`Streams::expired`]: a busy
+    /// connection's requests come and go without waking its task.
     pub fn open(&self) -> StreamGuard {
-        self.open.send_modify(|n| *n += 1);
+        self.open.send_if_modified(|n| {
+            *n += 1;
+            *n == 1
+        });
         StreamGuard(self.open.clone())
     }
 
@@ -99,6 +104,9 @@ impl Streams {
             return std::future::pending().await;
         };
         let mut open = self.open.subscribe();
+        // One timer for the connection, reset each time it turns idle.
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
         loop {
             let busy = *open.borrow_and_update() > 0;
             if busy {
@@ -106,8 +114,9 @@ impl Streams {
                 let _ = open.changed().await;
                 continue;
             }
+            sleep.as_mut().reset(Instant::now() + idle);
             tokio::select! {
-                () = tokio::time::sleep(idle) => return,
+                () = sleep.as_mut() => return,
                 _ = open.changed() => {}
             }
         }
@@ -120,7 +129,12 @@ pub struct StreamGuard(Arc<watch::Sender<usize>>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        // Only the change from busy to idle wakes the idle timer.
+        self.0.send_if_modified(|n| {
+            let was = *n;
+            *n = was.saturating_sub(1);
+            was == 1
+        });
     }
 }
 
@@ -198,6 +212,42 @@ mod tests {
         assert_eq!(why, Expiry::MaxAge);
         assert_eq!(start.elapsed(), Duration::from_secs(7));
         assert!(streams.older_than(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn only_turning_busy_or_idle_notifies() {
+        let streams = Streams::new();
+        let mut seen = streams.open.subscribe();
+        let first = streams.open();
+        assert!(seen.has_changed().unwrap_or(false), "idle to busy notifies");
+        seen.borrow_and_update();
+        // Requests coming and going on a busy connection wake nobody.
+        let second = streams.open();
+        drop(second);
+        assert!(!seen.has_changed().unwrap_or(true));
+        assert_eq!(streams.in_flight(), 1);
+        drop(first);
+        assert!(seen.has_changed().unwrap_or(false), "busy to idle notifies");
+        assert_eq!(streams.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_restarts_with_each_idle_spell() {
+        let streams = Streams::new();
+        let expired = streams.expired(Some(Duration::from_secs(2)), None);
+        tokio::pin!(expired);
+        let start = Instant::now();
+        // Three busy spells, each ending 1.5 s into the idle limit.
+        for _ in 0..3 {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(1500), expired.as_mut())
+                    .await
+                    .is_err()
+            );
+            drop(streams.open());
+        }
+        assert_eq!(expired.await, Expiry::Idle);
+        assert_eq!(start.elapsed(), Duration::from_millis(4500 + 2000));
     }
 
     #[tokio::test(start_paused = true)]
