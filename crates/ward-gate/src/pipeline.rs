@@ -188,7 +188,7 @@ impl Refusal {
     /// status mapping.
     pub fn grpc_status(&self) -> u16 {
         match (self.code, self.status) {
-            (code, 403) if is_certificate_reason(code) => 16,
+            (code, 403) if crate::tls::is_certificate_reason(code) => 16,
             ("bad_grpc_timeout", _) => 3,
             ("deadline_exceeded", _) => 4,
             (_, 403) => 7,
@@ -222,22 +222,6 @@ impl Refusal {
     pub fn body(&self) -> String {
         serde_json::json!({ "error": self.code, "message": self.message }).to_string()
     }
-}
-
-/// Whether `code` is a certificate refusal's (see [`Refusal::certificate`]).
-fn is_certificate_reason(code: &str) -> bool {
-    matches!(
-        code,
-        "no_certificate"
-            | "unknown_ca"
-            | "expired"
-            | "not_yet_valid"
-            | "bad_eku"
-            | "revoked"
-            | "crl_stale"
-            | "revocation_unknown"
-            | "bad_certificate"
-    )
 }
 
 /// Why an upstream request failed before anything reached the client.

@@ -214,6 +214,24 @@ pub fn classify(err: &std::io::Error) -> &'static str {
     classify_tls(tls)
 }
 
+/// Whether `reason` is one [`classify_tls`] gives for a client
+/// certificate that is missing or failed verification (what a strict
+/// route refuses with 403 and gRPC status 16).
+pub fn is_certificate_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "no_certificate"
+            | "unknown_ca"
+            | "expired"
+            | "not_yet_valid"
+            | "bad_eku"
+            | "revoked"
+            | "crl_stale"
+            | "revocation_unknown"
+            | "bad_certificate"
+    )
+}
+
 /// [`classify`] for a rustls error.
 pub fn classify_tls(tls: &rustls::Error) -> &'static str {
     use rustls::Error as E;
@@ -236,5 +254,39 @@ pub fn classify_tls(tls: &rustls::Error) -> &'static str {
         },
         E::PeerIncompatible(_) => "protocol_version",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod certificate_reason_tests {
+    use rustls::{CertificateError, Error};
+
+    use super::{classify_tls, is_certificate_reason};
+
+    #[test]
+    fn every_certificate_failure_is_a_certificate_reason_and_nothing_else_is() {
+        let certificate = [
+            Error::NoCertificatesPresented,
+            Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            Error::InvalidCertificate(CertificateError::BadSignature),
+            Error::InvalidCertificate(CertificateError::Expired),
+            Error::InvalidCertificate(CertificateError::NotValidYet),
+            Error::InvalidCertificate(CertificateError::InvalidPurpose),
+            Error::InvalidCertificate(CertificateError::Revoked),
+            Error::InvalidCertificate(CertificateError::ExpiredRevocationList),
+            Error::InvalidCertificate(CertificateError::UnknownRevocationStatus),
+            Error::InvalidCertificate(CertificateError::BadEncoding),
+        ];
+        for e in &certificate {
+            assert!(is_certificate_reason(classify_tls(e)), "{e:?}");
+        }
+        let other = [
+            Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic),
+            Error::DecryptError,
+        ];
+        for e in &other {
+            assert!(!is_certificate_reason(classify_tls(e)), "{e:?}");
+        }
+        assert!(!is_certificate_reason("client_closed"));
     }
 }
