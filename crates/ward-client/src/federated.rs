@@ -170,7 +170,12 @@ impl Federation {
             .map(|f| (f.endpoint().trust_domain.clone(), f.subscribe()))
             .collect();
         let (ca_tx, ca_rx) = watch::channel(Arc::new(BTreeMap::new()));
-        let (tx, set) = watch::channel(merge(&subs, &ca_rx.borrow()));
+        let (tx, mut set) = watch::channel(merge(&subs, &ca_rx.borrow()));
+        // A follower may have its first bundle before `subs` subscribed:
+        // it is in the first set then, and `changed` still reports it.
+        if set.borrow().values().any(Option::is_some) {
+            set.mark_changed();
+        }
         let tx = Arc::new(tx);
         let publish = {
             let tx = tx.clone();
